@@ -1,0 +1,258 @@
+//! The command line: every subcommand and flag, each flag also readable from a
+//! `SERVENT_...` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit status of a subcommand that this build does not provide yet.
+pub const EXIT_UNAVAILABLE: i32 = 69;
+
+/// A Gnutella servent: share a directory, join a mesh, search and download, or run
+/// a Napster-style central index.
+#[derive(Debug, Parser)]
+#[command(name = "servent", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, env = "SERVENT_VERBOSE")]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, env = "SERVENT_QUIET")]
+    pub quiet: u8,
+    /// Log filter in `tracing` env-filter syntax (e.g. `servent=debug,hyper=warn`);
+    /// overrides -v/-q.
+    #[arg(long, global = true, env = "SERVENT_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Connect to a node as a leaf, send one query and print the hits.
+    Search(SearchArgs),
+    /// Download a file by URL, magnet link, or search.
+    Get(GetArgs),
+    /// Run a Napster-compatible central index server.
+    Index(IndexArgs),
+    /// Use a Napster-compatible central index as a client.
+    Napster(NapsterArgs),
+}
+
+/// The role a node takes in the two-tier network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Leaf,
+    Ultrapeer,
+    Auto,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on for Gnutella, HTTP and push connections.
+    #[arg(long, env = "SERVENT_LISTEN", default_value = "0.0.0.0:6346")]
+    pub listen: SocketAddr,
+    /// Directory to share (repeatable).
+    #[arg(long, env = "SERVENT_SHARE", value_name = "DIR")]
+    pub share: Vec<PathBuf>,
+    /// Peer to connect to at start (repeatable; comma-separated in the variable).
+    #[arg(
+        long,
+        env = "SERVENT_PEER",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub peer: Vec<String>,
+    /// Where the host cache and hash cache are kept (default: the platform's data
+    /// directory).
+    #[arg(long, env = "SERVENT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of peer connections to hold.
+    #[arg(long, env = "SERVENT_MAX_PEERS", default_value_t = 32)]
+    pub max_peers: usize,
+    /// Highest TTL accepted on (and given to) queries.
+    #[arg(long, env = "SERVENT_MAX_TTL", default_value_t = 7)]
+    pub max_ttl: u8,
+    /// Role in the two-tier network.
+    #[arg(long, env = "SERVENT_MODE", value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Accept no inbound connections and mark hits as needing a push.
+    #[arg(long, env = "SERVENT_FIREWALLED")]
+    pub firewalled: bool,
+    /// Concurrent uploads before answering 503.
+    #[arg(long, env = "SERVENT_MAX_UPLOADS", default_value_t = 8)]
+    pub max_uploads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Node to connect to.
+    #[arg(long, env = "SERVENT_PEER", value_name = "HOST:PORT")]
+    pub peer: String,
+    /// Seconds to wait for hits.
+    #[arg(long, env = "SERVENT_TIMEOUT", default_value_t = 10)]
+    pub timeout: u64,
+    /// Stop after this many results.
+    #[arg(long, env = "SERVENT_MAX_RESULTS", default_value_t = 100)]
+    pub max_results: usize,
+    /// One JSON object per hit on standard output.
+    #[arg(long, env = "SERVENT_JSON")]
+    pub json: bool,
+    /// Keywords to search for.
+    #[arg(required = true, value_name = "WORDS")]
+    pub words: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// An `http://` URL or `magnet:` link; with --peer, keywords to search for.
+    #[arg(required = true, value_name = "URL|MAGNET|WORDS")]
+    pub target: Vec<String>,
+    /// Where to write the file.
+    #[arg(short, long, env = "SERVENT_OUTPUT", value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Machine-readable progress and result on standard output.
+    #[arg(long, env = "SERVENT_JSON")]
+    pub json: bool,
+    /// Search through this node and download the best match.
+    #[arg(long, env = "SERVENT_PEER", value_name = "HOST:PORT")]
+    pub peer: Option<String>,
+    /// With --peer, download every match instead of the best one.
+    #[arg(long, env = "SERVENT_ALL")]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SERVENT_LISTEN", default_value = "0.0.0.0:8888")]
+    pub listen: SocketAddr,
+    /// Users allowed online at once.
+    #[arg(long, env = "SERVENT_MAX_USERS", default_value_t = 10_000)]
+    pub max_users: usize,
+    /// Results returned per search at most.
+    #[arg(long, env = "SERVENT_MAX_RESULTS", default_value_t = 100)]
+    pub max_results: usize,
+    /// File whose lines are sent as the message of the day.
+    #[arg(long, env = "SERVENT_MOTD", value_name = "FILE")]
+    pub motd: Option<PathBuf>,
+    /// Where registered accounts are kept.
+    #[arg(long, env = "SERVENT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct NapsterArgs {
+    #[command(subcommand)]
+    pub command: NapsterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NapsterCommand {
+    /// Log in, announce a shared directory, and serve transfers until SIGINT.
+    Share {
+        #[arg(long, env = "SERVENT_SERVER", value_name = "ADDR")]
+        server: String,
+        #[arg(long, env = "SERVENT_NICK")]
+        nick: String,
+        #[arg(long, env = "SERVENT_SHARE", value_name = "DIR")]
+        share: PathBuf,
+        /// Port for client-to-client transfers (0: firewalled).
+        #[arg(long, env = "SERVENT_DATA_PORT", default_value_t = 6699)]
+        data_port: u16,
+    },
+    /// Search the index.
+    Search {
+        #[arg(long, env = "SERVENT_SERVER", value_name = "ADDR")]
+        server: String,
+        #[arg(long, env = "SERVENT_JSON")]
+        json: bool,
+        #[arg(long, env = "SERVENT_MAX_RESULTS", default_value_t = 100)]
+        max_results: usize,
+        #[arg(required = true, value_name = "WORDS")]
+        words: Vec<String>,
+    },
+    /// Download a file from another user.
+    Get {
+        #[arg(long, env = "SERVENT_SERVER", value_name = "ADDR")]
+        server: String,
+        #[arg(long, env = "SERVENT_FROM", value_name = "NICK")]
+        from: String,
+        #[arg(long, env = "SERVENT_FILE", value_name = "REMOTE NAME")]
+        file: String,
+        #[arg(short, long, env = "SERVENT_OUTPUT", value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+}
+
+impl Command {
+    /// The subcommand's name as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Search(_) => "search",
+            Command::Get(_) => "get",
+            Command::Index(_) => "index",
+            Command::Napster(n) => match n.command {
+                NapsterCommand::Share { .. } => "napster share",
+                NapsterCommand::Search { .. } => "napster search",
+                NapsterCommand::Get { .. } => "napster get",
+            },
+        }
+    }
+}
+
+impl Cli {
+    /// The log filter: `--log`/`SERVENT_LOG` if given, else a level from -v/-q.
+    pub fn log_filter(&self) -> String {
+        if let Some(f) = &self.log {
+            return f.clone();
+        }
+        let level = 2 + self.verbose as i32 - self.quiet as i32;
+        match level {
+            i32::MIN..=0 => "error",
+            1 => "warn",
+            2 => "info",
+            3 => "debug",
+            _ => "trace",
+        }
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_and_repeats() {
+        let cli = Cli::try_parse_from([
+            "servent", "-vv", "run", "--share", "/a", "--share", "/b", "--peer", "h:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_filter(), "trace");
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.listen, "0.0.0.0:6346".parse().unwrap());
+        assert_eq!(r.share.len(), 2);
+        assert_eq!(r.max_ttl, 7);
+        assert_eq!(r.mode, Mode::Auto);
+    }
+
+    #[test]
+    fn quiet_lowers_the_level() {
+        let cli = Cli::try_parse_from(["servent", "-qq", "index"]).unwrap();
+        assert_eq!(cli.log_filter(), "error");
+        assert_eq!(cli.command.name(), "index");
+    }
+}

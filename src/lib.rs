@@ -1,0 +1,9 @@
+//! `servent`: a Gnutella 0.6 node.
+//!
+//! The crate is split into a wire layer that never does I/O ([`wire`]), a framing
+//! layer that adapts it to byte streams ([`framing`]), and the command-line front
+//! end in `main.rs`. See `ARCHITECTURE.md` for the map of the parts.
+
+pub mod cli;
+pub mod framing;
+pub mod wire;

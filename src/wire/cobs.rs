@@ -1,0 +1,143 @@
+//! Consistent-Overhead Byte Stuffing, used to keep NUL bytes out of GGEP values
+//! that travel inside NUL-delimited fields.
+//!
+//! The encoding is the standard one: each group is a code byte `k` (1..=255)
+//! followed by `k - 1` non-zero bytes; a group with `k < 255` stands for its bytes
+//! followed by a zero, except for the final group.
+
+/// Why COBS data could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CobsError {
+    /// A code byte of zero: COBS output never contains a zero.
+    #[error("zero byte in COBS data")]
+    ZeroByte,
+    /// A group announced more bytes than were left.
+    #[error("COBS group runs past the end of the data")]
+    Truncated,
+}
+
+/// Appends the COBS encoding of `data` to `out`. Never writes a zero byte.
+///
+/// A full group (code 0xFF) that ends exactly at the end of the data is not
+/// followed by an empty group, so the output is the shortest standard form.
+pub fn encode_into(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(data.len() + data.len() / 254 + 1);
+    let mut code_pos = out.len();
+    out.push(0); // placeholder for the current group's code byte
+    let mut code: u8 = 1;
+    for (i, &b) in data.iter().enumerate() {
+        if b == 0 {
+            out[code_pos] = code;
+            code_pos = out.len();
+            out.push(0);
+            code = 1;
+        } else {
+            out.push(b);
+            code += 1;
+            if code == 0xFF && i + 1 < data.len() {
+                out[code_pos] = code;
+                code_pos = out.len();
+                out.push(0);
+                code = 1;
+            }
+        }
+    }
+    out[code_pos] = code;
+}
+
+/// The COBS encoding of `data`.
+pub fn encode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(data, &mut out);
+    out
+}
+
+/// Decodes COBS data.
+pub fn decode(data: &[u8]) -> Result<Vec<u8>, CobsError> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let code = data[i] as usize;
+        if code == 0 {
+            return Err(CobsError::ZeroByte);
+        }
+        let end = i + code;
+        if end > data.len() {
+            return Err(CobsError::Truncated);
+        }
+        let group = &data[i + 1..end];
+        if group.contains(&0) {
+            return Err(CobsError::ZeroByte);
+        }
+        out.extend_from_slice(group);
+        i = end;
+        if code < 0xFF && i < data.len() {
+            out.push(0);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_vectors() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (&[0x00], &[0x01, 0x01]),
+            (&[0x00, 0x00], &[0x01, 0x01, 0x01]),
+            (&[0x11, 0x22, 0x00, 0x33], &[0x03, 0x11, 0x22, 0x02, 0x33]),
+            (&[0x11, 0x22, 0x33, 0x44], &[0x05, 0x11, 0x22, 0x33, 0x44]),
+            (
+                &[0xC6, 0x33, 0x64, 0x14, 0x00, 0x19],
+                &[0x05, 0xC6, 0x33, 0x64, 0x14, 0x02, 0x19],
+            ),
+            (&[], &[0x01]),
+        ];
+        for (plain, coded) in cases {
+            assert_eq!(encode(plain), coded.to_vec(), "encode {plain:02x?}");
+            assert_eq!(
+                decode(coded).unwrap(),
+                plain.to_vec(),
+                "decode {coded:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_runs() {
+        let run254: Vec<u8> = (1..=254).collect();
+        let enc = encode(&run254);
+        assert_eq!(enc.len(), 255);
+        assert_eq!(enc[0], 0xFF);
+        assert_eq!(decode(&enc).unwrap(), run254);
+
+        let run255: Vec<u8> = (0..255).map(|i| (i % 255) as u8 + 1).collect();
+        let enc = encode(&run255);
+        assert!(!enc.contains(&0));
+        assert_eq!(decode(&enc).unwrap(), run255);
+
+        let mut with_zero = run254.clone();
+        with_zero.push(0);
+        let enc = encode(&with_zero);
+        assert!(!enc.contains(&0));
+        assert_eq!(decode(&enc).unwrap(), with_zero);
+    }
+
+    #[test]
+    fn malformed() {
+        assert_eq!(decode(&[0x00]), Err(CobsError::ZeroByte));
+        assert_eq!(decode(&[0x05, 0x11]), Err(CobsError::Truncated));
+        assert_eq!(decode(&[0x03, 0x11, 0x00]), Err(CobsError::ZeroByte));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn round_trip(data in proptest::collection::vec(proptest::num::u8::ANY, 0..1200)) {
+            let enc = encode(&data);
+            proptest::prop_assert!(!enc.contains(&0));
+            proptest::prop_assert_eq!(decode(&enc).unwrap(), data);
+        }
+    }
+}

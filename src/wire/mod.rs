@@ -1,0 +1,46 @@
+//! The Gnutella wire format, as typed values with parsers and encoders.
+//!
+//! Nothing in this module performs I/O. Parsers take an exact frame (`&[u8]` or
+//! [`bytes::Bytes`]) and return typed values or a typed error; encoders append to a
+//! [`bytes::BytesMut`]. Variable-length fields that are forwarded unchanged are kept
+//! as [`bytes::Bytes`] slices of the received buffer, so decoding does not copy them.
+//!
+//! The byte layouts are described in `protocol-spec/` at the root of the repository.
+
+pub mod bye;
+pub mod cobs;
+pub mod error;
+pub mod ext;
+pub mod ggep;
+pub mod guid;
+pub mod handshake;
+pub mod header;
+pub mod huge;
+pub mod message;
+pub mod ping;
+pub mod pong;
+pub mod push;
+pub mod qrp;
+pub mod query;
+pub mod queryhit;
+pub mod route_table;
+pub mod vendor;
+
+pub use bye::Bye;
+pub use error::{EncodeError, WireError};
+pub use ext::{ExtArea, ExtItem};
+pub use ggep::{Ggep, GgepError, GgepExt, GgepId};
+pub use guid::{Guid, Hops, Ttl};
+pub use header::{Function, HEADER_LEN, Header};
+pub use message::{Frame, Message};
+pub use ping::Ping;
+pub use pong::Pong;
+pub use push::Push;
+pub use query::{Query, QueryFlags};
+pub use queryhit::{HitResult, OpenDataFlags, QueryHit, Trailer, TrailerArea};
+pub use route_table::RouteTableUpdate;
+pub use vendor::VendorMsg;
+
+/// The hard ceiling on a descriptor payload. Longer payloads are always a protocol
+/// error: the upper 16 bits of the length field are reserved by deployed servents.
+pub const MAX_PAYLOAD: u32 = 65_535;

@@ -1,0 +1,400 @@
+//! QueryHit (0x81): results for a Query, routed back along the Query's path.
+//!
+//! Layout: result count, port, IPv4, speed, the result records, an optional
+//! trailer (vendor code, open data, private area), and always the responder's
+//! servent GUID in the last 16 bytes. The result set has no length field, so the
+//! trailer is whatever lies between the last record and the GUID.
+
+use std::net::Ipv4Addr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use nom::number::complete::{be_u32, le_u16, le_u32};
+
+use crate::wire::error::{EncodeError, WireError, WireResult};
+use crate::wire::ext::{AreaEnd, ExtArea, ExtItem};
+use crate::wire::ggep::{self, Ggep, GgepExt};
+use crate::wire::guid::Guid;
+use crate::wire::huge::Sha1Urn;
+use crate::wire::message::fields;
+
+/// Value written in the 32-bit size field when the real size is carried in GGEP
+/// `LF` (files of 2 GiB and more).
+pub const SIZE_IN_LF: u32 = 0xFFFF_FFFF;
+
+/// One result record.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HitResult {
+    pub index: u32,
+    /// The 32-bit size field as sent; see [`HitResult::file_size`].
+    pub size: u32,
+    /// The file name as sent (UTF-8 in practice).
+    pub name: Bytes,
+    pub ext: ExtArea,
+}
+
+impl HitResult {
+    /// A result for a file, with its SHA-1 URN when known. Sizes of 2^31 bytes and
+    /// more are carried in GGEP `LF`, with the size field set to 0xFFFFFFFF.
+    pub fn new(index: u32, size: u64, name: &str, urn: Option<&Sha1Urn>) -> HitResult {
+        let mut items = Vec::new();
+        if let Some(u) = urn {
+            items.push(ExtItem::sha1(u));
+        }
+        let size32 = if size >= 1 << 31 {
+            items.push(ExtItem::Ggep(Ggep::new(vec![GgepExt::int("LF", size)])));
+            SIZE_IN_LF
+        } else {
+            size as u32
+        };
+        HitResult {
+            index,
+            size: size32,
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            ext: ExtArea { items },
+        }
+    }
+
+    /// The file's size: GGEP `LF` when present and well-formed, else the 32-bit field.
+    pub fn file_size(&self) -> u64 {
+        self.ext
+            .ggep()
+            .and_then(|g| g.get("LF"))
+            .and_then(|e| e.as_int())
+            .unwrap_or(self.size as u64)
+    }
+
+    /// The file name, decoded as UTF-8 with invalid bytes replaced.
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// The trailer flags, each `None` when the sender did not say.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct OpenDataFlags {
+    /// The responder needs a Push to be reached.
+    pub push: Option<bool>,
+    /// All upload slots are full.
+    pub busy: Option<bool>,
+    /// The responder has uploaded at least one file.
+    pub uploaded: Option<bool>,
+    /// The speed field is a measured value.
+    pub measured_speed: Option<bool>,
+    /// The private area holds a GGEP block.
+    pub ggep: Option<bool>,
+}
+
+const OD_PUSH: u8 = 0x01;
+const OD_BUSY: u8 = 0x04;
+const OD_UPLOADED: u8 = 0x08;
+const OD_MEASURED: u8 = 0x10;
+const OD_GGEP: u8 = 0x20;
+
+impl OpenDataFlags {
+    /// Reads the flags from the open-data bytes.
+    ///
+    /// With two or more bytes (OD0, OD1) a flag is set when its bit is set in both
+    /// bytes, which reads the push bit (value in OD0, validity in OD1) and the
+    /// others (value in OD1, validity in OD0) alike. One byte is the NapShare form
+    /// (push and busy only, no validity byte).
+    pub fn from_open_data(od: &[u8]) -> OpenDataFlags {
+        match od {
+            [] => OpenDataFlags::default(),
+            [b] => OpenDataFlags {
+                push: Some(b & OD_PUSH != 0),
+                busy: Some(b & OD_BUSY != 0),
+                ..OpenDataFlags::default()
+            },
+            [od0, od1, ..] => {
+                let get = |bit: u8, known: bool| known.then_some(od0 & od1 & bit != 0);
+                OpenDataFlags {
+                    push: get(OD_PUSH, od1 & OD_PUSH != 0),
+                    busy: get(OD_BUSY, od0 & OD_BUSY != 0),
+                    uploaded: get(OD_UPLOADED, od0 & OD_UPLOADED != 0),
+                    measured_speed: get(OD_MEASURED, od0 & OD_MEASURED != 0),
+                    ggep: get(OD_GGEP, od0 & OD_GGEP != 0),
+                }
+            }
+        }
+    }
+
+    /// The two open-data bytes (OD0, OD1) that say exactly these flags.
+    pub fn to_bytes(self) -> [u8; 2] {
+        let (mut od0, mut od1) = (0u8, 0u8);
+        if let Some(v) = self.push {
+            od1 |= OD_PUSH;
+            if v {
+                od0 |= OD_PUSH;
+            }
+        }
+        for (flag, bit) in [
+            (self.busy, OD_BUSY),
+            (self.uploaded, OD_UPLOADED),
+            (self.measured_speed, OD_MEASURED),
+            (self.ggep, OD_GGEP),
+        ] {
+            if let Some(v) = flag {
+                od0 |= bit;
+                if v {
+                    od1 |= bit;
+                }
+            }
+        }
+        [od0, od1]
+    }
+}
+
+/// The private area of a trailer: vendor bytes, at most one GGEP block we parsed,
+/// and whatever follows it (LimeWire puts its XML there).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct PrivateArea {
+    /// Bytes before the GGEP block; all of the area when no block was parsed.
+    pub prefix: Bytes,
+    pub ggep: Option<Ggep>,
+    /// Bytes after the GGEP block.
+    pub rest: Bytes,
+}
+
+/// A vendor trailer ("QHD").
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Trailer {
+    /// Four-character vendor code (compare case-insensitively).
+    pub vendor: [u8; 4],
+    /// The open data, normally two flag bytes (LimeWire adds a 2-byte XML size).
+    pub open_data: Bytes,
+    pub private: PrivateArea,
+}
+
+impl Trailer {
+    /// A trailer with two flag bytes and an optional GGEP block. The GGEP flag is
+    /// set to say whether the block is present.
+    pub fn new(vendor: [u8; 4], flags: OpenDataFlags, ggep: Option<Ggep>) -> Trailer {
+        let flags = OpenDataFlags {
+            ggep: Some(ggep.is_some()),
+            ..flags
+        };
+        Trailer {
+            vendor,
+            open_data: Bytes::copy_from_slice(&flags.to_bytes()),
+            private: PrivateArea {
+                ggep,
+                ..PrivateArea::default()
+            },
+        }
+    }
+
+    /// The flags the open data carries.
+    pub fn flags(&self) -> OpenDataFlags {
+        OpenDataFlags::from_open_data(&self.open_data)
+    }
+
+    /// LimeWire's XML size (open data of 4 bytes): length of the XML document at
+    /// the end of the private area, including its NUL.
+    pub fn xml_size(&self) -> Option<u16> {
+        (self.open_data.len() == 4)
+            .then(|| u16::from_le_bytes([self.open_data[2], self.open_data[3]]))
+    }
+
+    fn parse(t: Bytes, budget: &mut usize) -> TrailerArea {
+        if t.is_empty() {
+            return TrailerArea::None;
+        }
+        let Some(&s) = t.get(4) else {
+            return TrailerArea::Opaque(t);
+        };
+        let od_end = 5 + s as usize;
+        if od_end > t.len() {
+            return TrailerArea::Opaque(t);
+        }
+        let vendor = [t[0], t[1], t[2], t[3]];
+        let open_data = t.slice(5..od_end);
+        let private = t.slice(od_end..);
+        let mut area = PrivateArea {
+            prefix: private.clone(),
+            ..PrivateArea::default()
+        };
+        if OpenDataFlags::from_open_data(&open_data).ggep == Some(true) {
+            if let Some(at) = private.iter().position(|&b| b == ggep::MAGIC) {
+                // Legacy private data may hold anything: a block that does not parse
+                // leaves the whole area as opaque bytes.
+                if let Ok((g, used)) = Ggep::parse_with_budget(&private.slice(at..), budget) {
+                    area = PrivateArea {
+                        prefix: private.slice(..at),
+                        ggep: Some(g),
+                        rest: private.slice(at + used..),
+                    };
+                }
+            }
+        }
+        TrailerArea::Qhd(Trailer {
+            vendor,
+            open_data,
+            private: area,
+        })
+    }
+
+    fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let s = self.open_data.len();
+        if s > 255 {
+            return Err(EncodeError::TooLong {
+                what: "trailer open data",
+                len: s,
+                limit: 255,
+            });
+        }
+        out.put_slice(&self.vendor);
+        out.put_u8(s as u8);
+        out.put_slice(&self.open_data);
+        let p = &self.private;
+        out.put_slice(&p.prefix);
+        if let Some(g) = &p.ggep {
+            if self.flags().ggep != Some(true) || p.prefix.contains(&ggep::MAGIC) {
+                return Err(EncodeError::Invalid {
+                    what: "trailer",
+                    why: "a GGEP block needs the GGEP flag and no 0xC3 before it",
+                });
+            }
+            g.encode(out, false)?;
+        }
+        out.put_slice(&p.rest);
+        Ok(())
+    }
+}
+
+/// What lies between the last result and the servent GUID.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TrailerArea {
+    /// Nothing: a plain 0.4 hit.
+    None,
+    /// A vendor trailer.
+    Qhd(Trailer),
+    /// Bytes too short to be a trailer, kept as they are.
+    Opaque(Bytes),
+}
+
+/// A QueryHit.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct QueryHit {
+    /// Where to download from (HTTP on the Gnutella port).
+    pub port: u16,
+    pub ip: Ipv4Addr,
+    /// Upload speed in kbit/s.
+    pub speed: u32,
+    pub results: Vec<HitResult>,
+    pub trailer: TrailerArea,
+    /// The responder's servent GUID, the key for routing Pushes to it.
+    pub servent: Guid,
+}
+
+impl QueryHit {
+    /// The trailer, when there is one.
+    pub fn qhd(&self) -> Option<&Trailer> {
+        match &self.trailer {
+            TrailerArea::Qhd(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Parses a QueryHit payload.
+    pub fn parse(payload: &Bytes, budget: &mut usize) -> WireResult<QueryHit> {
+        const WHAT: &str = "query hit";
+        if payload.len() < 11 + 16 {
+            return Err(WireError::Truncated { what: WHAT });
+        }
+        let (_, (count, port, ip, speed)) = fields(
+            WHAT,
+            payload,
+            (nom::number::complete::u8, le_u16, be_u32, le_u32),
+        )?;
+        let guid_at = payload.len() - 16;
+        let body = payload.slice(..guid_at);
+        let mut pos = 11;
+        let mut results = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let (_, (index, size)) = fields("query hit result", &body[pos..], (le_u32, le_u32))?;
+            let name_at = pos + 8;
+            let nul =
+                body[name_at..]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(WireError::MissingNul {
+                        what: "result name",
+                    })?
+                    + name_at;
+            let (ext, next) = ExtArea::parse(&body, nul + 1, AreaEnd::Nul, budget)?;
+            results.push(HitResult {
+                index,
+                size,
+                name: body.slice(name_at..nul),
+                ext,
+            });
+            pos = next;
+        }
+        let trailer = Trailer::parse(body.slice(pos..), budget);
+        if count == 0 && trailer == TrailerArea::None {
+            return Err(WireError::Malformed {
+                what: WHAT,
+                why: "no results and no trailer",
+            });
+        }
+        Ok(QueryHit {
+            port,
+            ip: Ipv4Addr::from(ip),
+            speed,
+            results,
+            trailer,
+            servent: Guid::from_slice(&payload[guid_at..]).expect("16 bytes"),
+        })
+    }
+
+    /// Appends the payload to `out`.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        if self.results.len() > 255 {
+            return Err(EncodeError::TooLong {
+                what: "query hit results",
+                len: self.results.len(),
+                limit: 255,
+            });
+        }
+        out.put_u8(self.results.len() as u8);
+        out.put_u16_le(self.port);
+        out.put_slice(&self.ip.octets());
+        out.put_u32_le(self.speed);
+        for r in &self.results {
+            if r.name.contains(&0) {
+                return Err(EncodeError::ForbiddenByte {
+                    what: "result name",
+                    byte: 0,
+                });
+            }
+            out.put_u32_le(r.index);
+            out.put_u32_le(r.size);
+            out.put_slice(&r.name);
+            out.put_u8(0);
+            r.ext.encode(out)?;
+            out.put_u8(0);
+        }
+        match &self.trailer {
+            TrailerArea::None if self.results.is_empty() => {
+                return Err(EncodeError::Invalid {
+                    what: "query hit",
+                    why: "no results and no trailer",
+                });
+            }
+            TrailerArea::None => {}
+            TrailerArea::Qhd(t) => t.encode(out)?,
+            TrailerArea::Opaque(b) => {
+                let fits_qhd = b.len() >= 5 && 5 + b[4] as usize <= b.len();
+                if b.is_empty() || fits_qhd {
+                    return Err(EncodeError::Invalid {
+                        what: "opaque trailer",
+                        why: "empty, or shaped like a vendor trailer",
+                    });
+                }
+                out.put_slice(b);
+            }
+        }
+        out.put_slice(self.servent.as_bytes());
+        Ok(())
+    }
+}

@@ -7,13 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::error::{EncodeError, WireError, WireResult};
 
-const VARIANT_RESET: u8 = 0x00;
-const VARIANT_PATCH: u8 = 0x01;
-
-/// Patch data is sent as it is.
-pub const COMPRESSOR_NONE: u8 = 0x00;
-/// Patch data is one zlib stream across the whole sequence.
-pub const COMPRESSOR_ZLIB: u8 = 0x01;
+pub use crate::wire::qrp::{COMPRESSOR_NONE, COMPRESSOR_ZLIB, VARIANT_PATCH, VARIANT_RESET};
 
 /// A RESET or PATCH message.
 #[derive(Clone, PartialEq, Eq, Debug)]

@@ -1,1 +1,349 @@
-fn main() {}
+//! Codec throughput on a realistic mix of descriptors, as a ratio to a plain copy
+//! of the same bytes measured in the same run.
+//!
+//! Run with `cargo bench --bench codec`. The mix: Pings (half with GGEP `SCP`),
+//! Pongs with GGEP (DU, UP, VC, LOC), Queries with a SHA-1 URN and GGEP, and
+//! QueryHits with 10 results (URN + GGEP per result) and a vendor trailer.
+//!
+//! Two paths are measured:
+//! - the relay path: framing, validation with the borrowed views, and writing the
+//!   frame out again (what a node does with messages it forwards);
+//! - the owned path: parsing into typed values and encoding them back.
+//!
+//! A counting allocator reports allocations per message and checks that parsing a
+//! header allocates nothing.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use servent::framing::{DescriptorCodec, SizeLimits};
+use servent::wire::ext::{ExtArea, ExtItem};
+use servent::wire::huge::Sha1Urn;
+use servent::wire::queryhit::OpenDataFlags;
+use servent::wire::{
+    Ggep, GgepExt, Guid, HEADER_LEN, Header, HitResult, Hops, MAX_PAYLOAD, Message, Ping, Pong,
+    Query, QueryFlags, QueryHit, Trailer, TrailerArea, Ttl,
+};
+use tokio_util::codec::Decoder;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.load(Ordering::Relaxed)
+}
+
+/// A deterministic pseudo-random sequence (xorshift), so every run sees the same mix.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn word(&mut self) -> &'static str {
+        const WORDS: &[&str] = &[
+            "linux",
+            "free",
+            "software",
+            "music",
+            "live",
+            "concert",
+            "debian",
+            "holiday",
+            "photos",
+            "mix",
+            "remastered",
+            "lecture",
+            "notes",
+            "podcast",
+            "episode",
+        ];
+        WORDS[(self.next() % WORDS.len() as u64) as usize]
+    }
+}
+
+fn ping(rng: &mut Rng) -> Message {
+    Message::Ping(Ping {
+        ggep: (rng.next() % 2 == 0).then(|| Ggep::new(vec![GgepExt::new("SCP", vec![1u8])])),
+    })
+}
+
+fn pong(rng: &mut Rng) -> Message {
+    Message::Pong(Pong {
+        port: 6346,
+        ip: Ipv4Addr::from(rng.next() as u32),
+        files: (rng.next() % 5000) as u32,
+        kbytes: (rng.next() % 50_000_000) as u32,
+        ggep: Some(Ggep::new(vec![
+            GgepExt::int("DU", rng.next() % 86_400),
+            GgepExt::new("UP", vec![0u8, 30, 5]),
+            GgepExt::new("VC", b"GTKG\x1c".to_vec()),
+            GgepExt::new("LOC", b"en".to_vec()),
+        ])),
+    })
+}
+
+fn query(rng: &mut Rng) -> Message {
+    let text = format!("{} {} {}", rng.word(), rng.word(), rng.word());
+    let mut q = Query::new(
+        QueryFlags::with_bits(QueryFlags::XML | QueryFlags::GGEP_H),
+        &text,
+    );
+    q.ext = ExtArea {
+        items: vec![
+            ExtItem::sha1(&Sha1Urn::digest(&rng.next().to_le_bytes())),
+            ExtItem::Ggep(Ggep::new(vec![GgepExt::flag("PR"), GgepExt::int("M", 4)])),
+        ],
+    };
+    Message::Query(q)
+}
+
+fn query_hit(rng: &mut Rng) -> Message {
+    let results = (0..10)
+        .map(|j| {
+            let name = format!("{} - {} {} ({j}).mp3", rng.word(), rng.word(), rng.word());
+            let mut r = HitResult::new(
+                j + 1,
+                rng.next() % 20_000_000,
+                &name,
+                Some(&Sha1Urn::digest(name.as_bytes())),
+            );
+            r.ext.items.push(ExtItem::Ggep(Ggep::new(vec![
+                // One alternate location (its port bytes hold a NUL, so it is COBS'd).
+                GgepExt::new("ALT", vec![0xc6, 0x33, 0x64, 0x14, 0x00, 0x19]),
+                GgepExt::int("CT", 1_600_000_000 + rng.next() % 100_000_000),
+            ])));
+            r
+        })
+        .collect();
+    let flags = OpenDataFlags {
+        push: Some(false),
+        busy: Some(false),
+        uploaded: Some(true),
+        ..OpenDataFlags::default()
+    };
+    Message::QueryHit(QueryHit {
+        port: 6346,
+        ip: Ipv4Addr::new(203, 0, 113, 5),
+        speed: 1000,
+        results,
+        trailer: TrailerArea::Qhd(Trailer::new(
+            *b"SRVT",
+            flags,
+            Some(Ggep::new(vec![GgepExt::flag("BH")])),
+        )),
+        servent: Guid([7; 16]),
+    })
+}
+
+/// 30% Pings, 30% Pongs, 25% Queries, 15% QueryHits, in a fixed shuffled order.
+fn mix(count: usize) -> Vec<Message> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    (0..count)
+        .map(|_| match rng.next() % 100 {
+            0..30 => ping(&mut rng),
+            30..60 => pong(&mut rng),
+            60..85 => query(&mut rng),
+            _ => query_hit(&mut rng),
+        })
+        .collect()
+}
+
+/// Runs `f` repeatedly for at least `min` in all and returns the best
+/// per-iteration time over five rounds (the round least disturbed by other work).
+fn measure(min: Duration, mut f: impl FnMut()) -> Duration {
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut iters = 0u32;
+        while start.elapsed() < min / 5 || iters == 0 {
+            f();
+            iters += 1;
+        }
+        best = best.min(start.elapsed() / iters);
+    }
+    best
+}
+
+/// Limits that let every message of the mix through.
+fn open_limits() -> SizeLimits {
+    SizeLimits {
+        query: MAX_PAYLOAD,
+        query_hit: MAX_PAYLOAD,
+        other: MAX_PAYLOAD,
+    }
+}
+
+fn decode_all(stream: &BytesMut, out: &mut Vec<Message>) {
+    out.clear();
+    let mut buf = stream.clone();
+    let mut codec = DescriptorCodec::new(open_limits());
+    while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
+        out.push(frame.message().expect("valid message"));
+    }
+}
+
+fn encode_all(msgs: &[Message], out: &mut BytesMut) {
+    out.clear();
+    for m in msgs {
+        m.encode_frame(Guid([1; 16]), Ttl(4), Hops(1), out)
+            .expect("encodable");
+    }
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries without `--bench`: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let min = if quick {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_secs(2)
+    };
+
+    let msgs = mix(4000);
+    let mut stream = BytesMut::new();
+    encode_all(&msgs, &mut stream);
+    let bytes = stream.len() as f64;
+    let count = msgs.len() as f64;
+
+    // Sanity: the stream decodes back to the mix.
+    let mut decoded = Vec::new();
+    decode_all(&stream, &mut decoded);
+    assert_eq!(decoded, msgs);
+
+    let mut dst = vec![0u8; stream.len()];
+    let t_copy = measure(min, || {
+        dst.copy_from_slice(black_box(&stream[..]));
+        black_box(&mut dst);
+    });
+    let t_frame = measure(min, || {
+        let mut buf = stream.clone();
+        let mut codec = DescriptorCodec::new(open_limits());
+        let mut n = 0usize;
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            n += f.payload.len();
+        }
+        black_box(n);
+    });
+    let t_valid = measure(min, || {
+        let mut buf = stream.clone();
+        let mut codec = DescriptorCodec::new(open_limits());
+        let mut n = 0usize;
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            Message::validate(f.header.function, &f.payload).expect("valid");
+            n += 1;
+        }
+        black_box(n);
+    });
+    let mut out = BytesMut::with_capacity(stream.len());
+    let t_relay = measure(min, || {
+        let mut buf = stream.clone();
+        let mut codec = DescriptorCodec::new(open_limits());
+        out.clear();
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            Message::validate(f.header.function, &f.payload).expect("valid");
+            f.encode(&mut out);
+        }
+        black_box(&out);
+    });
+    let t_dec = measure(min, || {
+        decode_all(black_box(&stream), &mut decoded);
+        black_box(&decoded);
+    });
+    let t_enc = measure(min, || {
+        encode_all(black_box(&decoded), &mut out);
+        black_box(&out);
+    });
+    let t_both = measure(min, || {
+        decode_all(black_box(&stream), &mut decoded);
+        encode_all(&decoded, &mut out);
+        black_box(&out);
+    });
+
+    // Allocations: headers must cost none; report what the other paths cost.
+    let a0 = allocs();
+    let mut sum = 0u64;
+    let mut off = 0;
+    while off + HEADER_LEN <= stream.len() {
+        let h = Header::parse_prefix(black_box(&stream[off..])).expect("header");
+        sum += h.payload_len as u64;
+        off += HEADER_LEN + h.payload_len as usize;
+    }
+    let header_allocs = allocs() - a0;
+    black_box(sum);
+    let a1 = allocs();
+    let mut off = 0;
+    while off + HEADER_LEN <= stream.len() {
+        let h = Header::parse_prefix(&stream[off..]).expect("header");
+        let end = off + HEADER_LEN + h.payload_len as usize;
+        Message::validate(h.function, &stream[off + HEADER_LEN..end]).expect("valid");
+        off = end;
+    }
+    let validate_allocs = allocs() - a1;
+    let a2 = allocs();
+    decode_all(&stream, &mut decoded);
+    let decode_allocs = allocs() - a2;
+
+    let rate = |t: Duration| bytes / t.as_secs_f64();
+    let copy = rate(t_copy);
+    println!(
+        "mix: {} messages, {} bytes (avg {:.0} B/message)",
+        msgs.len(),
+        stream.len(),
+        bytes / count
+    );
+    println!(
+        "{:<24} {:>10} {:>14} {:>10}",
+        "", "MB/s", "messages/s", "x memcpy"
+    );
+    for (name, t) in [
+        ("memcpy (baseline)", t_copy),
+        ("framing", t_frame),
+        ("framing+validate", t_valid),
+        ("framing+validate+encode", t_relay),
+        ("owned decode", t_dec),
+        ("owned encode", t_enc),
+        ("owned decode+encode", t_both),
+    ] {
+        println!(
+            "{:<24} {:>10.1} {:>14.0} {:>10.4}",
+            name,
+            rate(t) / 1e6,
+            count / t.as_secs_f64(),
+            rate(t) / copy
+        );
+    }
+    println!(
+        "allocations per message: header parse {:.1}, validate {:.1}, owned decode {:.1}",
+        header_allocs as f64 / count,
+        validate_allocs as f64 / count,
+        decode_allocs as f64 / count
+    );
+    assert_eq!(header_allocs, 0, "parsing a header must not allocate");
+}

@@ -6,7 +6,7 @@
 //! that is left to whoever handles the frame, so relayed messages cost one copy-free
 //! split of the read buffer.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::wire::{Frame, Function, HEADER_LEN, Header, MAX_PAYLOAD};
@@ -93,9 +93,12 @@ impl Decoder for DescriptorCodec {
             src.reserve(total - src.len());
             return Ok(None);
         }
-        let mut frame = src.split_to(total).freeze();
-        let payload = frame.split_off(HEADER_LEN);
-        Ok(Some(Frame { header, payload }))
+        let mut frame = src.split_to(total);
+        frame.advance(HEADER_LEN);
+        Ok(Some(Frame {
+            header,
+            payload: frame.freeze(),
+        }))
     }
 }
 

@@ -52,10 +52,11 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decodes COBS data.
-pub fn decode(data: &[u8]) -> Result<Vec<u8>, CobsError> {
-    let mut out = Vec::with_capacity(data.len());
+/// Checks that `data` is well-formed COBS and returns the length it decodes to,
+/// without writing anything.
+pub fn decoded_len(data: &[u8]) -> Result<usize, CobsError> {
     let mut i = 0;
+    let mut len = 0;
     while i < data.len() {
         let code = data[i] as usize;
         if code == 0 {
@@ -65,11 +66,26 @@ pub fn decode(data: &[u8]) -> Result<Vec<u8>, CobsError> {
         if end > data.len() {
             return Err(CobsError::Truncated);
         }
-        let group = &data[i + 1..end];
-        if group.contains(&0) {
+        if memchr::memchr(0, &data[i + 1..end]).is_some() {
             return Err(CobsError::ZeroByte);
         }
-        out.extend_from_slice(group);
+        len += code - 1;
+        i = end;
+        if code < 0xFF && i < data.len() {
+            len += 1;
+        }
+    }
+    Ok(len)
+}
+
+/// Decodes COBS data into a buffer of exactly the decoded size.
+pub fn decode(data: &[u8]) -> Result<Vec<u8>, CobsError> {
+    let mut out = Vec::with_capacity(decoded_len(data)?);
+    let mut i = 0;
+    while i < data.len() {
+        let code = data[i] as usize;
+        let end = i + code;
+        out.extend_from_slice(&data[i + 1..end]);
         i = end;
         if code < 0xFF && i < data.len() {
             out.push(0);
@@ -96,6 +112,7 @@ mod tests {
             (&[], &[0x01]),
         ];
         for (plain, coded) in cases {
+            assert_eq!(decoded_len(coded), Ok(plain.len()));
             assert_eq!(encode(plain), coded.to_vec(), "encode {plain:02x?}");
             assert_eq!(
                 decode(coded).unwrap(),

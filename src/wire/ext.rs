@@ -8,7 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::error::{EncodeError, WireError};
-use crate::wire::ggep::{self, Ggep};
+use crate::wire::ggep::{self, Ggep, GgepView};
 use crate::wire::huge::{Sha1Urn, strip_prefix_ci};
 
 /// The item separator.
@@ -47,6 +47,117 @@ pub enum AreaEnd {
     Nul,
     /// At the end of the buffer; NUL and FS both separate items (Query payloads).
     End,
+}
+
+/// One item of an [`ExtAreaView`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemView<'a> {
+    Urn(&'a [u8]),
+    Xml(&'a [u8]),
+    Ggep(GgepView<'a>),
+    Other(&'a [u8]),
+}
+
+/// A validated extension area, borrowed from its buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtAreaView<'a> {
+    /// The items and separators, without the terminating NUL.
+    area: &'a [u8],
+}
+
+/// One step of walking an area: an item or a separator, and where the next begins.
+enum Step<'a> {
+    Item(ItemView<'a>, usize),
+    Separator(usize),
+    /// The terminating NUL (only for [`AreaEnd::Nul`]), at this offset.
+    Terminator(usize),
+    End,
+}
+
+fn step(b: &[u8], pos: usize, end: AreaEnd) -> Result<Step<'_>, WireError> {
+    let Some(&first) = b.get(pos) else {
+        return match end {
+            AreaEnd::End => Ok(Step::End),
+            AreaEnd::Nul => Err(WireError::MissingNul {
+                what: "result extension area",
+            }),
+        };
+    };
+    Ok(match first {
+        0 if end == AreaEnd::Nul => Step::Terminator(pos),
+        0 | FS => Step::Separator(pos + 1),
+        ggep::MAGIC => {
+            let (g, used) = GgepView::parse(&b[pos..])?;
+            Step::Item(ItemView::Ggep(g), pos + used)
+        }
+        _ => {
+            let len = memchr::memchr2(0, FS, &b[pos..]).unwrap_or(b.len() - pos);
+            let item = &b[pos..pos + len];
+            let view = if strip_prefix_ci(item, b"urn:").is_some() {
+                ItemView::Urn(item)
+            } else if first == b'<' {
+                ItemView::Xml(item)
+            } else {
+                ItemView::Other(item)
+            };
+            Step::Item(view, pos + len)
+        }
+    })
+}
+
+impl<'a> ExtAreaView<'a> {
+    /// Validates the area at the start of `b`, returning it and the number of bytes
+    /// it took (including the terminating NUL for [`AreaEnd::Nul`]).
+    pub fn parse(b: &'a [u8], end: AreaEnd) -> Result<(ExtAreaView<'a>, usize), WireError> {
+        let mut pos = 0;
+        loop {
+            match step(b, pos, end)? {
+                Step::Item(_, next) | Step::Separator(next) => pos = next,
+                Step::Terminator(at) => return Ok((ExtAreaView { area: &b[..at] }, at + 1)),
+                Step::End => return Ok((ExtAreaView { area: b }, b.len())),
+            }
+        }
+    }
+
+    /// Whether the area holds no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.area.is_empty()
+    }
+
+    /// The items in order.
+    pub fn iter(&self) -> impl Iterator<Item = ItemView<'a>> + 'a {
+        let area = self.area;
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            loop {
+                // Validated already: within `area` every step succeeds.
+                match step(area, pos, AreaEnd::End).ok()? {
+                    Step::Item(item, next) => {
+                        pos = next;
+                        return Some(item);
+                    }
+                    Step::Separator(next) => pos = next,
+                    Step::Terminator(_) | Step::End => return None,
+                }
+            }
+        })
+    }
+
+    /// The SHA-1 URNs that parse.
+    pub fn sha1_urns(&self) -> impl Iterator<Item = Sha1Urn> + 'a {
+        self.iter().filter_map(|i| match i {
+            ItemView::Urn(u) => Sha1Urn::parse(u).ok(),
+            _ => None,
+        })
+    }
+
+    /// The first GGEP block.
+    pub fn ggep(&self) -> Option<GgepView<'a>> {
+        self.iter().find_map(|i| match i {
+            ItemView::Ggep(g) => Some(g),
+            _ => None,
+        })
+    }
 }
 
 fn classify(item: &[u8]) -> fn(Bytes) -> ExtItem {
@@ -95,36 +206,26 @@ impl ExtArea {
         end: AreaEnd,
         budget: &mut usize,
     ) -> Result<(ExtArea, usize), WireError> {
+        let (view, used) = ExtAreaView::parse(&buf[start..], end)?;
+        Ok((ExtArea::from_view(buf, &view, budget)?, start + used))
+    }
+
+    /// The owned form of a validated view into `buf`.
+    pub fn from_view(
+        buf: &Bytes,
+        view: &ExtAreaView<'_>,
+        budget: &mut usize,
+    ) -> Result<ExtArea, WireError> {
         let mut items = Vec::new();
-        let mut pos = start;
-        loop {
-            let Some(&b) = buf.get(pos) else {
-                return match end {
-                    AreaEnd::End => Ok((ExtArea { items }, pos)),
-                    AreaEnd::Nul => Err(WireError::MissingNul {
-                        what: "result extension area",
-                    }),
-                };
-            };
-            match b {
-                0 if end == AreaEnd::Nul => return Ok((ExtArea { items }, pos + 1)),
-                0 | FS => pos += 1,
-                ggep::MAGIC => {
-                    let (g, used) = Ggep::parse_with_budget(&buf.slice(pos..), budget)?;
-                    items.push(ExtItem::Ggep(g));
-                    pos += used;
-                }
-                _ => {
-                    let len = buf[pos..]
-                        .iter()
-                        .position(|&c| c == 0 || c == FS)
-                        .unwrap_or(buf.len() - pos);
-                    let item = buf.slice(pos..pos + len);
-                    items.push(classify(&item)(item));
-                    pos += len;
-                }
-            }
+        for item in view.iter() {
+            items.push(match item {
+                ItemView::Urn(b) => ExtItem::Urn(buf.slice_ref(b)),
+                ItemView::Xml(b) => ExtItem::Xml(buf.slice_ref(b)),
+                ItemView::Other(b) => ExtItem::Other(buf.slice_ref(b)),
+                ItemView::Ggep(g) => ExtItem::Ggep(Ggep::from_view(buf, &g, budget)?),
+            });
         }
+        Ok(ExtArea { items })
     }
 
     /// Writes the items separated by single FS bytes, GGEP values COBS-encoded where

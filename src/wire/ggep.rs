@@ -7,6 +7,7 @@
 //! COBS is a transport detail chosen by the encoder from the context (see
 //! [`Ggep::encode`]), so it is not part of the value.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{Read, Write};
 
@@ -177,55 +178,40 @@ impl Ggep {
     /// As [`Ggep::parse`], drawing inflated sizes from a budget shared with other
     /// blocks of the same message.
     pub fn parse_with_budget(buf: &Bytes, budget: &mut usize) -> Result<(Ggep, usize), GgepError> {
-        if buf.first() != Some(&MAGIC) {
-            return Err(GgepError::NoMagic);
-        }
-        let mut pos = 1;
-        let mut exts = Vec::new();
-        loop {
-            let flags = *buf.get(pos).ok_or(GgepError::Truncated)?;
-            pos += 1;
-            if flags & FLAG_RESERVED != 0 {
-                return Err(GgepError::ReservedBit);
-            }
-            let id_len = (flags & ID_LEN_MASK) as usize;
-            if id_len == 0 {
-                return Err(GgepError::EmptyId);
-            }
-            let id_bytes = buf.get(pos..pos + id_len).ok_or(GgepError::Truncated)?;
-            if let Some(&bad) = id_bytes.iter().find(|b| !is_id_byte(**b)) {
-                return Err(GgepError::BadIdByte(bad));
-            }
-            let id = GgepId::new(id_bytes).ok_or(GgepError::EmptyId)?;
-            pos += id_len;
-            let (len, used) = decode_len(&buf[pos..])?;
-            pos += used;
-            let end = pos.checked_add(len).ok_or(GgepError::Truncated)?;
-            if end > buf.len() {
-                return Err(GgepError::Truncated);
-            }
-            let raw = buf.slice(pos..end);
-            pos = end;
-            let unstuffed = if flags & FLAG_COBS != 0 {
-                Bytes::from(cobs::decode(&raw).map_err(|_| GgepError::BadCobs)?)
-            } else {
-                raw
-            };
-            let compressed = flags & FLAG_DEFLATE != 0;
-            let data = if compressed {
-                Bytes::from(inflate_limited(&unstuffed, budget)?)
-            } else {
-                unstuffed
+        Ggep::parse_at(buf, 0, budget)
+    }
+
+    /// Parses one block that starts at `buf[start]`, returning it and the offset
+    /// just past it. Values that need no decoding are slices of `buf`.
+    pub fn parse_at(
+        buf: &Bytes,
+        start: usize,
+        budget: &mut usize,
+    ) -> Result<(Ggep, usize), GgepError> {
+        let (view, used) = GgepView::parse(&buf[start..])?;
+        Ok((Ggep::from_view(buf, &view, budget)?, start + used))
+    }
+
+    /// The owned form of a validated view into `buf`: COBS and zlib values are
+    /// decoded, plain values become slices of `buf`.
+    pub fn from_view(
+        buf: &Bytes,
+        view: &GgepView<'_>,
+        budget: &mut usize,
+    ) -> Result<Ggep, GgepError> {
+        let mut exts = Vec::with_capacity(view.len());
+        for e in view.iter() {
+            let data = match e.value(budget)? {
+                Cow::Borrowed(plain) => buf.slice_ref(plain),
+                Cow::Owned(decoded) => Bytes::from(decoded),
             };
             exts.push(GgepExt {
-                id,
+                id: GgepId::new(e.id).ok_or(GgepError::EmptyId)?,
                 data,
-                compressed,
+                compressed: e.is_compressed(),
             });
-            if flags & FLAG_LAST != 0 {
-                return Ok((Ggep { exts }, pos));
-            }
         }
+        Ok(Ggep { exts })
     }
 
     /// Appends the block's wire form to `out`.
@@ -280,6 +266,125 @@ impl Ggep {
         let mut out = BytesMut::new();
         self.encode(&mut out, nul_free)?;
         Ok(out.freeze())
+    }
+}
+
+/// A validated GGEP block, borrowed from the buffer it was read from.
+///
+/// [`GgepView::parse`] checks the whole block in one pass without allocating:
+/// every flag, ID and length, and the structure of COBS values. zlib values are
+/// only checked when read with [`RawExt::value`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GgepView<'a> {
+    /// The extensions, from just after the magic byte to the end of the last one.
+    exts: &'a [u8],
+    count: usize,
+}
+
+/// One extension of a [`GgepView`], as it is on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawExt<'a> {
+    pub id: &'a [u8],
+    flags: u8,
+    /// The value's wire bytes (still COBS-encoded and/or compressed if flagged).
+    pub raw: &'a [u8],
+}
+
+impl<'a> RawExt<'a> {
+    /// Whether the value is COBS-encoded on the wire.
+    pub fn is_cobs(&self) -> bool {
+        self.flags & FLAG_COBS != 0
+    }
+
+    /// Whether the value is a zlib stream on the wire.
+    pub fn is_compressed(&self) -> bool {
+        self.flags & FLAG_DEFLATE != 0
+    }
+
+    /// The plain value: borrowed when the wire bytes are the value, decoded (COBS
+    /// first, then zlib within `budget`) otherwise.
+    pub fn value(&self, budget: &mut usize) -> Result<Cow<'a, [u8]>, GgepError> {
+        let mut v = Cow::Borrowed(self.raw);
+        if self.is_cobs() {
+            v = Cow::Owned(cobs::decode(self.raw).map_err(|_| GgepError::BadCobs)?);
+        }
+        if self.is_compressed() {
+            v = Cow::Owned(inflate_limited(&v, budget)?);
+        }
+        Ok(v)
+    }
+}
+
+/// Reads one extension header and its value from the start of `b`.
+fn parse_ext(b: &[u8]) -> Result<(RawExt<'_>, usize), GgepError> {
+    let flags = *b.first().ok_or(GgepError::Truncated)?;
+    if flags & FLAG_RESERVED != 0 {
+        return Err(GgepError::ReservedBit);
+    }
+    let id_len = (flags & ID_LEN_MASK) as usize;
+    if id_len == 0 {
+        return Err(GgepError::EmptyId);
+    }
+    let id = b.get(1..1 + id_len).ok_or(GgepError::Truncated)?;
+    if let Some(&bad) = id.iter().find(|b| !is_id_byte(**b)) {
+        return Err(GgepError::BadIdByte(bad));
+    }
+    let pos = 1 + id_len;
+    let (len, used) = decode_len(&b[pos..])?;
+    let start = pos + used;
+    let raw = b.get(start..start + len).ok_or(GgepError::Truncated)?;
+    Ok((RawExt { id, flags, raw }, start + len))
+}
+
+impl<'a> GgepView<'a> {
+    /// Validates the block at the start of `buf`, returning it and its length.
+    pub fn parse(buf: &'a [u8]) -> Result<(GgepView<'a>, usize), GgepError> {
+        if buf.first() != Some(&MAGIC) {
+            return Err(GgepError::NoMagic);
+        }
+        let mut pos = 1;
+        let mut count = 0;
+        loop {
+            let (ext, used) = parse_ext(&buf[pos..])?;
+            if ext.is_cobs() {
+                cobs::decoded_len(ext.raw).map_err(|_| GgepError::BadCobs)?;
+            }
+            pos += used;
+            count += 1;
+            if ext.flags & FLAG_LAST != 0 {
+                let view = GgepView {
+                    exts: &buf[1..pos],
+                    count,
+                };
+                return Ok((view, pos));
+            }
+        }
+    }
+
+    /// Number of extensions.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the block has no extensions (never true for a parsed block).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The extensions in order.
+    pub fn iter(&self) -> impl Iterator<Item = RawExt<'a>> + 'a {
+        let mut rest = self.exts;
+        std::iter::from_fn(move || {
+            // The block was validated, so this only stops at its end.
+            let (ext, used) = parse_ext(rest).ok()?;
+            rest = &rest[used..];
+            Some(ext)
+        })
+    }
+
+    /// The first extension with this ID.
+    pub fn get(&self, id: &str) -> Option<RawExt<'a>> {
+        self.iter().find(|e| e.id == id.as_bytes())
     }
 }
 

@@ -5,14 +5,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::wire::MAX_PAYLOAD;
 use crate::wire::bye::Bye;
 use crate::wire::error::{EncodeError, WireError, WireResult};
-use crate::wire::ggep::{self, DEFAULT_INFLATE_BUDGET, Ggep};
+use crate::wire::ggep::{self, DEFAULT_INFLATE_BUDGET, Ggep, GgepView};
 use crate::wire::guid::{Guid, Hops, Ttl};
 use crate::wire::header::{Function, HEADER_LEN, Header};
 use crate::wire::ping::Ping;
 use crate::wire::pong::Pong;
 use crate::wire::push::Push;
-use crate::wire::query::Query;
-use crate::wire::queryhit::QueryHit;
+use crate::wire::query::{Query, QueryView};
+use crate::wire::queryhit::{QueryHit, QueryHitView};
 use crate::wire::route_table::RouteTableUpdate;
 use crate::wire::vendor::VendorMsg;
 
@@ -62,6 +62,26 @@ impl Message {
             Function::QueryHit => Message::QueryHit(QueryHit::parse(payload, budget)?),
             Function::Unknown(code) => return Err(WireError::UnknownFunction(code)),
         })
+    }
+
+    /// Checks an exact payload for `function` by the same rules as
+    /// [`Message::parse`], without building values or allocating. The one
+    /// difference: zlib-compressed GGEP values are checked only when read, so a
+    /// payload whose compressed value is corrupt validates but does not parse.
+    /// This is what a relay needs before forwarding a message unchanged.
+    pub fn validate(function: Function, payload: &[u8]) -> WireResult<()> {
+        match function {
+            Function::Ping => ggep_tail_valid(payload, 0, "ping"),
+            Function::Pong => fixed_then_ggep(payload, 14, "pong"),
+            Function::Push => fixed_then_ggep(payload, 26, "push"),
+            Function::Query => QueryView::parse(payload).map(drop),
+            Function::QueryHit => QueryHitView::parse(payload).map(drop),
+            Function::Bye | Function::RouteTable | Function::Vendor | Function::StandardVendor => {
+                // These parse without allocating already.
+                Message::parse(function, &Bytes::copy_from_slice(payload)).map(drop)
+            }
+            Function::Unknown(code) => Err(WireError::UnknownFunction(code)),
+        }
     }
 
     /// Appends the payload (no header) to `out`.
@@ -173,6 +193,28 @@ where
     p.parse(input).map_err(|_| WireError::Truncated { what })
 }
 
+fn fixed_then_ggep(payload: &[u8], fixed: usize, what: &'static str) -> WireResult<()> {
+    if payload.len() < fixed {
+        return Err(WireError::Truncated { what });
+    }
+    ggep_tail_valid(payload, fixed, what)
+}
+
+/// Checks that `buf[start..]` is a run of whole GGEP blocks.
+fn ggep_tail_valid(buf: &[u8], start: usize, what: &'static str) -> WireResult<()> {
+    let mut pos = start;
+    while pos < buf.len() {
+        if buf[pos] != ggep::MAGIC {
+            return Err(WireError::TrailingBytes {
+                what,
+                count: buf.len() - pos,
+            });
+        }
+        pos += GgepView::parse(&buf[pos..])?.1;
+    }
+    Ok(())
+}
+
 /// Parses the GGEP blocks that make up `buf[start..]`, merging them into one (an
 /// empty tail gives `None`). Any byte that does not start a block is an error.
 pub(crate) fn ggep_tail(
@@ -190,8 +232,8 @@ pub(crate) fn ggep_tail(
                 count: buf.len() - pos,
             });
         }
-        let (g, used) = Ggep::parse_with_budget(&buf.slice(pos..), budget)?;
-        pos += used;
+        let (g, end) = Ggep::parse_at(buf, pos, budget)?;
+        pos = end;
         match &mut merged {
             Some(m) => m.exts.extend(g.exts),
             None => merged = Some(g),

@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::error::{EncodeError, WireError, WireResult};
-use crate::wire::ext::{AreaEnd, ExtArea};
+use crate::wire::ext::{AreaEnd, ExtArea, ExtAreaView};
 
 /// The two bytes that open a Query, kept as they appear on the wire.
 ///
@@ -93,20 +93,11 @@ impl Query {
     /// Parses a Query payload. The extension area runs to the end of the payload;
     /// NUL and FS both separate its items.
     pub fn parse(payload: &Bytes, budget: &mut usize) -> WireResult<Query> {
-        if payload.len() < 2 {
-            return Err(WireError::Truncated { what: "query" });
-        }
-        let flags = QueryFlags([payload[0], payload[1]]);
-        let nul = payload[2..]
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(WireError::MissingNul { what: "query text" })?
-            + 2;
-        let (ext, _) = ExtArea::parse(payload, nul + 1, AreaEnd::End, budget)?;
+        let v = QueryView::parse(payload)?;
         Ok(Query {
-            flags,
-            text: payload.slice(2..nul),
-            ext,
+            flags: v.flags,
+            text: payload.slice_ref(v.text),
+            ext: ExtArea::from_view(payload, &v.ext, budget)?,
         })
     }
 
@@ -125,5 +116,31 @@ impl Query {
         self.ext.encode(out)?;
         out.put_u8(0);
         Ok(())
+    }
+}
+
+/// A validated Query, borrowed from its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryView<'a> {
+    pub flags: QueryFlags,
+    pub text: &'a [u8],
+    pub ext: ExtAreaView<'a>,
+}
+
+impl<'a> QueryView<'a> {
+    /// Validates a Query payload without allocating.
+    pub fn parse(payload: &'a [u8]) -> WireResult<QueryView<'a>> {
+        if payload.len() < 2 {
+            return Err(WireError::Truncated { what: "query" });
+        }
+        let nul = memchr::memchr(0, &payload[2..])
+            .ok_or(WireError::MissingNul { what: "query text" })?
+            + 2;
+        let (ext, _) = ExtAreaView::parse(&payload[nul + 1..], AreaEnd::End)?;
+        Ok(QueryView {
+            flags: QueryFlags([payload[0], payload[1]]),
+            text: &payload[2..nul],
+            ext,
+        })
     }
 }

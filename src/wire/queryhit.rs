@@ -11,8 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::complete::{be_u32, le_u16, le_u32};
 
 use crate::wire::error::{EncodeError, WireError, WireResult};
-use crate::wire::ext::{AreaEnd, ExtArea, ExtItem};
-use crate::wire::ggep::{self, Ggep, GgepExt};
+use crate::wire::ext::{AreaEnd, ExtArea, ExtAreaView, ExtItem};
+use crate::wire::ggep::{self, Ggep, GgepExt, GgepView};
 use crate::wire::guid::Guid;
 use crate::wire::huge::Sha1Urn;
 use crate::wire::message::fields;
@@ -195,42 +195,39 @@ impl Trailer {
             .then(|| u16::from_le_bytes([self.open_data[2], self.open_data[3]]))
     }
 
-    fn parse(t: Bytes, budget: &mut usize) -> TrailerArea {
-        if t.is_empty() {
-            return TrailerArea::None;
-        }
-        let Some(&s) = t.get(4) else {
-            return TrailerArea::Opaque(t);
-        };
-        let od_end = 5 + s as usize;
-        if od_end > t.len() {
-            return TrailerArea::Opaque(t);
-        }
-        let vendor = [t[0], t[1], t[2], t[3]];
-        let open_data = t.slice(5..od_end);
-        let private = t.slice(od_end..);
-        let mut area = PrivateArea {
-            prefix: private.clone(),
-            ..PrivateArea::default()
-        };
-        if OpenDataFlags::from_open_data(&open_data).ggep == Some(true) {
-            if let Some(at) = private.iter().position(|&b| b == ggep::MAGIC) {
-                // Legacy private data may hold anything: a block that does not parse
-                // leaves the whole area as opaque bytes.
-                if let Ok((g, used)) = Ggep::parse_with_budget(&private.slice(at..), budget) {
-                    area = PrivateArea {
-                        prefix: private.slice(..at),
+    fn from_view(buf: &Bytes, view: &TrailerView<'_>, budget: &mut usize) -> TrailerArea {
+        match *view {
+            TrailerView::None => TrailerArea::None,
+            TrailerView::Opaque(b) => TrailerArea::Opaque(buf.slice_ref(b)),
+            TrailerView::Qhd {
+                vendor,
+                open_data,
+                private,
+                ggep,
+            } => {
+                // A block whose values do not decode (bad zlib, over budget) is kept
+                // as opaque bytes like any other unparseable private data.
+                let owned = ggep.and_then(|(at, g, end)| {
+                    Some((at, Ggep::from_view(buf, &g, budget).ok()?, end))
+                });
+                let private = match owned {
+                    Some((at, g, end)) => PrivateArea {
+                        prefix: buf.slice_ref(&private[..at]),
                         ggep: Some(g),
-                        rest: private.slice(at + used..),
-                    };
-                }
+                        rest: buf.slice_ref(&private[end..]),
+                    },
+                    None => PrivateArea {
+                        prefix: buf.slice_ref(private),
+                        ..PrivateArea::default()
+                    },
+                };
+                TrailerArea::Qhd(Trailer {
+                    vendor,
+                    open_data: buf.slice_ref(open_data),
+                    private,
+                })
             }
         }
-        TrailerArea::Qhd(Trailer {
-            vendor,
-            open_data,
-            private: area,
-        })
     }
 
     fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
@@ -297,53 +294,23 @@ impl QueryHit {
 
     /// Parses a QueryHit payload.
     pub fn parse(payload: &Bytes, budget: &mut usize) -> WireResult<QueryHit> {
-        const WHAT: &str = "query hit";
-        if payload.len() < 11 + 16 {
-            return Err(WireError::Truncated { what: WHAT });
-        }
-        let (_, (count, port, ip, speed)) = fields(
-            WHAT,
-            payload,
-            (nom::number::complete::u8, le_u16, be_u32, le_u32),
-        )?;
-        let guid_at = payload.len() - 16;
-        let body = payload.slice(..guid_at);
-        let mut pos = 11;
-        let mut results = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let (_, (index, size)) = fields("query hit result", &body[pos..], (le_u32, le_u32))?;
-            let name_at = pos + 8;
-            let nul =
-                body[name_at..]
-                    .iter()
-                    .position(|&b| b == 0)
-                    .ok_or(WireError::MissingNul {
-                        what: "result name",
-                    })?
-                    + name_at;
-            let (ext, next) = ExtArea::parse(&body, nul + 1, AreaEnd::Nul, budget)?;
+        let v = QueryHitView::parse(payload)?;
+        let mut results = Vec::with_capacity(v.count as usize);
+        for r in v.results() {
             results.push(HitResult {
-                index,
-                size,
-                name: body.slice(name_at..nul),
-                ext,
-            });
-            pos = next;
-        }
-        let trailer = Trailer::parse(body.slice(pos..), budget);
-        if count == 0 && trailer == TrailerArea::None {
-            return Err(WireError::Malformed {
-                what: WHAT,
-                why: "no results and no trailer",
+                index: r.index,
+                size: r.size,
+                name: payload.slice_ref(r.name),
+                ext: ExtArea::from_view(payload, &r.ext, budget)?,
             });
         }
         Ok(QueryHit {
-            port,
-            ip: Ipv4Addr::from(ip),
-            speed,
+            port: v.port,
+            ip: v.ip,
+            speed: v.speed,
             results,
-            trailer,
-            servent: Guid::from_slice(&payload[guid_at..]).expect("16 bytes"),
+            trailer: Trailer::from_view(payload, &v.trailer, budget),
+            servent: v.servent,
         })
     }
 
@@ -396,5 +363,165 @@ impl QueryHit {
         }
         out.put_slice(self.servent.as_bytes());
         Ok(())
+    }
+}
+
+/// A validated result record, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultView<'a> {
+    pub index: u32,
+    pub size: u32,
+    pub name: &'a [u8],
+    pub ext: ExtAreaView<'a>,
+}
+
+impl<'a> ResultView<'a> {
+    /// Reads one record at the start of `b`, returning it and its length.
+    fn parse(b: &'a [u8]) -> WireResult<(ResultView<'a>, usize)> {
+        let (_, (index, size)) = fields("query hit result", b, (le_u32, le_u32))?;
+        let nul = memchr::memchr(0, &b[8..]).ok_or(WireError::MissingNul {
+            what: "result name",
+        })? + 8;
+        let (ext, used) = ExtAreaView::parse(&b[nul + 1..], AreaEnd::Nul)?;
+        let view = ResultView {
+            index,
+            size,
+            name: &b[8..nul],
+            ext,
+        };
+        Ok((view, nul + 1 + used))
+    }
+
+    /// The file's size: GGEP `LF` when present and well-formed, else the 32-bit field.
+    pub fn file_size(&self) -> u64 {
+        self.ext
+            .ggep()
+            .and_then(|g| g.get("LF"))
+            .filter(|e| !e.is_cobs() && !e.is_compressed() && e.raw.len() <= 8)
+            .map(|e| {
+                let mut b = [0u8; 8];
+                b[..e.raw.len()].copy_from_slice(e.raw);
+                u64::from_le_bytes(b)
+            })
+            .unwrap_or(self.size as u64)
+    }
+}
+
+/// The trailer of a [`QueryHitView`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrailerView<'a> {
+    None,
+    Qhd {
+        vendor: [u8; 4],
+        open_data: &'a [u8],
+        /// The whole private area.
+        private: &'a [u8],
+        /// The GGEP block found in it, with its start and end offsets.
+        ggep: Option<(usize, GgepView<'a>, usize)>,
+    },
+    Opaque(&'a [u8]),
+}
+
+impl<'a> TrailerView<'a> {
+    fn parse(t: &'a [u8]) -> TrailerView<'a> {
+        if t.is_empty() {
+            return TrailerView::None;
+        }
+        let Some(&s) = t.get(4) else {
+            return TrailerView::Opaque(t);
+        };
+        let od_end = 5 + s as usize;
+        if od_end > t.len() {
+            return TrailerView::Opaque(t);
+        }
+        let open_data = &t[5..od_end];
+        let private = &t[od_end..];
+        let mut ggep = None;
+        if OpenDataFlags::from_open_data(open_data).ggep == Some(true) {
+            if let Some(at) = memchr::memchr(ggep::MAGIC, private) {
+                // Legacy private data may hold anything: a block that does not parse
+                // leaves the whole area as opaque bytes.
+                if let Ok((g, used)) = GgepView::parse(&private[at..]) {
+                    ggep = Some((at, g, at + used));
+                }
+            }
+        }
+        TrailerView::Qhd {
+            vendor: [t[0], t[1], t[2], t[3]],
+            open_data,
+            private,
+            ggep,
+        }
+    }
+}
+
+/// A validated QueryHit, borrowed from its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryHitView<'a> {
+    pub port: u16,
+    pub ip: Ipv4Addr,
+    pub speed: u32,
+    count: u8,
+    records: &'a [u8],
+    pub trailer: TrailerView<'a>,
+    pub servent: Guid,
+}
+
+impl<'a> QueryHitView<'a> {
+    /// Validates a QueryHit payload without allocating.
+    pub fn parse(payload: &'a [u8]) -> WireResult<QueryHitView<'a>> {
+        const WHAT: &str = "query hit";
+        if payload.len() < 11 + 16 {
+            return Err(WireError::Truncated { what: WHAT });
+        }
+        let (_, (count, port, ip, speed)) = fields(
+            WHAT,
+            payload,
+            (nom::number::complete::u8, le_u16, be_u32, le_u32),
+        )?;
+        let guid_at = payload.len() - 16;
+        let body = &payload[..guid_at];
+        let mut pos = 11;
+        for _ in 0..count {
+            let (_, used) = ResultView::parse(&body[pos..])?;
+            pos += used;
+        }
+        let trailer = TrailerView::parse(&body[pos..]);
+        if count == 0 && trailer == TrailerView::None {
+            return Err(WireError::Malformed {
+                what: WHAT,
+                why: "no results and no trailer",
+            });
+        }
+        Ok(QueryHitView {
+            port,
+            ip: Ipv4Addr::from(ip),
+            speed,
+            count,
+            records: &body[11..pos],
+            trailer,
+            servent: Guid::from_slice(&payload[guid_at..]).expect("16 bytes"),
+        })
+    }
+
+    /// Number of results.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the hit has no results.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The results in order.
+    pub fn results(&self) -> impl Iterator<Item = ResultView<'a>> + 'a {
+        let mut rest = self.records;
+        std::iter::from_fn(move || {
+            // Validated already: this stops only at the end of the records.
+            let (r, used) = ResultView::parse(rest).ok()?;
+            rest = &rest[used..];
+            Some(r)
+        })
     }
 }

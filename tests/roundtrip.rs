@@ -289,7 +289,11 @@ proptest! {
         };
         let mut out = BytesMut::new();
         hit.encode(&mut out).unwrap();
-        let back = QueryHit::parse(&out.freeze(), &mut 1_000_000).unwrap();
+        let payload = out.freeze();
+        let back = QueryHit::parse(&payload, &mut 1_000_000).unwrap();
         prop_assert_eq!(back.results[0].file_size(), size);
+        // The borrowed view reads the same size (LF is COBS-encoded when it holds NULs).
+        let view = servent::wire::queryhit::QueryHitView::parse(&payload).unwrap();
+        prop_assert_eq!(view.results().next().unwrap().file_size(), size);
     }
 }

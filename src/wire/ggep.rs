@@ -142,13 +142,18 @@ impl GgepExt {
 
     /// Reads the data as a little-endian integer of 0 to 8 bytes.
     pub fn as_int(&self) -> Option<u64> {
-        if self.data.len() > 8 {
-            return None;
-        }
-        let mut b = [0u8; 8];
-        b[..self.data.len()].copy_from_slice(&self.data);
-        Some(u64::from_le_bytes(b))
+        le_int(&self.data)
     }
+}
+
+/// Reads a little-endian integer of 0 to 8 bytes (the GGEP integer encoding).
+pub fn le_int(data: &[u8]) -> Option<u64> {
+    if data.len() > 8 {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b[..data.len()].copy_from_slice(data);
+    Some(u64::from_le_bytes(b))
 }
 
 /// One GGEP block: an ordered list of extensions (at least one to be encodable).
@@ -427,15 +432,19 @@ pub fn zlib(data: &[u8]) -> Vec<u8> {
 /// Inflates a complete zlib stream, failing once the output would exceed `budget`
 /// (which is reduced by what was produced).
 fn inflate_limited(data: &[u8], budget: &mut usize) -> Result<Vec<u8>, GgepError> {
-    let dec = flate2::read::ZlibDecoder::new(data);
+    let mut dec = flate2::read::ZlibDecoder::new(data);
     let mut out = Vec::new();
     // Read one byte past the budget to tell "exactly at the limit" from "over".
-    let read = dec
+    let read = (&mut dec)
         .take(*budget as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|_| GgepError::BadZlib)?;
     if read > *budget {
         return Err(GgepError::InflateLimit);
+    }
+    // The stream must end exactly where the value does.
+    if dec.total_in() != data.len() as u64 {
+        return Err(GgepError::BadZlib);
     }
     *budget -= read;
     Ok(out)
@@ -573,6 +582,25 @@ mod tests {
                 "{wire}"
             );
         }
+    }
+
+    #[test]
+    fn zlib_values_must_be_whole_streams() {
+        let z = zlib(b"middle");
+        let value = |bytes: &[u8]| {
+            let mut wire = vec![MAGIC, 0xA1, b'Z'];
+            let mut len = BytesMut::new();
+            encode_len(bytes.len(), &mut len);
+            wire.extend_from_slice(&len);
+            wire.extend_from_slice(bytes);
+            Ggep::parse(&Bytes::from(wire))
+        };
+        assert_eq!(value(&z).unwrap().0.exts[0].data, &b"middle"[..]);
+        assert_eq!(value(&z[..z.len() - 1]).unwrap_err(), GgepError::BadZlib);
+        assert_eq!(
+            value(&[&z[..], &[0]].concat()).unwrap_err(),
+            GgepError::BadZlib
+        );
     }
 
     #[test]

@@ -76,10 +76,10 @@ impl Message {
             Function::Push => fixed_then_ggep(payload, 26, "push"),
             Function::Query => QueryView::parse(payload).map(drop),
             Function::QueryHit => QueryHitView::parse(payload).map(drop),
-            Function::Bye | Function::RouteTable | Function::Vendor | Function::StandardVendor => {
-                // These parse without allocating already.
-                Message::parse(function, &Bytes::copy_from_slice(payload)).map(drop)
-            }
+            Function::RouteTable => RouteTableUpdate::validate(payload),
+            // Any text is a valid Bye reason and any body a valid vendor body.
+            Function::Bye => at_least(payload, 2, "bye"),
+            Function::Vendor | Function::StandardVendor => at_least(payload, 8, "vendor message"),
             Function::Unknown(code) => Err(WireError::UnknownFunction(code)),
         }
     }
@@ -193,10 +193,15 @@ where
     p.parse(input).map_err(|_| WireError::Truncated { what })
 }
 
-fn fixed_then_ggep(payload: &[u8], fixed: usize, what: &'static str) -> WireResult<()> {
-    if payload.len() < fixed {
+fn at_least(payload: &[u8], len: usize, what: &'static str) -> WireResult<()> {
+    if payload.len() < len {
         return Err(WireError::Truncated { what });
     }
+    Ok(())
+}
+
+fn fixed_then_ggep(payload: &[u8], fixed: usize, what: &'static str) -> WireResult<()> {
+    at_least(payload, fixed, what)?;
     ggep_tail_valid(payload, fixed, what)
 }
 

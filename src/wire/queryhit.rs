@@ -394,15 +394,12 @@ impl<'a> ResultView<'a> {
 
     /// The file's size: GGEP `LF` when present and well-formed, else the 32-bit field.
     pub fn file_size(&self) -> u64 {
+        // LF is usually COBS-encoded in result areas (large sizes hold NUL bytes).
         self.ext
             .ggep()
             .and_then(|g| g.get("LF"))
-            .filter(|e| !e.is_cobs() && !e.is_compressed() && e.raw.len() <= 8)
-            .map(|e| {
-                let mut b = [0u8; 8];
-                b[..e.raw.len()].copy_from_slice(e.raw);
-                u64::from_le_bytes(b)
-            })
+            .and_then(|e| e.value(&mut ggep::DEFAULT_INFLATE_BUDGET.clone()).ok())
+            .and_then(|v| ggep::le_int(&v))
             .unwrap_or(self.size as u64)
     }
 }

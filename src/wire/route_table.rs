@@ -9,6 +9,16 @@ use crate::wire::error::{EncodeError, WireError, WireResult};
 
 pub use crate::wire::qrp::{COMPRESSOR_NONE, COMPRESSOR_ZLIB, VARIANT_PATCH, VARIANT_RESET};
 
+/// The fixed fields of a payload that passed the checks.
+enum Checked {
+    Reset {
+        table_len: u32,
+        infinity: u8,
+    },
+    /// The five header bytes of a PATCH.
+    Patch([u8; 5]),
+}
+
 /// A RESET or PATCH message.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum RouteTableUpdate {
@@ -30,6 +40,31 @@ pub enum RouteTableUpdate {
 impl RouteTableUpdate {
     /// Parses a route-table-update payload, checking every field's range.
     pub fn parse(payload: &Bytes) -> WireResult<RouteTableUpdate> {
+        Ok(match RouteTableUpdate::check(payload)? {
+            Checked::Reset {
+                table_len,
+                infinity,
+            } => RouteTableUpdate::Reset {
+                table_len,
+                infinity,
+            },
+            Checked::Patch(h) => RouteTableUpdate::Patch {
+                seq_no: h[1],
+                seq_size: h[2],
+                compressor: h[3],
+                entry_bits: h[4],
+                data: payload.slice(5..),
+            },
+        })
+    }
+
+    /// Checks a payload by the rules of [`RouteTableUpdate::parse`] without
+    /// building a value.
+    pub fn validate(payload: &[u8]) -> WireResult<()> {
+        RouteTableUpdate::check(payload).map(drop)
+    }
+
+    fn check(payload: &[u8]) -> WireResult<Checked> {
         match payload.first() {
             None => Err(WireError::Truncated {
                 what: "route table update",
@@ -57,17 +92,16 @@ impl RouteTableUpdate {
                         value: 0,
                     });
                 }
-                Ok(RouteTableUpdate::Reset {
+                Ok(Checked::Reset {
                     table_len,
                     infinity,
                 })
             }
             Some(&VARIANT_PATCH) => {
-                if payload.len() < 5 {
+                let Some(h) = payload.first_chunk::<5>() else {
                     return Err(WireError::Truncated { what: "QRP patch" });
-                }
-                let (seq_no, seq_size, compressor, entry_bits) =
-                    (payload[1], payload[2], payload[3], payload[4]);
+                };
+                let [_, seq_no, seq_size, compressor, entry_bits] = *h;
                 if seq_no == 0 || seq_no > seq_size {
                     return Err(WireError::BadValue {
                         what: "QRP patch sequence number",
@@ -86,13 +120,7 @@ impl RouteTableUpdate {
                         value: entry_bits as u64,
                     });
                 }
-                Ok(RouteTableUpdate::Patch {
-                    seq_no,
-                    seq_size,
-                    compressor,
-                    entry_bits,
-                    data: payload.slice(5..),
-                })
+                Ok(Checked::Patch(*h))
             }
             Some(&v) => Err(WireError::BadValue {
                 what: "QRP variant",

@@ -1,0 +1,16 @@
+//! Ping payloads: parse, encode, parse again; see `servent_fuzz::round_trip`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use servent::wire::Ping;
+use servent_fuzz::{budget, ggep_max, round_trip};
+
+fuzz_target!(|data: &[u8]| {
+    servent_fuzz::validate_agrees(servent::wire::Function::Ping, data);
+    round_trip(
+        data,
+        |p| Ping::parse(p, &mut budget()),
+        Ping::encode,
+        |v| v.ggep.as_ref().map_or(0, ggep_max),
+    );
+});

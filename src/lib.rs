@@ -5,5 +5,6 @@
 //! end in `main.rs`. See `ARCHITECTURE.md` for the map of the parts.
 
 pub mod cli;
+pub mod core;
 pub mod framing;
 pub mod wire;

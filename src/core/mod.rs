@@ -1,0 +1,11 @@
+//! The deciding core: plain values fed events, with `now` passed in, returning
+//! decisions. Nothing here does I/O, reads a clock or knows a wire format; the
+//! async shell maps wire messages to the core's terms and carries its decisions out.
+
+pub mod router;
+mod timed;
+
+/// A connection to a neighbour, named by the shell. Identifiers are never reused
+/// while a node runs, so a stale route can never point at a new connection.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ConnId(pub u64);

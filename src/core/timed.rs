@@ -1,0 +1,142 @@
+//! A map whose entries expire with age and whose size is capped: the oldest entry
+//! goes first when it is full.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// A bounded map with expiry. Refreshing an entry moves it to the young end.
+#[derive(Debug)]
+pub struct TimedMap<K, V> {
+    map: HashMap<K, (V, Instant)>,
+    /// Insertion order with the time of each insertion. An element whose time no
+    /// longer matches the map's is a leftover of a refresh and is skipped.
+    order: VecDeque<(Instant, K)>,
+    capacity: usize,
+    max_age: Duration,
+}
+
+impl<K: Hash + Eq + Clone, V> TimedMap<K, V> {
+    /// A map holding at most `capacity` entries (at least one), each for at most
+    /// `max_age`.
+    pub fn new(capacity: usize, max_age: Duration) -> Self {
+        TimedMap {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            max_age,
+        }
+    }
+
+    /// The entry for `key` if it is younger than the maximum age at `now`.
+    pub fn get(&self, key: &K, now: Instant) -> Option<&V> {
+        self.map
+            .get(key)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < self.max_age)
+            .map(|(v, _)| v)
+    }
+
+    /// The live entry for `key`, mutably.
+    pub fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
+        let max_age = self.max_age;
+        self.map
+            .get_mut(key)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < max_age)
+            .map(|(v, _)| v)
+    }
+
+    /// Inserts or replaces `key`, stamped `now`, evicting expired entries and, if
+    /// still full, the oldest.
+    pub fn insert(&mut self, key: K, value: V, now: Instant) {
+        self.expire(now);
+        if !self.map.contains_key(&key) {
+            while self.map.len() >= self.capacity && self.evict_oldest() {}
+        }
+        self.map.insert(key.clone(), (value, now));
+        self.order.push_back((now, key));
+        // Refreshes leave stale order elements behind; keep them bounded.
+        if self.order.len() > 2 * self.capacity {
+            self.compact();
+        }
+    }
+
+    /// Drops every entry older than the maximum age at `now`.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) < self.max_age {
+                break;
+            }
+            let (at, key) = self.order.pop_front().expect("front exists");
+            if self.map.get(&key).is_some_and(|(_, t)| *t == at) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    /// Removes the oldest entry; false if there was none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((at, key)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|(_, t)| *t == at) {
+                self.map.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn compact(&mut self) {
+        let map = &self.map;
+        self.order
+            .retain(|(at, key)| map.get(key).is_some_and(|(_, t)| t == at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_capacity() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut m = TimedMap::new(3, 10 * s);
+        for k in 0..3 {
+            m.insert(k, k * 10, t0 + k as u32 * s);
+        }
+        assert_eq!(m.get(&0, t0 + 5 * s), Some(&0));
+        assert_eq!(m.get(&0, t0 + 10 * s), None, "expired at max age");
+        m.insert(3, 30, t0 + 3 * s);
+        assert_eq!(m.map.len(), 3);
+        assert_eq!(m.get(&0, t0 + 3 * s), None, "oldest evicted when full");
+        assert_eq!(m.get(&3, t0 + 3 * s), Some(&30));
+    }
+
+    #[test]
+    fn refresh_moves_an_entry_young() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut m = TimedMap::new(2, 10 * s);
+        m.insert("a", 1, t0);
+        m.insert("b", 2, t0 + s);
+        m.insert("a", 3, t0 + 2 * s); // refresh: "b" is now the oldest
+        m.insert("c", 4, t0 + 3 * s);
+        assert_eq!(m.get(&"a", t0 + 3 * s), Some(&3));
+        assert_eq!(m.get(&"b", t0 + 3 * s), None);
+        assert_eq!(
+            m.get(&"a", t0 + 11 * s),
+            Some(&3),
+            "refreshed entry lives on"
+        );
+    }
+
+    #[test]
+    fn order_stays_bounded_under_refreshes() {
+        let t0 = Instant::now();
+        let mut m = TimedMap::new(4, Duration::from_secs(3600));
+        for i in 0..10_000u32 {
+            m.insert(i % 3, i, t0 + Duration::from_millis(i as u64));
+        }
+        assert!(m.order.len() <= 8);
+        assert_eq!(m.map.len(), 3);
+    }
+}

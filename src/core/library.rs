@@ -1,0 +1,279 @@
+//! The index of shared files: look-ups by keywords and by SHA-1, no I/O.
+//!
+//! Keywords are folded exactly as for QRP tables ([`crate::wire::qrp`]: NFKD, marks
+//! removed, Unicode lower case, split on anything not alphanumeric), and a file is
+//! indexed under the same keywords its QRP table entry gets (words plus their
+//! stemming prefixes). So whenever a neighbour's view of our QRP table says a query
+//! may match, the index answers it the same way.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use crate::wire::huge::Sha1Urn;
+use crate::wire::qrp::{split_keywords, table_keywords};
+
+/// One shared file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFile {
+    /// The file's index in hits and `/get/<index>/<name>` requests. Never 0 and
+    /// never reused while the node runs.
+    pub index: u32,
+    /// The name offered in hits (the file name, without directories).
+    pub name: String,
+    /// Where the file is on disk.
+    pub path: PathBuf,
+    pub size: u64,
+    /// Known once the file has been hashed.
+    pub sha1: Option<Sha1Urn>,
+}
+
+/// The shared-file index.
+#[derive(Debug, Default)]
+pub struct Library {
+    files: HashMap<u32, SharedFile>,
+    by_keyword: HashMap<String, BTreeSet<u32>>,
+    by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
+    last_index: u32,
+}
+
+impl Library {
+    /// An empty library.
+    pub fn new() -> Library {
+        Library::default()
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether no file is shared.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Total size of the shared files in bytes.
+    pub fn total_size(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+
+    /// Adds a file and returns its new index.
+    pub fn add(&mut self, name: &str, path: PathBuf, size: u64, sha1: Option<Sha1Urn>) -> u32 {
+        self.last_index = self.last_index.wrapping_add(1).max(1);
+        let index = self.last_index;
+        for word in table_keywords(name) {
+            self.by_keyword.entry(word).or_default().insert(index);
+        }
+        if let Some(urn) = sha1 {
+            self.by_sha1.entry(urn).or_default().insert(index);
+        }
+        self.files.insert(
+            index,
+            SharedFile {
+                index,
+                name: name.to_string(),
+                path,
+                size,
+                sha1,
+            },
+        );
+        index
+    }
+
+    /// Records a file's SHA-1 once it has been computed.
+    pub fn set_sha1(&mut self, index: u32, urn: Sha1Urn) {
+        let Some(file) = self.files.get_mut(&index) else {
+            return;
+        };
+        if let Some(old) = file.sha1.replace(urn) {
+            remove_from(&mut self.by_sha1, &old, index);
+        }
+        self.by_sha1.entry(urn).or_default().insert(index);
+    }
+
+    /// Removes a file; returns it if it was shared.
+    pub fn remove(&mut self, index: u32) -> Option<SharedFile> {
+        let file = self.files.remove(&index)?;
+        for word in table_keywords(&file.name) {
+            remove_from(&mut self.by_keyword, &word, index);
+        }
+        if let Some(urn) = &file.sha1 {
+            remove_from(&mut self.by_sha1, urn, index);
+        }
+        Some(file)
+    }
+
+    /// The file with this index.
+    pub fn get(&self, index: u32) -> Option<&SharedFile> {
+        self.files.get(&index)
+    }
+
+    /// A file with this SHA-1, if any is shared.
+    pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<&SharedFile> {
+        let index = self.by_sha1.get(urn)?.first()?;
+        self.files.get(index)
+    }
+
+    /// Every file, in index order.
+    pub fn files(&self) -> impl Iterator<Item = &SharedFile> {
+        let mut v: Vec<_> = self.files.values().collect();
+        v.sort_by_key(|f| f.index);
+        v.into_iter()
+    }
+
+    /// The files a query matches, in index order, at most `max`: those whose name
+    /// holds every keyword of `text`, and those whose SHA-1 is one of `urns`. A
+    /// text with no keywords (such as the URN-only `\`) matches by URN alone.
+    pub fn search(&self, text: &str, urns: &[Sha1Urn], max: usize) -> Vec<&SharedFile> {
+        let mut found = BTreeSet::new();
+        for urn in urns {
+            if let Some(set) = self.by_sha1.get(urn) {
+                found.extend(set.iter().copied());
+            }
+        }
+        let words = split_keywords(text);
+        if !words.is_empty() {
+            let mut sets = Vec::with_capacity(words.len());
+            for w in &words {
+                match self.by_keyword.get(w) {
+                    Some(set) => sets.push(set),
+                    None => {
+                        sets.clear();
+                        break;
+                    }
+                }
+            }
+            sets.sort_by_key(|s| s.len());
+            if let Some((smallest, rest)) = sets.split_first() {
+                found.extend(
+                    smallest
+                        .iter()
+                        .filter(|i| rest.iter().all(|s| s.contains(i)))
+                        .copied(),
+                );
+            }
+        }
+        found
+            .into_iter()
+            .take(max)
+            .filter_map(|i| self.files.get(&i))
+            .collect()
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, BTreeSet<u32>>, key: &K, index: u32) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&index);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::qrp::QrpTable;
+
+    fn lib(names: &[&str]) -> Library {
+        let mut l = Library::new();
+        for n in names {
+            l.add(
+                n,
+                PathBuf::from(n),
+                100,
+                Some(Sha1Urn::digest(n.as_bytes())),
+            );
+        }
+        l
+    }
+
+    fn names(found: Vec<&SharedFile>) -> Vec<&str> {
+        found.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    #[test]
+    fn every_keyword_must_match() {
+        let l = lib(&[
+            "Free Software Song.ogg",
+            "free_jazz-live.mp3",
+            "Linux Install Guide.pdf",
+        ]);
+        assert_eq!(
+            names(l.search("free", &[], 10)),
+            ["Free Software Song.ogg", "free_jazz-live.mp3"]
+        );
+        assert_eq!(
+            names(l.search("FREE song", &[], 10)),
+            ["Free Software Song.ogg"]
+        );
+        assert_eq!(names(l.search("free linux", &[], 10)), Vec::<&str>::new());
+        assert_eq!(names(l.search("jazz", &[], 10)), ["free_jazz-live.mp3"]);
+        assert_eq!(l.search("free", &[], 1).len(), 1, "capped");
+        assert!(l.search("", &[], 10).is_empty());
+        assert!(l.search("\\", &[], 10).is_empty());
+    }
+
+    #[test]
+    fn unicode_case_and_accents_fold() {
+        let l = lib(&["ÉTÉ à Paris.flac", "Ｆｕｌｌｗｉｄｔｈ.txt", "Straße.mp3"]);
+        assert_eq!(names(l.search("été", &[], 10)), ["ÉTÉ à Paris.flac"]);
+        assert_eq!(names(l.search("ete PARIS", &[], 10)), ["ÉTÉ à Paris.flac"]);
+        assert_eq!(
+            names(l.search("fullwidth", &[], 10)),
+            ["Ｆｕｌｌｗｉｄｔｈ.txt"]
+        );
+        assert_eq!(names(l.search("STRAßE", &[], 10)), ["Straße.mp3"]);
+        // Lower-casing, not full case folding: "ß" does not become "ss", because
+        // QRP tables are hashed from lower-cased words by every servent, and the
+        // index must not find what a neighbour's copy of our table would refuse.
+        assert!(l.search("strasse", &[], 10).is_empty());
+    }
+
+    #[test]
+    fn urns_match_alone_or_beside_the_text() {
+        let l = lib(&["a.txt", "b.txt"]);
+        let b = Sha1Urn::digest(b"b.txt");
+        assert_eq!(names(l.search("\\", &[b], 10)), ["b.txt"]);
+        // Text OR URN.
+        assert_eq!(names(l.search("a", &[b], 10)), ["a.txt", "b.txt"]);
+        assert!(l.search("", &[Sha1Urn::digest(b"zzz")], 10).is_empty());
+        assert_eq!(l.by_sha1(&b).unwrap().name, "b.txt");
+    }
+
+    #[test]
+    fn add_remove_and_rehash() {
+        let mut l = lib(&["one.txt", "two.txt"]);
+        let two = l.search("two", &[], 10)[0].index;
+        assert_eq!(l.remove(two).unwrap().name, "two.txt");
+        assert!(l.search("two", &[], 10).is_empty());
+        assert!(l.by_sha1(&Sha1Urn::digest(b"two.txt")).is_none());
+        let three = l.add("two.txt", PathBuf::from("new/two.txt"), 5, None);
+        assert_ne!(three, two, "indexes are never reused");
+        let urn = Sha1Urn::digest(b"new content");
+        l.set_sha1(three, urn);
+        assert_eq!(l.by_sha1(&urn).unwrap().index, three);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.total_size(), 105);
+    }
+
+    #[test]
+    fn the_qrp_table_agrees_with_the_index() {
+        // Whatever the index finds, the node's QRP table must let through.
+        let names_ = [
+            "Free Software Song.ogg",
+            "ÉTÉ à Paris.flac",
+            "goods_list.csv",
+        ];
+        let l = lib(&names_);
+        let mut table = QrpTable::new(1 << 16).unwrap();
+        for n in names_ {
+            table.insert_text(n);
+        }
+        for q in ["free", "song free", "ete", "paris", "good", "goods", "goo"] {
+            let found = !l.search(q, &[], 10).is_empty();
+            assert!(found, "{q} found");
+            assert!(table.matches_query_text(q), "{q} passes the table");
+        }
+    }
+}

@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod core;
 pub mod framing;
+pub mod share;
 pub mod wire;

@@ -1,0 +1,361 @@
+//! The disk side of sharing: finding the files under the share roots, hashing them,
+//! and remembering hashes between runs.
+//!
+//! Rules: directories are walked recursively; hidden entries (name starting with
+//! `.`, or lying under such a directory once links are resolved) are skipped; a
+//! symbolic link is followed only when its target lies inside
+//! the same share root (after resolving every link), so a link can never expose a
+//! file outside what the user shared; a directory reached twice (through links) is
+//! walked once.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha1::{Digest, Sha1};
+
+use crate::wire::huge::Sha1Urn;
+
+/// A regular file found under a share root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundFile {
+    /// The file's canonical path (links resolved).
+    pub path: PathBuf,
+    /// The name to share it under: the last component of the path it was found at.
+    pub name: String,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+/// Finds every shareable file under `roots`. Unreadable entries are skipped and
+/// reported in the second list, so one bad directory does not stop a scan.
+pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen_dirs = HashSet::new();
+    let mut seen_files = HashSet::new();
+    for root in roots {
+        let root = match fs::canonicalize(root) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push((root.clone(), e));
+                continue;
+            }
+        };
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            if !seen_dirs.insert(dir.clone()) {
+                continue;
+            }
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push((dir, e));
+                    continue;
+                }
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        errors.push((dir.clone(), e));
+                        continue;
+                    }
+                };
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    // Names that are not UTF-8 cannot be offered in hits faithfully.
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                // Resolve links, and keep only what stays inside this root.
+                let real = match fs::canonicalize(entry.path()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        errors.push((entry.path(), e));
+                        continue;
+                    }
+                };
+                // Inside this root, and not hidden on the resolved side either (a
+                // visible link to a hidden entry does not expose it).
+                let Ok(inner) = real.strip_prefix(&root) else {
+                    continue;
+                };
+                if inner
+                    .components()
+                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+                {
+                    continue;
+                }
+                let meta = match fs::metadata(&real) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        errors.push((real, e));
+                        continue;
+                    }
+                };
+                if meta.is_dir() {
+                    stack.push(real);
+                } else if meta.is_file() && seen_files.insert(real.clone()) {
+                    found.push(FoundFile {
+                        name: name.to_string(),
+                        size: meta.len(),
+                        mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+                        path: real,
+                    });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    (found, errors)
+}
+
+/// The SHA-1 of a file's content, read in 64 KiB blocks.
+pub fn hash_file(path: &Path) -> io::Result<Sha1Urn> {
+    let mut f = fs::File::open(path)?;
+    let mut hasher = Sha1::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Sha1Urn(hasher.finalize().into()))
+}
+
+/// What a cached hash is valid for: the same path, size and modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Stamp {
+    size: u64,
+    mtime_ns: u128,
+}
+
+fn stamp(size: u64, mtime: SystemTime) -> Stamp {
+    Stamp {
+        size,
+        mtime_ns: mtime
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos(),
+    }
+}
+
+/// Hashes remembered between runs, keyed by path, size and modification time.
+///
+/// Stored as text, one file per line: `<base32 sha1> <size> <mtime ns> <path>`.
+/// Lines that do not parse are ignored, so a damaged cache costs rehashing, never a
+/// wrong hash: an entry is used only when size and time still match the file.
+#[derive(Debug, Default)]
+pub struct HashCache {
+    entries: HashMap<PathBuf, (Stamp, Sha1Urn)>,
+}
+
+impl HashCache {
+    /// Loads a cache file; a missing file is an empty cache.
+    pub fn load(file: &Path) -> io::Result<HashCache> {
+        let f = match fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashCache::default()),
+            Err(e) => return Err(e),
+        };
+        let mut cache = HashCache::default();
+        for line in BufReader::new(f).lines() {
+            let line = line?;
+            let mut parts = line.splitn(4, ' ');
+            let (Some(sha), Some(size), Some(mtime), Some(path)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Ok(urn), Ok(size), Ok(mtime_ns)) = (
+                Sha1Urn::from_base32(sha.as_bytes()),
+                size.parse(),
+                mtime.parse(),
+            ) else {
+                continue;
+            };
+            cache
+                .entries
+                .insert(PathBuf::from(path), (Stamp { size, mtime_ns }, urn));
+        }
+        Ok(cache)
+    }
+
+    /// Writes the cache atomically: to a temporary file, then renamed into place.
+    pub fn save(&self, file: &Path) -> io::Result<()> {
+        let tmp = file.with_extension("tmp");
+        {
+            let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+            let mut rows: Vec<_> = self.entries.iter().collect();
+            rows.sort_by(|a, b| a.0.cmp(b.0));
+            for (path, (st, urn)) in rows {
+                let Some(p) = path.to_str() else { continue };
+                if p.contains('\n') {
+                    continue;
+                }
+                writeln!(out, "{} {} {} {}", urn.base32(), st.size, st.mtime_ns, p)?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        fs::rename(&tmp, file)
+    }
+
+    /// The cached hash of `file`, if it is still valid for its size and time.
+    pub fn get(&self, file: &FoundFile) -> Option<Sha1Urn> {
+        let (st, urn) = self.entries.get(&file.path)?;
+        (*st == stamp(file.size, file.mtime)).then_some(*urn)
+    }
+
+    /// Remembers the hash of `file`.
+    pub fn insert(&mut self, file: &FoundFile, urn: Sha1Urn) {
+        self.entries
+            .insert(file.path.clone(), (stamp(file.size, file.mtime), urn));
+    }
+
+    /// Forgets every path not in `keep` (files that are gone).
+    pub fn retain_paths(&mut self, keep: &HashSet<&Path>) {
+        self.entries.retain(|p, _| keep.contains(p.as_path()));
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "servent-share-{tag}-{}-{}",
+                std::process::id(),
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(p: &Path, content: &[u8]) {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    #[test]
+    fn scan_walks_skips_hidden_and_stays_inside_roots() {
+        let t = TempDir::new("scan");
+        let root = t.0.join("share");
+        let outside = t.0.join("private");
+        write(&root.join("a.txt"), b"a");
+        write(&root.join("sub/deeper/b.txt"), b"bb");
+        write(&root.join(".hidden"), b"h");
+        write(&root.join(".hiddendir/c.txt"), b"c");
+        write(&outside.join("secret.txt"), b"s");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::symlink;
+            symlink(&outside, root.join("escape")).unwrap();
+            symlink(outside.join("secret.txt"), root.join("secret-link.txt")).unwrap();
+            symlink(root.join("sub"), root.join("inside-link")).unwrap();
+            symlink(&root, root.join("sub/loop")).unwrap();
+            symlink(root.join("missing"), root.join("dangling")).unwrap();
+            symlink(root.join(".hidden"), root.join("visible-link")).unwrap();
+        }
+        let (found, errors) = scan(std::slice::from_ref(&root));
+        let mut names: Vec<_> = found.iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["a.txt", "b.txt"],
+            "no hidden files, nothing outside"
+        );
+        let b = found.iter().find(|f| f.name == "b.txt").unwrap();
+        assert_eq!(b.size, 2);
+        #[cfg(unix)]
+        assert_eq!(errors.len(), 1, "only the dangling link: {errors:?}");
+        let (none, errors) = scan(&[t.0.join("does-not-exist")]);
+        assert!(none.is_empty());
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn hashes_and_cache_survive_a_restart() {
+        let t = TempDir::new("cache");
+        let f = t.0.join("share/abc.txt");
+        write(&f, b"abc");
+        let (found, _) = scan(&[t.0.join("share")]);
+        let file = &found[0];
+        let urn = hash_file(&file.path).unwrap();
+        assert_eq!(urn, Sha1Urn::digest(b"abc"));
+
+        let cache_file = t.0.join("hashes");
+        let mut cache = HashCache::load(&cache_file).unwrap();
+        assert!(cache.is_empty());
+        cache.insert(file, urn);
+        cache.save(&cache_file).unwrap();
+        let again = HashCache::load(&cache_file).unwrap();
+        assert_eq!(again.get(file), Some(urn));
+
+        // A changed file is not matched by its old hash.
+        let changed = FoundFile {
+            size: file.size + 1,
+            ..file.clone()
+        };
+        assert_eq!(again.get(&changed), None);
+        let touched = FoundFile {
+            mtime: file.mtime + Duration::from_secs(1),
+            ..file.clone()
+        };
+        assert_eq!(again.get(&touched), None);
+
+        // Damaged lines are skipped, good ones kept.
+        let mut text = fs::read_to_string(&cache_file).unwrap();
+        text.push_str("garbage line\nAAAA 1 2 /x\n\n");
+        fs::write(&cache_file, text).unwrap();
+        let damaged = HashCache::load(&cache_file).unwrap();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged.get(file), Some(urn));
+    }
+
+    #[test]
+    fn paths_with_spaces_round_trip() {
+        let t = TempDir::new("spaces");
+        write(&t.0.join("share/my song 1.mp3"), b"x");
+        let (found, _) = scan(&[t.0.join("share")]);
+        let mut cache = HashCache::default();
+        cache.insert(&found[0], Sha1Urn::digest(b"x"));
+        cache.save(&t.0.join("h")).unwrap();
+        let back = HashCache::load(&t.0.join("h")).unwrap();
+        assert_eq!(back.get(&found[0]), Some(Sha1Urn::digest(b"x")));
+        let keep = HashSet::new();
+        let mut c = back;
+        c.retain_paths(&keep);
+        assert!(c.is_empty());
+    }
+}

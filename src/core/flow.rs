@@ -1,0 +1,177 @@
+//! Flow control: a bounded per-connection send queue that sheds the least valuable
+//! messages first when a peer reads too slowly.
+//!
+//! Priorities follow what a message is worth to the network: replies and directed
+//! messages (QueryHit, Push) carry results someone is waiting for; our own requests
+//! and hop-by-hop control messages come next; relayed discovery and searches are
+//! the cheapest to lose, since the flood reaches their targets by other paths.
+
+use std::collections::VecDeque;
+
+/// How valuable a queued message is; higher is kept longer.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Priority {
+    /// Relayed Pings and Pongs.
+    RelayedDiscovery = 0,
+    /// Relayed Queries.
+    RelayedSearch = 1,
+    /// Our own messages and hop-by-hop control (handshake ping, QRP, vendor).
+    Own = 2,
+    /// QueryHits and Pushes.
+    Result = 3,
+}
+
+/// What happened to a message offered to a full queue.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Offer {
+    /// Queued, nothing lost.
+    Queued,
+    /// Queued after dropping a less valuable message already queued.
+    QueuedShedding(Priority),
+    /// Not queued: everything queued is worth at least as much.
+    Rejected,
+}
+
+/// A bounded queue of messages of type `T`, bounded both in count and in bytes.
+#[derive(Debug)]
+pub struct SendQueue<T> {
+    items: VecDeque<(Priority, usize, T)>,
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+    shed: [u64; 4],
+    rejected: [u64; 4],
+}
+
+impl<T> SendQueue<T> {
+    /// A queue holding at most `max_items` messages and `max_bytes` bytes.
+    pub fn new(max_items: usize, max_bytes: usize) -> Self {
+        SendQueue {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_items: max_items.max(1),
+            max_bytes,
+            shed: [0; 4],
+            rejected: [0; 4],
+        }
+    }
+
+    /// Offers a message of `size` bytes. When the queue is full, the oldest message
+    /// of the lowest priority below `priority` is dropped to make room; if none is,
+    /// the new message is refused.
+    pub fn offer(&mut self, priority: Priority, size: usize, item: T) -> Offer {
+        if size > self.max_bytes {
+            // Larger than the whole queue: nothing can make room, so drop nothing.
+            self.rejected[priority as usize] += 1;
+            return Offer::Rejected;
+        }
+        let mut shed = None;
+        while self.items.len() >= self.max_items || self.bytes + size > self.max_bytes {
+            let victim = self
+                .items
+                .iter()
+                .enumerate()
+                .filter(|(_, (p, _, _))| *p < priority)
+                .min_by_key(|(i, (p, _, _))| (*p, *i))
+                .map(|(i, _)| i);
+            let Some(i) = victim else {
+                self.rejected[priority as usize] += 1;
+                return Offer::Rejected;
+            };
+            let (p, s, _) = self.items.remove(i).expect("index in range");
+            self.bytes -= s;
+            self.shed[p as usize] += 1;
+            shed = Some(p);
+        }
+        self.bytes += size;
+        self.items.push_back((priority, size, item));
+        match shed {
+            Some(p) => Offer::QueuedShedding(p),
+            None => Offer::Queued,
+        }
+    }
+
+    /// The next message to send, oldest first.
+    pub fn pop(&mut self) -> Option<T> {
+        let (_, s, item) = self.items.pop_front()?;
+        self.bytes -= s;
+        Some(item)
+    }
+
+    /// Number of queued messages.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Messages of `priority` dropped from the queue to make room.
+    pub fn shed(&self, priority: Priority) -> u64 {
+        self.shed[priority as usize]
+    }
+
+    /// Messages of `priority` refused because the queue was full of better ones.
+    pub fn rejected(&self, priority: Priority) -> u64 {
+        self.rejected[priority as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Priority::*;
+
+    #[test]
+    fn sheds_cheapest_oldest_first() {
+        let mut q = SendQueue::new(3, 1000);
+        assert_eq!(q.offer(RelayedSearch, 10, "q1"), Offer::Queued);
+        assert_eq!(q.offer(RelayedDiscovery, 10, "p1"), Offer::Queued);
+        assert_eq!(q.offer(RelayedSearch, 10, "q2"), Offer::Queued);
+        // Full: a hit pushes out the ping, then the oldest query.
+        assert_eq!(
+            q.offer(Result, 10, "h1"),
+            Offer::QueuedShedding(RelayedDiscovery)
+        );
+        assert_eq!(
+            q.offer(Result, 10, "h2"),
+            Offer::QueuedShedding(RelayedSearch)
+        );
+        // A relayed query cannot push out anything worth as much or more.
+        assert_eq!(q.offer(RelayedSearch, 10, "q3"), Offer::Rejected);
+        assert_eq!(
+            q.offer(Result, 10, "h3"),
+            Offer::QueuedShedding(RelayedSearch)
+        );
+        assert_eq!(q.offer(Result, 10, "h4"), Offer::Rejected);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            ["h1", "h2", "h3"]
+        );
+        assert_eq!(q.shed(RelayedSearch), 2);
+        assert_eq!(q.shed(RelayedDiscovery), 1);
+        assert_eq!(q.rejected(Result), 1);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn bounded_in_bytes_too() {
+        let mut q = SendQueue::new(100, 100);
+        assert_eq!(q.offer(RelayedSearch, 60, 1), Offer::Queued);
+        assert_eq!(q.offer(Own, 60, 2), Offer::QueuedShedding(RelayedSearch));
+        assert_eq!(q.bytes(), 60);
+        assert_eq!(
+            q.offer(Result, 500, 3),
+            Offer::Rejected,
+            "larger than the queue"
+        );
+        assert_eq!(q.len(), 1, "nothing was shed for a message that cannot fit");
+    }
+}

@@ -101,6 +101,9 @@ pub struct SearchArgs {
     /// One JSON object per hit on standard output.
     #[arg(long, env = "SERVENT_JSON")]
     pub json: bool,
+    /// TTL of the query (lowered by the node to its maximum).
+    #[arg(long, env = "SERVENT_TTL", default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=15))]
+    pub ttl: u8,
     /// Keywords to search for.
     #[arg(required = true, value_name = "WORDS")]
     pub words: Vec<String>,

@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod core;
 pub mod framing;
+pub mod node;
 pub mod share;
 pub mod wire;

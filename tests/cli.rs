@@ -1,5 +1,5 @@
-//! The command line as a user meets it: subcommands that are not built yet say so
-//! and fail, flags come from the environment too, and bad input is a usage error.
+//! The command line as a user meets it: what is not built yet says so and fails,
+//! flags come from the environment too, and bad input is a usage error.
 
 use std::process::{Command, Output};
 
@@ -19,10 +19,10 @@ fn servent(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 #[test]
-fn unavailable_subcommands_say_so_and_fail() {
+fn unavailable_features_say_so_and_fail() {
     for args in [
-        &["run", "--share", "/tmp"][..],
-        &["search", "--peer", "127.0.0.1:1", "word"],
+        &["run", "--listen", "127.0.0.1:0", "--firewalled"][..],
+        &["run", "--listen", "127.0.0.1:0", "--mode", "leaf"],
         &[
             "get",
             "magnet:?xt=urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
@@ -43,13 +43,25 @@ fn flags_are_read_from_the_environment() {
     let out = servent(&["run"], &[("SERVENT_LISTEN", "not-an-address")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
-    // A good one gets through to the (not yet available) command.
+    // Good ones get through to the command.
     let out = servent(
-        &["run"],
-        &[("SERVENT_LISTEN", "127.0.0.1:0"), ("SERVENT_MAX_TTL", "4")],
+        &["index"],
+        &[
+            ("SERVENT_LISTEN", "127.0.0.1:0"),
+            ("SERVENT_MAX_USERS", "4"),
+        ],
     );
     assert_eq!(out.status.code(), Some(69));
-    // The verbosity count too: -vv (or SERVENT_VERBOSE=2) shows debug lines.
+    let out = servent(
+        &["run", "--listen", "127.0.0.1:0"],
+        &[("SERVENT_FIREWALLED", "true")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "--firewalled from the environment"
+    );
+    // The verbosity count too: SERVENT_VERBOSE=2 (like -vv) shows debug lines.
     let out = servent(&["index"], &[("SERVENT_VERBOSE", "2")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("starting"));
     let out = servent(&["index"], &[]);
@@ -62,10 +74,21 @@ fn usage_errors_exit_2() {
         &["frobnicate"][..],
         &["run", "--max-ttl", "300"],
         &["search"],
+        &["search", "--peer", "127.0.0.1:1", "--ttl", "0", "x"],
     ] {
         let out = servent(args, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
+}
+
+#[test]
+fn search_reports_an_unreachable_peer() {
+    let out = servent(
+        &["search", "--peer", "127.0.0.1:1", "--timeout", "2", "x"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
 
 #[test]

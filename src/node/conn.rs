@@ -1,0 +1,182 @@
+//! One Gnutella connection's I/O: a reader task that frames descriptors and hands
+//! them to the engine, and a writer task that drains a bounded send queue.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::ConnId;
+use crate::core::flow::{Offer, Priority, SendQueue};
+use crate::framing::{DescriptorCodec, FrameError};
+use crate::wire::bye::{self, Bye};
+use crate::wire::{Guid, Hops, Message, Ttl};
+
+use super::engine::Event;
+
+/// Messages a slow peer may have queued before the cheapest are shed.
+const QUEUE_MESSAGES: usize = 1024;
+/// Bytes a slow peer may have queued.
+const QUEUE_BYTES: usize = 512 * 1024;
+
+struct Shared {
+    queue: Mutex<SendQueue<Bytes>>,
+    /// A Bye to send before closing (None: close without one).
+    closing: Mutex<Option<Option<Bytes>>>,
+    wake: Notify,
+}
+
+/// The sending side of a connection, held by the engine.
+#[derive(Clone)]
+pub struct ConnTx {
+    shared: Arc<Shared>,
+    v04: bool,
+}
+
+impl ConnTx {
+    /// The sending side of a new connection (0.4 connections get no Bye).
+    pub fn new(v04: bool) -> ConnTx {
+        ConnTx {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(SendQueue::new(QUEUE_MESSAGES, QUEUE_BYTES)),
+                closing: Mutex::new(None),
+                wake: Notify::new(),
+            }),
+            v04,
+        }
+    }
+
+    /// Queues a whole frame's bytes.
+    pub fn send(&self, priority: Priority, frame: Bytes) -> Offer {
+        let offer =
+            self.shared
+                .queue
+                .lock()
+                .expect("queue lock")
+                .offer(priority, frame.len(), frame);
+        self.shared.wake.notify_one();
+        offer
+    }
+
+    /// Ends the connection: a Bye with `code` and `reason` goes out first (not on
+    /// 0.4 connections, which do not know Bye), then the writer closes.
+    pub fn close(&self, code: u16, reason: &str) {
+        let bye = (!self.v04).then(|| {
+            let mut out = BytesMut::new();
+            Message::Bye(Bye::new(code, reason))
+                .encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut out)
+                .expect("a Bye with a short reason encodes");
+            out.freeze()
+        });
+        self.end(bye);
+    }
+
+    /// Ends the connection without a Bye (the peer closed, or sent its own Bye,
+    /// which is never answered).
+    pub fn close_silently(&self) {
+        self.end(None);
+    }
+
+    fn end(&self, bye: Option<Bytes>) {
+        let mut closing = self.shared.closing.lock().expect("closing lock");
+        if closing.is_none() {
+            *closing = Some(bye);
+        }
+        drop(closing);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Starts the reader and writer of an established connection whose sending side
+/// is `tx`. The engine learns of frames and of the end of the connection through
+/// `events`; it must have been told of the connection before.
+#[allow(clippy::too_many_arguments)]
+pub fn start<R, W>(
+    tracker: &tokio_util::task::TaskTracker,
+    conn: ConnId,
+    tx: ConnTx,
+    reader: R,
+    writer: W,
+    leftover: BytesMut,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let done = CancellationToken::new();
+    tracker.spawn(write_loop(tx.clone(), writer, cancel.clone(), done.clone()));
+    let reader_tx = tx.clone();
+    tracker.spawn(async move {
+        let mut framed = FramedRead::new(reader, DescriptorCodec::default());
+        framed.read_buffer_mut().extend_from_slice(&leftover);
+        loop {
+            let next = tokio::select! {
+                next = framed.next() => next,
+                _ = cancel.cancelled() => break,
+                _ = done.cancelled() => break,
+            };
+            match next {
+                Some(Ok(frame)) => {
+                    if events.send(Event::Frame { conn, frame }).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Err(FrameError::TooLarge { .. })) => {
+                    reader_tx.close(bye::CODE_TOO_BIG, "Message too big");
+                    break;
+                }
+                Some(Err(FrameError::Io(_))) | None => break,
+            }
+        }
+        reader_tx.close_silently();
+        let _ = events.send(Event::Closed { conn }).await;
+    });
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    tx: ConnTx,
+    mut w: W,
+    cancel: CancellationToken,
+    done: CancellationToken,
+) {
+    let shared = &tx.shared;
+    loop {
+        let closing = shared.closing.lock().expect("closing lock").take();
+        if let Some(bye) = closing {
+            if let Some(bye) = bye {
+                let _ = w.write_all(&bye).await;
+            }
+            let _ = w.shutdown().await;
+            break;
+        }
+        let batch: Vec<Bytes> = {
+            let mut q = shared.queue.lock().expect("queue lock");
+            std::iter::from_fn(|| q.pop()).take(64).collect()
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = cancel.cancelled() => {
+                    tx.close(bye::CODE_SHUTDOWN, "Servent shutdown");
+                }
+            }
+            continue;
+        }
+        let mut failed = false;
+        for frame in batch {
+            if w.write_all(&frame).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if failed || w.flush().await.is_err() {
+            break;
+        }
+    }
+    done.cancel();
+}

@@ -1,0 +1,343 @@
+//! The engine task: owns the router and the library, receives frames from every
+//! connection, and carries out the router's decisions.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::ConnId;
+use crate::core::flow::Priority;
+use crate::core::library::Library;
+use crate::core::router::{Class, Decision, Forward, Router, Stats, Targets};
+use crate::wire::bye;
+use crate::wire::huge::Sha1Urn;
+use crate::wire::query::QueryView;
+use crate::wire::queryhit::OpenDataFlags;
+use crate::wire::{
+    Frame, Function, Guid, Header, HitResult, Hops, Message, Pong, QueryHit, Trailer, TrailerArea,
+    Ttl,
+};
+
+use super::conn::ConnTx;
+
+/// Our vendor code in QueryHit trailers.
+pub const VENDOR: [u8; 4] = *b"SRVT";
+/// Results per QueryHit message; larger answers are split.
+const RESULTS_PER_HIT: usize = 10;
+/// Unknown messages a peer may send before it is dropped with Bye 404.
+const MAX_UNKNOWN: u32 = 20;
+
+/// What connections and the node tell the engine.
+pub enum Event {
+    Opened {
+        conn: ConnId,
+        tx: ConnTx,
+        /// Our address as this peer reaches us (for Pongs and hits sent to it).
+        local: SocketAddr,
+    },
+    Frame {
+        conn: ConnId,
+        frame: Frame,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    /// A shared file's hash has been computed.
+    Hashed {
+        index: u32,
+        urn: Sha1Urn,
+    },
+}
+
+/// Counters beyond the router's.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub router: Stats,
+    /// Frames whose payload failed validation.
+    pub malformed: u64,
+    /// Frames of unknown function.
+    pub unknown: u64,
+    /// Messages shed or refused by full send queues.
+    pub shed: u64,
+    /// QueryHit messages we sent in answer to queries.
+    pub hits_sent: u64,
+    pub connections: usize,
+}
+
+struct Peer {
+    tx: ConnTx,
+    local: SocketAddr,
+    unknown: u32,
+}
+
+pub struct Engine {
+    me: Guid,
+    router: Router,
+    library: Library,
+    peers: HashMap<ConnId, Peer>,
+    max_results: usize,
+    stats: EngineStats,
+    published: watch::Sender<EngineStats>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Engine {
+    pub fn new(
+        me: Guid,
+        router: Router,
+        library: Library,
+        max_results: usize,
+        published: watch::Sender<EngineStats>,
+        open: Arc<AtomicUsize>,
+    ) -> Engine {
+        Engine {
+            me,
+            router,
+            library,
+            peers: HashMap::new(),
+            max_results,
+            stats: EngineStats::default(),
+            published,
+            open,
+        }
+    }
+
+    /// Runs until cancelled or every sender is gone.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, cancel: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = cancel.cancelled() => None,
+            };
+            let Some(event) = event else { break };
+            self.handle(event, Instant::now());
+            // Drain what is already waiting before publishing counters.
+            while let Ok(event) = events.try_recv() {
+                self.handle(event, Instant::now());
+            }
+            self.stats.router = self.router.stats().clone();
+            self.stats.connections = self.peers.len();
+            self.published.send_replace(self.stats.clone());
+        }
+        for peer in self.peers.values() {
+            peer.tx.close(bye::CODE_SHUTDOWN, "Servent shutdown");
+        }
+    }
+
+    fn handle(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Opened { conn, tx, local } => {
+                self.router.connection_opened(conn);
+                self.peers.insert(
+                    conn,
+                    Peer {
+                        tx,
+                        local,
+                        unknown: 0,
+                    },
+                );
+            }
+            Event::Closed { conn } => {
+                self.router.connection_closed(conn);
+                if self.peers.remove(&conn).is_some() {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            Event::Hashed { index, urn } => self.library.set_sha1(index, urn),
+            Event::Frame { conn, frame } => self.frame(conn, frame, now),
+        }
+    }
+
+    fn frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let h = frame.header;
+        let class = match h.function {
+            Function::Ping => Class::Discovery,
+            Function::Pong => Class::DiscoveryReply,
+            Function::Query => Class::Search,
+            Function::QueryHit => match frame.payload.len().checked_sub(16) {
+                Some(at) => Class::SearchReply {
+                    responder: Guid::from_slice(&frame.payload[at..]).expect("16 bytes"),
+                },
+                None => {
+                    self.stats.malformed += 1;
+                    return;
+                }
+            },
+            Function::Push => match Guid::from_slice(&frame.payload) {
+                Some(target) => Class::Directed { target },
+                None => {
+                    self.stats.malformed += 1;
+                    return;
+                }
+            },
+            Function::Bye => {
+                peer.tx.close_silently();
+                return;
+            }
+            // Hop-by-hop messages the node does not act on yet.
+            Function::RouteTable | Function::Vendor | Function::StandardVendor => return,
+            Function::Unknown(_) => {
+                self.stats.unknown += 1;
+                peer.unknown += 1;
+                if peer.unknown > MAX_UNKNOWN {
+                    peer.tx
+                        .close(bye::CODE_UNKNOWN, "Too many unknown messages");
+                }
+                return;
+            }
+        };
+        if Message::validate(h.function, &frame.payload).is_err() {
+            self.stats.malformed += 1;
+            return;
+        }
+        let decision = self
+            .router
+            .route(conn, h.guid, class, h.ttl.0, h.hops.0, now);
+        let Decision::Accept { deliver, forward } = decision else {
+            return;
+        };
+        if let Some(f) = forward {
+            let priority = match h.function {
+                Function::Ping | Function::Pong => Priority::RelayedDiscovery,
+                Function::Query => Priority::RelayedSearch,
+                _ => Priority::Result,
+            };
+            self.send(f, priority, &frame);
+        }
+        if deliver {
+            match h.function {
+                Function::Ping => self.answer_ping(conn, &h),
+                Function::Query => self.answer_query(conn, &h, &frame.payload),
+                _ => {}
+            }
+        }
+    }
+
+    fn send(&mut self, f: Forward, priority: Priority, frame: &Frame) {
+        let header = Header {
+            ttl: Ttl(f.ttl),
+            hops: Hops(f.hops),
+            ..frame.header
+        };
+        let mut out = BytesMut::with_capacity(frame.wire_len());
+        Frame {
+            header,
+            payload: frame.payload.clone(),
+        }
+        .encode(&mut out);
+        let bytes = out.freeze();
+        let targets: Vec<&Peer> = match f.to {
+            Targets::All => self.peers.values().collect(),
+            Targets::AllExcept(except) => self
+                .peers
+                .iter()
+                .filter(|(c, _)| **c != except)
+                .map(|(_, p)| p)
+                .collect(),
+            Targets::One(c) => self.peers.get(&c).into_iter().collect(),
+        };
+        for p in targets {
+            if !matches!(
+                p.tx.send(priority, bytes.clone()),
+                crate::core::flow::Offer::Queued
+            ) {
+                self.stats.shed += 1;
+            }
+        }
+    }
+
+    /// The TTL for a reply to a request that travelled `hops` hops: enough to get
+    /// back, with some slack, never above the hard limit.
+    fn reply_ttl(hops: Hops) -> Ttl {
+        Ttl(hops.0.saturating_add(3).min(15))
+    }
+
+    fn reply(&mut self, to: ConnId, request: &Header, msg: &Message, priority: Priority) {
+        let Some(peer) = self.peers.get(&to) else {
+            return;
+        };
+        let mut out = BytesMut::new();
+        if msg
+            .encode_frame(
+                request.guid,
+                Self::reply_ttl(request.hops),
+                Hops(0),
+                &mut out,
+            )
+            .is_ok()
+            && !matches!(
+                peer.tx.send(priority, out.freeze()),
+                crate::core::flow::Offer::Queued
+            )
+        {
+            self.stats.shed += 1;
+        }
+    }
+
+    fn answer_ping(&mut self, conn: ConnId, h: &Header) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let pong = Message::Pong(Pong {
+            port: peer.local.port(),
+            ip: ipv4_of(peer.local.ip()),
+            files: self.library.len() as u32,
+            kbytes: (self.library.total_size() / 1024).min(u32::MAX as u64) as u32,
+            ggep: None,
+        });
+        self.reply(conn, h, &pong, Priority::Own);
+    }
+
+    fn answer_query(&mut self, conn: ConnId, h: &Header, payload: &Bytes) {
+        let Ok(q) = QueryView::parse(payload) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(q.text);
+        let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
+        let found: Vec<HitResult> = self
+            .library
+            .search(&text, &urns, self.max_results)
+            .into_iter()
+            .map(|f| HitResult::new(f.index, f.size, &f.name, f.sha1.as_ref()))
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        let Some(local) = self.peers.get(&conn).map(|p| p.local) else {
+            return;
+        };
+        let flags = OpenDataFlags {
+            push: Some(false),
+            busy: Some(false),
+            ..OpenDataFlags::default()
+        };
+        for chunk in found.chunks(RESULTS_PER_HIT) {
+            let hit = Message::QueryHit(QueryHit {
+                port: local.port(),
+                ip: ipv4_of(local.ip()),
+                speed: 0,
+                results: chunk.to_vec(),
+                trailer: TrailerArea::Qhd(Trailer::new(VENDOR, flags, None)),
+                servent: self.me,
+            });
+            self.reply(conn, h, &hit, Priority::Result);
+            self.stats.hits_sent += 1;
+        }
+    }
+}
+
+fn ipv4_of(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
+}

@@ -1,0 +1,154 @@
+//! The Gnutella 0.6 handshake (and the 0.4 fallback) over a byte stream.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::wire::handshake::{self as hs, Block, Headers, Limits, StartLine};
+
+/// How a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeFailure {
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("peer closed the connection during the handshake")]
+    Closed,
+    #[error("malformed handshake: {0}")]
+    Malformed(#[from] hs::HandshakeError),
+    #[error("refused: {code} {reason}")]
+    Refused { code: u16, reason: String },
+    #[error("unexpected handshake line: {0}")]
+    Unexpected(String),
+}
+
+/// What the handshake established.
+#[derive(Debug)]
+pub struct Established {
+    /// The other side's headers (the server's answer, or the client's request).
+    pub headers: Headers,
+    /// Whether the connection speaks 0.4 (no headers, no Bye).
+    pub v04: bool,
+    /// Bytes read past the end of the handshake: the start of the message stream.
+    pub leftover: BytesMut,
+}
+
+/// Reads one header block, keeping what follows it in `buf`.
+pub async fn read_block<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Block, HandshakeFailure> {
+    let limits = Limits::default();
+    loop {
+        if let Some((block, used)) = hs::parse_block(buf, &limits)? {
+            let _ = buf.split_to(used);
+            return Ok(block);
+        }
+        buf.reserve(1024);
+        if r.read_buf(buf).await? == 0 {
+            return Err(HandshakeFailure::Closed);
+        }
+    }
+}
+
+async fn write_block<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    block: &Block,
+) -> Result<(), HandshakeFailure> {
+    w.write_all(&block.encode()?).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// The headers we offer in every handshake.
+pub fn our_headers(
+    user_agent: &str,
+    listen: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    ultrapeer: bool,
+) -> Headers {
+    let mut h = Headers::new();
+    h.push(hs::USER_AGENT, user_agent);
+    h.push(hs::X_ULTRAPEER, if ultrapeer { "True" } else { "False" });
+    if let Some(l) = listen {
+        h.push(hs::LISTEN_IP, l.to_string());
+    }
+    if let Some(r) = remote {
+        h.push(hs::REMOTE_IP, r.ip().to_string());
+    }
+    h.push(hs::BYE_PACKET, "0.1");
+    h.push(hs::GGEP, "0.5");
+    h.push(hs::VENDOR_MESSAGE, "0.2");
+    h.push(hs::X_MAX_TTL, "7");
+    h
+}
+
+/// The server side, after the first block (`request`) was read: answer it with
+/// `answer` (headers, or a refusal code and reason), then read the client's final
+/// block.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    request: Block,
+    mut buf: BytesMut,
+    answer: Result<Headers, (u16, String, Headers)>,
+) -> Result<Established, HandshakeFailure> {
+    match request.start {
+        StartLine::Connect { major: 0, minor: 4 } => {
+            if let Err((code, reason, _)) = answer {
+                return Err(HandshakeFailure::Refused { code, reason });
+            }
+            write_block(s, &Block::ok_04()).await?;
+            Ok(Established {
+                headers: request.headers,
+                v04: true,
+                leftover: buf,
+            })
+        }
+        StartLine::Connect { .. } => {
+            let (code, reason, headers, refused) = match answer {
+                Ok(h) => (hs::STATUS_OK, "OK".to_string(), h, false),
+                Err((code, reason, h)) => (code, reason, h, true),
+            };
+            write_block(s, &Block::response(code, reason.clone(), headers)).await?;
+            if refused {
+                return Err(HandshakeFailure::Refused { code, reason });
+            }
+            let last = read_block(s, &mut buf).await?;
+            match last.start {
+                StartLine::Status { code: 200, .. } => Ok(Established {
+                    headers: request.headers,
+                    v04: false,
+                    leftover: buf,
+                }),
+                StartLine::Status { code, reason, .. } => {
+                    Err(HandshakeFailure::Refused { code, reason })
+                }
+                other => Err(HandshakeFailure::Unexpected(other.to_string())),
+            }
+        }
+        other => Err(HandshakeFailure::Unexpected(other.to_string())),
+    }
+}
+
+/// The client side: send our request, read the answer, confirm it.
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    headers: Headers,
+) -> Result<Established, HandshakeFailure> {
+    write_block(s, &Block::connect_06(headers)).await?;
+    let mut buf = BytesMut::new();
+    let answer = read_block(s, &mut buf).await?;
+    match answer.start {
+        StartLine::Status { code: 200, .. } => {
+            write_block(s, &Block::response(hs::STATUS_OK, "OK", Headers::new())).await?;
+            Ok(Established {
+                headers: answer.headers,
+                v04: false,
+                leftover: buf,
+            })
+        }
+        StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused { code, reason }),
+        other => Err(HandshakeFailure::Unexpected(other.to_string())),
+    }
+}

@@ -1,0 +1,374 @@
+//! The node: the async shell around the deciding core. It accepts and dials
+//! connections, runs the handshake, frames descriptors, and feeds them to the
+//! engine task, which owns the router and the library.
+//!
+//! One shutdown path serves `main` and the tests: cancel the token given to
+//! [`start`] (or call [`NodeHandle::shutdown`]); every peer gets a Bye 200 and every
+//! task ends.
+
+mod conn;
+mod engine;
+pub mod handshake;
+pub mod search;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::ConnId;
+use crate::core::library::Library;
+use crate::core::router::{Router, RouterConfig};
+use crate::share;
+use crate::wire::Guid;
+use crate::wire::handshake::{self as hs, Headers};
+
+pub use engine::EngineStats;
+use engine::{Engine, Event};
+use handshake::{Established, HandshakeFailure};
+
+/// The User-Agent we announce.
+pub const USER_AGENT: &str = concat!("servent/", env!("CARGO_PKG_VERSION"));
+
+/// How a node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub shares: Vec<PathBuf>,
+    /// Peers to dial at start, as `host:port`.
+    pub peers: Vec<String>,
+    /// Where the hash cache is kept; none: hashes are not remembered.
+    pub data_dir: Option<PathBuf>,
+    pub max_peers: usize,
+    pub max_ttl: u8,
+    /// Results one query may get from us.
+    pub max_results: usize,
+    /// A peer must finish its handshake within this time.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 6346)),
+            shares: Vec::new(),
+            peers: Vec::new(),
+            data_dir: None,
+            max_peers: 32,
+            max_ttl: 7,
+            max_results: 100,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub local_addr: SocketAddr,
+    /// This node's servent GUID.
+    pub guid: Guid,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    stats: watch::Receiver<EngineStats>,
+}
+
+impl NodeHandle {
+    /// The engine's counters as last published.
+    pub fn stats(&self) -> EngineStats {
+        self.stats.borrow().clone()
+    }
+
+    /// Waits until the counters satisfy `f`, or `timeout` passes.
+    pub async fn wait_for(&mut self, timeout: Duration, f: impl Fn(&EngineStats) -> bool) -> bool {
+        tokio::time::timeout(timeout, self.stats.wait_for(|s| f(s)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops the node: Bye 200 to every peer, then every task ends.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Waits for the node's tasks to end after its token was cancelled elsewhere.
+    pub async fn stopped(self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+struct Shared {
+    config: NodeConfig,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    open: Arc<AtomicUsize>,
+    next_conn: AtomicU64,
+    /// The port we accept connections on, advertised in Pongs and hits.
+    listen_port: u16,
+}
+
+/// Binds the listener and starts the node's tasks.
+pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<NodeHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let guid = Guid::new_random();
+    let tracker = TaskTracker::new();
+    let (events, rx) = mpsc::channel(1024);
+    let (stats_tx, stats) = watch::channel(EngineStats::default());
+    let open = Arc::new(AtomicUsize::new(0));
+
+    let router = Router::new(
+        guid,
+        RouterConfig {
+            max_ttl: config.max_ttl,
+            ..RouterConfig::default()
+        },
+    );
+    let mut library = Library::new();
+    let (found, errors) = share::scan(&config.shares);
+    for (path, e) in errors {
+        tracing::warn!(path = %path.display(), error = %e, "cannot read shared entry");
+    }
+    let mut to_hash = Vec::new();
+    let cache_file = config.data_dir.as_ref().map(|d| d.join("sha1-cache.txt"));
+    let cache = match &cache_file {
+        Some(f) => share::HashCache::load(f).unwrap_or_default(),
+        None => share::HashCache::default(),
+    };
+    for f in &found {
+        let known = cache.get(f);
+        let index = library.add(&f.name, f.path.clone(), f.size, known);
+        if known.is_none() {
+            to_hash.push((index, f.clone()));
+        }
+    }
+    tracing::info!(
+        files = library.len(),
+        to_hash = to_hash.len(),
+        "library scanned"
+    );
+    let engine = Engine::new(
+        guid,
+        router,
+        library,
+        config.max_results,
+        stats_tx,
+        open.clone(),
+    );
+    tracker.spawn(engine.run(rx, cancel.clone()));
+
+    // Hash in the background; the cache is saved when hashing is done.
+    if !to_hash.is_empty() {
+        let events = events.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let mut cache = cache;
+            for (index, file) in to_hash {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let path = file.path.clone();
+                match tokio::task::spawn_blocking(move || share::hash_file(&path)).await {
+                    Ok(Ok(urn)) => {
+                        cache.insert(&file, urn);
+                        if events.send(Event::Hashed { index, urn }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(path = %file.path.display(), error = %e, "cannot hash")
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(f) = cache_file {
+                if let Err(e) = cache.save(&f) {
+                    tracing::warn!(file = %f.display(), error = %e, "cannot save the hash cache");
+                }
+            }
+        });
+    }
+
+    let shared = Arc::new(Shared {
+        config,
+        events,
+        cancel: cancel.clone(),
+        tracker: tracker.clone(),
+        open,
+        next_conn: AtomicU64::new(1),
+        listen_port: local_addr.port(),
+    });
+    {
+        let shared = shared.clone();
+        tracker.spawn(accept_loop(listener, shared));
+    }
+    for peer in shared.config.peers.clone() {
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            if let Err(e) = dial(&shared, &peer).await {
+                tracing::warn!(peer, error = %e, "cannot connect");
+            }
+        });
+    }
+    Ok(NodeHandle {
+        local_addr,
+        guid,
+        cancel,
+        tracker,
+        stats,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.cancel.cancelled() => return,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            let timeout = shared2.config.handshake_timeout;
+            let cancel = shared2.cancel.clone();
+            tokio::select! {
+                r = tokio::time::timeout(timeout, inbound(&shared2, stream, remote)) => match r {
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "inbound connection ended"),
+                    Err(_) => tracing::debug!(%remote, "handshake timed out"),
+                    Ok(Ok(())) => {}
+                },
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Dispatches an inbound connection on its first bytes.
+async fn inbound(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+) -> Result<(), HandshakeFailure> {
+    let mut buf = BytesMut::with_capacity(1024);
+    while buf.len() < 8 && !buf.contains(&b'\n') {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(HandshakeFailure::Closed);
+        }
+    }
+    if buf.starts_with(b"GNUTELLA") {
+        let request = handshake::read_block(&mut stream, &mut buf).await?;
+        let local = stream.local_addr()?;
+        let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
+        let ours = handshake::our_headers(USER_AGENT, Some(local), Some(remote), false);
+        let answer = if full {
+            Err((
+                hs::STATUS_UNAVAILABLE,
+                "Too many connections".to_string(),
+                ours,
+            ))
+        } else {
+            Ok(ours)
+        };
+        let est = handshake::accept(&mut stream, request, buf, answer).await?;
+        open_connection(shared, stream, local, est).await;
+        Ok(())
+    } else if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
+        // File transfer is not served yet: answer properly and close.
+        use tokio::io::AsyncWriteExt;
+        let body = "File transfer is not available in this version.\r\n";
+        let reply = format!(
+            "HTTP/1.1 501 Not Implemented\r\nServer: {USER_AGENT}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(reply.as_bytes()).await?;
+        let _ = stream.shutdown().await;
+        Ok(())
+    } else {
+        Err(HandshakeFailure::Unexpected(
+            String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned(),
+        ))
+    }
+}
+
+/// Connects to `peer` and, on success, runs the connection.
+async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> {
+    let timeout = shared.config.handshake_timeout;
+    let work = async {
+        let mut stream = TcpStream::connect(peer).await?;
+        let local = stream.local_addr()?;
+        let remote = stream.peer_addr()?;
+        let headers = handshake::our_headers(USER_AGENT, None, Some(remote), false);
+        let est = handshake::connect(&mut stream, headers).await?;
+        Ok::<_, HandshakeFailure>((stream, local, est))
+    };
+    let (stream, local, est) = tokio::select! {
+        r = tokio::time::timeout(timeout, work) => r.map_err(|_| HandshakeFailure::Io(io::ErrorKind::TimedOut.into()))??,
+        _ = shared.cancel.cancelled() => return Ok(()),
+    };
+    open_connection(shared, stream, local, est).await;
+    Ok(())
+}
+
+/// Tells the engine of an established connection, then starts its tasks. The
+/// engine counts it open until its reader reports the end.
+async fn open_connection(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    local: SocketAddr,
+    est: Established,
+) {
+    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    // The peer reaches us at this connection's local IP, and our listening port
+    // (a dialed connection's own port is an ephemeral one nobody can connect to).
+    let local = SocketAddr::new(local.ip(), shared.listen_port);
+    let _ = stream.set_nodelay(true);
+    let tx = conn::ConnTx::new(est.v04);
+    shared.open.fetch_add(1, Ordering::Relaxed);
+    if shared
+        .events
+        .send(Event::Opened {
+            conn,
+            tx: tx.clone(),
+            local,
+        })
+        .await
+        .is_err()
+    {
+        shared.open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let (r, w) = stream.into_split();
+    conn::start(
+        &shared.tracker,
+        conn,
+        tx,
+        r,
+        w,
+        est.leftover,
+        shared.events.clone(),
+        shared.cancel.clone(),
+    );
+}
+
+/// Headers a leaf-mode client (such as `servent search`) offers.
+pub fn client_headers() -> Headers {
+    handshake::our_headers(USER_AGENT, None, None, false)
+}

@@ -1,0 +1,191 @@
+//! Nodes on loopback, in one process: searching through a chain, hostile peers,
+//! and shutdown. Every wait is bounded.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use servent::node::{self, NodeConfig, NodeHandle, search};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "servent-node-{tag}-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts a node sharing one file named `file`, dialing `peers`.
+async fn node_with(dir: &Dir, file: &str, peers: Vec<String>) -> NodeHandle {
+    let share = dir.0.join(file.replace('.', "_"));
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join(file), file.as_bytes()).unwrap();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shares: vec![share],
+        peers,
+        handshake_timeout: Duration::from_secs(2),
+        ..NodeConfig::default()
+    };
+    node::start(config, CancellationToken::new()).await.unwrap()
+}
+
+async fn find(peer: &NodeHandle, words: &str, ttl: u8) -> Vec<String> {
+    let mut names = Vec::new();
+    search::search(
+        &peer.local_addr.to_string(),
+        words,
+        ttl,
+        Duration::from_millis(1500),
+        100,
+        |h| names.push(h.name),
+    )
+    .await
+    .unwrap();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_chain_answers_as_far_as_the_ttl_reaches() {
+    let dir = Dir::new("chain");
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for i in 0..5 {
+        let peers = nodes
+            .last()
+            .map(|n: &NodeHandle| vec![n.local_addr.to_string()])
+            .unwrap_or_default();
+        nodes.push(node_with(&dir, &format!("chainfile{i}.txt"), peers).await);
+    }
+    // Each inner node holds two connections, the ends one.
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let want = if i == 0 || i == 4 { 1 } else { 2 };
+        assert!(
+            n.wait_for(WAIT, |s| s.connections == want).await,
+            "node {i} linked"
+        );
+    }
+    // The searching client is one hop from node 0: TTL t reaches nodes 0..t-1.
+    // Every file's name holds "txt".
+    for ttl in 1..=5u8 {
+        let want: Vec<String> = (0..ttl as usize)
+            .map(|i| format!("chainfile{i}.txt"))
+            .collect();
+        assert_eq!(find(&nodes[0], "txt", ttl).await, want, "ttl {ttl}");
+    }
+    // Every keyword must match: no file holds both of these.
+    assert!(find(&nodes[0], "chainfile0 chainfile1", 5).await.is_empty());
+    for n in nodes {
+        tokio::time::timeout(WAIT, n.shutdown())
+            .await
+            .expect("shutdown ends every task");
+    }
+}
+
+#[tokio::test]
+async fn hostile_peers_do_not_disturb_service() {
+    let dir = Dir::new("hostile");
+    let mut n = node_with(&dir, "precious.txt", vec![]).await;
+    let addr = n.local_addr;
+
+    // Garbage instead of a handshake: the connection is closed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"HELLO THERE\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "closed");
+
+    // A handshake that never ends: dropped after the handshake timeout.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: slow\r\n")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(WAIT, slow.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "dropped");
+
+    // An oversized payload: answered with Bye 400 and closed.
+    let mut big = TcpStream::connect(addr).await.unwrap();
+    big.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: big\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = tokio::time::timeout(WAIT, big.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0);
+        got.extend_from_slice(&buf[..k]);
+    }
+    big.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
+    let mut header = vec![0x11u8; 16];
+    header.extend([0x80, 7, 0]);
+    header.extend(60_000u32.to_le_bytes());
+    big.write_all(&header).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, big.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.len() >= 25, "a Bye arrived: {rest:?}");
+    assert_eq!(rest[16], 0x02, "function Bye");
+    assert_eq!(u16::from_le_bytes([rest[23], rest[24]]), 400);
+
+    // HTTP is answered properly.
+    let mut http = TcpStream::connect(addr).await.unwrap();
+    http.write_all(b"GET /get/1/precious.txt HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, http.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 501"));
+
+    // Through all of it, the node still answers.
+    assert!(n.wait_for(WAIT, |s| s.connections == 0).await);
+    assert_eq!(find(&n, "precious", 3).await, ["precious.txt"]);
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test]
+async fn full_node_refuses_with_503() {
+    let dir = Dir::new("full");
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shares: vec![dir.0.clone()],
+        max_peers: 0,
+        ..NodeConfig::default()
+    };
+    let n = node::start(config, CancellationToken::new()).await.unwrap();
+    let r = search::search(&n.local_addr.to_string(), "x", 3, WAIT, 10, |_| {}).await;
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("503"), "{err}");
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}

@@ -189,3 +189,85 @@ async fn full_node_refuses_with_503() {
         .await
         .expect("shutdown");
 }
+
+/// Completes a 0.6 handshake as a client on a raw socket.
+async fn raw_peer(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0, "handshake answered");
+        got.extend_from_slice(&buf[..k]);
+    }
+    assert!(got.starts_with(b"GNUTELLA/0.6 200"));
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
+    s
+}
+
+fn frame(guid: [u8; 16], function: u8, ttl: u8, hops: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = guid.to_vec();
+    f.extend([function, ttl, hops]);
+    f.extend((payload.len() as u32).to_le_bytes());
+    f.extend(payload);
+    f
+}
+
+#[tokio::test]
+async fn floods_are_forwarded_once_and_the_flooder_is_dropped() {
+    let dir = Dir::new("flood");
+    let mut n = node_with(&dir, "center.txt", vec![]).await;
+    let mut m = node_with(&dir, "neighbour.txt", vec![n.local_addr.to_string()]).await;
+    assert!(n.wait_for(WAIT, |s| s.connections == 1).await);
+
+    let mut h = raw_peer(n.local_addr).await;
+    // A hit for a query never seen, then 1000 copies of one query with TTL 255.
+    let mut hit = vec![0u8, 0xca, 0x18, 127, 0, 0, 1, 0, 0, 0, 0];
+    hit.extend(b"BEAR\x00");
+    hit.extend([9u8; 16]);
+    let mut burst = frame([8; 16], 0x81, 5, 0, &hit);
+    let query = frame([7; 16], 0x80, 255, 0, b"\x80\x00flood\x00\x00");
+    for _ in 0..1000 {
+        burst.extend_from_slice(&query);
+    }
+    // The node may close on us before reading everything.
+    let _ = h.write_all(&burst).await;
+
+    // The neighbour saw the query once, with the TTL lowered to the maximum.
+    assert!(
+        m.wait_for(WAIT, |s| s
+            .router
+            .delivered(servent::core::router::Class::Search)
+            == 1)
+            .await
+    );
+    // The flooder was told why and dropped.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, h.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let bye = rest.windows(25).find(|w| w[16] == 0x02).expect("a Bye");
+    assert_eq!(u16::from_le_bytes([bye[23], bye[24]]), 401);
+    use servent::core::router::{Class, DropReason};
+    // ...and still once, now that the flood is over.
+    assert_eq!(m.stats().router.delivered(Class::Search), 1);
+    let stats = n.stats();
+    assert!(stats.router.dropped(Class::Search, DropReason::Repeated) >= 49);
+    let hit_class = Class::SearchReply {
+        responder: servent::wire::Guid([9; 16]),
+    };
+    assert_eq!(stats.router.dropped(hit_class, DropReason::NoRoute), 1);
+    // Everyone else is still served.
+    assert_eq!(find(&n, "neighbour", 3).await, ["neighbour.txt"]);
+    for node in [n, m] {
+        tokio::time::timeout(WAIT, node.shutdown())
+            .await
+            .expect("shutdown");
+    }
+}

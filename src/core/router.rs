@@ -72,8 +72,11 @@ pub enum DropReason {
     ZeroTtl,
     /// Hops plus (clamped) TTL exceed the hard limit.
     OverHardLimit,
-    /// The same request was seen before (and not with a lower TTL).
+    /// The same request was seen before, from another connection (normal in a
+    /// mesh with cycles).
     Duplicate,
+    /// The same connection sent the same request again (a misbehaving peer).
+    Repeated,
     /// A reply or directed message with no known path.
     NoRoute,
     /// The path's connection has closed.
@@ -86,10 +89,11 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::ZeroTtl,
         DropReason::OverHardLimit,
         DropReason::Duplicate,
+        DropReason::Repeated,
         DropReason::NoRoute,
         DropReason::RouteGone,
         DropReason::RouteLoop,
@@ -106,6 +110,7 @@ impl DropReason {
             DropReason::ZeroTtl => "zero-ttl",
             DropReason::OverHardLimit => "over-hard-limit",
             DropReason::Duplicate => "duplicate",
+            DropReason::Repeated => "repeated",
             DropReason::NoRoute => "no-route",
             DropReason::RouteGone => "route-gone",
             DropReason::RouteLoop => "route-loop",
@@ -362,7 +367,7 @@ impl Router {
                             forward: (ttl > 1).then_some(next),
                         };
                     }
-                    return Decision::Drop(DropReason::Duplicate);
+                    return Decision::Drop(repeat_or_duplicate(seen.from, from));
                 }
                 self.seen.insert(
                     key,
@@ -403,8 +408,8 @@ impl Router {
             }
             Class::Directed { target } => {
                 let key = (id, Remembered::Directed);
-                if self.seen.get(&key, now).is_some() {
-                    return Decision::Drop(DropReason::Duplicate);
+                if let Some(seen) = self.seen.get(&key, now) {
+                    return Decision::Drop(repeat_or_duplicate(seen.from, from));
                 }
                 self.seen.insert(
                     key,
@@ -445,6 +450,14 @@ impl Router {
                 }),
             }
         }
+    }
+}
+
+fn repeat_or_duplicate(first: Origin, now_from: ConnId) -> DropReason {
+    if first == Origin::Conn(now_from) {
+        DropReason::Repeated
+    } else {
+        DropReason::Duplicate
     }
 }
 
@@ -496,9 +509,9 @@ mod tests {
         );
         assert_eq!(
             search(&mut r, 1, 3, 0),
-            Decision::Drop(DropReason::Duplicate)
+            Decision::Drop(DropReason::Repeated)
         );
-        // Same id from another connection: still a duplicate.
+        // Same id from another connection: a duplicate.
         assert_eq!(
             r.route(b, g(1), Class::Search, 3, 0, now),
             Decision::Drop(DropReason::Duplicate)
@@ -545,11 +558,12 @@ mod tests {
         );
         assert_eq!(
             search(&mut r, 7, 4, 0),
-            Decision::Drop(DropReason::Duplicate)
+            Decision::Drop(DropReason::Repeated)
         );
 
         let s = r.stats();
-        assert_eq!(s.dropped(Class::Search, DropReason::Duplicate), 3);
+        assert_eq!(s.dropped(Class::Search, DropReason::Duplicate), 1);
+        assert_eq!(s.dropped(Class::Search, DropReason::Repeated), 2);
         assert_eq!(s.dropped_for(DropReason::ZeroTtl), 1);
         assert_eq!(s.dropped(Class::Search, DropReason::OverHardLimit), 1);
         assert_eq!(s.delivered(Class::Search), 5);
@@ -648,7 +662,7 @@ mod tests {
         );
         assert_eq!(
             r.route(a, g(51), push(9), 5, 0, now),
-            Decision::Drop(DropReason::Duplicate)
+            Decision::Drop(DropReason::Repeated)
         );
         // Addressed to us.
         assert_eq!(

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::ConnId;
 use crate::core::flow::Priority;
 use crate::core::library::Library;
-use crate::core::router::{Class, Decision, Forward, Router, Stats, Targets};
+use crate::core::router::{Class, Decision, DropReason, Forward, Router, Stats, Targets};
 use crate::wire::bye;
 use crate::wire::huge::Sha1Urn;
 use crate::wire::query::QueryView;
@@ -32,6 +32,8 @@ pub const VENDOR: [u8; 4] = *b"SRVT";
 const RESULTS_PER_HIT: usize = 10;
 /// Unknown messages a peer may send before it is dropped with Bye 404.
 const MAX_UNKNOWN: u32 = 20;
+/// Requests a peer may send us twice before it is dropped with Bye 401.
+const MAX_REPEATED: u32 = 50;
 
 /// What connections and the node tell the engine.
 pub enum Event {
@@ -74,6 +76,7 @@ struct Peer {
     tx: ConnTx,
     local: SocketAddr,
     unknown: u32,
+    repeated: u32,
 }
 
 pub struct Engine {
@@ -140,6 +143,7 @@ impl Engine {
                         tx,
                         local,
                         unknown: 0,
+                        repeated: 0,
                     },
                 );
             }
@@ -203,6 +207,14 @@ impl Engine {
             .router
             .route(conn, h.guid, class, h.ttl.0, h.hops.0, now);
         let Decision::Accept { deliver, forward } = decision else {
+            if decision == Decision::Drop(DropReason::Repeated) {
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.repeated += 1;
+                    if peer.repeated == MAX_REPEATED {
+                        peer.tx.close(bye::CODE_DUPLICATES, "Too many duplicates");
+                    }
+                }
+            }
             return;
         };
         if let Some(f) = forward {

@@ -271,3 +271,193 @@ async fn floods_are_forwarded_once_and_the_flooder_is_dropped() {
             .expect("shutdown");
     }
 }
+
+/// Reads frames from a raw peer until `done` says so or time runs out.
+async fn read_frames(
+    framed: &mut tokio_util::codec::FramedRead<
+        tokio::net::tcp::OwnedReadHalf,
+        servent::framing::DescriptorCodec,
+    >,
+    mut done: impl FnMut(&servent::wire::Frame) -> bool,
+) {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Ok(Some(Ok(f))) = tokio::time::timeout_at(deadline, framed.next()).await {
+        if done(&f) {
+            return;
+        }
+    }
+    panic!("timed out reading frames");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_of_50_floods_exactly_and_routes_hits_and_pushes_back() {
+    use servent::core::router::Class;
+    use servent::wire::{Frame, Function, Guid, Hops, Message, Push, Query, QueryFlags, Ttl};
+
+    const N: usize = 50;
+    const TTL: u8 = 12;
+    let dir = Dir::new("mesh");
+    // A seeded random graph: node i dials one or two earlier nodes.
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut edges = Vec::new();
+    for i in 1..N {
+        let a = (next() % i as u64) as usize;
+        edges.push((a, i));
+        if i > 2 && next() % 2 == 0 {
+            let b = (next() % i as u64) as usize;
+            if b != a {
+                edges.push((b, i));
+            }
+        }
+    }
+    let mut degree = vec![0u64; N];
+    for &(a, b) in &edges {
+        degree[a] += 1;
+        degree[b] += 1;
+    }
+    // Precondition: every node is close enough for the TTL to reach it with room to
+    // forward, whichever path its first copy takes in practice.
+    let mut dist = vec![usize::MAX; N];
+    dist[0] = 0;
+    let mut queue = std::collections::VecDeque::from([0]);
+    while let Some(v) = queue.pop_front() {
+        for &(a, b) in &edges {
+            let w = if a == v {
+                b
+            } else if b == v {
+                a
+            } else {
+                continue;
+            };
+            if dist[w] == usize::MAX {
+                dist[w] = dist[v] + 1;
+                queue.push_back(w);
+            }
+        }
+    }
+    assert!(
+        dist.iter().all(|&d| d + 2 < TTL as usize),
+        "graph too deep: {dist:?}"
+    );
+
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for i in 0..N {
+        let peers = edges
+            .iter()
+            .filter(|(_, b)| *b == i)
+            .map(|(a, _)| nodes[*a].local_addr.to_string())
+            .collect();
+        let share = dir.0.join(format!("n{i}"));
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join(format!("meshfile{i}.txt")), format!("{i}")).unwrap();
+        let config = NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shares: vec![share],
+            peers,
+            max_ttl: TTL,
+            max_peers: 64,
+            ..NodeConfig::default()
+        };
+        nodes.push(node::start(config, CancellationToken::new()).await.unwrap());
+    }
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let want = degree[i] as usize;
+        assert!(
+            n.wait_for(WAIT, |s| s.connections == want).await,
+            "node {i} linked"
+        );
+    }
+
+    // A client at node 0 searches; every node answers with its one file.
+    let client = raw_peer(nodes[0].local_addr).await;
+    let (r, mut w) = client.into_split();
+    let mut framed =
+        tokio_util::codec::FramedRead::new(r, servent::framing::DescriptorCodec::default());
+    let id = Guid::new_random();
+    let mut out = bytes::BytesMut::new();
+    Message::Query(Query::new(QueryFlags::with_bits(0), "meshfile"))
+        .encode_frame(id, Ttl(TTL), Hops(0), &mut out)
+        .unwrap();
+    w.write_all(&out).await.unwrap();
+    let mut found = std::collections::BTreeMap::new();
+    read_frames(&mut framed, |f: &Frame| {
+        if f.header.function == Function::QueryHit && f.header.guid == id {
+            let Ok(Message::QueryHit(h)) = f.message() else {
+                panic!("bad hit")
+            };
+            for r in &h.results {
+                found.insert(r.name_lossy(), h.servent);
+            }
+        }
+        found.len() == N
+    })
+    .await;
+    let names: Vec<String> = (0..N).map(|i| format!("meshfile{i}.txt")).collect();
+    let mut got: Vec<String> = found.keys().cloned().collect();
+    got.sort();
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(got, want, "every node's file is found");
+
+    // Exactly one send per link, counted from the graph: node 0 sends to all its
+    // neighbours, every other node to all but the one it heard first from.
+    let expected: u64 = degree[0] + (1..N).map(|v| degree[v] - 1).sum::<u64>();
+    let total =
+        |nodes: &Vec<NodeHandle>| nodes.iter().map(|n| n.stats().relayed.queries).sum::<u64>();
+    // Copies may still be in flight when the last hit arrives: wait (bounded) for
+    // the count to reach the figure, then check that it does not go past it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while total(&nodes) < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(total(&nodes), expected, "Query messages sent");
+    // Hits went back to the originator only: no node took one as its own.
+    let delivered_hits: u64 = nodes
+        .iter()
+        .map(|n| {
+            n.stats().router.delivered(Class::SearchReply {
+                responder: Guid::default(),
+            })
+        })
+        .sum();
+    assert_eq!(delivered_hits, 0);
+
+    // A Push to the node holding meshfile37 reaches it, and only it.
+    let target = found["meshfile37.txt"];
+    assert_eq!(target, nodes[37].guid);
+    let mut out = bytes::BytesMut::new();
+    Message::Push(Push {
+        servent: target,
+        index: 1,
+        ip: std::net::Ipv4Addr::LOCALHOST,
+        port: 1,
+        ggep: None,
+    })
+    .encode_frame(Guid::new_random(), Ttl(TTL), Hops(0), &mut out)
+    .unwrap();
+    w.write_all(&out).await.unwrap();
+    let directed = Class::Directed { target };
+    assert!(
+        nodes[37]
+            .wait_for(WAIT, |s| s.router.delivered(directed) == 1)
+            .await
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        if i != 37 {
+            assert_eq!(n.stats().router.delivered(directed), 0, "node {i}");
+        }
+    }
+    for n in nodes {
+        tokio::time::timeout(WAIT, n.shutdown())
+            .await
+            .expect("shutdown ends every task");
+    }
+}

@@ -358,9 +358,12 @@ impl Router {
                 let kind = remembered(class).expect("requests are remembered");
                 let key = (id, kind);
                 if let Some(seen) = self.seen.get_mut(&key, now) {
-                    // The same search again with more TTL to go (a widening probe):
-                    // send it further, but do not answer it twice.
-                    if class == Class::Search && ttl > seen.ttl && seen.from != Origin::Local {
+                    // The same search again, from the same neighbour, with more TTL
+                    // to go: a probe being widened. Send it further, but do not
+                    // answer it twice. A copy from another neighbour is a plain
+                    // duplicate whatever its TTL, so a flood costs exactly one send
+                    // per link whichever path its first copy took.
+                    if class == Class::Search && ttl > seen.ttl && seen.from == Origin::Conn(from) {
                         seen.ttl = ttl;
                         return Decision::Accept {
                             deliver: false,
@@ -556,13 +559,18 @@ mod tests {
                 forward: fwd(Targets::AllExcept(a), 3, 1)
             }
         );
+        // ...but only from the neighbour that sent it first.
+        assert_eq!(
+            r.route(b, g(7), Class::Search, 6, 0, now),
+            Decision::Drop(DropReason::Duplicate)
+        );
         assert_eq!(
             search(&mut r, 7, 4, 0),
             Decision::Drop(DropReason::Repeated)
         );
 
         let s = r.stats();
-        assert_eq!(s.dropped(Class::Search, DropReason::Duplicate), 1);
+        assert_eq!(s.dropped(Class::Search, DropReason::Duplicate), 2);
         assert_eq!(s.dropped(Class::Search, DropReason::Repeated), 2);
         assert_eq!(s.dropped_for(DropReason::ZeroTtl), 1);
         assert_eq!(s.dropped(Class::Search, DropReason::OverHardLimit), 1);

@@ -57,6 +57,16 @@ pub enum Event {
     },
 }
 
+/// Relayed messages queued, counted per connection they were queued on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelayCounts {
+    pub pings: u64,
+    pub pongs: u64,
+    pub queries: u64,
+    pub query_hits: u64,
+    pub pushes: u64,
+}
+
 /// Counters beyond the router's.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
@@ -69,6 +79,8 @@ pub struct EngineStats {
     pub shed: u64,
     /// QueryHit messages we sent in answer to queries.
     pub hits_sent: u64,
+    /// Relayed messages queued for sending, per function (one per target).
+    pub relayed: RelayCounts,
     pub connections: usize,
 }
 
@@ -257,6 +269,14 @@ impl Engine {
                 .collect(),
             Targets::One(c) => self.peers.get(&c).into_iter().collect(),
         };
+        let counter = match frame.header.function {
+            Function::Ping => &mut self.stats.relayed.pings,
+            Function::Pong => &mut self.stats.relayed.pongs,
+            Function::Query => &mut self.stats.relayed.queries,
+            Function::QueryHit => &mut self.stats.relayed.query_hits,
+            _ => &mut self.stats.relayed.pushes,
+        };
+        *counter += targets.len() as u64;
         for p in targets {
             if !matches!(
                 p.tx.send(priority, bytes.clone()),

@@ -32,8 +32,8 @@ use crate::share;
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
-pub use engine::EngineStats;
 use engine::{Engine, Event};
+pub use engine::{EngineStats, RelayCounts};
 use handshake::{Established, HandshakeFailure};
 
 /// The User-Agent we announce.

@@ -117,10 +117,20 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
 
 /// The SHA-1 of a file's content, read in 64 KiB blocks.
 pub fn hash_file(path: &Path) -> io::Result<Sha1Urn> {
+    hash_file_until(path, || false)
+}
+
+/// As [`hash_file`], giving up with [`io::ErrorKind::Interrupted`] as soon as
+/// `stop` returns true (checked before every block), so a large file does not
+/// hold up a shutdown.
+pub fn hash_file_until(path: &Path, stop: impl Fn() -> bool) -> io::Result<Sha1Urn> {
     let mut f = fs::File::open(path)?;
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if stop() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
@@ -313,6 +323,8 @@ mod tests {
         let file = &found[0];
         let urn = hash_file(&file.path).unwrap();
         assert_eq!(urn, Sha1Urn::digest(b"abc"));
+        let stopped = hash_file_until(&file.path, || true).unwrap_err();
+        assert_eq!(stopped.kind(), io::ErrorKind::Interrupted);
 
         let cache_file = t.0.join("hashes");
         let mut cache = HashCache::load(&cache_file).unwrap();

@@ -461,3 +461,41 @@ async fn a_mesh_of_50_floods_exactly_and_routes_hits_and_pushes_back() {
             .expect("shutdown ends every task");
     }
 }
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_peer_that_never_reads() {
+    let dir = Dir::new("stuck");
+    let n = node_with(&dir, "f.txt", vec![]).await;
+    // A tiny receive buffer, so the node's writes to this peer block quickly.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut h = sock.connect(n.local_addr).await.unwrap();
+    h.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = h.read(&mut buf).await.unwrap();
+        assert!(k > 0);
+        got.extend_from_slice(&buf[..k]);
+    }
+    h.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
+    // 200,000 queries, each answered with a hit the peer never reads: far more
+    // than the socket buffers hold.
+    let mut burst = Vec::with_capacity(200_000 * 30);
+    for i in 0..200_000u32 {
+        let mut guid = [0u8; 16];
+        guid[..4].copy_from_slice(&i.to_le_bytes());
+        burst.extend(frame(guid, 0x80, 1, 0, b"\x80\x00f\x00\x00"));
+    }
+    let writer = tokio::spawn(async move {
+        let _ = h.write_all(&burst).await;
+        h // keep the socket open, unread
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown ends every task");
+    drop(writer.await);
+}

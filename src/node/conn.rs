@@ -22,6 +22,8 @@ use super::engine::Event;
 const QUEUE_MESSAGES: usize = 1024;
 /// Bytes a slow peer may have queued.
 const QUEUE_BYTES: usize = 512 * 1024;
+/// How long the last Bye may take to go out before the socket is dropped.
+const FAREWELL: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Shared {
     queue: Mutex<SendQueue<Bytes>>,
@@ -148,10 +150,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         let closing = shared.closing.lock().expect("closing lock").take();
         if let Some(bye) = closing {
-            if let Some(bye) = bye {
-                let _ = w.write_all(&bye).await;
-            }
-            let _ = w.shutdown().await;
+            // A peer that does not read cannot hold the connection open.
+            let farewell = async {
+                if let Some(bye) = bye {
+                    w.write_all(&bye).await?;
+                }
+                w.shutdown().await
+            };
+            let _ = tokio::time::timeout(FAREWELL, farewell).await;
             break;
         }
         let batch: Vec<Bytes> = {
@@ -167,14 +173,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             continue;
         }
-        let mut failed = false;
-        for frame in batch {
-            if w.write_all(&frame).await.is_err() {
-                failed = true;
-                break;
+        let write = async {
+            for frame in batch {
+                w.write_all(&frame).await?;
             }
-        }
-        if failed || w.flush().await.is_err() {
+            w.flush().await
+        };
+        // A write blocked by a peer that stopped reading gives way to shutdown.
+        let written = tokio::select! {
+            r = write => r.is_ok(),
+            _ = cancel.cancelled() => {
+                // A frame may be half written: a Bye after it would be misread.
+                tx.close_silently();
+                true
+            }
+        };
+        if !written {
             break;
         }
     }

@@ -180,7 +180,11 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
                     break;
                 }
                 let path = file.path.clone();
-                match tokio::task::spawn_blocking(move || share::hash_file(&path)).await {
+                let stop = cancel.clone();
+                let hashing = tokio::task::spawn_blocking(move || {
+                    share::hash_file_until(&path, || stop.is_cancelled())
+                });
+                match hashing.await {
                     Ok(Ok(urn)) => {
                         cache.insert(&file, urn);
                         if events.send(Event::Hashed { index, urn }).await.is_err() {

@@ -120,7 +120,14 @@ pub fn start<R, W>(
             let next = tokio::select! {
                 next = framed.next() => next,
                 _ = cancel.cancelled() => break,
-                _ = done.cancelled() => break,
+                _ = done.cancelled() => {
+                    // The writer has said Bye and shut down: keep reading (and
+                    // discarding) for a while, so that unread data does not make the
+                    // kernel reset the connection and lose the Bye in flight.
+                    let drain = async { while let Some(Ok(_)) = framed.next().await {} };
+                    let _ = tokio::time::timeout(FAREWELL, drain).await;
+                    break;
+                }
             };
             match next {
                 Some(Ok(frame)) => {

@@ -34,6 +34,19 @@ impl Drop for Dir {
     }
 }
 
+/// The code of the Bye in a descriptor stream a node sent, if there is one.
+fn bye_code(stream: &[u8]) -> Option<u16> {
+    use tokio_util::codec::Decoder;
+    let mut buf = bytes::BytesMut::from(stream);
+    let mut codec = servent::framing::DescriptorCodec::default();
+    while let Ok(Some(f)) = codec.decode(&mut buf) {
+        if let Ok(servent::wire::Message::Bye(b)) = f.message() {
+            return Some(b.code);
+        }
+    }
+    None
+}
+
 /// Starts a node sharing one file named `file`, dialing `peers`.
 async fn node_with(dir: &Dir, file: &str, peers: Vec<String>) -> NodeHandle {
     let share = dir.0.join(file.replace('.', "_"));
@@ -44,6 +57,7 @@ async fn node_with(dir: &Dir, file: &str, peers: Vec<String>) -> NodeHandle {
         shares: vec![share],
         peers,
         handshake_timeout: Duration::from_secs(2),
+        target_peers: 0,
         ..NodeConfig::default()
     };
     node::start(config, CancellationToken::new()).await.unwrap()
@@ -148,9 +162,7 @@ async fn hostile_peers_do_not_disturb_service() {
         .await
         .unwrap()
         .unwrap();
-    assert!(rest.len() >= 25, "a Bye arrived: {rest:?}");
-    assert_eq!(rest[16], 0x02, "function Bye");
-    assert_eq!(u16::from_le_bytes([rest[23], rest[24]]), 400);
+    assert_eq!(bye_code(&rest), Some(400));
 
     // HTTP is answered properly.
     let mut http = TcpStream::connect(addr).await.unwrap();
@@ -179,6 +191,7 @@ async fn full_node_refuses_with_503() {
         listen: "127.0.0.1:0".parse().unwrap(),
         shares: vec![dir.0.clone()],
         max_peers: 0,
+        target_peers: 0,
         ..NodeConfig::default()
     };
     let n = node::start(config, CancellationToken::new()).await.unwrap();
@@ -252,8 +265,7 @@ async fn floods_are_forwarded_once_and_the_flooder_is_dropped() {
     let _ = tokio::time::timeout(WAIT, h.read_to_end(&mut rest))
         .await
         .unwrap();
-    let bye = rest.windows(25).find(|w| w[16] == 0x02).expect("a Bye");
-    assert_eq!(u16::from_le_bytes([bye[23], bye[24]]), 401);
+    assert_eq!(bye_code(&rest), Some(401));
     use servent::core::router::{Class, DropReason};
     // ...and still once, now that the flood is over.
     assert_eq!(m.stats().router.delivered(Class::Search), 1);
@@ -363,6 +375,7 @@ async fn a_mesh_of_50_floods_exactly_and_routes_hits_and_pushes_back() {
             peers,
             max_ttl: TTL,
             max_peers: 64,
+            target_peers: 0,
             ..NodeConfig::default()
         };
         nodes.push(node::start(config, CancellationToken::new()).await.unwrap());
@@ -498,4 +511,49 @@ async fn shutdown_is_not_held_up_by_a_peer_that_never_reads() {
         .await
         .expect("shutdown ends every task");
     drop(writer.await);
+}
+
+#[tokio::test]
+async fn a_node_that_loses_its_peer_reconnects_to_a_host_it_learned() {
+    let dir = Dir::new("reconnect");
+    let a = node_with(&dir, "on_a.txt", vec![]).await;
+    let mut b = node_with(&dir, "on_b.txt", vec![a.local_addr.to_string()]).await;
+    assert!(b.wait_for(WAIT, |s| s.connections == 1).await);
+    // C keeps one connection; it starts with A only.
+    let share = dir.0.join("c");
+    std::fs::create_dir_all(&share).unwrap();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shares: vec![share],
+        peers: vec![a.local_addr.to_string()],
+        target_peers: 1,
+        ..NodeConfig::default()
+    };
+    let mut c = node::start(config, CancellationToken::new()).await.unwrap();
+    assert!(c.wait_for(WAIT, |s| s.connections == 1).await);
+    // C's ping on connecting brings back B's pong through A.
+    assert!(
+        c.wait_for(WAIT, |s| s
+            .router
+            .delivered(servent::core::router::Class::DiscoveryReply)
+            >= 2)
+            .await
+    );
+    tokio::time::timeout(WAIT, a.shutdown())
+        .await
+        .expect("A stops");
+    // C notices, and dials B, which it heard of only through A.
+    assert!(
+        c.wait_for(WAIT, |s| s.connections == 1
+            && s.router
+                .delivered(servent::core::router::Class::DiscoveryReply)
+                >= 3)
+            .await
+    );
+    assert_eq!(find(&c, "on_b", 3).await, ["on_b.txt"]);
+    for n in [b, c] {
+        tokio::time::timeout(WAIT, n.shutdown())
+            .await
+            .expect("shutdown");
+    }
 }

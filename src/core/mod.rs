@@ -3,6 +3,7 @@
 //! async shell maps wire messages to the core's terms and carries its decisions out.
 
 pub mod flow;
+pub mod hosts;
 pub mod library;
 pub mod router;
 mod timed;

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::ConnId;
 use crate::core::flow::Priority;
+use crate::core::hosts::HostCache;
 use crate::core::library::Library;
 use crate::core::router::{Class, Decision, DropReason, Forward, Router, Stats, Targets};
 use crate::wire::bye;
@@ -20,8 +21,8 @@ use crate::wire::huge::Sha1Urn;
 use crate::wire::query::QueryView;
 use crate::wire::queryhit::OpenDataFlags;
 use crate::wire::{
-    Frame, Function, Guid, Header, HitResult, Hops, Message, Pong, QueryHit, Trailer, TrailerArea,
-    Ttl,
+    Frame, Function, Guid, Header, HitResult, Hops, Message, Ping, Pong, QueryHit, Trailer,
+    TrailerArea, Ttl,
 };
 
 use super::conn::ConnTx;
@@ -42,6 +43,8 @@ pub enum Event {
         tx: ConnTx,
         /// Our address as this peer reaches us (for Pongs and hits sent to it).
         local: SocketAddr,
+        /// Where the peer listens, when known.
+        remote_listen: Option<SocketAddr>,
     },
     Frame {
         conn: ConnId,
@@ -87,6 +90,7 @@ pub struct EngineStats {
 struct Peer {
     tx: ConnTx,
     local: SocketAddr,
+    remote_listen: Option<SocketAddr>,
     unknown: u32,
     repeated: u32,
 }
@@ -100,6 +104,7 @@ pub struct Engine {
     stats: EngineStats,
     published: watch::Sender<EngineStats>,
     open: Arc<AtomicUsize>,
+    hosts: Arc<Mutex<HostCache>>,
 }
 
 impl Engine {
@@ -110,6 +115,7 @@ impl Engine {
         max_results: usize,
         published: watch::Sender<EngineStats>,
         open: Arc<AtomicUsize>,
+        hosts: Arc<Mutex<HostCache>>,
     ) -> Engine {
         Engine {
             me,
@@ -120,6 +126,7 @@ impl Engine {
             stats: EngineStats::default(),
             published,
             open,
+            hosts,
         }
     }
 
@@ -147,13 +154,31 @@ impl Engine {
 
     fn handle(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Opened { conn, tx, local } => {
+            Event::Opened {
+                conn,
+                tx,
+                local,
+                remote_listen,
+            } => {
                 self.router.connection_opened(conn);
+                // Ask the new neighbour and its neighbours where they are.
+                let id = Guid::new_random();
+                if let Decision::Accept {
+                    forward: Some(f), ..
+                } = self.router.originate(id, Class::Discovery, 2, now)
+                {
+                    let mut out = BytesMut::new();
+                    Message::Ping(Ping::default())
+                        .encode_frame(id, Ttl(f.ttl), Hops(0), &mut out)
+                        .expect("an empty ping encodes");
+                    tx.send(Priority::Own, out.freeze());
+                }
                 self.peers.insert(
                     conn,
                     Peer {
                         tx,
                         local,
+                        remote_listen,
                         unknown: 0,
                         repeated: 0,
                     },
@@ -161,8 +186,11 @@ impl Engine {
             }
             Event::Closed { conn } => {
                 self.router.connection_closed(conn);
-                if self.peers.remove(&conn).is_some() {
+                if let Some(peer) = self.peers.remove(&conn) {
                     self.open.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(addr) = peer.remote_listen {
+                        self.hosts.lock().expect("hosts").closed(addr, now);
+                    }
                 }
             }
             Event::Hashed { index, urn } => self.library.set_sha1(index, urn),
@@ -214,6 +242,16 @@ impl Engine {
         if Message::validate(h.function, &frame.payload).is_err() {
             self.stats.malformed += 1;
             return;
+        }
+        if h.function == Function::Pong {
+            // Every pong that passes names a host we may dial later.
+            let p = &frame.payload;
+            let port = u16::from_le_bytes([p[0], p[1]]);
+            let ip = Ipv4Addr::new(p[2], p[3], p[4], p[5]);
+            self.hosts
+                .lock()
+                .expect("hosts")
+                .learn(SocketAddr::new(IpAddr::V4(ip), port), SystemTime::now());
         }
         let decision = self
             .router

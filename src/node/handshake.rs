@@ -18,7 +18,12 @@ pub enum HandshakeFailure {
     #[error("malformed handshake: {0}")]
     Malformed(#[from] hs::HandshakeError),
     #[error("refused: {code} {reason}")]
-    Refused { code: u16, reason: String },
+    Refused {
+        code: u16,
+        reason: String,
+        /// Hosts the refusing side suggested (`X-Try`, `X-Try-Ultrapeers`).
+        try_hosts: Vec<SocketAddr>,
+    },
     #[error("unexpected handshake line: {0}")]
     Unexpected(String),
 }
@@ -61,6 +66,21 @@ async fn write_block<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// The hosts a block suggests in `X-Try` and `X-Try-Ultrapeers`.
+pub fn try_hosts(h: &Headers) -> Vec<SocketAddr> {
+    h.get_all(hs::X_TRY)
+        .chain(h.get_all(hs::X_TRY_ULTRAPEERS))
+        .flat_map(hs::parse_try_list)
+        .collect()
+}
+
+/// Where a peer says it listens (`Listen-IP`, or the older `X-My-Address`).
+pub fn listen_addr(h: &Headers) -> Option<SocketAddr> {
+    h.get(hs::LISTEN_IP)
+        .or_else(|| h.get(hs::X_MY_ADDRESS))
+        .and_then(hs::parse_listen_ip)
+}
+
 /// The headers we offer in every handshake.
 pub fn our_headers(
     user_agent: &str,
@@ -96,7 +116,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     match request.start {
         StartLine::Connect { major: 0, minor: 4 } => {
             if let Err((code, reason, _)) = answer {
-                return Err(HandshakeFailure::Refused { code, reason });
+                return Err(HandshakeFailure::Refused {
+                    code,
+                    reason,
+                    try_hosts: Vec::new(),
+                });
             }
             write_block(s, &Block::ok_04()).await?;
             Ok(Established {
@@ -112,7 +136,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             };
             write_block(s, &Block::response(code, reason.clone(), headers)).await?;
             if refused {
-                return Err(HandshakeFailure::Refused { code, reason });
+                return Err(HandshakeFailure::Refused {
+                    code,
+                    reason,
+                    try_hosts: Vec::new(),
+                });
             }
             let last = read_block(s, &mut buf).await?;
             match last.start {
@@ -121,9 +149,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     v04: false,
                     leftover: buf,
                 }),
-                StartLine::Status { code, reason, .. } => {
-                    Err(HandshakeFailure::Refused { code, reason })
-                }
+                StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused {
+                    code,
+                    reason,
+                    try_hosts: Vec::new(),
+                }),
                 other => Err(HandshakeFailure::Unexpected(other.to_string())),
             }
         }
@@ -148,7 +178,11 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
                 leftover: buf,
             })
         }
-        StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused { code, reason }),
+        StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused {
+            code,
+            reason,
+            try_hosts: try_hosts(&answer.headers),
+        }),
         other => Err(HandshakeFailure::Unexpected(other.to_string())),
     }
 }

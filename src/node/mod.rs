@@ -14,9 +14,9 @@ pub mod search;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::ConnId;
+use crate::core::hosts::HostCache;
 use crate::core::library::Library;
 use crate::core::router::{Router, RouterConfig};
 use crate::share;
@@ -49,6 +50,9 @@ pub struct NodeConfig {
     /// Where the hash cache is kept; none: hashes are not remembered.
     pub data_dir: Option<PathBuf>,
     pub max_peers: usize,
+    /// Connections the node dials learned hosts to keep (never above
+    /// `max_peers`); 0: dial only `peers`, once.
+    pub target_peers: usize,
     pub max_ttl: u8,
     /// Results one query may get from us.
     pub max_results: usize,
@@ -64,6 +68,7 @@ impl Default for NodeConfig {
             peers: Vec::new(),
             data_dir: None,
             max_peers: 32,
+            target_peers: 8,
             max_ttl: 7,
             max_results: 100,
             handshake_timeout: Duration::from_secs(10),
@@ -117,6 +122,9 @@ struct Shared {
     next_conn: AtomicU64,
     /// The port we accept connections on, advertised in Pongs and hits.
     listen_port: u16,
+    hosts: Arc<Mutex<HostCache>>,
+    /// Dials under way, started by the maintainer.
+    dialing: AtomicUsize,
 }
 
 /// Binds the listener and starts the node's tasks.
@@ -159,6 +167,15 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         to_hash = to_hash.len(),
         "library scanned"
     );
+    let mut hosts = HostCache::new(2000);
+    hosts.set_me(local_addr);
+    let hosts_file = config.data_dir.as_ref().map(|d| d.join("hosts.txt"));
+    if let Some(f) = &hosts_file {
+        if let Err(e) = hosts.load(f) {
+            tracing::warn!(file = %f.display(), error = %e, "cannot read the host cache");
+        }
+    }
+    let hosts = Arc::new(Mutex::new(hosts));
     let engine = Engine::new(
         guid,
         router,
@@ -166,6 +183,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         config.max_results,
         stats_tx,
         open.clone(),
+        hosts.clone(),
     );
     tracker.spawn(engine.run(rx, cancel.clone()));
 
@@ -213,6 +231,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         open,
         next_conn: AtomicU64::new(1),
         listen_port: local_addr.port(),
+        hosts,
+        dialing: AtomicUsize::new(0),
     });
     {
         let shared = shared.clone();
@@ -221,11 +241,32 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     for peer in shared.config.peers.clone() {
         let shared = shared.clone();
         tracker.spawn(async move {
-            if let Err(e) = dial(&shared, &peer).await {
+            // Remembered, so that a lost configured peer is dialed again.
+            let addr = tokio::net::lookup_host(&peer)
+                .await
+                .ok()
+                .and_then(|mut a| a.next());
+            if let Some(a) = addr {
+                shared
+                    .hosts
+                    .lock()
+                    .expect("hosts")
+                    .begin_dial(a, SystemTime::now());
+            }
+            let result = dial(&shared, &peer).await;
+            if let Err(e) = &result {
                 tracing::warn!(peer, error = %e, "cannot connect");
+            }
+            if let Some(a) = addr {
+                shared
+                    .hosts
+                    .lock()
+                    .expect("hosts")
+                    .dialed(a, result.is_ok(), Instant::now());
             }
         });
     }
+    tracker.spawn(maintain(shared.clone(), hosts_file));
     Ok(NodeHandle {
         local_addr,
         guid,
@@ -265,6 +306,47 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Keeps `target_peers` connections by dialing learned hosts, and saves the host
+/// cache at shutdown.
+async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
+    let target = shared.config.target_peers.min(shared.config.max_peers);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.cancel.cancelled() => break,
+        }
+        let busy = shared.open.load(Ordering::Relaxed) + shared.dialing.load(Ordering::Relaxed);
+        for _ in busy..target {
+            let next = shared
+                .hosts
+                .lock()
+                .expect("hosts")
+                .next_to_dial(Instant::now());
+            let Some(addr) = next else { break };
+            shared.dialing.fetch_add(1, Ordering::Relaxed);
+            let s = shared.clone();
+            shared.tracker.spawn(async move {
+                let result = dial(&s, &addr.to_string()).await;
+                if let Err(e) = &result {
+                    tracing::debug!(%addr, error = %e, "dial failed");
+                }
+                s.hosts
+                    .lock()
+                    .expect("hosts")
+                    .dialed(addr, result.is_ok(), Instant::now());
+                s.dialing.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+    if let Some(f) = hosts_file {
+        let saved = shared.hosts.lock().expect("hosts").save(&f);
+        if let Err(e) = saved {
+            tracing::warn!(file = %f.display(), error = %e, "cannot save the host cache");
+        }
+    }
+}
+
 /// Dispatches an inbound connection on its first bytes.
 async fn inbound(
     shared: &Arc<Shared>,
@@ -280,8 +362,21 @@ async fn inbound(
     if buf.starts_with(b"GNUTELLA") {
         let request = handshake::read_block(&mut stream, &mut buf).await?;
         let local = stream.local_addr()?;
+        let their_listen = handshake::listen_addr(&request.headers);
+        let suggested = {
+            let mut hosts = shared.hosts.lock().expect("hosts");
+            for h in handshake::try_hosts(&request.headers) {
+                hosts.learn(h, SystemTime::now());
+            }
+            hosts.sample(10)
+        };
         let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
-        let ours = handshake::our_headers(USER_AGENT, Some(local), Some(remote), false);
+        let me = SocketAddr::new(local.ip(), shared.listen_port);
+        let mut ours = handshake::our_headers(USER_AGENT, Some(me), Some(remote), false);
+        if !suggested.is_empty() {
+            let list: Vec<String> = suggested.iter().map(|a| a.to_string()).collect();
+            ours.push(hs::X_TRY, list.join(","));
+        }
         let answer = if full {
             Err((
                 hs::STATUS_UNAVAILABLE,
@@ -292,7 +387,14 @@ async fn inbound(
             Ok(ours)
         };
         let est = handshake::accept(&mut stream, request, buf, answer).await?;
-        open_connection(shared, stream, local, est).await;
+        if let Some(addr) = their_listen {
+            shared
+                .hosts
+                .lock()
+                .expect("hosts")
+                .connected(addr, SystemTime::now());
+        }
+        open_connection(shared, stream, local, est, their_listen).await;
         Ok(())
     } else if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
         // File transfer is not served yet: answer properly and close.
@@ -319,15 +421,26 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
         let mut stream = TcpStream::connect(peer).await?;
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
-        let headers = handshake::our_headers(USER_AGENT, None, Some(remote), false);
-        let est = handshake::connect(&mut stream, headers).await?;
-        Ok::<_, HandshakeFailure>((stream, local, est))
+        let me = SocketAddr::new(local.ip(), shared.listen_port);
+        let headers = handshake::our_headers(USER_AGENT, Some(me), Some(remote), false);
+        let result = handshake::connect(&mut stream, headers).await;
+        let suggested = match &result {
+            Ok(est) => handshake::try_hosts(&est.headers),
+            Err(HandshakeFailure::Refused { try_hosts, .. }) => try_hosts.clone(),
+            Err(_) => Vec::new(),
+        };
+        let mut hosts = shared.hosts.lock().expect("hosts");
+        for h in suggested {
+            hosts.learn(h, SystemTime::now());
+        }
+        drop(hosts);
+        Ok::<_, HandshakeFailure>((stream, local, remote, result?))
     };
-    let (stream, local, est) = tokio::select! {
+    let (stream, local, remote, est) = tokio::select! {
         r = tokio::time::timeout(timeout, work) => r.map_err(|_| HandshakeFailure::Io(io::ErrorKind::TimedOut.into()))??,
         _ = shared.cancel.cancelled() => return Ok(()),
     };
-    open_connection(shared, stream, local, est).await;
+    open_connection(shared, stream, local, est, Some(remote)).await;
     Ok(())
 }
 
@@ -338,6 +451,7 @@ async fn open_connection(
     stream: TcpStream,
     local: SocketAddr,
     est: Established,
+    remote_listen: Option<SocketAddr>,
 ) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     // The peer reaches us at this connection's local IP, and our listening port
@@ -352,6 +466,7 @@ async fn open_connection(
             conn,
             tx: tx.clone(),
             local,
+            remote_listen,
         })
         .await
         .is_err()

@@ -1,0 +1,296 @@
+//! The host cache: addresses of other nodes, which of them to dial next, and
+//! back-off for the ones that failed. No I/O but [`HostCache::save`] and
+//! [`HostCache::load`], which the shell calls at start and shutdown.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// First retry delay after a failed dial; doubled per failure.
+const BACKOFF_START: Duration = Duration::from_secs(2);
+/// Longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// Delay before redialing a host whose connection ended.
+const AFTER_CLOSE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    Dialing,
+    Connected,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    /// When we last heard of the host (wall clock, so it survives restarts).
+    seen: SystemTime,
+    state: State,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// Known hosts, bounded in number.
+#[derive(Debug)]
+pub struct HostCache {
+    hosts: HashMap<SocketAddr, Entry>,
+    capacity: usize,
+    /// Our own listening address: never dialed.
+    me: Option<SocketAddr>,
+}
+
+fn is_me(me: Option<SocketAddr>, addr: &SocketAddr) -> bool {
+    me.is_some_and(|me| {
+        me == *addr
+            || (me.ip().is_unspecified() && me.port() == addr.port() && addr.ip().is_loopback())
+    })
+}
+
+/// Whether an address can be dialed at all.
+fn dialable(addr: &SocketAddr) -> bool {
+    let ip = addr.ip();
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+impl HostCache {
+    /// A cache of at most `capacity` hosts.
+    pub fn new(capacity: usize) -> HostCache {
+        HostCache {
+            hosts: HashMap::new(),
+            capacity: capacity.max(1),
+            me: None,
+        }
+    }
+
+    /// Our own listening address, which is never offered for dialing. When it is
+    /// the unspecified address (listening everywhere), any loopback address with
+    /// our port counts as us too.
+    pub fn set_me(&mut self, me: SocketAddr) {
+        self.me = Some(me);
+        self.hosts.retain(|a, _| !is_me(Some(me), a));
+    }
+
+    /// Marks a known host as being dialed (a configured peer dialed at start).
+    pub fn begin_dial(&mut self, addr: SocketAddr, seen: SystemTime) {
+        self.learn(addr, seen);
+        if let Some(e) = self.hosts.get_mut(&addr) {
+            e.state = State::Dialing;
+        }
+    }
+
+    /// Number of hosts known.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether no host is known.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Records that `addr` was heard of at `seen`. When full, the host heard of
+    /// least recently (and not connected) makes room.
+    pub fn learn(&mut self, addr: SocketAddr, seen: SystemTime) {
+        if !dialable(&addr) || is_me(self.me, &addr) {
+            return;
+        }
+        if let Some(e) = self.hosts.get_mut(&addr) {
+            e.seen = e.seen.max(seen);
+            return;
+        }
+        if self.hosts.len() >= self.capacity {
+            let oldest = self
+                .hosts
+                .iter()
+                .filter(|(_, e)| e.state == State::Idle)
+                .min_by_key(|(_, e)| e.seen)
+                .map(|(a, _)| *a);
+            match oldest {
+                Some(a) => {
+                    self.hosts.remove(&a);
+                }
+                None => return,
+            }
+        }
+        self.hosts.insert(
+            addr,
+            Entry {
+                seen,
+                state: State::Idle,
+                failures: 0,
+                retry_at: None,
+            },
+        );
+    }
+
+    /// The host to dial next: idle, not backing off, heard of most recently. It
+    /// is marked as being dialed until [`HostCache::dialed`] reports the outcome.
+    pub fn next_to_dial(&mut self, now: Instant) -> Option<SocketAddr> {
+        let (addr, e) = self
+            .hosts
+            .iter_mut()
+            .filter(|(_, e)| e.state == State::Idle && e.retry_at.is_none_or(|t| t <= now))
+            .max_by_key(|(a, e)| (e.seen, **a))?;
+        e.state = State::Dialing;
+        Some(*addr)
+    }
+
+    /// The outcome of dialing `addr`.
+    pub fn dialed(&mut self, addr: SocketAddr, connected: bool, now: Instant) {
+        let Some(e) = self.hosts.get_mut(&addr) else {
+            return;
+        };
+        if connected {
+            e.state = State::Connected;
+            e.failures = 0;
+            e.retry_at = None;
+        } else {
+            e.state = State::Idle;
+            e.failures = e.failures.saturating_add(1);
+            let delay = BACKOFF_START
+                .saturating_mul(1 << e.failures.min(16).saturating_sub(1))
+                .min(BACKOFF_MAX);
+            e.retry_at = Some(now + delay);
+        }
+    }
+
+    /// `addr` is connected (it dialed us and told us where it listens).
+    pub fn connected(&mut self, addr: SocketAddr, seen: SystemTime) {
+        self.learn(addr, seen);
+        if let Some(e) = self.hosts.get_mut(&addr) {
+            e.state = State::Connected;
+        }
+    }
+
+    /// The connection to `addr` has ended; it may be dialed again after a pause.
+    pub fn closed(&mut self, addr: SocketAddr, now: Instant) {
+        if let Some(e) = self.hosts.get_mut(&addr) {
+            e.state = State::Idle;
+            e.retry_at = Some(now + AFTER_CLOSE);
+        }
+    }
+
+    /// Up to `n` hosts for an `X-Try` header, most recently heard of first.
+    pub fn sample(&self, n: usize) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self.hosts.iter().collect();
+        v.sort_by_key(|(a, e)| (std::cmp::Reverse(e.seen), **a));
+        v.into_iter().take(n).map(|(a, _)| *a).collect()
+    }
+
+    /// Writes the cache as lines `ip:port seconds-since-epoch`, atomically.
+    pub fn save(&self, file: &Path) -> io::Result<()> {
+        let tmp = file.with_extension("tmp");
+        {
+            let mut out = io::BufWriter::new(std::fs::File::create(&tmp)?);
+            for addr in self.sample(self.hosts.len()) {
+                let seen = self.hosts[&addr]
+                    .seen
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                writeln!(out, "{addr} {seen}")?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::rename(&tmp, file)
+    }
+
+    /// Adds the hosts of a cache file; a missing file adds nothing, bad lines are
+    /// skipped.
+    pub fn load(&mut self, file: &Path) -> io::Result<()> {
+        let f = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for line in io::BufReader::new(f).lines() {
+            let line = line?;
+            let mut parts = line.split_whitespace();
+            let (Some(Ok(addr)), Some(Ok(secs))) = (
+                parts.next().map(str::parse::<SocketAddr>),
+                parts.next().map(str::parse::<u64>),
+            ) else {
+                continue;
+            };
+            self.learn(addr, UNIX_EPOCH + Duration::from_secs(secs));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn dial_order_backoff_and_states() {
+        let now = Instant::now();
+        let t = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut c = HostCache::new(10);
+        c.set_me(a("127.0.0.1:9"));
+        c.learn(a("127.0.0.1:9"), t);
+        c.learn(a("0.0.0.0:1"), t);
+        c.learn(a("1.2.3.4:0"), t);
+        assert!(
+            c.is_empty(),
+            "ourselves and undialable addresses are ignored"
+        );
+        let mut any = HostCache::new(10);
+        any.set_me(a("0.0.0.0:9"));
+        any.learn(a("127.0.0.1:9"), t);
+        any.learn(a("127.0.0.1:10"), t);
+        assert_eq!(any.sample(5), [a("127.0.0.1:10")]);
+        c.learn(a("1.1.1.1:1"), t);
+        c.learn(a("2.2.2.2:2"), t + Duration::from_secs(5));
+        assert_eq!(
+            c.next_to_dial(now),
+            Some(a("2.2.2.2:2")),
+            "most recent first"
+        );
+        assert_eq!(c.next_to_dial(now), Some(a("1.1.1.1:1")));
+        assert_eq!(c.next_to_dial(now), None, "both being dialed");
+        c.dialed(a("2.2.2.2:2"), false, now);
+        c.dialed(a("1.1.1.1:1"), true, now);
+        assert_eq!(c.next_to_dial(now), None, "backing off");
+        assert_eq!(c.next_to_dial(now + BACKOFF_START), Some(a("2.2.2.2:2")));
+        c.dialed(a("2.2.2.2:2"), false, now);
+        assert_eq!(c.next_to_dial(now + BACKOFF_START), None, "backoff doubled");
+        assert_eq!(
+            c.next_to_dial(now + 2 * BACKOFF_START),
+            Some(a("2.2.2.2:2"))
+        );
+        c.closed(a("1.1.1.1:1"), now);
+        assert_eq!(c.next_to_dial(now + AFTER_CLOSE), Some(a("1.1.1.1:1")));
+    }
+
+    #[test]
+    fn bounded_and_persistent() {
+        let t = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut c = HostCache::new(2);
+        c.learn(a("1.1.1.1:1"), t);
+        c.learn(a("2.2.2.2:2"), t + Duration::from_secs(1));
+        c.learn(a("3.3.3.3:3"), t + Duration::from_secs(2));
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.sample(5), [a("3.3.3.3:3"), a("2.2.2.2:2")]);
+
+        let dir = std::env::temp_dir().join(format!("servent-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hosts.txt");
+        c.save(&file).unwrap();
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str("junk\n9.9.9.9:9 notanumber\n");
+        std::fs::write(&file, text).unwrap();
+        let mut back = HostCache::new(10);
+        back.load(&file).unwrap();
+        assert_eq!(back.sample(5), c.sample(5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

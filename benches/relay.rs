@@ -1,0 +1,222 @@
+//! A node relaying queries between two loopback peers, against a minimal relay in
+//! the same run that only reads descriptors and writes them on with TTL and hops
+//! rewritten (no handshake, no validation, no routing); and the memory a `servent
+//! run` process spends per idle connection.
+//!
+//! Run with `cargo bench --bench relay`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use servent::framing::DescriptorCodec;
+use servent::node::{self, NodeConfig};
+use servent::wire::{Function, HEADER_LEN, Header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+/// Completes a 0.6 handshake as a client.
+async fn peer(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: bench/1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = s.read(&mut buf).await.expect("read");
+        assert!(k > 0, "handshake answered");
+        got.extend_from_slice(&buf[..k]);
+    }
+    assert!(got.starts_with(b"GNUTELLA/0.6 200"), "accepted");
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n")
+        .await
+        .expect("write");
+    s
+}
+
+/// `n` distinct queries with TTL 2, as one buffer.
+fn queries(n: usize) -> Vec<u8> {
+    let payload = b"\x80\x00relay bench words\x00\x00";
+    let mut out = Vec::with_capacity(n * (HEADER_LEN + payload.len()));
+    for i in 0..n as u64 {
+        let mut guid = [0u8; 16];
+        guid[..8].copy_from_slice(&i.to_le_bytes());
+        guid[8..].copy_from_slice(&(!i).to_le_bytes());
+        out.extend_from_slice(&guid);
+        out.extend_from_slice(&[0x80, 2, 0]);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Sends `burst` from `from` and counts queries arriving at `to`, until all `n`
+/// have arrived or none has for two seconds (a relay may shed under load). Returns
+/// how many arrived and when the last one did.
+async fn pump(mut from: TcpStream, to: TcpStream, burst: &[u8], n: usize) -> (usize, Duration) {
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut framed = FramedRead::new(to, DescriptorCodec::default());
+        let mut seen = 0;
+        let mut last = start.elapsed();
+        while seen < n {
+            match tokio::time::timeout(Duration::from_secs(2), framed.next()).await {
+                Ok(Some(Ok(f))) => {
+                    if f.header.function == Function::Query {
+                        seen += 1;
+                        last = start.elapsed();
+                    }
+                }
+                _ => break,
+            }
+        }
+        (seen, last)
+    });
+    from.write_all(burst).await.expect("write");
+    reader.await.expect("reader")
+}
+
+/// The baseline: accept two connections and copy descriptors from the second to
+/// the first, TTL one less and hops one more, flushing when the input runs dry.
+async fn minimal_relay(listener: TcpListener) {
+    let (out, _) = listener.accept().await.expect("accept");
+    let (input, _) = listener.accept().await.expect("accept");
+    let mut w = BufWriter::with_capacity(64 * 1024, out);
+    let mut framed = FramedRead::new(input, DescriptorCodec::default());
+    let mut buf = BytesMut::new();
+    while let Some(Ok(mut f)) = framed.next().await {
+        f.header = Header {
+            ttl: servent::wire::Ttl(f.header.ttl.0.saturating_sub(1)),
+            hops: servent::wire::Hops(f.header.hops.0 + 1),
+            ..f.header
+        };
+        buf.clear();
+        f.encode(&mut buf);
+        if w.write_all(&buf).await.is_err() {
+            return;
+        }
+        if framed.read_buffer().len() < HEADER_LEN && w.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn idle_connection_memory(connections: usize) -> (u64, u64) {
+    let dir = std::env::temp_dir().join(format!("servent-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
+        .args(["-q", "run", "--listen", "127.0.0.1:0", "--max-peers"])
+        .arg((connections + 10).to_string())
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--share")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("servent run");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening on")
+        .parse()
+        .expect("address");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(child.id());
+    let mut held = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        held.push(peer(addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(child.id());
+    drop(held);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    (before, after)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --benches` runs this without `--bench`: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (n, rounds, connections) = if quick {
+        (2_000, 1, 50)
+    } else {
+        (200_000, 3, 1000)
+    };
+    let burst = queries(n);
+
+    // Best rate of each over the rounds, as (arrived, time).
+    let rate = |(k, t): (usize, Duration)| k as f64 / t.as_secs_f64();
+    let mut best_node = 0f64;
+    let mut best_base = 0f64;
+    let mut node_arrived = n;
+    for _ in 0..rounds {
+        // The node, with nothing to answer and nobody else to send to.
+        let config = NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            target_peers: 0,
+            ..NodeConfig::default()
+        };
+        let mut node = node::start(config, CancellationToken::new())
+            .await
+            .expect("node");
+        let to = peer(node.local_addr).await;
+        let from = peer(node.local_addr).await;
+        assert!(
+            node.wait_for(Duration::from_secs(10), |s| s.connections == 2)
+                .await
+        );
+        let got = pump(from, to, &burst, n).await;
+        node_arrived = node_arrived.min(got.0);
+        best_node = best_node.max(rate(got));
+        node.shutdown().await;
+
+        // The minimal relay.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let relay = tokio::spawn(minimal_relay(listener));
+        let to = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let from = TcpStream::connect(addr).await.expect("connect");
+        best_base = best_base.max(rate(pump(from, to, &burst, n).await));
+        relay.abort();
+    }
+    println!("relaying {n} queries between two loopback peers (best of {rounds}):");
+    println!("{:<28} {:>14}", "", "descriptors/s");
+    println!("{:<28} {:>14.0}", "minimal relay (baseline)", best_base);
+    println!("{:<28} {:>14.0}", "servent node", best_node);
+    println!("ratio node / minimal relay: {:.2}", best_node / best_base);
+    if node_arrived < n {
+        println!(
+            "(the node shed relayed queries under load: {node_arrived} of {n} arrived in its worst round)"
+        );
+    }
+
+    let (before, after) = idle_connection_memory(connections).await;
+    println!(
+        "memory: servent run at {before} KiB RSS; with {connections} idle connections {after} KiB: {:.1} KiB per connection",
+        (after.saturating_sub(before)) as f64 / connections as f64
+    );
+}

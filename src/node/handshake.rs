@@ -87,6 +87,7 @@ pub fn our_headers(
     listen: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     ultrapeer: bool,
+    max_ttl: u8,
 ) -> Headers {
     let mut h = Headers::new();
     h.push(hs::USER_AGENT, user_agent);
@@ -100,7 +101,7 @@ pub fn our_headers(
     h.push(hs::BYE_PACKET, "0.1");
     h.push(hs::GGEP, "0.5");
     h.push(hs::VENDOR_MESSAGE, "0.2");
-    h.push(hs::X_MAX_TTL, "7");
+    h.push(hs::X_MAX_TTL, max_ttl.to_string());
     h
 }
 

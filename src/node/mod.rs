@@ -372,7 +372,13 @@ async fn inbound(
         };
         let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
         let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let mut ours = handshake::our_headers(USER_AGENT, Some(me), Some(remote), false);
+        let mut ours = handshake::our_headers(
+            USER_AGENT,
+            Some(me),
+            Some(remote),
+            false,
+            shared.config.max_ttl,
+        );
         if !suggested.is_empty() {
             let list: Vec<String> = suggested.iter().map(|a| a.to_string()).collect();
             ours.push(hs::X_TRY, list.join(","));
@@ -422,7 +428,13 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
         let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let headers = handshake::our_headers(USER_AGENT, Some(me), Some(remote), false);
+        let headers = handshake::our_headers(
+            USER_AGENT,
+            Some(me),
+            Some(remote),
+            false,
+            shared.config.max_ttl,
+        );
         let result = handshake::connect(&mut stream, headers).await;
         let suggested = match &result {
             Ok(est) => handshake::try_hosts(&est.headers),
@@ -489,5 +501,5 @@ async fn open_connection(
 
 /// Headers a leaf-mode client (such as `servent search`) offers.
 pub fn client_headers() -> Headers {
-    handshake::our_headers(USER_AGENT, None, None, false)
+    handshake::our_headers(USER_AGENT, None, None, false, 7)
 }

@@ -531,7 +531,8 @@ async fn a_node_that_loses_its_peer_reconnects_to_a_host_it_learned() {
     };
     let mut c = node::start(config, CancellationToken::new()).await.unwrap();
     assert!(c.wait_for(WAIT, |s| s.connections == 1).await);
-    // C's ping on connecting brings back B's pong through A.
+    // C's ping on connecting is answered by A with its own pong and B's, from
+    // A's pong cache.
     assert!(
         c.wait_for(WAIT, |s| s
             .router

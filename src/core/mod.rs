@@ -5,6 +5,7 @@
 pub mod flow;
 pub mod hosts;
 pub mod library;
+pub mod pongs;
 pub mod router;
 mod timed;
 

@@ -167,6 +167,9 @@ pub struct RouterConfig {
     pub responder_capacity: usize,
     /// How long a responder route lives without being used.
     pub responder_max_age: Duration,
+    /// Whether discovery messages are flooded (0.4 style). Off, they are answered
+    /// where they arrive (from a pong cache) and go no further.
+    pub flood_discovery: bool,
 }
 
 impl Default for RouterConfig {
@@ -178,6 +181,7 @@ impl Default for RouterConfig {
             seen_max_age: Duration::from_secs(10 * 60),
             responder_capacity: 100_000,
             responder_max_age: Duration::from_secs(30 * 60),
+            flood_discovery: false,
         }
     }
 }
@@ -380,9 +384,10 @@ impl Router {
                     },
                     now,
                 );
+                let floods = class == Class::Search || self.config.flood_discovery;
                 Decision::Accept {
                     deliver: true,
-                    forward: (ttl > 1).then_some(next),
+                    forward: (floods && ttl > 1).then_some(next),
                 }
             }
             Class::DiscoveryReply | Class::SearchReply { .. } => {
@@ -519,11 +524,15 @@ mod tests {
             r.route(b, g(1), Class::Search, 3, 0, now),
             Decision::Drop(DropReason::Duplicate)
         );
-        // Same id as a Discovery is a different message.
-        assert!(matches!(
+        // Same id as a Discovery is a different message. Discovery is answered
+        // here (from the pong cache) and not flooded.
+        assert_eq!(
             r.route(a, g(1), Class::Discovery, 3, 0, now),
-            Decision::Accept { deliver: true, .. }
-        ));
+            Decision::Accept {
+                deliver: true,
+                forward: None
+            }
+        );
         // TTL 1: answered here, not forwarded.
         assert_eq!(
             search(&mut r, 2, 1, 3),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
@@ -15,6 +15,7 @@ use crate::core::ConnId;
 use crate::core::flow::Priority;
 use crate::core::hosts::HostCache;
 use crate::core::library::Library;
+use crate::core::pongs::PongCache;
 use crate::core::router::{Class, Decision, DropReason, Forward, Router, Stats, Targets};
 use crate::wire::bye;
 use crate::wire::huge::Sha1Urn;
@@ -35,6 +36,8 @@ const RESULTS_PER_HIT: usize = 10;
 const MAX_UNKNOWN: u32 = 20;
 /// Requests a peer may send us twice before it is dropped with Bye 401.
 const MAX_REPEATED: u32 = 50;
+/// How often every neighbour is pinged to refresh the pong cache.
+const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// What connections and the node tell the engine.
 pub enum Event {
@@ -58,6 +61,8 @@ pub enum Event {
         index: u32,
         urn: Sha1Urn,
     },
+    /// Time passes (sent by the node every second).
+    Tick,
 }
 
 /// Relayed messages queued, counted per connection they were queued on.
@@ -105,6 +110,8 @@ pub struct Engine {
     published: watch::Sender<EngineStats>,
     open: Arc<AtomicUsize>,
     hosts: Arc<Mutex<HostCache>>,
+    pongs: PongCache,
+    last_ping: Option<Instant>,
 }
 
 impl Engine {
@@ -127,6 +134,8 @@ impl Engine {
             published,
             open,
             hosts,
+            pongs: PongCache::new(200, Duration::from_secs(90)),
+            last_ping: None,
         }
     }
 
@@ -161,18 +170,6 @@ impl Engine {
                 remote_listen,
             } => {
                 self.router.connection_opened(conn);
-                // Ask the new neighbour and its neighbours where they are.
-                let id = Guid::new_random();
-                if let Decision::Accept {
-                    forward: Some(f), ..
-                } = self.router.originate(id, Class::Discovery, 2, now)
-                {
-                    let mut out = BytesMut::new();
-                    Message::Ping(Ping::default())
-                        .encode_frame(id, Ttl(f.ttl), Hops(0), &mut out)
-                        .expect("an empty ping encodes");
-                    tx.send(Priority::Own, out.freeze());
-                }
                 self.peers.insert(
                     conn,
                     Peer {
@@ -183,6 +180,8 @@ impl Engine {
                         repeated: 0,
                     },
                 );
+                // Ask the new neighbour for itself and the hosts it knows.
+                self.ping(conn, now);
             }
             Event::Closed { conn } => {
                 self.router.connection_closed(conn);
@@ -194,6 +193,19 @@ impl Engine {
                 }
             }
             Event::Hashed { index, urn } => self.library.set_sha1(index, urn),
+            Event::Tick => {
+                // Refresh the pong cache by asking every neighbour now and then.
+                if self
+                    .last_ping
+                    .is_none_or(|t| now.duration_since(t) >= PING_EVERY)
+                {
+                    self.last_ping = Some(now);
+                    let conns: Vec<ConnId> = self.peers.keys().copied().collect();
+                    for conn in conns {
+                        self.ping(conn, now);
+                    }
+                }
+            }
             Event::Frame { conn, frame } => self.frame(conn, frame, now),
         }
     }
@@ -243,19 +255,24 @@ impl Engine {
             self.stats.malformed += 1;
             return;
         }
-        if h.function == Function::Pong {
-            // Every pong that passes names a host we may dial later.
-            let p = &frame.payload;
-            let port = u16::from_le_bytes([p[0], p[1]]);
-            let ip = Ipv4Addr::new(p[2], p[3], p[4], p[5]);
-            self.hosts
-                .lock()
-                .expect("hosts")
-                .learn(SocketAddr::new(IpAddr::V4(ip), port), SystemTime::now());
-        }
         let decision = self
             .router
             .route(conn, h.guid, class, h.ttl.0, h.hops.0, now);
+        if h.function == Function::Pong && matches!(decision, Decision::Accept { .. }) {
+            // Every pong that follows a path names a host we may dial later, and
+            // one we may tell others about.
+            let p = &frame.payload;
+            let port = u16::from_le_bytes([p[0], p[1]]);
+            let ip = Ipv4Addr::new(p[2], p[3], p[4], p[5]);
+            if port != 0 && !ip.is_unspecified() {
+                self.hosts
+                    .lock()
+                    .expect("hosts")
+                    .learn(SocketAddr::new(IpAddr::V4(ip), port), SystemTime::now());
+                self.pongs
+                    .insert(now, frame.payload.clone(), h.hops.0, conn);
+            }
+        }
         let Decision::Accept { deliver, forward } = decision else {
             if decision == Decision::Drop(DropReason::Repeated) {
                 if let Some(peer) = self.peers.get_mut(&conn) {
@@ -277,7 +294,7 @@ impl Engine {
         }
         if deliver {
             match h.function {
-                Function::Ping => self.answer_ping(conn, &h),
+                Function::Ping => self.answer_ping(conn, &h, now),
                 Function::Query => self.answer_query(conn, &h, &frame.payload),
                 _ => {}
             }
@@ -353,7 +370,44 @@ impl Engine {
         }
     }
 
-    fn answer_ping(&mut self, conn: ConnId, h: &Header) {
+    /// Sends a TTL-2 Ping to one neighbour: it answers with its own Pong and the
+    /// Pongs it has cached.
+    fn ping(&mut self, conn: ConnId, now: Instant) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let id = Guid::new_random();
+        if let Decision::Accept {
+            forward: Some(f), ..
+        } = self.router.originate(id, Class::Discovery, 2, now)
+        {
+            let mut out = BytesMut::new();
+            Message::Ping(Ping::default())
+                .encode_frame(id, Ttl(f.ttl), Hops(0), &mut out)
+                .expect("an empty ping encodes");
+            peer.tx.send(Priority::Own, out.freeze());
+        }
+    }
+
+    fn answer_ping(&mut self, conn: ConnId, h: &Header, now: Instant) {
+        // Hosts we know of, from the cache, as they came (one hop further now).
+        for (payload, hops) in self.pongs.answers(now, h.ttl.0, conn) {
+            let frame = Frame {
+                header: Header {
+                    guid: h.guid,
+                    function: Function::Pong,
+                    ttl: Self::reply_ttl(h.hops),
+                    hops: Hops(hops.saturating_add(1)),
+                    payload_len: payload.len() as u32,
+                },
+                payload,
+            };
+            let mut out = BytesMut::with_capacity(frame.wire_len());
+            frame.encode(&mut out);
+            if let Some(peer) = self.peers.get(&conn) {
+                peer.tx.send(Priority::Own, out.freeze());
+            }
+        }
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };

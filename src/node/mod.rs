@@ -316,6 +316,7 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
             _ = tick.tick() => {}
             _ = shared.cancel.cancelled() => break,
         }
+        let _ = shared.events.try_send(Event::Tick);
         let busy = shared.open.load(Ordering::Relaxed) + shared.dialing.load(Ordering::Relaxed);
         for _ in busy..target {
             let next = shared

@@ -558,3 +558,75 @@ async fn a_node_that_loses_its_peer_reconnects_to_a_host_it_learned() {
             .expect("shutdown");
     }
 }
+
+#[tokio::test]
+async fn a_peer_that_asks_for_deflate_gets_a_deflated_stream_both_ways() {
+    use flate2::{Decompress, FlushDecompress};
+    use std::io::Write;
+
+    let dir = Dir::new("deflate");
+    let n = node_with(&dir, "squeezed.txt", vec![]).await;
+    let mut s = TcpStream::connect(n.local_addr).await.unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\nAccept-Encoding: deflate\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0);
+        got.extend_from_slice(&buf[..k]);
+    }
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let answer = String::from_utf8_lossy(&got[..end]).to_lowercase();
+    assert!(answer.contains("content-encoding: deflate"), "{answer}");
+    let mut compressed_in: Vec<u8> = got[end..].to_vec();
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\nContent-Encoding: deflate\r\n\r\n")
+        .await
+        .unwrap();
+    // Our query, deflated.
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&frame([5; 16], 0x80, 3, 0, b"\x80\x00squeezed\x00\x00"))
+        .unwrap();
+    z.flush().unwrap();
+    s.write_all(z.get_ref()).await.unwrap();
+    // The node's answers, inflated: a ping (greeting) and a hit.
+    let mut inflater = Decompress::new(true);
+    let mut plain = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !plain.windows(12).any(|w| w == b"squeezed.txt") {
+        if compressed_in.is_empty() {
+            let k = tokio::time::timeout_at(deadline, s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(k > 0, "stream open");
+            compressed_in.extend_from_slice(&buf[..k]);
+        }
+        let mut out = vec![0u8; 64 * 1024];
+        let before = (inflater.total_in(), inflater.total_out());
+        inflater
+            .decompress(&compressed_in, &mut out, FlushDecompress::None)
+            .unwrap();
+        let used = (inflater.total_in() - before.0) as usize;
+        let made = (inflater.total_out() - before.1) as usize;
+        compressed_in.drain(..used);
+        plain.extend_from_slice(&out[..made]);
+    }
+    let hit = servent::wire::Message::parse(
+        servent::wire::Function::QueryHit,
+        &bytes::Bytes::from(
+            plain[plain.windows(16).position(|w| w == [5; 16]).unwrap() + 23..].to_vec(),
+        ),
+    );
+    assert!(
+        matches!(hit, Ok(servent::wire::Message::QueryHit(_))),
+        "{hit:?}"
+    );
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}

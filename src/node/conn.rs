@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use crate::framing::{DescriptorCodec, FrameError};
 use crate::wire::bye::{self, Bye};
 use crate::wire::{Guid, Hops, Message, Ttl};
 
+use super::deflate::{Deflate, Inflate};
 use super::engine::Event;
 
 /// Messages a slow peer may have queued before the cheapest are shed.
@@ -93,6 +94,16 @@ impl ConnTx {
     }
 }
 
+/// What the handshake settled for a connection's byte streams.
+pub struct Streams {
+    /// Bytes read past the handshake: the start of the incoming stream.
+    pub leftover: BytesMut,
+    /// The incoming stream is deflated.
+    pub deflate_in: bool,
+    /// We deflate the outgoing stream.
+    pub deflate_out: bool,
+}
+
 /// Starts the reader and writer of an established connection whose sending side
 /// is `tx`. The engine learns of frames and of the end of the connection through
 /// `events`; it must have been told of the connection before.
@@ -103,7 +114,7 @@ pub fn start<R, W>(
     tx: ConnTx,
     reader: R,
     writer: W,
-    leftover: BytesMut,
+    streams: Streams,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
 ) where
@@ -111,11 +122,23 @@ pub fn start<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let done = CancellationToken::new();
-    tracker.spawn(write_loop(tx.clone(), writer, cancel.clone(), done.clone()));
+    let deflate = streams.deflate_out.then(Deflate::default);
+    tracker.spawn(write_loop(
+        tx.clone(),
+        writer,
+        deflate,
+        cancel.clone(),
+        done.clone(),
+    ));
     let reader_tx = tx.clone();
     tracker.spawn(async move {
-        let mut framed = FramedRead::new(reader, DescriptorCodec::default());
-        framed.read_buffer_mut().extend_from_slice(&leftover);
+        let input = std::io::Cursor::new(streams.leftover.to_vec()).chain(reader);
+        let source: Box<dyn AsyncRead + Unpin + Send> = if streams.deflate_in {
+            Box::new(Inflate::new(input))
+        } else {
+            Box::new(input)
+        };
+        let mut framed = FramedRead::new(source, DescriptorCodec::default());
         loop {
             let next = tokio::select! {
                 next = framed.next() => next,
@@ -150,6 +173,7 @@ pub fn start<R, W>(
 async fn write_loop<W: AsyncWrite + Unpin>(
     tx: ConnTx,
     mut w: W,
+    mut deflate: Option<Deflate>,
     cancel: CancellationToken,
     done: CancellationToken,
 ) {
@@ -160,7 +184,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             // A peer that does not read cannot hold the connection open.
             let farewell = async {
                 if let Some(bye) = bye {
-                    w.write_all(&bye).await?;
+                    match deflate.as_mut() {
+                        Some(z) => w.write_all(&z.pack([&bye[..]])).await?,
+                        None => w.write_all(&bye).await?,
+                    }
                 }
                 w.shutdown().await
             };
@@ -180,9 +207,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             continue;
         }
+        let packed = deflate
+            .as_mut()
+            .map(|z| z.pack(batch.iter().map(|f| &f[..])));
         let write = async {
-            for frame in batch {
-                w.write_all(&frame).await?;
+            match packed {
+                Some(bytes) => w.write_all(&bytes).await?,
+                None => {
+                    for frame in batch {
+                        w.write_all(&frame).await?;
+                    }
+                }
             }
             w.flush().await
         };

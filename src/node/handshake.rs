@@ -37,6 +37,20 @@ pub struct Established {
     pub v04: bool,
     /// Bytes read past the end of the handshake: the start of the message stream.
     pub leftover: BytesMut,
+    /// We deflate what we send (we said `Content-Encoding: deflate`).
+    pub deflate_out: bool,
+    /// The peer deflates what it sends (it said `Content-Encoding: deflate`).
+    pub deflate_in: bool,
+}
+
+/// Whether a block offers to receive a deflated stream.
+fn accepts_deflate(h: &Headers) -> bool {
+    h.list_contains(hs::ACCEPT_ENCODING, hs::DEFLATE)
+}
+
+/// Whether a block announces a deflated stream.
+fn sends_deflate(h: &Headers) -> bool {
+    h.list_contains(hs::CONTENT_ENCODING, hs::DEFLATE)
 }
 
 /// Reads one header block, keeping what follows it in `buf`.
@@ -105,7 +119,8 @@ pub fn our_headers(
     h
 }
 
-/// The server side, after the first block (`request`) was read: answer it with
+/// The server side (compressing what it sends when `compress` is set and the
+/// client accepts it), after the first block (`request`) was read: answer it with
 /// `answer` (headers, or a refusal code and reason), then read the client's final
 /// block.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
@@ -113,6 +128,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     request: Block,
     mut buf: BytesMut,
     answer: Result<Headers, (u16, String, Headers)>,
+    compress: bool,
 ) -> Result<Established, HandshakeFailure> {
     match request.start {
         StartLine::Connect { major: 0, minor: 4 } => {
@@ -128,13 +144,19 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                 headers: request.headers,
                 v04: true,
                 leftover: buf,
+                deflate_out: false,
+                deflate_in: false,
             })
         }
         StartLine::Connect { .. } => {
-            let (code, reason, headers, refused) = match answer {
+            let deflate_out = compress && answer.is_ok() && accepts_deflate(&request.headers);
+            let (code, reason, mut headers, refused) = match answer {
                 Ok(h) => (hs::STATUS_OK, "OK".to_string(), h, false),
                 Err((code, reason, h)) => (code, reason, h, true),
             };
+            if deflate_out {
+                headers.push(hs::CONTENT_ENCODING, hs::DEFLATE);
+            }
             write_block(s, &Block::response(code, reason.clone(), headers)).await?;
             if refused {
                 return Err(HandshakeFailure::Refused {
@@ -146,9 +168,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             let last = read_block(s, &mut buf).await?;
             match last.start {
                 StartLine::Status { code: 200, .. } => Ok(Established {
-                    headers: request.headers,
                     v04: false,
                     leftover: buf,
+                    deflate_out,
+                    deflate_in: sends_deflate(&last.headers),
+                    headers: request.headers,
                 }),
                 StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused {
                     code,
@@ -166,17 +190,25 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     headers: Headers,
+    compress: bool,
 ) -> Result<Established, HandshakeFailure> {
     write_block(s, &Block::connect_06(headers)).await?;
     let mut buf = BytesMut::new();
     let answer = read_block(s, &mut buf).await?;
     match answer.start {
         StartLine::Status { code: 200, .. } => {
-            write_block(s, &Block::response(hs::STATUS_OK, "OK", Headers::new())).await?;
+            let deflate_out = compress && accepts_deflate(&answer.headers);
+            let mut last = Headers::new();
+            if deflate_out {
+                last.push(hs::CONTENT_ENCODING, hs::DEFLATE);
+            }
+            write_block(s, &Block::response(hs::STATUS_OK, "OK", last)).await?;
             Ok(Established {
-                headers: answer.headers,
                 v04: false,
                 leftover: buf,
+                deflate_out,
+                deflate_in: sends_deflate(&answer.headers),
+                headers: answer.headers,
             })
         }
         StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused {

@@ -7,6 +7,7 @@
 //! task ends.
 
 mod conn;
+mod deflate;
 mod engine;
 pub mod handshake;
 pub mod search;
@@ -58,6 +59,8 @@ pub struct NodeConfig {
     pub max_results: usize,
     /// A peer must finish its handshake within this time.
     pub handshake_timeout: Duration,
+    /// Offer and use `deflate` stream compression.
+    pub compress: bool,
 }
 
 impl Default for NodeConfig {
@@ -72,6 +75,7 @@ impl Default for NodeConfig {
             max_ttl: 7,
             max_results: 100,
             handshake_timeout: Duration::from_secs(10),
+            compress: true,
         }
     }
 }
@@ -384,6 +388,9 @@ async fn inbound(
             let list: Vec<String> = suggested.iter().map(|a| a.to_string()).collect();
             ours.push(hs::X_TRY, list.join(","));
         }
+        if shared.config.compress {
+            ours.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
+        }
         let answer = if full {
             Err((
                 hs::STATUS_UNAVAILABLE,
@@ -393,7 +400,8 @@ async fn inbound(
         } else {
             Ok(ours)
         };
-        let est = handshake::accept(&mut stream, request, buf, answer).await?;
+        let est =
+            handshake::accept(&mut stream, request, buf, answer, shared.config.compress).await?;
         if let Some(addr) = their_listen {
             shared
                 .hosts
@@ -429,14 +437,17 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
         let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let headers = handshake::our_headers(
+        let mut headers = handshake::our_headers(
             USER_AGENT,
             Some(me),
             Some(remote),
             false,
             shared.config.max_ttl,
         );
-        let result = handshake::connect(&mut stream, headers).await;
+        if shared.config.compress {
+            headers.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
+        }
+        let result = handshake::connect(&mut stream, headers, shared.config.compress).await;
         let suggested = match &result {
             Ok(est) => handshake::try_hosts(&est.headers),
             Err(HandshakeFailure::Refused { try_hosts, .. }) => try_hosts.clone(),
@@ -494,7 +505,11 @@ async fn open_connection(
         tx,
         r,
         w,
-        est.leftover,
+        conn::Streams {
+            leftover: est.leftover,
+            deflate_in: est.deflate_in,
+            deflate_out: est.deflate_out,
+        },
         shared.events.clone(),
         shared.cancel.clone(),
     );

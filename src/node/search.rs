@@ -101,7 +101,7 @@ pub async fn search(
                 peer: peer.to_string(),
                 source,
             })?;
-        let est = handshake::connect(&mut stream, super::client_headers())
+        let est = handshake::connect(&mut stream, super::client_headers(), false)
             .await
             .map_err(|source| SearchError::Handshake {
                 peer: peer.to_string(),

@@ -630,3 +630,69 @@ async fn a_peer_that_asks_for_deflate_gets_a_deflated_stream_both_ways() {
         .await
         .expect("shutdown");
 }
+
+#[tokio::test]
+async fn files_added_changed_or_removed_while_running_are_noticed() {
+    use servent::wire::huge::Sha1Urn;
+    let dir = Dir::new("rescan");
+    let share = dir.0.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("first.txt"), b"one").unwrap();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shares: vec![share.clone()],
+        target_peers: 0,
+        rescan_every: Duration::from_millis(200),
+        ..NodeConfig::default()
+    };
+    let n = node::start(config, CancellationToken::new()).await.unwrap();
+    let urns = |words: &'static str| {
+        let addr = n.local_addr.to_string();
+        async move {
+            let mut found = Vec::new();
+            search::search(&addr, words, 2, Duration::from_millis(700), 10, |h| {
+                found.push((h.name, h.urn))
+            })
+            .await
+            .unwrap();
+            found
+        }
+    };
+    assert_eq!(urns("first").await.len(), 1);
+    // Added.
+    std::fs::write(share.join("second.txt"), b"two").unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        got = urns("second").await;
+        if got.first().is_some_and(|(_, u)| u.is_some()) {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        [("second.txt".to_string(), Some(Sha1Urn::digest(b"two")))]
+    );
+    // Changed: the new content's hash replaces the old one, never both.
+    std::fs::write(share.join("second.txt"), b"two, longer").unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        got = urns("second").await;
+        if got
+            .first()
+            .is_some_and(|(_, u)| *u == Some(Sha1Urn::digest(b"two, longer")))
+        {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, Some(Sha1Urn::digest(b"two, longer")));
+    // Removed.
+    std::fs::remove_file(share.join("first.txt")).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline && !urns("first").await.is_empty() {}
+    assert!(urns("first").await.is_empty());
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}

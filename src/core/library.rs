@@ -33,6 +33,7 @@ pub struct Library {
     files: HashMap<u32, SharedFile>,
     by_keyword: HashMap<String, BTreeSet<u32>>,
     by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
+    by_path: HashMap<PathBuf, u32>,
     last_index: u32,
 }
 
@@ -67,6 +68,10 @@ impl Library {
         if let Some(urn) = sha1 {
             self.by_sha1.entry(urn).or_default().insert(index);
         }
+        if let Some(old) = self.by_path.insert(path.clone(), index) {
+            // The same path again: the new entry replaces the old one.
+            self.remove_entry(old);
+        }
         self.files.insert(
             index,
             SharedFile {
@@ -93,6 +98,19 @@ impl Library {
 
     /// Removes a file; returns it if it was shared.
     pub fn remove(&mut self, index: u32) -> Option<SharedFile> {
+        let file = self.remove_entry(index)?;
+        if self.by_path.get(&file.path) == Some(&index) {
+            self.by_path.remove(&file.path);
+        }
+        Some(file)
+    }
+
+    /// The index of the file at `path`, if it is shared.
+    pub fn index_of(&self, path: &std::path::Path) -> Option<u32> {
+        self.by_path.get(path).copied()
+    }
+
+    fn remove_entry(&mut self, index: u32) -> Option<SharedFile> {
         let file = self.files.remove(&index)?;
         for word in table_keywords(&file.name) {
             remove_from(&mut self.by_keyword, &word, index);
@@ -255,6 +273,29 @@ mod tests {
         assert_eq!(l.by_sha1(&urn).unwrap().index, three);
         assert_eq!(l.len(), 2);
         assert_eq!(l.total_size(), 105);
+    }
+
+    #[test]
+    fn a_path_added_again_replaces_its_old_entry() {
+        let mut l = Library::new();
+        let old = l.add(
+            "song.mp3",
+            PathBuf::from("/s/song.mp3"),
+            1,
+            Some(Sha1Urn::digest(b"v1")),
+        );
+        let new = l.add("song.mp3", PathBuf::from("/s/song.mp3"), 2, None);
+        assert_ne!(old, new);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.index_of(std::path::Path::new("/s/song.mp3")), Some(new));
+        assert!(
+            l.by_sha1(&Sha1Urn::digest(b"v1")).is_none(),
+            "old hash gone"
+        );
+        assert_eq!(l.search("song", &[], 10)[0].index, new);
+        l.remove(new);
+        assert_eq!(l.index_of(std::path::Path::new("/s/song.mp3")), None);
+        assert!(l.is_empty());
     }
 
     #[test]

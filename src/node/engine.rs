@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +18,7 @@ use crate::core::hosts::HostCache;
 use crate::core::library::Library;
 use crate::core::pongs::PongCache;
 use crate::core::router::{Class, Decision, DropReason, Forward, Router, Stats, Targets};
+use crate::share::FoundFile;
 use crate::wire::bye;
 use crate::wire::huge::Sha1Urn;
 use crate::wire::query::QueryView;
@@ -56,9 +58,19 @@ pub enum Event {
     Closed {
         conn: ConnId,
     },
-    /// A shared file's hash has been computed.
+    /// A file appeared in the shares (or changed: it was removed first).
+    Added {
+        file: FoundFile,
+        urn: Option<Sha1Urn>,
+    },
+    /// A file left the shares, or changed.
+    Removed {
+        path: PathBuf,
+    },
+    /// A shared file's hash has been computed (for the size it had then).
     Hashed {
-        index: u32,
+        path: PathBuf,
+        size: u64,
         urn: Sha1Urn,
     },
     /// Time passes (sent by the node every second).
@@ -192,7 +204,23 @@ impl Engine {
                     }
                 }
             }
-            Event::Hashed { index, urn } => self.library.set_sha1(index, urn),
+            Event::Added { file, urn } => {
+                self.library.add(&file.name, file.path, file.size, urn);
+            }
+            Event::Removed { path } => {
+                if let Some(index) = self.library.index_of(&path) {
+                    self.library.remove(index);
+                }
+            }
+            Event::Hashed { path, size, urn } => {
+                // Only if the file is still the one that was hashed.
+                let index = self.library.index_of(&path);
+                if let Some(i) =
+                    index.filter(|i| self.library.get(*i).is_some_and(|f| f.size == size))
+                {
+                    self.library.set_sha1(i, urn);
+                }
+            }
             Event::Tick => {
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self

@@ -10,6 +10,7 @@ mod conn;
 mod deflate;
 mod engine;
 pub mod handshake;
+mod library_task;
 pub mod search;
 
 use std::io;
@@ -28,9 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::ConnId;
 use crate::core::hosts::HostCache;
-use crate::core::library::Library;
 use crate::core::router::{Router, RouterConfig};
-use crate::share;
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
@@ -61,6 +60,9 @@ pub struct NodeConfig {
     pub handshake_timeout: Duration,
     /// Offer and use `deflate` stream compression.
     pub compress: bool,
+    /// How often the shared directories are rescanned for added, changed or
+    /// removed files.
+    pub rescan_every: Duration,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +78,7 @@ impl Default for NodeConfig {
             max_results: 100,
             handshake_timeout: Duration::from_secs(10),
             compress: true,
+            rescan_every: Duration::from_secs(60),
         }
     }
 }
@@ -148,29 +151,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             ..RouterConfig::default()
         },
     );
-    let mut library = Library::new();
-    let (found, errors) = share::scan(&config.shares);
-    for (path, e) in errors {
-        tracing::warn!(path = %path.display(), error = %e, "cannot read shared entry");
-    }
-    let mut to_hash = Vec::new();
-    let cache_file = config.data_dir.as_ref().map(|d| d.join("sha1-cache.txt"));
-    let cache = match &cache_file {
-        Some(f) => share::HashCache::load(f).unwrap_or_default(),
-        None => share::HashCache::default(),
-    };
-    for f in &found {
-        let known = cache.get(f);
-        let index = library.add(&f.name, f.path.clone(), f.size, known);
-        if known.is_none() {
-            to_hash.push((index, f.clone()));
-        }
-    }
-    tracing::info!(
-        files = library.len(),
-        to_hash = to_hash.len(),
-        "library scanned"
-    );
+    let (library, shares) = library_task::initial(&config.shares, config.data_dir.as_ref());
     let mut hosts = HostCache::new(2000);
     hosts.set_me(local_addr);
     let hosts_file = config.data_dir.as_ref().map(|d| d.join("hosts.txt"));
@@ -191,41 +172,12 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     );
     tracker.spawn(engine.run(rx, cancel.clone()));
 
-    // Hash in the background; the cache is saved when hashing is done.
-    if !to_hash.is_empty() {
-        let events = events.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let mut cache = cache;
-            for (index, file) in to_hash {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                let path = file.path.clone();
-                let stop = cancel.clone();
-                let hashing = tokio::task::spawn_blocking(move || {
-                    share::hash_file_until(&path, || stop.is_cancelled())
-                });
-                match hashing.await {
-                    Ok(Ok(urn)) => {
-                        cache.insert(&file, urn);
-                        if events.send(Event::Hashed { index, urn }).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(path = %file.path.display(), error = %e, "cannot hash")
-                    }
-                    Err(_) => break,
-                }
-            }
-            if let Some(f) = cache_file {
-                if let Err(e) = cache.save(&f) {
-                    tracing::warn!(file = %f.display(), error = %e, "cannot save the hash cache");
-                }
-            }
-        });
-    }
+    tracker.spawn(library_task::run(
+        shares,
+        events.clone(),
+        cancel.clone(),
+        config.rescan_every,
+    ));
 
     let shared = Arc::new(Shared {
         config,

@@ -1,0 +1,174 @@
+//! Keeping the library in step with the disk: hashing in the background with a
+//! persistent cache, and rescanning the shares now and then to notice files added,
+//! changed or removed while the node runs.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::library::Library;
+use crate::share::{self, FoundFile, HashCache};
+
+use super::engine::Event;
+
+/// What the task knows of the shares.
+pub struct Shares {
+    roots: Vec<PathBuf>,
+    cache: HashCache,
+    cache_file: Option<PathBuf>,
+    /// Every file shared, by path, with the size and time it was indexed at.
+    known: HashMap<PathBuf, (u64, SystemTime)>,
+    /// Files indexed without a hash yet.
+    to_hash: Vec<FoundFile>,
+}
+
+/// Scans the shares once, before the node starts serving, so that the first
+/// queries already see every file (hashes follow in the background).
+pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Shares) {
+    let cache_file = data_dir.map(|d| d.join("sha1-cache.txt"));
+    let cache = match &cache_file {
+        Some(f) => HashCache::load(f).unwrap_or_else(|e| {
+            tracing::warn!(file = %f.display(), error = %e, "cannot read the hash cache");
+            HashCache::default()
+        }),
+        None => HashCache::default(),
+    };
+    let mut shares = Shares {
+        roots: roots.to_vec(),
+        cache,
+        cache_file,
+        known: HashMap::new(),
+        to_hash: Vec::new(),
+    };
+    let mut library = Library::new();
+    for f in scan(&shares.roots) {
+        let urn = shares.cache.get(&f);
+        library.add(&f.name, f.path.clone(), f.size, urn);
+        shares.known.insert(f.path.clone(), (f.size, f.mtime));
+        if urn.is_none() {
+            shares.to_hash.push(f);
+        }
+    }
+    tracing::info!(
+        files = library.len(),
+        to_hash = shares.to_hash.len(),
+        "library scanned"
+    );
+    (library, shares)
+}
+
+fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
+    let (found, errors) = share::scan(roots);
+    for (path, e) in errors {
+        tracing::warn!(path = %path.display(), error = %e, "cannot read shared entry");
+    }
+    found
+}
+
+/// Hashes what needs hashing, then rescans every `every`, until cancelled.
+pub async fn run(
+    mut shares: Shares,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    every: Duration,
+) {
+    loop {
+        if !hash_pending(&mut shares, &events, &cancel).await {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => return,
+        }
+        let roots = shares.roots.clone();
+        let Ok(found) = tokio::task::spawn_blocking(move || scan(&roots)).await else {
+            return;
+        };
+        let mut seen = HashMap::with_capacity(found.len());
+        for f in found {
+            let same = shares.known.get(&f.path) == Some(&(f.size, f.mtime));
+            seen.insert(f.path.clone(), ());
+            if same {
+                continue;
+            }
+            if shares.known.contains_key(&f.path) {
+                // Changed on disk: its old hash must never be offered again.
+                if events
+                    .send(Event::Removed {
+                        path: f.path.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let urn = shares.cache.get(&f);
+            shares.known.insert(f.path.clone(), (f.size, f.mtime));
+            if urn.is_none() {
+                shares.to_hash.push(f.clone());
+            }
+            if events.send(Event::Added { file: f, urn }).await.is_err() {
+                return;
+            }
+        }
+        let gone: Vec<PathBuf> = shares
+            .known
+            .keys()
+            .filter(|p| !seen.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            shares.known.remove(&path);
+            if events.send(Event::Removed { path }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Hashes the files waiting for it; false once the node is stopping.
+async fn hash_pending(
+    shares: &mut Shares,
+    events: &mpsc::Sender<Event>,
+    cancel: &CancellationToken,
+) -> bool {
+    if shares.to_hash.is_empty() {
+        return true;
+    }
+    for file in std::mem::take(&mut shares.to_hash) {
+        let path = file.path.clone();
+        let stop = cancel.clone();
+        let hashing = tokio::task::spawn_blocking(move || {
+            share::hash_file_until(&path, || stop.is_cancelled())
+        });
+        match hashing.await {
+            Ok(Ok(urn)) => {
+                shares.cache.insert(&file, urn);
+                let event = Event::Hashed {
+                    path: file.path.clone(),
+                    size: file.size,
+                    urn,
+                };
+                if events.send(event).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return false,
+            Ok(Err(e)) => tracing::warn!(path = %file.path.display(), error = %e, "cannot hash"),
+            Err(_) => return false,
+        }
+    }
+    if let Some(f) = &shares.cache_file {
+        let keep = shares.known.keys().map(PathBuf::as_path).collect();
+        shares.cache.retain_paths(&keep);
+        if let Err(e) = shares.cache.save(f) {
+            tracing::warn!(file = %f.display(), error = %e, "cannot save the hash cache");
+        }
+    }
+    true
+}

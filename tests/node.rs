@@ -696,3 +696,54 @@ async fn files_added_changed_or_removed_while_running_are_noticed() {
         .await
         .expect("shutdown");
 }
+
+#[tokio::test]
+async fn dialing_a_peer_that_only_speaks_0_4_falls_back() {
+    let dir = Dir::new("v04");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old = listener.local_addr().unwrap();
+    // A peer of the 0.4 era: it hangs up on a 0.6 request and answers 0.4.
+    let peer = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 512];
+            while !req.windows(2).any(|w| w == b"\n\n") && !req.windows(4).any(|w| w == b"\r\n\r\n")
+            {
+                let k = s.read(&mut buf).await.unwrap();
+                if k == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..k]);
+            }
+            if req.starts_with(b"GNUTELLA CONNECT/0.4\n\n") {
+                s.write_all(b"GNUTELLA OK\n\n").await.unwrap();
+                return s;
+            }
+        }
+    });
+    let mut n = node_with(&dir, "vintage.txt", vec![old.to_string()]).await;
+    let mut s = tokio::time::timeout(WAIT, peer).await.unwrap().unwrap();
+    assert!(n.wait_for(WAIT, |st| st.connections == 1).await);
+    s.write_all(&frame([3; 16], 0x80, 2, 0, b"\x00\x00vintage\x00"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !got.windows(11).any(|w| w == b"vintage.txt") {
+        let k = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0);
+        got.extend_from_slice(&buf[..k]);
+    }
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+    got.extend(rest);
+    assert_eq!(bye_code(&got), None, "no Bye on a 0.4 connection");
+}

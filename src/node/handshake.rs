@@ -186,6 +186,26 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The client side of the 0.4 handshake: `GNUTELLA CONNECT/0.4`, answered by
+/// `GNUTELLA OK`.
+pub async fn connect_04<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> Result<Established, HandshakeFailure> {
+    write_block(s, &Block::connect_04()).await?;
+    let mut buf = BytesMut::new();
+    let answer = read_block(s, &mut buf).await?;
+    match answer.start {
+        StartLine::Ok04 => Ok(Established {
+            headers: Headers::new(),
+            v04: true,
+            leftover: buf,
+            deflate_out: false,
+            deflate_in: false,
+        }),
+        other => Err(HandshakeFailure::Unexpected(other.to_string())),
+    }
+}
+
 /// The client side: send our request, read the answer, confirm it.
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,

@@ -405,12 +405,28 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
             Err(HandshakeFailure::Refused { try_hosts, .. }) => try_hosts.clone(),
             Err(_) => Vec::new(),
         };
-        let mut hosts = shared.hosts.lock().expect("hosts");
-        for h in suggested {
-            hosts.learn(h, SystemTime::now());
+        {
+            let mut hosts = shared.hosts.lock().expect("hosts");
+            for h in suggested {
+                hosts.learn(h, SystemTime::now());
+            }
         }
-        drop(hosts);
-        Ok::<_, HandshakeFailure>((stream, local, remote, result?))
+        match result {
+            Ok(est) => Ok((stream, local, remote, est)),
+            // A peer that only speaks 0.4 closes on, or does not understand, a 0.6
+            // request: try once more the old way, on a new connection.
+            Err(
+                HandshakeFailure::Closed
+                | HandshakeFailure::Unexpected(_)
+                | HandshakeFailure::Malformed(_),
+            ) => {
+                let mut stream = TcpStream::connect(remote).await?;
+                let local = stream.local_addr()?;
+                let est = handshake::connect_04(&mut stream).await?;
+                Ok((stream, local, remote, est))
+            }
+            Err(e) => Err(e),
+        }
     };
     let (stream, local, remote, est) = tokio::select! {
         r = tokio::time::timeout(timeout, work) => r.map_err(|_| HandshakeFailure::Io(io::ErrorKind::TimedOut.into()))??,

@@ -540,17 +540,16 @@ async fn a_node_that_loses_its_peer_reconnects_to_a_host_it_learned() {
             >= 2)
             .await
     );
+    assert_eq!(c.stats().opened, 1);
     tokio::time::timeout(WAIT, a.shutdown())
         .await
         .expect("A stops");
     // C notices, and dials B, which it heard of only through A.
     assert!(
-        c.wait_for(WAIT, |s| s.connections == 1
-            && s.router
-                .delivered(servent::core::router::Class::DiscoveryReply)
-                >= 3)
+        c.wait_for(WAIT, |s| s.opened == 2 && s.connections == 1)
             .await
     );
+    assert!(b.wait_for(WAIT, |s| s.connections == 1).await, "B has C");
     assert_eq!(find(&c, "on_b", 3).await, ["on_b.txt"]);
     for n in [b, c] {
         tokio::time::timeout(WAIT, n.shutdown())

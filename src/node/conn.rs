@@ -158,11 +158,19 @@ pub fn start<R, W>(
                         break;
                     }
                 }
-                Some(Err(FrameError::TooLarge { .. })) => {
+                Some(Err(e @ FrameError::TooLarge { .. })) => {
+                    tracing::debug!(conn = conn.0, error = %e, "closing: oversized message");
                     reader_tx.close(bye::CODE_TOO_BIG, "Message too big");
                     break;
                 }
-                Some(Err(FrameError::Io(_))) | None => break,
+                Some(Err(FrameError::Io(e))) => {
+                    tracing::debug!(conn = conn.0, error = %e, "connection read failed");
+                    break;
+                }
+                None => {
+                    tracing::debug!(conn = conn.0, "peer closed the connection");
+                    break;
+                }
             }
         }
         reader_tx.close_silently();
@@ -181,6 +189,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         let closing = shared.closing.lock().expect("closing lock").take();
         if let Some(bye) = closing {
+            tracing::debug!(bye = bye.is_some(), "closing connection");
             // A peer that does not read cannot hold the connection open.
             let farewell = async {
                 if let Some(bye) = bye {
@@ -231,6 +240,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         };
         if !written {
+            tracing::debug!("connection write failed");
             break;
         }
     }

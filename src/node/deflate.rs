@@ -50,29 +50,30 @@ impl<R: AsyncRead + Unpin> AsyncRead for Inflate<R> {
             if this.done {
                 return Poll::Ready(Ok(()));
             }
-            if !this.input.is_empty() {
-                let (in0, out0) = (this.z.total_in(), this.z.total_out());
-                let status = this
-                    .z
-                    .decompress(
-                        &this.input,
-                        buf.initialize_unfilled(),
-                        FlushDecompress::None,
-                    )
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                let consumed = (this.z.total_in() - in0) as usize;
-                let produced = (this.z.total_out() - out0) as usize;
-                this.input.advance(consumed);
-                buf.advance(produced);
-                if status == Status::StreamEnd {
-                    this.done = true;
-                }
-                if produced > 0 {
-                    return Poll::Ready(Ok(()));
-                }
-                if consumed > 0 {
-                    continue;
-                }
+            // Always ask the inflater first, even with no new input: when the last
+            // call filled the caller's buffer, output may be waiting inside it, and
+            // the peer may have nothing more to send until it is read.
+            let (in0, out0) = (this.z.total_in(), this.z.total_out());
+            let status = this
+                .z
+                .decompress(
+                    &this.input,
+                    buf.initialize_unfilled(),
+                    FlushDecompress::None,
+                )
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let consumed = (this.z.total_in() - in0) as usize;
+            let produced = (this.z.total_out() - out0) as usize;
+            this.input.advance(consumed);
+            buf.advance(produced);
+            if status == Status::StreamEnd {
+                this.done = true;
+            }
+            if produced > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if consumed > 0 {
+                continue;
             }
             if this.eof {
                 // The peer closed; whatever was not inflated is lost either way.
@@ -154,6 +155,34 @@ mod tests {
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, plain);
+    }
+
+    #[tokio::test]
+    async fn output_held_in_the_inflater_is_delivered_without_more_input() {
+        // One flushed batch that inflates to far more than the reader's buffer: all
+        // of it must come out although no more input ever arrives.
+        let plain: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let wire = Deflate::default().pack([&plain[..]]);
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &wire)
+            .await
+            .unwrap();
+        // tx stays open: a read that waits for more input would hang.
+        let mut r = Inflate::new(rx);
+        let mut out = vec![0u8; plain.len()];
+        let mut at = 0;
+        while at < out.len() {
+            let end = (at + 100).min(out.len());
+            let k =
+                tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut out[at..end]))
+                    .await
+                    .expect("no hang")
+                    .unwrap();
+            assert!(k > 0);
+            at += k;
+        }
+        assert_eq!(out, plain);
+        drop(tx);
     }
 
     #[tokio::test]

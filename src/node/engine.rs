@@ -99,6 +99,8 @@ pub struct EngineStats {
     pub shed: u64,
     /// QueryHit messages we sent in answer to queries.
     pub hits_sent: u64,
+    /// Connections opened since the start.
+    pub opened: u64,
     /// Relayed messages queued for sending, per function (one per target).
     pub relayed: RelayCounts,
     pub connections: usize,
@@ -181,6 +183,8 @@ impl Engine {
                 local,
                 remote_listen,
             } => {
+                tracing::debug!(conn = conn.0, ?remote_listen, %local, "connection opened");
+                self.stats.opened += 1;
                 self.router.connection_opened(conn);
                 self.peers.insert(
                     conn,
@@ -196,6 +200,7 @@ impl Engine {
                 self.ping(conn, now);
             }
             Event::Closed { conn } => {
+                tracing::debug!(conn = conn.0, "connection closed");
                 self.router.connection_closed(conn);
                 if let Some(peer) = self.peers.remove(&conn) {
                     self.open.fetch_sub(1, Ordering::Relaxed);

@@ -8,12 +8,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+// Deployed servents ban an address that connects to them more than twice a
+// minute (gtk-gnutella does), so no host is dialed again within 30 seconds.
+
 /// First retry delay after a failed dial; doubled per failure.
-const BACKOFF_START: Duration = Duration::from_secs(2);
+const BACKOFF_START: Duration = Duration::from_secs(30);
 /// Longest retry delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(600);
+const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 /// Delay before redialing a host whose connection ended.
-const AFTER_CLOSE: Duration = Duration::from_secs(5);
+const AFTER_CLOSE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {

@@ -113,6 +113,7 @@ pub fn our_headers(
         h.push(hs::REMOTE_IP, r.ip().to_string());
     }
     h.push(hs::BYE_PACKET, "0.1");
+    h.push(hs::PONG_CACHING, "0.1");
     h.push(hs::GGEP, "0.5");
     h.push(hs::VENDOR_MESSAGE, "0.2");
     h.push(hs::X_MAX_TTL, max_ttl.to_string());

@@ -209,16 +209,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
                     .expect("hosts")
                     .begin_dial(a, SystemTime::now());
             }
-            let result = dial(&shared, &peer).await;
-            if let Err(e) = &result {
+            if let Err(e) = dial_recorded(&shared, &peer, addr).await {
                 tracing::warn!(peer, error = %e, "cannot connect");
-            }
-            if let Some(a) = addr {
-                shared
-                    .hosts
-                    .lock()
-                    .expect("hosts")
-                    .dialed(a, result.is_ok(), Instant::now());
             }
         });
     }
@@ -284,14 +276,9 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
             shared.dialing.fetch_add(1, Ordering::Relaxed);
             let s = shared.clone();
             shared.tracker.spawn(async move {
-                let result = dial(&s, &addr.to_string()).await;
-                if let Err(e) = &result {
+                if let Err(e) = dial_recorded(&s, &addr.to_string(), Some(addr)).await {
                     tracing::debug!(%addr, error = %e, "dial failed");
                 }
-                s.hosts
-                    .lock()
-                    .expect("hosts")
-                    .dialed(addr, result.is_ok(), Instant::now());
                 s.dialing.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -379,6 +366,23 @@ async fn inbound(
             String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned(),
         ))
     }
+}
+
+/// Dials `peer` and tells the host cache how it went (when its address is known).
+async fn dial_recorded(
+    shared: &Arc<Shared>,
+    peer: &str,
+    addr: Option<SocketAddr>,
+) -> Result<(), HandshakeFailure> {
+    let result = dial(shared, peer).await;
+    if let Some(a) = addr {
+        shared
+            .hosts
+            .lock()
+            .expect("hosts")
+            .dialed(a, result.is_ok(), Instant::now());
+    }
+    result
 }
 
 /// Connects to `peer` and, on success, runs the connection.

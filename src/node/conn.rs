@@ -23,6 +23,8 @@ use super::engine::Event;
 const QUEUE_MESSAGES: usize = 1024;
 /// Bytes a slow peer may have queued.
 const QUEUE_BYTES: usize = 512 * 1024;
+/// Bytes of queued frames gathered into one write.
+const BATCH_BYTES: usize = 64 * 1024;
 /// How long the last Bye may take to go out before the socket is dropped.
 const FAREWELL: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -203,9 +205,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let _ = tokio::time::timeout(FAREWELL, farewell).await;
             break;
         }
+        // Up to BATCH_BYTES of queued frames go out in one write.
         let batch: Vec<Bytes> = {
             let mut q = shared.queue.lock().expect("queue lock");
-            std::iter::from_fn(|| q.pop()).take(64).collect()
+            let mut bytes = 0;
+            std::iter::from_fn(|| {
+                (bytes < BATCH_BYTES)
+                    .then(|| q.pop())
+                    .flatten()
+                    .inspect(|f| bytes += f.len())
+            })
+            .collect()
         };
         if batch.is_empty() {
             tokio::select! {
@@ -216,18 +226,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             continue;
         }
-        let packed = deflate
-            .as_mut()
-            .map(|z| z.pack(batch.iter().map(|f| &f[..])));
+        let packed = match deflate.as_mut() {
+            Some(z) => z.pack(batch.iter().map(|f| &f[..])),
+            None => batch.concat(),
+        };
         let write = async {
-            match packed {
-                Some(bytes) => w.write_all(&bytes).await?,
-                None => {
-                    for frame in batch {
-                        w.write_all(&frame).await?;
-                    }
-                }
-            }
+            w.write_all(&packed).await?;
             w.flush().await
         };
         // A write blocked by a peer that stopped reading gives way to shutdown.

@@ -201,6 +201,19 @@ pub fn hash_range(keyword: &str, start: usize, end: usize, bits: u8) -> u32 {
 /// space or control character — separates keywords. Marks never separate (they
 /// are removed first), so `"rÈmovË"` stays one word. Empty words are dropped.
 pub fn split_keywords(text: &str) -> Vec<String> {
+    if text.is_ascii() {
+        // NFKD leaves ASCII as it is and ASCII has no marks: the same result, fast.
+        return text
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+    }
+    split_keywords_unicode(text)
+}
+
+/// [`split_keywords`] for any text.
+fn split_keywords_unicode(text: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut current = String::new();
     for c in text.nfkd() {
@@ -1068,6 +1081,13 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ascii_fast_path_equals_the_general_one(text in "[ -~\\t\\n]{0,80}") {
+            prop_assert_eq!(split_keywords(&text), split_keywords_unicode(&text));
+        }
+    }
     use std::io::Read;
 
     // ---- hash -------------------------------------------------------------------

@@ -224,8 +224,19 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     })
 }
 
+/// Inbound connections being dispatched or handshaken at once; more wait in the
+/// kernel's backlog until one finishes.
+const MAX_HANDSHAKES: usize = 256;
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
+        // A permit before each accept: a flood of connections cannot make us hold
+        // more than MAX_HANDSHAKES half-open ones.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = shared.cancel.cancelled() => return,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shared.cancel.cancelled() => return,
@@ -240,6 +251,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared2 = shared.clone();
         shared.tracker.spawn(async move {
+            let _permit = permit;
             let timeout = shared2.config.handshake_timeout;
             let cancel = shared2.cancel.clone();
             tokio::select! {

@@ -746,3 +746,37 @@ async fn dialing_a_peer_that_only_speaks_0_4_falls_back() {
     got.extend(rest);
     assert_eq!(bye_code(&got), None, "no Bye on a 0.4 connection");
 }
+
+#[tokio::test]
+async fn a_corrupt_compressed_stream_gets_bye_501() {
+    let dir = Dir::new("desync");
+    let mut n = node_with(&dir, "x.txt", vec![]).await;
+    let mut s = TcpStream::connect(n.local_addr).await.unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0);
+        got.extend_from_slice(&buf[..k]);
+    }
+    // We promise a deflated stream, then send garbage.
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\nContent-Encoding: deflate\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[0xff; 64]).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert_eq!(bye_code(&rest), Some(501));
+    assert!(n.wait_for(WAIT, |st| st.connections == 0).await);
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}

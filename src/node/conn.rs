@@ -167,6 +167,10 @@ pub fn start<R, W>(
                 }
                 Some(Err(FrameError::Io(e))) => {
                     tracing::debug!(conn = conn.0, error = %e, "connection read failed");
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        // A corrupt compressed stream: nothing after it can be followed.
+                        reader_tx.close(bye::CODE_DESYNC, "Stream desynchronised");
+                    }
                     break;
                 }
                 None => {

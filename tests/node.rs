@@ -140,18 +140,7 @@ async fn hostile_peers_do_not_disturb_service() {
 
     // An oversized payload: answered with Bye 400 and closed.
     let mut big = TcpStream::connect(addr).await.unwrap();
-    big.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: big\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let k = tokio::time::timeout(WAIT, big.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(k > 0);
-        got.extend_from_slice(&buf[..k]);
-    }
+    request(&mut big, "").await;
     big.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
     let mut header = vec![0x11u8; 16];
     header.extend([0x80, 7, 0]);
@@ -206,12 +195,24 @@ async fn full_node_refuses_with_503() {
 /// Completes a 0.6 handshake as a client on a raw socket.
 async fn raw_peer(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\n\r\n")
-        .await
-        .unwrap();
+    let (answer, _) = request(&mut s, "").await;
+    assert!(answer.starts_with("GNUTELLA/0.6 200"), "{answer}");
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
+    s
+}
+
+/// Sends a 0.6 request with `extra` header lines (each ending in CRLF) and reads
+/// the node's answer block. Returns the block and the bytes read past it.
+async fn request(s: &mut TcpStream, extra: &str) -> (String, Vec<u8>) {
+    let req = format!("GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let answer = String::from_utf8_lossy(&got[..at + 4]).into_owned();
+            return (answer, got[at + 4..].to_vec());
+        }
         let k = tokio::time::timeout(WAIT, s.read(&mut buf))
             .await
             .unwrap()
@@ -219,9 +220,6 @@ async fn raw_peer(addr: std::net::SocketAddr) -> TcpStream {
         assert!(k > 0, "handshake answered");
         got.extend_from_slice(&buf[..k]);
     }
-    assert!(got.starts_with(b"GNUTELLA/0.6 200"));
-    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
-    s
 }
 
 fn frame(guid: [u8; 16], function: u8, ttl: u8, hops: u8, payload: &[u8]) -> Vec<u8> {
@@ -483,16 +481,7 @@ async fn shutdown_is_not_held_up_by_a_peer_that_never_reads() {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut h = sock.connect(n.local_addr).await.unwrap();
-    h.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let k = h.read(&mut buf).await.unwrap();
-        assert!(k > 0);
-        got.extend_from_slice(&buf[..k]);
-    }
+    request(&mut h, "").await;
     h.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
     // 200,000 queries, each answered with a hit the peer never reads: far more
     // than the socket buffers hold.
@@ -566,23 +555,10 @@ async fn a_peer_that_asks_for_deflate_gets_a_deflated_stream_both_ways() {
     let dir = Dir::new("deflate");
     let n = node_with(&dir, "squeezed.txt", vec![]).await;
     let mut s = TcpStream::connect(n.local_addr).await.unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\nAccept-Encoding: deflate\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let k = tokio::time::timeout(WAIT, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(k > 0);
-        got.extend_from_slice(&buf[..k]);
-    }
-    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let answer = String::from_utf8_lossy(&got[..end]).to_lowercase();
+    let (answer, mut compressed_in) = request(&mut s, "Accept-Encoding: deflate\r\n").await;
+    let answer = answer.to_lowercase();
     assert!(answer.contains("content-encoding: deflate"), "{answer}");
-    let mut compressed_in: Vec<u8> = got[end..].to_vec();
+    let mut buf = [0u8; 4096];
     s.write_all(b"GNUTELLA/0.6 200 OK\r\nContent-Encoding: deflate\r\n\r\n")
         .await
         .unwrap();
@@ -752,19 +728,7 @@ async fn a_corrupt_compressed_stream_gets_bye_501() {
     let dir = Dir::new("desync");
     let mut n = node_with(&dir, "x.txt", vec![]).await;
     let mut s = TcpStream::connect(n.local_addr).await.unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: test/1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let k = tokio::time::timeout(WAIT, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(k > 0);
-        got.extend_from_slice(&buf[..k]);
-    }
+    request(&mut s, "").await;
     // We promise a deflated stream, then send garbage.
     s.write_all(b"GNUTELLA/0.6 200 OK\r\nContent-Encoding: deflate\r\n\r\n")
         .await

@@ -57,13 +57,16 @@ impl ConnTx {
 
     /// Queues a whole frame's bytes.
     pub fn send(&self, priority: Priority, frame: Bytes) -> Offer {
-        let offer =
-            self.shared
-                .queue
-                .lock()
-                .expect("queue lock")
-                .offer(priority, frame.len(), frame);
-        self.shared.wake.notify_one();
+        let (offer, was_empty) = {
+            let mut q = self.shared.queue.lock().expect("queue lock");
+            let was_empty = q.is_empty();
+            (q.offer(priority, frame.len(), frame), was_empty)
+        };
+        // The writer waits only after finding the queue empty, so only the message
+        // that makes it non-empty needs to wake it.
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
         offer
     }
 

@@ -161,10 +161,12 @@ impl Engine {
                 _ = cancel.cancelled() => None,
             };
             let Some(event) = event else { break };
-            self.handle(event, Instant::now());
+            // One clock reading serves the events already waiting.
+            let now = Instant::now();
+            self.handle(event, now);
             // Drain what is already waiting before publishing counters.
             while let Ok(event) = events.try_recv() {
-                self.handle(event, Instant::now());
+                self.handle(event, now);
             }
             self.stats.router = self.router.stats().clone();
             self.stats.connections = self.peers.len();
@@ -347,16 +349,26 @@ impl Engine {
         }
         .encode(&mut out);
         let bytes = out.freeze();
-        let targets: Vec<&Peer> = match f.to {
-            Targets::All => self.peers.values().collect(),
+        let (mut sent, mut shed) = (0u64, 0u64);
+        let mut deliver = |p: &Peer| {
+            sent += 1;
+            if !matches!(
+                p.tx.send(priority, bytes.clone()),
+                crate::core::flow::Offer::Queued
+            ) {
+                shed += 1;
+            }
+        };
+        match f.to {
+            Targets::One(c) => self.peers.get(&c).into_iter().for_each(&mut deliver),
+            Targets::All => self.peers.values().for_each(&mut deliver),
             Targets::AllExcept(except) => self
                 .peers
                 .iter()
                 .filter(|(c, _)| **c != except)
-                .map(|(_, p)| p)
-                .collect(),
-            Targets::One(c) => self.peers.get(&c).into_iter().collect(),
-        };
+                .for_each(|(_, p)| deliver(p)),
+        }
+        self.stats.shed += shed;
         let counter = match frame.header.function {
             Function::Ping => &mut self.stats.relayed.pings,
             Function::Pong => &mut self.stats.relayed.pongs,
@@ -364,15 +376,7 @@ impl Engine {
             Function::QueryHit => &mut self.stats.relayed.query_hits,
             _ => &mut self.stats.relayed.pushes,
         };
-        *counter += targets.len() as u64;
-        for p in targets {
-            if !matches!(
-                p.tx.send(priority, bytes.clone()),
-                crate::core::flow::Offer::Queued
-            ) {
-                self.stats.shed += 1;
-            }
-        }
+        *counter += sent;
     }
 
     /// The TTL for a reply to a request that travelled `hops` hops: enough to get

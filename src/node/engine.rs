@@ -38,6 +38,8 @@ const RESULTS_PER_HIT: usize = 10;
 const MAX_UNKNOWN: u32 = 20;
 /// Requests a peer may send us twice before it is dropped with Bye 401.
 const MAX_REPEATED: u32 = 50;
+/// Events handled after one `recv` before the engine lets other tasks run.
+const DRAIN_AT_ONCE: usize = 64;
 /// How often every neighbour is pinged to refresh the pong cache.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
@@ -164,13 +166,17 @@ impl Engine {
             // One clock reading serves the events already waiting.
             let now = Instant::now();
             self.handle(event, now);
-            // Drain what is already waiting before publishing counters.
-            while let Ok(event) = events.try_recv() {
+            // Take a few more already waiting before publishing counters, but not
+            // without end: `try_recv` never yields, and the connections' writers
+            // need the worker threads too.
+            for _ in 0..DRAIN_AT_ONCE {
+                let Ok(event) = events.try_recv() else { break };
                 self.handle(event, now);
             }
             self.stats.router = self.router.stats().clone();
             self.stats.connections = self.peers.len();
             self.published.send_replace(self.stats.clone());
+            tokio::task::yield_now().await;
         }
         for peer in self.peers.values() {
             peer.tx.close(bye::CODE_SHUTDOWN, "Servent shutdown");

@@ -277,6 +277,14 @@ impl Engine {
                 }
             },
             Function::Bye => {
+                match crate::wire::Bye::parse(&frame.payload) {
+                    Ok(b) => {
+                        tracing::info!(conn = conn.0, code = b.code, reason = %b.reason(), "peer said Bye")
+                    }
+                    Err(e) => {
+                        tracing::info!(conn = conn.0, error = %e, "peer said Bye (unreadable)")
+                    }
+                }
                 peer.tx.close_silently();
                 return;
             }

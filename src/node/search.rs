@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
@@ -14,7 +14,9 @@ use crate::wire::bye::{self, Bye};
 use crate::wire::huge::Sha1Urn;
 use crate::wire::{Function, Guid, Hops, Message, Query, QueryFlags, Ttl};
 
+use super::deflate::{Deflate, Inflate};
 use super::handshake::{self, HandshakeFailure};
+use crate::wire::handshake as hs;
 
 /// One result of a search.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +103,10 @@ pub async fn search(
                 peer: peer.to_string(),
                 source,
             })?;
-        let est = handshake::connect(&mut stream, super::client_headers(), false)
+        // Deployed ultrapeers (gtk-gnutella) refuse uncompressed connections.
+        let mut headers = super::client_headers();
+        headers.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
+        let est = handshake::connect(&mut stream, headers, true)
             .await
             .map_err(|source| SearchError::Handshake {
                 peer: peer.to_string(),
@@ -121,10 +126,19 @@ pub async fn search(
     Message::Query(Query::new(QueryFlags::with_bits(0), words))
         .encode_frame(id, Ttl(ttl.max(1)), Hops(0), &mut out)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    w.write_all(&out).await?;
+    let mut deflate = est.deflate_out.then(Deflate::default);
+    match deflate.as_mut() {
+        Some(z) => w.write_all(&z.pack([&out[..]])).await?,
+        None => w.write_all(&out).await?,
+    }
 
-    let mut framed = FramedRead::new(r, DescriptorCodec::default());
-    framed.read_buffer_mut().extend_from_slice(&est.leftover);
+    let input = std::io::Cursor::new(est.leftover.to_vec()).chain(r);
+    let source: Box<dyn AsyncRead + Unpin + Send> = if est.deflate_in {
+        Box::new(Inflate::new(input))
+    } else {
+        Box::new(input)
+    };
+    let mut framed = FramedRead::new(source, DescriptorCodec::default());
     let deadline = tokio::time::Instant::now() + timeout;
     let mut count = 0;
     while count < max_results {
@@ -162,6 +176,10 @@ pub async fn search(
     Message::Bye(Bye::new(bye::CODE_SHUTDOWN, "Search done"))
         .encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut bye)
         .expect("a short Bye encodes");
+    let bye = match deflate.as_mut() {
+        Some(z) => z.pack([&bye[..]]),
+        None => bye.to_vec(),
+    };
     let _ = w.write_all(&bye).await;
     let _ = w.shutdown().await;
     Ok(count)

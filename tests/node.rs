@@ -744,3 +744,87 @@ async fn a_corrupt_compressed_stream_gets_bye_501() {
         .await
         .expect("shutdown");
 }
+
+/// Accepts one connection on `listener` as a raw peer that answers the handshake
+/// with `x_ultrapeer`, then collects the functions of the frames it receives.
+async fn raw_acceptor(
+    listener: tokio::net::TcpListener,
+    x_ultrapeer: &'static str,
+) -> tokio::sync::mpsc::UnboundedReceiver<u8> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let k = s.read(&mut buf).await.unwrap();
+            assert!(k > 0);
+            got.extend_from_slice(&buf[..k]);
+        }
+        let answer = format!("GNUTELLA/0.6 200 OK\r\nX-Ultrapeer: {x_ultrapeer}\r\n\r\n");
+        s.write_all(answer.as_bytes()).await.unwrap();
+        // The node's final 200 block comes first: skip up to its blank line.
+        use futures_util::StreamExt;
+        let mut last = Vec::new();
+        while !last.windows(4).any(|w| w == b"\r\n\r\n") {
+            let k = s.read(&mut buf).await.unwrap();
+            if k == 0 {
+                return;
+            }
+            last.extend_from_slice(&buf[..k]);
+        }
+        let end = last.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        // Bytes already read after it are the start of the message stream.
+        let stream = std::io::Cursor::new(last[end..].to_vec()).chain(s);
+        let mut framed = tokio_util::codec::FramedRead::new(
+            stream,
+            servent::framing::DescriptorCodec::default(),
+        );
+        while let Some(Ok(f)) = framed.next().await {
+            if tx.send(f.header.function.code()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn queries_are_not_relayed_to_an_ultrapeer_we_are_a_leaf_of() {
+    let dir = Dir::new("upstream");
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flat = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peers = vec![
+        up.local_addr().unwrap().to_string(),
+        flat.local_addr().unwrap().to_string(),
+    ];
+    let mut up_rx = raw_acceptor(up, "True").await;
+    let mut flat_rx = raw_acceptor(flat, "False").await;
+    let mut n = node_with(&dir, "local.txt", peers).await;
+    assert!(n.wait_for(WAIT, |s| s.connections == 2).await);
+    // A client's query through the node: relayed to the flat peer only.
+    assert!(find(&n, "anything", 3).await.is_empty());
+    let mut flat_saw = Vec::new();
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), flat_rx.recv()).await {
+        flat_saw.push(f);
+    }
+    let mut up_saw = Vec::new();
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), up_rx.recv()).await {
+        up_saw.push(f);
+    }
+    assert!(
+        flat_saw.contains(&0x80),
+        "the flat peer got the query: {flat_saw:?}"
+    );
+    assert!(
+        !up_saw.contains(&0x80),
+        "the ultrapeer got no relayed query: {up_saw:?}"
+    );
+    assert!(
+        up_saw.contains(&0x00),
+        "but it was pinged: {up_saw:?} (flat saw {flat_saw:?})"
+    );
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}

@@ -52,6 +52,8 @@ pub enum Event {
         local: SocketAddr,
         /// Where the peer listens, when known.
         remote_listen: Option<SocketAddr>,
+        /// The peer is an ultrapeer and takes us as its leaf.
+        upstream: bool,
     },
     Frame {
         conn: ConnId,
@@ -112,6 +114,9 @@ struct Peer {
     tx: ConnTx,
     local: SocketAddr,
     remote_listen: Option<SocketAddr>,
+    /// We are this peer's leaf: it accepts only our own queries, never relayed
+    /// ones (gtk-gnutella drops a leaf that relays with Bye 414).
+    upstream: bool,
     unknown: u32,
     repeated: u32,
 }
@@ -190,6 +195,7 @@ impl Engine {
                 tx,
                 local,
                 remote_listen,
+                upstream,
             } => {
                 tracing::debug!(conn = conn.0, ?remote_listen, %local, "connection opened");
                 self.stats.opened += 1;
@@ -200,6 +206,7 @@ impl Engine {
                         tx,
                         local,
                         remote_listen,
+                        upstream,
                         unknown: 0,
                         repeated: 0,
                     },
@@ -364,7 +371,11 @@ impl Engine {
         .encode(&mut out);
         let bytes = out.freeze();
         let (mut sent, mut shed) = (0u64, 0u64);
+        let relayed_query = frame.header.function == Function::Query;
         let mut deliver = |p: &Peer| {
+            if relayed_query && p.upstream {
+                return;
+            }
             sent += 1;
             if !matches!(
                 p.tx.send(priority, bytes.clone()),

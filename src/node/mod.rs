@@ -475,6 +475,9 @@ async fn open_connection(
             tx: tx.clone(),
             local,
             remote_listen,
+            // We always say X-Ultrapeer: False, so a peer that says True takes
+            // us as its leaf.
+            upstream: est.headers.get_bool(hs::X_ULTRAPEER) == Some(true),
         })
         .await
         .is_err()

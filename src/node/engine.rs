@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -307,10 +307,23 @@ impl Engine {
                 return;
             }
         };
-        if Message::validate(h.function, &frame.payload).is_err() {
-            self.stats.malformed += 1;
-            return;
-        }
+        // A Query is checked by parsing its view, which answering it needs too;
+        // everything else by the allocation-free check.
+        let query = if h.function == Function::Query {
+            match QueryView::parse(&frame.payload) {
+                Ok(q) => Some(q),
+                Err(_) => {
+                    self.stats.malformed += 1;
+                    return;
+                }
+            }
+        } else {
+            if Message::validate(h.function, &frame.payload).is_err() {
+                self.stats.malformed += 1;
+                return;
+            }
+            None
+        };
         let decision = self
             .router
             .route(conn, h.guid, class, h.ttl.0, h.hops.0, now);
@@ -351,7 +364,11 @@ impl Engine {
         if deliver {
             match h.function {
                 Function::Ping => self.answer_ping(conn, &h, now),
-                Function::Query => self.answer_query(conn, &h, &frame.payload),
+                Function::Query => {
+                    if let Some(q) = &query {
+                        self.answer_query(conn, &h, q);
+                    }
+                }
                 _ => {}
             }
         }
@@ -483,10 +500,7 @@ impl Engine {
         self.reply(conn, h, &pong, Priority::Own);
     }
 
-    fn answer_query(&mut self, conn: ConnId, h: &Header, payload: &Bytes) {
-        let Ok(q) = QueryView::parse(payload) else {
-            return;
-        };
+    fn answer_query(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
         let text = String::from_utf8_lossy(q.text);
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
         let found: Vec<HitResult> = self

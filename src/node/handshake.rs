@@ -100,12 +100,12 @@ pub fn our_headers(
     user_agent: &str,
     listen: Option<SocketAddr>,
     remote: Option<SocketAddr>,
-    ultrapeer: bool,
     max_ttl: u8,
 ) -> Headers {
     let mut h = Headers::new();
     h.push(hs::USER_AGENT, user_agent);
-    h.push(hs::X_ULTRAPEER, if ultrapeer { "True" } else { "False" });
+    // Roles are not negotiated yet: we never claim to be an ultrapeer.
+    h.push(hs::X_ULTRAPEER, "False");
     if let Some(l) = listen {
         h.push(hs::LISTEN_IP, l.to_string());
     }

@@ -112,12 +112,6 @@ impl NodeHandle {
         self.tracker.close();
         self.tracker.wait().await;
     }
-
-    /// Waits for the node's tasks to end after its token was cancelled elsewhere.
-    pub async fn stopped(self) {
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
 }
 
 struct Shared {
@@ -328,13 +322,8 @@ async fn inbound(
         };
         let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
         let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let mut ours = handshake::our_headers(
-            USER_AGENT,
-            Some(me),
-            Some(remote),
-            false,
-            shared.config.max_ttl,
-        );
+        let mut ours =
+            handshake::our_headers(USER_AGENT, Some(me), Some(remote), shared.config.max_ttl);
         if !suggested.is_empty() {
             let list: Vec<String> = suggested.iter().map(|a| a.to_string()).collect();
             ours.push(hs::X_TRY, list.join(","));
@@ -405,13 +394,8 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
         let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let mut headers = handshake::our_headers(
-            USER_AGENT,
-            Some(me),
-            Some(remote),
-            false,
-            shared.config.max_ttl,
-        );
+        let mut headers =
+            handshake::our_headers(USER_AGENT, Some(me), Some(remote), shared.config.max_ttl);
         if shared.config.compress {
             headers.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
         }
@@ -504,5 +488,5 @@ async fn open_connection(
 
 /// Headers a leaf-mode client (such as `servent search`) offers.
 pub fn client_headers() -> Headers {
-    handshake::our_headers(USER_AGENT, None, None, false, 7)
+    handshake::our_headers(USER_AGENT, None, None, 7)
 }

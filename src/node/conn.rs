@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ use crate::wire::bye::{self, Bye};
 use crate::wire::{Guid, Hops, Message, Ttl};
 
 use super::deflate::{Deflate, Inflate};
-use super::engine::Event;
+use super::engine::{EngineRef, Event};
 
 /// Messages a slow peer may have queued before the cheapest are shed.
 const QUEUE_MESSAGES: usize = 1024;
@@ -99,6 +99,10 @@ impl ConnTx {
     }
 }
 
+/// Frames decoded per batch handed to the engine at most.
+const BATCH_FRAMES_IN: usize = 32;
+/// Bytes of frames per batch handed to the engine (one frame may go past it).
+const BATCH_BYTES_IN: usize = 32 * 1024;
 /// What the handshake settled for a connection's byte streams.
 pub struct Streams {
     /// Bytes read past the handshake: the start of the incoming stream.
@@ -120,7 +124,7 @@ pub fn start<R, W>(
     reader: R,
     writer: W,
     streams: Streams,
-    events: mpsc::Sender<Event>,
+    engine: EngineRef,
     cancel: CancellationToken,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -144,9 +148,14 @@ pub fn start<R, W>(
             Box::new(input)
         };
         let mut framed = FramedRead::new(source, DescriptorCodec::default());
+        // Set when a batch ended on an error or the end of the stream.
+        let mut pending = None;
         loop {
-            let next = tokio::select! {
-                next = framed.next() => next,
+            let next = if let Some(p) = pending.take() {
+                p
+            } else {
+                tokio::select! {
+                    next = framed.next() => next,
                 _ = cancel.cancelled() => break,
                 _ = done.cancelled() => {
                     // The writer has said Bye and shut down: keep reading (and
@@ -156,12 +165,35 @@ pub fn start<R, W>(
                     let _ = tokio::time::timeout(FAREWELL, drain).await;
                     break;
                 }
+                }
             };
             match next {
                 Some(Ok(frame)) => {
-                    if events.send(Event::Frame { conn, frame }).await.is_err() {
+                    // Frames already decoded, or readable without waiting, go to the
+                    // engine together: one lock and one publication per batch. What
+                    // ended the batch (an error, the end) is handled next.
+                    let mut bytes = frame.wire_len();
+                    let mut frames = vec![frame];
+                    while frames.len() < BATCH_FRAMES_IN && bytes < BATCH_BYTES_IN {
+                        match framed.next().now_or_never() {
+                            Some(Some(Ok(f))) => {
+                                bytes += f.wire_len();
+                                frames.push(f);
+                            }
+                            Some(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    if !engine.send(Event::Frames { conn, frames }) {
                         break;
                     }
+                    // The batch's targets' writers (and every other task) run
+                    // before this reader takes more: one socket read can hold
+                    // more frames than a send queue.
+                    tokio::task::yield_now().await;
                 }
                 Some(Err(e @ FrameError::TooLarge { .. })) => {
                     tracing::debug!(conn = conn.0, error = %e, "closing: oversized message");
@@ -183,7 +215,7 @@ pub fn start<R, W>(
             }
         }
         reader_tx.close_silently();
-        let _ = events.send(Event::Closed { conn }).await;
+        engine.send(Event::Closed { conn });
     });
 }
 

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 use crate::core::ConnId;
 use crate::core::flow::Priority;
@@ -38,8 +37,6 @@ const RESULTS_PER_HIT: usize = 10;
 const MAX_UNKNOWN: u32 = 20;
 /// Requests a peer may send us twice before it is dropped with Bye 401.
 const MAX_REPEATED: u32 = 50;
-/// Events handled after one `recv` before the engine lets other tasks run.
-const DRAIN_AT_ONCE: usize = 64;
 /// How often every neighbour is pinged to refresh the pong cache.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
@@ -55,9 +52,10 @@ pub enum Event {
         /// The peer is an ultrapeer and takes us as its leaf.
         upstream: bool,
     },
-    Frame {
+    /// Frames received on one connection, in order.
+    Frames {
         conn: ConnId,
-        frame: Frame,
+        frames: Vec<Frame>,
     },
     Closed {
         conn: ConnId,
@@ -121,6 +119,52 @@ struct Peer {
     repeated: u32,
 }
 
+/// The way into the engine for every task of the node. The engine decides
+/// without waiting on anything (sending to a connection only queues), so each
+/// task runs its events through it under a lock, on its own thread: a frame goes
+/// from the socket that read it to the send queues of its targets with no task
+/// switch in between.
+#[derive(Clone)]
+pub struct EngineRef {
+    inner: Arc<Mutex<Running>>,
+}
+
+struct Running {
+    engine: Engine,
+    stopped: bool,
+}
+
+impl EngineRef {
+    pub fn new(engine: Engine) -> EngineRef {
+        EngineRef {
+            inner: Arc::new(Mutex::new(Running {
+                engine,
+                stopped: false,
+            })),
+        }
+    }
+
+    /// Hands the engine an event; false once the node has stopped.
+    pub fn send(&self, event: Event) -> bool {
+        let mut running = self.inner.lock().expect("engine lock");
+        if running.stopped {
+            return false;
+        }
+        running.engine.handle(event, Instant::now());
+        running.engine.publish();
+        true
+    }
+
+    /// Says Bye to every peer; later events are refused.
+    pub fn stop(&self) {
+        let mut running = self.inner.lock().expect("engine lock");
+        running.stopped = true;
+        for peer in running.engine.peers.values() {
+            peer.tx.close(bye::CODE_SHUTDOWN, "Servent shutdown");
+        }
+    }
+}
+
 pub struct Engine {
     me: Guid,
     router: Router,
@@ -160,32 +204,11 @@ impl Engine {
         }
     }
 
-    /// Runs until cancelled or every sender is gone.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, cancel: CancellationToken) {
-        loop {
-            let event = tokio::select! {
-                e = events.recv() => e,
-                _ = cancel.cancelled() => None,
-            };
-            let Some(event) = event else { break };
-            // One clock reading serves the events already waiting.
-            let now = Instant::now();
-            self.handle(event, now);
-            // Take a few more already waiting before publishing counters, but not
-            // without end: `try_recv` never yields, and the connections' writers
-            // need the worker threads too.
-            for _ in 0..DRAIN_AT_ONCE {
-                let Ok(event) = events.try_recv() else { break };
-                self.handle(event, now);
-            }
-            self.stats.router = self.router.stats().clone();
-            self.stats.connections = self.peers.len();
-            self.published.send_replace(self.stats.clone());
-            tokio::task::yield_now().await;
-        }
-        for peer in self.peers.values() {
-            peer.tx.close(bye::CODE_SHUTDOWN, "Servent shutdown");
-        }
+    /// Publishes the counters for watchers (tests, the bench).
+    fn publish(&mut self) {
+        self.stats.router = self.router.stats().clone();
+        self.stats.connections = self.peers.len();
+        self.published.send_replace(self.stats.clone());
     }
 
     fn handle(&mut self, event: Event, now: Instant) {
@@ -254,7 +277,11 @@ impl Engine {
                     }
                 }
             }
-            Event::Frame { conn, frame } => self.frame(conn, frame, now),
+            Event::Frames { conn, frames } => {
+                for frame in frames {
+                    self.frame(conn, frame, now);
+                }
+            }
         }
     }
 

@@ -7,13 +7,12 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::library::Library;
 use crate::share::{self, FoundFile, HashCache};
 
-use super::engine::Event;
+use super::engine::{EngineRef, Event};
 
 /// What the task knows of the shares.
 pub struct Shares {
@@ -72,7 +71,7 @@ fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
 /// Hashes what needs hashing, then rescans every `every`, until cancelled.
 pub async fn run(
     mut shares: Shares,
-    events: mpsc::Sender<Event>,
+    events: EngineRef,
     cancel: CancellationToken,
     every: Duration,
 ) {
@@ -97,13 +96,9 @@ pub async fn run(
             }
             if shares.known.contains_key(&f.path) {
                 // Changed on disk: its old hash must never be offered again.
-                if events
-                    .send(Event::Removed {
-                        path: f.path.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
+                if !events.send(Event::Removed {
+                    path: f.path.clone(),
+                }) {
                     return;
                 }
             }
@@ -112,7 +107,7 @@ pub async fn run(
             if urn.is_none() {
                 shares.to_hash.push(f.clone());
             }
-            if events.send(Event::Added { file: f, urn }).await.is_err() {
+            if !events.send(Event::Added { file: f, urn }) {
                 return;
             }
         }
@@ -124,7 +119,7 @@ pub async fn run(
             .collect();
         for path in gone {
             shares.known.remove(&path);
-            if events.send(Event::Removed { path }).await.is_err() {
+            if !events.send(Event::Removed { path }) {
                 return;
             }
         }
@@ -132,11 +127,7 @@ pub async fn run(
 }
 
 /// Hashes the files waiting for it; false once the node is stopping.
-async fn hash_pending(
-    shares: &mut Shares,
-    events: &mpsc::Sender<Event>,
-    cancel: &CancellationToken,
-) -> bool {
+async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &CancellationToken) -> bool {
     if shares.to_hash.is_empty() {
         return true;
     }
@@ -154,7 +145,7 @@ async fn hash_pending(
                     size: file.size,
                     urn,
                 };
-                if events.send(event).await.is_err() {
+                if !events.send(event) {
                     return false;
                 }
             }

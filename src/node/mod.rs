@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,7 +33,7 @@ use crate::core::router::{Router, RouterConfig};
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
-use engine::{Engine, Event};
+use engine::{Engine, EngineRef, Event};
 pub use engine::{EngineStats, RelayCounts};
 use handshake::{Established, HandshakeFailure};
 
@@ -116,7 +116,7 @@ impl NodeHandle {
 
 struct Shared {
     config: NodeConfig,
-    events: mpsc::Sender<Event>,
+    engine: EngineRef,
     cancel: CancellationToken,
     tracker: TaskTracker,
     open: Arc<AtomicUsize>,
@@ -134,7 +134,6 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     let local_addr = listener.local_addr()?;
     let guid = Guid::new_random();
     let tracker = TaskTracker::new();
-    let (events, rx) = mpsc::channel(1024);
     let (stats_tx, stats) = watch::channel(EngineStats::default());
     let open = Arc::new(AtomicUsize::new(0));
 
@@ -164,18 +163,26 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         open.clone(),
         hosts.clone(),
     );
-    tracker.spawn(engine.run(rx, cancel.clone()));
+    let engine = EngineRef::new(engine);
+    {
+        // The one shutdown path: Bye to every peer, then the writers close.
+        let (engine, cancel) = (engine.clone(), cancel.clone());
+        tracker.spawn(async move {
+            cancel.cancelled().await;
+            engine.stop();
+        });
+    }
 
     tracker.spawn(library_task::run(
         shares,
-        events.clone(),
+        engine.clone(),
         cancel.clone(),
         config.rescan_every,
     ));
 
     let shared = Arc::new(Shared {
         config,
-        events,
+        engine: engine.clone(),
         cancel: cancel.clone(),
         tracker: tracker.clone(),
         open,
@@ -270,7 +277,7 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
             _ = tick.tick() => {}
             _ = shared.cancel.cancelled() => break,
         }
-        let _ = shared.events.try_send(Event::Tick);
+        shared.engine.send(Event::Tick);
         let busy = shared.open.load(Ordering::Relaxed) + shared.dialing.load(Ordering::Relaxed);
         for _ in busy..target {
             let next = shared
@@ -452,20 +459,15 @@ async fn open_connection(
     let _ = stream.set_nodelay(true);
     let tx = conn::ConnTx::new(est.v04);
     shared.open.fetch_add(1, Ordering::Relaxed);
-    if shared
-        .events
-        .send(Event::Opened {
-            conn,
-            tx: tx.clone(),
-            local,
-            remote_listen,
-            // We always say X-Ultrapeer: False, so a peer that says True takes
-            // us as its leaf.
-            upstream: est.headers.get_bool(hs::X_ULTRAPEER) == Some(true),
-        })
-        .await
-        .is_err()
-    {
+    if !shared.engine.send(Event::Opened {
+        conn,
+        tx: tx.clone(),
+        local,
+        remote_listen,
+        // We always say X-Ultrapeer: False, so a peer that says True takes
+        // us as its leaf.
+        upstream: est.headers.get_bool(hs::X_ULTRAPEER) == Some(true),
+    }) {
         shared.open.fetch_sub(1, Ordering::Relaxed);
         return;
     }
@@ -481,7 +483,7 @@ async fn open_connection(
             deflate_in: est.deflate_in,
             deflate_out: est.deflate_out,
         },
-        shared.events.clone(),
+        shared.engine.clone(),
         shared.cancel.clone(),
     );
 }

@@ -177,6 +177,11 @@ async fn main() {
         let config = NodeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             target_peers: 0,
+            // Relaying between flat peers: the node floods as an ultrapeer.
+            tier: node::TierConfig {
+                mode: node::Mode::Ultrapeer,
+                ..node::TierConfig::default()
+            },
             ..NodeConfig::default()
         };
         let mut node = node::start(config, CancellationToken::new())

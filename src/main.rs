@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use servent::cli::{Cli, Command, EXIT_UNAVAILABLE, Mode, RunArgs, SearchArgs};
-use servent::node::{self, NodeConfig};
+use servent::node::{self, NodeConfig, TierConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -71,10 +71,6 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         eprintln!("servent run: --firewalled is not available yet in this version");
         return Ok(ExitCode::from(EXIT_UNAVAILABLE as u8));
     }
-    if args.mode != Mode::Auto {
-        eprintln!("servent run: --mode leaf|ultrapeer is not available yet in this version");
-        return Ok(ExitCode::from(EXIT_UNAVAILABLE as u8));
-    }
     let data_dir = args.data_dir.or_else(default_data_dir);
     if let Some(d) = &data_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -86,6 +82,14 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         data_dir,
         max_peers: args.max_peers,
         max_ttl: args.max_ttl,
+        tier: TierConfig {
+            mode: match args.mode {
+                Mode::Leaf => node::Mode::Leaf,
+                Mode::Ultrapeer => node::Mode::Ultrapeer,
+                Mode::Auto => node::Mode::Auto,
+            },
+            ..TierConfig::default()
+        },
         ..NodeConfig::default()
     };
     runtime()?.block_on(async {

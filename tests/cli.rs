@@ -22,7 +22,6 @@ fn servent(args: &[&str], env: &[(&str, &str)]) -> Output {
 fn unavailable_features_say_so_and_fail() {
     for args in [
         &["run", "--listen", "127.0.0.1:0", "--firewalled"][..],
-        &["run", "--listen", "127.0.0.1:0", "--mode", "leaf"],
         &[
             "get",
             "magnet:?xt=urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",

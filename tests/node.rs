@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use servent::node::{self, NodeConfig, NodeHandle, search};
+use servent::node::{self, Mode, NodeConfig, NodeHandle, TierConfig, search};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -58,9 +58,22 @@ async fn node_with(dir: &Dir, file: &str, peers: Vec<String>) -> NodeHandle {
         peers,
         handshake_timeout: Duration::from_secs(2),
         target_peers: 0,
-        ..NodeConfig::default()
+        ..flat()
     };
     node::start(config, CancellationToken::new()).await.unwrap()
+}
+
+/// Nodes that flood each other as one flat mesh: ultrapeers without
+/// inter-ultrapeer tables.
+fn flat() -> NodeConfig {
+    NodeConfig {
+        tier: TierConfig {
+            mode: Mode::Ultrapeer,
+            ultrapeer_qrp: false,
+            ..TierConfig::default()
+        },
+        ..NodeConfig::default()
+    }
 }
 
 async fn find(peer: &NodeHandle, words: &str, ttl: u8) -> Vec<String> {
@@ -181,7 +194,7 @@ async fn full_node_refuses_with_503() {
         shares: vec![dir.0.clone()],
         max_peers: 0,
         target_peers: 0,
-        ..NodeConfig::default()
+        ..flat()
     };
     let n = node::start(config, CancellationToken::new()).await.unwrap();
     let r = search::search(&n.local_addr.to_string(), "x", 3, WAIT, 10, |_| {}).await;
@@ -374,7 +387,7 @@ async fn a_mesh_of_50_floods_exactly_and_routes_hits_and_pushes_back() {
             max_ttl: TTL,
             max_peers: 64,
             target_peers: 0,
-            ..NodeConfig::default()
+            ..flat()
         };
         nodes.push(node::start(config, CancellationToken::new()).await.unwrap());
     }
@@ -516,7 +529,7 @@ async fn a_node_that_loses_its_peer_reconnects_to_a_host_it_learned() {
         shares: vec![share],
         peers: vec![a.local_addr.to_string()],
         target_peers: 1,
-        ..NodeConfig::default()
+        ..flat()
     };
     let mut c = node::start(config, CancellationToken::new()).await.unwrap();
     assert!(c.wait_for(WAIT, |s| s.connections == 1).await);
@@ -618,7 +631,7 @@ async fn files_added_changed_or_removed_while_running_are_noticed() {
         shares: vec![share.clone()],
         target_peers: 0,
         rescan_every: Duration::from_millis(200),
-        ..NodeConfig::default()
+        ..flat()
     };
     let n = node::start(config, CancellationToken::new()).await.unwrap();
     let urns = |words: &'static str| {
@@ -750,6 +763,7 @@ async fn a_corrupt_compressed_stream_gets_bye_501() {
 async fn raw_acceptor(
     listener: tokio::net::TcpListener,
     x_ultrapeer: &'static str,
+    send: Vec<u8>,
 ) -> tokio::sync::mpsc::UnboundedReceiver<u8> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -774,6 +788,7 @@ async fn raw_acceptor(
             last.extend_from_slice(&buf[..k]);
         }
         let end = last.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        s.write_all(&send).await.unwrap();
         // Bytes already read after it are the start of the message stream.
         let stream = std::io::Cursor::new(last[end..].to_vec()).chain(s);
         let mut framed = tokio_util::codec::FramedRead::new(
@@ -790,40 +805,47 @@ async fn raw_acceptor(
 }
 
 #[tokio::test]
-async fn queries_are_not_relayed_to_an_ultrapeer_we_are_a_leaf_of() {
+async fn a_leaf_answers_its_ultrapeers_sends_them_its_table_and_relays_nothing() {
     let dir = Dir::new("upstream");
-    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let flat = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peers = vec![
-        up.local_addr().unwrap().to_string(),
-        flat.local_addr().unwrap().to_string(),
+        up1.local_addr().unwrap().to_string(),
+        up2.local_addr().unwrap().to_string(),
     ];
-    let mut up_rx = raw_acceptor(up, "True").await;
-    let mut flat_rx = raw_acceptor(flat, "False").await;
-    let mut n = node_with(&dir, "local.txt", peers).await;
-    assert!(n.wait_for(WAIT, |s| s.connections == 2).await);
-    // A client's query through the node: relayed to the flat peer only.
-    assert!(find(&n, "anything", 3).await.is_empty());
-    let mut flat_saw = Vec::new();
-    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), flat_rx.recv()).await {
-        flat_saw.push(f);
+    // The first ultrapeer sends a query for the leaf's file.
+    let query = frame([7; 16], 0x80, 3, 0, b"\x80\x00local\x00");
+    let mut up1_rx = raw_acceptor(up1, "True", query).await;
+    let mut up2_rx = raw_acceptor(up2, "True", Vec::new()).await;
+    std::fs::write(dir.0.join("local.txt"), b"local file").unwrap();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shares: vec![dir.0.clone()],
+        peers,
+        target_peers: 0,
+        tier: TierConfig {
+            mode: Mode::Leaf,
+            ..TierConfig::default()
+        },
+        ..NodeConfig::default()
+    };
+    let mut n = node::start(config, CancellationToken::new()).await.unwrap();
+    assert!(n.wait_for(WAIT, |s| s.to_ultrapeers == 2).await);
+    assert!(n.wait_for(WAIT, |s| s.hits_sent == 1).await);
+    assert!(n.wait_for(WAIT, |s| s.tables_sent == 2).await);
+    let mut saw = [Vec::new(), Vec::new()];
+    for (i, rx) in [&mut up1_rx, &mut up2_rx].into_iter().enumerate() {
+        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            saw[i].push(f);
+        }
     }
-    let mut up_saw = Vec::new();
-    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), up_rx.recv()).await {
-        up_saw.push(f);
-    }
+    assert!(saw[0].contains(&0x81), "the asker got a hit: {saw:?}");
+    assert!(!saw[1].contains(&0x80), "no query relayed: {saw:?}");
     assert!(
-        flat_saw.contains(&0x80),
-        "the flat peer got the query: {flat_saw:?}"
+        saw.iter().all(|s| s.contains(&0x30)),
+        "both got the table: {saw:?}"
     );
-    assert!(
-        !up_saw.contains(&0x80),
-        "the ultrapeer got no relayed query: {up_saw:?}"
-    );
-    assert!(
-        up_saw.contains(&0x00),
-        "but it was pinged: {up_saw:?} (flat saw {flat_saw:?})"
-    );
+    assert!(!n.stats().ultrapeer);
     tokio::time::timeout(WAIT, n.shutdown())
         .await
         .expect("shutdown");

@@ -32,6 +32,8 @@ struct Entry {
     state: State,
     failures: u32,
     retry_at: Option<Instant>,
+    /// It said it is an ultrapeer when we last spoke to it.
+    ultrapeer: bool,
 }
 
 /// Known hosts, bounded in number.
@@ -41,6 +43,8 @@ pub struct HostCache {
     capacity: usize,
     /// Our own listening address: never dialed.
     me: Option<SocketAddr>,
+    backoff_start: Duration,
+    after_close: Duration,
 }
 
 fn is_me(me: Option<SocketAddr>, addr: &SocketAddr) -> bool {
@@ -66,7 +70,32 @@ impl HostCache {
             hosts: HashMap::new(),
             capacity: capacity.max(1),
             me: None,
+            backoff_start: BACKOFF_START,
+            after_close: AFTER_CLOSE,
         }
+    }
+
+    /// Shorter pauses before redialing than the deployed network tolerates; for
+    /// meshes of our own nodes (tests) only.
+    pub fn set_redial_pause(&mut self, pause: Duration) {
+        self.backoff_start = pause;
+        self.after_close = pause;
+    }
+
+    /// Records whether `addr` is an ultrapeer (learning it if new).
+    pub fn mark_ultrapeer(&mut self, addr: SocketAddr, ultrapeer: bool, seen: SystemTime) {
+        self.learn(addr, seen);
+        if let Some(e) = self.hosts.get_mut(&addr) {
+            e.ultrapeer = ultrapeer;
+        }
+    }
+
+    /// Up to `n` known ultrapeers, for `X-Try-Ultrapeers`, most recently heard
+    /// of first.
+    pub fn sample_ultrapeers(&self, n: usize) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self.hosts.iter().filter(|(_, e)| e.ultrapeer).collect();
+        v.sort_by_key(|(a, e)| (std::cmp::Reverse(e.seen), **a));
+        v.into_iter().take(n).map(|(a, _)| *a).collect()
     }
 
     /// Our own listening address, which is never offered for dialing. When it is
@@ -126,18 +155,20 @@ impl HostCache {
                 state: State::Idle,
                 failures: 0,
                 retry_at: None,
+                ultrapeer: false,
             },
         );
     }
 
-    /// The host to dial next: idle, not backing off, heard of most recently. It
+    /// The host to dial next: idle, not backing off, known ultrapeers first, then
+    /// the one heard of most recently. It
     /// is marked as being dialed until [`HostCache::dialed`] reports the outcome.
     pub fn next_to_dial(&mut self, now: Instant) -> Option<SocketAddr> {
         let (addr, e) = self
             .hosts
             .iter_mut()
             .filter(|(_, e)| e.state == State::Idle && e.retry_at.is_none_or(|t| t <= now))
-            .max_by_key(|(a, e)| (e.seen, **a))?;
+            .max_by_key(|(a, e)| (e.ultrapeer, e.seen, **a))?;
         e.state = State::Dialing;
         Some(*addr)
     }
@@ -154,7 +185,8 @@ impl HostCache {
         } else {
             e.state = State::Idle;
             e.failures = e.failures.saturating_add(1);
-            let delay = BACKOFF_START
+            let delay = self
+                .backoff_start
                 .saturating_mul(1 << e.failures.min(16).saturating_sub(1))
                 .min(BACKOFF_MAX);
             e.retry_at = Some(now + delay);
@@ -173,7 +205,7 @@ impl HostCache {
     pub fn closed(&mut self, addr: SocketAddr, now: Instant) {
         if let Some(e) = self.hosts.get_mut(&addr) {
             e.state = State::Idle;
-            e.retry_at = Some(now + AFTER_CLOSE);
+            e.retry_at = Some(now + self.after_close);
         }
     }
 

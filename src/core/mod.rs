@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod library;
 pub mod pongs;
 pub mod router;
+pub mod tier;
 mod timed;
 
 /// A connection to a neighbour, named by the shell. Identifiers are never reused

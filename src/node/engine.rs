@@ -17,17 +17,20 @@ use crate::core::hosts::HostCache;
 use crate::core::library::Library;
 use crate::core::pongs::PongCache;
 use crate::core::router::{Class, Decision, DropReason, Forward, Router, Stats, Targets};
+use crate::core::tier::{Admit, Link, PeerRole, Role, RoleChange, Tier};
 use crate::share::FoundFile;
 use crate::wire::bye;
 use crate::wire::huge::Sha1Urn;
+use crate::wire::qrp::{self, PatchDecoder, QrpTable};
 use crate::wire::query::QueryView;
 use crate::wire::queryhit::OpenDataFlags;
 use crate::wire::{
-    Frame, Function, Guid, Header, HitResult, Hops, Message, Ping, Pong, QueryHit, Trailer,
-    TrailerArea, Ttl,
+    Frame, Function, Guid, Header, HitResult, Hops, Message, Ping, Pong, QueryHit,
+    RouteTableUpdate, Trailer, TrailerArea, Ttl,
 };
 
 use super::conn::ConnTx;
+use super::handshake::RoleHeaders;
 
 /// Our vendor code in QueryHit trailers.
 pub const VENDOR: [u8; 4] = *b"SRVT";
@@ -37,6 +40,10 @@ const RESULTS_PER_HIT: usize = 10;
 const MAX_UNKNOWN: u32 = 20;
 /// Requests a peer may send us twice before it is dropped with Bye 401.
 const MAX_REPEATED: u32 = 50;
+/// Slots in the tables we send (LimeWire's and gtk-gnutella's receivers rescale).
+const TABLE_LEN: usize = 1 << 16;
+/// Bytes per PATCH message we send.
+const PATCH_CHUNK: usize = 4096;
 /// How often every neighbour is pinged to refresh the pong cache.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
@@ -49,8 +56,12 @@ pub enum Event {
         local: SocketAddr,
         /// Where the peer listens, when known.
         remote_listen: Option<SocketAddr>,
-        /// The peer is an ultrapeer and takes us as its leaf.
-        upstream: bool,
+        /// What the link is (already counted by the role policy at admission).
+        link: Link,
+        /// The peer sends and reads inter-ultrapeer tables.
+        up_qrp: bool,
+        /// The peer's servent GUID, when its handshake said it.
+        guid: Option<Guid>,
     },
     /// Frames received on one connection, in order.
     Frames {
@@ -75,8 +86,11 @@ pub enum Event {
         size: u64,
         urn: Sha1Urn,
     },
-    /// Time passes (sent by the node every second).
-    Tick,
+    /// Time passes (sent by the node every second), with the share of the
+    /// machine's CPU in use (0..1).
+    Tick {
+        busy: f64,
+    },
 }
 
 /// Relayed messages queued, counted per connection they were queued on.
@@ -106,17 +120,77 @@ pub struct EngineStats {
     /// Relayed messages queued for sending, per function (one per target).
     pub relayed: RelayCounts,
     pub connections: usize,
+    /// Whether the node is an ultrapeer now.
+    pub ultrapeer: bool,
+    /// Role changes since the start.
+    pub role_changes: u64,
+    /// Open links: our ultrapeers (we are their leaf), our leaves, and
+    /// ultrapeer or flat links.
+    pub to_ultrapeers: usize,
+    pub leaves: usize,
+    pub mesh_links: usize,
+    /// Queries not sent to a leaf because its table does not match.
+    pub leaf_table_misses: u64,
+    /// Queries not sent on their last hop to an ultrapeer whose table does not
+    /// match.
+    pub last_hop_misses: u64,
+    /// Route-table messages that broke their sequence (the link is closed).
+    pub table_errors: u64,
+    /// Complete tables received (RESET + whole PATCH sequence).
+    pub tables_received: u64,
+    /// PATCH sequences we sent.
+    pub tables_sent: u64,
 }
 
 struct Peer {
     tx: ConnTx,
     local: SocketAddr,
     remote_listen: Option<SocketAddr>,
-    /// We are this peer's leaf: it accepts only our own queries, never relayed
-    /// ones (gtk-gnutella drops a leaf that relays with Bye 414).
-    upstream: bool,
+    /// `ToUltrapeer`: it accepts only our own queries, never relayed ones
+    /// (gtk-gnutella drops a leaf that relays with Bye 414).
+    link: Link,
+    up_qrp: bool,
+    guid: Option<Guid>,
     unknown: u32,
     repeated: u32,
+    /// The table this peer sent us (its leaf's files, or an ultrapeer's merge).
+    table: Option<RemoteTable>,
+    /// The table we last sent it.
+    sent: Option<QrpTable>,
+}
+
+struct RemoteTable {
+    decoder: PatchDecoder,
+    table: QrpTable,
+    /// One whole PATCH sequence has arrived: the table can be routed on.
+    complete: bool,
+}
+
+impl Peer {
+    /// Whether we send this peer our table.
+    fn wants_table(&self, role: Role) -> bool {
+        match role {
+            Role::Leaf => self.link == Link::ToUltrapeer,
+            Role::Ultrapeer => self.link == Link::Peer && self.up_qrp,
+        }
+    }
+
+    /// Whether a query matches the table this peer sent (`None`: no table yet).
+    fn matches(&self, q: &QueryView<'_>) -> Option<bool> {
+        let t = self.table.as_ref().filter(|t| t.complete)?;
+        Some(table_matches(&t.table, q))
+    }
+}
+
+/// Whether a query hits a table: every keyword of its text, or one of its URNs.
+fn table_matches(table: &QrpTable, q: &QueryView<'_>) -> bool {
+    let text = String::from_utf8_lossy(q.text);
+    if table.matches_query_text(&text) {
+        return true;
+    }
+    q.ext
+        .sha1_urns()
+        .any(|u| table.contains_keyword(&u.to_string().to_lowercase()))
 }
 
 /// The way into the engine for every task of the node. The engine decides
@@ -155,6 +229,89 @@ impl EngineRef {
         true
     }
 
+    /// Decides how to answer a peer that connected to us, and the role headers
+    /// to answer with. An accepted (or guided) link is counted from now on:
+    /// the shell reports it opened, or calls [`EngineRef::release`].
+    pub fn admit(&self, peer: PeerRole, full: bool) -> (Admit, RoleHeaders) {
+        let mut running = self.inner.lock().expect("engine lock");
+        let e = &mut running.engine;
+        let now = Instant::now();
+        let admit = if full {
+            Admit::Refuse("Too many connections")
+        } else {
+            e.tier.admit(peer)
+        };
+        match admit {
+            Admit::Accept(link) => e.tier.opened(link, now),
+            Admit::Guide => e.tier.opened(Link::ToLeaf, now),
+            Admit::Refuse(_) => {}
+        }
+        let mut headers = e.role_headers();
+        if admit == Admit::Guide {
+            headers.needed = Some(false);
+        }
+        (admit, headers)
+    }
+
+    /// After guidance: what the link became, from the peer's final answer (the
+    /// `ToLeaf` counted at admission is given back first). `None`: close it.
+    pub fn guided(&self, final_answer: PeerRole) -> Option<Link> {
+        let mut running = self.inner.lock().expect("engine lock");
+        let e = &mut running.engine;
+        let now = Instant::now();
+        e.tier.closed(Link::ToLeaf, now);
+        let link = e.tier.guided(final_answer);
+        if let Some(l) = link {
+            e.tier.opened(l, now);
+        }
+        link
+    }
+
+    /// The role headers to dial with.
+    pub fn role_headers(&self) -> RoleHeaders {
+        self.inner
+            .lock()
+            .expect("engine lock")
+            .engine
+            .role_headers()
+    }
+
+    /// Decides what a link we dialed becomes from the other side's answer
+    /// (counted from now on, as for [`EngineRef::admit`]); `Err`: refuse it.
+    /// The `bool` says what to tell the peer in our final answer: whether we are
+    /// an ultrapeer (false after taking leaf guidance).
+    pub fn dialed(&self, peer: PeerRole) -> Result<(Link, bool), &'static str> {
+        let mut running = self.inner.lock().expect("engine lock");
+        let e = &mut running.engine;
+        let now = Instant::now();
+        let before = e.tier.role();
+        let link = e.tier.dialed(peer, now)?;
+        e.tier.opened(link, now);
+        if e.tier.role() != before {
+            tracing::info!("taking leaf guidance: becoming a leaf");
+            e.change_role(RoleChange {
+                to: e.tier.role(),
+                drop: vec![Link::Peer, Link::Flat],
+            });
+        }
+        Ok((link, e.tier.role() == Role::Ultrapeer))
+    }
+
+    /// A link counted by `admit`, `guided` or `dialed` never opened.
+    pub fn release(&self, link: Link) {
+        let mut running = self.inner.lock().expect("engine lock");
+        running.engine.tier.closed(link, Instant::now());
+    }
+
+    /// How many more connections the maintainer should dial now, given how many
+    /// dials are under way.
+    pub fn wanted_dials(&self, target_peers: usize, dialing: usize) -> usize {
+        let running = self.inner.lock().expect("engine lock");
+        let t = &running.engine.tier;
+        t.dial_target(target_peers)
+            .saturating_sub(t.dialed_links() + dialing)
+    }
+
     /// Says Bye to every peer; later events are refused.
     pub fn stop(&self) {
         let mut running = self.inner.lock().expect("engine lock");
@@ -177,9 +334,15 @@ pub struct Engine {
     hosts: Arc<Mutex<HostCache>>,
     pongs: PongCache,
     last_ping: Option<Instant>,
+    tier: Tier,
+    /// Our table (library, and as an ultrapeer our leaves') needs rebuilding.
+    table_dirty: bool,
+    /// Our table as last built.
+    table: Option<QrpTable>,
 }
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: Guid,
         router: Router,
@@ -188,6 +351,7 @@ impl Engine {
         published: watch::Sender<EngineStats>,
         open: Arc<AtomicUsize>,
         hosts: Arc<Mutex<HostCache>>,
+        tier: Tier,
     ) -> Engine {
         Engine {
             me,
@@ -201,6 +365,34 @@ impl Engine {
             hosts,
             pongs: PongCache::new(200, Duration::from_secs(90)),
             last_ping: None,
+            tier,
+            table_dirty: true,
+            table: None,
+        }
+    }
+
+    fn role_headers(&self) -> RoleHeaders {
+        let ultrapeer = self.tier.role() == Role::Ultrapeer;
+        RoleHeaders {
+            ultrapeer,
+            degree: self.tier.config().ultrapeer_links,
+            up_qrp: self.tier.config().ultrapeer_qrp,
+            needed: ultrapeer.then(|| self.tier.ultrapeers_needed()),
+        }
+    }
+
+    /// Carries out a role change: links that no longer fit are closed (the
+    /// maintainer then dials as the new role).
+    fn change_role(&mut self, change: RoleChange) {
+        tracing::info!(role = ?change.to, "role changed");
+        for peer in self.peers.values() {
+            if change.drop.contains(&peer.link) {
+                peer.tx.close(bye::CODE_SHUTDOWN, "Changing role");
+            }
+        }
+        self.table_dirty = true;
+        for peer in self.peers.values_mut() {
+            peer.sent = None;
         }
     }
 
@@ -208,6 +400,11 @@ impl Engine {
     fn publish(&mut self) {
         self.stats.router = self.router.stats().clone();
         self.stats.connections = self.peers.len();
+        self.stats.ultrapeer = self.tier.role() == Role::Ultrapeer;
+        self.stats.role_changes = self.tier.changes();
+        self.stats.to_ultrapeers = self.tier.count(Link::ToUltrapeer);
+        self.stats.leaves = self.tier.count(Link::ToLeaf);
+        self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.published.send_replace(self.stats.clone());
     }
 
@@ -218,9 +415,11 @@ impl Engine {
                 tx,
                 local,
                 remote_listen,
-                upstream,
+                link,
+                up_qrp,
+                guid,
             } => {
-                tracing::debug!(conn = conn.0, ?remote_listen, %local, "connection opened");
+                tracing::debug!(conn = conn.0, ?remote_listen, %local, link = link.name(), "connection opened");
                 self.stats.opened += 1;
                 self.router.connection_opened(conn);
                 self.peers.insert(
@@ -229,9 +428,13 @@ impl Engine {
                         tx,
                         local,
                         remote_listen,
-                        upstream,
+                        link,
+                        up_qrp,
+                        guid,
                         unknown: 0,
                         repeated: 0,
+                        table: None,
+                        sent: None,
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
@@ -242,6 +445,10 @@ impl Engine {
                 self.router.connection_closed(conn);
                 if let Some(peer) = self.peers.remove(&conn) {
                     self.open.fetch_sub(1, Ordering::Relaxed);
+                    self.tier.closed(peer.link, now);
+                    if peer.link == Link::ToLeaf && peer.table.is_some() {
+                        self.table_dirty = true;
+                    }
                     if let Some(addr) = peer.remote_listen {
                         self.hosts.lock().expect("hosts").closed(addr, now);
                     }
@@ -249,10 +456,12 @@ impl Engine {
             }
             Event::Added { file, urn } => {
                 self.library.add(&file.name, file.path, file.size, urn);
+                self.table_dirty = true;
             }
             Event::Removed { path } => {
                 if let Some(index) = self.library.index_of(&path) {
                     self.library.remove(index);
+                    self.table_dirty = true;
                 }
             }
             Event::Hashed { path, size, urn } => {
@@ -262,9 +471,19 @@ impl Engine {
                     index.filter(|i| self.library.get(*i).is_some_and(|f| f.size == size))
                 {
                     self.library.set_sha1(i, urn);
+                    self.table_dirty = true;
                 }
             }
-            Event::Tick => {
+            Event::Tick { busy } => {
+                let outranked = self
+                    .peers
+                    .values()
+                    .any(|p| p.link == Link::Peer && p.guid.is_some_and(|g| g > self.me));
+                self.tier.set_outranked(outranked);
+                if let Some(change) = self.tier.tick(now, busy) {
+                    self.change_role(change);
+                }
+                self.send_tables();
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping
@@ -323,7 +542,11 @@ impl Engine {
                 return;
             }
             // Hop-by-hop messages the node does not act on yet.
-            Function::RouteTable | Function::Vendor | Function::StandardVendor => return,
+            Function::RouteTable => {
+                self.route_table(conn, &frame.payload, now);
+                return;
+            }
+            Function::Vendor | Function::StandardVendor => return,
             Function::Unknown(_) => {
                 self.stats.unknown += 1;
                 peer.unknown += 1;
@@ -380,13 +603,18 @@ impl Engine {
             }
             return;
         };
+        // An ultrapeer and its leaves are one unit: a query goes to every leaf
+        // whose table matches, even when its TTL ends here.
+        if let (Some(q), Role::Ultrapeer) = (&query, self.tier.role()) {
+            self.send_to_leaves(conn, &frame, forward.as_ref(), q);
+        }
         if let Some(f) = forward {
             let priority = match h.function {
                 Function::Ping | Function::Pong => Priority::RelayedDiscovery,
                 Function::Query => Priority::RelayedSearch,
                 _ => Priority::Result,
             };
-            self.send(f, priority, &frame);
+            self.send(f, priority, &frame, query.as_ref());
         }
         if deliver {
             match h.function {
@@ -401,24 +629,35 @@ impl Engine {
         }
     }
 
-    fn send(&mut self, f: Forward, priority: Priority, frame: &Frame) {
-        let header = Header {
-            ttl: Ttl(f.ttl),
-            hops: Hops(f.hops),
-            ..frame.header
-        };
-        let mut out = BytesMut::with_capacity(frame.wire_len());
-        Frame {
-            header,
-            payload: frame.payload.clone(),
+    fn send(
+        &mut self,
+        f: Forward,
+        priority: Priority,
+        frame: &Frame,
+        query: Option<&QueryView<'_>>,
+    ) {
+        let function = frame.header.function;
+        // A leaf relays nothing: it originates queries and answers them.
+        if self.tier.role() == Role::Leaf && matches!(function, Function::Query | Function::Ping) {
+            return;
         }
-        .encode(&mut out);
-        let bytes = out.freeze();
-        let (mut sent, mut shed) = (0u64, 0u64);
-        let relayed_query = frame.header.function == Function::Query;
+        let bytes = reencode(frame, f.ttl, f.hops);
+        let (mut sent, mut shed, mut last_hop_misses) = (0u64, 0u64, 0u64);
+        let last_hop = f.ttl == 1;
         let mut deliver = |p: &Peer| {
-            if relayed_query && p.upstream {
-                return;
+            if matches!(function, Function::Query | Function::Ping) {
+                match p.link {
+                    // Never relay to an ultrapeer that took us as its leaf; leaves
+                    // get queries through `send_to_leaves` only, and no pings.
+                    Link::ToUltrapeer | Link::ToLeaf => return,
+                    // The last-hop rule: on its last hop a query goes only to
+                    // ultrapeers whose table matches.
+                    Link::Peer if last_hop && query.and_then(|q| p.matches(q)) == Some(false) => {
+                        last_hop_misses += 1;
+                        return;
+                    }
+                    Link::Peer | Link::Flat => {}
+                }
             }
             sent += 1;
             if !matches!(
@@ -438,6 +677,7 @@ impl Engine {
                 .for_each(|(_, p)| deliver(p)),
         }
         self.stats.shed += shed;
+        self.stats.last_hop_misses += last_hop_misses;
         let counter = match frame.header.function {
             Function::Ping => &mut self.stats.relayed.pings,
             Function::Pong => &mut self.stats.relayed.pongs,
@@ -446,6 +686,180 @@ impl Engine {
             _ => &mut self.stats.relayed.pushes,
         };
         *counter += sent;
+    }
+
+    /// Sends a query to every leaf (but the one it came from) whose table
+    /// matches: with the TTL it goes on with, or 1 where it ends here.
+    fn send_to_leaves(
+        &mut self,
+        from: ConnId,
+        frame: &Frame,
+        forward: Option<&Forward>,
+        q: &QueryView<'_>,
+    ) {
+        let (ttl, hops) = match forward {
+            Some(f) => (f.ttl.max(1), f.hops),
+            None => (1, frame.header.hops.0.saturating_add(1)),
+        };
+        let mut bytes = None;
+        let (mut sent, mut shed, mut misses) = (0u64, 0u64, 0u64);
+        for (c, p) in &self.peers {
+            if *c == from || p.link != Link::ToLeaf {
+                continue;
+            }
+            if p.matches(q) != Some(true) {
+                misses += 1;
+                continue;
+            }
+            let b = bytes.get_or_insert_with(|| reencode(frame, ttl, hops));
+            sent += 1;
+            if !matches!(
+                p.tx.send(Priority::RelayedSearch, b.clone()),
+                crate::core::flow::Offer::Queued
+            ) {
+                shed += 1;
+            }
+        }
+        self.stats.relayed.queries += sent;
+        self.stats.shed += shed;
+        self.stats.leaf_table_misses += misses;
+    }
+
+    /// A RESET or PATCH from a peer whose table we keep (our leaves, and
+    /// ultrapeers that speak inter-ultrapeer QRP); ignored from others. A broken
+    /// sequence closes the link: nothing after it could be trusted.
+    fn route_table(&mut self, conn: ConnId, payload: &bytes::Bytes, _now: Instant) {
+        let role = self.tier.role();
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let keeps = role == Role::Ultrapeer
+            && (peer.link == Link::ToLeaf || (peer.link == Link::Peer && peer.up_qrp));
+        if !keeps {
+            return;
+        }
+        let result = match RouteTableUpdate::parse(payload) {
+            Err(e) => Err(e.to_string()),
+            Ok(RouteTableUpdate::Reset { table_len, .. }) => {
+                match QrpTable::new(table_len as usize) {
+                    Ok(table) => {
+                        peer.table = Some(RemoteTable {
+                            decoder: PatchDecoder::new(table_len as usize),
+                            table,
+                            complete: false,
+                        });
+                        Ok(false)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Ok(RouteTableUpdate::Patch {
+                seq_no,
+                seq_size,
+                compressor,
+                entry_bits,
+                data,
+            }) => match peer.table.as_mut() {
+                None => Err("PATCH before RESET".to_string()),
+                Some(t) => t
+                    .decoder
+                    .feed_into(
+                        seq_no,
+                        seq_size,
+                        compressor,
+                        entry_bits,
+                        &data,
+                        &mut t.table,
+                    )
+                    .map(|progress| {
+                        let done = matches!(progress, qrp::Progress::Complete { .. });
+                        t.complete |= done;
+                        done
+                    })
+                    .map_err(|e| e.to_string()),
+            },
+        };
+        match result {
+            Ok(true) => {
+                self.stats.tables_received += 1;
+                if peer.link == Link::ToLeaf {
+                    self.table_dirty = true;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(conn = conn.0, error = %e, "bad route table update");
+                self.stats.table_errors += 1;
+                peer.table = None;
+                peer.tx
+                    .close(bye::CODE_BAD_QUERIES, "Bad route table update");
+            }
+        }
+    }
+
+    /// Our table: our files' keywords and URNs, and as an ultrapeer every
+    /// leaf's table.
+    fn build_table(&self) -> QrpTable {
+        let mut t = QrpTable::new(TABLE_LEN).expect("a valid table length");
+        for f in self.library.files() {
+            t.insert_text(&f.name);
+            if let Some(u) = &f.sha1 {
+                t.insert_keyword(&u.to_string().to_lowercase());
+            }
+        }
+        if self.tier.role() == Role::Ultrapeer {
+            for p in self.peers.values() {
+                if let (Link::ToLeaf, Some(r)) = (p.link, &p.table) {
+                    t.merge(&r.table);
+                }
+            }
+        }
+        t
+    }
+
+    /// Sends our table, or what changed in it, to every peer that takes it.
+    fn send_tables(&mut self) {
+        let role = self.tier.role();
+        let needs = |p: &Peer| p.wants_table(role);
+        if !self.peers.values().any(needs) {
+            return;
+        }
+        if self.table_dirty || self.table.is_none() {
+            self.table = Some(self.build_table());
+            self.table_dirty = false;
+        }
+        let table = self.table.as_ref().expect("just built");
+        let empty = QrpTable::new(TABLE_LEN).expect("a valid table length");
+        let mut sent_count = 0;
+        for p in self.peers.values_mut().filter(|p| p.wants_table(role)) {
+            if p.sent.as_ref() == Some(table) {
+                continue;
+            }
+            let mut out = BytesMut::new();
+            let guid = Guid::new_random;
+            if p.sent.is_none() {
+                let reset = Message::RouteTable(RouteTableUpdate::Reset {
+                    table_len: TABLE_LEN as u32,
+                    infinity: qrp::DEFAULT_INFINITY,
+                });
+                let _ = reset.encode_frame(guid(), Ttl(1), Hops(0), &mut out);
+            }
+            let old = p.sent.as_ref().unwrap_or(&empty);
+            let chunks = table
+                .diff(old, qrp::DEFAULT_INFINITY)
+                .and_then(|d| qrp::build_patch_chunks(&d, 4, true, PATCH_CHUNK));
+            let Ok(chunks) = chunks else { continue };
+            for c in chunks {
+                let m = Message::RouteTable(c.into());
+                let _ = m.encode_frame(guid(), Ttl(1), Hops(0), &mut out);
+            }
+            // Tables are small next to the queue's byte bound, and sent as one
+            // piece so the sequence cannot be cut by shedding.
+            p.tx.send(Priority::Own, out.freeze());
+            p.sent = Some(table.clone());
+            sent_count += 1;
+        }
+        self.stats.tables_sent += sent_count;
     }
 
     /// The TTL for a reply to a request that travelled `hops` hops: enough to get
@@ -560,6 +974,21 @@ impl Engine {
             self.stats.hits_sent += 1;
         }
     }
+}
+
+/// A frame's bytes with new TTL and hops.
+fn reencode(frame: &Frame, ttl: u8, hops: u8) -> bytes::Bytes {
+    let mut out = BytesMut::with_capacity(frame.wire_len());
+    Frame {
+        header: Header {
+            ttl: Ttl(ttl),
+            hops: Hops(hops),
+            ..frame.header
+        },
+        payload: frame.payload.clone(),
+    }
+    .encode(&mut out);
+    out.freeze()
 }
 
 fn ipv4_of(ip: IpAddr) -> Ipv4Addr {

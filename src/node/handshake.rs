@@ -35,6 +35,8 @@ pub struct Established {
     pub headers: Headers,
     /// Whether the connection speaks 0.4 (no headers, no Bye).
     pub v04: bool,
+    /// The client's final block (empty when we were the client, or on 0.4).
+    pub final_headers: Headers,
     /// Bytes read past the end of the handshake: the start of the message stream.
     pub leftover: BytesMut,
     /// We deflate what we send (we said `Content-Encoding: deflate`).
@@ -95,17 +97,63 @@ pub fn listen_addr(h: &Headers) -> Option<SocketAddr> {
         .and_then(hs::parse_listen_ip)
 }
 
+/// What our headers say about our role.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoleHeaders {
+    /// `X-Ultrapeer: True`.
+    pub ultrapeer: bool,
+    /// Ultrapeer links we keep (`X-Degree`, said by ultrapeers only).
+    pub degree: usize,
+    /// We send and read inter-ultrapeer tables (`X-Ultrapeer-Query-Routing`).
+    pub up_qrp: bool,
+    /// `X-Ultrapeer-Needed`, said by ultrapeers only (false: leaf guidance).
+    pub needed: Option<bool>,
+}
+
+/// What a peer's headers say about its role.
+pub fn peer_role(h: &Headers) -> crate::core::tier::PeerRole {
+    crate::core::tier::PeerRole {
+        ultrapeer: h.get_bool(hs::X_ULTRAPEER),
+        needed: h.get_bool(hs::X_ULTRAPEER_NEEDED),
+    }
+}
+
+/// Whether a peer reads and sends inter-ultrapeer tables.
+pub fn peer_up_qrp(h: &Headers) -> bool {
+    h.get(hs::X_UP_QUERY_ROUTING).is_some()
+}
+
 /// The headers we offer in every handshake.
 pub fn our_headers(
     user_agent: &str,
     listen: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     max_ttl: u8,
+    role: RoleHeaders,
 ) -> Headers {
     let mut h = Headers::new();
     h.push(hs::USER_AGENT, user_agent);
-    // Roles are not negotiated yet: we never claim to be an ultrapeer.
-    h.push(hs::X_ULTRAPEER, "False");
+    h.push(
+        hs::X_ULTRAPEER,
+        if role.ultrapeer { "True" } else { "False" },
+    );
+    // Leaves send tables to their ultrapeers; ultrapeers read them.
+    h.push(hs::X_QUERY_ROUTING, "0.1");
+    if role.ultrapeer {
+        if role.up_qrp {
+            h.push(hs::X_UP_QUERY_ROUTING, "0.1");
+        }
+        // gtk-gnutella leaves accept only ultrapeers that keep 16 or more links
+        // and query dynamically for them.
+        h.push(hs::X_DEGREE, role.degree.to_string());
+        h.push(hs::X_DYNAMIC_QUERYING, "0.1");
+        if let Some(needed) = role.needed {
+            h.push(
+                hs::X_ULTRAPEER_NEEDED,
+                if needed { "true" } else { "false" },
+            );
+        }
+    }
     if let Some(l) = listen {
         h.push(hs::LISTEN_IP, l.to_string());
     }
@@ -143,6 +191,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             write_block(s, &Block::ok_04()).await?;
             Ok(Established {
                 headers: request.headers,
+                final_headers: Headers::new(),
                 v04: true,
                 leftover: buf,
                 deflate_out: false,
@@ -174,6 +223,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     deflate_out,
                     deflate_in: sends_deflate(&last.headers),
                     headers: request.headers,
+                    final_headers: last.headers,
                 }),
                 StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused {
                     code,
@@ -198,6 +248,7 @@ pub async fn connect_04<S: AsyncRead + AsyncWrite + Unpin>(
     match answer.start {
         StartLine::Ok04 => Ok(Established {
             headers: Headers::new(),
+            final_headers: Headers::new(),
             v04: true,
             leftover: buf,
             deflate_out: false,
@@ -213,13 +264,35 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     headers: Headers,
     compress: bool,
 ) -> Result<Established, HandshakeFailure> {
+    connect_deciding(s, headers, compress, |_| Ok(Headers::new())).await
+}
+
+/// The client side, where `decide` looks at a 200 answer and gives the headers
+/// of our final block, or a refusal (sent as our final status, e.g. when the
+/// answer gives roles we cannot take).
+pub async fn connect_deciding<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    headers: Headers,
+    compress: bool,
+    decide: impl FnOnce(&Headers) -> Result<Headers, (u16, &'static str)>,
+) -> Result<Established, HandshakeFailure> {
     write_block(s, &Block::connect_06(headers)).await?;
     let mut buf = BytesMut::new();
     let answer = read_block(s, &mut buf).await?;
     match answer.start {
         StartLine::Status { code: 200, .. } => {
+            let mut last = match decide(&answer.headers) {
+                Ok(h) => h,
+                Err((code, reason)) => {
+                    write_block(s, &Block::response(code, reason, Headers::new())).await?;
+                    return Err(HandshakeFailure::Refused {
+                        code,
+                        reason: format!("(by us) {reason}"),
+                        try_hosts: try_hosts(&answer.headers),
+                    });
+                }
+            };
             let deflate_out = compress && accepts_deflate(&answer.headers);
-            let mut last = Headers::new();
             if deflate_out {
                 last.push(hs::CONTENT_ENCODING, hs::DEFLATE);
             }
@@ -230,6 +303,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
                 deflate_out,
                 deflate_in: sends_deflate(&answer.headers),
                 headers: answer.headers,
+                final_headers: Headers::new(),
             })
         }
         StartLine::Status { code, reason, .. } => Err(HandshakeFailure::Refused {

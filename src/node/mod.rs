@@ -30,12 +30,14 @@ use tokio_util::task::TaskTracker;
 use crate::core::ConnId;
 use crate::core::hosts::HostCache;
 use crate::core::router::{Router, RouterConfig};
+use crate::core::tier::{Admit, Link, PeerRole, Tier};
+pub use crate::core::tier::{Mode, TierConfig};
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
 use engine::{Engine, EngineRef, Event};
 pub use engine::{EngineStats, RelayCounts};
-use handshake::{Established, HandshakeFailure};
+use handshake::{Established, HandshakeFailure, RoleHeaders};
 
 /// The User-Agent we announce.
 pub const USER_AGENT: &str = concat!("servent/", env!("CARGO_PKG_VERSION"));
@@ -63,6 +65,11 @@ pub struct NodeConfig {
     /// How often the shared directories are rescanned for added, changed or
     /// removed files.
     pub rescan_every: Duration,
+    /// Role in the two-tier network, link limits, and when `auto` changes role.
+    pub tier: TierConfig,
+    /// Pause before redialing a host that failed or closed (default: the 30 s
+    /// deployed servents require; meshes of our own nodes may go faster).
+    pub redial_pause: Option<Duration>,
 }
 
 impl Default for NodeConfig {
@@ -79,6 +86,8 @@ impl Default for NodeConfig {
             handshake_timeout: Duration::from_secs(10),
             compress: true,
             rescan_every: Duration::from_secs(60),
+            tier: TierConfig::default(),
+            redial_pause: None,
         }
     }
 }
@@ -126,6 +135,7 @@ struct Shared {
     hosts: Arc<Mutex<HostCache>>,
     /// Dials under way, started by the maintainer.
     dialing: AtomicUsize,
+    guid: Guid,
 }
 
 /// Binds the listener and starts the node's tasks.
@@ -147,6 +157,9 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     let (library, shares) = library_task::initial(&config.shares, config.data_dir.as_ref());
     let mut hosts = HostCache::new(2000);
     hosts.set_me(local_addr);
+    if let Some(p) = config.redial_pause {
+        hosts.set_redial_pause(p);
+    }
     let hosts_file = config.data_dir.as_ref().map(|d| d.join("hosts.txt"));
     if let Some(f) = &hosts_file {
         if let Err(e) = hosts.load(f) {
@@ -154,6 +167,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         }
     }
     let hosts = Arc::new(Mutex::new(hosts));
+    let tier = Tier::new(config.tier.clone(), Instant::now(), jitter(&guid));
     let engine = Engine::new(
         guid,
         router,
@@ -162,6 +176,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         stats_tx,
         open.clone(),
         hosts.clone(),
+        tier,
     );
     let engine = EngineRef::new(engine);
     {
@@ -190,6 +205,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         listen_port: local_addr.port(),
         hosts,
         dialing: AtomicUsize::new(0),
+        guid,
     });
     {
         let shared = shared.clone();
@@ -277,9 +293,21 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
             _ = tick.tick() => {}
             _ = shared.cancel.cancelled() => break,
         }
-        shared.engine.send(Event::Tick);
-        let busy = shared.open.load(Ordering::Relaxed) + shared.dialing.load(Ordering::Relaxed);
-        for _ in busy..target {
+        shared.engine.send(Event::Tick { busy: cpu_busy() });
+        let wanted = if target == 0 {
+            0
+        } else {
+            shared
+                .engine
+                .wanted_dials(target, shared.dialing.load(Ordering::Relaxed))
+                .min(
+                    shared
+                        .config
+                        .max_peers
+                        .saturating_sub(shared.open.load(Ordering::Relaxed)),
+                )
+        };
+        for _ in 0..wanted {
             let next = shared
                 .hosts
                 .lock()
@@ -304,6 +332,23 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
     }
 }
 
+/// The share of the machine's CPU in use, from the one-minute load average
+/// (0 where it cannot be read).
+fn cpu_busy() -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |load| (load / cores).min(1.0))
+}
+
+/// A number in 0..1 drawn from the servent GUID: spreads role changes of
+/// nodes started together.
+fn jitter(guid: &Guid) -> f64 {
+    let b = guid.as_bytes();
+    u16::from_le_bytes([b[0], b[1]]) as f64 / 65536.0
+}
+
 /// Dispatches an inbound connection on its first bytes.
 async fn inbound(
     shared: &Arc<Shared>,
@@ -320,35 +365,73 @@ async fn inbound(
         let request = handshake::read_block(&mut stream, &mut buf).await?;
         let local = stream.local_addr()?;
         let their_listen = handshake::listen_addr(&request.headers);
-        let suggested = {
+        let peer = handshake::peer_role(&request.headers);
+        let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
+        let (admit, role) = shared.engine.admit(peer, full);
+        let (suggested, ultrapeers) = {
             let mut hosts = shared.hosts.lock().expect("hosts");
             for h in handshake::try_hosts(&request.headers) {
                 hosts.learn(h, SystemTime::now());
             }
-            hosts.sample(10)
+            if let (Some(addr), Some(up)) = (their_listen, peer.ultrapeer) {
+                hosts.mark_ultrapeer(addr, up, SystemTime::now());
+            }
+            (hosts.sample(10), hosts.sample_ultrapeers(10))
         };
-        let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
         let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let mut ours =
-            handshake::our_headers(USER_AGENT, Some(me), Some(remote), shared.config.max_ttl);
+        let mut ours = handshake::our_headers(
+            USER_AGENT,
+            Some(me),
+            Some(remote),
+            shared.config.max_ttl,
+            role,
+        );
+        ours.push("GUID", shared.guid.to_hex());
+        let list = |v: &[SocketAddr]| {
+            v.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         if !suggested.is_empty() {
-            let list: Vec<String> = suggested.iter().map(|a| a.to_string()).collect();
-            ours.push(hs::X_TRY, list.join(","));
+            ours.push(hs::X_TRY, list(&suggested));
+        }
+        if !ultrapeers.is_empty() {
+            ours.push(hs::X_TRY_ULTRAPEERS, list(&ultrapeers));
         }
         if shared.config.compress {
             ours.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
         }
-        let answer = if full {
-            Err((
-                hs::STATUS_UNAVAILABLE,
-                "Too many connections".to_string(),
-                ours,
-            ))
-        } else {
-            Ok(ours)
+        let answer = match admit {
+            Admit::Refuse(reason) => Err((hs::STATUS_UNAVAILABLE, reason.to_string(), ours)),
+            Admit::Accept(_) | Admit::Guide => Ok(ours),
         };
-        let est =
-            handshake::accept(&mut stream, request, buf, answer, shared.config.compress).await?;
+        let counted = match admit {
+            Admit::Accept(link) => Some(link),
+            Admit::Guide => Some(Link::ToLeaf),
+            Admit::Refuse(_) => None,
+        };
+        let est = match handshake::accept(&mut stream, request, buf, answer, shared.config.compress)
+            .await
+        {
+            Ok(est) => est,
+            Err(e) => {
+                if let Some(link) = counted {
+                    shared.engine.release(link);
+                }
+                return Err(e);
+            }
+        };
+        let link = match admit {
+            Admit::Accept(link) => link,
+            _ => match shared
+                .engine
+                .guided(handshake::peer_role(&est.final_headers))
+            {
+                Some(link) => link,
+                None => return Ok(()),
+            },
+        };
         if let Some(addr) = their_listen {
             shared
                 .hosts
@@ -356,7 +439,7 @@ async fn inbound(
                 .expect("hosts")
                 .connected(addr, SystemTime::now());
         }
-        open_connection(shared, stream, local, est, their_listen).await;
+        open_connection(shared, stream, local, est, their_listen, link).await;
         Ok(())
     } else if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
         // File transfer is not served yet: answer properly and close.
@@ -396,17 +479,36 @@ async fn dial_recorded(
 /// Connects to `peer` and, on success, runs the connection.
 async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> {
     let timeout = shared.config.handshake_timeout;
+    // The link the handshake settled, counted by the engine until it opens.
+    let mut counted: Option<Link> = None;
     let work = async {
         let mut stream = TcpStream::connect(peer).await?;
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
         let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let mut headers =
-            handshake::our_headers(USER_AGENT, Some(me), Some(remote), shared.config.max_ttl);
+        let mut headers = handshake::our_headers(
+            USER_AGENT,
+            Some(me),
+            Some(remote),
+            shared.config.max_ttl,
+            shared.engine.role_headers(),
+        );
+        headers.push("GUID", shared.guid.to_hex());
         if shared.config.compress {
             headers.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
         }
-        let result = handshake::connect(&mut stream, headers, shared.config.compress).await;
+        let result =
+            handshake::connect_deciding(&mut stream, headers, shared.config.compress, |answer| {
+                let (link, ultrapeer) = shared
+                    .engine
+                    .dialed(handshake::peer_role(answer))
+                    .map_err(|reason| (hs::STATUS_UNAVAILABLE, reason))?;
+                counted = Some(link);
+                let mut last = Headers::new();
+                last.push(hs::X_ULTRAPEER, if ultrapeer { "True" } else { "False" });
+                Ok(last)
+            })
+            .await;
         let suggested = match &result {
             Ok(est) => handshake::try_hosts(&est.headers),
             Err(HandshakeFailure::Refused { try_hosts, .. }) => try_hosts.clone(),
@@ -414,8 +516,14 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
         };
         {
             let mut hosts = shared.hosts.lock().expect("hosts");
+            let now = SystemTime::now();
             for h in suggested {
-                hosts.learn(h, SystemTime::now());
+                hosts.learn(h, now);
+            }
+            if let Ok(est) = &result {
+                if let Some(up) = handshake::peer_role(&est.headers).ultrapeer {
+                    hosts.mark_ultrapeer(remote, up, now);
+                }
             }
         }
         match result {
@@ -426,21 +534,44 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
                 HandshakeFailure::Closed
                 | HandshakeFailure::Unexpected(_)
                 | HandshakeFailure::Malformed(_),
-            ) => {
+            ) if counted.is_none() => {
                 let mut stream = TcpStream::connect(remote).await?;
                 let local = stream.local_addr()?;
                 let est = handshake::connect_04(&mut stream).await?;
+                let (link, _) = shared
+                    .engine
+                    .dialed(PeerRole::default())
+                    .map_err(|reason| HandshakeFailure::Refused {
+                        code: hs::STATUS_UNAVAILABLE,
+                        reason: format!("(by us) {reason}"),
+                        try_hosts: Vec::new(),
+                    })?;
+                counted = Some(link);
                 Ok((stream, local, remote, est))
             }
             Err(e) => Err(e),
         }
     };
-    let (stream, local, remote, est) = tokio::select! {
-        r = tokio::time::timeout(timeout, work) => r.map_err(|_| HandshakeFailure::Io(io::ErrorKind::TimedOut.into()))??,
-        _ = shared.cancel.cancelled() => return Ok(()),
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, work) => r.map_err(|_| HandshakeFailure::Io(io::ErrorKind::TimedOut.into())).and_then(|r| r),
+        _ = shared.cancel.cancelled() => Err(HandshakeFailure::Closed),
     };
-    open_connection(shared, stream, local, est, Some(remote)).await;
-    Ok(())
+    match (outcome, counted) {
+        (Ok((stream, local, remote, est)), Some(link)) => {
+            open_connection(shared, stream, local, est, Some(remote), link).await;
+            Ok(())
+        }
+        (Ok(_), None) => Ok(()),
+        (Err(e), counted) => {
+            if let Some(link) = counted {
+                shared.engine.release(link);
+            }
+            if shared.cancel.is_cancelled() {
+                return Ok(());
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Tells the engine of an established connection, then starts its tasks. The
@@ -451,6 +582,7 @@ async fn open_connection(
     local: SocketAddr,
     est: Established,
     remote_listen: Option<SocketAddr>,
+    link: Link,
 ) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     // The peer reaches us at this connection's local IP, and our listening port
@@ -464,11 +596,12 @@ async fn open_connection(
         tx: tx.clone(),
         local,
         remote_listen,
-        // We always say X-Ultrapeer: False, so a peer that says True takes
-        // us as its leaf.
-        upstream: est.headers.get_bool(hs::X_ULTRAPEER) == Some(true),
+        link,
+        up_qrp: handshake::peer_up_qrp(&est.headers),
+        guid: est.headers.get("GUID").and_then(Guid::from_hex),
     }) {
         shared.open.fetch_sub(1, Ordering::Relaxed);
+        shared.engine.release(link);
         return;
     }
     let (r, w) = stream.into_split();
@@ -490,5 +623,5 @@ async fn open_connection(
 
 /// Headers a leaf-mode client (such as `servent search`) offers.
 pub fn client_headers() -> Headers {
-    handshake::our_headers(USER_AGENT, None, None, 7)
+    handshake::our_headers(USER_AGENT, None, None, 7, RoleHeaders::default())
 }

@@ -70,9 +70,18 @@ pub struct RunArgs {
     /// directory).
     #[arg(long, env = "SERVENT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Number of peer connections to hold.
-    #[arg(long, env = "SERVENT_MAX_PEERS", default_value_t = 32)]
+    /// Gnutella connections at most, of every kind together.
+    #[arg(long, env = "SERVENT_MAX_PEERS", default_value_t = 72)]
     pub max_peers: usize,
+    /// As an ultrapeer: links to other ultrapeers (announced as X-Degree).
+    #[arg(long, env = "SERVENT_MAX_ULTRAPEERS", default_value_t = 32)]
+    pub max_ultrapeers: usize,
+    /// As an ultrapeer: leaves served.
+    #[arg(long, env = "SERVENT_MAX_LEAVES", default_value_t = 30)]
+    pub max_leaves: usize,
+    /// As a leaf: ultrapeers to stay connected to.
+    #[arg(long, env = "SERVENT_LEAF_ULTRAPEERS", default_value_t = 3)]
+    pub leaf_ultrapeers: usize,
     /// Highest TTL accepted on (and given to) queries.
     #[arg(long, env = "SERVENT_MAX_TTL", default_value_t = 7)]
     pub max_ttl: u8,

@@ -88,6 +88,9 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 Mode::Ultrapeer => node::Mode::Ultrapeer,
                 Mode::Auto => node::Mode::Auto,
             },
+            ultrapeer_links: args.max_ultrapeers,
+            leaves: args.max_leaves,
+            leaf_ultrapeers: args.leaf_ultrapeers,
             ..TierConfig::default()
         },
         ..NodeConfig::default()

@@ -1,8 +1,7 @@
 //! Nodes on loopback, in one process: searching through a chain, hostile peers,
 //! and shutdown. Every wait is bounded.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use servent::node::{self, Mode, NodeConfig, NodeHandle, TierConfig, search};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,28 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!(
-            "servent-node-{tag}-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Dir;
 
 /// The code of the Bye in a descriptor stream a node sent, if there is one.
 fn bye_code(stream: &[u8]) -> Option<u16> {
@@ -64,13 +43,18 @@ async fn node_with(dir: &Dir, file: &str, peers: Vec<String>) -> NodeHandle {
 }
 
 /// Nodes that flood each other as one flat mesh: ultrapeers without
-/// inter-ultrapeer tables.
+/// inter-ultrapeer tables or dynamic querying.
 fn flat() -> NodeConfig {
     NodeConfig {
         tier: TierConfig {
             mode: Mode::Ultrapeer,
             ultrapeer_qrp: false,
             ..TierConfig::default()
+        },
+        // Every query flooded with the TTL it came with.
+        dq: node::DqConfig {
+            max_searches: 0,
+            ..node::DqConfig::default()
         },
         ..NodeConfig::default()
     }
@@ -322,13 +306,8 @@ async fn a_mesh_of_50_floods_exactly_and_routes_hits_and_pushes_back() {
     const TTL: u8 = 12;
     let dir = Dir::new("mesh");
     // A seeded random graph: node i dials one or two earlier nodes.
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = common::Rng(0x2545_F491_4F6C_DD1D);
+    let mut next = move || rng.next();
     let mut edges = Vec::new();
     for i in 1..N {
         let a = (next() % i as u64) as usize;

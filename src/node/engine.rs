@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use tokio::sync::watch;
 
 use crate::core::ConnId;
+use crate::core::dq::{self, Candidate, DqConfig, Planner};
 use crate::core::flow::Priority;
 use crate::core::hosts::HostCache;
 use crate::core::library::Library;
@@ -140,6 +141,9 @@ pub struct EngineStats {
     pub tables_received: u64,
     /// PATCH sequences we sent.
     pub tables_sent: u64,
+    /// Dynamic queries started for leaves, and running now.
+    pub dynamic_queries: u64,
+    pub dynamic_running: usize,
 }
 
 struct Peer {
@@ -339,6 +343,9 @@ pub struct Engine {
     table_dirty: bool,
     /// Our table as last built.
     table: Option<QrpTable>,
+    /// Dynamic queries run for our leaves, and the query each one sends.
+    dq: Planner<Guid>,
+    dq_frames: HashMap<Guid, Frame>,
 }
 
 impl Engine {
@@ -352,6 +359,7 @@ impl Engine {
         open: Arc<AtomicUsize>,
         hosts: Arc<Mutex<HostCache>>,
         tier: Tier,
+        dq: DqConfig,
     ) -> Engine {
         Engine {
             me,
@@ -368,6 +376,8 @@ impl Engine {
             tier,
             table_dirty: true,
             table: None,
+            dq: Planner::new(dq),
+            dq_frames: HashMap::new(),
         }
     }
 
@@ -405,6 +415,7 @@ impl Engine {
         self.stats.to_ultrapeers = self.tier.count(Link::ToUltrapeer);
         self.stats.leaves = self.tier.count(Link::ToLeaf);
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
+        self.stats.dynamic_running = self.dq.len();
         self.published.send_replace(self.stats.clone());
     }
 
@@ -443,6 +454,7 @@ impl Engine {
             Event::Closed { conn } => {
                 tracing::debug!(conn = conn.0, "connection closed");
                 self.router.connection_closed(conn);
+                self.dq.closed(conn);
                 if let Some(peer) = self.peers.remove(&conn) {
                     self.open.fetch_sub(1, Ordering::Relaxed);
                     self.tier.closed(peer.link, now);
@@ -484,6 +496,7 @@ impl Engine {
                     self.change_role(change);
                 }
                 self.send_tables();
+                self.dq_steps(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping
@@ -608,6 +621,20 @@ impl Engine {
         if let (Some(q), Role::Ultrapeer) = (&query, self.tier.role()) {
             self.send_to_leaves(conn, &frame, forward.as_ref(), q);
         }
+        let from_leaf = self
+            .peers
+            .get(&conn)
+            .is_some_and(|p| p.link == Link::ToLeaf);
+        if let (Some(f), Some(q), true) = (&forward, &query, from_leaf) {
+            // A leaf's query: searched for dynamically, not flooded.
+            if self.start_dq(conn, &frame, f, q, now) {
+                return self.deliver(conn, &h, deliver, query.as_ref(), now);
+            }
+        }
+        if h.function == Function::QueryHit && self.dq.contains(&h.guid) {
+            self.dq
+                .results(&h.guid, frame.payload.first().copied().unwrap_or(0) as u32);
+        }
         if let Some(f) = forward {
             let priority = match h.function {
                 Function::Ping | Function::Pong => Priority::RelayedDiscovery,
@@ -616,17 +643,110 @@ impl Engine {
             };
             self.send(f, priority, &frame, query.as_ref());
         }
+        self.deliver(conn, &h, deliver, query.as_ref(), now);
+    }
+
+    /// Answers a request delivered to us.
+    fn deliver(
+        &mut self,
+        conn: ConnId,
+        h: &Header,
+        deliver: bool,
+        query: Option<&QueryView<'_>>,
+        now: Instant,
+    ) {
         if deliver {
             match h.function {
-                Function::Ping => self.answer_ping(conn, &h, now),
+                Function::Ping => self.answer_ping(conn, h, now),
                 Function::Query => {
-                    if let Some(q) = &query {
-                        self.answer_query(conn, &h, q);
+                    if let Some(q) = query {
+                        self.answer_query(conn, h, q);
                     }
                 }
                 _ => {}
             }
         }
+    }
+
+    /// The ultrapeer links as the dynamic-query planner sees them for `q`.
+    fn dq_candidates(&self, q: &QueryView<'_>) -> Vec<Candidate> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| matches!(p.link, Link::Peer | Link::Flat))
+            .map(|(c, p)| Candidate {
+                conn: *c,
+                matches: p.matches(q),
+                degree: 0,
+            })
+            .collect()
+    }
+
+    /// Starts a dynamic query for a leaf's query; false when the planner is full
+    /// (the query is then flooded).
+    fn start_dq(
+        &mut self,
+        from: ConnId,
+        frame: &Frame,
+        f: &Forward,
+        q: &QueryView<'_>,
+        now: Instant,
+    ) -> bool {
+        let links = self.dq_candidates(q);
+        // The leaf's TTL (clamped by the router) caps how far we go.
+        let Some(probes) = self
+            .dq
+            .start(frame.header.guid, from, f.ttl + 1, &links, now)
+        else {
+            return false;
+        };
+        self.stats.dynamic_queries += 1;
+        self.dq_frames.insert(frame.header.guid, frame.clone());
+        for p in probes {
+            self.dq_send(frame, p, f.hops);
+        }
+        true
+    }
+
+    fn dq_send(&mut self, frame: &Frame, s: dq::Send, hops: u8) {
+        let Some(peer) = self.peers.get(&s.conn) else {
+            return;
+        };
+        let bytes = reencode(frame, s.ttl, hops);
+        self.stats.relayed.queries += 1;
+        if !matches!(
+            peer.tx.send(Priority::RelayedSearch, bytes),
+            crate::core::flow::Offer::Queued
+        ) {
+            self.stats.shed += 1;
+        }
+    }
+
+    /// Widens the dynamic queries that are due.
+    fn dq_steps(&mut self, now: Instant) {
+        if self.dq.is_empty() {
+            self.dq_frames.clear();
+            return;
+        }
+        // Candidates depend on each query's text; plan with a query-free view
+        // (tables are used for the probes, where they matter most).
+        let links: Vec<Candidate> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.link, Link::Peer | Link::Flat))
+            .map(|(c, _)| Candidate {
+                conn: *c,
+                matches: None,
+                degree: 0,
+            })
+            .collect();
+        for (id, s) in self.dq.step(now, &links) {
+            if let Some(frame) = self.dq_frames.get(&id).cloned() {
+                let hops = frame.header.hops.0.saturating_add(1);
+                self.dq_send(&frame, s, hops);
+            }
+        }
+        let dq = &self.dq;
+        self.dq_frames.retain(|id, _| dq.contains(id));
     }
 
     fn send(

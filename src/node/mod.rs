@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::ConnId;
+pub use crate::core::dq::DqConfig;
 use crate::core::hosts::HostCache;
 use crate::core::router::{Router, RouterConfig};
 use crate::core::tier::{Admit, Link, PeerRole, Tier};
@@ -67,6 +68,8 @@ pub struct NodeConfig {
     pub rescan_every: Duration,
     /// Role in the two-tier network, link limits, and when `auto` changes role.
     pub tier: TierConfig,
+    /// How an ultrapeer paces dynamic queries for its leaves.
+    pub dq: DqConfig,
     /// Pause before redialing a host that failed or closed (default: the 30 s
     /// deployed servents require; meshes of our own nodes may go faster).
     pub redial_pause: Option<Duration>,
@@ -79,7 +82,7 @@ impl Default for NodeConfig {
             shares: Vec::new(),
             peers: Vec::new(),
             data_dir: None,
-            max_peers: 32,
+            max_peers: 72,
             target_peers: 8,
             max_ttl: 7,
             max_results: 100,
@@ -87,6 +90,7 @@ impl Default for NodeConfig {
             compress: true,
             rescan_every: Duration::from_secs(60),
             tier: TierConfig::default(),
+            dq: DqConfig::default(),
             redial_pause: None,
         }
     }
@@ -177,6 +181,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         open.clone(),
         hosts.clone(),
         tier,
+        config.dq.clone(),
     );
     let engine = EngineRef::new(engine);
     {

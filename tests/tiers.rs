@@ -290,3 +290,89 @@ async fn two_tiers_reach_only_matching_leaves_with_ten_times_fewer_queries() {
         "two-tier {tiered:.1} vs flat {flat:.1} queries per search"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_with_defaults_sort_themselves_into_ultrapeers_and_leaves() {
+    const N: usize = 20;
+    let dir = Dir::new("auto");
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let words: Vec<String> = (0..N).map(|_| rng.word(10)).collect();
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let share = dir.0.join(format!("auto{i}"));
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join(format!("{w}.txt")), w.as_bytes()).unwrap();
+        // Every node knows the first; the rest they learn from each other.
+        let peers = nodes
+            .first()
+            .map(|n| vec![n.local_addr.to_string()])
+            .unwrap_or_default();
+        // Default settings, but with the clock sped up: promotion after 1 s
+        // alone instead of 60, demotion after 2 s without leaves instead of
+        // 120, redials after 0.5 s instead of 30; and the machine's load
+        // (other tests run beside this one) never counts as busy.
+        let c = NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shares: vec![share],
+            peers,
+            handshake_timeout: Duration::from_secs(5),
+            redial_pause: Some(Duration::from_millis(500)),
+            tier: TierConfig {
+                promote_after: Duration::from_secs(1),
+                demote_after: Duration::from_secs(2),
+                max_busy: f64::INFINITY,
+                ..TierConfig::default()
+            },
+            ..NodeConfig::default()
+        };
+        assert_eq!(c.tier.mode, Mode::Auto);
+        nodes.push(node::start(c, CancellationToken::new()).await.unwrap());
+    }
+    // Settled: some ultrapeers, every other node a leaf of one of them, and
+    // the same for a few seconds.
+    let settled = |nodes: &[NodeHandle]| {
+        let ups = nodes.iter().filter(|n| n.stats().ultrapeer).count();
+        ups > 0
+            && ups < N
+            && nodes
+                .iter()
+                .all(|n| n.stats().ultrapeer || n.stats().to_ultrapeers > 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut calm = 0;
+    while calm < 3 {
+        assert!(Instant::now() < deadline, "roles did not settle");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        calm = if settled(&nodes) { calm + 1 } else { 0 };
+    }
+    let ups: Vec<&NodeHandle> = nodes.iter().filter(|n| n.stats().ultrapeer).collect();
+    println!(
+        "{} ultrapeers, {} leaves; role changes {:?}",
+        ups.len(),
+        N - ups.len(),
+        nodes
+            .iter()
+            .map(|n| n.stats().role_changes)
+            .collect::<Vec<_>>()
+    );
+    // Every file is found from an ultrapeer.
+    for (i, w) in words.iter().enumerate() {
+        let mut found = Vec::new();
+        search::search(
+            &ups[0].local_addr.to_string(),
+            w,
+            7,
+            Duration::from_secs(10),
+            1,
+            |h| found.push(h.name),
+        )
+        .await
+        .unwrap();
+        assert_eq!(found, vec![format!("{w}.txt")], "node {i}'s file");
+    }
+    for n in nodes {
+        tokio::time::timeout(WAIT, n.shutdown())
+            .await
+            .expect("shutdown");
+    }
+}

@@ -76,6 +76,9 @@ pub struct TierConfig {
     pub demote_after: Duration,
     /// The node accepts inbound connections (an ultrapeer must).
     pub accepts_inbound: bool,
+    /// Share of the CPU in use (0..1, from the load average) at or above which
+    /// the node is too busy to promote itself.
+    pub max_busy: f64,
     /// As an ultrapeer, exchange tables with other ultrapeers and apply the
     /// last-hop rule (off: ultrapeers flood each other as a flat mesh).
     pub ultrapeer_qrp: bool,
@@ -91,6 +94,7 @@ impl Default for TierConfig {
             promote_after: Duration::from_secs(60),
             demote_after: Duration::from_secs(120),
             accepts_inbound: true,
+            max_busy: 0.8,
             ultrapeer_qrp: true,
         }
     }
@@ -383,7 +387,7 @@ impl Tier {
                     .promote_after
                     .mul_f64(1.0 + self.jitter)
                     .div_f64(1.0 + self.leaf_requests.min(3) as f64);
-                let able = self.config.accepts_inbound && busy < 0.8;
+                let able = self.config.accepts_inbound && busy < self.config.max_busy;
                 if able && up >= self.config.promote_after && self.lonely() && alone >= wait {
                     self.set_role(Role::Ultrapeer, now);
                     return Some(RoleChange {

@@ -37,12 +37,20 @@ trap stop EXIT
 addrs=()
 for ((i = 0; i < n; i++)); do
   peers=()
-  # Each node dials up to two earlier ones: a connected mesh with some cycles.
-  if ((i > 0)); then peers+=(--peer "${addrs[$(((i - 1)))]}"); fi
-  if ((i > 2)); then peers+=(--peer "${addrs[$((RANDOM % (i - 1)))]}"); fi
+  # Every fifth node is an ultrapeer, chained to the one before it; the others
+  # start in the default `auto` mode and join their group's ultrapeer (and the
+  # first) as leaves.
+  if ((i % 5 == 0)); then
+    role=(--mode ultrapeer)
+    if ((i > 0)); then peers+=(--peer "${addrs[$((i - 5))]}"); fi
+  else
+    role=()
+    peers+=(--peer "${addrs[$((i - i % 5))]}")
+    if ((i >= 5)); then peers+=(--peer "${addrs[0]}"); fi
+  fi
   dir=${dirs[$((i % ${#dirs[@]}))]}
   "$SERVENT" -q run --listen 127.0.0.1:0 --share "$dir" --data-dir "$work/node$i" \
-    "${peers[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
+    "${role[@]}" "${peers[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
   pids+=($!)
   for _ in $(seq 100); do
     addr=$(sed -n 's/^listening on //p' "$work/node$i.out")

@@ -376,3 +376,53 @@ async fn nodes_started_with_defaults_sort_themselves_into_ultrapeers_and_leaves(
             .expect("shutdown");
     }
 }
+
+#[tokio::test]
+async fn a_search_through_a_leaf_follows_it_to_its_ultrapeer() {
+    let dir = Dir::new("follow");
+    let share = dir.0.join("leaf");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("quietfile.txt"), b"q").unwrap();
+    let up = node::start(
+        config(Mode::Ultrapeer, true, None, Vec::new()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let mut leaf = node::start(
+        config(
+            Mode::Leaf,
+            true,
+            Some(share),
+            vec![up.local_addr.to_string()],
+        ),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        leaf.wait_for(WAIT, |s| s.to_ultrapeers == 1 && s.tables_sent == 1)
+            .await
+    );
+    let mut up = up;
+    assert!(up.wait_for(WAIT, |s| s.tables_received == 1).await);
+    // The leaf refuses a leaf (us) and names its ultrapeer; the search goes on
+    // there and finds the leaf's file.
+    let mut found = Vec::new();
+    search::search(
+        &leaf.local_addr.to_string(),
+        "quietfile",
+        3,
+        Duration::from_secs(5),
+        1,
+        |h| found.push(h.name),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found, vec!["quietfile.txt".to_string()]);
+    for n in [leaf, up] {
+        tokio::time::timeout(WAIT, n.shutdown())
+            .await
+            .expect("shutdown");
+    }
+}

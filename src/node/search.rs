@@ -85,6 +85,56 @@ pub enum SearchError {
     Io(#[from] std::io::Error),
 }
 
+/// Ultrapeers tried after a leaf refused us and pointed at them.
+const FOLLOW_TRY: usize = 3;
+
+/// Connects to `peer` as a leaf. A node that cannot take us (a leaf itself, or
+/// full) names ultrapeers in its refusal; up to [`FOLLOW_TRY`] of them are tried
+/// in turn, within the same `timeout`.
+async fn connect_leaf(
+    peer: &str,
+    timeout: Duration,
+) -> Result<(TcpStream, handshake::Established), SearchError> {
+    let one = |peer: String| async move {
+        let mut stream =
+            TcpStream::connect(&peer)
+                .await
+                .map_err(|source| SearchError::Connect {
+                    peer: peer.clone(),
+                    source,
+                })?;
+        // Deployed ultrapeers (gtk-gnutella) refuse uncompressed connections.
+        let mut headers = super::client_headers();
+        headers.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
+        match handshake::connect(&mut stream, headers, true).await {
+            Ok(est) => Ok((stream, est)),
+            Err(source) => Err(SearchError::Handshake { peer, source }),
+        }
+    };
+    let work = async {
+        let first = one(peer.to_string()).await;
+        let suggested = match &first {
+            Err(SearchError::Handshake {
+                source: HandshakeFailure::Refused { try_hosts, .. },
+                ..
+            }) => try_hosts.clone(),
+            _ => return first,
+        };
+        for addr in suggested.into_iter().take(FOLLOW_TRY) {
+            tracing::info!(refused_by = peer, trying = %addr, "following the refusal's suggestion");
+            if let Ok(ok) = one(addr.to_string()).await {
+                return Ok(ok);
+            }
+        }
+        first
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| SearchError::Timeout {
+            peer: peer.to_string(),
+        })?
+}
+
 /// Searches `words` through `peer`, calling `on_hit` for each result as it arrives,
 /// until `timeout` has passed or `max_results` results have come. Returns the
 /// number of results.
@@ -96,30 +146,7 @@ pub async fn search(
     max_results: usize,
     mut on_hit: impl FnMut(SearchHit),
 ) -> Result<usize, SearchError> {
-    let connect = async {
-        let mut stream = TcpStream::connect(peer)
-            .await
-            .map_err(|source| SearchError::Connect {
-                peer: peer.to_string(),
-                source,
-            })?;
-        // Deployed ultrapeers (gtk-gnutella) refuse uncompressed connections.
-        let mut headers = super::client_headers();
-        headers.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
-        let est = handshake::connect(&mut stream, headers, true)
-            .await
-            .map_err(|source| SearchError::Handshake {
-                peer: peer.to_string(),
-                source,
-            })?;
-        Ok::<_, SearchError>((stream, est))
-    };
-    let (stream, est) =
-        tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| SearchError::Timeout {
-                peer: peer.to_string(),
-            })??;
+    let (stream, est) = connect_leaf(peer, timeout).await?;
     let (r, mut w) = stream.into_split();
     let id = Guid::new_random();
     let mut out = BytesMut::new();

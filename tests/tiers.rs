@@ -143,13 +143,19 @@ async fn build(dir: &Dir, names: &[String], two_tier: bool) -> Net {
         } else {
             Mode::Ultrapeer
         };
-        let c = config(mode, two_tier, Some(share), peers);
+        let mut c = config(mode, two_tier, Some(share), peers);
+        // Half the leaves offer their file lists (their ultrapeers answer for
+        // them); the others are known by their tables alone, like deployed
+        // leaves.
+        c.tier.offer_library = offers(k);
         leaves.push(node::start(c, CancellationToken::new()).await.unwrap());
     }
     for (k, leaf) in leaves.iter_mut().enumerate() {
         let ok = if two_tier {
             leaf.wait_for(WAIT, |s| {
-                s.to_ultrapeers == PER_LEAF && s.tables_sent >= PER_LEAF as u64
+                s.to_ultrapeers == PER_LEAF
+                    && s.tables_sent >= PER_LEAF as u64
+                    && s.offers_sent >= if offers(k) { PER_LEAF as u64 } else { 0 }
             })
             .await
         } else {
@@ -161,12 +167,23 @@ async fn build(dir: &Dir, names: &[String], two_tier: bool) -> Net {
         // Every leaf's table has reached its ultrapeers, and the ultrapeers'
         // merged tables have gone round (they are re-sent once a second while
         // they change).
-        for up in ups.iter_mut() {
+        for (i, up) in ups.iter_mut().enumerate() {
             let degree = up.stats().mesh_links as u64;
+            let offering = (0..LEAVES)
+                .filter(|k| offers(*k) && (0..PER_LEAF).any(|j| (k + j) % UPS == i))
+                .count() as u64;
+            let ok = up
+                .wait_for(WAIT, |s| {
+                    s.leaves == LEAVES * PER_LEAF / UPS
+                        && s.tables_received >= (LEAVES * PER_LEAF / UPS) as u64 + degree
+                        && s.offers_received >= offering
+                })
+                .await;
+            let s = up.stats();
             assert!(
-                up.wait_for(WAIT, |s| s.leaves == LEAVES * PER_LEAF / UPS
-                    && s.tables_received >= (LEAVES * PER_LEAF / UPS) as u64 + degree)
-                    .await
+                ok,
+                "ultrapeer: {} leaves, {} tables, {} offers",
+                s.leaves, s.tables_received, s.offers_received
             );
         }
         let sent = |ups: &[NodeHandle]| ups.iter().map(|u| u.stats().tables_sent).sum::<u64>();
@@ -182,6 +199,11 @@ async fn build(dir: &Dir, names: &[String], two_tier: bool) -> Net {
         }
     }
     Net { ups, leaves }
+}
+
+/// Whether leaf `k` offers its file list to its ultrapeers.
+fn offers(k: usize) -> bool {
+    k % 2 == 0
 }
 
 /// The table a leaf sharing `name` must have sent.
@@ -252,7 +274,8 @@ async fn two_tiers_reach_only_matching_leaves_with_ten_times_fewer_queries() {
                     .filter(|(i, l)| l.stats().router.delivered(Class::Search) > before[*i])
                     .map(|(i, _)| i)
                     .collect();
-                assert!(reached.contains(&k), "the owner was asked");
+                // The owner was asked, unless its ultrapeer answered for it.
+                assert_eq!(reached.contains(&k), !offers(k), "leaf {k}");
                 for i in reached {
                     assert!(
                         leaf_table(&names[i]).matches_query_text(&words[k]),
@@ -279,6 +302,8 @@ async fn two_tiers_reach_only_matching_leaves_with_ten_times_fewer_queries() {
             }
             let misses: u64 = net.ups.iter().map(|u| u.stats().leaf_table_misses).sum();
             assert!(misses > 0, "leaves were shielded");
+            let for_leaves: u64 = net.ups.iter().map(|u| u.stats().hits_for_leaves).sum();
+            assert!(for_leaves > 0, "ultrapeers answered for leaves");
         }
         per_search.push(total as f64 / probes.len() as f64);
         net.stop().await;

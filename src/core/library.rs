@@ -85,6 +85,28 @@ impl Library {
         index
     }
 
+    /// Adds a file under an index chosen by someone else (another node's file
+    /// list), replacing any file with that index. Such files have no path.
+    pub fn add_at(&mut self, index: u32, name: &str, size: u64, sha1: Option<Sha1Urn>) {
+        self.remove_entry(index);
+        for word in table_keywords(name) {
+            self.by_keyword.entry(word).or_default().insert(index);
+        }
+        if let Some(urn) = sha1 {
+            self.by_sha1.entry(urn).or_default().insert(index);
+        }
+        self.files.insert(
+            index,
+            SharedFile {
+                index,
+                name: name.to_string(),
+                path: PathBuf::new(),
+                size,
+                sha1,
+            },
+        );
+    }
+
     /// Records a file's SHA-1 once it has been computed.
     pub fn set_sha1(&mut self, index: u32, urn: Sha1Urn) {
         let Some(file) = self.files.get_mut(&index) else {

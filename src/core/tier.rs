@@ -79,6 +79,9 @@ pub struct TierConfig {
     /// Share of the CPU in use (0..1, from the load average) at or above which
     /// the node is too busy to promote itself.
     pub max_busy: f64,
+    /// As a leaf, offer our file list to ultrapeers that take it (they then
+    /// answer for us); off: they know us by our table alone.
+    pub offer_library: bool,
     /// As an ultrapeer, exchange tables with other ultrapeers and apply the
     /// last-hop rule (off: ultrapeers flood each other as a flat mesh).
     pub ultrapeer_qrp: bool,
@@ -95,6 +98,7 @@ impl Default for TierConfig {
             demote_after: Duration::from_secs(120),
             accepts_inbound: true,
             max_busy: 0.8,
+            offer_library: true,
             ultrapeer_qrp: true,
         }
     }

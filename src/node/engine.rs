@@ -22,6 +22,7 @@ use crate::core::tier::{Admit, Link, PeerRole, Role, RoleChange, Tier};
 use crate::share::FoundFile;
 use crate::wire::bye;
 use crate::wire::huge::Sha1Urn;
+use crate::wire::library_offer::{OfferChunk, OfferedFile};
 use crate::wire::qrp::{self, PatchDecoder, QrpTable};
 use crate::wire::query::QueryView;
 use crate::wire::queryhit::OpenDataFlags;
@@ -61,6 +62,8 @@ pub enum Event {
         link: Link,
         /// The peer sends and reads inter-ultrapeer tables.
         up_qrp: bool,
+        /// The peer speaks the library offer.
+        offers: bool,
         /// The peer's servent GUID, when its handshake said it.
         guid: Option<Guid>,
     },
@@ -141,6 +144,12 @@ pub struct EngineStats {
     pub tables_received: u64,
     /// PATCH sequences we sent.
     pub tables_sent: u64,
+    /// Complete library offers received from leaves.
+    pub offers_received: u64,
+    /// Library offers we sent (whole libraries).
+    pub offers_sent: u64,
+    /// QueryHits we sent for leaves whose files they offered.
+    pub hits_for_leaves: u64,
     /// Dynamic queries started for leaves, and running now.
     pub dynamic_queries: u64,
     pub dynamic_running: usize,
@@ -154,6 +163,7 @@ struct Peer {
     /// (gtk-gnutella drops a leaf that relays with Bye 414).
     link: Link,
     up_qrp: bool,
+    offers: bool,
     guid: Option<Guid>,
     unknown: u32,
     repeated: u32,
@@ -161,6 +171,10 @@ struct Peer {
     table: Option<RemoteTable>,
     /// The table we last sent it.
     sent: Option<QrpTable>,
+    /// The files a leaf offered us (complete once its last chunk came).
+    offered: Option<(Library, bool)>,
+    /// The version of our library we last offered it.
+    offered_version: Option<u64>,
 }
 
 struct RemoteTable {
@@ -184,6 +198,15 @@ impl Peer {
         let t = self.table.as_ref().filter(|t| t.complete)?;
         Some(table_matches(&t.table, q))
     }
+}
+
+/// Whether we answer queries for this leaf ourselves (it offered its files, and
+/// we know its GUID and address).
+fn answers_for(p: &Peer) -> bool {
+    p.link == Link::ToLeaf
+        && p.guid.is_some()
+        && p.remote_listen.is_some()
+        && p.offered.as_ref().is_some_and(|(_, complete)| *complete)
 }
 
 /// Whether a query hits a table: every keyword of its text, or one of its URNs.
@@ -343,6 +366,8 @@ pub struct Engine {
     table_dirty: bool,
     /// Our table as last built.
     table: Option<QrpTable>,
+    /// Bumped on every change to our library (for library offers).
+    library_version: u64,
     /// Dynamic queries run for our leaves, and the query each one sends.
     dq: Planner<Guid>,
     dq_frames: HashMap<Guid, Frame>,
@@ -376,6 +401,7 @@ impl Engine {
             tier,
             table_dirty: true,
             table: None,
+            library_version: 0,
             dq: Planner::new(dq),
             dq_frames: HashMap::new(),
         }
@@ -389,6 +415,11 @@ impl Engine {
             up_qrp: self.tier.config().ultrapeer_qrp,
             needed: ultrapeer.then(|| self.tier.ultrapeers_needed()),
         }
+    }
+
+    fn library_changed(&mut self) {
+        self.table_dirty = true;
+        self.library_version += 1;
     }
 
     /// Carries out a role change: links that no longer fit are closed (the
@@ -428,6 +459,7 @@ impl Engine {
                 remote_listen,
                 link,
                 up_qrp,
+                offers,
                 guid,
             } => {
                 tracing::debug!(conn = conn.0, ?remote_listen, %local, link = link.name(), "connection opened");
@@ -440,12 +472,15 @@ impl Engine {
                         local,
                         remote_listen,
                         link,
-                        up_qrp,
+                        up_qrp: up_qrp && self.tier.config().ultrapeer_qrp,
+                        offers,
                         guid,
                         unknown: 0,
                         repeated: 0,
                         table: None,
                         sent: None,
+                        offered: None,
+                        offered_version: None,
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
@@ -468,12 +503,12 @@ impl Engine {
             }
             Event::Added { file, urn } => {
                 self.library.add(&file.name, file.path, file.size, urn);
-                self.table_dirty = true;
+                self.library_changed();
             }
             Event::Removed { path } => {
                 if let Some(index) = self.library.index_of(&path) {
                     self.library.remove(index);
-                    self.table_dirty = true;
+                    self.library_changed();
                 }
             }
             Event::Hashed { path, size, urn } => {
@@ -483,7 +518,7 @@ impl Engine {
                     index.filter(|i| self.library.get(*i).is_some_and(|f| f.size == size))
                 {
                     self.library.set_sha1(i, urn);
-                    self.table_dirty = true;
+                    self.library_changed();
                 }
             }
             Event::Tick { busy } => {
@@ -559,7 +594,11 @@ impl Engine {
                 self.route_table(conn, &frame.payload, now);
                 return;
             }
-            Function::Vendor | Function::StandardVendor => return,
+            Function::Vendor => {
+                self.vendor(conn, &frame.payload);
+                return;
+            }
+            Function::StandardVendor => return,
             Function::Unknown(_) => {
                 self.stats.unknown += 1;
                 peer.unknown += 1;
@@ -587,6 +626,12 @@ impl Engine {
             }
             None
         };
+        if let Class::Directed { target } = class {
+            // A Push for a leaf we answered for (we are its push proxy).
+            if self.push_to_leaf(conn, target, &frame) {
+                return;
+            }
+        }
         let decision = self
             .router
             .route(conn, h.guid, class, h.ttl.0, h.hops.0, now);
@@ -661,11 +706,134 @@ impl Engine {
                 Function::Query => {
                     if let Some(q) = query {
                         self.answer_query(conn, h, q);
+                        if self.tier.role() == Role::Ultrapeer {
+                            self.answer_for_leaves(conn, h, q);
+                        }
                     }
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Leaves offering no more files than this are answered for in full.
+    const MAX_OFFERED: usize = 10_000;
+
+    /// A vendor message: the library offer from a leaf is kept; others ignored.
+    fn vendor(&mut self, conn: ConnId, payload: &bytes::Bytes) {
+        let role = self.tier.role();
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let Ok(m) = crate::wire::VendorMsg::parse(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if !OfferChunk::is_offer(&m) || role != Role::Ultrapeer || peer.link != Link::ToLeaf {
+            return;
+        }
+        let chunk = match OfferChunk::parse(&m.body) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(conn = conn.0, error = %e, "bad library offer");
+                self.stats.malformed += 1;
+                peer.offered = None;
+                return;
+            }
+        };
+        if chunk.first {
+            peer.offered = Some((Library::new(), false));
+        }
+        let Some((lib, complete)) = peer.offered.as_mut() else {
+            return;
+        };
+        for f in chunk.files {
+            if lib.len() >= Self::MAX_OFFERED {
+                // Too many to answer for: the leaf stays reachable through QRP.
+                peer.offered = None;
+                return;
+            }
+            lib.add_at(f.index, &f.name, f.size, f.sha1);
+        }
+        if chunk.last {
+            *complete = true;
+            self.stats.offers_received += 1;
+        }
+    }
+
+    /// Answers a query for every leaf whose offered files match it: a hit naming
+    /// the leaf, with us as its push proxy.
+    fn answer_for_leaves(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
+        let Some(local) = self.peers.get(&conn).map(|p| p.local) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(q.text);
+        let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
+        let mut hits = Vec::new();
+        for (c, p) in &self.peers {
+            if *c == conn || !answers_for(p) {
+                continue;
+            }
+            let (Some((lib, _)), Some(guid), Some(addr)) = (&p.offered, p.guid, p.remote_listen)
+            else {
+                continue;
+            };
+            let found: Vec<HitResult> = lib
+                .search(&text, &urns, self.max_results)
+                .into_iter()
+                .map(|f| HitResult::new(f.index, f.size, &f.name, f.sha1.as_ref()))
+                .collect();
+            if !found.is_empty() {
+                hits.push((guid, addr, found));
+            }
+        }
+        let mut proxy = Vec::with_capacity(6);
+        proxy.extend_from_slice(&ipv4_of(local.ip()).octets());
+        proxy.extend_from_slice(&local.port().to_le_bytes());
+        for (guid, addr, found) in hits {
+            for chunk in found.chunks(RESULTS_PER_HIT) {
+                let ggep =
+                    crate::wire::Ggep::new(vec![crate::wire::GgepExt::new("PUSH", proxy.clone())]);
+                let hit = Message::QueryHit(QueryHit {
+                    port: addr.port(),
+                    ip: ipv4_of(addr.ip()),
+                    speed: 0,
+                    results: chunk.to_vec(),
+                    trailer: TrailerArea::Qhd(Trailer::new(
+                        VENDOR,
+                        OpenDataFlags::default(),
+                        Some(ggep),
+                    )),
+                    servent: guid,
+                });
+                self.reply(conn, h, &hit, Priority::Result);
+                self.stats.hits_for_leaves += 1;
+            }
+        }
+    }
+
+    /// Forwards a Push to the leaf it is for, if it is ours; false otherwise.
+    fn push_to_leaf(&mut self, from: ConnId, target: Guid, frame: &Frame) -> bool {
+        let Some(peer) = self
+            .peers
+            .iter()
+            .find(|(c, p)| **c != from && p.link == Link::ToLeaf && p.guid == Some(target))
+            .map(|(_, p)| p)
+        else {
+            return false;
+        };
+        if Message::validate(Function::Push, &frame.payload).is_err() {
+            self.stats.malformed += 1;
+            return true;
+        }
+        let bytes = reencode(
+            frame,
+            frame.header.ttl.0.saturating_sub(1).max(1),
+            frame.header.hops.0.saturating_add(1),
+        );
+        peer.tx.send(Priority::Result, bytes);
+        self.stats.relayed.pushes += 1;
+        true
     }
 
     /// The ultrapeer links as the dynamic-query planner sees them for `q`.
@@ -824,7 +992,7 @@ impl Engine {
         let mut bytes = None;
         let (mut sent, mut shed, mut misses) = (0u64, 0u64, 0u64);
         for (c, p) in &self.peers {
-            if *c == from || p.link != Link::ToLeaf {
+            if *c == from || p.link != Link::ToLeaf || answers_for(p) {
                 continue;
             }
             if p.matches(q) != Some(true) {
@@ -937,9 +1105,13 @@ impl Engine {
         t
     }
 
-    /// Sends our table, or what changed in it, to every peer that takes it.
+    /// Sends our table, or what changed in it, to every peer that takes it;
+    /// and as a leaf, our file list to ultrapeers that take offers.
     fn send_tables(&mut self) {
         let role = self.tier.role();
+        if role == Role::Leaf {
+            self.send_offers();
+        }
         let needs = |p: &Peer| p.wants_table(role);
         if !self.peers.values().any(needs) {
             return;
@@ -980,6 +1152,43 @@ impl Engine {
             sent_count += 1;
         }
         self.stats.tables_sent += sent_count;
+    }
+
+    /// Offers our whole library to every ultrapeer that takes offers and has not
+    /// had this version of it.
+    fn send_offers(&mut self) {
+        if !self.tier.config().offer_library {
+            return;
+        }
+        let version = self.library_version;
+        let wanting = |p: &Peer| {
+            p.link == Link::ToUltrapeer && p.offers && p.offered_version != Some(version)
+        };
+        if !self.peers.values().any(wanting) {
+            return;
+        }
+        let files: Vec<OfferedFile> = self
+            .library
+            .files()
+            .map(|f| OfferedFile {
+                index: f.index,
+                size: f.size,
+                sha1: f.sha1,
+                name: f.name.clone(),
+            })
+            .collect();
+        let mut out = BytesMut::new();
+        for m in OfferChunk::encode_all(&files) {
+            let _ = Message::Vendor(m).encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut out);
+        }
+        let bytes = out.freeze();
+        let mut sent = 0;
+        for p in self.peers.values_mut().filter(|p| wanting(p)) {
+            p.tx.send(Priority::Own, bytes.clone());
+            p.offered_version = Some(version);
+            sent += 1;
+        }
+        self.stats.offers_sent += sent;
     }
 
     /// The TTL for a reply to a request that travelled `hops` hops: enough to get

@@ -165,7 +165,17 @@ pub fn our_headers(
     h.push(hs::GGEP, "0.5");
     h.push(hs::VENDOR_MESSAGE, "0.2");
     h.push(hs::X_MAX_TTL, max_ttl.to_string());
+    // We send and read the library offer vendor message (SRVT/1v1).
+    h.push(X_LIBRARY_OFFER, "1");
     h
+}
+
+/// Our header saying we speak the library offer (`protocol-spec/library-offer.md`).
+pub const X_LIBRARY_OFFER: &str = "X-Library-Offer";
+
+/// Whether a peer speaks the library offer.
+pub fn peer_offers(h: &Headers) -> bool {
+    h.get(X_LIBRARY_OFFER) == Some("1")
 }
 
 /// The server side (compressing what it sends when `compress` is set and the

@@ -603,6 +603,7 @@ async fn open_connection(
         remote_listen,
         link,
         up_qrp: handshake::peer_up_qrp(&est.headers),
+        offers: handshake::peer_offers(&est.headers),
         guid: est.headers.get("GUID").and_then(Guid::from_hex),
     }) {
         shared.open.fetch_sub(1, Ordering::Relaxed);

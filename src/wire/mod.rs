@@ -16,6 +16,7 @@ pub mod guid;
 pub mod handshake;
 pub mod header;
 pub mod huge;
+pub mod library_offer;
 pub mod message;
 pub mod ping;
 pub mod pong;

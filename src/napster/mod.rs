@@ -15,5 +15,8 @@
 //!   `SEND`), resumable by offset.
 
 pub mod accounts;
+pub mod client;
 pub mod index;
+pub mod server;
+pub mod transfer;
 pub mod wire;

@@ -154,10 +154,22 @@ fn save_accounts(dir: &std::path::Path, text: &str) -> io::Result<()> {
 /// Starts the server; it runs until `cancel` is cancelled or the handle is shut
 /// down.
 pub async fn start(
-    mut config: ServerConfig,
+    config: ServerConfig,
     cancel: CancellationToken,
 ) -> Result<ServerHandle, ServerError> {
     let accounts = load_accounts(&config.data_dir)?;
+    let index = Index::new(config.index.clone(), accounts);
+    start_with(config, index, cancel).await
+}
+
+/// As [`start`], serving an index built beforehand (the bench fills one with a
+/// million files without a million messages over sockets). `config.index` is
+/// only used for the connection limits; the index keeps its own configuration.
+pub async fn start_with(
+    mut config: ServerConfig,
+    index: Index,
+    cancel: CancellationToken,
+) -> Result<ServerHandle, ServerError> {
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -190,7 +202,6 @@ pub async fn start(
         cancel.clone(),
         tracker.clone(),
     ));
-    let index = Index::new(config.index.clone(), accounts);
     tracker.spawn(index_loop(index, config, events_rx, cancel.clone()));
     tracing::info!(%local_addr, "index listening");
     Ok(ServerHandle {

@@ -175,6 +175,10 @@ pub enum NapsterCommand {
         /// Port for client-to-client transfers (0: firewalled).
         #[arg(long, env = "SERVENT_DATA_PORT", default_value_t = 6699)]
         data_port: u16,
+        /// Password of a registered nick (default: a made-up one, which logs an
+        /// unregistered nick in).
+        #[arg(long, env = "SERVENT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Search the index.
     Search {
@@ -184,6 +188,10 @@ pub enum NapsterCommand {
         json: bool,
         #[arg(long, env = "SERVENT_MAX_RESULTS", default_value_t = 100)]
         max_results: usize,
+        /// Content type to look for (`any` is our extension; a stock OpenNap
+        /// knows the others only).
+        #[arg(long = "type", env = "SERVENT_TYPE", value_enum, default_value_t = NapsterType::Any)]
+        kind: NapsterType,
         #[arg(required = true, value_name = "WORDS")]
         words: Vec<String>,
     },
@@ -198,6 +206,18 @@ pub enum NapsterCommand {
         #[arg(short, long, env = "SERVENT_OUTPUT", value_name = "PATH")]
         output: Option<PathBuf>,
     },
+}
+
+/// The content types of a Napster search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NapsterType {
+    Any,
+    Mp3,
+    Audio,
+    Video,
+    Application,
+    Image,
+    Text,
 }
 
 impl Command {

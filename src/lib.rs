@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod core;
 pub mod framing;
+pub mod napster;
 pub mod node;
 pub mod share;
 pub mod wire;

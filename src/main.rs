@@ -6,7 +6,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use servent::cli::{Cli, Command, EXIT_UNAVAILABLE, Mode, RunArgs, SearchArgs};
+use servent::cli::{
+    Cli, Command, EXIT_UNAVAILABLE, IndexArgs, Mode, NapsterCommand, NapsterType, RunArgs,
+    SearchArgs,
+};
+use servent::napster::client::{self, DataPort, GetConfig, Login, Session, ShareConfig};
+use servent::napster::index::IndexConfig;
+use servent::napster::server::{self, ServerConfig};
+use servent::napster::transfer::Timeouts;
+use servent::napster::wire::{Kind, KindFilter, SearchRequest, SearchResult};
+use servent::node::search::json_string;
 use servent::node::{self, NodeConfig, TierConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -30,6 +39,29 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Search(args) => search(args),
+        Command::Index(args) => index(args),
+        Command::Napster(args) => match args.command {
+            NapsterCommand::Share {
+                server,
+                nick,
+                share,
+                data_port,
+                password,
+            } => napster_share(server, nick, share, data_port, password),
+            NapsterCommand::Search {
+                server,
+                json,
+                max_results,
+                kind,
+                words,
+            } => napster_search(server, json, max_results, kind, words),
+            NapsterCommand::Get {
+                server,
+                from,
+                file,
+                output,
+            } => napster_get(server, from, file, output),
+        },
         _ => {
             eprintln!("servent {name}: not available yet in this version");
             return ExitCode::from(EXIT_UNAVAILABLE as u8);
@@ -169,5 +201,229 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         },
     ))?;
     tracing::info!(results = count, "search done");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let motd = match &args.motd {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| format!("cannot read the MOTD file {}: {e}", path.display()))?
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+            .collect::<Vec<_>>(),
+        None => Vec::new(),
+    };
+    let mut motd = motd;
+    while motd.last().is_some_and(|l| l.is_empty()) {
+        motd.pop();
+    }
+    if args.max_results == 0 || args.max_results > 10_000 {
+        return Err("--max-results must be between 1 and 10000".into());
+    }
+    if let Some(d) = &args.data_dir {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    let mut salt_seed = [0u8; 16];
+    salt_seed.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        index: IndexConfig {
+            motd,
+            max_users: args.max_users,
+            max_results: args.max_results as u32,
+            salt_seed,
+            ..IndexConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        let handle = server::start(config, cancel.clone()).await?;
+        println!("listening on {}", handle.local_addr);
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        if tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
+            .await
+            .is_err()
+        {
+            return Err("shutdown took too long".into());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn napster_share(
+    server: String,
+    nick: String,
+    share: PathBuf,
+    data_port: u16,
+    password: Option<String>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let cache_file = default_data_dir().and_then(|d| {
+        std::fs::create_dir_all(&d).ok()?;
+        Some(d.join("sha1-cache.txt"))
+    });
+    runtime()?.block_on(async {
+        let data = if data_port == 0 {
+            DataPort::Firewalled
+        } else {
+            let l = tokio::net::TcpListener::bind(("0.0.0.0", data_port))
+                .await
+                .map_err(|e| format!("cannot listen on data port {data_port}: {e}"))?;
+            DataPort::Listen(l)
+        };
+        let cancel = CancellationToken::new();
+        let config = ShareConfig {
+            server: server.clone(),
+            nick: nick.clone(),
+            password,
+            root: share,
+            data,
+            cache_file,
+            max_uploads: 8,
+            timeouts: Timeouts::default(),
+        };
+        let sharer = client::start_share(config, cancel.clone()).await?;
+        match sharer.data_addr {
+            Some(a) => println!(
+                "sharing {} files as {nick} on {server}, data port {}",
+                sharer.files,
+                a.port()
+            ),
+            None => println!(
+                "sharing {} files as {nick} on {server}, firewalled",
+                sharer.files
+            ),
+        }
+        let _ = std::io::stdout().flush();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        });
+        sharer.wait().await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn result_json(r: &SearchResult) -> String {
+    format!(
+        "{{\"name\":{},\"size\":{},\"bitrate\":{},\"freq\":{},\"seconds\":{},\"md5\":{},\"nick\":{},\"ip\":\"{}\",\"link\":{}}}",
+        json_string(&String::from_utf8_lossy(&r.name)),
+        r.size,
+        r.bitrate,
+        r.freq,
+        r.seconds,
+        json_string(&String::from_utf8_lossy(&r.md5)),
+        json_string(&r.nick),
+        r.ip,
+        r.link
+    )
+}
+
+fn napster_search(
+    server: String,
+    json: bool,
+    max_results: usize,
+    kind: NapsterType,
+    words: Vec<String>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let text = words.join(" ");
+    if text.contains('"') {
+        return Err("search words cannot contain '\"'".into());
+    }
+    let kind = match kind {
+        NapsterType::Any => KindFilter::Any,
+        NapsterType::Mp3 => KindFilter::One(Kind::Mp3),
+        NapsterType::Audio => KindFilter::One(Kind::Audio),
+        NapsterType::Video => KindFilter::One(Kind::Video),
+        NapsterType::Application => KindFilter::One(Kind::Application),
+        NapsterType::Image => KindFilter::One(Kind::Image),
+        NapsterType::Text => KindFilter::One(Kind::Text),
+    };
+    let req = SearchRequest {
+        contains: vec![text.into_bytes()],
+        max_results: Some(max_results.min(u32::MAX as usize) as u32),
+        kind,
+        ..SearchRequest::default()
+    };
+    let table = !json && std::io::stdout().is_terminal();
+    let mut out = std::io::stdout().lock();
+    if table {
+        let _ = writeln!(
+            out,
+            "{:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
+            "name", "size", "kbps", "hz", "nick", "ip"
+        );
+    }
+    let count = runtime()?.block_on(async {
+        let wait = Duration::from_secs(30);
+        let mut session = Session::login(&server, &Login::anonymous(0), wait).await?;
+        session
+            .search(&req, wait, |r| {
+                let name = String::from_utf8_lossy(&r.name);
+                let line = if json {
+                    result_json(&r)
+                } else if table {
+                    format!(
+                        "{:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
+                        name, r.size, r.bitrate, r.freq, r.nick, r.ip
+                    )
+                } else {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        name,
+                        r.size,
+                        r.bitrate,
+                        r.freq,
+                        r.nick,
+                        r.ip,
+                        String::from_utf8_lossy(&r.md5)
+                    )
+                };
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            })
+            .await
+    })?;
+    tracing::info!(results = count, "search done");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn napster_get(
+    server: String,
+    from: String,
+    file: String,
+    output: Option<PathBuf>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let output = output.unwrap_or_else(|| PathBuf::from(client::local_name(file.as_bytes())));
+    let config = GetConfig {
+        server,
+        from,
+        file: file.into_bytes(),
+        output: output.clone(),
+        wait: Duration::from_secs(90),
+        timeouts: Timeouts::default(),
+    };
+    let done = runtime()?.block_on(client::get(config))?;
+    if done.offset == done.size {
+        println!(
+            "{} is already complete ({} bytes)",
+            output.display(),
+            done.size
+        );
+    } else if done.offset > 0 {
+        println!(
+            "saved {} ({} bytes, resumed at {})",
+            output.display(),
+            done.size,
+            done.offset
+        );
+    } else {
+        println!("saved {} ({} bytes)", output.display(), done.size);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,476 @@
+//! The async shell of `servent index`: accepts connections, frames what they
+//! send, feeds the [`Index`] and carries out its actions. It decides nothing.
+//!
+//! Tasks: one acceptor (a permit before each accept), one reader and one writer
+//! per connection, and the index task that owns the [`Index`]. Readers hand
+//! frames to the index task through one bounded channel (a full channel makes
+//! every reader wait its turn, in order); the index task hands frames to each
+//! writer through a bounded queue and drops a connection whose queue is full
+//! rather than wait for it. Accounts are saved at most once a second, written to
+//! a temporary file and renamed into place.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::accounts::Accounts;
+use super::index::{Action, ConnId, Index, IndexConfig, Now};
+use super::wire::{DEFAULT_MAX_FRAME, Frame, FrameError, NapCodec};
+
+/// Name of the accounts file in the data directory.
+pub const ACCOUNTS_FILE: &str = "napster-accounts.txt";
+
+/// Everything `servent index` is configured with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub index: IndexConfig,
+    /// Where the accounts file is kept; `None` keeps accounts in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Longest message accepted.
+    pub max_frame: usize,
+    /// Frames queued for one connection before it is dropped as too slow.
+    pub queue_frames: usize,
+    /// Events queued from all readers to the index task.
+    pub event_queue: usize,
+    /// How often time is passed to the index.
+    pub tick: Duration,
+    /// Longest a single write to a client may take.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8888)),
+            index: IndexConfig::default(),
+            data_dir: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            queue_frames: 0,
+            event_queue: 4096,
+            tick: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot read accounts from {path}: {source}")]
+    Accounts { path: PathBuf, source: io::Error },
+}
+
+/// A running server.
+pub struct ServerHandle {
+    pub local_addr: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl ServerHandle {
+    /// Stops every task (the accounts are saved first) and waits for them.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+enum Event {
+    Open {
+        id: ConnId,
+        ip: Ipv4Addr,
+        conn: ConnHandle,
+    },
+    Frame {
+        id: ConnId,
+        frame: Frame,
+    },
+    FramingError {
+        id: ConnId,
+        reason: String,
+    },
+    Closed {
+        id: ConnId,
+    },
+}
+
+struct ConnHandle {
+    tx: mpsc::Sender<Frame>,
+    /// Ends the reader (which then drains the socket briefly).
+    stop_read: CancellationToken,
+    /// Ends the writer at once (slow client, shutdown).
+    kill: CancellationToken,
+}
+
+/// Loads the accounts file of `data_dir`, if there is one.
+fn load_accounts(data_dir: &Option<PathBuf>) -> Result<Accounts, ServerError> {
+    let Some(dir) = data_dir else {
+        return Ok(Accounts::default());
+    };
+    let path = dir.join(ACCOUNTS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let (accounts, skipped) = Accounts::from_text(&text);
+            if skipped > 0 {
+                tracing::warn!(path = %path.display(), skipped, "skipped damaged account lines");
+            }
+            Ok(accounts)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Accounts::default()),
+        Err(source) => Err(ServerError::Accounts { path, source }),
+    }
+}
+
+/// Writes the accounts atomically: a temporary file, synced, then renamed.
+fn save_accounts(dir: &std::path::Path, text: &str) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(ACCOUNTS_FILE);
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)
+}
+
+/// Starts the server; it runs until `cancel` is cancelled or the handle is shut
+/// down.
+pub async fn start(
+    config: ServerConfig,
+    cancel: CancellationToken,
+) -> Result<ServerHandle, ServerError> {
+    let accounts = load_accounts(&config.data_dir)?;
+    let index = Index::new(config.index.clone(), accounts);
+    start_with(config, index, cancel).await
+}
+
+/// As [`start`], serving an index built beforehand (the bench fills one with a
+/// million files without a million messages over sockets). `config.index` is
+/// only used for the connection limits; the index keeps its own configuration.
+pub async fn start_with(
+    mut config: ServerConfig,
+    index: Index,
+    cancel: CancellationToken,
+) -> Result<ServerHandle, ServerError> {
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    if config.queue_frames == 0 {
+        // Room for a full search and a full browse answer, twice over.
+        let biggest = config.index.max_results.max(config.index.max_browse) as usize;
+        config.queue_frames = 2 * biggest + 256;
+    }
+    let cancel = cancel.child_token();
+    let tracker = TaskTracker::new();
+    let (events_tx, events_rx) = mpsc::channel(config.event_queue.max(1));
+    let permits = Arc::new(Semaphore::new(
+        config.index.max_users + config.index.max_unauthenticated,
+    ));
+    tracker.spawn(accept_loop(
+        listener,
+        config.clone(),
+        events_tx,
+        permits,
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(index_loop(index, config, events_rx, cancel.clone()));
+    tracing::info!(%local_addr, "index listening");
+    Ok(ServerHandle {
+        local_addr,
+        cancel,
+        tracker,
+    })
+}
+
+fn ipv4_of(addr: SocketAddr) -> Ipv4Addr {
+    match addr.ip() {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: ServerConfig,
+    events: mpsc::Sender<Event>,
+    permits: Arc<Semaphore>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut next_id: ConnId = 0;
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
+        let (r, w) = stream.into_split();
+        let (tx, rx) = mpsc::channel(config.queue_frames);
+        let stop_read = cancel.child_token();
+        let kill = cancel.child_token();
+        let conn = ConnHandle {
+            tx,
+            stop_read: stop_read.clone(),
+            kill: kill.clone(),
+        };
+        let open = Event::Open {
+            id,
+            ip: ipv4_of(peer),
+            conn,
+        };
+        if events.send(open).await.is_err() {
+            return;
+        }
+        tracing::debug!(id, %peer, "connection");
+        tracker.spawn(write_loop(w, rx, kill.clone(), config.write_timeout));
+        let events = events.clone();
+        tracker.spawn(async move {
+            read_loop(id, r, events, stop_read, config.max_frame).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn read_loop(
+    id: ConnId,
+    r: OwnedReadHalf,
+    events: mpsc::Sender<Event>,
+    stop: CancellationToken,
+    max_frame: usize,
+) {
+    let mut framed = FramedRead::new(r, NapCodec::new(max_frame));
+    loop {
+        let item = tokio::select! {
+            _ = stop.cancelled() => break,
+            item = framed.next() => item,
+        };
+        let event = match item {
+            Some(Ok(frame)) => Event::Frame { id, frame },
+            Some(Err(FrameError::TooLong { ty, len, max })) => Event::FramingError {
+                id,
+                reason: format!("message too long ({len} bytes, type {ty}; at most {max})"),
+            },
+            Some(Err(FrameError::Io(_))) | None => Event::Closed { id },
+        };
+        let last = !matches!(event, Event::Frame { .. });
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            r = events.send(event) => if r.is_err() { return },
+        }
+        if last {
+            break;
+        }
+    }
+    // Read and discard for a moment, so the peer gets our last words (an error
+    // message) before the socket closes, not a reset.
+    let mut r = framed.into_inner();
+    let mut scratch = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(n) = r.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = events.try_send(Event::Closed { id });
+}
+
+async fn write_loop(
+    mut w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame>,
+    kill: CancellationToken,
+    write_timeout: Duration,
+) {
+    let mut buf = BytesMut::with_capacity(8192);
+    loop {
+        let frame = tokio::select! {
+            _ = kill.cancelled() => return,
+            f = rx.recv() => f,
+        };
+        let Some(frame) = frame else { break };
+        frame.encode(&mut buf);
+        while buf.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => f.encode(&mut buf),
+                Err(_) => break,
+            }
+        }
+        let write = tokio::time::timeout(write_timeout, w.write_all(&buf));
+        let ok = tokio::select! {
+            _ = kill.cancelled() => return,
+            r = write => matches!(r, Ok(Ok(()))),
+        };
+        if !ok {
+            kill.cancel();
+            return;
+        }
+        buf.clear();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
+}
+
+struct Shell {
+    index: Index,
+    conns: HashMap<ConnId, ConnHandle>,
+    data_dir: Option<PathBuf>,
+    accounts_dirty: bool,
+}
+
+impl Shell {
+    fn apply(&mut self, out: &mut Vec<Action>) {
+        let mut queue: VecDeque<Action> = out.drain(..).collect();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(id, frame) => {
+                    let Some(c) = self.conns.get(&id) else {
+                        continue;
+                    };
+                    if c.tx.try_send(frame).is_err() {
+                        // Not reading what it asked for: drop it instead of waiting.
+                        tracing::info!(id, "output queue full, dropping the connection");
+                        self.close(id, true);
+                        let mut more = Vec::new();
+                        self.index.disconnect(id, &mut more);
+                        queue.extend(more);
+                    }
+                }
+                Action::Close(id) => self.close(id, false),
+                Action::SaveAccounts => self.accounts_dirty = true,
+            }
+        }
+    }
+
+    /// Forgets a connection: its writer sends what is queued and closes (or,
+    /// with `kill`, stops at once), its reader stops.
+    fn close(&mut self, id: ConnId, kill: bool) {
+        if let Some(c) = self.conns.remove(&id) {
+            c.stop_read.cancel();
+            if kill {
+                c.kill.cancel();
+            }
+        }
+    }
+
+    async fn save_if_dirty(&mut self) {
+        if !self.accounts_dirty {
+            return;
+        }
+        self.accounts_dirty = false;
+        let Some(dir) = self.data_dir.clone() else {
+            return;
+        };
+        let text = self.index.accounts().to_text();
+        let result = tokio::task::spawn_blocking(move || save_accounts(&dir, &text)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save accounts"),
+            Err(e) => tracing::error!(error = %e, "cannot save accounts"),
+        }
+    }
+}
+
+async fn index_loop(
+    index: Index,
+    config: ServerConfig,
+    mut events: mpsc::Receiver<Event>,
+    cancel: CancellationToken,
+) {
+    let mut shell = Shell {
+        index,
+        conns: HashMap::new(),
+        data_dir: config.data_dir.clone(),
+        accounts_dirty: false,
+    };
+    let mut ticker = tokio::time::interval(config.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                let now = Now::system();
+                match ev {
+                    Event::Open { id, ip, conn } => {
+                        shell.conns.insert(id, conn);
+                        shell.index.connect(id, ip, now, &mut out);
+                    }
+                    Event::Frame { id, frame } => shell.index.receive(id, &frame, now, &mut out),
+                    Event::FramingError { id, reason } => {
+                        tracing::info!(id, %reason, "dropping a connection");
+                        shell.index.framing_error(id, &reason, &mut out);
+                    }
+                    Event::Closed { id } => {
+                        shell.index.disconnect(id, &mut out);
+                        shell.close(id, false);
+                    }
+                }
+                shell.apply(&mut out);
+            }
+            _ = ticker.tick() => {
+                shell.index.tick(Now::system(), &mut out);
+                shell.apply(&mut out);
+                shell.save_if_dirty().await;
+            }
+        }
+    }
+    shell.save_if_dirty().await;
+    let s = shell.index.stats();
+    tracing::info!(
+        users = shell.index.users_online(),
+        files = shell.index.files_indexed(),
+        searches = s.searches,
+        dropped = s.dropped,
+        "index stopped"
+    );
+    for (_, c) in shell.conns.drain() {
+        c.stop_read.cancel();
+        c.kill.cancel();
+    }
+}

@@ -1,0 +1,466 @@
+//! The client-to-client transfer on the data port.
+//!
+//! Normal (the uploader is reachable): the downloader connects, the uploader
+//! writes `1`, the downloader writes `GET` and then `<nick> "<file>" <offset>`,
+//! the uploader answers the file's total size in ASCII digits immediately followed
+//! by the bytes from `offset` (or an error text such as `FILE NOT SHARED`).
+//!
+//! Firewalled uploader: it connects out to the downloader, which writes `1`; the
+//! uploader writes `SEND` and then `<nick> "<file>" <size>`, the downloader answers
+//! the offset to start from in ASCII digits (or `INVALID REQUEST`), and the bytes
+//! follow.
+//!
+//! None of these texts has a terminator. A request is complete once it parses and
+//! nothing more arrives for a short pause ([`PAUSE`]), which is how the old
+//! clients read it too (one packet). A size followed by file bytes is cut at the
+//! known size's digits when the downloader knows the size (from a browse), else at
+//! the first byte that is not a digit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::fs;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::wire::{Fields, Kind, Line, number};
+
+/// Quiet time after which a parsed request counts as complete.
+pub const PAUSE: Duration = Duration::from_millis(150);
+/// Longest request or reply text read before the data.
+const MAX_HEAD: usize = 2048;
+
+/// Time limits of a transfer.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// To connect and to exchange the texts before the data.
+    pub setup: Duration,
+    /// Longest wait for the next chunk of data either way.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            setup: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A file we offer for upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offered {
+    /// The name announced to the index (and asked for by downloaders).
+    pub name: Vec<u8>,
+    pub path: PathBuf,
+    pub size: u64,
+    /// The md5 field announced (see `protocol-spec/napster.md`).
+    pub md5: String,
+    pub kind: Kind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("the peer refused: {0}")]
+    Refused(String),
+    #[error("the peer broke the protocol: {0}")]
+    Protocol(String),
+    #[error("the local file is {local} bytes, larger than the remote file ({remote} bytes)")]
+    LocalLarger { local: u64, remote: u64 },
+    #[error("the transfer ended early, at {got} of {size} bytes (run again to resume)")]
+    Short { got: u64, size: u64 },
+}
+
+/// What a finished download did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Where it started (the partial file's length).
+    pub offset: u64,
+    /// The remote file's size, now the local one's.
+    pub size: u64,
+}
+
+/// How a head text stands.
+enum Head {
+    Incomplete,
+    Complete,
+}
+
+/// Reads into `buf` until `check` says complete and nothing more arrives for
+/// [`PAUSE`], or the peer closes, or `deadline` passes.
+async fn read_head<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    check: impl Fn(&[u8]) -> Head,
+) -> Result<(), TransferError> {
+    let mut chunk = [0u8; 512];
+    loop {
+        let complete = matches!(check(buf), Head::Complete);
+        let read = if complete {
+            match timeout(PAUSE, r.read(&mut chunk)).await {
+                Err(_) => return Ok(()),
+                Ok(r) => r?,
+            }
+        } else {
+            timeout_at(deadline, r.read(&mut chunk))
+                .await
+                .map_err(|_| TransferError::Timeout("waiting for the peer's request"))??
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..read]);
+        if buf.len() > MAX_HEAD {
+            return Err(TransferError::Protocol("request too long".into()));
+        }
+    }
+}
+
+/// `<nick> "<file>" <number>` complete?
+fn triple(buf: &[u8]) -> Head {
+    match Fields::exactly::<3>(buf) {
+        Some([_, _, n]) if number::<u64>(n).is_some() => Head::Complete,
+        _ => Head::Incomplete,
+    }
+}
+
+fn parse_triple(buf: &[u8]) -> Option<(String, Vec<u8>, u64)> {
+    let [nick, file, n] = Fields::exactly::<3>(buf)?;
+    Some((
+        String::from_utf8_lossy(nick).into_owned(),
+        file.to_vec(),
+        number(n)?,
+    ))
+}
+
+fn text(buf: &[u8]) -> String {
+    String::from_utf8_lossy(buf).trim().to_string()
+}
+
+async fn read_one(s: &mut TcpStream, deadline: Instant) -> Result<u8, TransferError> {
+    let mut b = [0u8; 1];
+    let n = timeout_at(deadline, s.read(&mut b))
+        .await
+        .map_err(|_| TransferError::Timeout("waiting for the peer's greeting"))??;
+    if n == 0 {
+        return Err(TransferError::Protocol("closed before the greeting".into()));
+    }
+    Ok(b[0])
+}
+
+/// Sends `path` from `offset` (at most `len` bytes), each write within `idle`.
+async fn send_file<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    idle: Duration,
+) -> Result<u64, TransferError> {
+    let mut f = fs::File::open(path).await?;
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut f = f.take(len);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        timeout(idle, w.write_all(&buf[..n]))
+            .await
+            .map_err(|_| TransferError::Timeout("sending data"))??;
+        sent += n as u64;
+    }
+    timeout(idle, w.flush())
+        .await
+        .map_err(|_| TransferError::Timeout("sending data"))??;
+    Ok(sent)
+}
+
+/// Appends what `r` sends (after `head`, bytes already read) to `out` until it
+/// holds `size` bytes.
+async fn receive_file<R: AsyncRead + Unpin>(
+    r: &mut R,
+    head: &[u8],
+    out: &Path,
+    offset: u64,
+    size: u64,
+    idle: Duration,
+) -> Result<Downloaded, TransferError> {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .await?;
+    let mut have = offset;
+    let take = (head.len() as u64).min(size - have) as usize;
+    f.write_all(&head[..take]).await?;
+    have += take as u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while have < size {
+        let want = ((size - have) as usize).min(buf.len());
+        let n = match timeout(idle, r.read(&mut buf[..want])).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => 0,
+        };
+        if n == 0 {
+            f.flush().await?;
+            return Err(TransferError::Short { got: have, size });
+        }
+        f.write_all(&buf[..n]).await?;
+        have += n as u64;
+    }
+    f.flush().await?;
+    f.sync_all().await?;
+    Ok(Downloaded { offset, size })
+}
+
+/// Length of a file that may not exist yet.
+async fn local_len(path: &Path) -> Result<u64, TransferError> {
+    match fs::metadata(path).await {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Serves one connection to our data port: the `GET` of a downloader.
+/// `find` looks a requested name up among the files we offer. Returns the
+/// requester's nick and the bytes sent.
+pub async fn serve_get(
+    mut s: TcpStream,
+    find: impl Fn(&[u8]) -> Option<Offered>,
+    timeouts: Timeouts,
+) -> Result<(String, u64), TransferError> {
+    let deadline = Instant::now() + timeouts.setup;
+    s.write_all(b"1").await?;
+    let mut buf = Vec::new();
+    read_head(&mut s, &mut buf, deadline, |b| {
+        match b.strip_prefix(b"GET") {
+            Some(rest) => triple(rest),
+            None => Head::Incomplete,
+        }
+    })
+    .await?;
+    let Some(rest) = buf.strip_prefix(b"GET") else {
+        let _ = s.write_all(b"INVALID REQUEST").await;
+        return Err(TransferError::Protocol(format!(
+            "expected GET, got {:?}",
+            text(&buf)
+        )));
+    };
+    let Some((nick, name, offset)) = parse_triple(rest) else {
+        let _ = s.write_all(b"INVALID REQUEST").await;
+        return Err(TransferError::Protocol(format!(
+            "bad request {:?}",
+            text(rest)
+        )));
+    };
+    let Some(file) = find(&name) else {
+        let _ = s.write_all(b"FILE NOT SHARED").await;
+        return Err(TransferError::Refused(format!(
+            "{nick} asked for {:?}, which we do not share",
+            String::from_utf8_lossy(&name)
+        )));
+    };
+    let size = fs::metadata(&file.path).await?.len();
+    if offset > size {
+        let _ = s.write_all(b"INVALID REQUEST").await;
+        return Err(TransferError::Protocol(format!(
+            "offset {offset} beyond the end ({size})"
+        )));
+    }
+    s.write_all(size.to_string().as_bytes()).await?;
+    let sent = send_file(&mut s, &file.path, offset, size - offset, timeouts.idle).await?;
+    let _ = s.shutdown().await;
+    Ok((nick, sent))
+}
+
+/// A firewalled uploader's side: connect out to the downloader at `addr`, offer
+/// `file` with `SEND`, and send it from the offset the downloader asks for.
+pub async fn push_upload(
+    addr: SocketAddr,
+    my_nick: &str,
+    file: &Offered,
+    timeouts: Timeouts,
+) -> Result<u64, TransferError> {
+    let deadline = Instant::now() + timeouts.setup;
+    let mut s = timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| TransferError::Timeout("connecting"))?
+        .map_err(|source| TransferError::Connect { addr, source })?;
+    if read_one(&mut s, deadline).await? != b'1' {
+        return Err(TransferError::Protocol("no greeting".into()));
+    }
+    let size = fs::metadata(&file.path).await?.len();
+    s.write_all(b"SEND").await?;
+    let line = Line::new()
+        .word(my_nick)
+        .quoted(&file.name)
+        .num(size)
+        .build();
+    s.write_all(&line).await?;
+    let mut buf = Vec::new();
+    // Digits (the offset), or an error text of a few bytes.
+    read_head(&mut s, &mut buf, deadline, |b| {
+        let digits = !b.is_empty() && b.iter().all(u8::is_ascii_digit);
+        if digits || b.len() >= 3 {
+            Head::Complete
+        } else {
+            Head::Incomplete
+        }
+    })
+    .await?;
+    let Some(offset) = number::<u64>(&buf) else {
+        return Err(TransferError::Refused(text(&buf)));
+    };
+    if offset > size {
+        return Err(TransferError::Protocol(format!(
+            "offset {offset} beyond the end ({size})"
+        )));
+    }
+    let sent = send_file(&mut s, &file.path, offset, size - offset, timeouts.idle).await?;
+    let _ = s.shutdown().await;
+    Ok(sent)
+}
+
+/// Reads the size that precedes the data: the digits of `expected` when it is
+/// known, else every digit up to the first other byte. Returns the size and the
+/// data bytes read past it.
+async fn read_size<R: AsyncRead + Unpin>(
+    r: &mut R,
+    expected: Option<u64>,
+    deadline: Instant,
+) -> Result<(u64, Vec<u8>), TransferError> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(e) = expected {
+            let digits = e.to_string();
+            if buf.len() >= digits.len() && buf.starts_with(digits.as_bytes()) {
+                return Ok((e, buf.split_off(digits.len())));
+            }
+        }
+        if let Some(end) = buf.iter().position(|b| !b.is_ascii_digit()) {
+            if end == 0 {
+                // An error text, not a size: read what follows it, briefly.
+                let _ = timeout(PAUSE, r.read(&mut chunk)).await.map(|n| {
+                    if let Ok(n) = n {
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                });
+                return Err(TransferError::Refused(text(&buf)));
+            }
+            let size = number(&buf[..end])
+                .ok_or_else(|| TransferError::Protocol("size out of range".into()))?;
+            return Ok((size, buf.split_off(end)));
+        }
+        if buf.len() > 20 {
+            return Err(TransferError::Protocol("size out of range".into()));
+        }
+        let n = timeout_at(deadline, r.read(&mut chunk))
+            .await
+            .map_err(|_| TransferError::Timeout("waiting for the file size"))??;
+        if n == 0 {
+            // Closed right after the digits: an empty remainder.
+            return match number(&buf) {
+                Some(size) => Ok((size, Vec::new())),
+                None => Err(TransferError::Refused(text(&buf))),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A downloader's side when the uploader is reachable: connect to `addr`, `GET`
+/// `name` from where the partial file at `out` ends, append the rest.
+pub async fn download(
+    addr: SocketAddr,
+    my_nick: &str,
+    name: &[u8],
+    out: &Path,
+    expected: Option<u64>,
+    timeouts: Timeouts,
+) -> Result<Downloaded, TransferError> {
+    let offset = local_len(out).await?;
+    let deadline = Instant::now() + timeouts.setup;
+    let mut s = timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| TransferError::Timeout("connecting"))?
+        .map_err(|source| TransferError::Connect { addr, source })?;
+    if read_one(&mut s, deadline).await? != b'1' {
+        return Err(TransferError::Protocol("no greeting".into()));
+    }
+    s.write_all(b"GET").await?;
+    s.flush().await?;
+    let line = Line::new().word(my_nick).quoted(name).num(offset).build();
+    s.write_all(&line).await?;
+    let (size, head) = read_size(&mut s, expected, deadline).await?;
+    if offset > size {
+        return Err(TransferError::LocalLarger {
+            local: offset,
+            remote: size,
+        });
+    }
+    receive_file(&mut s, &head, out, offset, size, timeouts.idle).await
+}
+
+/// A downloader's side of a firewalled transfer: `s` was accepted on our data
+/// port; expect `SEND` of `name` from `from`, answer the offset where the partial
+/// file at `out` ends, append the rest.
+pub async fn receive_push(
+    mut s: TcpStream,
+    from: &str,
+    name: &[u8],
+    out: &Path,
+    timeouts: Timeouts,
+) -> Result<Downloaded, TransferError> {
+    let deadline = Instant::now() + timeouts.setup;
+    s.write_all(b"1").await?;
+    let mut buf = Vec::new();
+    read_head(&mut s, &mut buf, deadline, |b| {
+        match b.strip_prefix(b"SEND") {
+            Some(rest) => triple(rest),
+            None => Head::Incomplete,
+        }
+    })
+    .await?;
+    let parsed = buf.strip_prefix(b"SEND").and_then(parse_triple);
+    let Some((nick, file, size)) = parsed else {
+        let _ = s.write_all(b"INVALID REQUEST").await;
+        return Err(TransferError::Protocol(format!(
+            "expected SEND, got {:?}",
+            text(&buf)
+        )));
+    };
+    if !nick.eq_ignore_ascii_case(from) || file != name {
+        let _ = s.write_all(b"INVALID REQUEST").await;
+        return Err(TransferError::Protocol(format!(
+            "{nick} offered {:?}, not what we asked for",
+            String::from_utf8_lossy(&file)
+        )));
+    }
+    let offset = local_len(out).await?;
+    if offset > size {
+        let _ = s.write_all(b"INVALID REQUEST").await;
+        return Err(TransferError::LocalLarger {
+            local: offset,
+            remote: size,
+        });
+    }
+    s.write_all(offset.to_string().as_bytes()).await?;
+    receive_file(&mut s, &[], out, offset, size, timeouts.idle).await
+}

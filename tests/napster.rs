@@ -1,0 +1,669 @@
+//! The Napster-style index and its clients on loopback, many in one process:
+//! login rules, sharing, every search clause, transfers (full, resumed,
+//! firewalled), hostile clients, and the command line. Every wait is bounded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use servent::napster::client::{self, DataPort, GetConfig, ShareConfig};
+use servent::napster::index::IndexConfig;
+use servent::napster::server::{self, ACCOUNTS_FILE, ServerConfig, ServerHandle};
+use servent::napster::transfer::Timeouts;
+use servent::napster::wire::{Frame, NapCodec, types as t};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "servent-napster-{tag}-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Content that is not all digits at the start and differs byte to byte.
+fn content(n: usize, seed: u8) -> Vec<u8> {
+    let mut x = seed as u32 | 1;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if i == 0 { b'X' } else { x as u8 }
+        })
+        .collect()
+}
+
+async fn start(index: IndexConfig, data_dir: Option<PathBuf>) -> ServerHandle {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        index,
+        data_dir,
+        ..ServerConfig::default()
+    };
+    server::start(config, CancellationToken::new())
+        .await
+        .expect("server starts")
+}
+
+/// A hand-driven client.
+struct Raw {
+    r: FramedRead<OwnedReadHalf, NapCodec>,
+    w: OwnedWriteHalf,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (r, w) = s.into_split();
+        Raw {
+            r: FramedRead::new(r, NapCodec::new(65535)),
+            w,
+        }
+    }
+
+    async fn send(&mut self, ty: u16, data: &str) {
+        self.send_bytes(ty, data.as_bytes()).await;
+    }
+
+    async fn send_bytes(&mut self, ty: u16, data: &[u8]) {
+        let mut b = bytes::BytesMut::new();
+        Frame::new(ty, data.to_vec()).encode(&mut b);
+        self.w.write_all(&b).await.unwrap();
+    }
+
+    /// The next frame; `None` when the server closed.
+    async fn recv(&mut self) -> Option<Frame> {
+        match tokio::time::timeout(WAIT, self.r.next()).await {
+            Ok(Some(Ok(f))) => Some(f),
+            Ok(_) => None,
+            Err(_) => panic!("no frame within {WAIT:?}"),
+        }
+    }
+
+    /// Frames up to and including the first of type `ty`.
+    async fn until(&mut self, ty: u16) -> Vec<Frame> {
+        let mut got = Vec::new();
+        loop {
+            let f = self.recv().await.expect("connection open");
+            let done = f.ty == ty;
+            got.push(f);
+            if done {
+                return got;
+            }
+        }
+    }
+
+    async fn expect(&mut self, ty: u16) -> String {
+        let f = self.recv().await.expect("connection open");
+        assert_eq!(f.ty, ty, "{}", f.text());
+        f.text()
+    }
+
+    /// Whether the server closes the connection (skipping what it sends first).
+    async fn closed(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(WAIT, self.r.next()).await {
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    async fn login(addr: SocketAddr, nick: &str, port: u16) -> Raw {
+        let mut c = Raw::connect(addr).await;
+        c.send(t::LOGIN, &format!("{nick} pw {port} \"raw test\" 7"))
+            .await;
+        let frames = c.until(t::STATS).await;
+        assert_eq!(frames[0].ty, t::LOGIN_ACK, "{}", frames[0].text());
+        c
+    }
+
+    /// The 201 lines of a search (asserting one 202 ends it).
+    async fn search(&mut self, query: &str) -> Vec<String> {
+        self.send(t::SEARCH, query).await;
+        let frames = self.until(t::SEARCH_END).await;
+        frames
+            .iter()
+            .filter(|f| f.ty == t::SEARCH_RESULT)
+            .map(Frame::text)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn login_rules_and_accounts_survive_a_restart() {
+    let data = Dir::new("accounts");
+    let srv = start(IndexConfig::default(), Some(data.0.clone())).await;
+    let addr = srv.local_addr;
+
+    let mut c = Raw::connect(addr).await;
+    c.send(t::NICK_CHECK, "lefty").await;
+    assert_eq!(c.expect(t::NICK_FREE).await, "");
+    c.send(
+        t::NEW_USER_LOGIN,
+        "lefty s3cret 6699 \"nap v1.0\" 4 lefty@example.org",
+    )
+    .await;
+    let frames = c.until(t::STATS).await;
+    assert_eq!(frames[0].text(), "lefty@example.org");
+    assert!(frames[1].ty == t::MOTD && frames[1].text().starts_with("VERSION servent"));
+
+    // The same nick twice, a bad port, a bad speed, a wrong password.
+    for (msg, why) in [
+        ("LEFTY s3cret 6699 \"x\" 4", "LEFTY is already active"),
+        ("bob pw 99999 \"x\" 4", "invalid port"),
+        ("bob pw 6699 \"x\" 12", "invalid speed"),
+    ] {
+        let mut d = Raw::connect(addr).await;
+        d.send(t::LOGIN, msg).await;
+        assert_eq!(d.expect(t::ERROR).await, why);
+        assert!(d.closed().await);
+    }
+    // Not logged in: anything else is refused and the connection closed.
+    let mut d = Raw::connect(addr).await;
+    d.send(t::SEARCH, "FILENAME CONTAINS \"x\"").await;
+    assert_eq!(d.expect(t::ERROR).await, "invalid command");
+    assert!(d.closed().await);
+    drop(c);
+
+    // The account file holds a hash, not the password; a restart keeps it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let path = data.0.join(ACCOUNTS_FILE);
+    while !path.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "accounts not saved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("lefty ") && !text.contains("s3cret"),
+        "{text}"
+    );
+    srv.shutdown().await;
+
+    let srv = start(IndexConfig::default(), Some(data.0.clone())).await;
+    let mut c = Raw::connect(srv.local_addr).await;
+    c.send(t::NICK_CHECK, "Lefty").await;
+    assert_eq!(c.expect(t::NICK_REGISTERED).await, "");
+    c.send(t::LOGIN, "lefty wrong 6699 \"x\" 4").await;
+    assert_eq!(c.expect(t::ERROR).await, "Invalid Password");
+    let mut c = Raw::connect(srv.local_addr).await;
+    c.send(t::LOGIN, "lefty s3cret 6699 \"x\" 4").await;
+    assert_eq!(c.expect(t::LOGIN_ACK).await, "lefty@example.org");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn sharing_every_search_clause_and_leaving() {
+    let srv = start(IndexConfig::default(), None).await;
+    let addr = srv.local_addr;
+    let mut a = Raw::login(addr, "alice", 6699).await;
+    let mut b = Raw::login(addr, "bob", 6699).await;
+    let mut s = Raw::login(addr, "searcher", 0).await;
+    a.send(t::SHARE, "\"C:\\mp3\\Sneaker Pimps - Tesko Suicide.mp3\" 0123456789abcdef0123456789abcdef 4000000 128 44100 240").await;
+    a.send(t::SHARE, "\"C:\\mp3\\Sneaker Pimps - Spin Spin Sugar.mp3\" fedcba9876543210fedcba9876543210 3000000 192 48000 200").await;
+    a.send(
+        t::SHARE_GENERIC,
+        "\"C:\\video\\sneaker ad.avi\" 9000000 aaaa video",
+    )
+    .await;
+    b.send(t::SHARE_DIR, "\"D:\\music\" \"Sneaker Pimps - 6 Underground.mp3\" bbbb 5000000 320 44100 300 \"other.mp3\" cccc 10 128 22050 1").await;
+    // Every share of a connection is handled before its stats request.
+    a.send(t::STATS, "").await;
+    a.until(t::STATS).await;
+    b.send(t::STATS, "").await;
+    assert_eq!(b.until(t::STATS).await.last().unwrap().text(), "3 5 0");
+
+    let q = |extra: &str| format!("FILENAME CONTAINS \"sneaker pimps\" {extra}");
+    assert_eq!(s.search(&q("")).await.len(), 3);
+    let r = s.search("FILENAME CONTAINS \"tesko\"").await;
+    assert_eq!(r.len(), 1);
+    assert!(
+        r[0].starts_with("\"C:\\mp3\\Sneaker Pimps - Tesko Suicide.mp3\" 0123456789abcdef0123456789abcdef 4000000 128 44100 240 alice ")
+            && r[0].ends_with(&format!(" {} 7", u32::from_le_bytes([127, 0, 0, 1]))),
+        "{}",
+        r[0]
+    );
+    // FILENAME CONTAINS is repeated and ANDed.
+    assert_eq!(
+        s.search(&q("FILENAME CONTAINS \"spin sugar\"")).await.len(),
+        1
+    );
+    assert_eq!(s.search(&q("FILENAME CONTAINS \"nowhere\"")).await.len(), 0);
+    assert_eq!(s.search(&q("MAX_RESULTS 2")).await.len(), 2);
+    assert_eq!(s.search(&q("BITRATE \"AT LEAST\" \"192\"")).await.len(), 2);
+    assert_eq!(s.search(&q("BITRATE \"AT BEST\" \"192\"")).await.len(), 2);
+    assert_eq!(s.search(&q("BITRATE \"EQUAL TO\" \"320\"")).await.len(), 1);
+    assert_eq!(s.search(&q("FREQ \"EQUAL TO\" \"44100\"")).await.len(), 2);
+    assert_eq!(s.search(&q("FREQ \"AT LEAST\" \"48000\"")).await.len(), 1);
+    assert_eq!(s.search(&q("FREQ \"AT BEST\" \"22050\"")).await.len(), 0);
+    assert_eq!(s.search(&q("LINESPEED \"AT LEAST\" 7")).await.len(), 3);
+    assert_eq!(s.search(&q("LINESPEED \"AT BEST\" 6")).await.len(), 0);
+    assert_eq!(s.search(&q("LINESPEED \"EQUAL TO\" 7")).await.len(), 3);
+    assert_eq!(
+        s.search("FILENAME CONTAINS \"sneaker\" TYPE video")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.search("FILENAME CONTAINS \"sneaker\" TYPE any")
+            .await
+            .len(),
+        4
+    );
+    assert_eq!(
+        s.search("FILENAME CONTAINS \"sneaker\" LOCAL").await.len(),
+        3
+    );
+    // A bad clause: 404 and still exactly one 202.
+    s.send(t::SEARCH, "FILENAME CONTAINS \"x\" SORTED").await;
+    let frames = s.until(t::SEARCH_END).await;
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].text(), "invalid search request");
+    s.send(t::SEARCH, "BITRATE \"ABOUT\" \"1\"").await;
+    assert_eq!(
+        s.until(t::SEARCH_END).await[0].text(),
+        "ABOUT: invalid comparison for search"
+    );
+
+    // Unshare one, unshare all, and a user leaving takes its files along.
+    a.send(t::UNSHARE, "C:\\mp3\\Sneaker Pimps - Spin Spin Sugar.mp3")
+        .await;
+    a.send(t::STATS, "").await;
+    a.until(t::STATS).await;
+    assert_eq!(s.search(&q("")).await.len(), 2);
+    b.send(t::UNSHARE_ALL, "").await;
+    b.send(t::STATS, "").await;
+    b.until(t::STATS).await;
+    assert_eq!(s.search(&q("")).await.len(), 1);
+    drop(a);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !s
+        .search("FILENAME CONTAINS \"sneaker\" TYPE any")
+        .await
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "files outlived their user"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Browse, whois and pings of users who are (not) there.
+    b.send(t::SHARE, "\"x y.mp3\" dddd 1 128 44100 1").await;
+    s.send(t::BROWSE, "bob").await;
+    let frames = s.until(t::BROWSE_END).await;
+    assert_eq!(frames[0].text(), "bob \"x y.mp3\" dddd 1 128 44100 1");
+    s.send(t::BROWSE, "alice").await;
+    assert_eq!(s.expect(t::SIGNOFF).await, "alice");
+    s.send(t::WHOIS, "bob").await;
+    assert!(s.expect(t::WHOIS_REPLY).await.starts_with("bob \"User\" "));
+    s.send(t::PING, "bob").await;
+    assert_eq!(b.expect(t::PING).await, "searcher");
+    b.send(t::PONG, "searcher").await;
+    assert_eq!(s.expect(t::PONG).await, "bob");
+    s.send(t::PRIVATE_MESSAGE, "bob hi there").await;
+    assert_eq!(b.expect(t::PRIVATE_MESSAGE).await, "searcher hi there");
+    s.send(t::LINK_SPEED, "bob").await;
+    assert_eq!(s.expect(t::LINK_SPEED_REPLY).await, "bob 7");
+    s.send(t::SERVER_PING, "").await;
+    assert_eq!(s.expect(t::SERVER_PING).await, "");
+    s.send(12345, "").await;
+    assert_eq!(s.expect(t::NOSUCH).await, "Unknown command code 12345");
+    s.send(t::MOTD, "").await;
+    assert!(s.expect(t::MOTD).await.starts_with("VERSION"));
+    srv.shutdown().await;
+}
+
+async fn sharer(
+    addr: SocketAddr,
+    nick: &str,
+    root: &Path,
+    firewalled: bool,
+    cancel: &CancellationToken,
+) -> client::Sharer {
+    let data = if firewalled {
+        DataPort::Firewalled
+    } else {
+        DataPort::Listen(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    };
+    let config = ShareConfig {
+        server: addr.to_string(),
+        nick: nick.into(),
+        password: None,
+        root: root.to_path_buf(),
+        data,
+        cache_file: None,
+        max_uploads: 4,
+        timeouts: Timeouts::default(),
+    };
+    client::start_share(config, cancel.child_token())
+        .await
+        .expect("sharer logs in")
+}
+
+fn get_config(addr: SocketAddr, from: &str, file: &str, out: &Path) -> GetConfig {
+    GetConfig {
+        server: addr.to_string(),
+        from: from.into(),
+        file: file.as_bytes().to_vec(),
+        output: out.to_path_buf(),
+        wait: WAIT,
+        timeouts: Timeouts::default(),
+    }
+}
+
+#[tokio::test]
+async fn full_resumed_and_firewalled_transfers() {
+    let srv = start(IndexConfig::default(), None).await;
+    let addr = srv.local_addr;
+    let open = Dir::new("open");
+    let walled = Dir::new("walled");
+    let out = Dir::new("out");
+    let big = content(1_500_000, 7);
+    open.file("albums/Big Track.mp3", &big);
+    open.file("readme.txt", b"12345 starts with digits");
+    walled.file("behind the wall.bin", &content(300_000, 9));
+    let cancel = CancellationToken::new();
+    let a = sharer(addr, "opener", &open.0, false, &cancel).await;
+    assert_eq!(a.files, 2);
+    assert!(a.data_addr.is_some());
+    let w = sharer(addr, "walled", &walled.0, true, &cancel).await;
+    assert!(w.data_addr.is_none());
+
+    // A full transfer.
+    let dest = out.0.join("big.mp3");
+    let done = client::get(get_config(addr, "opener", "albums\\Big Track.mp3", &dest))
+        .await
+        .unwrap();
+    assert_eq!((done.offset, done.size), (0, big.len() as u64));
+    assert_eq!(std::fs::read(&dest).unwrap(), big);
+    // A file whose data starts with digits (the size before it is cut exactly).
+    let dest = out.0.join("readme.txt");
+    client::get(get_config(addr, "opener", "readme.txt", &dest))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"12345 starts with digits");
+
+    // A resumed one: the partial file is kept and continued from its end.
+    let dest = out.0.join("resumed.mp3");
+    std::fs::write(&dest, &big[..600_001]).unwrap();
+    let done = client::get(get_config(addr, "opener", "albums\\Big Track.mp3", &dest))
+        .await
+        .unwrap();
+    assert_eq!(done.offset, 600_001);
+    assert_eq!(std::fs::read(&dest).unwrap(), big);
+    // Complete already: nothing to fetch.
+    let done = client::get(get_config(addr, "opener", "albums\\Big Track.mp3", &dest))
+        .await
+        .unwrap();
+    assert_eq!(done.offset, done.size);
+
+    // Firewalled uploader: it connects out and SENDs, resumable too.
+    let dest = out.0.join("wall.bin");
+    std::fs::write(&dest, &content(300_000, 9)[..1000]).unwrap();
+    let done = client::get(get_config(addr, "walled", "behind the wall.bin", &dest))
+        .await
+        .unwrap();
+    assert_eq!(done.offset, 1000);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(300_000, 9));
+
+    // Errors: a file not shared, a user not online, both sides firewalled.
+    let err = client::get(get_config(addr, "opener", "nothing.mp3", &out.0.join("x")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not share"), "{err}");
+    let err = client::get(get_config(addr, "nobody", "x", &out.0.join("x")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not online"), "{err}");
+    let mut fw = Raw::login(addr, "alsowalled", 0).await;
+    fw.send(t::FIREWALL_DOWNLOAD, "walled \"behind the wall.bin\"")
+        .await;
+    let ack = fw.expect(t::DOWNLOAD_ACK).await;
+    assert!(ack.contains(" firewallerror "), "{ack}");
+
+    cancel.cancel();
+    a.wait().await.unwrap();
+    w.wait().await.unwrap();
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_clients_do_not_disturb_a_well_behaved_one() {
+    let srv = start(IndexConfig::default(), None).await;
+    let addr = srv.local_addr;
+    let mut good = Raw::login(addr, "good", 6699).await;
+    good.send(t::SHARE, "\"steady song.mp3\" aaaa 1 128 44100 1")
+        .await;
+
+    // Garbage before login: a 0 and a close.
+    let mut g = TcpStream::connect(addr).await.unwrap();
+    g.write_all(&content(3000, 3)).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, g.read_to_end(&mut buf)).await;
+    assert!(buf.len() >= 4 && buf[2..4] == [0, 0], "{buf:?}");
+
+    // A 64 KiB frame after login: a 404 and a close.
+    let mut big = Raw::login(addr, "big", 0).await;
+    big.send_bytes(t::SEARCH, &vec![b'a'; 65535]).await;
+    let f = big.recv().await.expect("an error first");
+    assert_eq!(f.ty, t::NOSUCH);
+    assert!(f.text().contains("too long"), "{}", f.text());
+    assert!(big.closed().await);
+
+    // 10,000 searches in a burst: throttled, then dropped.
+    let mut flood = Raw::login(addr, "flood", 0).await;
+    let mut burst = bytes::BytesMut::new();
+    for _ in 0..10_000 {
+        Frame::new(t::SEARCH, &b"FILENAME CONTAINS \"song\""[..]).encode(&mut burst);
+    }
+    let flooder = tokio::spawn(async move {
+        let _ = flood.w.write_all(&burst).await;
+        let mut results = 0;
+        let mut errors = 0;
+        loop {
+            match tokio::time::timeout(WAIT, flood.r.next()).await {
+                Ok(Some(Ok(f))) if f.ty == t::SEARCH_RESULT => results += 1,
+                Ok(Some(Ok(f))) if f.ty == t::NOSUCH => errors += 1,
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => return Some((results, errors)),
+                Err(_) => return None,
+            }
+        }
+    });
+    // Meanwhile the well-behaved client is answered, promptly and correctly.
+    let mut client = Raw::login(addr, "client", 0).await;
+    for _ in 0..20 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.search("FILENAME CONTAINS \"steady\""),
+        )
+        .await
+        .expect("answered within 2 s");
+        assert_eq!(r.len(), 1);
+    }
+    let (results, errors) = flooder.await.unwrap().expect("the flooder was dropped");
+    assert!(results <= 100, "{results} searches answered");
+    assert!(errors >= 1);
+    good.send(t::STATS, "").await;
+    // good, client online; big and flood gone.
+    assert_eq!(good.until(t::STATS).await.last().unwrap().text(), "2 1 0");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_dropped() {
+    // No request limit here: only the output queue can stop this client.
+    let config = IndexConfig {
+        request_burst: 1e9,
+        request_rate: 1e9,
+        ..IndexConfig::default()
+    };
+    let srv = start(config, None).await;
+    let addr = srv.local_addr;
+    let mut sh = Raw::login(addr, "sharer", 6699).await;
+    let long = "x".repeat(200);
+    for i in 0..100 {
+        sh.send(
+            t::SHARE,
+            &format!("\"word {i} {long}.mp3\" aaaa 1 128 44100 1"),
+        )
+        .await;
+    }
+    // Searches that each return 100 long results (about 50 MB in all), never
+    // read: more than the socket buffers hold, so the queue fills.
+    let mut lazy = Raw::login(addr, "lazy", 0).await;
+    for _ in 0..2000 {
+        lazy.send(t::SEARCH, "FILENAME CONTAINS \"word\"").await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        sh.send(t::STATS, "").await;
+        if sh.until(t::STATS).await.last().unwrap().text() == "1 100 0" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "lazy client kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    srv.shutdown().await;
+}
+
+// ---- the command line ----
+
+fn servent() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SERVENT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Reads lines from a child's stdout until one starts with `prefix`.
+fn line_starting(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    prefix: &str,
+) -> String {
+    for line in lines {
+        let line = line.unwrap();
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+    panic!("no line starting with {prefix:?}");
+}
+
+fn interrupt(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn index_share_and_search_from_the_command_line() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let home = Dir::new("cli-home");
+    let shared = Dir::new("cli-share");
+    shared.file("Holiday Photos/beach day.jpg", &content(5000, 1));
+    shared.file("notes.txt", b"nothing to see");
+    shared.file(".hidden holiday.txt", b"not shared");
+
+    let mut index = servent()
+        .args(["index", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut index_out = std::io::BufReader::new(index.stdout.take().unwrap()).lines();
+    let addr = line_starting(&mut index_out, "listening on ")["listening on ".len()..].to_string();
+
+    let mut share = servent()
+        .args(["napster", "share", "--server", &addr, "--nick", "cliuser"])
+        .args(["--data-port", "0", "--share"])
+        .arg(&shared.0)
+        .env("HOME", &home.0)
+        .env_remove("XDG_DATA_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut share_out = std::io::BufReader::new(share.stdout.take().unwrap()).lines();
+    let line = line_starting(&mut share_out, "sharing ");
+    assert!(line.starts_with("sharing 2 files as cliuser"), "{line}");
+
+    let out = servent()
+        .args(["napster", "search", "--server", &addr, "--json", "holiday"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with(r#"{"name":"Holiday Photos\\beach day.jpg","size":5000,"#)
+            && lines[0].contains(r#""nick":"cliuser""#),
+        "{text}"
+    );
+    // The hash cache went to the data directory under $HOME.
+    assert!(home.0.join(".local/share/servent/sha1-cache.txt").exists());
+
+    // Not reachable: a clear error and a failure status.
+    let out = servent()
+        .args(["napster", "search", "--server", "127.0.0.1:1", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+
+    assert!(interrupt(&mut share).success());
+    assert!(interrupt(&mut index).success());
+}

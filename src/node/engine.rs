@@ -225,7 +225,8 @@ impl Engine {
                 }
             }
             Event::Added { file, urn } => {
-                self.library.add(&file.name, file.path, file.size, urn);
+                self.library
+                    .add(&file.name, file.path, file.size, file.mtime, urn);
             }
             Event::Removed { path } => {
                 if let Some(index) = self.library.index_of(&path) {

@@ -47,7 +47,7 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
     let mut library = Library::new();
     for f in scan(&shares.roots) {
         let urn = shares.cache.get(&f);
-        library.add(&f.name, f.path.clone(), f.size, urn);
+        library.add(&f.name, f.path.clone(), f.size, f.mtime, urn);
         shares.known.insert(f.path.clone(), (f.size, f.mtime));
         if urn.is_none() {
             shares.to_hash.push(f);

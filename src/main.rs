@@ -67,10 +67,6 @@ fn default_data_dir() -> Option<PathBuf> {
 }
 
 fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if args.firewalled {
-        eprintln!("servent run: --firewalled is not available yet in this version");
-        return Ok(ExitCode::from(EXIT_UNAVAILABLE as u8));
-    }
     if args.mode != Mode::Auto {
         eprintln!("servent run: --mode leaf|ultrapeer is not available yet in this version");
         return Ok(ExitCode::from(EXIT_UNAVAILABLE as u8));
@@ -86,6 +82,8 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         data_dir,
         max_peers: args.max_peers,
         max_ttl: args.max_ttl,
+        firewalled: args.firewalled,
+        max_uploads: args.max_uploads,
         ..NodeConfig::default()
     };
     runtime()?.block_on(async {
@@ -93,7 +91,11 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let node = node::start(config, cancel.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-        println!("listening on {}", node.local_addr);
+        if args.firewalled {
+            println!("firewalled: no inbound connections, reachable by push only");
+        } else {
+            println!("listening on {}", node.local_addr);
+        }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");

@@ -29,6 +29,7 @@ use crate::wire::{
 };
 
 use super::conn::ConnTx;
+use super::push::TransferHooks;
 
 /// Our vendor code in QueryHit trailers.
 pub const VENDOR: [u8; 4] = *b"SRVT";
@@ -133,6 +134,7 @@ pub struct Engine {
     hosts: Arc<Mutex<HostCache>>,
     pongs: PongCache,
     last_ping: Option<Instant>,
+    transfer: TransferHooks,
 }
 
 impl Engine {
@@ -144,6 +146,7 @@ impl Engine {
         published: watch::Sender<EngineStats>,
         open: Arc<AtomicUsize>,
         hosts: Arc<Mutex<HostCache>>,
+        transfer: TransferHooks,
     ) -> Engine {
         Engine {
             me,
@@ -157,6 +160,7 @@ impl Engine {
             hosts,
             pongs: PongCache::new(200, Duration::from_secs(90)),
             last_ping: None,
+            transfer,
         }
     }
 
@@ -370,6 +374,7 @@ impl Engine {
                         self.answer_query(conn, &h, q);
                     }
                 }
+                Function::Push => self.transfer.push(&frame.payload),
                 _ => {}
             }
         }
@@ -517,8 +522,8 @@ impl Engine {
             return;
         };
         let flags = OpenDataFlags {
-            push: Some(false),
-            busy: Some(false),
+            push: Some(self.transfer.firewalled),
+            busy: Some(self.transfer.busy()),
             ..OpenDataFlags::default()
         };
         for chunk in found.chunks(RESULTS_PER_HIT) {

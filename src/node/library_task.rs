@@ -7,7 +7,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::library::Library;
@@ -69,12 +71,14 @@ fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
     found
 }
 
-/// Hashes what needs hashing, then rescans every `every`, until cancelled.
+/// Hashes what needs hashing, then rescans every `every` (or at once when
+/// `rescan_now` is notified), until cancelled.
 pub async fn run(
     mut shares: Shares,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
     every: Duration,
+    rescan_now: Arc<Notify>,
 ) {
     loop {
         if !hash_pending(&mut shares, &events, &cancel).await {
@@ -82,6 +86,8 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            // A server found a file changed on disk: look now.
+            _ = rescan_now.notified() => {}
             _ = cancel.cancelled() => return,
         }
         let roots = shares.roots.clone();

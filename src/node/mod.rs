@@ -10,7 +10,9 @@ mod conn;
 mod deflate;
 mod engine;
 pub mod handshake;
+pub mod http;
 mod library_task;
+pub mod push;
 pub mod search;
 
 use std::io;
@@ -63,6 +65,10 @@ pub struct NodeConfig {
     /// How often the shared directories are rescanned for added, changed or
     /// removed files.
     pub rescan_every: Duration,
+    /// Accept no inbound connections; hits ask for a Push.
+    pub firewalled: bool,
+    /// Concurrent uploads; more get 503.
+    pub max_uploads: usize,
 }
 
 impl Default for NodeConfig {
@@ -79,6 +85,8 @@ impl Default for NodeConfig {
             handshake_timeout: Duration::from_secs(10),
             compress: true,
             rescan_every: Duration::from_secs(60),
+            firewalled: false,
+            max_uploads: 8,
         }
     }
 }
@@ -91,9 +99,16 @@ pub struct NodeHandle {
     cancel: CancellationToken,
     tracker: TaskTracker,
     stats: watch::Receiver<EngineStats>,
+    givs: push::GivWaiters,
 }
 
 impl NodeHandle {
+    /// Waits for a pushed host (`servent`) to connect to our port and say `GIV`;
+    /// the connection is handed over as it is after the GIV line.
+    pub fn expect_giv(&self, servent: Guid) -> tokio::sync::oneshot::Receiver<TcpStream> {
+        self.givs.expect(servent)
+    }
+
     /// The engine's counters as last published.
     pub fn stats(&self) -> EngineStats {
         self.stats.borrow().clone()
@@ -126,7 +141,15 @@ struct Shared {
     hosts: Arc<Mutex<HostCache>>,
     /// Dials under way, started by the maintainer.
     dialing: AtomicUsize,
+    uploads: Arc<http::Uploads>,
+    /// HTTP connections being served; more are answered 503 and closed.
+    http_permits: Arc<tokio::sync::Semaphore>,
+    givs: push::GivWaiters,
 }
+
+/// HTTP connections served at once (each holds an upload slot only while it
+/// downloads, so this is well above `max_uploads`).
+const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// Binds the listener and starts the node's tasks.
 pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<NodeHandle> {
@@ -155,6 +178,19 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         }
     }
     let hosts = Arc::new(Mutex::new(hosts));
+    let uploads = Arc::new(http::Uploads::new(
+        library.served(),
+        config.max_uploads,
+        cancel.clone(),
+    ));
+    let (push_tx, push_rx) = mpsc::channel(64);
+    let givs = push::GivWaiters::default();
+    tracker.spawn(push::answer_pushes(
+        guid,
+        push_rx,
+        uploads.clone(),
+        tracker.clone(),
+    ));
     let engine = Engine::new(
         guid,
         router,
@@ -163,6 +199,11 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         stats_tx,
         open.clone(),
         hosts.clone(),
+        push::TransferHooks {
+            firewalled: config.firewalled,
+            slots: uploads.slots.clone(),
+            pushes: push_tx,
+        },
     );
     tracker.spawn(engine.run(rx, cancel.clone()));
 
@@ -171,6 +212,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         events.clone(),
         cancel.clone(),
         config.rescan_every,
+        uploads.rescan.clone(),
     ));
 
     let shared = Arc::new(Shared {
@@ -183,8 +225,15 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         listen_port: local_addr.port(),
         hosts,
         dialing: AtomicUsize::new(0),
+        uploads,
+        http_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
+        givs: givs.clone(),
     });
-    {
+    if shared.config.firewalled {
+        // Behind a firewall nothing reaches us: the port is given up, and peers
+        // and downloaders must wait for us to connect out.
+        drop(listener);
+    } else {
         let shared = shared.clone();
         tracker.spawn(accept_loop(listener, shared));
     }
@@ -215,6 +264,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         cancel,
         tracker,
         stats,
+        givs,
     })
 }
 
@@ -352,15 +402,32 @@ async fn inbound(
         open_connection(shared, stream, local, est, their_listen).await;
         Ok(())
     } else if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
-        // File transfer is not served yet: answer properly and close.
-        use tokio::io::AsyncWriteExt;
-        let body = "File transfer is not available in this version.\r\n";
-        let reply = format!(
-            "HTTP/1.1 501 Not Implemented\r\nServer: {USER_AGENT}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(reply.as_bytes()).await?;
-        let _ = stream.shutdown().await;
+        // Served in a task of its own: the handshake deadline does not apply, the
+        // connection's idle timeout does.
+        let Ok(permit) = shared.http_permits.clone().try_acquire_owned() else {
+            use tokio::io::AsyncWriteExt;
+            let reply = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nServer: {USER_AGENT}\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(reply.as_bytes()).await?;
+            let _ = stream.shutdown().await;
+            return Ok(());
+        };
+        let _ = stream.set_nodelay(true);
+        let uploads = shared.uploads.clone();
+        shared.tracker.spawn(async move {
+            let _permit = permit;
+            http::serve(stream, buf.freeze(), remote, uploads).await;
+        });
+        Ok(())
+    } else if buf.starts_with(b"GIV ") {
+        // A host we pushed connects back; the download waiting for it takes over.
+        let giv = push::read_giv(&mut stream, buf)
+            .await
+            .map_err(HandshakeFailure::Unexpected)?;
+        if !shared.givs.deliver(&giv, stream) {
+            tracing::debug!(%remote, servent = %giv.servent.to_hex(), "GIV nobody waits for");
+        }
         Ok(())
     } else {
         Err(HandshakeFailure::Unexpected(

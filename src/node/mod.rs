@@ -9,6 +9,7 @@
 mod conn;
 mod deflate;
 mod engine;
+pub mod get;
 pub mod handshake;
 pub mod http;
 mod library_task;

@@ -1,4 +1,5 @@
 //! The command line as a user meets it: what is not built yet says so and fails,
+//! downloads refuse what they cannot fetch,
 //! flags come from the environment too, and bad input is a usage error.
 
 use std::process::{Command, Output};
@@ -21,12 +22,7 @@ fn servent(args: &[&str], env: &[(&str, &str)]) -> Output {
 #[test]
 fn unavailable_features_say_so_and_fail() {
     for args in [
-        &["run", "--listen", "127.0.0.1:0", "--firewalled"][..],
-        &["run", "--listen", "127.0.0.1:0", "--mode", "leaf"],
-        &[
-            "get",
-            "magnet:?xt=urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
-        ],
+        &["run", "--listen", "127.0.0.1:0", "--mode", "leaf"][..],
         &["index"],
         &["napster", "search", "--server", "127.0.0.1:1", "word"],
     ] {
@@ -52,15 +48,25 @@ fn flags_are_read_from_the_environment() {
         ],
     );
     assert_eq!(out.status.code(), Some(69));
-    let out = servent(
-        &["run", "--listen", "127.0.0.1:0"],
-        &[("SERVENT_FIREWALLED", "true")],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(69),
-        "--firewalled from the environment"
-    );
+    // --firewalled from the environment: the node says it takes no connections.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servent"));
+    cmd.args(["run", "--listen", "127.0.0.1:0", "-q"])
+        .env("SERVENT_FIREWALLED", "true")
+        .env(
+            "SERVENT_DATA_DIR",
+            std::env::temp_dir().join("servent-cli-fw"),
+        )
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("the servent binary runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.starts_with("firewalled"), "{line}");
     // The verbosity count too: SERVENT_VERBOSE=2 (like -vv) shows debug lines.
     let out = servent(&["index"], &[("SERVENT_VERBOSE", "2")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("starting"));
@@ -89,6 +95,31 @@ fn search_reports_an_unreachable_peer() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn get_refuses_what_it_cannot_download() {
+    for (args, want) in [
+        (
+            &[
+                "get",
+                "magnet:?xt=urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
+            ][..],
+            "names no source",
+        ),
+        (&["get", "magnet:?dn=x"], "no urn:sha1:"),
+        (&["get", "ftp://example.org/x"], "not an http:// URL"),
+        (&["get", "a", "b"], "one URL or magnet"),
+        (
+            &["get", "http://127.0.0.1:1/get/1/x"],
+            "no source could be reached",
+        ),
+    ] {
+        let out = servent(args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -127,6 +127,7 @@ async fn answer(
     uploads: &Uploads,
     slot: &Mutex<Option<OwnedSemaphorePermit>>,
 ) -> Response<FileBody> {
+    tracing::debug!(%remote, method = %req.method(), uri = %req.uri(), "HTTP request");
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD", false);
@@ -234,16 +235,13 @@ async fn answer(
     }
     if let Some(urn) = file.sha1 {
         b = b.header("X-Gnutella-Content-URN", urn.to_string());
+        // The asker may be among them (its listening port is not known here);
+        // a downloader skips itself.
         let alts = uploads
             .altlocs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&urn, None, ALT_PER_ANSWER + 1, Instant::now().into_std());
-        let alts: Vec<SocketAddr> = alts
-            .into_iter()
-            .filter(|a| a.ip() != remote.ip())
-            .take(ALT_PER_ANSWER)
-            .collect();
+            .get(&urn, None, ALT_PER_ANSWER, Instant::now().into_std());
         if !alts.is_empty() {
             b = b.header("X-Alt", h::format_x_alt(&alts));
         }

@@ -37,8 +37,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_HEAD: usize = 16 * 1024;
 /// Size of one read from a file, and of one body frame.
 pub const CHUNK: usize = 256 * 1024;
-/// Files up to this size are read in the same blocking call that opens them.
-const SMALL: u64 = 64 * 1024;
+/// Answers up to this size are read in one go on the connection's own task.
+const INLINE: u64 = 1024 * 1024;
 /// Body frames read ahead of the socket per upload.
 const READ_AHEAD: usize = 2;
 /// What a busy server asks a client to wait, in seconds.
@@ -198,14 +198,17 @@ async fn answer(
             }
         }
     }
-    // Open and check the file off the async threads; a small answer is read in
-    // the same call.
-    let opening = {
+    // An answer of up to INLINE bytes is read right here, as an event-loop
+    // server reads (shared files are local, their pages mostly cached); a larger
+    // one is opened and streamed by a blocking task, so a long read never holds
+    // up the connections this thread serves.
+    let opened = if len <= INLINE {
+        Ok(open_checked(&file, start, len, !head))
+    } else {
         let file = file.clone();
-        let read_now = !head && len <= SMALL;
-        tokio::task::spawn_blocking(move || open_checked(&file, start, len, read_now))
+        tokio::task::spawn_blocking(move || open_checked(&file, start, len, false)).await
     };
-    let (handle, small) = match opening.await {
+    let (handle, small) = match opened {
         Ok(Ok(x)) => x,
         Ok(Err(OpenError::Changed)) => {
             tracing::info!(path = %file.path.display(), "shared file changed on disk; not served");

@@ -202,7 +202,13 @@ async fn ranges_as_a_table_with_keep_alive() {
     let by_index = format!("/get/{index}/data.bin");
     let by_urn = format!("/uri-res/N2R?{urn}");
     // (range header, status, content-range, body bytes)
-    let table: &[(Option<&str>, u16, Option<&str>, Option<(usize, usize)>)] = &[
+    type Row<'a> = (
+        Option<&'a str>,
+        u16,
+        Option<&'a str>,
+        Option<(usize, usize)>,
+    );
+    let table: &[Row] = &[
         (None, 200, None, Some((0, 1000))),
         (
             Some("bytes=0-99"),

@@ -82,7 +82,7 @@ impl AltLocs {
             .iter()
             .filter(|(h, t)| Some(*h) != except && now.duration_since(*t) < self.max_age)
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v.into_iter().take(max).map(|(h, _)| *h).collect()
     }
 

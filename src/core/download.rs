@@ -667,10 +667,11 @@ impl Planner {
                 continue;
             }
             let rate = s.rate(now, self.block).unwrap_or(0.0);
-            if thief_rate > 0.0 && thief_rate >= self.config.steal_factor * rate {
-                if victim.is_none_or(|(_, l)| left > l) {
-                    victim = Some((id, left));
-                }
+            if thief_rate > 0.0
+                && thief_rate >= self.config.steal_factor * rate
+                && victim.is_none_or(|(_, l)| left > l)
+            {
+                victim = Some((id, left));
             }
         }
         if let Some((v, _)) = victim {

@@ -138,6 +138,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: Guid,
         router: Router,

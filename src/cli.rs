@@ -6,9 +6,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Exit status of a subcommand that this build does not provide yet.
-pub const EXIT_UNAVAILABLE: i32 = 69;
-
 /// A Gnutella servent: share a directory, join a mesh, search and download, or run
 /// a Napster-style central index.
 #[derive(Debug, Parser)]

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use servent::cli::{
-    Cli, Command, EXIT_UNAVAILABLE, IndexArgs, Mode, NapsterCommand, NapsterType, RunArgs,
-    SearchArgs,
+    Cli, Command, GetArgs, IndexArgs, Mode, NapsterCommand, NapsterType, RunArgs, SearchArgs,
 };
 use servent::napster::client::{self, DataPort, GetConfig, Login, Session, ShareConfig};
 use servent::napster::index::IndexConfig;
@@ -39,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Search(args) => search(args),
+        Command::Get(args) => get(args),
         Command::Index(args) => index(args),
         Command::Napster(args) => match args.command {
             NapsterCommand::Share {
@@ -62,10 +62,6 @@ fn main() -> ExitCode {
                 output,
             } => napster_get(server, from, file, output),
         },
-        _ => {
-            eprintln!("servent {name}: not available yet in this version");
-            return ExitCode::from(EXIT_UNAVAILABLE as u8);
-        }
     };
     match result {
         Ok(code) => code,
@@ -99,10 +95,6 @@ fn default_data_dir() -> Option<PathBuf> {
 }
 
 fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if args.firewalled {
-        eprintln!("servent run: --firewalled is not available yet in this version");
-        return Ok(ExitCode::from(EXIT_UNAVAILABLE as u8));
-    }
     let data_dir = args.data_dir.or_else(default_data_dir);
     if let Some(d) = &data_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -114,6 +106,8 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         data_dir,
         max_peers: args.max_peers,
         max_ttl: args.max_ttl,
+        firewalled: args.firewalled,
+        max_uploads: args.max_uploads,
         tier: TierConfig {
             mode: match args.mode {
                 Mode::Leaf => node::Mode::Leaf,
@@ -132,7 +126,11 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let node = node::start(config, cancel.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-        println!("listening on {}", node.local_addr);
+        if args.firewalled {
+            println!("firewalled: no inbound connections, reachable by push only");
+        } else {
+            println!("listening on {}", node.local_addr);
+        }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -426,4 +424,211 @@ fn napster_get(
         println!("saved {} ({} bytes)", output.display(), done.size);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status of a download stopped by SIGINT/SIGTERM (its `.part` is kept).
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use servent::node::get::{self as dl, SourceSpec, Wanted};
+    use servent::wire::http::HttpUrl;
+    use servent::wire::magnet::Magnet;
+
+    let rt = runtime()?;
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                cancel.cancel();
+            });
+        }
+        let mut jobs: Vec<Wanted> = Vec::new();
+        let mut route = None;
+        let mut link = None;
+        if let Some(peer) = &args.peer {
+            let words = args.target.join(" ");
+            let l = std::sync::Arc::new(
+                node::search::LeafLink::connect(peer, Duration::from_secs(10)).await?,
+            );
+            let mut hits = Vec::new();
+            l.query(&words, 7, Duration::from_secs(3), 200, |h| hits.push(h))
+                .await?;
+            jobs = group_hits(hits);
+            if jobs.is_empty() {
+                return Err(format!("no results with a SHA-1 for {words:?}").into());
+            }
+            if !args.all {
+                jobs.truncate(1);
+            }
+            route = Some(dl::PushRoute::start(l.clone(), cancel.clone()).await?);
+            link = Some(l);
+        } else {
+            if args.target.len() != 1 {
+                return Err("give one URL or magnet link (or --peer HOST:PORT WORDS...)".into());
+            }
+            let t = &args.target[0];
+            if t.len() >= 7 && t[..7].eq_ignore_ascii_case("magnet:") {
+                let m = Magnet::parse(t)?;
+                if m.sources.is_empty() {
+                    return Err("the magnet link names no source (xs=http://...); search for it with --peer".into());
+                }
+                jobs.push(Wanted {
+                    urn: Some(m.urn),
+                    size: m.size,
+                    name: m.name,
+                    sources: m.sources.into_iter().map(SourceSpec::Url).collect(),
+                });
+            } else {
+                let u = HttpUrl::parse(t).ok_or_else(|| format!("not an http:// URL or magnet: link: {t}"))?;
+                jobs.push(Wanted {
+                    urn: u.urn(),
+                    size: None,
+                    name: u.file_name(),
+                    sources: vec![SourceSpec::Url(u)],
+                });
+            }
+        }
+        // With several files, -o names a directory.
+        let (dir, single) = match (&args.output, jobs.len()) {
+            (Some(o), n) if n > 1 => {
+                std::fs::create_dir_all(o).map_err(|e| format!("cannot create {}: {e}", o.display()))?;
+                (o.clone(), None)
+            }
+            (o, _) => (PathBuf::from("."), o.clone()),
+        };
+        let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("a valid template"),
+            );
+            b
+        });
+        let mut failed = 0;
+        let mut interrupted = false;
+        for job in jobs {
+            let json = args.json;
+            let bar = bar.clone();
+            let outcome = dl::download(
+                job,
+                single.clone(),
+                &dir,
+                route.clone(),
+                dl::GetConfig::default(),
+                cancel.clone(),
+                |p| {
+                    if json {
+                        println!(
+                            "{{\"event\":\"progress\",\"done\":{},\"size\":{},\"active\":{},\"sources\":{},\"bytes_per_sec\":{:.0}}}",
+                            p.done, p.size, p.active, p.sources, p.rate
+                        );
+                        let _ = std::io::stdout().flush();
+                    } else if let Some(b) = &bar {
+                        b.set_length(p.size);
+                        b.set_position(p.done);
+                        b.set_message(format!("{}/{} sources", p.active, p.sources));
+                    }
+                },
+            )
+            .await;
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            match outcome {
+                Ok(o) => {
+                    if args.json {
+                        let sources: Vec<String> = o
+                            .sources
+                            .iter()
+                            .map(|(s, b)| format!("{{\"source\":{},\"bytes\":{b}}}", node::search::json_string(s)))
+                            .collect();
+                        println!(
+                            "{{\"event\":\"done\",\"path\":{},\"urn\":\"{}\",\"size\":{},\"sources\":[{}]}}",
+                            node::search::json_string(&o.path.display().to_string()),
+                            o.urn,
+                            o.size,
+                            sources.join(",")
+                        );
+                    } else {
+                        println!("{}\t{}\t{}", o.path.display(), o.size, o.urn);
+                    }
+                }
+                Err(e) => {
+                    interrupted |= matches!(e, dl::GetError::Interrupted(_));
+                    if args.json {
+                        println!(
+                            "{{\"event\":\"failed\",\"error\":{}}}",
+                            node::search::json_string(&e.to_string())
+                        );
+                    }
+                    eprintln!("servent get: {e}");
+                    failed += 1;
+                }
+            }
+            let _ = std::io::stdout().flush();
+            if interrupted {
+                break;
+            }
+        }
+        if let Some(l) = link {
+            if let Ok(l) = std::sync::Arc::try_unwrap(l) {
+                l.close().await;
+            }
+        }
+        Ok(if interrupted {
+            ExitCode::from(EXIT_INTERRUPTED)
+        } else if failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
+/// Hits grouped into downloads by SHA-1, the file with the most sources first
+/// (then the larger); hits without a SHA-1 cannot be verified and are left out.
+fn group_hits(hits: Vec<node::search::SearchHit>) -> Vec<servent::node::get::Wanted> {
+    use servent::node::get::{SourceSpec, Wanted};
+    let mut groups: Vec<(servent::wire::huge::Sha1Urn, Wanted)> = Vec::new();
+    for h in hits {
+        let Some(urn) = h.urn else { continue };
+        let spec = SourceSpec::Hit {
+            addr: std::net::SocketAddrV4::new(h.host, h.port),
+            index: h.index,
+            name: h.name.clone(),
+            servent: h.servent_guid,
+            push: h.push,
+        };
+        match groups.iter_mut().find(|(u, _)| *u == urn) {
+            Some((_, w)) => {
+                let dup = w.sources.iter().any(
+                    |s| matches!(s, SourceSpec::Hit { servent, .. } if *servent == h.servent_guid),
+                );
+                if !dup && w.size == Some(h.size) {
+                    w.sources.push(spec);
+                }
+            }
+            None => groups.push((
+                urn,
+                Wanted {
+                    urn: Some(urn),
+                    size: Some(h.size),
+                    name: Some(h.name),
+                    sources: vec![spec],
+                },
+            )),
+        }
+    }
+    let mut v: Vec<Wanted> = groups.into_iter().map(|(_, w)| w).collect();
+    v.sort_by(|a, b| {
+        b.sources
+            .len()
+            .cmp(&a.sources.len())
+            .then(b.size.cmp(&a.size))
+    });
+    v
 }

@@ -1,4 +1,4 @@
-//! The command line as a user meets it: what is not built yet says so and fails,
+//! The command line as a user meets it: downloads refuse what they cannot fetch,
 //! flags come from the environment too, and bad input is a usage error.
 
 use std::process::{Command, Output};
@@ -19,22 +19,6 @@ fn servent(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 #[test]
-fn unavailable_features_say_so_and_fail() {
-    for args in [
-        &["run", "--listen", "127.0.0.1:0", "--firewalled"][..],
-        &[
-            "get",
-            "magnet:?xt=urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
-        ],
-    ] {
-        let out = servent(args, &[]);
-        assert_eq!(out.status.code(), Some(69), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not available yet"), "{args:?}: {err}");
-    }
-}
-
-#[test]
 fn flags_are_read_from_the_environment() {
     // A bad value from the environment is rejected like one on the command line.
     let out = servent(&["run"], &[("SERVENT_LISTEN", "not-an-address")]);
@@ -50,15 +34,25 @@ fn flags_are_read_from_the_environment() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/motd.txt"));
-    let out = servent(
-        &["run", "--listen", "127.0.0.1:0"],
-        &[("SERVENT_FIREWALLED", "true")],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(69),
-        "--firewalled from the environment"
-    );
+    // --firewalled from the environment: the node says it takes no connections.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servent"));
+    cmd.args(["run", "--listen", "127.0.0.1:0", "-q"])
+        .env("SERVENT_FIREWALLED", "true")
+        .env(
+            "SERVENT_DATA_DIR",
+            std::env::temp_dir().join("servent-cli-fw"),
+        )
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("the servent binary runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.starts_with("firewalled"), "{line}");
     // The verbosity count too: SERVENT_VERBOSE=2 (like -vv) shows debug lines.
     let unreachable = ["napster", "search", "--server", "127.0.0.1:1", "x"];
     let out = servent(&unreachable, &[("SERVENT_VERBOSE", "2")]);
@@ -98,6 +92,31 @@ fn search_reports_an_unreachable_peer() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn get_refuses_what_it_cannot_download() {
+    for (args, want) in [
+        (
+            &[
+                "get",
+                "magnet:?xt=urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
+            ][..],
+            "names no source",
+        ),
+        (&["get", "magnet:?dn=x"], "no urn:sha1:"),
+        (&["get", "ftp://example.org/x"], "not an http:// URL"),
+        (&["get", "a", "b"], "one URL or magnet"),
+        (
+            &["get", "http://127.0.0.1:1/get/1/x"],
+            "no source could be reached",
+        ),
+    ] {
+        let out = servent(args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
 
 #[test]

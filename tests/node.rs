@@ -150,9 +150,9 @@ async fn hostile_peers_do_not_disturb_service() {
         .unwrap();
     assert_eq!(bye_code(&rest), Some(400));
 
-    // HTTP is answered properly.
+    // HTTP is served on the same port.
     let mut http = TcpStream::connect(addr).await.unwrap();
-    http.write_all(b"GET /get/1/precious.txt HTTP/1.1\r\n\r\n")
+    http.write_all(b"GET /get/1/precious.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut reply = Vec::new();
@@ -160,7 +160,8 @@ async fn hostile_peers_do_not_disturb_service() {
         .await
         .unwrap()
         .unwrap();
-    assert!(reply.starts_with(b"HTTP/1.1 501"));
+    assert!(reply.starts_with(b"HTTP/1.1 200"));
+    assert!(reply.ends_with(b"\r\n\r\nprecious.txt"));
 
     // Through all of it, the node still answers.
     assert!(n.wait_for(WAIT, |s| s.connections == 0).await);

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use crate::wire::huge::Sha1Urn;
 use crate::wire::qrp::{split_keywords, table_keywords};
@@ -23,8 +25,73 @@ pub struct SharedFile {
     /// Where the file is on disk.
     pub path: PathBuf,
     pub size: u64,
+    /// The modification time the file had when it was indexed: with the size, what
+    /// a server checks before offering the file's bytes under its SHA-1.
+    pub mtime: SystemTime,
     /// Known once the file has been hashed.
     pub sha1: Option<Sha1Urn>,
+}
+
+/// What the file servers see of the library: every file by index and by SHA-1.
+///
+/// The engine task owns the [`Library`] and is its only writer; it keeps this
+/// view up to date on every change, one entry at a time. Readers (HTTP uploads,
+/// push answers, in other tasks) take the read lock for one map look-up and leave
+/// with a clone of the entry; nobody holds it across an `.await`.
+#[derive(Clone, Debug, Default)]
+pub struct Served {
+    inner: Arc<RwLock<ServedMaps>>,
+}
+
+#[derive(Debug, Default)]
+struct ServedMaps {
+    files: HashMap<u32, Arc<SharedFile>>,
+    by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
+}
+
+impl Served {
+    /// The file with this index.
+    pub fn get(&self, index: u32) -> Option<Arc<SharedFile>> {
+        self.read().files.get(&index).cloned()
+    }
+
+    /// A file with this SHA-1.
+    pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<Arc<SharedFile>> {
+        let maps = self.read();
+        let index = maps.by_sha1.get(urn)?.first()?;
+        maps.files.get(index).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ServedMaps> {
+        // A writer cannot panic while holding the lock (plain map updates), but a
+        // poisoned lock still holds consistent maps.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ServedMaps> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, file: &SharedFile) {
+        let mut maps = self.write();
+        if let Some(old) = maps.files.insert(file.index, Arc::new(file.clone())) {
+            if let Some(u) = old.sha1 {
+                remove_from(&mut maps.by_sha1, &u, file.index);
+            }
+        }
+        if let Some(u) = file.sha1 {
+            maps.by_sha1.entry(u).or_default().insert(file.index);
+        }
+    }
+
+    fn remove(&self, index: u32) {
+        let mut maps = self.write();
+        if let Some(old) = maps.files.remove(&index) {
+            if let Some(u) = old.sha1 {
+                remove_from(&mut maps.by_sha1, &u, index);
+            }
+        }
+    }
 }
 
 /// The shared-file index.
@@ -35,6 +102,7 @@ pub struct Library {
     by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
     by_path: HashMap<PathBuf, u32>,
     last_index: u32,
+    served: Served,
 }
 
 impl Library {
@@ -58,8 +126,21 @@ impl Library {
         self.files.values().map(|f| f.size).sum()
     }
 
-    /// Adds a file and returns its new index.
-    pub fn add(&mut self, name: &str, path: PathBuf, size: u64, sha1: Option<Sha1Urn>) -> u32 {
+    /// The view file servers read, kept in step with every change.
+    pub fn served(&self) -> Served {
+        self.served.clone()
+    }
+
+    /// Adds a file, as it was on disk (`size`, `mtime`) when found, and returns its
+    /// new index.
+    pub fn add(
+        &mut self,
+        name: &str,
+        path: PathBuf,
+        size: u64,
+        mtime: SystemTime,
+        sha1: Option<Sha1Urn>,
+    ) -> u32 {
         self.last_index = self.last_index.wrapping_add(1).max(1);
         let index = self.last_index;
         for word in table_keywords(name) {
@@ -72,16 +153,16 @@ impl Library {
             // The same path again: the new entry replaces the old one.
             self.remove_entry(old);
         }
-        self.files.insert(
+        let file = SharedFile {
             index,
-            SharedFile {
-                index,
-                name: name.to_string(),
-                path,
-                size,
-                sha1,
-            },
-        );
+            name: name.to_string(),
+            path,
+            size,
+            mtime,
+            sha1,
+        };
+        self.served.put(&file);
+        self.files.insert(index, file);
         index
     }
 
@@ -97,11 +178,13 @@ impl Library {
         }
         self.files.insert(
             index,
+            // Not in the served view: such a file is never ours to serve.
             SharedFile {
                 index,
                 name: name.to_string(),
                 path: PathBuf::new(),
                 size,
+                mtime: SystemTime::UNIX_EPOCH,
                 sha1,
             },
         );
@@ -116,6 +199,7 @@ impl Library {
             remove_from(&mut self.by_sha1, &old, index);
         }
         self.by_sha1.entry(urn).or_default().insert(index);
+        self.served.put(file);
     }
 
     /// Removes a file; returns it if it was shared.
@@ -134,6 +218,7 @@ impl Library {
 
     fn remove_entry(&mut self, index: u32) -> Option<SharedFile> {
         let file = self.files.remove(&index)?;
+        self.served.remove(index);
         for word in table_keywords(&file.name) {
             remove_from(&mut self.by_keyword, &word, index);
         }
@@ -222,6 +307,7 @@ mod tests {
                 n,
                 PathBuf::from(n),
                 100,
+                SystemTime::UNIX_EPOCH,
                 Some(Sha1Urn::digest(n.as_bytes())),
             );
         }
@@ -288,7 +374,13 @@ mod tests {
         assert_eq!(l.remove(two).unwrap().name, "two.txt");
         assert!(l.search("two", &[], 10).is_empty());
         assert!(l.by_sha1(&Sha1Urn::digest(b"two.txt")).is_none());
-        let three = l.add("two.txt", PathBuf::from("new/two.txt"), 5, None);
+        let three = l.add(
+            "two.txt",
+            PathBuf::from("new/two.txt"),
+            5,
+            SystemTime::UNIX_EPOCH,
+            None,
+        );
         assert_ne!(three, two, "indexes are never reused");
         let urn = Sha1Urn::digest(b"new content");
         l.set_sha1(three, urn);
@@ -304,9 +396,16 @@ mod tests {
             "song.mp3",
             PathBuf::from("/s/song.mp3"),
             1,
+            SystemTime::UNIX_EPOCH,
             Some(Sha1Urn::digest(b"v1")),
         );
-        let new = l.add("song.mp3", PathBuf::from("/s/song.mp3"), 2, None);
+        let new = l.add(
+            "song.mp3",
+            PathBuf::from("/s/song.mp3"),
+            2,
+            SystemTime::UNIX_EPOCH,
+            None,
+        );
         assert_ne!(old, new);
         assert_eq!(l.len(), 1);
         assert_eq!(l.index_of(std::path::Path::new("/s/song.mp3")), Some(new));

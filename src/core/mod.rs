@@ -2,6 +2,8 @@
 //! decisions. Nothing here does I/O, reads a clock or knows a wire format; the
 //! async shell maps wire messages to the core's terms and carries its decisions out.
 
+pub mod altloc;
+pub mod download;
 pub mod dq;
 pub mod flow;
 pub mod hosts;

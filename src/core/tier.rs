@@ -156,9 +156,11 @@ fn slot(link: Link) -> usize {
 impl Tier {
     /// A new policy at `now`; `jitter` in 0..1 (random per node).
     pub fn new(config: TierConfig, now: Instant, jitter: f64) -> Tier {
+        // A node that takes no connections cannot serve leaves, whatever it
+        // was asked to be.
         let role = match config.mode {
-            Mode::Ultrapeer => Role::Ultrapeer,
-            Mode::Leaf | Mode::Auto => Role::Leaf,
+            Mode::Ultrapeer if config.accepts_inbound => Role::Ultrapeer,
+            _ => Role::Leaf,
         };
         Tier {
             config,

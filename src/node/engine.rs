@@ -33,6 +33,7 @@ use crate::wire::{
 
 use super::conn::ConnTx;
 use super::handshake::RoleHeaders;
+use super::push::TransferHooks;
 
 /// Our vendor code in QueryHit trailers.
 pub const VENDOR: [u8; 4] = *b"SRVT";
@@ -173,6 +174,8 @@ struct Peer {
     sent: Option<QrpTable>,
     /// The files a leaf offered us (complete once its last chunk came).
     offered: Option<(Library, bool)>,
+    /// The leaf said it accepts no connections.
+    offered_firewalled: bool,
     /// The version of our library we last offered it.
     offered_version: Option<u64>,
 }
@@ -371,6 +374,7 @@ pub struct Engine {
     /// Dynamic queries run for our leaves, and the query each one sends.
     dq: Planner<Guid>,
     dq_frames: HashMap<Guid, Frame>,
+    transfer: TransferHooks,
 }
 
 impl Engine {
@@ -385,6 +389,7 @@ impl Engine {
         hosts: Arc<Mutex<HostCache>>,
         tier: Tier,
         dq: DqConfig,
+        transfer: TransferHooks,
     ) -> Engine {
         Engine {
             me,
@@ -404,6 +409,7 @@ impl Engine {
             library_version: 0,
             dq: Planner::new(dq),
             dq_frames: HashMap::new(),
+            transfer,
         }
     }
 
@@ -480,6 +486,7 @@ impl Engine {
                         table: None,
                         sent: None,
                         offered: None,
+                        offered_firewalled: false,
                         offered_version: None,
                     },
                 );
@@ -502,7 +509,8 @@ impl Engine {
                 }
             }
             Event::Added { file, urn } => {
-                self.library.add(&file.name, file.path, file.size, urn);
+                self.library
+                    .add(&file.name, file.path, file.size, file.mtime, urn);
                 self.library_changed();
             }
             Event::Removed { path } => {
@@ -673,7 +681,7 @@ impl Engine {
         if let (Some(f), Some(q), true) = (&forward, &query, from_leaf) {
             // A leaf's query: searched for dynamically, not flooded.
             if self.start_dq(conn, &frame, f, q, now) {
-                return self.deliver(conn, &h, deliver, query.as_ref(), now);
+                return self.deliver(conn, &h, &frame.payload, deliver, query.as_ref(), now);
             }
         }
         if h.function == Function::QueryHit && self.dq.contains(&h.guid) {
@@ -688,7 +696,7 @@ impl Engine {
             };
             self.send(f, priority, &frame, query.as_ref());
         }
-        self.deliver(conn, &h, deliver, query.as_ref(), now);
+        self.deliver(conn, &h, &frame.payload, deliver, query.as_ref(), now);
     }
 
     /// Answers a request delivered to us.
@@ -696,6 +704,7 @@ impl Engine {
         &mut self,
         conn: ConnId,
         h: &Header,
+        payload: &bytes::Bytes,
         deliver: bool,
         query: Option<&QueryView<'_>>,
         now: Instant,
@@ -711,6 +720,7 @@ impl Engine {
                         }
                     }
                 }
+                Function::Push => self.transfer.push(payload),
                 _ => {}
             }
         }
@@ -743,6 +753,7 @@ impl Engine {
         };
         if chunk.first {
             peer.offered = Some((Library::new(), false));
+            peer.offered_firewalled = chunk.firewalled;
         }
         let Some((lib, complete)) = peer.offered.as_mut() else {
             return;
@@ -784,13 +795,13 @@ impl Engine {
                 .map(|f| HitResult::new(f.index, f.size, &f.name, f.sha1.as_ref()))
                 .collect();
             if !found.is_empty() {
-                hits.push((guid, addr, found));
+                hits.push((guid, addr, p.offered_firewalled, found));
             }
         }
         let mut proxy = Vec::with_capacity(6);
         proxy.extend_from_slice(&ipv4_of(local.ip()).octets());
         proxy.extend_from_slice(&local.port().to_le_bytes());
-        for (guid, addr, found) in hits {
+        for (guid, addr, firewalled, found) in hits {
             for chunk in found.chunks(RESULTS_PER_HIT) {
                 let ggep =
                     crate::wire::Ggep::new(vec![crate::wire::GgepExt::new("PUSH", proxy.clone())]);
@@ -799,9 +810,14 @@ impl Engine {
                     ip: ipv4_of(addr.ip()),
                     speed: 0,
                     results: chunk.to_vec(),
+                    // What the leaf told us: whether it needs a Push. Whether its
+                    // upload slots are free we do not know, so that flag is unset.
                     trailer: TrailerArea::Qhd(Trailer::new(
                         VENDOR,
-                        OpenDataFlags::default(),
+                        OpenDataFlags {
+                            push: Some(firewalled),
+                            ..OpenDataFlags::default()
+                        },
                         Some(ggep),
                     )),
                     servent: guid,
@@ -1178,7 +1194,7 @@ impl Engine {
             })
             .collect();
         let mut out = BytesMut::new();
-        for m in OfferChunk::encode_all(&files) {
+        for m in OfferChunk::encode_all(&files, self.transfer.firewalled) {
             let _ = Message::Vendor(m).encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut out);
         }
         let bytes = out.freeze();
@@ -1286,8 +1302,8 @@ impl Engine {
             return;
         };
         let flags = OpenDataFlags {
-            push: Some(false),
-            busy: Some(false),
+            push: Some(self.transfer.firewalled),
+            busy: Some(self.transfer.busy()),
             ..OpenDataFlags::default()
         };
         for chunk in found.chunks(RESULTS_PER_HIT) {

@@ -7,6 +7,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::library::Library;
@@ -46,7 +49,7 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
     let mut library = Library::new();
     for f in scan(&shares.roots) {
         let urn = shares.cache.get(&f);
-        library.add(&f.name, f.path.clone(), f.size, urn);
+        library.add(&f.name, f.path.clone(), f.size, f.mtime, urn);
         shares.known.insert(f.path.clone(), (f.size, f.mtime));
         if urn.is_none() {
             shares.to_hash.push(f);
@@ -68,12 +71,14 @@ fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
     found
 }
 
-/// Hashes what needs hashing, then rescans every `every`, until cancelled.
+/// Hashes what needs hashing, then rescans every `every` (or at once when
+/// `rescan_now` is notified), until cancelled.
 pub async fn run(
     mut shares: Shares,
     events: EngineRef,
     cancel: CancellationToken,
     every: Duration,
+    rescan_now: Arc<Notify>,
 ) {
     loop {
         if !hash_pending(&mut shares, &events, &cancel).await {
@@ -81,6 +86,8 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            // A server found a file changed on disk: look now.
+            _ = rescan_now.notified() => {}
             _ = cancel.cancelled() => return,
         }
         let roots = shares.roots.clone();

@@ -9,8 +9,11 @@
 mod conn;
 mod deflate;
 mod engine;
+pub mod get;
 pub mod handshake;
+pub mod http;
 mod library_task;
+pub mod push;
 pub mod search;
 
 use std::io;
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -73,6 +76,10 @@ pub struct NodeConfig {
     /// Pause before redialing a host that failed or closed (default: the 30 s
     /// deployed servents require; meshes of our own nodes may go faster).
     pub redial_pause: Option<Duration>,
+    /// Accept no inbound connections; hits ask for a Push.
+    pub firewalled: bool,
+    /// Concurrent uploads; more get 503.
+    pub max_uploads: usize,
 }
 
 impl Default for NodeConfig {
@@ -92,6 +99,8 @@ impl Default for NodeConfig {
             tier: TierConfig::default(),
             dq: DqConfig::default(),
             redial_pause: None,
+            firewalled: false,
+            max_uploads: 8,
         }
     }
 }
@@ -104,9 +113,16 @@ pub struct NodeHandle {
     cancel: CancellationToken,
     tracker: TaskTracker,
     stats: watch::Receiver<EngineStats>,
+    givs: push::GivWaiters,
 }
 
 impl NodeHandle {
+    /// Waits for a pushed host (`servent`) to connect to our port and say `GIV`;
+    /// the connection is handed over as it is after the GIV line.
+    pub fn expect_giv(&self, servent: Guid) -> tokio::sync::oneshot::Receiver<TcpStream> {
+        self.givs.expect(servent)
+    }
+
     /// The engine's counters as last published.
     pub fn stats(&self) -> EngineStats {
         self.stats.borrow().clone()
@@ -140,7 +156,15 @@ struct Shared {
     /// Dials under way, started by the maintainer.
     dialing: AtomicUsize,
     guid: Guid,
+    uploads: Arc<http::Uploads>,
+    /// HTTP connections being served; more are answered 503 and closed.
+    http_permits: Arc<tokio::sync::Semaphore>,
+    givs: push::GivWaiters,
 }
+
+/// HTTP connections served at once (each holds an upload slot only while it
+/// downloads, so this is well above `max_uploads`).
+const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// Binds the listener and starts the node's tasks.
 pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<NodeHandle> {
@@ -171,7 +195,25 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         }
     }
     let hosts = Arc::new(Mutex::new(hosts));
-    let tier = Tier::new(config.tier.clone(), Instant::now(), jitter(&guid));
+    // A node that takes no connections can never serve leaves.
+    let tier_config = TierConfig {
+        accepts_inbound: config.tier.accepts_inbound && !config.firewalled,
+        ..config.tier.clone()
+    };
+    let tier = Tier::new(tier_config, Instant::now(), jitter(&guid));
+    let uploads = Arc::new(http::Uploads::new(
+        library.served(),
+        config.max_uploads,
+        cancel.clone(),
+    ));
+    let (push_tx, push_rx) = mpsc::channel(64);
+    let givs = push::GivWaiters::default();
+    tracker.spawn(push::answer_pushes(
+        guid,
+        push_rx,
+        uploads.clone(),
+        tracker.clone(),
+    ));
     let engine = Engine::new(
         guid,
         router,
@@ -182,6 +224,11 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         hosts.clone(),
         tier,
         config.dq.clone(),
+        push::TransferHooks {
+            firewalled: config.firewalled,
+            slots: uploads.slots.clone(),
+            pushes: push_tx,
+        },
     );
     let engine = EngineRef::new(engine);
     {
@@ -198,6 +245,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         engine.clone(),
         cancel.clone(),
         config.rescan_every,
+        uploads.rescan.clone(),
     ));
 
     let shared = Arc::new(Shared {
@@ -211,8 +259,15 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         hosts,
         dialing: AtomicUsize::new(0),
         guid,
+        uploads,
+        http_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
+        givs: givs.clone(),
     });
-    {
+    if shared.config.firewalled {
+        // Behind a firewall nothing reaches us: the port is given up, and peers
+        // and downloaders must wait for us to connect out.
+        drop(listener);
+    } else {
         let shared = shared.clone();
         tracker.spawn(accept_loop(listener, shared));
     }
@@ -243,6 +298,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         cancel,
         tracker,
         stats,
+        givs,
     })
 }
 
@@ -447,15 +503,32 @@ async fn inbound(
         open_connection(shared, stream, local, est, their_listen, link).await;
         Ok(())
     } else if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
-        // File transfer is not served yet: answer properly and close.
-        use tokio::io::AsyncWriteExt;
-        let body = "File transfer is not available in this version.\r\n";
-        let reply = format!(
-            "HTTP/1.1 501 Not Implemented\r\nServer: {USER_AGENT}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(reply.as_bytes()).await?;
-        let _ = stream.shutdown().await;
+        // Served in a task of its own: the handshake deadline does not apply, the
+        // connection's idle timeout does.
+        let Ok(permit) = shared.http_permits.clone().try_acquire_owned() else {
+            use tokio::io::AsyncWriteExt;
+            let reply = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nServer: {USER_AGENT}\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(reply.as_bytes()).await?;
+            let _ = stream.shutdown().await;
+            return Ok(());
+        };
+        let _ = stream.set_nodelay(true);
+        let uploads = shared.uploads.clone();
+        shared.tracker.spawn(async move {
+            let _permit = permit;
+            http::serve(stream, buf.freeze(), remote, uploads).await;
+        });
+        Ok(())
+    } else if buf.starts_with(b"GIV ") {
+        // A host we pushed connects back; the download waiting for it takes over.
+        let giv = push::read_giv(&mut stream, buf)
+            .await
+            .map_err(HandshakeFailure::Unexpected)?;
+        if !shared.givs.deliver(&giv, stream) {
+            tracing::debug!(%remote, servent = %giv.servent.to_hex(), "GIV nobody waits for");
+        }
         Ok(())
     } else {
         Err(HandshakeFailure::Unexpected(

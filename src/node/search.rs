@@ -1,18 +1,21 @@
-//! A one-shot search: connect to a node as a leaf, send one query, collect hits.
+//! Searching as a leaf: connect to a node, send a query, collect hits; the same
+//! link carries the Pushes a download sends to firewalled hosts.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::framing::DescriptorCodec;
 use crate::wire::bye::{self, Bye};
 use crate::wire::huge::Sha1Urn;
-use crate::wire::{Function, Guid, Hops, Message, Query, QueryFlags, Ttl};
+use crate::wire::{Function, Guid, Hops, Message, Push, Query, QueryFlags, QueryHit, Ttl};
 
 use super::deflate::{Deflate, Inflate};
 use super::handshake::{self, HandshakeFailure};
@@ -28,13 +31,17 @@ pub struct SearchHit {
     pub host: Ipv4Addr,
     pub port: u16,
     pub servent_guid: Guid,
+    /// The responder says it must be reached by a Push.
+    pub push: bool,
+    /// The responder says all its upload slots are taken.
+    pub busy: bool,
 }
 
 impl SearchHit {
     /// The hit as one line of JSON.
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"name\":{},\"size\":{},\"urn\":{},\"index\":{},\"host\":\"{}\",\"port\":{},\"servent_guid\":\"{}\"}}",
+            "{{\"name\":{},\"size\":{},\"urn\":{},\"index\":{},\"host\":\"{}\",\"port\":{},\"servent_guid\":\"{}\",\"push\":{},\"busy\":{}}}",
             json_string(&self.name),
             self.size,
             self.urn
@@ -42,7 +49,9 @@ impl SearchHit {
             self.index,
             self.host,
             self.port,
-            self.servent_guid.to_hex()
+            self.servent_guid.to_hex(),
+            self.push,
+            self.busy
         )
     }
 }
@@ -135,6 +144,148 @@ async fn connect_leaf(
         })?
 }
 
+/// A connection to a node as a leaf, kept open after a search so that Pushes can
+/// be sent along it. Hits for our queries arrive through a bounded channel; other
+/// messages are read and dropped.
+pub struct LeafLink {
+    writer: tokio::sync::Mutex<(OwnedWriteHalf, Option<Deflate>)>,
+    hits: tokio::sync::Mutex<mpsc::Receiver<(Guid, QueryHit)>>,
+    reader: tokio::task::JoinHandle<()>,
+    /// Our address as the node sees it (the local end of the connection).
+    pub local: SocketAddr,
+}
+
+/// QueryHits waiting to be read; more are dropped while the reader is behind.
+const HIT_QUEUE: usize = 256;
+
+impl LeafLink {
+    /// Connects to `peer` and completes the handshake within `timeout`.
+    pub async fn connect(peer: &str, timeout: Duration) -> Result<LeafLink, SearchError> {
+        let (stream, est) = connect_leaf(peer, timeout).await?;
+        let local = stream.local_addr()?;
+        let (r, w) = stream.into_split();
+        let input = std::io::Cursor::new(est.leftover.to_vec()).chain(r);
+        let source: Box<dyn AsyncRead + Unpin + Send> = if est.deflate_in {
+            Box::new(Inflate::new(input))
+        } else {
+            Box::new(input)
+        };
+        let (tx, rx) = mpsc::channel(HIT_QUEUE);
+        let reader = tokio::spawn(async move {
+            let mut framed = FramedRead::new(source, DescriptorCodec::default());
+            while let Some(Ok(frame)) = framed.next().await {
+                match frame.header.function {
+                    Function::Bye => break,
+                    Function::QueryHit => {
+                        if let Ok(Message::QueryHit(hit)) = frame.message() {
+                            let _ = tx.try_send((frame.header.guid, hit));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(LeafLink {
+            writer: tokio::sync::Mutex::new((w, est.deflate_out.then(Deflate::default))),
+            hits: tokio::sync::Mutex::new(rx),
+            reader,
+            local,
+        })
+    }
+
+    async fn send(&self, msg: &Message, ttl: u8) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        msg.encode_frame(Guid::new_random(), Ttl(ttl.max(1)), Hops(0), &mut out)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut w = self.writer.lock().await;
+        let (w, deflate) = &mut *w;
+        match deflate.as_mut() {
+            Some(z) => w.write_all(&z.pack([&out[..]])).await,
+            None => w.write_all(&out).await,
+        }
+    }
+
+    /// Sends one query and calls `on_hit` for each result as it arrives, until
+    /// `timeout` has passed or `max_results` results have come. Returns the number
+    /// of results.
+    pub async fn query(
+        &self,
+        words: &str,
+        ttl: u8,
+        timeout: Duration,
+        max_results: usize,
+        mut on_hit: impl FnMut(SearchHit),
+    ) -> Result<usize, SearchError> {
+        let mut out = BytesMut::new();
+        let id = Guid::new_random();
+        Message::Query(Query::new(QueryFlags::with_bits(0), words))
+            .encode_frame(id, Ttl(ttl.max(1)), Hops(0), &mut out)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        {
+            let mut w = self.writer.lock().await;
+            let (w, deflate) = &mut *w;
+            match deflate.as_mut() {
+                Some(z) => w.write_all(&z.pack([&out[..]])).await?,
+                None => w.write_all(&out).await?,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut hits = self.hits.lock().await;
+        let mut count = 0;
+        while count < max_results {
+            let (guid, hit) = match tokio::time::timeout_at(deadline, hits.recv()).await {
+                Ok(Some(h)) => h,
+                // Time is up, or the node closed: stop with what we have.
+                Err(_) | Ok(None) => break,
+            };
+            if guid != id {
+                continue;
+            }
+            let flags = hit.qhd().map(|t| t.flags()).unwrap_or_default();
+            for r in &hit.results {
+                if count == max_results {
+                    break;
+                }
+                on_hit(SearchHit {
+                    name: r.name_lossy(),
+                    size: r.file_size(),
+                    urn: r.ext.sha1_urns().next(),
+                    index: r.index,
+                    host: hit.ip,
+                    port: hit.port,
+                    servent_guid: hit.servent,
+                    push: flags.push == Some(true),
+                    busy: flags.busy == Some(true),
+                });
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Asks `servent` (through the node) to connect to `to` and offer file `index`.
+    pub async fn push(&self, servent: Guid, index: u32, to: SocketAddrV4) -> std::io::Result<()> {
+        let push = Message::Push(Push {
+            servent,
+            index,
+            ip: *to.ip(),
+            port: to.port(),
+            ggep: None,
+        });
+        self.send(&push, 7).await
+    }
+
+    /// Says Bye and closes.
+    pub async fn close(self) {
+        let _ = self
+            .send(&Message::Bye(Bye::new(bye::CODE_SHUTDOWN, "Done")), 1)
+            .await;
+        let mut w = self.writer.lock().await;
+        let _ = w.0.shutdown().await;
+        self.reader.abort();
+    }
+}
+
 /// Searches `words` through `peer`, calling `on_hit` for each result as it arrives,
 /// until `timeout` has passed or `max_results` results have come. Returns the
 /// number of results.
@@ -144,72 +295,12 @@ pub async fn search(
     ttl: u8,
     timeout: Duration,
     max_results: usize,
-    mut on_hit: impl FnMut(SearchHit),
+    on_hit: impl FnMut(SearchHit),
 ) -> Result<usize, SearchError> {
-    let (stream, est) = connect_leaf(peer, timeout).await?;
-    let (r, mut w) = stream.into_split();
-    let id = Guid::new_random();
-    let mut out = BytesMut::new();
-    Message::Query(Query::new(QueryFlags::with_bits(0), words))
-        .encode_frame(id, Ttl(ttl.max(1)), Hops(0), &mut out)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut deflate = est.deflate_out.then(Deflate::default);
-    match deflate.as_mut() {
-        Some(z) => w.write_all(&z.pack([&out[..]])).await?,
-        None => w.write_all(&out).await?,
-    }
-
-    let input = std::io::Cursor::new(est.leftover.to_vec()).chain(r);
-    let source: Box<dyn AsyncRead + Unpin + Send> = if est.deflate_in {
-        Box::new(Inflate::new(input))
-    } else {
-        Box::new(input)
-    };
-    let mut framed = FramedRead::new(source, DescriptorCodec::default());
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut count = 0;
-    while count < max_results {
-        let next = match tokio::time::timeout_at(deadline, framed.next()).await {
-            Ok(Some(Ok(frame))) => frame,
-            // Time is up, the node closed, or the stream broke: stop with what we have.
-            Err(_) | Ok(None) | Ok(Some(Err(_))) => break,
-        };
-        if next.header.function != Function::QueryHit || next.header.guid != id {
-            if next.header.function == Function::Bye {
-                break;
-            }
-            continue;
-        }
-        let Ok(Message::QueryHit(hit)) = next.message() else {
-            continue;
-        };
-        for r in &hit.results {
-            if count == max_results {
-                break;
-            }
-            on_hit(SearchHit {
-                name: r.name_lossy(),
-                size: r.file_size(),
-                urn: r.ext.sha1_urns().next(),
-                index: r.index,
-                host: hit.ip,
-                port: hit.port,
-                servent_guid: hit.servent,
-            });
-            count += 1;
-        }
-    }
-    let mut bye = BytesMut::new();
-    Message::Bye(Bye::new(bye::CODE_SHUTDOWN, "Search done"))
-        .encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut bye)
-        .expect("a short Bye encodes");
-    let bye = match deflate.as_mut() {
-        Some(z) => z.pack([&bye[..]]),
-        None => bye.to_vec(),
-    };
-    let _ = w.write_all(&bye).await;
-    let _ = w.shutdown().await;
-    Ok(count)
+    let link = LeafLink::connect(peer, timeout).await?;
+    let count = link.query(words, ttl, timeout, max_results, on_hit).await;
+    link.close().await;
+    count
 }
 
 #[cfg(test)]
@@ -226,10 +317,12 @@ mod tests {
             host: Ipv4Addr::LOCALHOST,
             port: 6346,
             servent_guid: Guid([0xab; 16]),
+            push: true,
+            busy: false,
         };
         assert_eq!(
             hit.to_json(),
-            "{\"name\":\"a \\\"b\\\"\\n.mp3\",\"size\":3,\"urn\":\"urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\",\"index\":7,\"host\":\"127.0.0.1\",\"port\":6346,\"servent_guid\":\"ABABABABABABABABABABABABABABABAB\"}"
+            "{\"name\":\"a \\\"b\\\"\\n.mp3\",\"size\":3,\"urn\":\"urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\",\"index\":7,\"host\":\"127.0.0.1\",\"port\":6346,\"servent_guid\":\"ABABABABABABABABABABABABABABABAB\",\"push\":true,\"busy\":false}"
         );
         assert_eq!(json_string("\u{1}"), "\"\\u0001\"");
     }

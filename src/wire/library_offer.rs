@@ -7,6 +7,7 @@
 //! ```text
 //! flags   u8      bit 0: first chunk (forget what was offered before)
 //!                 bit 1: last chunk (the list is complete)
+//!                 bit 2: the leaf accepts no connections (downloads need a Push)
 //! count   u16 LE  entries in this chunk
 //! entry:  index   u32 LE   the leaf's file index (for /get/<index>/<name>)
 //!         size    u64 LE
@@ -35,6 +36,7 @@ pub const CHUNK_BYTES: usize = 16 * 1024;
 
 const FIRST: u8 = 0x01;
 const LAST: u8 = 0x02;
+const FIREWALLED: u8 = 0x04;
 
 /// One shared file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct OfferedFile {
 pub struct OfferChunk {
     pub first: bool,
     pub last: bool,
+    /// The leaf accepts no connections.
+    pub firewalled: bool,
     pub files: Vec<OfferedFile>,
 }
 
@@ -138,6 +142,7 @@ impl OfferChunk {
         Ok(OfferChunk {
             first: flags & FIRST != 0,
             last: flags & LAST != 0,
+            firewalled: flags & FIREWALLED != 0,
             files,
         })
     }
@@ -145,7 +150,7 @@ impl OfferChunk {
     /// Cuts a whole library into vendor messages of at most [`CHUNK_BYTES`] of
     /// entries each (at least one message, even for no files). Names longer than
     /// [`MAX_NAME`] or holding NUL are left out.
-    pub fn encode_all(files: &[OfferedFile]) -> Vec<VendorMsg> {
+    pub fn encode_all(files: &[OfferedFile], firewalled: bool) -> Vec<VendorMsg> {
         let usable = files
             .iter()
             .filter(|f| !f.name.is_empty() && f.name.len() <= MAX_NAME && !f.name.contains('\0'));
@@ -169,7 +174,7 @@ impl OfferChunk {
             .enumerate()
             .map(|(i, files)| {
                 let mut body = BytesMut::new();
-                let mut flags = 0;
+                let mut flags = if firewalled { FIREWALLED } else { 0 };
                 if i == 0 {
                     flags |= FIRST;
                 }
@@ -220,7 +225,7 @@ mod tests {
         let files: Vec<OfferedFile> = (0..2000)
             .map(|i| file(i, &format!("file number {i} é.mp3"), i % 3 == 0))
             .collect();
-        let msgs = OfferChunk::encode_all(&files);
+        let msgs = OfferChunk::encode_all(&files, true);
         assert!(msgs.len() > 1, "split into chunks");
         let mut back = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
@@ -229,6 +234,7 @@ mod tests {
             let c = OfferChunk::parse(&m.body).unwrap();
             assert_eq!(c.first, i == 0);
             assert_eq!(c.last, i + 1 == msgs.len());
+            assert!(c.firewalled);
             back.extend(c.files);
         }
         assert_eq!(back, files);
@@ -236,15 +242,15 @@ mod tests {
 
     #[test]
     fn an_empty_library_is_one_first_and_last_chunk() {
-        let msgs = OfferChunk::encode_all(&[]);
+        let msgs = OfferChunk::encode_all(&[], false);
         assert_eq!(msgs.len(), 1);
         let c = OfferChunk::parse(&msgs[0].body).unwrap();
-        assert!(c.first && c.last && c.files.is_empty());
+        assert!(c.first && c.last && !c.firewalled && c.files.is_empty());
     }
 
     #[test]
     fn bad_bodies_are_errors_not_panics() {
-        let good = OfferChunk::encode_all(&[file(1, "a", true), file(2, "bb", false)]);
+        let good = OfferChunk::encode_all(&[file(1, "a", true), file(2, "bb", false)], false);
         let body = &good[0].body;
         for cut in 0..body.len() {
             assert!(OfferChunk::parse(&body[..cut]).is_err(), "cut at {cut}");

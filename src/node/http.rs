@@ -1,0 +1,540 @@
+//! Serving shared files over HTTP/1.1 (hyper) on the Gnutella port and on pushed
+//! connections: `GET`/`HEAD` of `/get/<index>/<name>` and
+//! `/uri-res/N2R?urn:sha1:...`, one byte range per request, keep-alive, upload
+//! slots. The rules are in `protocol-spec/http-transfer.md`.
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::altloc::AltLocs;
+use crate::core::library::{Served, SharedFile};
+use crate::wire::http::{self as h, RangeAnswer, Target, TargetError};
+use crate::wire::huge::Sha1Urn;
+
+use super::USER_AGENT;
+
+/// A connection on which no byte moves, either way, for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request's header block must arrive within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest request header block (hyper's read buffer).
+const MAX_HEAD: usize = 16 * 1024;
+/// Size of one read from a file, and of one body frame.
+pub const CHUNK: usize = 256 * 1024;
+/// Answers up to this size are read in one go on the connection's own task.
+const INLINE: u64 = 1024 * 1024;
+/// Body frames read ahead of the socket per upload.
+const READ_AHEAD: usize = 2;
+/// What a busy server asks a client to wait, in seconds.
+const RETRY_AFTER: &str = "30";
+/// Alternate locations sent with one answer.
+const ALT_PER_ANSWER: usize = 10;
+
+/// What every HTTP connection of a node shares.
+pub struct Uploads {
+    /// The library as the engine last published it.
+    pub served: Served,
+    /// Upload slots: a connection holds one from its first `GET` of a file until
+    /// it closes.
+    pub slots: Arc<Semaphore>,
+    pub altlocs: Mutex<AltLocs>,
+    /// Woken when a file is found changed on disk, so the library rescans now.
+    pub rescan: Arc<Notify>,
+    pub cancel: CancellationToken,
+}
+
+impl Uploads {
+    /// Shared state for `max_uploads` slots.
+    pub fn new(served: Served, max_uploads: usize, cancel: CancellationToken) -> Uploads {
+        Uploads {
+            served,
+            slots: Arc::new(Semaphore::new(max_uploads)),
+            altlocs: Mutex::new(AltLocs::new(1000, Duration::from_secs(3600))),
+            rescan: Arc::new(Notify::new()),
+            cancel,
+        }
+    }
+}
+
+/// Serves HTTP requests on `io` until the client closes, the connection idles
+/// out, or the node stops. `prefix` holds bytes already read from `io`.
+pub async fn serve<S>(io: S, prefix: Bytes, remote: SocketAddr, uploads: Arc<Uploads>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Guarded::new(io, prefix, IDLE_TIMEOUT));
+    let slot: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::new(Mutex::new(None));
+    let cancel = uploads.cancel.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let uploads = uploads.clone();
+        let slot = slot.clone();
+        async move { Ok::<_, Infallible>(answer(req, remote, &uploads, &slot).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true)
+        .writev(true)
+        .serve_connection(io, service);
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!(%remote, error = %e, "HTTP connection ended");
+        },
+        _ = cancel.cancelled() => {}
+    }
+}
+
+fn base(status: StatusCode) -> hyper::http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::SERVER, USER_AGENT)
+}
+
+/// A short plain-text answer (errors, refusals).
+fn text(status: StatusCode, msg: &str, head: bool) -> Response<FileBody> {
+    let body = format!("{msg}\r\n");
+    base(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(if head {
+            FileBody::Empty
+        } else {
+            FileBody::Full(Some(Bytes::from(body)))
+        })
+        .expect("static headers are valid")
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    remote: SocketAddr,
+    uploads: &Uploads,
+    slot: &Mutex<Option<OwnedSemaphorePermit>>,
+) -> Response<FileBody> {
+    tracing::debug!(%remote, method = %req.method(), uri = %req.uri(), "HTTP request");
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD", false);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let target = match h::parse_target(req.uri().path(), req.uri().query()) {
+        Ok(t) => t,
+        Err(TargetError::NotFound) => return text(StatusCode::NOT_FOUND, "Not Found", head),
+        Err(TargetError::Bad(why)) => return text(StatusCode::BAD_REQUEST, why, head),
+    };
+    let file = match &target {
+        Target::Index { index, name } => match uploads.served.get(*index) {
+            Some(f) if f.name == *name => f,
+            Some(_) => return text(StatusCode::NOT_FOUND, "File index/name mismatch", head),
+            None => return text(StatusCode::NOT_FOUND, "No such file index", head),
+        },
+        Target::Urn(urn) => match uploads.served.by_sha1(urn) {
+            Some(f) => f,
+            None => return text(StatusCode::NOT_FOUND, "URN not found", head),
+        },
+    };
+    let range = match req.headers().get(header::RANGE).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "malformed Range header", head),
+    };
+    let (start, len, status) = match h::answer_range(range, file.size) {
+        Ok(RangeAnswer::Whole) => (0, file.size, StatusCode::OK),
+        Ok(RangeAnswer::Part { start, end }) => {
+            (start, end - start + 1, StatusCode::PARTIAL_CONTENT)
+        }
+        Ok(RangeAnswer::Unsatisfiable) => {
+            let mut r = text(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Range not satisfiable",
+                head,
+            );
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{}", file.size)).expect("ASCII"),
+            );
+            return r;
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string(), head),
+    };
+    if let Some(urn) = file.sha1 {
+        learn_alt_locs(req.headers(), urn, uploads);
+    }
+    if !head {
+        // One slot per connection, taken at its first download and kept.
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            match uploads.slots.clone().try_acquire_owned() {
+                Ok(p) => *held = Some(p),
+                Err(_) => {
+                    drop(held);
+                    let mut r = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "All upload slots are busy",
+                        head,
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+                    return r;
+                }
+            }
+        }
+    }
+    // An answer of up to INLINE bytes is read right here, as an event-loop
+    // server reads (shared files are local, their pages mostly cached); a larger
+    // one is opened and streamed by a blocking task, so a long read never holds
+    // up the connections this thread serves.
+    let opened = if len <= INLINE {
+        Ok(open_checked(&file, start, len, !head))
+    } else {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || open_checked(&file, start, len, false)).await
+    };
+    let (handle, small) = match opened {
+        Ok(Ok(x)) => x,
+        Ok(Err(OpenError::Changed)) => {
+            tracing::info!(path = %file.path.display(), "shared file changed on disk; not served");
+            uploads.rescan.notify_one();
+            return text(
+                StatusCode::NOT_FOUND,
+                "File changed since it was indexed",
+                head,
+            );
+        }
+        Ok(Err(OpenError::Io(e))) => {
+            tracing::warn!(path = %file.path.display(), error = %e, "cannot read shared file");
+            uploads.rescan.notify_one();
+            return text(StatusCode::NOT_FOUND, "File no longer available", head);
+        }
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", head),
+    };
+    let mut b = base(status)
+        .header(header::CONTENT_TYPE, "application/binary")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, len);
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", start, start + len - 1, file.size),
+        );
+    }
+    if let Some(urn) = file.sha1 {
+        b = b.header("X-Gnutella-Content-URN", urn.to_string());
+        // The asker may be among them (its listening port is not known here);
+        // a downloader skips itself.
+        let alts = uploads
+            .altlocs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&urn, None, ALT_PER_ANSWER, Instant::now().into_std());
+        if !alts.is_empty() {
+            b = b.header("X-Alt", h::format_x_alt(&alts));
+        }
+    }
+    let body = if head || len == 0 {
+        FileBody::Empty
+    } else if let Some(bytes) = small {
+        FileBody::Full(Some(bytes))
+    } else {
+        FileBody::stream(handle, start, len)
+    };
+    b.body(body).expect("headers built from valid values")
+}
+
+/// Remembers the alternate locations a downloader tells us of (`X-Alt`), and
+/// forgets the ones it found bad (`X-NAlt`), for the file it asks for.
+fn learn_alt_locs(headers: &HeaderMap, urn: Sha1Urn, uploads: &Uploads) {
+    let said = headers
+        .get("X-Gnutella-Content-URN")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Sha1Urn>().ok());
+    if said.is_some_and(|u| u != urn) {
+        return;
+    }
+    let good = headers.get("X-Alt").and_then(|v| v.to_str().ok());
+    let bad = headers.get("X-NAlt").and_then(|v| v.to_str().ok());
+    if good.is_none() && bad.is_none() {
+        return;
+    }
+    let now = Instant::now().into_std();
+    let mut alt = uploads.altlocs.lock().unwrap_or_else(|e| e.into_inner());
+    for a in bad
+        .map(|v| h::parse_x_alt(v, ALT_PER_ANSWER))
+        .unwrap_or_default()
+    {
+        alt.remove(&urn, a);
+    }
+    for a in good
+        .map(|v| h::parse_x_alt(v, ALT_PER_ANSWER))
+        .unwrap_or_default()
+    {
+        alt.add(urn, a, now);
+    }
+}
+
+enum OpenError {
+    Changed,
+    Io(io::Error),
+}
+
+/// Opens a shared file and checks that it is still what was indexed (same size
+/// and modification time); reads `len` bytes from `start` at once if `read_now`.
+fn open_checked(
+    file: &SharedFile,
+    start: u64,
+    len: u64,
+    read_now: bool,
+) -> Result<(Arc<File>, Option<Bytes>), OpenError> {
+    let f = File::open(&file.path).map_err(OpenError::Io)?;
+    let meta = f.metadata().map_err(OpenError::Io)?;
+    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    if !meta.is_file() || meta.len() != file.size || mtime != file.mtime {
+        return Err(OpenError::Changed);
+    }
+    let small = if read_now {
+        let mut buf = vec![0u8; len as usize];
+        read_exact_at(&f, &mut buf, start).map_err(OpenError::Io)?;
+        Some(Bytes::from(buf))
+    } else {
+        None
+    };
+    Ok((Arc::new(f), small))
+}
+
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+}
+
+#[cfg(windows)]
+fn read_exact_at(f: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_read(buf, at)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A response body: nothing, one buffer, or a file range read ahead in large
+/// chunks by a blocking task and handed over without copying.
+pub enum FileBody {
+    Empty,
+    Full(Option<Bytes>),
+    Stream {
+        rx: mpsc::Receiver<io::Result<Bytes>>,
+        left: u64,
+    },
+}
+
+impl FileBody {
+    fn stream(file: Arc<File>, start: u64, len: u64) -> FileBody {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut at = start;
+            let end = start + len;
+            let mut buf = BytesMut::new();
+            while at < end {
+                let n = (end - at).min(CHUNK as u64) as usize;
+                // Space freed by chunks already sent is reused.
+                buf.reserve(n);
+                buf.resize(n, 0);
+                let chunk = match read_exact_at(&file, &mut buf[..n], at) {
+                    Ok(()) => Ok(buf.split_to(n).freeze()),
+                    Err(e) => Err(e),
+                };
+                let failed = chunk.is_err();
+                // The receiver is gone when the client went away.
+                if tx.blocking_send(chunk).is_err() || failed {
+                    return;
+                }
+                at += n as u64;
+            }
+        });
+        FileBody::Stream { rx, left: len }
+    }
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            FileBody::Empty => Poll::Ready(None),
+            FileBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            FileBody::Stream { rx, left } => {
+                if *left == 0 {
+                    return Poll::Ready(None);
+                }
+                match ready!(rx.poll_recv(cx)) {
+                    Some(Ok(b)) => {
+                        *left = left.saturating_sub(b.len() as u64);
+                        Poll::Ready(Some(Ok(Frame::data(b))))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
+                    None => Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into()))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FileBody::Empty => true,
+            FileBody::Full(b) => b.is_none(),
+            FileBody::Stream { left, .. } => *left == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FileBody::Empty => SizeHint::with_exact(0),
+            FileBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            FileBody::Stream { left, .. } => SizeHint::with_exact(*left),
+        }
+    }
+}
+
+/// A byte stream that first replays bytes already read from it, and fails with
+/// `TimedOut` when no byte has moved in either direction for `idle`.
+pub struct Guarded<S> {
+    inner: S,
+    prefix: Bytes,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, prefix: Bytes, idle: Duration) -> Guarded<S> {
+        let last = Instant::now();
+        Guarded {
+            inner,
+            prefix,
+            idle,
+            last,
+            timer: Box::pin(tokio::time::sleep_until(last + idle)),
+        }
+    }
+
+    /// Called when an operation would wait: an error once the connection has
+    /// been idle too long, else the timer is armed to wake the task then.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let deadline = self.last + self.idle;
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.last = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                this.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                this.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                this.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,167 @@
+//! Push, both ways. Answering: a Push routed to us makes the node connect to the
+//! address it names, send `GIV <index>:<guid>/<name>` and serve HTTP on that
+//! connection. Receiving: a downloader waits for the `GIV` of the host it pushed,
+//! matched by servent GUID.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use crate::wire::Guid;
+use crate::wire::http::{Giv, MAX_GIV_LEN};
+use crate::wire::push::Push;
+
+use super::http::{self, Uploads};
+
+/// Pushed connections being made or served at once; more Pushes are ignored.
+pub const MAX_PUSHED: usize = 16;
+/// Time to connect to a pusher's address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers the Pushes the engine delivers to us until the channel closes.
+pub async fn answer_pushes(
+    me: Guid,
+    mut pushes: mpsc::Receiver<Push>,
+    uploads: Arc<Uploads>,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_PUSHED));
+    loop {
+        let push = tokio::select! {
+            p = pushes.recv() => p,
+            _ = uploads.cancel.cancelled() => None,
+        };
+        let Some(push) = push else { break };
+        if push.servent != me || !reachable(push.ip.into(), push.port) {
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!("too many pushed connections; Push ignored");
+            continue;
+        };
+        let uploads = uploads.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let to = SocketAddr::new(push.ip.into(), push.port);
+            let name = uploads
+                .served
+                .get(push.index)
+                .map(|f| f.name.clone())
+                .unwrap_or_default();
+            let giv = Giv {
+                index: push.index,
+                servent: me,
+                name,
+            };
+            let cancel = uploads.cancel.clone();
+            let connect = async {
+                let mut s = TcpStream::connect(to).await?;
+                s.set_nodelay(true)?;
+                s.write_all(&giv.encode()).await?;
+                Ok::<_, std::io::Error>(s)
+            };
+            let stream = tokio::select! {
+                r = tokio::time::timeout(CONNECT_TIMEOUT, connect) => r,
+                _ = cancel.cancelled() => return,
+            };
+            match stream {
+                Ok(Ok(s)) => {
+                    tracing::debug!(%to, index = push.index, "pushed connection made");
+                    http::serve(s, Bytes::new(), to, uploads).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%to, error = %e, "cannot answer a Push"),
+                Err(_) => tracing::debug!(%to, "timed out answering a Push"),
+            }
+        });
+    }
+}
+
+/// Whether a Push's address is one we may connect to.
+fn reachable(ip: IpAddr, port: u16) -> bool {
+    port != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && ip != IpAddr::from([255, 255, 255, 255])
+}
+
+/// Downloads waiting for a `GIV`, by the pushed host's servent GUID.
+#[derive(Clone, Default)]
+pub struct GivWaiters {
+    waiting: Arc<Mutex<HashMap<Guid, oneshot::Sender<TcpStream>>>>,
+}
+
+impl GivWaiters {
+    /// Waits for a GIV from `servent`; a later wait for the same GUID replaces it.
+    pub fn expect(&self, servent: Guid) -> oneshot::Receiver<TcpStream> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        w.retain(|_, s| !s.is_closed());
+        w.insert(servent, tx);
+        rx
+    }
+
+    /// Hands a connection that said `GIV` to the download waiting for it; false
+    /// if none is.
+    pub fn deliver(&self, giv: &Giv, stream: TcpStream) -> bool {
+        let tx = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&giv.servent);
+        match tx {
+            Some(tx) => tx.send(stream).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Reads a GIV from a new connection (`buf` holds what was read so far), within
+/// the caller's deadline. Nothing may follow the blank line.
+pub async fn read_giv(stream: &mut TcpStream, mut buf: BytesMut) -> Result<Giv, String> {
+    loop {
+        match Giv::parse(&buf)? {
+            Some((giv, used)) if used == buf.len() => return Ok(giv),
+            Some(_) => return Err("bytes after the GIV line".into()),
+            None => {}
+        }
+        if buf.len() >= MAX_GIV_LEN {
+            return Err("GIV line too long".into());
+        }
+        buf.reserve(256);
+        let n = stream.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the GIV ended".into());
+        }
+    }
+}
+
+/// What the engine needs of file transfer: whether our hits must ask for a Push,
+/// whether every upload slot is taken, and where Pushes for us go.
+pub struct TransferHooks {
+    pub firewalled: bool,
+    pub slots: Arc<Semaphore>,
+    pub pushes: mpsc::Sender<Push>,
+}
+
+impl TransferHooks {
+    /// Whether every upload slot is taken.
+    pub fn busy(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
+    /// A Push delivered to us: parsed and queued for answering (dropped when the
+    /// queue is full or the payload does not parse).
+    pub fn push(&self, payload: &Bytes) {
+        let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+        if let Ok(p) = Push::parse(payload, &mut budget) {
+            let _ = self.pushes.try_send(p);
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The text formats of HTTP file transfer, as values: byte ranges, request targets,
+//! `X-Alt` lists, `GIV` lines and `http://` URLs. No I/O.
+//!
+//! What each form means and which variants we accept is described in
+//! `protocol-spec/http-transfer.md`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::wire::guid::Guid;
+use crate::wire::huge::{Sha1Urn, UrnError};
+
+/// The port assumed when an `X-Alt` entry has none.
+pub const DEFAULT_GNUTELLA_PORT: u16 = 6346;
+
+/// Longest `GIV` line (with its blank line) we read.
+pub const MAX_GIV_LEN: usize = 4096;
+
+/// One byte-range spec of a `Range` header, before the file size is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// `a-b`: bytes a to b inclusive.
+    FromTo(u64, u64),
+    /// `a-`: from a to the end.
+    From(u64),
+    /// `-n`: the last n bytes.
+    Suffix(u64),
+}
+
+/// Why a `Range` header was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("malformed Range header")]
+    Malformed,
+}
+
+/// What a request for a file of a known size gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// No range asked: the whole file, 200.
+    Whole,
+    /// Bytes `start..=end`, 206.
+    Part { start: u64, end: u64 },
+    /// Nothing of the file lies in the range, 416.
+    Unsatisfiable,
+}
+
+/// A decimal number of up to 20 digits, saturating at `u64::MAX` (a last-byte
+/// position past any file means "to the end").
+fn number(s: &str) -> Result<u64, RangeError> {
+    let s = s.trim_matches(|c| c == ' ' || c == '\t');
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RangeError::Malformed);
+    }
+    Ok(s.bytes().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add((d - b'0') as u64)
+    }))
+}
+
+/// Parses a `Range` header value: `bytes=` and one or more specs separated by
+/// commas. Every spec must be well formed; empty list elements are skipped.
+pub fn parse_range(value: &str) -> Result<Vec<RangeSpec>, RangeError> {
+    let value = value.trim();
+    let (unit, specs) = value.split_once('=').ok_or(RangeError::Malformed)?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return Err(RangeError::Malformed);
+    }
+    let mut out = Vec::new();
+    for spec in specs.split(',') {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            continue;
+        }
+        // A list longer than any client sends is refused rather than walked.
+        if out.len() == 64 {
+            return Err(RangeError::Malformed);
+        }
+        let (a, b) = spec.split_once('-').ok_or(RangeError::Malformed)?;
+        let parsed = match (a.trim().is_empty(), b.trim().is_empty()) {
+            (true, true) => return Err(RangeError::Malformed),
+            (true, false) => RangeSpec::Suffix(number(b)?),
+            (false, true) => RangeSpec::From(number(a)?),
+            (false, false) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if b < a {
+                    return Err(RangeError::Malformed);
+                }
+                RangeSpec::FromTo(a, b)
+            }
+        };
+        out.push(parsed);
+    }
+    if out.is_empty() {
+        return Err(RangeError::Malformed);
+    }
+    Ok(out)
+}
+
+impl RangeSpec {
+    /// The bytes of a file of `size` bytes this spec selects, if any.
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        match self {
+            RangeSpec::FromTo(a, b) if a < size => Some((a, b.min(size - 1))),
+            RangeSpec::From(a) if a < size => Some((a, size - 1)),
+            RangeSpec::Suffix(n) if n > 0 && size > 0 => Some((size - n.min(size), size - 1)),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a request with `range` (the `Range` header, if any) for a file
+/// of `size` bytes. Of several ranges only the first is answered.
+pub fn answer_range(range: Option<&str>, size: u64) -> Result<RangeAnswer, RangeError> {
+    let Some(value) = range else {
+        return Ok(RangeAnswer::Whole);
+    };
+    let specs = parse_range(value)?;
+    Ok(match specs[0].resolve(size) {
+        Some((start, end)) => RangeAnswer::Part { start, end },
+        None => RangeAnswer::Unsatisfiable,
+    })
+}
+
+/// A `Content-Range` value as a client reads it: `bytes a-b/size` (size may be
+/// `*`, which we do not accept for a 206).
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b, total) = (number(a).ok()?, number(b).ok()?, number(total).ok()?);
+    (a <= b && b < total).then_some((a, b, total))
+}
+
+/// What a request names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `/get/<index>/<name>`: the name as decoded, to be checked against the index.
+    Index { index: u32, name: String },
+    /// `/uri-res/N2R?urn:sha1:<base32>`.
+    Urn(Sha1Urn),
+}
+
+/// Why a request target was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Not a path we serve (answered 404).
+    #[error("no such resource")]
+    NotFound,
+    /// A path we serve, written wrongly or trying to leave the share (400).
+    #[error("bad request: {0}")]
+    Bad(&'static str),
+}
+
+/// Decodes `%XX` escapes. Anything else is kept as it is; a `%` not followed by
+/// two hexadecimal digits, or a result that is not UTF-8, is an error.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Escapes everything but unreserved characters, for a name in a URL path.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Whether a decoded file name could name anything but one file in one directory:
+/// empty, `.` or `..`, or holding a path separator or a control character.
+pub fn is_unsafe_name(name: &str) -> bool {
+    name.is_empty()
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+}
+
+/// Reads a request target (`path` and `query` as they came, still escaped).
+pub fn parse_target(path: &str, query: Option<&str>) -> Result<Target, TargetError> {
+    if let Some(rest) = path.strip_prefix("/get/") {
+        let (index, name) = rest
+            .split_once('/')
+            .ok_or(TargetError::Bad("no file name"))?;
+        if index.is_empty() || index.len() > 10 || !index.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TargetError::Bad("bad file index"));
+        }
+        let index: u32 = index
+            .parse()
+            .map_err(|_| TargetError::Bad("bad file index"))?;
+        // Some clients add a trailing slash.
+        let name = name.strip_suffix('/').unwrap_or(name);
+        let name = percent_decode(name).ok_or(TargetError::Bad("bad escape in file name"))?;
+        if is_unsafe_name(&name) {
+            return Err(TargetError::Bad("file name is not a plain name"));
+        }
+        if index == 0 {
+            return Err(TargetError::NotFound);
+        }
+        return Ok(Target::Index { index, name });
+    }
+    if path.eq_ignore_ascii_case("/uri-res/N2R") {
+        let q = query.ok_or(TargetError::Bad("no URN"))?;
+        let q = percent_decode(q).ok_or(TargetError::Bad("bad escape in URN"))?;
+        return Sha1Urn::parse(q.as_bytes())
+            .map(Target::Urn)
+            .map_err(|e: UrnError| match e {
+                UrnError::NotSha1 => TargetError::Bad("not a SHA-1 URN"),
+                UrnError::BadBase32 => TargetError::Bad("bad base32 in URN"),
+            });
+    }
+    Err(TargetError::NotFound)
+}
+
+/// Reads an `X-Alt` value: comma-separated `a.b.c.d[:port]` (port 6346 when
+/// omitted). Entries we cannot read (TLS markers, host names, IPv6) are skipped;
+/// at most `max` are returned.
+pub fn parse_x_alt(value: &str, max: usize) -> Vec<SocketAddr> {
+    value
+        .split(',')
+        .filter_map(|e| {
+            let e = e.trim();
+            let (ip, port) = match e.split_once(':') {
+                Some((ip, port)) => (ip, port.parse::<u16>().ok()?),
+                None => (e, DEFAULT_GNUTELLA_PORT),
+            };
+            let ip: Ipv4Addr = ip.parse().ok()?;
+            (port != 0 && !ip.is_unspecified()).then_some(SocketAddr::new(IpAddr::V4(ip), port))
+        })
+        .take(max)
+        .collect()
+}
+
+/// Writes an `X-Alt` value for IPv4 addresses (others are left out).
+pub fn format_x_alt(addrs: &[SocketAddr]) -> String {
+    let mut out = String::new();
+    for a in addrs.iter().filter(|a| a.is_ipv4()) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if a.port() == DEFAULT_GNUTELLA_PORT {
+            out.push_str(&a.ip().to_string());
+        } else {
+            out.push_str(&a.to_string());
+        }
+    }
+    out
+}
+
+/// A `GIV` line: a pushed host offering file `index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Giv {
+    pub index: u32,
+    pub servent: Guid,
+    /// The name as sent; informative only.
+    pub name: String,
+}
+
+impl Giv {
+    /// `GIV <index>:<GUID hex>/<name>\n\n`.
+    pub fn encode(&self) -> Vec<u8> {
+        format!(
+            "GIV {}:{}/{}\n\n",
+            self.index,
+            self.servent.to_hex(),
+            percent_encode(&self.name)
+        )
+        .into_bytes()
+    }
+
+    /// Finds a whole GIV in `buf`: `Ok(None)` while the blank line has not come
+    /// yet, else the GIV and the bytes it took. CRLF line ends are accepted.
+    pub fn parse(buf: &[u8]) -> Result<Option<(Giv, usize)>, &'static str> {
+        let end = match (
+            memchr::memmem::find(buf, b"\n\n"),
+            memchr::memmem::find(buf, b"\r\n\r\n"),
+        ) {
+            (Some(a), Some(b)) if b + 4 <= a + 2 => b + 4,
+            (Some(a), _) => a + 2,
+            (None, Some(b)) => b + 4,
+            (None, None) if buf.len() >= MAX_GIV_LEN => return Err("GIV line too long"),
+            (None, None) => return Ok(None),
+        };
+        if end > MAX_GIV_LEN {
+            return Err("GIV line too long");
+        }
+        let line = std::str::from_utf8(&buf[..end]).map_err(|_| "GIV line is not UTF-8")?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        let rest = line.strip_prefix("GIV ").ok_or("not a GIV line")?;
+        let (index, rest) = rest.split_once(':').ok_or("GIV without ':'")?;
+        let index = index.trim().parse().map_err(|_| "bad GIV index")?;
+        let (hex, name) = rest.split_once('/').unwrap_or((rest, ""));
+        let servent = Guid::from_hex(hex.trim()).ok_or("bad GIV servent GUID")?;
+        Ok(Some((
+            Giv {
+                index,
+                servent,
+                name: percent_decode(name).unwrap_or_else(|| name.to_string()),
+            },
+            end,
+        )))
+    }
+}
+
+/// An `http://host[:port]/path` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// `host:port`, as given (host may be a name).
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    /// The path and query, still escaped, as sent in the request line.
+    pub target: String,
+}
+
+impl HttpUrl {
+    /// Parses an `http://` URL (not `https`). The port defaults to 80.
+    pub fn parse(s: &str) -> Option<HttpUrl> {
+        let scheme_end = s.find("://")?;
+        if !s[..scheme_end].eq_ignore_ascii_case("http") {
+            return None;
+        }
+        let rest = &s[scheme_end + 3..];
+        let (authority, target) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty()
+            || authority.contains('@')
+            || target.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return None;
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().ok()?,
+                None if after.is_empty() => 80,
+                None => return None,
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().ok()?),
+                None => (authority.to_string(), 80),
+            }
+        };
+        if host.is_empty() || port == 0 {
+            return None;
+        }
+        Some(HttpUrl {
+            authority: authority.to_string(),
+            host,
+            port,
+            target: target.to_string(),
+        })
+    }
+
+    /// The URN the URL names, if it is a `/uri-res/N2R?` URL.
+    pub fn urn(&self) -> Option<Sha1Urn> {
+        let (path, query) = match self.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.target.as_str(), None),
+        };
+        match parse_target(path, query) {
+            Ok(Target::Urn(u)) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The file name the URL names, if it is a `/get/<index>/<name>` URL.
+    pub fn file_name(&self) -> Option<String> {
+        match parse_target(self.target.split('?').next().unwrap_or(""), None) {
+            Ok(Target::Index { name, .. }) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_as_a_table() {
+        use RangeAnswer::*;
+        let size = 1000;
+        for (header, want) in [
+            (None, Ok(Whole)),
+            (Some("bytes=0-499"), Ok(Part { start: 0, end: 499 })),
+            (
+                Some("bytes=500-"),
+                Ok(Part {
+                    start: 500,
+                    end: 999,
+                }),
+            ),
+            (
+                Some("bytes=-100"),
+                Ok(Part {
+                    start: 900,
+                    end: 999,
+                }),
+            ),
+            (Some("bytes=-5000"), Ok(Part { start: 0, end: 999 })),
+            (
+                Some("bytes=990-5000"),
+                Ok(Part {
+                    start: 990,
+                    end: 999,
+                }),
+            ),
+            (
+                Some("bytes=999-999"),
+                Ok(Part {
+                    start: 999,
+                    end: 999,
+                }),
+            ),
+            (Some("bytes=1000-"), Ok(Unsatisfiable)),
+            (Some("bytes=1000-2000"), Ok(Unsatisfiable)),
+            (Some("bytes=-0"), Ok(Unsatisfiable)),
+            (Some("BYTES = 1-2 , 5-6"), Ok(Part { start: 1, end: 2 })),
+            (
+                Some("bytes=0-99999999999999999999999"),
+                Err(RangeError::Malformed),
+            ),
+            (
+                Some("bytes=0-18446744073709551616"),
+                Ok(Part { start: 0, end: 999 }),
+            ),
+            (Some("bytes=5-1"), Err(RangeError::Malformed)),
+            (Some("bytes=-"), Err(RangeError::Malformed)),
+            (Some("bytes="), Err(RangeError::Malformed)),
+            (Some("items=0-1"), Err(RangeError::Malformed)),
+            (Some("bytes=a-b"), Err(RangeError::Malformed)),
+            (Some("bytes=+1-2"), Err(RangeError::Malformed)),
+            (Some("0-1"), Err(RangeError::Malformed)),
+        ] {
+            assert_eq!(answer_range(header, size), want, "{header:?}");
+        }
+        assert_eq!(answer_range(Some("bytes=0-"), 0), Ok(Unsatisfiable));
+        assert_eq!(answer_range(None, 0), Ok(Whole));
+    }
+
+    #[test]
+    fn content_range_for_clients() {
+        assert_eq!(parse_content_range("bytes 0-9/10"), Some((0, 9, 10)));
+        assert_eq!(parse_content_range("bytes 5-9/*"), None);
+        assert_eq!(parse_content_range("bytes 5-10/10"), None);
+        assert_eq!(parse_content_range("bytes */10"), None);
+    }
+
+    #[test]
+    fn targets_and_traversal() {
+        let ok = |p: &str, q: Option<&str>| parse_target(p, q);
+        assert_eq!(
+            ok("/get/12/My%20Song.mp3", None),
+            Ok(Target::Index {
+                index: 12,
+                name: "My Song.mp3".into()
+            })
+        );
+        assert_eq!(
+            ok("/get/12/a.txt/", None),
+            Ok(Target::Index {
+                index: 12,
+                name: "a.txt".into()
+            })
+        );
+        let abc = Sha1Urn::digest(b"abc");
+        assert_eq!(
+            ok(
+                "/uri-res/N2R",
+                Some("urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5")
+            ),
+            Ok(Target::Urn(abc))
+        );
+        assert_eq!(
+            ok(
+                "/uri-res/n2r",
+                Some("urn%3Asha1%3AVGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5")
+            ),
+            Ok(Target::Urn(abc))
+        );
+        for (p, q) in [
+            ("/get/1/..", None),
+            ("/get/1/%2e%2e", None),
+            ("/get/1/%2E%2E%2Fetc%2Fpasswd", None),
+            ("/get/1/../../etc/passwd", None),
+            ("/get/1/a%5cb", None),
+            ("/get/1/a%00", None),
+            ("/get/1/%zz", None),
+            ("/get/1/%ff%fe", None),
+            ("/get/x/a", None),
+            ("/get/99999999999/a", None),
+            ("/get/1", None),
+            ("/get/1/", None),
+            ("/uri-res/N2R", None),
+            ("/uri-res/N2R", Some("urn:md5:AAAA")),
+            ("/uri-res/N2R", Some("urn:sha1:AAAA")),
+        ] {
+            assert!(
+                matches!(ok(p, q), Err(TargetError::Bad(_))),
+                "{p} {q:?}: {:?}",
+                ok(p, q)
+            );
+        }
+        for p in ["/etc/passwd", "/", "/get/0/a", "//get/1/a", "/GET/1/a"] {
+            assert_eq!(ok(p, None), Err(TargetError::NotFound), "{p}");
+        }
+    }
+
+    #[test]
+    fn x_alt_round_trip() {
+        let v = parse_x_alt(
+            "1.2.3.4:5, 6.7.8.9 ,tls=F0, host:1, 0.0.0.0:5, 1.1.1.1:0",
+            10,
+        );
+        assert_eq!(
+            v,
+            [
+                "1.2.3.4:5".parse().unwrap(),
+                "6.7.8.9:6346".parse().unwrap()
+            ]
+        );
+        assert_eq!(format_x_alt(&v), "1.2.3.4:5,6.7.8.9");
+        assert_eq!(parse_x_alt("1.2.3.4,1.2.3.5,1.2.3.6", 2).len(), 2);
+    }
+
+    #[test]
+    fn giv_lines() {
+        let g = Giv {
+            index: 7,
+            servent: Guid([0xab; 16]),
+            name: "a b.txt".into(),
+        };
+        let bytes = g.encode();
+        assert_eq!(
+            bytes,
+            b"GIV 7:ABABABABABABABABABABABABABABABAB/a%20b.txt\n\n".to_vec()
+        );
+        let mut more = bytes.clone();
+        more.extend_from_slice(b"extra");
+        assert_eq!(Giv::parse(&more), Ok(Some((g.clone(), bytes.len()))));
+        assert_eq!(Giv::parse(&bytes[..10]), Ok(None));
+        let crlf = b"GIV 0:abababababababababababababababab/x\r\n\r\n";
+        let (p, used) = Giv::parse(crlf).unwrap().unwrap();
+        assert_eq!((p.index, p.servent, used), (0, g.servent, crlf.len()));
+        assert!(Giv::parse(b"GET / HTTP/1.1\n\n").is_err());
+        assert!(Giv::parse(b"GIV 1:zz/x\n\n").is_err());
+        assert!(Giv::parse(&vec![b'a'; MAX_GIV_LEN]).is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let u = HttpUrl::parse(
+            "http://127.0.0.1:6346/uri-res/N2R?urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
+        )
+        .unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 6346));
+        assert_eq!(u.urn(), Some(Sha1Urn::digest(b"abc")));
+        let g = HttpUrl::parse("HTTP://example.org/get/3/a%20b.txt").unwrap();
+        assert_eq!((g.port, g.file_name()), (80, Some("a b.txt".into())));
+        let v6 = HttpUrl::parse("http://[::1]:8080/x").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 8080));
+        for bad in [
+            "https://a/x",
+            "http://",
+            "http://a:0/",
+            "http://a:x/",
+            "ftp://a/",
+            "http://u@a/",
+        ] {
+            assert!(HttpUrl::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

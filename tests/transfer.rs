@@ -1,0 +1,900 @@
+//! File transfer on loopback: ranges, refusals, upload slots, resuming after a
+//! kill, a swarm with a lying source, a push download from a firewalled node, and
+//! a file over 4 GiB. Every wait is bounded; nothing sleeps to wait for a state.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use servent::node::get::{self as dl, GetConfig, SourceSpec, Wanted};
+use servent::node::{self, NodeConfig, NodeHandle, search};
+use servent::wire::http::HttpUrl;
+use servent::wire::huge::Sha1Urn;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "servent-transfer-{tag}-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    fn sub(&self, name: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic bytes that differ at every offset of interest.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+async fn node_sharing(
+    share: &Path,
+    peers: Vec<String>,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> NodeHandle {
+    let mut config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shares: vec![share.to_path_buf()],
+        peers,
+        handshake_timeout: Duration::from_secs(5),
+        target_peers: 0,
+        // Ultrapeers, so a search client can connect to any of them (a
+        // --firewalled one stays a leaf).
+        tier: node::TierConfig {
+            mode: node::Mode::Ultrapeer,
+            ..node::TierConfig::default()
+        },
+        ..NodeConfig::default()
+    };
+    tweak(&mut config);
+    node::start(config, CancellationToken::new()).await.unwrap()
+}
+
+/// An HTTP answer as read off the wire.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request on `s` and reads its answer (HEAD: no body).
+async fn exchange(s: &mut TcpStream, request: &str, head: bool) -> Answer {
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert!(n > 0, "connection closed before the answer's head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head_text = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let mut lines = head_text.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let mut a = Answer {
+        status,
+        headers,
+        body: buf[end..].to_vec(),
+    };
+    let len: usize = a
+        .header("content-length")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0);
+    if head {
+        assert!(a.body.is_empty());
+        return a;
+    }
+    while a.body.len() < len {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("body in time")
+            .unwrap();
+        assert!(n > 0, "connection closed in the body");
+        a.body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(a.body.len(), len, "no more than Content-Length");
+    a
+}
+
+async fn get(addr: SocketAddr, target: &str, extra: &str) -> Answer {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = extra.starts_with("HEAD");
+    let (method, extra) = if head {
+        ("HEAD", &extra[4..])
+    } else {
+        ("GET", extra)
+    };
+    exchange(
+        &mut s,
+        &format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"),
+        head,
+    )
+    .await
+}
+
+/// Waits until the node serves `name` with a SHA-1; returns its index and URN.
+async fn hashed(addr: SocketAddr, name: &str) -> (u32, Sha1Urn) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for index in 1..20 {
+            let a = get(addr, &format!("/get/{index}/{name}"), "HEAD").await;
+            if a.status == 200 {
+                if let Some(u) = a.header("x-gnutella-content-urn") {
+                    return (index, u.parse().unwrap());
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} hashed in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn ranges_as_a_table_with_keep_alive() {
+    let dir = Dir::new("ranges");
+    let share = dir.sub("share");
+    let data = pattern(1000, 1);
+    std::fs::write(share.join("data.bin"), &data).unwrap();
+    let n = node_sharing(&share, vec![], |_| {}).await;
+    let (index, urn) = hashed(n.local_addr, "data.bin").await;
+    assert_eq!(urn, Sha1Urn::digest(&data));
+    // One connection for the whole table: keep-alive.
+    let mut s = TcpStream::connect(n.local_addr).await.unwrap();
+    let by_index = format!("/get/{index}/data.bin");
+    let by_urn = format!("/uri-res/N2R?{urn}");
+    // (range header, status, content-range, body bytes)
+    type Row<'a> = (
+        Option<&'a str>,
+        u16,
+        Option<&'a str>,
+        Option<(usize, usize)>,
+    );
+    let table: &[Row] = &[
+        (None, 200, None, Some((0, 1000))),
+        (
+            Some("bytes=0-99"),
+            206,
+            Some("bytes 0-99/1000"),
+            Some((0, 100)),
+        ),
+        (
+            Some("bytes=900-"),
+            206,
+            Some("bytes 900-999/1000"),
+            Some((900, 1000)),
+        ),
+        (
+            Some("bytes=-10"),
+            206,
+            Some("bytes 990-999/1000"),
+            Some((990, 1000)),
+        ),
+        (
+            Some("bytes=-2000"),
+            206,
+            Some("bytes 0-999/1000"),
+            Some((0, 1000)),
+        ),
+        (
+            Some("bytes=995-5000"),
+            206,
+            Some("bytes 995-999/1000"),
+            Some((995, 1000)),
+        ),
+        (
+            Some("bytes=10-19,50-59"),
+            206,
+            Some("bytes 10-19/1000"),
+            Some((10, 20)),
+        ),
+        (Some("bytes=1000-"), 416, Some("bytes */1000"), None),
+        (Some("bytes=5000-6000"), 416, Some("bytes */1000"), None),
+        (Some("bytes=-0"), 416, Some("bytes */1000"), None),
+        (Some("bytes=9-3"), 400, None, None),
+        (Some("pages=1-2"), 400, None, None),
+        (Some("bytes=x-"), 400, None, None),
+    ];
+    for target in [&by_index, &by_urn] {
+        for (range, status, content_range, body) in table {
+            let extra = range.map_or(String::new(), |r| format!("Range: {r}\r\n"));
+            let a = exchange(
+                &mut s,
+                &format!("GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"),
+                false,
+            )
+            .await;
+            assert_eq!(a.status, *status, "{target} {range:?}");
+            assert_eq!(a.header("content-range"), *content_range, "{range:?}");
+            if let Some((from, to)) = body {
+                assert_eq!(a.body, data[*from..*to], "{range:?}");
+                assert_eq!(a.header("content-type"), Some("application/binary"));
+                assert_eq!(
+                    a.header("x-gnutella-content-urn"),
+                    Some(urn.to_string().as_str())
+                );
+                assert_eq!(a.header("accept-ranges"), Some("bytes"));
+            }
+            assert!(
+                a.header("server")
+                    .is_some_and(|v| v.starts_with("servent/"))
+            );
+        }
+    }
+    // HEAD: the headers of a GET, no body.
+    let a = exchange(
+        &mut s,
+        &format!("HEAD {by_urn} HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n"),
+        true,
+    )
+    .await;
+    assert_eq!((a.status, a.header("content-length")), (206, Some("2")));
+    // A downloader's X-Alt is passed on to the next one.
+    let a = exchange(
+        &mut s,
+        &format!("GET {by_urn} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nX-Gnutella-Content-URN: {urn}\r\nX-Alt: 192.0.2.7:6350, 198.51.100.1\r\n\r\n"),
+        false,
+    )
+    .await;
+    assert_eq!(a.status, 206);
+    let a = get(n.local_addr, &by_urn, "Range: bytes=0-0\r\n").await;
+    let alt = a.header("x-alt").expect("X-Alt");
+    assert!(
+        alt.contains("192.0.2.7:6350") && alt.contains("198.51.100.1"),
+        "{alt}"
+    );
+    // Not GET or HEAD.
+    let a = exchange(
+        &mut s,
+        &format!("DELETE {by_urn} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        false,
+    )
+    .await;
+    assert_eq!(a.status, 405);
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_traversal_form_is_refused() {
+    let dir = Dir::new("traversal");
+    let share = dir.sub("share");
+    let outside = dir.sub("private");
+    std::fs::write(outside.join("secret.txt"), b"TOP SECRET").unwrap();
+    std::fs::write(share.join("public.txt"), b"public bytes").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.join("secret.txt"), share.join("link.txt")).unwrap();
+    let n = node_sharing(&share, vec![], |_| {}).await;
+    let (index, _) = hashed(n.local_addr, "public.txt").await;
+    let secret = outside.join("secret.txt");
+    let abs = secret.to_str().unwrap();
+    let targets = [
+        format!("/get/{index}/.."),
+        format!("/get/{index}/%2e%2e"),
+        format!("/get/{index}/%2E%2E/%2E%2E/private/secret.txt"),
+        format!("/get/{index}/..%2f..%2fprivate%2fsecret.txt"),
+        format!("/get/{index}/../../private/secret.txt"),
+        format!(
+            "/get/{index}/%2f{}",
+            abs.trim_start_matches('/').replace('/', "%2f")
+        ),
+        format!("/get/{index}/..%5c..%5csecret.txt"),
+        format!("/get/{index}/public.txt%00.jpg"),
+        format!("/get/{index}/secret.txt"),
+        format!("/get/{}/link.txt", index + 1),
+        "/get/0/public.txt".to_string(),
+        "/get/999/public.txt".to_string(),
+        "/get/-1/public.txt".to_string(),
+        "/get/1x/public.txt".to_string(),
+        abs.to_string(),
+        format!("/..{abs}"),
+        "/../../../../etc/passwd".to_string(),
+        "/%2e%2e/%2e%2e/etc/passwd".to_string(),
+        "/uri-res/N2R?urn:sha1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string(),
+        "/uri-res/N2R?../../etc/passwd".to_string(),
+        "/uri-res/N2R?urn:sha1:%2e%2e".to_string(),
+        format!(
+            "/uri-res/N2R?urn:sha1:{}",
+            Sha1Urn::digest(b"TOP SECRET").base32()
+        ),
+    ];
+    for t in &targets {
+        let a = get(n.local_addr, t, "").await;
+        assert!(matches!(a.status, 400 | 404), "{t}: {}", a.status);
+        assert!(!String::from_utf8_lossy(&a.body).contains("SECRET"), "{t}");
+    }
+    // The one good request still works.
+    let a = get(n.local_addr, &format!("/get/{index}/public.txt"), "").await;
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"public bytes"[..]));
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_file_is_never_served_under_its_old_hash() {
+    let dir = Dir::new("changed");
+    let share = dir.sub("share");
+    std::fs::write(share.join("doc.txt"), b"first version").unwrap();
+    let n = node_sharing(&share, vec![], |_| {}).await;
+    let (index, old) = hashed(n.local_addr, "doc.txt").await;
+    std::fs::write(share.join("doc.txt"), b"the second version, longer").unwrap();
+    for t in [
+        format!("/get/{index}/doc.txt"),
+        format!("/uri-res/N2R?{old}"),
+    ] {
+        let a = get(n.local_addr, &t, "").await;
+        assert_eq!(a.status, 404, "{t}");
+    }
+    // The refusal made the library look again: the new content comes back under
+    // its own SHA-1 (and a new index), the old one never again.
+    let new = Sha1Urn::digest(b"the second version, longer");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let a = get(n.local_addr, &format!("/uri-res/N2R?{new}"), "").await;
+        if a.status == 200 {
+            assert_eq!(a.body, b"the second version, longer");
+            break;
+        }
+        assert!(Instant::now() < deadline, "rehashed in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(n.local_addr, &format!("/uri-res/N2R?{old}"), "")
+            .await
+            .status,
+        404
+    );
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn upload_slots_are_limited_and_hits_say_busy() {
+    let dir = Dir::new("slots");
+    let share = dir.sub("share");
+    std::fs::write(share.join("song.ogg"), pattern(5000, 2)).unwrap();
+    let n = node_sharing(&share, vec![], |c| c.max_uploads = 1).await;
+    let (index, _) = hashed(n.local_addr, "song.ogg").await;
+    let target = format!("/get/{index}/song.ogg");
+    let mut first = TcpStream::connect(n.local_addr).await.unwrap();
+    let a = exchange(
+        &mut first,
+        &format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        false,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    // The first connection keeps its slot; a second one is turned away.
+    let b = get(n.local_addr, &target, "").await;
+    assert_eq!(b.status, 503);
+    assert!(
+        b.header("retry-after")
+            .is_some_and(|v| v.parse::<u32>().is_ok())
+    );
+    // HEAD needs no slot.
+    assert_eq!(get(n.local_addr, &target, "HEAD").await.status, 200);
+    let mut busy = Vec::new();
+    search::search(
+        &n.local_addr.to_string(),
+        "song",
+        2,
+        Duration::from_secs(2),
+        1,
+        |h| busy.push(h.busy),
+    )
+    .await
+    .unwrap();
+    assert_eq!(busy, [true]);
+    // The same connection downloads on.
+    let a = exchange(
+        &mut first,
+        &format!("GET {target} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n"),
+        false,
+    )
+    .await;
+    assert_eq!(a.status, 206);
+    drop(first);
+    // Its slot is free once it closes.
+    let deadline = Instant::now() + WAIT;
+    while get(n.local_addr, &target, "").await.status != 200 {
+        assert!(Instant::now() < deadline, "slot freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n.shutdown().await;
+}
+
+/// A source written for the tests: serves one file's ranges over keep-alive
+/// HTTP/1.1, optionally slowly (a pause per 16 KiB) or lying (every byte
+/// flipped). Counts the body bytes it sent.
+struct TestSource {
+    addr: SocketAddr,
+    sent: Arc<AtomicU64>,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn test_source(
+    data: Arc<Vec<u8>>,
+    urn: Option<Sha1Urn>,
+    lie: bool,
+    pause: Duration,
+) -> TestSource {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (sent2, requests2) = (sent.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (data, sent, requests) = (data.clone(), sent2.clone(), requests2.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if buf.len() > 16 * 1024 {
+                            return;
+                        }
+                    };
+                    let req = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    let size = data.len() as u64;
+                    let (a, b) = req
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("range: bytes=")
+                                .map(str::to_string)
+                        })
+                        .and_then(|r| {
+                            let (a, b) = r.split_once('-')?;
+                            Some((a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)))
+                        })
+                        .unwrap_or((0, size - 1));
+                    let mut head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{size}\r\n",
+                        b - a + 1
+                    );
+                    if let Some(u) = urn {
+                        head.push_str(&format!("X-Gnutella-Content-URN: {u}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if req.starts_with("HEAD") {
+                        continue;
+                    }
+                    let mut body = data[a as usize..=b as usize].to_vec();
+                    if lie {
+                        body.iter_mut().for_each(|x| *x ^= 0xFF);
+                    }
+                    for piece in body.chunks(16 * 1024) {
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                        if s.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    TestSource {
+        addr,
+        sent,
+        requests,
+    }
+}
+
+fn n2r(addr: SocketAddr, urn: Sha1Urn) -> String {
+    format!("http://{addr}/uri-res/N2R?{urn}")
+}
+
+fn servent_cmd(args: &[&str], cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servent"));
+    cmd.args(args).current_dir(cwd);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SERVENT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn a_killed_download_resumes_to_identical_bytes() {
+    let dir = Dir::new("resume");
+    let out = dir.sub("out");
+    let data = Arc::new(pattern(3 << 20, 3));
+    let urn = Sha1Urn::digest(&data);
+    // About 1.6 MB/s: the first run is killed long before it could finish.
+    let slow = test_source(data.clone(), Some(urn), false, Duration::from_millis(10)).await;
+    let mut child = servent_cmd(
+        &["get", "--json", "-o", "file.bin", &n2r(slow.addr, urn)],
+        &out,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let state = out.join("file.bin.part.state");
+    let watcher = std::thread::spawn(move || {
+        // Progress lines until the state file records some blocks.
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if line.contains("\"progress\"")
+                && std::fs::read_to_string(&state).is_ok_and(|s| !s.trim_end().ends_with("have"))
+            {
+                return Some(line);
+            }
+            if line.contains("\"done\"") && line.contains("\"path\"") {
+                return None;
+            }
+        }
+        None
+    });
+    let seen = tokio::task::spawn_blocking(move || watcher.join().unwrap())
+        .await
+        .unwrap();
+    assert!(seen.is_some(), "killed mid-download");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out.join("file.bin").exists(),
+        "nothing pretends to be the file"
+    );
+    assert!(out.join("file.bin.part").exists());
+    let first_run = slow.sent.load(Ordering::Relaxed);
+    assert!(first_run < data.len() as u64);
+
+    // The second run, from a fast source, fetches only what is missing.
+    let fast = test_source(data.clone(), Some(urn), false, Duration::ZERO).await;
+    let status = tokio::task::spawn_blocking({
+        let out = out.clone();
+        let url = n2r(fast.addr, urn);
+        move || {
+            servent_cmd(&["get", "-o", "file.bin", &url], &out)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(std::fs::read(out.join("file.bin")).unwrap(), *data);
+    let second_run = fast.sent.load(Ordering::Relaxed);
+    assert!(
+        second_run < data.len() as u64,
+        "resumed: {second_run} bytes fetched again"
+    );
+    assert!(!out.join("file.bin.part").exists() && !out.join("file.bin.part.state").exists());
+}
+
+#[tokio::test]
+async fn a_swarm_of_three_drops_the_liar_and_delivers_the_right_bytes() {
+    let dir = Dir::new("swarm");
+    let out = dir.sub("out");
+    let data = pattern(2 << 20, 4);
+    let urn = Sha1Urn::digest(&data);
+    let mut honest = Vec::new();
+    for i in 0..2 {
+        let share = dir.sub(&format!("share{i}"));
+        std::fs::write(share.join("swarm.bin"), &data).unwrap();
+        honest.push(node_sharing(&share, vec![], |_| {}).await);
+    }
+    for n in &honest {
+        hashed(n.local_addr, "swarm.bin").await;
+    }
+    // The liar claims the right URN and sends wrong bytes.
+    let liar = test_source(Arc::new(data.clone()), Some(urn), true, Duration::ZERO).await;
+    let sources = [liar.addr, honest[0].local_addr, honest[1].local_addr]
+        .iter()
+        .map(|a| SourceSpec::Url(HttpUrl::parse(&n2r(*a, urn)).unwrap()))
+        .collect();
+    let wanted = Wanted {
+        urn: Some(urn),
+        size: Some(data.len() as u64),
+        name: Some("swarm.bin".into()),
+        sources,
+    };
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        dl::download(
+            wanted,
+            None,
+            &out,
+            None,
+            GetConfig::default(),
+            CancellationToken::new(),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect("downloaded");
+    assert_eq!(std::fs::read(&outcome.path).unwrap(), data);
+    assert!(
+        liar.requests.load(Ordering::Relaxed) > 0,
+        "the liar was used"
+    );
+    // Every honest source supplied a share.
+    assert!(
+        outcome.sources[1].1 > 0 && outcome.sources[2].1 > 0,
+        "{:?}",
+        outcome.sources
+    );
+    for n in honest {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_hash_that_never_matches_fails_and_keeps_nothing() {
+    let dir = Dir::new("mismatch");
+    let out = dir.sub("out");
+    let data = Arc::new(pattern(300_000, 5));
+    let claimed = Sha1Urn::digest(b"some other file");
+    // Serves other bytes than the URN names, and does not say its own URN.
+    let src = test_source(data, None, false, Duration::ZERO).await;
+    let magnet = format!(
+        "magnet:?xt={claimed}&dn=wanted.bin&xs={}",
+        n2r(src.addr, claimed)
+            .replace(':', "%3A")
+            .replace('/', "%2F")
+            .replace('?', "%3F")
+    );
+    let o = tokio::task::spawn_blocking({
+        let out = out.clone();
+        move || servent_cmd(&["get", &magnet], &out).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("SHA-1 does not match") && err.contains("nothing was kept"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_slow_source_loses_its_range_to_a_fast_one() {
+    let dir = Dir::new("slow");
+    let out = dir.sub("out");
+    let data = Arc::new(pattern(1 << 20, 6));
+    let urn = Sha1Urn::digest(&data);
+    // 16 KiB per 200 ms: alone it would need over 12 seconds.
+    let slow = test_source(data.clone(), Some(urn), false, Duration::from_millis(200)).await;
+    let fast = test_source(data.clone(), Some(urn), false, Duration::ZERO).await;
+    let wanted = Wanted {
+        urn: Some(urn),
+        size: Some(data.len() as u64),
+        name: None,
+        sources: [slow.addr, fast.addr]
+            .iter()
+            .map(|a| SourceSpec::Url(HttpUrl::parse(&n2r(*a, urn)).unwrap()))
+            .collect(),
+    };
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        WAIT,
+        dl::download(
+            wanted,
+            Some(out.join("f")),
+            &out,
+            None,
+            GetConfig::default(),
+            CancellationToken::new(),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect("downloaded");
+    assert_eq!(std::fs::read(&outcome.path).unwrap(), *data);
+    let (slow_bytes, fast_bytes) = (outcome.sources[0].1, outcome.sources[1].1);
+    assert!(fast_bytes > 3 * slow_bytes, "{:?}", outcome.sources);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_push_download_from_a_firewalled_node() {
+    let dir = Dir::new("push");
+    let hub_share = dir.sub("hub");
+    let fw_share = dir.sub("fw");
+    let out = dir.sub("out");
+    let data = pattern(700_000, 7);
+    std::fs::write(fw_share.join("behind firewall.dat"), &data).unwrap();
+    let mut hub = node_sharing(&hub_share, vec![], |_| {}).await;
+    let fw = node_sharing(&fw_share, vec![hub.local_addr.to_string()], |c| {
+        c.firewalled = true
+    })
+    .await;
+    assert!(hub.wait_for(WAIT, |s| s.connections == 1).await, "linked");
+    // Nothing reaches the firewalled node directly.
+    assert!(TcpStream::connect(fw.local_addr).await.is_err());
+    // Its hit says push, once the file is hashed.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut hits = Vec::new();
+        search::search(
+            &hub.local_addr.to_string(),
+            "firewall",
+            2,
+            Duration::from_millis(500),
+            1,
+            |h| hits.push(h),
+        )
+        .await
+        .unwrap();
+        if let Some(h) = hits.first().filter(|h| h.urn.is_some()) {
+            assert!(h.push, "push flag set");
+            break;
+        }
+        assert!(Instant::now() < deadline, "hit in time");
+    }
+    let hub_addr = hub.local_addr.to_string();
+    let o = tokio::task::spawn_blocking({
+        let out = out.clone();
+        move || {
+            servent_cmd(
+                &["get", "--json", "--peer", &hub_addr, "behind", "firewall"],
+                &out,
+            )
+            .output()
+            .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"event\":\"done\""),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("behind firewall.dat")).unwrap(),
+        data
+    );
+    fw.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn ranges_past_4_gib_in_a_sparse_file() {
+    let dir = Dir::new("huge");
+    let share = dir.sub("share");
+    let size: u64 = (4 << 30) + 4096 + 123;
+    let path = share.join("huge.img");
+    {
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(size).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::FileExt::write_all_at(&f, b"the end of a big file", size - 21).unwrap();
+    }
+    let n = node_sharing(&share, vec![], |_| {}).await;
+    // Served by index before (and while) it is hashed.
+    let target = "/get/1/huge.img";
+    let a = get(n.local_addr, target, "HEAD").await;
+    assert_eq!(a.header("content-length"), Some(size.to_string().as_str()));
+    let a = get(n.local_addr, target, "Range: bytes=-21\r\n").await;
+    assert_eq!(a.status, 206);
+    assert_eq!(
+        a.header("content-range"),
+        Some(format!("bytes {}-{}/{size}", size - 21, size - 1).as_str())
+    );
+    assert_eq!(a.body, b"the end of a big file");
+    let a = get(
+        n.local_addr,
+        target,
+        &format!("Range: bytes={}-{}\r\n", 1u64 << 32, (1u64 << 32) + 9),
+    )
+    .await;
+    assert_eq!((a.status, a.body), (206, vec![0u8; 10]));
+    let a = get(n.local_addr, target, &format!("Range: bytes={size}-\r\n")).await;
+    assert_eq!(
+        a.header("content-range"),
+        Some(format!("bytes */{size}").as_str())
+    );
+    // Its hit carries the 64-bit size (GGEP LF).
+    let mut sizes = Vec::new();
+    search::search(
+        &n.local_addr.to_string(),
+        "huge",
+        2,
+        Duration::from_secs(2),
+        1,
+        |h| sizes.push(h.size),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sizes, [size]);
+    n.shutdown().await;
+}

@@ -241,6 +241,21 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example() {
+        let f = OfferedFile {
+            index: 7,
+            size: 5,
+            sha1: None,
+            name: "a.txt".to_string(),
+        };
+        let msgs = OfferChunk::encode_all(std::slice::from_ref(&f), false);
+        assert_eq!(
+            &msgs[0].body[..],
+            b"\x03\x01\x00\x07\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00a.txt"
+        );
+    }
+
+    #[test]
     fn an_empty_library_is_one_first_and_last_chunk() {
         let msgs = OfferChunk::encode_all(&[], false);
         assert_eq!(msgs.len(), 1);

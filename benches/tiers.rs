@@ -915,11 +915,7 @@ fn popular(net: &mut Net, searches: &[(usize, String)], fanout: usize, rng: &mut
         distinct_min: outcomes.iter().map(|o| o.distinct).min().unwrap_or(0),
         reached: reached.len(),
         queries: outcomes.len(),
-        sent_at_wanted: if reached.is_empty() {
-            f64::NAN
-        } else {
-            reached.iter().sum::<u64>() as f64 / reached.len() as f64
-        },
+        sent_at_wanted: reached.iter().sum::<u64>() as f64 / reached.len().max(1) as f64,
     }
 }
 
@@ -1025,7 +1021,7 @@ fn main() {
         let base = rows[0].sent_per_query;
         for ((name, _, _), r) in nets.iter().zip(rows) {
             println!(
-                "| {:.0} % ({}) | {name} | {:.0} | {:.0}, {} | {:.0} | {}/{} | {:.0} | {:.1} |",
+                "| {:.0} % ({}) | {name} | {:.0} | {:.0}, {} | {:.0} | {}/{} | {} | {:.1} |",
                 t.share * 100.0,
                 t.owners,
                 r.sent_per_query,
@@ -1034,7 +1030,11 @@ fn main() {
                 r.results_mean,
                 r.reached,
                 r.queries,
-                r.sent_at_wanted,
+                if r.reached == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.0}", r.sent_at_wanted)
+                },
                 r.sent_per_query / base
             );
         }

@@ -700,7 +700,11 @@ impl Net {
             .map(|l| Candidate {
                 conn: ConnId(l.peer as u64),
                 matches: q.and_then(|q| self.matches(l.peer, q)),
-                degree: 0,
+                degree: self.nodes[l.peer]
+                    .links
+                    .iter()
+                    .filter(|m| m.kind == Link::Peer)
+                    .count(),
             })
             .collect()
     }
@@ -746,8 +750,15 @@ impl Net {
             self.dq_running.remove(&n);
             return;
         }
-        let links = self.candidates(n, None);
-        let steps = self.nodes[n].dq.step(now, &links);
+        // The engine plans each search with its own query's view of the tables.
+        let per_query: std::collections::HashMap<_, _> = self.nodes[n]
+            .dq_frames
+            .iter()
+            .map(|(id, q)| (*id, self.candidates(n, Some(q))))
+            .collect();
+        let steps = self.nodes[n]
+            .dq
+            .step(now, |id| per_query.get(id).cloned().unwrap_or_default());
         for (id, s) in steps {
             if let Some(q) = self.nodes[n].dq_frames.get(&id).cloned() {
                 let hops = q.hops.saturating_add(1);

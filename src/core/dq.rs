@@ -157,9 +157,14 @@ impl<K: std::hash::Hash + Eq + Clone> Planner<K> {
         self.searches.retain(|_, s| s.origin != conn);
     }
 
-    /// The next steps due at `now`, given the ultrapeer links there are now.
+    /// The next steps due at `now`; `links(id)` gives the ultrapeer links there
+    /// are now, as seen for that search's query (whose tables match it).
     /// Finished searches are forgotten.
-    pub fn step(&mut self, now: Instant, links: &[Candidate]) -> Vec<(K, Send)> {
+    pub fn step(
+        &mut self,
+        now: Instant,
+        mut links_for: impl FnMut(&K) -> Vec<Candidate>,
+    ) -> Vec<(K, Send)> {
         let config = &self.config;
         let mut out = Vec::new();
         self.searches.retain(|id, s| {
@@ -171,6 +176,7 @@ impl<K: std::hash::Hash + Eq + Clone> Planner<K> {
             if now < s.next_at {
                 return true;
             }
+            let links = links_for(id);
             let Some(next) = links
                 .iter()
                 .filter(|c| c.conn != s.origin && !s.queried.contains(&c.conn))
@@ -255,9 +261,12 @@ mod tests {
                 }
             ]
         );
-        assert!(p.step(t0, &links).is_empty(), "waits for the probes");
+        assert!(
+            p.step(t0, |_| links.to_vec()).is_empty(),
+            "waits for the probes"
+        );
         let wait = DqConfig::default().wait_per_hop * 2;
-        let steps = p.step(t0 + wait, &links);
+        let steps = p.step(t0 + wait, |_| links.to_vec());
         assert_eq!(steps.len(), 1);
         assert_eq!(steps[0].1.conn, ConnId(4), "unknown before non-matching");
         // Nothing came back: it goes as far as the leaf allowed.
@@ -271,11 +280,17 @@ mod tests {
         let links = [link(1, None), link(2, None)];
         p.start(1u32, ConnId(7), 3, &links, t0).unwrap();
         p.results(&1, 150);
-        assert!(p.step(t0 + Duration::from_secs(60), &links).is_empty());
+        assert!(
+            p.step(t0 + Duration::from_secs(60), |_| links.to_vec())
+                .is_empty()
+        );
         assert!(p.is_empty());
 
         p.start(2, ConnId(7), 3, &links, t0).unwrap();
-        assert!(p.step(t0 + Duration::from_secs(60), &links).is_empty());
+        assert!(
+            p.step(t0 + Duration::from_secs(60), |_| links.to_vec())
+                .is_empty()
+        );
         assert!(p.is_empty(), "every link was probed");
 
         let more = [link(1, None), link(2, None), link(3, None), link(4, None)];
@@ -295,8 +310,8 @@ mod tests {
         let mut poor = Planner::new(DqConfig::default());
         poor.start(1, ConnId(99), 4, &links, t0).unwrap();
         poor.results(&1, 3);
-        let r = rich.step(t0 + wait, &links)[0].1.ttl;
-        let q = poor.step(t0 + wait, &links)[0].1.ttl;
+        let r = rich.step(t0 + wait, |_| links.to_vec())[0].1.ttl;
+        let q = poor.step(t0 + wait, |_| links.to_vec())[0].1.ttl;
         assert!(r < q, "rich {r} poor {q}");
     }
 

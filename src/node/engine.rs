@@ -65,6 +65,8 @@ pub enum Event {
         up_qrp: bool,
         /// The peer speaks the library offer.
         offers: bool,
+        /// Ultrapeer links the peer keeps (`X-Degree`; 0 if it did not say).
+        degree: usize,
         /// The peer's servent GUID, when its handshake said it.
         guid: Option<Guid>,
     },
@@ -165,6 +167,7 @@ struct Peer {
     link: Link,
     up_qrp: bool,
     offers: bool,
+    degree: usize,
     guid: Option<Guid>,
     unknown: u32,
     repeated: u32,
@@ -466,6 +469,7 @@ impl Engine {
                 link,
                 up_qrp,
                 offers,
+                degree,
                 guid,
             } => {
                 tracing::debug!(conn = conn.0, ?remote_listen, %local, link = link.name(), "connection opened");
@@ -480,6 +484,7 @@ impl Engine {
                         link,
                         up_qrp: up_qrp && self.tier.config().ultrapeer_qrp,
                         offers,
+                        degree,
                         guid,
                         unknown: 0,
                         repeated: 0,
@@ -670,8 +675,9 @@ impl Engine {
             return;
         };
         // An ultrapeer and its leaves are one unit: a query goes to every leaf
-        // whose table matches, even when its TTL ends here.
-        if let (Some(q), Role::Ultrapeer) = (&query, self.tier.role()) {
+        // whose table matches, even when its TTL ends here; but only the first
+        // time (a probe widened on the same link is not news to the leaves).
+        if let (Some(q), Role::Ultrapeer, true) = (&query, self.tier.role(), deliver) {
             self.send_to_leaves(conn, &frame, forward.as_ref(), q);
         }
         let from_leaf = self
@@ -860,7 +866,7 @@ impl Engine {
             .map(|(c, p)| Candidate {
                 conn: *c,
                 matches: p.matches(q),
-                degree: 0,
+                degree: p.degree,
             })
             .collect()
     }
@@ -911,19 +917,22 @@ impl Engine {
             self.dq_frames.clear();
             return;
         }
-        // Candidates depend on each query's text; plan with a query-free view
-        // (tables are used for the probes, where they matter most).
-        let links: Vec<Candidate> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| matches!(p.link, Link::Peer | Link::Flat))
-            .map(|(c, _)| Candidate {
-                conn: *c,
-                matches: None,
-                degree: 0,
-            })
-            .collect();
-        for (id, s) in self.dq.step(now, &links) {
+        let (peers, frames) = (&self.peers, &self.dq_frames);
+        let steps = self.dq.step(now, |id| {
+            let view = frames
+                .get(id)
+                .and_then(|f| QueryView::parse(&f.payload).ok());
+            peers
+                .iter()
+                .filter(|(_, p)| matches!(p.link, Link::Peer | Link::Flat))
+                .map(|(c, p)| Candidate {
+                    conn: *c,
+                    matches: view.as_ref().and_then(|q| p.matches(q)),
+                    degree: p.degree,
+                })
+                .collect()
+        });
+        for (id, s) in steps {
             if let Some(frame) = self.dq_frames.get(&id).cloned() {
                 let hops = frame.header.hops.0.saturating_add(1);
                 self.dq_send(&frame, s, hops);

@@ -677,6 +677,11 @@ async fn open_connection(
         link,
         up_qrp: handshake::peer_up_qrp(&est.headers),
         offers: handshake::peer_offers(&est.headers),
+        degree: est
+            .headers
+            .get(hs::X_DEGREE)
+            .and_then(|d| d.trim().parse().ok())
+            .unwrap_or(0),
         guid: est.headers.get("GUID").and_then(Guid::from_hex),
     }) {
         shared.open.fetch_sub(1, Ordering::Relaxed);

@@ -830,3 +830,27 @@ async fn a_leaf_answers_its_ultrapeers_sends_them_its_table_and_relays_nothing()
         .await
         .expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_peer_gets_bye_200_at_shutdown() {
+    // Shutdown wakes a connection's reader, its writer and the engine at once;
+    // whichever runs first must not close the connection without the Bye. The race
+    // is run many times, with several peers each.
+    let dir = Dir::new("byeatshutdown");
+    for round in 0..10 {
+        let mut n = node_with(&dir, "x.txt", vec![]).await;
+        let mut peers = Vec::new();
+        for _ in 0..4 {
+            peers.push(raw_peer(n.local_addr).await);
+        }
+        assert!(n.wait_for(WAIT, |st| st.connections == 4).await);
+        tokio::time::timeout(WAIT, n.shutdown())
+            .await
+            .expect("shutdown");
+        for (i, s) in peers.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await;
+            assert_eq!(bye_code(&got), Some(200), "round {round}, peer {i}");
+        }
+    }
+}

@@ -27,6 +27,8 @@ const QUEUE_BYTES: usize = 512 * 1024;
 const BATCH_BYTES: usize = 64 * 1024;
 /// How long the last Bye may take to go out before the socket is dropped.
 const FAREWELL: std::time::Duration = std::time::Duration::from_secs(2);
+/// The reason of the Bye every peer gets when the node shuts down.
+pub const SHUTDOWN_REASON: &str = "Servent shutdown";
 
 struct Shared {
     queue: Mutex<SendQueue<Bytes>>,
@@ -156,7 +158,12 @@ pub fn start<R, W>(
             } else {
                 tokio::select! {
                     next = framed.next() => next,
-                _ = cancel.cancelled() => break,
+                _ = cancel.cancelled() => {
+                    // Shutdown wakes this reader, the writer and the engine at
+                    // once, and the first close wins: ours must carry the Bye too.
+                    reader_tx.close(bye::CODE_SHUTDOWN, SHUTDOWN_REASON);
+                    break;
+                }
                 _ = done.cancelled() => {
                     // The writer has said Bye and shut down: keep reading (and
                     // discarding) for a while, so that unread data does not make the
@@ -260,7 +267,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             tokio::select! {
                 _ = shared.wake.notified() => {}
                 _ = cancel.cancelled() => {
-                    tx.close(bye::CODE_SHUTDOWN, "Servent shutdown");
+                    tx.close(bye::CODE_SHUTDOWN, SHUTDOWN_REASON);
                 }
             }
             continue;

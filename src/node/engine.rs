@@ -350,7 +350,8 @@ impl EngineRef {
         let mut running = self.inner.lock().expect("engine lock");
         running.stopped = true;
         for peer in running.engine.peers.values() {
-            peer.tx.close(bye::CODE_SHUTDOWN, "Servent shutdown");
+            peer.tx
+                .close(bye::CODE_SHUTDOWN, super::conn::SHUTDOWN_REASON);
         }
     }
 }
@@ -612,7 +613,12 @@ impl Engine {
                 return;
             }
             Function::StandardVendor => return,
-            Function::Unknown(_) => {
+            Function::Unknown(f) => {
+                tracing::debug!(
+                    conn = conn.0,
+                    function = f,
+                    "dropped a message of unknown function"
+                );
                 self.stats.unknown += 1;
                 peer.unknown += 1;
                 if peer.unknown > MAX_UNKNOWN {
@@ -627,13 +633,15 @@ impl Engine {
         let query = if h.function == Function::Query {
             match QueryView::parse(&frame.payload) {
                 Ok(q) => Some(q),
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(conn = conn.0, function = ?h.function, error = %e, "dropped a malformed message");
                     self.stats.malformed += 1;
                     return;
                 }
             }
         } else {
-            if Message::validate(h.function, &frame.payload).is_err() {
+            if let Err(e) = Message::validate(h.function, &frame.payload) {
+                tracing::debug!(conn = conn.0, function = ?h.function, error = %e, "dropped a malformed message");
                 self.stats.malformed += 1;
                 return;
             }
@@ -741,11 +749,22 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        let Ok(m) = crate::wire::VendorMsg::parse(payload) else {
-            self.stats.malformed += 1;
-            return;
+        let m = match crate::wire::VendorMsg::parse(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(conn = conn.0, error = %e, "dropped a malformed vendor message");
+                self.stats.malformed += 1;
+                return;
+            }
         };
         if !OfferChunk::is_offer(&m) || role != Role::Ultrapeer || peer.link != Link::ToLeaf {
+            tracing::trace!(
+                conn = conn.0,
+                vendor = %String::from_utf8_lossy(&m.vendor),
+                selector = m.selector,
+                version = m.version,
+                "ignored a vendor message"
+            );
             return;
         }
         let chunk = match OfferChunk::parse(&m.body) {

@@ -286,6 +286,16 @@ impl File {
     }
 }
 
+/// Makes room for `n` more items, growing by an eighth (at least 4 items) rather
+/// than doubling, so that at most about an eighth of a long vector is slack. Big
+/// vectors are reallocated in place by the allocator (`mremap`), so the smaller
+/// steps cost little.
+fn reserve_slim<T>(v: &mut Vec<T>, n: usize) {
+    if v.capacity() - v.len() < n {
+        v.reserve_exact(n.max(v.len() / 8).max(4));
+    }
+}
+
 /// A file's attributes as a share message gives them.
 struct NewFile<'a> {
     name: &'a [u8],
@@ -1074,6 +1084,7 @@ impl Index {
                 id
             }
             None => {
+                reserve_slim(&mut self.files, 1);
                 self.files.push(Some(file));
                 (self.files.len() - 1) as u32
             }
@@ -1082,7 +1093,10 @@ impl Index {
         for &(a, b) in &self.spans {
             let word = &self.buf[a as usize..b as usize];
             match self.words.get_mut(word) {
-                Some(list) => list.push(id),
+                Some(list) => {
+                    reserve_slim(list, 1);
+                    list.push(id);
+                }
                 None => {
                     self.words.insert(word.into(), vec![id]);
                 }
@@ -1154,7 +1168,7 @@ impl Index {
         let files = &self.files;
         self.words.retain(|_, list| {
             list.retain(|&id| files[id as usize].is_some());
-            if list.capacity() > 2 * list.len() + 4 {
+            if list.capacity() > list.len() + list.len() / 8 + 4 {
                 list.shrink_to_fit();
             }
             !list.is_empty()

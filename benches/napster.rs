@@ -373,7 +373,9 @@ async fn main() {
             b.saturating_sub(a) as f64 / files as f64
         );
     }
-    assert!(per_file < 400.0, "{per_file} bytes per file");
+    // The quick mode's 20,000 files take about 160 bytes each (fixed costs weigh
+    // more at that size); the full run about 156.
+    assert!(per_file < 200.0, "{per_file} bytes per file");
 
     // ---- search in the core, against a naive scan ----
     let searcher = SIM_BASE - 1;

@@ -22,11 +22,12 @@
 //!   requests and errors per second (token buckets), time to log in.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
 
 use super::accounts::{Account, Accounts};
@@ -192,26 +193,6 @@ impl Bucket {
     }
 }
 
-/// A key that is already a hash: used as is.
-#[derive(Default)]
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ b as u64;
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type ByNameHash = HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>;
-
 struct Conn {
     ip: Ipv4Addr,
     opened: Instant,
@@ -236,8 +217,14 @@ struct User {
     link: u8,
     client: Box<[u8]>,
     since: Instant,
-    /// The user's files by a 64-bit hash of their name.
-    files: ByNameHash,
+    /// The user's file slots, found by name: the table holds only the 4-byte
+    /// slot numbers, hashed and compared through the names in `arena`.
+    files: HashTable<u32>,
+    /// `name ++ md5` of each of the user's files, back to back; a slot knows its
+    /// offset. Removed files leave dead bytes, squeezed out once they are a quarter.
+    arena: Vec<u8>,
+    /// Bytes of `arena` that belong to removed files.
+    dead: u32,
     bytes: u64,
     downloads: u32,
     uploads: u32,
@@ -247,28 +234,73 @@ struct User {
     pending: Vec<PendingRequest>,
 }
 
-/// One shared file. The name and the md5 field share one allocation.
+/// `File::owner` of an empty slot.
+const NO_OWNER: u32 = u32::MAX;
+/// Largest file size kept (48 bits, 256 TiB); larger ones are stored as this.
+const MAX_SIZE: u64 = (1 << 48) - 1;
+/// `File::md5`: the bit saying the md5 was lower-case hex, stored as bytes.
+const MD5_HEX: u8 = 0x80;
+
+/// One shared file's slot: 28 bytes, no pointer. Its name and md5 field are in
+/// the owner's arena.
+#[derive(Clone, Copy)]
 struct File {
-    /// `name ++ md5`; the md5 is stored as bytes when it was lower-case hex.
-    data: Box<[u8]>,
-    size: u64,
+    /// The owner's user slot, or `NO_OWNER` for an empty slot.
     owner: u32,
+    /// Where `name ++ md5` starts in the owner's arena.
+    at: u32,
+    size_lo: u32,
     freq: u32,
     seconds: u32,
+    size_hi: u16,
     bitrate: u16,
     name_len: u16,
     kind: u8,
-    md5_hex: bool,
+    /// The md5 field's stored length, with `MD5_HEX`.
+    md5: u8,
 }
 
 impl File {
-    fn name(&self) -> &[u8] {
-        &self.data[..self.name_len as usize]
+    const EMPTY: File = File {
+        owner: NO_OWNER,
+        at: 0,
+        size_lo: 0,
+        freq: 0,
+        seconds: 0,
+        size_hi: 0,
+        bitrate: 0,
+        name_len: 0,
+        kind: 0,
+        md5: 0,
+    };
+
+    fn is_live(&self) -> bool {
+        self.owner != NO_OWNER
     }
 
-    fn write_md5(&self, out: &mut BytesMut) {
-        let md5 = &self.data[self.name_len as usize..];
-        if self.md5_hex {
+    fn size(&self) -> u64 {
+        (self.size_hi as u64) << 32 | self.size_lo as u64
+    }
+
+    /// Bytes it takes in the owner's arena.
+    fn stored_len(&self) -> usize {
+        self.name_len as usize + (self.md5 & !MD5_HEX) as usize
+    }
+
+    /// Its name and stored md5, from the owner's arena.
+    fn entry<'a>(&self, arena: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+        let at = self.at as usize;
+        let mid = at + self.name_len as usize;
+        (&arena[at..mid], &arena[mid..at + self.stored_len()])
+    }
+
+    fn name<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        self.entry(arena).0
+    }
+
+    fn write_md5(&self, arena: &[u8], out: &mut BytesMut) {
+        let md5 = self.entry(arena).1;
+        if self.md5 & MD5_HEX != 0 {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             for &b in md5 {
                 out.put_u8(HEX[(b >> 4) as usize]);
@@ -279,11 +311,28 @@ impl File {
         }
     }
 
-    fn md5_text(&self) -> Bytes {
+    fn md5_text(&self, arena: &[u8]) -> Bytes {
         let mut b = BytesMut::new();
-        self.write_md5(&mut b);
+        self.write_md5(arena, &mut b);
         b.freeze()
     }
+}
+
+/// Makes room for `n` more items, growing by an eighth (at least 4 items) rather
+/// than doubling, so that at most about an eighth of a long vector is slack. Big
+/// vectors are reallocated in place by the allocator (`mremap`), so the smaller
+/// steps cost little.
+fn reserve_slim<T>(v: &mut Vec<T>, n: usize) {
+    if v.capacity() - v.len() < n {
+        v.reserve_exact(n.max(v.len() / 8).max(4));
+    }
+}
+
+/// The slot of `user`'s file called `name`.
+fn find_file(files: &[File], user: &User, hash: u64, name: &[u8]) -> Option<u32> {
+    user.files
+        .find(hash, |&id| files[id as usize].name(&user.arena) == name)
+        .copied()
 }
 
 /// A file's attributes as a share message gives them.
@@ -397,7 +446,7 @@ pub struct Index {
     nicks: HashMap<String, u32>,
     online: usize,
     unauthenticated: usize,
-    files: Vec<Option<File>>,
+    files: Vec<File>,
     /// Slots free for reuse (purged from every posting list).
     free_files: Vec<u32>,
     /// Slots emptied since the last purge; not reusable yet.
@@ -877,7 +926,9 @@ impl Index {
             link,
             client: client.into(),
             since: now.mono,
-            files: ByNameHash::default(),
+            files: HashTable::new(),
+            arena: Vec::new(),
+            dead: 0,
             bytes: 0,
             downloads: 0,
             uploads: 0,
@@ -1042,39 +1093,42 @@ impl Index {
             return self.bad(conn, "invalid md5", now, out);
         }
         let max_files = self.cfg.max_files_per_user;
-        let key = self.name_hasher.hash_one(f.name);
+        let hash = self.name_hasher.hash_one(f.name);
         let user = self.user(slot);
         if user.files.len() >= max_files {
             let text = format!("You may only share {max_files} files");
             return self.bad(conn, &text, now, out);
         }
-        if user.files.contains_key(&key) {
-            // Same name again (or, once in 2^64, another name with its hash).
+        if find_file(&self.files, user, hash, f.name).is_some() {
             return self.bad(conn, "duplicate file", now, out);
         }
         let md5_bin = lower_hex_bytes(f.md5);
         let md5: &[u8] = md5_bin.as_deref().unwrap_or(f.md5);
-        let mut data = Vec::with_capacity(f.name.len() + md5.len());
-        data.extend_from_slice(f.name);
-        data.extend_from_slice(md5);
+        let at = user.arena.len();
+        let Ok(at32) = u32::try_from(at + f.name.len() + md5.len()).map(|_| at as u32) else {
+            return self.bad(conn, "too much shared", now, out);
+        };
+        let size = f.size.min(MAX_SIZE);
         let file = File {
-            data: data.into_boxed_slice(),
-            size: f.size,
             owner: slot,
+            at: at32,
+            size_lo: size as u32,
             freq: f.freq,
             seconds: f.seconds,
+            size_hi: (size >> 32) as u16,
             bitrate: f.bitrate.min(u16::MAX as u32) as u16,
             name_len: f.name.len() as u16,
             kind: f.kind as u8,
-            md5_hex: md5_bin.is_some(),
+            md5: md5.len() as u8 | if md5_bin.is_some() { MD5_HEX } else { 0 },
         };
         let id = match self.free_files.pop() {
             Some(id) => {
-                self.files[id as usize] = Some(file);
+                self.files[id as usize] = file;
                 id
             }
             None => {
-                self.files.push(Some(file));
+                reserve_slim(&mut self.files, 1);
+                self.files.push(file);
                 (self.files.len() - 1) as u32
             }
         };
@@ -1082,61 +1136,99 @@ impl Index {
         for &(a, b) in &self.spans {
             let word = &self.buf[a as usize..b as usize];
             match self.words.get_mut(word) {
-                Some(list) => list.push(id),
+                Some(list) => {
+                    reserve_slim(list, 1);
+                    list.push(id);
+                }
                 None => {
                     self.words.insert(word.into(), vec![id]);
                 }
             }
         }
         self.live_files += 1;
-        self.total_bytes = self.total_bytes.saturating_add(f.size);
-        let user = self.user_mut(slot);
-        user.files.insert(key, id);
-        user.bytes = user.bytes.saturating_add(f.size);
+        self.total_bytes = self.total_bytes.saturating_add(size);
+        let files = &self.files;
+        let hasher = &self.name_hasher;
+        let user = self.users[slot as usize]
+            .as_mut()
+            .expect("a connection's user slot is filled");
+        reserve_slim(&mut user.arena, f.name.len() + md5.len());
+        user.arena.extend_from_slice(f.name);
+        user.arena.extend_from_slice(md5);
+        let arena = &user.arena;
+        user.files.insert_unique(hash, id, |&id| {
+            hasher.hash_one(files[id as usize].name(arena))
+        });
+        user.bytes = user.bytes.saturating_add(size);
     }
 
     /// Removes one of a user's files; false if it does not share it.
     fn unshare(&mut self, slot: u32, name: &[u8]) -> bool {
-        let key = self.name_hasher.hash_one(name);
-        let user = self.user(slot);
-        let Some(&id) = user.files.get(&key) else {
+        let hash = self.name_hasher.hash_one(name);
+        let files = &self.files;
+        let user = self.users[slot as usize]
+            .as_mut()
+            .expect("a connection's user slot is filled");
+        let arena = &user.arena;
+        let Ok(entry) = user
+            .files
+            .find_entry(hash, |&id| files[id as usize].name(arena) == name)
+        else {
             return false;
         };
-        if self.files[id as usize]
-            .as_ref()
-            .is_none_or(|f| f.name() != name)
-        {
-            return false;
-        }
-        self.user_mut(slot).files.remove(&key);
+        let (id, _) = entry.remove();
         self.remove_file(id);
+        self.squeeze_arena(slot);
         self.maybe_compact();
         true
     }
 
     fn unshare_all(&mut self, slot: u32) {
-        let ids: Vec<u32> = self
-            .user_mut(slot)
-            .files
-            .drain()
-            .map(|(_, id)| id)
-            .collect();
+        let ids: Vec<u32> = self.user_mut(slot).files.drain().collect();
         for id in ids {
             self.remove_file(id);
         }
-        self.user_mut(slot).bytes = 0;
+        let user = self.user_mut(slot);
+        user.files = HashTable::new();
+        user.arena = Vec::new();
+        user.dead = 0;
+        user.bytes = 0;
         self.maybe_compact();
     }
 
     fn remove_file(&mut self, id: u32) {
-        if let Some(f) = self.files[id as usize].take() {
+        let f = std::mem::replace(&mut self.files[id as usize], File::EMPTY);
+        if f.is_live() {
             self.live_files -= 1;
-            self.total_bytes = self.total_bytes.saturating_sub(f.size);
+            self.total_bytes = self.total_bytes.saturating_sub(f.size());
             if let Some(u) = self.users[f.owner as usize].as_mut() {
-                u.bytes = u.bytes.saturating_sub(f.size);
+                u.bytes = u.bytes.saturating_sub(f.size());
+                u.dead += f.stored_len() as u32;
             }
             self.dead_files.push(id);
         }
+    }
+
+    /// Rewrites a user's arena without the bytes of removed files once they are a
+    /// quarter of it, so an arena is never more than a third dead.
+    fn squeeze_arena(&mut self, slot: u32) {
+        let files = &mut self.files;
+        let user = self.users[slot as usize]
+            .as_mut()
+            .expect("a connection's user slot is filled");
+        if (user.dead as usize) * 4 < user.arena.len() {
+            return;
+        }
+        let mut arena = Vec::with_capacity(user.arena.len() - user.dead as usize);
+        for &id in user.files.iter() {
+            let f = &mut files[id as usize];
+            let at = f.at as usize;
+            let at_now = arena.len() as u32;
+            arena.extend_from_slice(&user.arena[at..at + f.stored_len()]);
+            f.at = at_now;
+        }
+        user.arena = arena;
+        user.dead = 0;
     }
 
     /// Purges emptied slots from every posting list once they are a quarter of
@@ -1153,8 +1245,8 @@ impl Index {
     pub fn compact(&mut self) {
         let files = &self.files;
         self.words.retain(|_, list| {
-            list.retain(|&id| files[id as usize].is_some());
-            if list.capacity() > 2 * list.len() + 4 {
+            list.retain(|&id| files[id as usize].is_live());
+            if list.capacity() > list.len() + list.len() / 8 + 4 {
                 list.shrink_to_fit();
             }
             !list.is_empty()
@@ -1230,9 +1322,10 @@ impl Index {
                 break;
             }
             examined += 1;
-            let Some(file) = self.files[id as usize].as_ref() else {
+            let file = &self.files[id as usize];
+            if !file.is_live() {
                 continue;
-            };
+            }
             let kind_ok = match req.kind {
                 KindFilter::Any => true,
                 KindFilter::One(k) => file.kind == k as u8,
@@ -1249,8 +1342,9 @@ impl Index {
             if !req.linespeed.contains(owner.link as u32) {
                 continue;
             }
+            let name = file.name(&owner.arena);
             if !others.is_empty() {
-                keywords(file.name(), &mut self.buf2, &mut self.spans2);
+                keywords(name, &mut self.buf2, &mut self.spans2);
                 let has = |w: &[u8]| {
                     self.spans2
                         .iter()
@@ -1261,14 +1355,14 @@ impl Index {
                 }
             }
             found += 1;
-            let mut line = BytesMut::with_capacity(file.data.len() + 96);
+            let mut line = BytesMut::with_capacity(file.stored_len() + 96);
             line.put_u8(b'"');
-            line.put_slice(file.name());
+            line.put_slice(name);
             line.put_slice(b"\" ");
-            file.write_md5(&mut line);
+            file.write_md5(&owner.arena, &mut line);
             let tail = format!(
                 " {} {} {} {} {} {} {}",
-                file.size,
+                file.size(),
                 file.bitrate,
                 file.freq,
                 file.seconds,
@@ -1308,16 +1402,12 @@ impl Index {
         let Some(up_slot) = self.slot_by_nick(nick) else {
             return get_error(out);
         };
-        let key = self.name_hasher.hash_one(name);
+        let hash = self.name_hasher.hash_one(name);
         let up = self.user(up_slot);
-        let Some(file) = up
-            .files
-            .get(&key)
-            .and_then(|&id| self.files[id as usize].as_ref())
-            .filter(|f| f.name() == name)
-        else {
+        let Some(id) = find_file(&self.files, up, hash, name) else {
             return get_error(out);
         };
+        let file = &self.files[id as usize];
         let me = self.user(slot);
         let peer_file = |md5: Bytes| {
             Line::new()
@@ -1332,7 +1422,7 @@ impl Index {
         if !firewalled && up.port == 0 {
             // The uploader cannot be reached: tell the downloader, who then
             // asks for a push with 500.
-            out.push(Action::Send(conn, peer_file(file.md5_text())));
+            out.push(Action::Send(conn, peer_file(file.md5_text(&up.arena))));
             return;
         }
         if firewalled && up.port != 0 {
@@ -1380,14 +1470,10 @@ impl Index {
         let Some(down_slot) = self.slot_by_nick(nick) else {
             return self.not_online(conn, nick, now, out);
         };
-        let key = self.name_hasher.hash_one(name);
+        let hash = self.name_hasher.hash_one(name);
         let up = self.user(slot);
-        let Some(md5) = up
-            .files
-            .get(&key)
-            .and_then(|&id| self.files[id as usize].as_ref())
-            .filter(|f| f.name() == name)
-            .map(File::md5_text)
+        let Some(md5) = find_file(&self.files, up, hash, name)
+            .map(|id| self.files[id as usize].md5_text(&up.arena))
         else {
             return self.bad(conn, "not sharing that file", now, out);
         };
@@ -1464,17 +1550,15 @@ impl Index {
             out.push(Action::Send(conn, Line::new().word(nick).frame(t::SIGNOFF)));
             return;
         };
-        let mut ids: Vec<u32> = user.files.values().copied().collect();
+        let mut ids: Vec<u32> = user.files.iter().copied().collect();
         ids.sort_unstable();
         for id in ids.into_iter().take(max) {
-            let Some(file) = self.files[id as usize].as_ref() else {
-                continue;
-            };
+            let file = &self.files[id as usize];
             let line = Line::new()
                 .word(&*user.nick)
-                .quoted(file.name())
-                .word(file.md5_text())
-                .num(file.size)
+                .quoted(file.name(&user.arena))
+                .word(file.md5_text(&user.arena))
+                .num(file.size())
                 .num(file.bitrate)
                 .num(file.freq)
                 .num(file.seconds);
@@ -1862,6 +1946,69 @@ mod tests {
         assert_eq!(search(&mut h, a, "FILENAME CONTAINS \"common\"").len(), 0);
         assert_eq!(search(&mut h, a, "FILENAME CONTAINS \"rare\"").len(), 100);
         assert_eq!(search(&mut h, a, "FILENAME CONTAINS \"song42\"").len(), 0);
+    }
+
+    #[test]
+    fn unsharing_squeezes_the_arena_and_keeps_the_rest_intact() {
+        let mut h = Harness::new(IndexConfig::default());
+        let a = h.login("alice", 1);
+        let b = h.login("bob", 1);
+        for i in 0..40 {
+            let md5 = if i % 2 == 0 {
+                format!("{i:032x}")
+            } else {
+                format!("X{i}")
+            };
+            h.send(
+                a,
+                t::SHARE,
+                &format!("\"dir\\song{i} tune.mp3\" {md5} {i} 128 44100 {i}"),
+            );
+        }
+        // Removing 30 of 40 leaves the arena more than a quarter dead: squeezed.
+        for i in (0..40).filter(|i| i % 4 != 0) {
+            assert!(
+                h.send(a, t::UNSHARE, &format!("dir\\song{i} tune.mp3"))
+                    .is_empty()
+            );
+        }
+        let user = h.index.user(h.index.slot_by_nick(b"alice").unwrap());
+        assert_eq!(user.files.len(), 10);
+        assert!((user.dead as usize) * 4 < user.arena.len().max(1));
+        let mut r = search(&mut h, b, "FILENAME CONTAINS \"tune\"");
+        r.sort();
+        let mut want: Vec<String> = (0..40)
+            .filter(|i| i % 4 == 0)
+            .map(|i| {
+                format!(
+                    "\"dir\\song{i} tune.mp3\" {i:032x} {i} 128 44100 {i} alice {} 7",
+                    ip_to_decimal(Ipv4Addr::new(10, 0, 0, 1))
+                )
+            })
+            .collect();
+        want.sort();
+        assert_eq!(r, want);
+        // Names are found exactly: a removed one is gone, a kept one is a duplicate.
+        let out = h.send(a, t::UNSHARE, "dir\\song1 tune.mp3");
+        assert_eq!(to(&out, a), [(t::NOSUCH, "not sharing that file".into())]);
+        let out = h.send(a, t::SHARE, "\"dir\\song4 tune.mp3\" aa 1 1 1 1");
+        assert_eq!(to(&out, a), [(t::NOSUCH, "duplicate file".into())]);
+        let out = h.send(a, t::SHARE, "\"dir\\song5 tune.mp3\" X5 5 1 1 1");
+        assert!(out.is_empty(), "{out:?}");
+        let out = h.send(b, t::DOWNLOAD, "alice \"dir\\song5 tune.mp3\"");
+        assert_eq!(
+            to(&out, a),
+            [(t::UPLOAD_REQUEST, "bob \"dir\\song5 tune.mp3\" 7".into())]
+        );
+        let out = h.send(a, t::UPLOAD_ACCEPT, "bob \"dir\\song5 tune.mp3\"");
+        assert!(
+            to(&out, b)[0].1.ends_with("\"dir\\song5 tune.mp3\" X5 7"),
+            "{out:?}"
+        );
+        // Sizes past 48 bits are kept as the largest 48-bit size.
+        h.send(a, t::SHARE, "\"huge.iso\" aa 18446744073709551615 0 0 0");
+        let r = search(&mut h, b, "FILENAME CONTAINS \"huge\"");
+        assert!(r[0].contains(" 281474976710655 0 0 0 "), "{r:?}");
     }
 
     #[test]

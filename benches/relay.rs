@@ -120,7 +120,11 @@ async fn idle_connection_memory(connections: usize) -> (u64, u64) {
     let dir = std::env::temp_dir().join(format!("servent-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
-        .args(["-q", "run", "--listen", "127.0.0.1:0", "--max-peers"])
+        // An ultrapeer, so it takes every flat connection up to the limits.
+        .args(["-q", "run", "--listen", "127.0.0.1:0", "--mode", "ultrapeer"])
+        .arg("--max-peers")
+        .arg((connections + 10).to_string())
+        .arg("--max-ultrapeers")
         .arg((connections + 10).to_string())
         .arg("--data-dir")
         .arg(&dir)

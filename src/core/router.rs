@@ -361,7 +361,11 @@ impl Router {
             Class::Discovery | Class::Search => {
                 let kind = remembered(class).expect("requests are remembered");
                 let key = (id, kind);
-                if let Some(seen) = self.seen.get_mut(&key, now) {
+                let first = Seen {
+                    from: Origin::Conn(from),
+                    ttl,
+                };
+                if let Some(seen) = self.seen.get_mut_or_insert(key, now, || first) {
                     // The same search again, from the same neighbour, with more TTL
                     // to go: a probe being widened. Send it further, but do not
                     // answer it twice. A copy from another neighbour is a plain
@@ -376,14 +380,6 @@ impl Router {
                     }
                     return Decision::Drop(repeat_or_duplicate(seen.from, from));
                 }
-                self.seen.insert(
-                    key,
-                    Seen {
-                        from: Origin::Conn(from),
-                        ttl,
-                    },
-                    now,
-                );
                 let floods = class == Class::Search || self.config.flood_discovery;
                 Decision::Accept {
                     deliver: true,

@@ -54,14 +54,50 @@ impl<K: Hash + Eq + Clone, V> TimedMap<K, V> {
     /// still full, the oldest.
     pub fn insert(&mut self, key: K, value: V, now: Instant) {
         self.expire(now);
-        if !self.map.contains_key(&key) {
-            while self.map.len() >= self.capacity && self.evict_oldest() {}
+        self.order.push_back((now, key.clone()));
+        if self.map.insert(key, (value, now)).is_none() {
+            // The new entry is the youngest: eviction takes others first.
+            while self.map.len() > self.capacity && self.evict_oldest() {}
         }
-        self.map.insert(key.clone(), (value, now));
-        self.order.push_back((now, key));
         // Refreshes leave stale order elements behind; keep them bounded.
         if self.order.len() > 2 * self.capacity {
             self.compact();
+        }
+    }
+
+    /// The live entry for `key`, or, when there is none, `value()` inserted
+    /// under it (stamped `now`) and `None` returned: one look-up where
+    /// `get_mut` then `insert` would take two. A full map makes room first, so
+    /// finding an entry in a full map may cost its oldest entry.
+    pub fn get_mut_or_insert(
+        &mut self,
+        key: K,
+        now: Instant,
+        value: impl FnOnce() -> V,
+    ) -> Option<&mut V> {
+        self.expire(now);
+        if self.order.len() >= 2 * self.capacity {
+            self.compact();
+        }
+        while self.map.len() >= self.capacity && self.evict_oldest() {}
+        let max_age = self.max_age;
+        match self.map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e)
+                if now.saturating_duration_since(e.get().1) < max_age =>
+            {
+                Some(&mut e.into_mut().0)
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                // Expired but not yet swept: replaced, as a new entry.
+                self.order.push_back((now, e.key().clone()));
+                e.insert((value(), now));
+                None
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.order.push_back((now, e.key().clone()));
+                e.insert((value(), now));
+                None
+            }
         }
     }
 
@@ -132,6 +168,24 @@ mod tests {
             Some(&3),
             "refreshed entry lives on"
         );
+    }
+
+    #[test]
+    fn get_mut_or_insert_finds_or_inserts_once() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut m = TimedMap::new(2, 10 * s);
+        assert!(m.get_mut_or_insert("a", t0, || 1).is_none(), "inserted");
+        *m.get_mut_or_insert("a", t0 + s, || 9).expect("found") += 1;
+        assert_eq!(m.get(&"a", t0 + s), Some(&2));
+        assert!(m.get_mut_or_insert("b", t0 + s, || 3).is_none());
+        assert!(m.get_mut_or_insert("c", t0 + 2 * s, || 4).is_none());
+        assert_eq!(m.get(&"a", t0 + 2 * s), None, "oldest evicted at capacity");
+        assert_eq!(m.get(&"b", t0 + 2 * s), Some(&3));
+        assert_eq!(m.map.len(), 2);
+        // An expired entry counts as absent.
+        assert!(m.get_mut_or_insert("c", t0 + 13 * s, || 5).is_none());
+        assert_eq!(m.get(&"c", t0 + 13 * s), Some(&5));
     }
 
     #[test]

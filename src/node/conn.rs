@@ -102,9 +102,9 @@ impl ConnTx {
 }
 
 /// Frames decoded per batch handed to the engine at most.
-const BATCH_FRAMES_IN: usize = 32;
+const BATCH_FRAMES_IN: usize = 128;
 /// Bytes of frames per batch handed to the engine (one frame may go past it).
-const BATCH_BYTES_IN: usize = 32 * 1024;
+const BATCH_BYTES_IN: usize = 64 * 1024;
 /// What the handshake settled for a connection's byte streams.
 pub struct Streams {
     /// Bytes read past the handshake: the start of the incoming stream.

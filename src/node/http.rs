@@ -40,6 +40,8 @@ const MAX_HEAD: usize = 16 * 1024;
 pub const CHUNK: usize = 256 * 1024;
 /// Answers up to this size are read in one go on the connection's own task.
 const INLINE: u64 = 1024 * 1024;
+/// Inline answers up to this size are read into a connection's reused buffer.
+const POOLED: usize = 256 * 1024;
 /// Body frames read ahead of the socket per upload.
 const READ_AHEAD: usize = 2;
 /// What a busy server asks a client to wait, in seconds.
@@ -382,13 +384,19 @@ fn file_id(_meta: &std::fs::Metadata) -> Option<FileId> {
 /// when it is still out with an earlier answer) and hands them over without a
 /// copy; the buffer comes back to `spare` when the answer has been sent, so a
 /// connection neither allocates nor zeroes a buffer per answer, and holds at
-/// most one idle buffer of at most `INLINE` bytes.
+/// most one idle buffer of at most `POOLED` bytes. Larger answers get a
+/// buffer of their own, as before: reusing a 1 MiB buffer measured slower.
 fn read_pooled(
     f: &File,
     at: u64,
     len: usize,
     spare: &Arc<Mutex<Option<Vec<u8>>>>,
 ) -> io::Result<Bytes> {
+    if len > POOLED {
+        let mut buf = vec![0u8; len];
+        read_exact_at(f, &mut buf, at)?;
+        return Ok(Bytes::from(buf));
+    }
     let mut buf = spare
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -121,7 +121,14 @@ async fn idle_connection_memory(connections: usize) -> (u64, u64) {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
         // An ultrapeer, so it takes every flat connection up to the limits.
-        .args(["-q", "run", "--listen", "127.0.0.1:0", "--mode", "ultrapeer"])
+        .args([
+            "-q",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--mode",
+            "ultrapeer",
+        ])
         .arg("--max-peers")
         .arg((connections + 10).to_string())
         .arg("--max-ultrapeers")

@@ -409,6 +409,43 @@ async fn a_changed_file_is_never_served_under_its_old_hash() {
     n.shutdown().await;
 }
 
+/// A connection keeps its last file open between requests; a change on disk
+/// must still be seen by its next request, as by a new connection's.
+#[tokio::test]
+async fn a_kept_alive_connection_sees_the_file_change_too() {
+    let dir = Dir::new("changed-keepalive");
+    let share = dir.sub("share");
+    let path = share.join("doc.bin");
+    let first = pattern(10_000, 7);
+    std::fs::write(&path, &first).unwrap();
+    let n = node_sharing(&share, vec![], |_| {}).await;
+    let (index, old) = hashed(n.local_addr, "doc.bin").await;
+    let mut s = TcpStream::connect(n.local_addr).await.unwrap();
+    let req =
+        |target: &str| format!("GET {target} HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\n\r\n");
+    let by_index = format!("/get/{index}/doc.bin");
+    let by_urn = format!("/uri-res/N2R?{old}");
+    for t in [&by_index, &by_urn] {
+        let a = exchange(&mut s, &req(t), false).await;
+        assert_eq!(
+            (a.status, a.body.as_slice()),
+            (206, &first[100..200]),
+            "{t}"
+        );
+    }
+    // Same size, other bytes, written in place (the same inode), a later time.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &pattern(10_000, 8), 0).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    drop(f);
+    for t in [&by_index, &by_urn] {
+        let a = exchange(&mut s, &req(t), false).await;
+        assert_eq!(a.status, 404, "{t}");
+    }
+    n.shutdown().await;
+}
+
 #[tokio::test]
 async fn upload_slots_are_limited_and_hits_say_busy() {
     let dir = Dir::new("slots");

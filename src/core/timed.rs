@@ -41,15 +41,6 @@ impl<K: Hash + Eq + Clone, V> TimedMap<K, V> {
             .map(|(v, _)| v)
     }
 
-    /// The live entry for `key`, mutably.
-    pub fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
-        let max_age = self.max_age;
-        self.map
-            .get_mut(key)
-            .filter(|(_, at)| now.saturating_duration_since(*at) < max_age)
-            .map(|(v, _)| v)
-    }
-
     /// Inserts or replaces `key`, stamped `now`, evicting expired entries and, if
     /// still full, the oldest.
     pub fn insert(&mut self, key: K, value: V, now: Instant) {

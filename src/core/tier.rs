@@ -139,6 +139,8 @@ pub struct Tier {
     leaf_requests: u32,
     /// A neighbour ultrapeer with a higher rank than ours exists (see `demote`).
     outranked: bool,
+    /// When our send queues last had to shed (we were short of bandwidth).
+    congested_at: Option<Instant>,
     /// Per-node jitter (0..1) that spreads promotions and demotions in time.
     jitter: f64,
     changes: u64,
@@ -170,6 +172,7 @@ impl Tier {
             alone_since: now,
             leaf_requests: 0,
             outranked: false,
+            congested_at: None,
             jitter: jitter.clamp(0.0, 1.0),
             changes: 0,
         }
@@ -376,6 +379,12 @@ impl Tier {
         }
     }
 
+    /// Our send queues had to shed messages at `now`: the links are fuller than
+    /// our bandwidth, so for a while we are no candidate for more work.
+    pub fn congested(&mut self, now: Instant) {
+        self.congested_at = Some(now);
+    }
+
     /// Checks for a role change at `now`; `busy` is the share of CPU in use (0..1).
     pub fn tick(&mut self, now: Instant, busy: f64) -> Option<RoleChange> {
         if self.config.mode != Mode::Auto {
@@ -393,7 +402,12 @@ impl Tier {
                     .promote_after
                     .mul_f64(1.0 + self.jitter)
                     .div_f64(1.0 + self.leaf_requests.min(3) as f64);
-                let able = self.config.accepts_inbound && busy < self.config.max_busy;
+                let short_of_bandwidth = self
+                    .congested_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.config.promote_after);
+                let able = self.config.accepts_inbound
+                    && busy < self.config.max_busy
+                    && !short_of_bandwidth;
                 if able && up >= self.config.promote_after && self.lonely() && alone >= wait {
                     self.set_role(Role::Ultrapeer, now);
                     return Some(RoleChange {
@@ -539,6 +553,11 @@ mod tests {
 
         let mut busy = Tier::new(config.clone(), t0, 0.0);
         assert_eq!(busy.tick(t0 + s(60), 0.95), None, "short of CPU");
+
+        let mut shedding = Tier::new(config.clone(), t0, 0.0);
+        shedding.congested(t0 + s(55));
+        assert_eq!(shedding.tick(t0 + s(60), 0.0), None, "short of bandwidth");
+        assert!(shedding.tick(t0 + s(66), 0.0).is_some(), "a while later");
 
         let mut firewalled = Tier::new(
             TierConfig {

@@ -375,6 +375,8 @@ pub struct Engine {
     table: Option<QrpTable>,
     /// Bumped on every change to our library (for library offers).
     library_version: u64,
+    /// Messages shed as of the last tick (shedding is a sign of short bandwidth).
+    shed_at_tick: u64,
     /// Dynamic queries run for our leaves, and the query each one sends.
     dq: Planner<Guid>,
     dq_frames: HashMap<Guid, Frame>,
@@ -411,6 +413,7 @@ impl Engine {
             table_dirty: true,
             table: None,
             library_version: 0,
+            shed_at_tick: 0,
             dq: Planner::new(dq),
             dq_frames: HashMap::new(),
             transfer,
@@ -541,6 +544,10 @@ impl Engine {
                     .values()
                     .any(|p| p.link == Link::Peer && p.guid.is_some_and(|g| g > self.me));
                 self.tier.set_outranked(outranked);
+                if self.stats.shed > self.shed_at_tick {
+                    self.tier.congested(now);
+                }
+                self.shed_at_tick = self.stats.shed;
                 if let Some(change) = self.tier.tick(now, busy) {
                     self.change_role(change);
                 }

@@ -13,10 +13,8 @@
 //! A counting allocator reports allocations per message and checks that parsing a
 //! header allocates nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -30,63 +28,30 @@ use servent::wire::{
 };
 use tokio_util::codec::Decoder;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod common;
+use common::{Counting, Rng, allocs};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn allocs() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
-}
-
-/// A deterministic pseudo-random sequence (xorshift), so every run sees the same mix.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn word(&mut self) -> &'static str {
-        const WORDS: &[&str] = &[
-            "linux",
-            "free",
-            "software",
-            "music",
-            "live",
-            "concert",
-            "debian",
-            "holiday",
-            "photos",
-            "mix",
-            "remastered",
-            "lecture",
-            "notes",
-            "podcast",
-            "episode",
-        ];
-        WORDS[(self.next() % WORDS.len() as u64) as usize]
-    }
-}
+/// Words the generated names and queries are made of.
+const WORDS: &[&str] = &[
+    "linux",
+    "free",
+    "software",
+    "music",
+    "live",
+    "concert",
+    "debian",
+    "holiday",
+    "photos",
+    "mix",
+    "remastered",
+    "lecture",
+    "notes",
+    "podcast",
+    "episode",
+];
 
 fn ping(rng: &mut Rng) -> Message {
     Message::Ping(Ping {
@@ -110,7 +75,12 @@ fn pong(rng: &mut Rng) -> Message {
 }
 
 fn query(rng: &mut Rng) -> Message {
-    let text = format!("{} {} {}", rng.word(), rng.word(), rng.word());
+    let text = format!(
+        "{} {} {}",
+        rng.pick(WORDS),
+        rng.pick(WORDS),
+        rng.pick(WORDS)
+    );
     let mut q = Query::new(
         QueryFlags::with_bits(QueryFlags::XML | QueryFlags::GGEP_H),
         &text,
@@ -127,7 +97,12 @@ fn query(rng: &mut Rng) -> Message {
 fn query_hit(rng: &mut Rng) -> Message {
     let results = (0..10)
         .map(|j| {
-            let name = format!("{} - {} {} ({j}).mp3", rng.word(), rng.word(), rng.word());
+            let name = format!(
+                "{} - {} {} ({j}).mp3",
+                rng.pick(WORDS),
+                rng.pick(WORDS),
+                rng.pick(WORDS)
+            );
             let mut r = HitResult::new(
                 j + 1,
                 rng.next() % 20_000_000,

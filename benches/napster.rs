@@ -23,9 +23,7 @@
 //! index's answers equal the naive scan's, that a selective search examines the
 //! same number of candidates at two index sizes, and a ceiling on bytes per file.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -38,61 +36,16 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-struct Counting;
-
-static LIVE: AtomicI64 = AtomicI64::new(0);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod common;
+use common::{Counting, Rng, allocs, live};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn live() -> i64 {
-    LIVE.load(Ordering::Relaxed)
-}
 
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
-}
-
-/// A deterministic pseudo-random sequence (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Log-uniform over 0..n: a few words are very common, most are rare.
-    fn skewed(&mut self, n: usize) -> usize {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((n as f64).powf(u) as usize).saturating_sub(1).min(n - 1)
-    }
 }
 
 /// Pronounceable made-up words.
@@ -342,7 +295,7 @@ async fn main() {
     // ---- memory ----
     let rss0 = rss_bytes();
     let live0 = live();
-    let allocs0 = ALLOCS.load(Ordering::Relaxed);
+    let allocs0 = allocs();
     let t0 = Instant::now();
     let mut index = Index::new(bench_config(), Accounts::default());
     fill(&mut index, &names);
@@ -361,7 +314,7 @@ async fn main() {
         "  indexing: {:.2} s, {:.0} files/s, {:.2} allocations/file",
         index_time.as_secs_f64(),
         files as f64 / index_time.as_secs_f64(),
-        (ALLOCS.load(Ordering::Relaxed) - allocs0) as f64 / files as f64
+        (allocs() - allocs0) as f64 / files as f64
     );
     println!(
         "  memory: {per_file:.1} bytes/file allocated; raw name bytes {raw:.1}/file (baseline); ratio {:.2}x",

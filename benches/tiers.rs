@@ -47,33 +47,15 @@ const WANTED: u32 = 150;
 /// Copies of a popular title each of its owners shares.
 const COPIES: [&str; 3] = ["live", "remix", "acoustic"];
 
-/// A deterministic pseudo-random sequence (xorshift).
-struct Rng(u64);
+mod common;
+use common::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn word(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| (b'a' + self.below(26) as u8) as char)
-            .collect()
-    }
-
-    fn guid(&mut self) -> Guid {
-        let mut g = [0u8; 16];
-        g[..8].copy_from_slice(&self.next().to_le_bytes());
-        g[8..].copy_from_slice(&self.next().to_le_bytes());
-        Guid(g)
-    }
+/// A reproducible message id from the generator.
+fn guid(rng: &mut Rng) -> Guid {
+    let mut g = [0u8; 16];
+    g[..8].copy_from_slice(&rng.next().to_le_bytes());
+    g[8..].copy_from_slice(&rng.next().to_le_bytes());
+    Guid(g)
 }
 
 // ---------------------------------------------------------------------------------
@@ -901,7 +883,7 @@ fn rare(net: &mut Net, w: &World, fanout: usize, rng: &mut Rng) -> Rare {
     let mut sent = 0;
     let mut found = 0;
     for (searcher, text, file) in &w.rare {
-        let o = net.search(*searcher, text, fanout, rng.guid());
+        let o = net.search(*searcher, text, fanout, guid(rng));
         sent += o.sent;
         found += o.names.contains(file) as usize;
     }
@@ -915,7 +897,7 @@ fn rare(net: &mut Net, w: &World, fanout: usize, rng: &mut Rng) -> Rare {
 fn popular(net: &mut Net, searches: &[(usize, String)], fanout: usize, rng: &mut Rng) -> Popular {
     let outcomes: Vec<Outcome> = searches
         .iter()
-        .map(|(s, title)| net.search(*s, title, fanout, rng.guid()))
+        .map(|(s, title)| net.search(*s, title, fanout, guid(rng)))
         .collect();
     let reached: Vec<u64> = outcomes.iter().filter_map(|o| o.sent_at_wanted).collect();
     let n = outcomes.len() as f64;

@@ -245,6 +245,29 @@ impl HashCache {
     }
 }
 
+/// Reads exactly `buf.len()` bytes of `f` at offset `at`, without moving a file
+/// cursor (so one open file can serve several readers).
+#[cfg(unix)]
+pub fn read_exact_at(f: &fs::File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+}
+
+/// Reads exactly `buf.len()` bytes of `f` at offset `at`.
+#[cfg(windows)]
+pub fn read_exact_at(f: &fs::File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_read(buf, at)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@
 //! claims a block that is not there. `PATH` appears, by rename, only once the
 //! whole file's SHA-1 matches.
 
+use crate::share::read_exact_at;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -674,26 +675,6 @@ fn write_all_at(f: &File, mut buf: &[u8], mut at: u64) -> io::Result<()> {
         let n = f.seek_write(buf, at)?;
         buf = &buf[n..];
         at += n as u64;
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
-}
-
-#[cfg(windows)]
-fn read_exact_at(f: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match f.seek_read(buf, at)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                at += n as u64;
-            }
-        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! `/uri-res/N2R?urn:sha1:...`, one byte range per request, keep-alive, upload
 //! slots. The rules are in `protocol-spec/http-transfer.md`.
 
+use crate::share::read_exact_at;
 use std::convert::Infallible;
 use std::fs::File;
 use std::io;
@@ -435,26 +436,6 @@ impl Drop for Pooled {
             }
         }
     }
-}
-
-#[cfg(unix)]
-fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
-}
-
-#[cfg(windows)]
-fn read_exact_at(f: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match f.seek_read(buf, at)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                at += n as u64;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A response body: nothing, one buffer, or a file range read ahead in large

@@ -10,7 +10,7 @@ pub struct Dir(pub PathBuf);
 impl Dir {
     pub fn new(tag: &str) -> Dir {
         let p = std::env::temp_dir().join(format!(
-            "servent-node-{tag}-{}-{}",
+            "servent-test-{tag}-{}-{}",
             std::process::id(),
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -19,6 +19,21 @@ impl Dir {
         ));
         std::fs::create_dir_all(&p).unwrap();
         Dir(p)
+    }
+
+    /// Writes `content` to `name` below the directory (creating parents).
+    pub fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Creates the subdirectory `name`.
+    pub fn sub(&self, name: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
     }
 }
 

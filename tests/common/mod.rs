@@ -43,26 +43,8 @@ impl Drop for Dir {
     }
 }
 
-/// A seeded xorshift generator: the same graph and names on every run.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A lowercase word of `len` letters.
-    pub fn word(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| (b'a' + self.below(26) as u8) as char)
-            .collect()
-    }
-}
+/// The benches' seeded generator: the same graph and names on every run.
+#[path = "../../benches/common/rng.rs"]
+mod rng;
+#[allow(unused_imports)]
+pub use rng::Rng;

@@ -280,8 +280,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             w.write_all(&packed).await?;
             w.flush().await
         };
-        // A write blocked by a peer that stopped reading gives way to shutdown.
+        // A write blocked by a peer that stopped reading gives way to shutdown;
+        // one that can finish at once does (biased: the write is polled first), so
+        // a Bye can follow it.
         let written = tokio::select! {
+            biased;
             r = write => r.is_ok(),
             _ = cancel.cancelled() => {
                 // A frame may be half written: a Bye after it would be misread.

@@ -850,7 +850,11 @@ async fn every_peer_gets_bye_200_at_shutdown() {
         for (i, s) in peers.iter_mut().enumerate() {
             let mut got = Vec::new();
             let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await;
-            assert_eq!(bye_code(&got), Some(200), "round {round}, peer {i}: {got:02x?}");
+            assert_eq!(
+                bye_code(&got),
+                Some(200),
+                "round {round}, peer {i}: {got:02x?}"
+            );
         }
     }
 }

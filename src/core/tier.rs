@@ -137,6 +137,8 @@ pub struct Tier {
     /// Leaves asked us to serve them while we were a leaf (a sign the network
     /// lacks ultrapeers).
     leaf_requests: u32,
+    /// Ultrapeers that turned us away said they want more ultrapeers.
+    needed_signals: u32,
     /// A neighbour ultrapeer with a higher rank than ours exists (see `demote`).
     outranked: bool,
     /// When our send queues last had to shed (we were short of bandwidth).
@@ -171,6 +173,7 @@ impl Tier {
             counts: [0; 4],
             alone_since: now,
             leaf_requests: 0,
+            needed_signals: 0,
             outranked: false,
             congested_at: None,
             jitter: jitter.clamp(0.0, 1.0),
@@ -376,6 +379,16 @@ impl Tier {
             self.changes += 1;
             self.alone_since = now;
             self.leaf_requests = 0;
+            self.needed_signals = 0;
+        }
+    }
+
+    /// An ultrapeer refused us as its leaf and said `X-Ultrapeer-Needed: true`:
+    /// the network wants more ultrapeers. Like leaves asking us to serve them,
+    /// it brings an `auto` leaf's promotion forward.
+    pub fn ultrapeers_wanted(&mut self) {
+        if self.role == Role::Leaf {
+            self.needed_signals = self.needed_signals.saturating_add(1);
         }
     }
 
@@ -401,7 +414,12 @@ impl Tier {
                     .config
                     .promote_after
                     .mul_f64(1.0 + self.jitter)
-                    .div_f64(1.0 + self.leaf_requests.min(3) as f64);
+                    .div_f64(
+                        1.0 + self
+                            .leaf_requests
+                            .saturating_add(self.needed_signals)
+                            .min(3) as f64,
+                    );
                 let short_of_bandwidth = self
                     .congested_at
                     .is_some_and(|t| now.saturating_duration_since(t) < self.config.promote_after);
@@ -576,11 +594,17 @@ mod tests {
         assert_eq!(served.tick(t0 + s(65), 0.0), None, "alone for 5 s only");
         assert!(served.tick(t0 + s(70), 0.0).is_some());
 
-        let mut asked = Tier::new(config, t0, 0.0);
+        let mut asked = Tier::new(config.clone(), t0, 0.0);
         asked.admit(leaf());
         asked.admit(leaf());
         assert_eq!(asked.tick(t0 + s(9), 0.0), None, "not up long enough");
         assert!(asked.tick(t0 + s(10), 0.0).is_some());
+
+        // Refused by an ultrapeer that wants more ultrapeers: sooner too.
+        let mut told = Tier::new(config.clone(), t0, 0.9);
+        assert_eq!(told.tick(t0 + s(15), 0.0), None, "jitter: 19 s");
+        told.ultrapeers_wanted();
+        assert!(told.tick(t0 + s(15), 0.0).is_some(), "19 s / 2");
     }
 
     #[test]

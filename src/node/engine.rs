@@ -330,6 +330,12 @@ impl EngineRef {
         Ok((link, e.tier.role() == Role::Ultrapeer))
     }
 
+    /// An ultrapeer turned us away and said it wants more ultrapeers.
+    pub fn ultrapeers_wanted(&self) {
+        let mut running = self.inner.lock().expect("engine lock");
+        running.engine.tier.ultrapeers_wanted();
+    }
+
     /// A link counted by `admit`, `guided` or `dialed` never opened.
     pub fn release(&self, link: Link) {
         let mut running = self.inner.lock().expect("engine lock");

@@ -23,6 +23,9 @@ pub enum HandshakeFailure {
         reason: String,
         /// Hosts the refusing side suggested (`X-Try`, `X-Try-Ultrapeers`).
         try_hosts: Vec<SocketAddr>,
+        /// The refusing side said `X-Ultrapeer-Needed: true`: it turned us away
+        /// but wants more ultrapeers in the network.
+        ultrapeer_needed: bool,
     },
     #[error("unexpected handshake line: {0}")]
     Unexpected(String),
@@ -196,6 +199,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     code,
                     reason,
                     try_hosts: Vec::new(),
+                    ultrapeer_needed: false,
                 });
             }
             write_block(s, &Block::ok_04()).await?;
@@ -223,6 +227,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     code,
                     reason,
                     try_hosts: Vec::new(),
+                    ultrapeer_needed: false,
                 });
             }
             let last = read_block(s, &mut buf).await?;
@@ -239,6 +244,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     code,
                     reason,
                     try_hosts: Vec::new(),
+                    ultrapeer_needed: false,
                 }),
                 other => Err(HandshakeFailure::Unexpected(other.to_string())),
             }
@@ -299,6 +305,7 @@ pub async fn connect_deciding<S: AsyncRead + AsyncWrite + Unpin>(
                         code,
                         reason: format!("(by us) {reason}"),
                         try_hosts: try_hosts(&answer.headers),
+                        ultrapeer_needed: false,
                     });
                 }
             };
@@ -320,6 +327,7 @@ pub async fn connect_deciding<S: AsyncRead + AsyncWrite + Unpin>(
             code,
             reason,
             try_hosts: try_hosts(&answer.headers),
+            ultrapeer_needed: answer.headers.get_bool(hs::X_ULTRAPEER_NEEDED) == Some(true),
         }),
         other => Err(HandshakeFailure::Unexpected(other.to_string())),
     }

@@ -587,6 +587,13 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
                 Ok(last)
             })
             .await;
+        if let Err(HandshakeFailure::Refused {
+            ultrapeer_needed: true,
+            ..
+        }) = &result
+        {
+            shared.engine.ultrapeers_wanted();
+        }
         let suggested = match &result {
             Ok(est) => handshake::try_hosts(&est.headers),
             Err(HandshakeFailure::Refused { try_hosts, .. }) => try_hosts.clone(),
@@ -623,6 +630,7 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
                         code: hs::STATUS_UNAVAILABLE,
                         reason: format!("(by us) {reason}"),
                         try_hosts: Vec::new(),
+                        ultrapeer_needed: false,
                     })?;
                 counted = Some(link);
                 Ok((stream, local, remote, est))

@@ -858,3 +858,60 @@ async fn every_peer_gets_bye_200_at_shutdown() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_ultrapeer_is_push_proxy_for_a_leaf_that_asks() {
+    use tokio_util::codec::FramedRead;
+    let dir = Dir::new("pushproxy");
+    let n = node_with(&dir, "p.txt", vec![]).await;
+    // A firewalled leaf: asks for a push proxy with LIME/21v1, its servent GUID
+    // as the message id.
+    let mut leaf = TcpStream::connect(n.local_addr).await.unwrap();
+    let (answer, _) = request(&mut leaf, "X-Ultrapeer: False\r\n").await;
+    assert!(answer.contains("X-Ultrapeer: True"), "{answer}");
+    leaf.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n")
+        .await
+        .unwrap();
+    let leaf_guid = [0x5a; 16];
+    leaf.write_all(&frame(leaf_guid, 0x31, 1, 0, b"LIME\x15\x00\x01\x00"))
+        .await
+        .unwrap();
+    let (r, _w) = leaf.into_split();
+    let mut leaf_in = FramedRead::new(r, servent::framing::DescriptorCodec::default());
+    let mut ack = None;
+    read_frames(&mut leaf_in, |f| {
+        if f.header.function.code() == 0x31 && f.payload.starts_with(b"LIME\x16\x00") {
+            ack = Some(f.clone());
+            true
+        } else {
+            false
+        }
+    })
+    .await;
+    let ack = ack.unwrap();
+    assert_eq!(ack.header.guid.as_bytes(), &leaf_guid, "same message id");
+    let mut want = b"LIME\x16\x00\x02\x00\x7f\x00\x00\x01".to_vec();
+    want.extend(n.local_addr.port().to_le_bytes());
+    assert_eq!(
+        &ack.payload[..],
+        &want[..],
+        "LIME/22v2: our IP (BE), port (LE)"
+    );
+    // A Push for the leaf, arriving from elsewhere, reaches it.
+    let mut other = raw_peer(n.local_addr).await;
+    let mut push = leaf_guid.to_vec();
+    push.extend(7u32.to_le_bytes());
+    push.extend([127, 0, 0, 1]);
+    push.extend(6346u16.to_le_bytes());
+    other
+        .write_all(&frame([0x33; 16], 0x40, 3, 0, &push))
+        .await
+        .unwrap();
+    read_frames(&mut leaf_in, |f| {
+        f.header.function.code() == 0x40 && f.payload[..16] == leaf_guid
+    })
+    .await;
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}

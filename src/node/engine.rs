@@ -151,6 +151,8 @@ pub struct EngineStats {
     pub offers_received: u64,
     /// Library offers we sent (whole libraries).
     pub offers_sent: u64,
+    /// Leaves we agreed to be the push proxy of (LIME/21 answered).
+    pub push_proxied: u64,
     /// QueryHits we sent for leaves whose files they offered.
     pub hits_for_leaves: u64,
     /// Dynamic queries started for leaves, and running now.
@@ -622,7 +624,7 @@ impl Engine {
                 return;
             }
             Function::Vendor => {
-                self.vendor(conn, &frame.payload);
+                self.vendor(conn, h.guid, &frame.payload);
                 return;
             }
             Function::StandardVendor => return,
@@ -757,7 +759,7 @@ impl Engine {
     const MAX_OFFERED: usize = 10_000;
 
     /// A vendor message: the library offer from a leaf is kept; others ignored.
-    fn vendor(&mut self, conn: ConnId, payload: &bytes::Bytes) {
+    fn vendor(&mut self, conn: ConnId, id: Guid, payload: &bytes::Bytes) {
         let role = self.tier.role();
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
@@ -770,6 +772,27 @@ impl Engine {
                 return;
             }
         };
+        if m.is(b"LIME", 21) && role == Role::Ultrapeer && peer.link == Link::ToLeaf {
+            // A firewalled leaf asks us to be its push proxy; the message id is
+            // its servent GUID. Pushes for that GUID now go to it, and the ack
+            // (LIME/22v2) gives the address it should list: IPv4 BE, port LE.
+            peer.guid = Some(id);
+            let mut body = Vec::with_capacity(6);
+            body.extend_from_slice(&ipv4_of(peer.local.ip()).octets());
+            body.extend_from_slice(&peer.local.port().to_le_bytes());
+            let ack = Message::Vendor(crate::wire::VendorMsg {
+                vendor: *b"LIME",
+                selector: 22,
+                version: 2,
+                body: bytes::Bytes::from(body),
+            });
+            let mut out = BytesMut::new();
+            if ack.encode_frame(id, Ttl(1), Hops(0), &mut out).is_ok() {
+                peer.tx.send(Priority::Own, out.freeze());
+                self.stats.push_proxied += 1;
+            }
+            return;
+        }
         if !OfferChunk::is_offer(&m) || role != Role::Ultrapeer || peer.link != Link::ToLeaf {
             tracing::trace!(
                 conn = conn.0,

@@ -5,10 +5,11 @@
 //!
 //! Run with `cargo bench --bench relay`.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -140,16 +141,7 @@ async fn idle_connection_memory(connections: usize) -> (u64, u64) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("servent run");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening on")
-        .parse()
-        .expect("address");
+    let addr = common::listening_addr(&mut child);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(child.id());
     let mut held = Vec::with_capacity(connections);

@@ -12,13 +12,14 @@
 //! on a loopback port when the `nginx` binary is found; otherwise it says so and
 //! reports ours alone.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -249,16 +250,7 @@ fn start_servent(share: &Path, data: &Path) -> (Child, SocketAddr) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("servent run");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening on")
-        .parse()
-        .expect("address");
+    let addr = common::listening_addr(&mut child);
     (child, addr)
 }
 

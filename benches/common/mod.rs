@@ -39,4 +39,20 @@ pub fn live() -> i64 {
 }
 
 mod rng;
+#[allow(unused_imports)]
 pub use rng::Rng;
+
+/// The address a `servent` child process says it listens on (its first line of
+/// standard output, `listening on ADDR`); the child's stdout must be piped.
+pub fn listening_addr(child: &mut std::process::Child) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    line.trim()
+        .strip_prefix("listening on ")
+        .expect("listening on")
+        .parse()
+        .expect("address")
+}

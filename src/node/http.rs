@@ -558,6 +558,20 @@ impl<S> Guarded<S> {
             Poll::Pending => Ok(()),
         }
     }
+
+    /// The outcome of a write: progress resets the idle clock; waiting checks it.
+    fn wrote<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                self.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
@@ -595,16 +609,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                this.check_idle(cx)?;
-                Poll::Pending
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -613,16 +619,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                this.check_idle(cx)?;
-                Poll::Pending
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

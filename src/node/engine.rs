@@ -181,6 +181,8 @@ struct Peer {
     offered: Option<(Library, bool)>,
     /// The leaf said it accepts no connections.
     offered_firewalled: bool,
+    /// Bytes of names in the offer so far.
+    offered_bytes: usize,
     /// The version of our library we last offered it.
     offered_version: Option<u64>,
 }
@@ -504,6 +506,7 @@ impl Engine {
                         sent: None,
                         offered: None,
                         offered_firewalled: false,
+                        offered_bytes: 0,
                         offered_version: None,
                     },
                 );
@@ -755,8 +758,10 @@ impl Engine {
         }
     }
 
-    /// Leaves offering no more files than this are answered for in full.
+    /// Leaves offering no more files than this, with names of no more bytes in
+    /// all, are answered for in full.
     const MAX_OFFERED: usize = 10_000;
+    const MAX_OFFERED_BYTES: usize = 1 << 20;
 
     /// A vendor message: the library offer from a leaf is kept; others ignored.
     fn vendor(&mut self, conn: ConnId, id: Guid, payload: &bytes::Bytes) {
@@ -815,12 +820,14 @@ impl Engine {
         if chunk.first {
             peer.offered = Some((Library::new(), false));
             peer.offered_firewalled = chunk.firewalled;
+            peer.offered_bytes = 0;
         }
         let Some((lib, complete)) = peer.offered.as_mut() else {
             return;
         };
         for f in chunk.files {
-            if lib.len() >= Self::MAX_OFFERED {
+            peer.offered_bytes += f.name.len();
+            if lib.len() >= Self::MAX_OFFERED || peer.offered_bytes > Self::MAX_OFFERED_BYTES {
                 // Too many to answer for: the leaf stays reachable through QRP.
                 peer.offered = None;
                 return;

@@ -175,6 +175,19 @@ impl HostCache {
 
     /// The outcome of dialing `addr`.
     pub fn dialed(&mut self, addr: SocketAddr, connected: bool, now: Instant) {
+        self.dialed_with(addr, connected, 1, now);
+    }
+
+    /// The outcome of dialing `addr` with `connections` TCP connections (2 when a
+    /// 0.6 attempt was followed by a 0.4 one). A failure waits that many times
+    /// longer, so a host never sees more than two of our connections a minute.
+    pub fn dialed_with(
+        &mut self,
+        addr: SocketAddr,
+        connected: bool,
+        connections: u32,
+        now: Instant,
+    ) {
         let Some(e) = self.hosts.get_mut(&addr) else {
             return;
         };
@@ -188,6 +201,7 @@ impl HostCache {
             let delay = self
                 .backoff_start
                 .saturating_mul(1 << e.failures.min(16).saturating_sub(1))
+                .saturating_mul(connections.max(1))
                 .min(BACKOFF_MAX);
             e.retry_at = Some(now + delay);
         }
@@ -263,6 +277,22 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_failed_dial_of_two_connections_waits_twice_as_long() {
+        let now = Instant::now();
+        let t = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut c = HostCache::new(10);
+        c.learn(a("1.1.1.1:1"), t);
+        c.learn(a("2.2.2.2:2"), t);
+        c.dialed_with(a("1.1.1.1:1"), false, 1, now);
+        c.dialed_with(a("2.2.2.2:2"), false, 2, now);
+        let after = |s| now + Duration::from_secs(s);
+        assert_eq!(c.next_to_dial(after(29)), None);
+        assert_eq!(c.next_to_dial(after(30)), Some(a("1.1.1.1:1")));
+        assert_eq!(c.next_to_dial(after(59)), None, "a 0.6 and a 0.4 attempt");
+        assert_eq!(c.next_to_dial(after(60)), Some(a("2.2.2.2:2")));
     }
 
     #[test]

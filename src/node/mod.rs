@@ -543,23 +543,31 @@ async fn dial_recorded(
     peer: &str,
     addr: Option<SocketAddr>,
 ) -> Result<(), HandshakeFailure> {
-    let result = dial(shared, peer).await;
+    let mut connections = 0;
+    let result = dial(shared, peer, &mut connections).await;
     if let Some(a) = addr {
-        shared
-            .hosts
-            .lock()
-            .expect("hosts")
-            .dialed(a, result.is_ok(), Instant::now());
+        shared.hosts.lock().expect("hosts").dialed_with(
+            a,
+            result.is_ok(),
+            connections,
+            Instant::now(),
+        );
     }
     result
 }
 
-/// Connects to `peer` and, on success, runs the connection.
-async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> {
+/// Connects to `peer` and, on success, runs the connection; `connections`
+/// counts the TCP connections made (a 0.4 fallback makes a second).
+async fn dial(
+    shared: &Arc<Shared>,
+    peer: &str,
+    connections: &mut u32,
+) -> Result<(), HandshakeFailure> {
     let timeout = shared.config.handshake_timeout;
     // The link the handshake settled, counted by the engine until it opens.
     let mut counted: Option<Link> = None;
     let work = async {
+        *connections += 1;
         let mut stream = TcpStream::connect(peer).await?;
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
@@ -620,6 +628,7 @@ async fn dial(shared: &Arc<Shared>, peer: &str) -> Result<(), HandshakeFailure> 
                 | HandshakeFailure::Unexpected(_)
                 | HandshakeFailure::Malformed(_),
             ) if counted.is_none() => {
+                *connections += 1;
                 let mut stream = TcpStream::connect(remote).await?;
                 let local = stream.local_addr()?;
                 let est = handshake::connect_04(&mut stream).await?;

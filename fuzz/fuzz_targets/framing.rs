@@ -16,59 +16,15 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use servent::framing::{DescriptorCodec, SizeLimits};
-use servent::wire::{Frame, HEADER_LEN, Header};
-use servent_fuzz::hex;
-use tokio_util::codec::{Decoder, Encoder};
+use servent::wire::{HEADER_LEN, Header};
+use servent_fuzz::{chunks, decode_chunks, hex};
+use tokio_util::codec::Encoder;
 
 const TINY: SizeLimits = SizeLimits {
     query: 8,
     query_hit: 64,
     other: 32,
 };
-
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    frames: Vec<Frame>,
-    /// The error that stopped decoding, as text.
-    error: Option<String>,
-    /// Bytes still buffered at the end (only compared without an error).
-    leftover: usize,
-}
-
-fn decode<'a>(limits: SizeLimits, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
-    let mut codec = DescriptorCodec::new(limits);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(e) => {
-                    return Outcome {
-                        frames,
-                        error: Some(e.to_string()),
-                        leftover: buf.len(),
-                    };
-                }
-            }
-        }
-    }
-    Outcome {
-        frames,
-        error: None,
-        leftover: buf.len(),
-    }
-}
-
-fn chunk_size(b: u8) -> usize {
-    if b < 0x80 {
-        b as usize + 1
-    } else {
-        ((b & 0x7f) as usize + 1) * 64
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, rest)) = data.split_first() else {
@@ -85,19 +41,9 @@ fuzz_target!(|data: &[u8]| {
         SizeLimits::default()
     };
 
-    let whole = decode(limits, std::iter::once(stream));
+    let whole = decode_chunks(DescriptorCodec::new(limits), std::iter::once(stream));
 
-    let mut pos = 0;
-    let chunks = sizes.iter().cycle().map_while(|&b| {
-        if pos >= stream.len() {
-            return None;
-        }
-        let end = stream.len().min(pos + chunk_size(b));
-        let chunk = &stream[pos..end];
-        pos = end;
-        Some(chunk)
-    });
-    let chunked = decode(limits, chunks);
+    let chunked = decode_chunks(DescriptorCodec::new(limits), chunks(stream, sizes));
 
     assert_eq!(
         chunked.frames, whole.frames,

@@ -28,53 +28,11 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use servent::napster::wire::{
-    DEFAULT_MAX_FRAME, Fields, Frame, Line, NapCodec, PeerFile, SearchRequest, SearchResult,
+    DEFAULT_MAX_FRAME, Fields, Line, NapCodec, PeerFile, SearchRequest, SearchResult,
     nick_and_file, number,
 };
-use servent_fuzz::hex;
-use tokio_util::codec::{Decoder, Encoder};
-
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    frames: Vec<Frame>,
-    error: Option<String>,
-    leftover: usize,
-}
-
-fn decode<'a>(max: usize, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
-    let mut codec = NapCodec::new(max);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(f)) => frames.push(f),
-                Ok(None) => break,
-                Err(e) => {
-                    return Outcome {
-                        frames,
-                        error: Some(e.to_string()),
-                        leftover: buf.len(),
-                    };
-                }
-            }
-        }
-    }
-    Outcome {
-        frames,
-        error: None,
-        leftover: buf.len(),
-    }
-}
-
-fn chunk_size(b: u8) -> usize {
-    if b < 0x80 {
-        b as usize + 1
-    } else {
-        ((b & 0x7f) as usize + 1) * 64
-    }
-}
+use servent_fuzz::{chunks, decode_chunks, hex};
+use tokio_util::codec::Encoder;
 
 fn codec(data: &[u8]) {
     let Some((&control, rest)) = data.split_first() else {
@@ -91,18 +49,8 @@ fn codec(data: &[u8]) {
         DEFAULT_MAX_FRAME
     };
 
-    let whole = decode(max, std::iter::once(stream));
-    let mut pos = 0;
-    let chunks = sizes.iter().cycle().map_while(|&b| {
-        if pos >= stream.len() {
-            return None;
-        }
-        let end = stream.len().min(pos + chunk_size(b));
-        let chunk = &stream[pos..end];
-        pos = end;
-        Some(chunk)
-    });
-    let chunked = decode(max, chunks);
+    let whole = decode_chunks(NapCodec::new(max), std::iter::once(stream));
+    let chunked = decode_chunks(NapCodec::new(max), chunks(stream, sizes));
     assert_eq!(
         chunked.frames, whole.frames,
         "frames depend on the chunking"

@@ -137,3 +137,69 @@ pub fn validate_agrees(function: servent::wire::Function, input: &[u8]) {
         ),
     }
 }
+
+/// What a stream decoder made of a byte stream.
+#[derive(Debug, PartialEq)]
+pub struct Decoded<F> {
+    pub frames: Vec<F>,
+    /// The error that stopped decoding, as text.
+    pub error: Option<String>,
+    /// Bytes still buffered at the end (only meaningful without an error).
+    pub leftover: usize,
+}
+
+/// Runs `codec` over `chunks`, fed one at a time as they would arrive from a
+/// socket, until the input ends or the codec fails.
+pub fn decode_chunks<'a, D>(
+    mut codec: D,
+    chunks: impl Iterator<Item = &'a [u8]>,
+) -> Decoded<D::Item>
+where
+    D: tokio_util::codec::Decoder,
+    D::Error: std::fmt::Display,
+{
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    return Decoded {
+                        frames,
+                        error: Some(e.to_string()),
+                        leftover: buf.len(),
+                    };
+                }
+            }
+        }
+    }
+    Decoded {
+        frames,
+        error: None,
+        leftover: buf.len(),
+    }
+}
+
+/// Cuts `stream` into chunks whose sizes come from `sizes` in turn (a byte below
+/// 0x80 gives 1..=128 bytes, others multiples of 64 up to 8 KiB); no chunks when
+/// `sizes` is empty.
+pub fn chunks<'a>(stream: &'a [u8], sizes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut pos = 0;
+    sizes.iter().cycle().map_while(move |&b| {
+        if pos >= stream.len() {
+            return None;
+        }
+        let size = if b < 0x80 {
+            b as usize + 1
+        } else {
+            ((b & 0x7f) as usize + 1) * 64
+        };
+        let end = stream.len().min(pos + size);
+        let chunk = &stream[pos..end];
+        pos = end;
+        Some(chunk)
+    })
+}

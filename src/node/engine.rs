@@ -50,25 +50,34 @@ const PATCH_CHUNK: usize = 4096;
 /// How often every neighbour is pinged to refresh the pong cache.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// What the handshake told us about a link.
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    /// Our address as this peer reaches us (for Pongs and hits sent to it).
+    pub local: SocketAddr,
+    /// Where the peer listens, when known.
+    pub remote_listen: Option<SocketAddr>,
+    /// What the link is (already counted by the role policy at admission);
+    /// `ToUltrapeer`: it accepts only our own queries, never relayed ones
+    /// (gtk-gnutella drops a leaf that relays with Bye 414).
+    pub link: Link,
+    /// The peer sends and reads inter-ultrapeer tables.
+    pub up_qrp: bool,
+    /// The peer speaks the library offer.
+    pub offers: bool,
+    /// Ultrapeer links the peer keeps (`X-Degree`; 0 if it did not say).
+    pub degree: usize,
+    /// The peer's servent GUID, when its handshake (or its push-proxy request)
+    /// said it.
+    pub guid: Option<Guid>,
+}
+
 /// What connections and the node tell the engine.
 pub enum Event {
     Opened {
         conn: ConnId,
         tx: ConnTx,
-        /// Our address as this peer reaches us (for Pongs and hits sent to it).
-        local: SocketAddr,
-        /// Where the peer listens, when known.
-        remote_listen: Option<SocketAddr>,
-        /// What the link is (already counted by the role policy at admission).
-        link: Link,
-        /// The peer sends and reads inter-ultrapeer tables.
-        up_qrp: bool,
-        /// The peer speaks the library offer.
-        offers: bool,
-        /// Ultrapeer links the peer keeps (`X-Degree`; 0 if it did not say).
-        degree: usize,
-        /// The peer's servent GUID, when its handshake said it.
-        guid: Option<Guid>,
+        info: LinkInfo,
     },
     /// Frames received on one connection, in order.
     Frames {
@@ -162,15 +171,7 @@ pub struct EngineStats {
 
 struct Peer {
     tx: ConnTx,
-    local: SocketAddr,
-    remote_listen: Option<SocketAddr>,
-    /// `ToUltrapeer`: it accepts only our own queries, never relayed ones
-    /// (gtk-gnutella drops a leaf that relays with Bye 414).
-    link: Link,
-    up_qrp: bool,
-    offers: bool,
-    degree: usize,
-    guid: Option<Guid>,
+    info: LinkInfo,
     unknown: u32,
     repeated: u32,
     /// The table this peer sent us (its leaf's files, or an ultrapeer's merge).
@@ -198,8 +199,8 @@ impl Peer {
     /// Whether we send this peer our table.
     fn wants_table(&self, role: Role) -> bool {
         match role {
-            Role::Leaf => self.link == Link::ToUltrapeer,
-            Role::Ultrapeer => self.link == Link::Peer && self.up_qrp,
+            Role::Leaf => self.info.link == Link::ToUltrapeer,
+            Role::Ultrapeer => self.info.link == Link::Peer && self.info.up_qrp,
         }
     }
 
@@ -213,9 +214,9 @@ impl Peer {
 /// Whether we answer queries for this leaf ourselves (it offered its files, and
 /// we know its GUID and address).
 fn answers_for(p: &Peer) -> bool {
-    p.link == Link::ToLeaf
-        && p.guid.is_some()
-        && p.remote_listen.is_some()
+    p.info.link == Link::ToLeaf
+        && p.info.guid.is_some()
+        && p.info.remote_listen.is_some()
         && p.offered.as_ref().is_some_and(|(_, complete)| *complete)
 }
 
@@ -450,7 +451,7 @@ impl Engine {
     fn change_role(&mut self, change: RoleChange) {
         tracing::info!(role = ?change.to, "role changed");
         for peer in self.peers.values() {
-            if change.drop.contains(&peer.link) {
+            if change.drop.contains(&peer.info.link) {
                 peer.tx.close(bye::CODE_SHUTDOWN, "Changing role");
             }
         }
@@ -475,31 +476,16 @@ impl Engine {
 
     fn handle(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Opened {
-                conn,
-                tx,
-                local,
-                remote_listen,
-                link,
-                up_qrp,
-                offers,
-                degree,
-                guid,
-            } => {
-                tracing::debug!(conn = conn.0, ?remote_listen, %local, link = link.name(), "connection opened");
+            Event::Opened { conn, tx, mut info } => {
+                tracing::debug!(conn = conn.0, remote_listen = ?info.remote_listen, local = %info.local, link = info.link.name(), "connection opened");
                 self.stats.opened += 1;
                 self.router.connection_opened(conn);
+                info.up_qrp &= self.tier.config().ultrapeer_qrp;
                 self.peers.insert(
                     conn,
                     Peer {
                         tx,
-                        local,
-                        remote_listen,
-                        link,
-                        up_qrp: up_qrp && self.tier.config().ultrapeer_qrp,
-                        offers,
-                        degree,
-                        guid,
+                        info,
                         unknown: 0,
                         repeated: 0,
                         table: None,
@@ -519,11 +505,11 @@ impl Engine {
                 self.dq.closed(conn);
                 if let Some(peer) = self.peers.remove(&conn) {
                     self.open.fetch_sub(1, Ordering::Relaxed);
-                    self.tier.closed(peer.link, now);
-                    if peer.link == Link::ToLeaf && peer.table.is_some() {
+                    self.tier.closed(peer.info.link, now);
+                    if peer.info.link == Link::ToLeaf && peer.table.is_some() {
                         self.table_dirty = true;
                     }
-                    if let Some(addr) = peer.remote_listen {
+                    if let Some(addr) = peer.info.remote_listen {
                         self.hosts.lock().expect("hosts").closed(addr, now);
                     }
                 }
@@ -553,7 +539,7 @@ impl Engine {
                 let outranked = self
                     .peers
                     .values()
-                    .any(|p| p.link == Link::Peer && p.guid.is_some_and(|g| g > self.me));
+                    .any(|p| p.info.link == Link::Peer && p.info.guid.is_some_and(|g| g > self.me));
                 self.tier.set_outranked(outranked);
                 if self.stats.shed > self.shed_at_tick {
                     self.tier.congested(now);
@@ -709,7 +695,7 @@ impl Engine {
         let from_leaf = self
             .peers
             .get(&conn)
-            .is_some_and(|p| p.link == Link::ToLeaf);
+            .is_some_and(|p| p.info.link == Link::ToLeaf);
         if let (Some(f), Some(q), true) = (&forward, &query, from_leaf) {
             // A leaf's query: searched for dynamically, not flooded.
             if self.start_dq(conn, &frame, f, q, now) {
@@ -777,14 +763,14 @@ impl Engine {
                 return;
             }
         };
-        if m.is(b"LIME", 21) && role == Role::Ultrapeer && peer.link == Link::ToLeaf {
+        if m.is(b"LIME", 21) && role == Role::Ultrapeer && peer.info.link == Link::ToLeaf {
             // A firewalled leaf asks us to be its push proxy; the message id is
             // its servent GUID. Pushes for that GUID now go to it, and the ack
             // (LIME/22v2) gives the address it should list: IPv4 BE, port LE.
-            peer.guid = Some(id);
+            peer.info.guid = Some(id);
             let mut body = Vec::with_capacity(6);
-            body.extend_from_slice(&ipv4_of(peer.local.ip()).octets());
-            body.extend_from_slice(&peer.local.port().to_le_bytes());
+            body.extend_from_slice(&ipv4_of(peer.info.local.ip()).octets());
+            body.extend_from_slice(&peer.info.local.port().to_le_bytes());
             let ack = Message::Vendor(crate::wire::VendorMsg {
                 vendor: *b"LIME",
                 selector: 22,
@@ -798,7 +784,7 @@ impl Engine {
             }
             return;
         }
-        if !OfferChunk::is_offer(&m) || role != Role::Ultrapeer || peer.link != Link::ToLeaf {
+        if !OfferChunk::is_offer(&m) || role != Role::Ultrapeer || peer.info.link != Link::ToLeaf {
             tracing::trace!(
                 conn = conn.0,
                 vendor = %String::from_utf8_lossy(&m.vendor),
@@ -843,7 +829,7 @@ impl Engine {
     /// Answers a query for every leaf whose offered files match it: a hit naming
     /// the leaf, with us as its push proxy.
     fn answer_for_leaves(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
-        let Some(local) = self.peers.get(&conn).map(|p| p.local) else {
+        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
             return;
         };
         let text = String::from_utf8_lossy(q.text);
@@ -853,7 +839,8 @@ impl Engine {
             if *c == conn || !answers_for(p) {
                 continue;
             }
-            let (Some((lib, _)), Some(guid), Some(addr)) = (&p.offered, p.guid, p.remote_listen)
+            let (Some((lib, _)), Some(guid), Some(addr)) =
+                (&p.offered, p.info.guid, p.info.remote_listen)
             else {
                 continue;
             };
@@ -901,7 +888,9 @@ impl Engine {
         let Some(peer) = self
             .peers
             .iter()
-            .find(|(c, p)| **c != from && p.link == Link::ToLeaf && p.guid == Some(target))
+            .find(|(c, p)| {
+                **c != from && p.info.link == Link::ToLeaf && p.info.guid == Some(target)
+            })
             .map(|(_, p)| p)
         else {
             return false;
@@ -924,11 +913,11 @@ impl Engine {
     fn dq_candidates(&self, q: &QueryView<'_>) -> Vec<Candidate> {
         self.peers
             .iter()
-            .filter(|(_, p)| matches!(p.link, Link::Peer | Link::Flat))
+            .filter(|(_, p)| matches!(p.info.link, Link::Peer | Link::Flat))
             .map(|(c, p)| Candidate {
                 conn: *c,
                 matches: p.matches(q),
-                degree: p.degree,
+                degree: p.info.degree,
             })
             .collect()
     }
@@ -986,11 +975,11 @@ impl Engine {
                 .and_then(|f| QueryView::parse(&f.payload).ok());
             peers
                 .iter()
-                .filter(|(_, p)| matches!(p.link, Link::Peer | Link::Flat))
+                .filter(|(_, p)| matches!(p.info.link, Link::Peer | Link::Flat))
                 .map(|(c, p)| Candidate {
                     conn: *c,
                     matches: view.as_ref().and_then(|q| p.matches(q)),
-                    degree: p.degree,
+                    degree: p.info.degree,
                 })
                 .collect()
         });
@@ -1021,7 +1010,7 @@ impl Engine {
         let last_hop = f.ttl == 1;
         let mut deliver = |p: &Peer| {
             if matches!(function, Function::Query | Function::Ping) {
-                match p.link {
+                match p.info.link {
                     // Never relay to an ultrapeer that took us as its leaf; leaves
                     // get queries through `send_to_leaves` only, and no pings.
                     Link::ToUltrapeer | Link::ToLeaf => return,
@@ -1079,7 +1068,7 @@ impl Engine {
         let mut bytes = None;
         let (mut sent, mut shed, mut misses) = (0u64, 0u64, 0u64);
         for (c, p) in &self.peers {
-            if *c == from || p.link != Link::ToLeaf || answers_for(p) {
+            if *c == from || p.info.link != Link::ToLeaf || answers_for(p) {
                 continue;
             }
             if p.matches(q) != Some(true) {
@@ -1109,7 +1098,8 @@ impl Engine {
             return;
         };
         let keeps = role == Role::Ultrapeer
-            && (peer.link == Link::ToLeaf || (peer.link == Link::Peer && peer.up_qrp));
+            && (peer.info.link == Link::ToLeaf
+                || (peer.info.link == Link::Peer && peer.info.up_qrp));
         if !keeps {
             return;
         }
@@ -1157,7 +1147,7 @@ impl Engine {
         match result {
             Ok(true) => {
                 self.stats.tables_received += 1;
-                if peer.link == Link::ToLeaf {
+                if peer.info.link == Link::ToLeaf {
                     self.table_dirty = true;
                 }
             }
@@ -1184,7 +1174,7 @@ impl Engine {
         }
         if self.tier.role() == Role::Ultrapeer {
             for p in self.peers.values() {
-                if let (Link::ToLeaf, Some(r)) = (p.link, &p.table) {
+                if let (Link::ToLeaf, Some(r)) = (p.info.link, &p.table) {
                     t.merge(&r.table);
                 }
             }
@@ -1249,7 +1239,7 @@ impl Engine {
         }
         let version = self.library_version;
         let wanting = |p: &Peer| {
-            p.link == Link::ToUltrapeer && p.offers && p.offered_version != Some(version)
+            p.info.link == Link::ToUltrapeer && p.info.offers && p.offered_version != Some(version)
         };
         if !self.peers.values().any(wanting) {
             return;
@@ -1348,8 +1338,8 @@ impl Engine {
             return;
         };
         let pong = Message::Pong(Pong {
-            port: peer.local.port(),
-            ip: ipv4_of(peer.local.ip()),
+            port: peer.info.local.port(),
+            ip: ipv4_of(peer.info.local.ip()),
             files: self.library.len() as u32,
             kbytes: (self.library.total_size() / 1024).min(u32::MAX as u64) as u32,
             ggep: None,
@@ -1369,7 +1359,7 @@ impl Engine {
         if found.is_empty() {
             return;
         }
-        let Some(local) = self.peers.get(&conn).map(|p| p.local) else {
+        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
             return;
         };
         let flags = OpenDataFlags {

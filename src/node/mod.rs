@@ -39,7 +39,7 @@ pub use crate::core::tier::{Mode, TierConfig};
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
-use engine::{Engine, EngineRef, Event};
+use engine::{Engine, EngineRef, Event, LinkInfo};
 pub use engine::{EngineStats, RelayCounts};
 use handshake::{Established, HandshakeFailure, RoleHeaders};
 
@@ -686,9 +686,7 @@ async fn open_connection(
     let _ = stream.set_nodelay(true);
     let tx = conn::ConnTx::new(est.v04);
     shared.open.fetch_add(1, Ordering::Relaxed);
-    if !shared.engine.send(Event::Opened {
-        conn,
-        tx: tx.clone(),
+    let info = LinkInfo {
         local,
         remote_listen,
         link,
@@ -700,6 +698,11 @@ async fn open_connection(
             .and_then(|d| d.trim().parse().ok())
             .unwrap_or(0),
         guid: est.headers.get("GUID").and_then(Guid::from_hex),
+    };
+    if !shared.engine.send(Event::Opened {
+        conn,
+        tx: tx.clone(),
+        info,
     }) {
         shared.open.fetch_sub(1, Ordering::Relaxed);
         shared.engine.release(link);

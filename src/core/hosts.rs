@@ -93,7 +93,12 @@ impl HostCache {
     /// Up to `n` known ultrapeers, for `X-Try-Ultrapeers`, most recently heard
     /// of first.
     pub fn sample_ultrapeers(&self, n: usize) -> Vec<SocketAddr> {
-        let mut v: Vec<_> = self.hosts.iter().filter(|(_, e)| e.ultrapeer).collect();
+        self.newest(n, |e| e.ultrapeer)
+    }
+
+    /// Up to `n` hosts whose entry passes `keep`, most recently heard of first.
+    fn newest(&self, n: usize, keep: impl Fn(&Entry) -> bool) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self.hosts.iter().filter(|(_, e)| keep(e)).collect();
         v.sort_by_key(|(a, e)| (std::cmp::Reverse(e.seen), **a));
         v.into_iter().take(n).map(|(a, _)| *a).collect()
     }
@@ -225,9 +230,7 @@ impl HostCache {
 
     /// Up to `n` hosts for an `X-Try` header, most recently heard of first.
     pub fn sample(&self, n: usize) -> Vec<SocketAddr> {
-        let mut v: Vec<_> = self.hosts.iter().collect();
-        v.sort_by_key(|(a, e)| (std::cmp::Reverse(e.seen), **a));
-        v.into_iter().take(n).map(|(a, _)| *a).collect()
+        self.newest(n, |_| true)
     }
 
     /// Writes the cache as lines `ip:port seconds-since-epoch`, atomically.

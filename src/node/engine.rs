@@ -220,6 +220,26 @@ fn answers_for(p: &Peer) -> bool {
         && p.offered.as_ref().is_some_and(|(_, complete)| *complete)
 }
 
+/// The ultrapeer (and flat) links as the dynamic-query planner sees them, for
+/// query `q` (whose tables match it; unknown without a query).
+fn candidates(peers: &HashMap<ConnId, Peer>, q: Option<&QueryView<'_>>) -> Vec<Candidate> {
+    peers
+        .iter()
+        .filter(|(_, p)| matches!(p.info.link, Link::Peer | Link::Flat))
+        .map(|(c, p)| Candidate {
+            conn: *c,
+            matches: q.and_then(|q| p.matches(q)),
+            degree: p.info.degree,
+        })
+        .collect()
+}
+
+/// The QRP keyword a SHA-1 URN goes into tables as (`urn:sha1:` and base32,
+/// lower case).
+fn urn_keyword(u: &Sha1Urn) -> String {
+    u.to_string().to_lowercase()
+}
+
 /// Whether a query hits a table: every keyword of its text, or one of its URNs.
 fn table_matches(table: &QrpTable, q: &QueryView<'_>) -> bool {
     let text = String::from_utf8_lossy(q.text);
@@ -228,7 +248,7 @@ fn table_matches(table: &QrpTable, q: &QueryView<'_>) -> bool {
     }
     q.ext
         .sha1_urns()
-        .any(|u| table.contains_keyword(&u.to_string().to_lowercase()))
+        .any(|u| table.contains_keyword(&urn_keyword(&u)))
 }
 
 /// The way into the engine for every task of the node. The engine decides
@@ -911,15 +931,7 @@ impl Engine {
 
     /// The ultrapeer links as the dynamic-query planner sees them for `q`.
     fn dq_candidates(&self, q: &QueryView<'_>) -> Vec<Candidate> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| matches!(p.info.link, Link::Peer | Link::Flat))
-            .map(|(c, p)| Candidate {
-                conn: *c,
-                matches: p.matches(q),
-                degree: p.info.degree,
-            })
-            .collect()
+        candidates(&self.peers, Some(q))
     }
 
     /// Starts a dynamic query for a leaf's query; false when the planner is full
@@ -973,15 +985,7 @@ impl Engine {
             let view = frames
                 .get(id)
                 .and_then(|f| QueryView::parse(&f.payload).ok());
-            peers
-                .iter()
-                .filter(|(_, p)| matches!(p.info.link, Link::Peer | Link::Flat))
-                .map(|(c, p)| Candidate {
-                    conn: *c,
-                    matches: view.as_ref().and_then(|q| p.matches(q)),
-                    degree: p.info.degree,
-                })
-                .collect()
+            candidates(peers, view.as_ref())
         });
         for (id, s) in steps {
             if let Some(frame) = self.dq_frames.get(&id).cloned() {
@@ -1169,7 +1173,7 @@ impl Engine {
         for f in self.library.files() {
             t.insert_text(&f.name);
             if let Some(u) = &f.sha1 {
-                t.insert_keyword(&u.to_string().to_lowercase());
+                t.insert_keyword(&urn_keyword(u));
             }
         }
         if self.tier.role() == Role::Ultrapeer {

@@ -130,6 +130,23 @@ async fn read_head<R: AsyncRead + Unpin>(
 }
 
 /// `<nick> "<file>" <number>` complete?
+/// Opens a data-port exchange as the side that was connected to: writes the
+/// `1`, then reads the other side's head, `<command>nick "file" number`.
+async fn open_exchange(
+    s: &mut TcpStream,
+    command: &'static [u8],
+    deadline: Instant,
+) -> Result<Vec<u8>, TransferError> {
+    s.write_all(b"1").await?;
+    let mut buf = Vec::new();
+    read_head(s, &mut buf, deadline, |b| match b.strip_prefix(command) {
+        Some(rest) => triple(rest),
+        None => Head::Incomplete,
+    })
+    .await?;
+    Ok(buf)
+}
+
 fn triple(buf: &[u8]) -> Head {
     match Fields::exactly::<3>(buf) {
         Some([_, _, n]) if number::<u64>(n).is_some() => Head::Complete,
@@ -246,15 +263,7 @@ pub async fn serve_get(
     timeouts: Timeouts,
 ) -> Result<(String, u64), TransferError> {
     let deadline = Instant::now() + timeouts.setup;
-    s.write_all(b"1").await?;
-    let mut buf = Vec::new();
-    read_head(&mut s, &mut buf, deadline, |b| {
-        match b.strip_prefix(b"GET") {
-            Some(rest) => triple(rest),
-            None => Head::Incomplete,
-        }
-    })
-    .await?;
+    let buf = open_exchange(&mut s, b"GET", deadline).await?;
     let Some(rest) = buf.strip_prefix(b"GET") else {
         let _ = s.write_all(b"INVALID REQUEST").await;
         return Err(TransferError::Protocol(format!(
@@ -429,15 +438,7 @@ pub async fn receive_push(
     timeouts: Timeouts,
 ) -> Result<Downloaded, TransferError> {
     let deadline = Instant::now() + timeouts.setup;
-    s.write_all(b"1").await?;
-    let mut buf = Vec::new();
-    read_head(&mut s, &mut buf, deadline, |b| {
-        match b.strip_prefix(b"SEND") {
-            Some(rest) => triple(rest),
-            None => Head::Incomplete,
-        }
-    })
-    .await?;
+    let buf = open_exchange(&mut s, b"SEND", deadline).await?;
     let parsed = buf.strip_prefix(b"SEND").and_then(parse_triple);
     let Some((nick, file, size)) = parsed else {
         let _ = s.write_all(b"INVALID REQUEST").await;

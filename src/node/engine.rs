@@ -205,9 +205,9 @@ impl Peer {
     }
 
     /// Whether a query matches the table this peer sent (`None`: no table yet).
-    fn matches(&self, q: &QueryView<'_>) -> Option<bool> {
+    fn matches(&self, k: &QueryKeys) -> Option<bool> {
         let t = self.table.as_ref().filter(|t| t.complete)?;
-        Some(table_matches(&t.table, q))
+        Some(k.hit(&t.table))
     }
 }
 
@@ -222,13 +222,13 @@ fn answers_for(p: &Peer) -> bool {
 
 /// The ultrapeer (and flat) links as the dynamic-query planner sees them, for
 /// query `q` (whose tables match it; unknown without a query).
-fn candidates(peers: &HashMap<ConnId, Peer>, q: Option<&QueryView<'_>>) -> Vec<Candidate> {
+fn candidates(peers: &HashMap<ConnId, Peer>, k: Option<&QueryKeys>) -> Vec<Candidate> {
     peers
         .iter()
         .filter(|(_, p)| matches!(p.info.link, Link::Peer | Link::Flat))
         .map(|(c, p)| Candidate {
             conn: *c,
-            matches: q.and_then(|q| p.matches(q)),
+            matches: k.and_then(|k| p.matches(k)),
             degree: p.info.degree,
         })
         .collect()
@@ -240,15 +240,26 @@ fn urn_keyword(u: &Sha1Urn) -> String {
     u.to_string().to_lowercase()
 }
 
-/// Whether a query hits a table: every keyword of its text, or one of its URNs.
-fn table_matches(table: &QrpTable, q: &QueryView<'_>) -> bool {
-    let text = String::from_utf8_lossy(q.text);
-    if table.matches_query_text(&text) {
-        return true;
+/// A query's QRP keywords, split once per query and matched against as many
+/// tables as it meets (every leaf's, and ultrapeers' on its last hop).
+struct QueryKeys {
+    words: Vec<String>,
+    urns: Vec<String>,
+}
+
+impl QueryKeys {
+    fn of(q: &QueryView<'_>) -> QueryKeys {
+        QueryKeys {
+            words: qrp::split_keywords(&String::from_utf8_lossy(q.text)),
+            urns: q.ext.sha1_urns().map(|u| urn_keyword(&u)).collect(),
+        }
     }
-    q.ext
-        .sha1_urns()
-        .any(|u| table.contains_keyword(&urn_keyword(&u)))
+
+    /// Whether the query hits `table`: every keyword of its text, or one of its
+    /// URNs.
+    fn hit(&self, table: &QrpTable) -> bool {
+        table.matches_query(&self.words) || self.urns.iter().any(|u| table.contains_keyword(u))
+    }
 }
 
 /// The way into the engine for every task of the node. The engine decides
@@ -706,19 +717,24 @@ impl Engine {
             }
             return;
         };
+        // Only an ultrapeer routes by tables; it splits the query's keywords once.
+        let keys = match (&query, self.tier.role()) {
+            (Some(q), Role::Ultrapeer) => Some(QueryKeys::of(q)),
+            _ => None,
+        };
         // An ultrapeer and its leaves are one unit: a query goes to every leaf
         // whose table matches, even when its TTL ends here; but only the first
         // time (a probe widened on the same link is not news to the leaves).
-        if let (Some(q), Role::Ultrapeer, true) = (&query, self.tier.role(), deliver) {
-            self.send_to_leaves(conn, &frame, forward.as_ref(), q);
+        if let (Some(k), true) = (&keys, deliver) {
+            self.send_to_leaves(conn, &frame, forward.as_ref(), k);
         }
         let from_leaf = self
             .peers
             .get(&conn)
             .is_some_and(|p| p.info.link == Link::ToLeaf);
-        if let (Some(f), Some(q), true) = (&forward, &query, from_leaf) {
+        if let (Some(f), Some(k), true) = (&forward, &keys, from_leaf) {
             // A leaf's query: searched for dynamically, not flooded.
-            if self.start_dq(conn, &frame, f, q, now) {
+            if self.start_dq(conn, &frame, f, k, now) {
                 return self.deliver(conn, &h, &frame.payload, deliver, query.as_ref(), now);
             }
         }
@@ -732,7 +748,7 @@ impl Engine {
                 Function::Query => Priority::RelayedSearch,
                 _ => Priority::Result,
             };
-            self.send(f, priority, &frame, query.as_ref());
+            self.send(f, priority, &frame, keys.as_ref());
         }
         self.deliver(conn, &h, &frame.payload, deliver, query.as_ref(), now);
     }
@@ -929,11 +945,6 @@ impl Engine {
         true
     }
 
-    /// The ultrapeer links as the dynamic-query planner sees them for `q`.
-    fn dq_candidates(&self, q: &QueryView<'_>) -> Vec<Candidate> {
-        candidates(&self.peers, Some(q))
-    }
-
     /// Starts a dynamic query for a leaf's query; false when the planner is full
     /// (the query is then flooded).
     fn start_dq(
@@ -941,10 +952,10 @@ impl Engine {
         from: ConnId,
         frame: &Frame,
         f: &Forward,
-        q: &QueryView<'_>,
+        k: &QueryKeys,
         now: Instant,
     ) -> bool {
-        let links = self.dq_candidates(q);
+        let links = candidates(&self.peers, Some(k));
         // The leaf's TTL (clamped by the router) caps how far we go.
         let Some(probes) = self
             .dq
@@ -982,10 +993,11 @@ impl Engine {
         }
         let (peers, frames) = (&self.peers, &self.dq_frames);
         let steps = self.dq.step(now, |id| {
-            let view = frames
+            let keys = frames
                 .get(id)
-                .and_then(|f| QueryView::parse(&f.payload).ok());
-            candidates(peers, view.as_ref())
+                .and_then(|f| QueryView::parse(&f.payload).ok())
+                .map(|q| QueryKeys::of(&q));
+            candidates(peers, keys.as_ref())
         });
         for (id, s) in steps {
             if let Some(frame) = self.dq_frames.get(&id).cloned() {
@@ -997,13 +1009,7 @@ impl Engine {
         self.dq_frames.retain(|id, _| dq.contains(id));
     }
 
-    fn send(
-        &mut self,
-        f: Forward,
-        priority: Priority,
-        frame: &Frame,
-        query: Option<&QueryView<'_>>,
-    ) {
+    fn send(&mut self, f: Forward, priority: Priority, frame: &Frame, keys: Option<&QueryKeys>) {
         let function = frame.header.function;
         // A leaf relays nothing: it originates queries and answers them.
         if self.tier.role() == Role::Leaf && matches!(function, Function::Query | Function::Ping) {
@@ -1020,7 +1026,7 @@ impl Engine {
                     Link::ToUltrapeer | Link::ToLeaf => return,
                     // The last-hop rule: on its last hop a query goes only to
                     // ultrapeers whose table matches.
-                    Link::Peer if last_hop && query.and_then(|q| p.matches(q)) == Some(false) => {
+                    Link::Peer if last_hop && keys.and_then(|k| p.matches(k)) == Some(false) => {
                         last_hop_misses += 1;
                         return;
                     }
@@ -1063,7 +1069,7 @@ impl Engine {
         from: ConnId,
         frame: &Frame,
         forward: Option<&Forward>,
-        q: &QueryView<'_>,
+        k: &QueryKeys,
     ) {
         let (ttl, hops) = match forward {
             Some(f) => (f.ttl.max(1), f.hops),
@@ -1075,7 +1081,7 @@ impl Engine {
             if *c == from || p.info.link != Link::ToLeaf || answers_for(p) {
                 continue;
             }
-            if p.matches(q) != Some(true) {
+            if p.matches(k) != Some(true) {
                 misses += 1;
                 continue;
             }

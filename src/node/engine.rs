@@ -1208,33 +1208,25 @@ impl Engine {
             self.table_dirty = false;
         }
         let table = self.table.as_ref().expect("just built");
-        let empty = QrpTable::new(TABLE_LEN).expect("a valid table length");
+        // The whole table (RESET, then a patch from empty) is the same for every
+        // new link: built once, when the first one needs it.
+        let mut whole: Option<Option<bytes::Bytes>> = None;
         let mut sent_count = 0;
         for p in self.peers.values_mut().filter(|p| p.wants_table(role)) {
-            if p.sent.as_ref() == Some(table) {
-                continue;
-            }
-            let mut out = BytesMut::new();
-            let guid = Guid::new_random;
-            if p.sent.is_none() {
-                let reset = Message::RouteTable(RouteTableUpdate::Reset {
-                    table_len: TABLE_LEN as u32,
-                    infinity: qrp::DEFAULT_INFINITY,
-                });
-                let _ = reset.encode_frame(guid(), Ttl(1), Hops(0), &mut out);
-            }
-            let old = p.sent.as_ref().unwrap_or(&empty);
-            let chunks = table
-                .diff(old, qrp::DEFAULT_INFINITY)
-                .and_then(|d| qrp::build_patch_chunks(&d, 4, true, PATCH_CHUNK));
-            let Ok(chunks) = chunks else { continue };
-            for c in chunks {
-                let m = Message::RouteTable(c.into());
-                let _ = m.encode_frame(guid(), Ttl(1), Hops(0), &mut out);
-            }
+            let bytes = match &p.sent {
+                Some(old) if old == table => continue,
+                Some(old) => table_update(table, old, false),
+                None => whole
+                    .get_or_insert_with(|| {
+                        let empty = QrpTable::new(TABLE_LEN).expect("a valid table length");
+                        table_update(table, &empty, true)
+                    })
+                    .clone(),
+            };
+            let Some(bytes) = bytes else { continue };
             // Tables are small next to the queue's byte bound, and sent as one
             // piece so the sequence cannot be cut by shedding.
-            p.tx.send(Priority::Own, out.freeze());
+            p.tx.send(Priority::Own, bytes);
             p.sent = Some(table.clone());
             sent_count += 1;
         }
@@ -1390,6 +1382,30 @@ impl Engine {
             self.stats.hits_sent += 1;
         }
     }
+}
+
+/// The frames that turn a peer's copy of our table from `old` into `table`: a
+/// RESET first when `reset`, then the PATCH sequence (4-bit, zlib when smaller).
+fn table_update(table: &QrpTable, old: &QrpTable, reset: bool) -> Option<bytes::Bytes> {
+    let chunks = table
+        .diff(old, qrp::DEFAULT_INFINITY)
+        .and_then(|d| qrp::build_patch_chunks(&d, 4, true, PATCH_CHUNK))
+        .ok()?;
+    let mut out = BytesMut::new();
+    if reset {
+        let m = Message::RouteTable(RouteTableUpdate::Reset {
+            table_len: TABLE_LEN as u32,
+            infinity: qrp::DEFAULT_INFINITY,
+        });
+        m.encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut out)
+            .ok()?;
+    }
+    for c in chunks {
+        Message::RouteTable(c.into())
+            .encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut out)
+            .ok()?;
+    }
+    Some(out.freeze())
 }
 
 /// A frame's bytes with new TTL and hops.

@@ -147,12 +147,18 @@ fn bad_ggep_in_payloads() {
         pong("c3 81 41 00").unwrap_err(),
         WireError::Ggep(GgepError::BadLength)
     );
-    assert_eq!(
-        pong("c3 81 41 40 99").unwrap_err(),
-        WireError::TrailingBytes {
-            what: "pong",
-            count: 1
-        }
+    // Bytes after a whole block that do not start another are ignored, as
+    // gtk-gnutella and LimeWire ignore them; the block itself is kept.
+    let Message::Pong(p) = pong("c3 81 41 40 99").unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(p.ggep.unwrap().exts.len(), 1);
+    assert!(
+        Message::validate(
+            Function::Pong,
+            &hex("ca 18 c0 00 02 0a 64 00 00 00 00 10 00 00 00 00")
+        )
+        .is_ok()
     );
     // Two blocks in a row are merged.
     let Message::Pong(p) = pong("c3 81 41 40 c3 81 42 40").unwrap() else {

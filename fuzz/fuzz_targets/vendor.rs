@@ -1,6 +1,8 @@
 //! Vendor-message payloads (0x31 and 0x32 share the layout): parse, encode, parse
-//! again; see `servent_fuzz::round_trip`. The "Messages Supported" body reader is
-//! run on every parsed message too, and must agree with its builder.
+//! again; see `servent_fuzz::round_trip`. The "Messages Supported" and
+//! "Capabilities" body readers are run on every parsed message too, and must
+//! agree with their builders on the canonical part of the body (bytes after the
+//! lists are ignored, as the shipped servents ignore them).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +16,19 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(entries) = msg.supported_entries()
     {
         let rebuilt = VendorMsg::messages_supported(&entries);
-        assert_eq!(rebuilt.body, msg.body, "supported list does not rebuild");
+        assert_eq!(
+            rebuilt.body,
+            msg.body[..rebuilt.body.len()],
+            "supported list does not rebuild"
+        );
+        assert_eq!(rebuilt.supported_entries().unwrap(), entries);
+    }
+    if let Ok(msg) = VendorMsg::parse(&bytes::Bytes::copy_from_slice(data))
+        && let Ok(caps) = msg.capability_entries()
+    {
+        assert!(caps.len() <= servent::wire::vendor::MAX_CAPABILITIES);
+        let rebuilt = VendorMsg::capabilities(&caps);
+        let again = rebuilt.capability_entries().unwrap();
+        assert_eq!(again.len(), caps.len());
     }
 });

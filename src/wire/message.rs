@@ -205,38 +205,30 @@ fn fixed_then_ggep(payload: &[u8], fixed: usize, what: &'static str) -> WireResu
     ggep_tail_valid(payload, fixed, what)
 }
 
-/// Checks that `buf[start..]` is a run of whole GGEP blocks.
-fn ggep_tail_valid(buf: &[u8], start: usize, what: &'static str) -> WireResult<()> {
+/// Checks that `buf[start..]` is a run of whole GGEP blocks, optionally followed
+/// by bytes that do not start a block. Those are ignored, as gtk-gnutella and
+/// LimeWire ignore them (LimeWire's Pings end in a zero byte after their GGEP
+/// block); a block that starts but is broken is an error.
+fn ggep_tail_valid(buf: &[u8], start: usize, _what: &'static str) -> WireResult<()> {
     let mut pos = start;
-    while pos < buf.len() {
-        if buf[pos] != ggep::MAGIC {
-            return Err(WireError::TrailingBytes {
-                what,
-                count: buf.len() - pos,
-            });
-        }
+    while pos < buf.len() && buf[pos] == ggep::MAGIC {
         pos += GgepView::parse(&buf[pos..])?.1;
     }
     Ok(())
 }
 
 /// Parses the GGEP blocks that make up `buf[start..]`, merging them into one (an
-/// empty tail gives `None`). Any byte that does not start a block is an error.
+/// empty tail gives `None`). Bytes after the last whole block that do not start
+/// another one are ignored (see [`ggep_tail_valid`]).
 pub(crate) fn ggep_tail(
     buf: &Bytes,
     start: usize,
     budget: &mut usize,
-    what: &'static str,
+    _what: &'static str,
 ) -> WireResult<Option<Ggep>> {
     let mut pos = start;
     let mut merged: Option<Ggep> = None;
-    while pos < buf.len() {
-        if buf[pos] != ggep::MAGIC {
-            return Err(WireError::TrailingBytes {
-                what,
-                count: buf.len() - pos,
-            });
-        }
+    while pos < buf.len() && buf[pos] == ggep::MAGIC {
         let (g, end) = Ggep::parse_at(buf, pos, budget)?;
         pos = end;
         match &mut merged {

@@ -81,14 +81,15 @@ impl VendorMsg {
             return Err(WireError::Truncated { what: WHAT });
         }
         let count = u16::from_le_bytes([b[0], b[1]]) as usize;
-        if b.len() != 2 + 8 * count {
+        // Bytes after the last entry are ignored, as the shipped servents do.
+        if b.len() < 2 + 8 * count {
             return Err(WireError::BadLength {
                 what: WHAT,
                 expected: 2 + 8 * count,
                 got: b.len(),
             });
         }
-        Ok(b[2..]
+        Ok(b[2..2 + 8 * count]
             .chunks_exact(8)
             .map(|e| Supported {
                 vendor: [e[0], e[1], e[2], e[3]],
@@ -96,5 +97,169 @@ impl VendorMsg {
                 version: u16::from_le_bytes([e[6], e[7]]),
             })
             .collect())
+    }
+}
+
+/// One entry of a "Capabilities" (LimeWire) or "Features Supported"
+/// (gtk-gnutella) message, `null/10`: a four-letter name and a version.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Capability {
+    pub name: [u8; 4],
+    pub version: u32,
+}
+
+/// Capabilities a list may hold at most; longer lists are cut.
+pub const MAX_CAPABILITIES: usize = 64;
+
+impl VendorMsg {
+    /// Selector of "Messages Supported" (vendor [`NULL_VENDOR`]).
+    pub const MESSAGES_SUPPORTED: u16 = 0;
+    /// Selector of "Capabilities" / "Features Supported" (vendor [`NULL_VENDOR`]).
+    pub const CAPABILITIES: u16 = 10;
+
+    /// A "Capabilities" message (`null/10v0`, the form gtk-gnutella sends and
+    /// LimeWire reads): a u16le count, then {name, u16le version} each.
+    pub fn capabilities(caps: &[Capability]) -> VendorMsg {
+        let mut body = BytesMut::with_capacity(2 + 6 * caps.len());
+        body.put_u16_le(caps.len() as u16);
+        for c in caps {
+            body.put_slice(&c.name);
+            body.put_u16_le(c.version.min(u16::MAX as u32) as u16);
+        }
+        VendorMsg {
+            vendor: NULL_VENDOR,
+            selector: Self::CAPABILITIES,
+            version: 0,
+            body: body.freeze(),
+        }
+    }
+
+    /// The entries of a "Capabilities" body, v0 or v1: a u16le count and
+    /// {name, u16le version} entries; in v1 optionally a second list, u16le count
+    /// and {name, u32le version}, whose versions replace the first list's (they
+    /// are the ones above 65535). At most [`MAX_CAPABILITIES`] are kept; bytes
+    /// after the lists are ignored.
+    pub fn capability_entries(&self) -> WireResult<Vec<Capability>> {
+        const WHAT: &str = "capabilities";
+        let b = &self.body[..];
+        let count = |at: usize| -> WireResult<usize> {
+            b.get(at..at + 2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
+                .ok_or(WireError::Truncated { what: WHAT })
+        };
+        let n = count(0)?;
+        let end = 2 + 6 * n;
+        if b.len() < end {
+            return Err(WireError::Truncated { what: WHAT });
+        }
+        let mut caps: Vec<Capability> = b[2..end]
+            .chunks_exact(6)
+            .take(MAX_CAPABILITIES)
+            .map(|e| Capability {
+                name: [e[0], e[1], e[2], e[3]],
+                version: u16::from_le_bytes([e[4], e[5]]) as u32,
+            })
+            .collect();
+        if self.version >= 1 && b.len() >= end + 2 {
+            let n2 = count(end)?;
+            let end2 = end + 2 + 8 * n2;
+            if b.len() < end2 {
+                return Err(WireError::Truncated { what: WHAT });
+            }
+            for e in b[end + 2..end2].chunks_exact(8) {
+                let name = [e[0], e[1], e[2], e[3]];
+                let version = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+                if let Some(c) = caps.iter_mut().find(|c| c.name == name) {
+                    c.version = version;
+                } else if caps.len() < MAX_CAPABILITIES {
+                    caps.push(Capability { name, version });
+                }
+            }
+        }
+        Ok(caps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(version: u16, body: &[u8]) -> VendorMsg {
+        VendorMsg {
+            vendor: NULL_VENDOR,
+            selector: VendorMsg::CAPABILITIES,
+            version,
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    #[test]
+    fn limewire_capabilities_v1_with_long_versions() {
+        // As a LimeWire 5.6.2 ultrapeer sent it (udp-facts 7.2).
+        let mut b = vec![5, 0];
+        for (n, v) in [
+            (b"F2FT", [1, 0]),
+            (b"IMPP", [0xff, 0xff]),
+            (b"LMUP", [0xff, 0xff]),
+            (b"TCPI", [0, 0]),
+            (b"WHAT", [1, 0]),
+        ] {
+            b.extend_from_slice(n);
+            b.extend_from_slice(&v);
+        }
+        b.extend_from_slice(&[2, 0]);
+        b.extend_from_slice(b"IMPP");
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+        b.extend_from_slice(b"LMUP");
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+        let caps = msg(1, &b).capability_entries().unwrap();
+        assert_eq!(caps.len(), 5);
+        assert_eq!(
+            caps[1],
+            Capability {
+                name: *b"IMPP",
+                version: 0x7fff_ffff
+            }
+        );
+        assert_eq!(
+            caps[3],
+            Capability {
+                name: *b"TCPI",
+                version: 0
+            }
+        );
+    }
+
+    #[test]
+    fn capabilities_round_trip_and_tolerance() {
+        let ours = [
+            Capability {
+                name: *b"QRP1",
+                version: 1,
+            },
+            Capability {
+                name: *b"TCPI",
+                version: 1,
+            },
+        ];
+        let m = VendorMsg::capabilities(&ours);
+        assert_eq!(m.capability_entries().unwrap(), ours);
+        let mut longer = m.body.to_vec();
+        longer.push(0);
+        assert_eq!(msg(0, &longer).capability_entries().unwrap(), ours);
+        assert!(msg(0, &m.body[..5]).capability_entries().is_err());
+        // Messages Supported with a stray byte after its entries.
+        let ms = VendorMsg::messages_supported(&[Supported {
+            vendor: *b"LIME",
+            selector: 21,
+            version: 1,
+        }]);
+        let mut body = ms.body.to_vec();
+        body.push(0);
+        let ms2 = VendorMsg {
+            body: Bytes::from(body),
+            ..ms
+        };
+        assert_eq!(ms2.supported_entries().unwrap().len(), 1);
     }
 }

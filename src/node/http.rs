@@ -90,8 +90,10 @@ where
         let state = state.clone();
         async move { Ok::<_, Infallible>(answer(req, remote, &uploads, &state).await) }
     });
+    // Header names in the capitalisation every servent writes.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .title_case_headers(true)
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD)
         .keep_alive(true)
@@ -173,17 +175,15 @@ async fn answer(
             None => return text(StatusCode::NOT_FOUND, "URN not found", head),
         },
     };
-    let range = match req.headers().get(header::RANGE).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(v)) => Some(v),
-        Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "malformed Range header", head),
-    };
+    // A Range that cannot be read is ignored (RFC 9110, 14.2): the whole file.
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
     let (start, len, status) = match h::answer_range(range, file.size) {
-        Ok(RangeAnswer::Whole) => (0, file.size, StatusCode::OK),
-        Ok(RangeAnswer::Part { start, end }) => {
-            (start, end - start + 1, StatusCode::PARTIAL_CONTENT)
-        }
-        Ok(RangeAnswer::Unsatisfiable) => {
+        RangeAnswer::Whole => (0, file.size, StatusCode::OK),
+        RangeAnswer::Part { start, end } => (start, end - start + 1, StatusCode::PARTIAL_CONTENT),
+        RangeAnswer::Unsatisfiable => {
             let mut r = text(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "Range not satisfiable",
@@ -195,7 +195,6 @@ async fn answer(
             );
             return r;
         }
-        Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string(), head),
     };
     if let Some(urn) = file.sha1 {
         learn_alt_locs(req.headers(), urn, uploads);
@@ -258,7 +257,7 @@ async fn answer(
         Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", head),
     };
     let mut b = base(status)
-        .header(header::CONTENT_TYPE, "application/binary")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_LENGTH, len);
     if status == StatusCode::PARTIAL_CONTENT {
@@ -269,13 +268,22 @@ async fn answer(
     }
     if let Some(urn) = file.sha1 {
         b = b.header("X-Gnutella-Content-URN", urn.to_string());
-        // The asker may be among them (its listening port is not known here);
-        // a downloader skips itself.
-        let alts = uploads
+        // Never the asker itself, where it says where it listens (`X-Node`,
+        // as gtk-gnutella and LimeWire send it).
+        let asker = req
+            .headers()
+            .get("X-Node")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<SocketAddr>().ok());
+        let alts: Vec<SocketAddr> = uploads
             .altlocs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&urn, None, ALT_PER_ANSWER, Instant::now().into_std());
+            .get(&urn, None, ALT_PER_ANSWER + 1, Instant::now().into_std())
+            .into_iter()
+            .filter(|a| Some(*a) != asker)
+            .take(ALT_PER_ANSWER)
+            .collect();
         if !alts.is_empty() {
             b = b.header("X-Alt", h::format_x_alt(&alts));
         }

@@ -605,9 +605,12 @@ fn group_hits(hits: Vec<node::search::SearchHit>) -> Vec<servent::node::get::Wan
         };
         match groups.iter_mut().find(|(u, _)| *u == urn) {
             Some((_, w)) => {
-                let dup = w.sources.iter().any(
-                    |s| matches!(s, SourceSpec::Hit { servent, .. } if *servent == h.servent_guid),
-                );
+                // Each source once, however many paths its hit came by.
+                let here = std::net::SocketAddrV4::new(h.host, h.port);
+                let dup = w.sources.iter().any(|s| {
+                    matches!(s, SourceSpec::Hit { servent, addr, push, .. }
+                        if *servent == h.servent_guid || (*addr == here && !*push && !h.push))
+                });
                 if !dup && w.size == Some(h.size) {
                     w.sources.push(spec);
                 }

@@ -273,7 +273,10 @@ async fn handshake(stream: TcpStream) -> Result<Client, String> {
         Bytes::new(),
         super::http::IDLE_TIMEOUT,
     ));
+    // Header names go out capitalised as every servent writes them: LimeWire
+    // matches `Range` case-sensitively and ignores `range`.
     let (send, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
         .max_buf_size(512 * 1024)
         .handshake(io)
         .await
@@ -482,7 +485,18 @@ struct Shared {
     cfg: GetConfig,
     route: Option<PushRoute>,
     /// Sources to tell others of in `X-Alt`.
-    alts: Mutex<String>,
+    alts: Mutex<Vec<SocketAddr>>,
+}
+
+impl Shared {
+    /// The `X-Alt` value for a request to `spec`: the other sources (a source is
+    /// never told of itself).
+    fn alts_for(&self, spec: &SourceSpec) -> String {
+        let me = spec.alt();
+        let alts = self.alts.lock().unwrap_or_else(|e| e.into_inner());
+        let others: Vec<SocketAddr> = alts.iter().filter(|a| Some(**a) != me).copied().collect();
+        h::format_x_alt(&others)
+    }
 }
 
 async fn worker(
@@ -529,70 +543,14 @@ async fn run_cmd(
     let (start, end) = match &cmd {
         Cmd::Fetch { start, end, .. } | Cmd::Check { start, end, .. } => (*start, *end),
     };
-    // A kept connection may have been closed by the source meanwhile.
-    if let Some(c) = client.as_mut() {
-        if c.send.ready().await.is_err() {
-            *client = None;
-        }
-    }
-    if client.is_none() {
-        let c = connect(spec, sh.route.as_ref(), &sh.cfg)
-            .await
-            .map_err(|e| Some(SrcError::Retry(e, None)))?;
-        *client = Some(c);
-    }
-    let c = client.as_mut().expect("connected above");
-    let alts = sh.alts.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let req = request(spec, Some(sh.urn), false, Some((start, end)), &alts);
-    let resp = c
-        .send
-        .send_request(req)
-        .await
-        .map_err(|e| Some(SrcError::Retry(e.to_string(), None)))?;
-    let a = read_headers(resp.status(), resp.headers(), false).map_err(Some)?;
-    if a.size != sh.size {
-        return Err(Some(SrcError::Drop(format!(
-            "wrong size {} (want {})",
-            a.size, sh.size
-        ))));
-    }
-    if a.urn.is_some_and(|u| u != sh.urn) {
-        return Err(Some(SrcError::Drop("a different SHA-1".into())));
-    }
-    if !a.alts.is_empty() {
-        let _ = events.try_send(Ev::Alts(a.alts));
-    }
-    let range_ok = match resp.status() {
-        StatusCode::PARTIAL_CONTENT => {
-            resp.headers()
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(h::parse_content_range)
-                == Some((start, end - 1, sh.size))
-        }
-        _ => start == 0 && end == sh.size,
-    };
-    if !range_ok {
-        return Err(Some(SrcError::Retry(
-            "answered another range than asked".into(),
-            None,
-        )));
-    }
-    let mut body = resp.into_body();
+    // (A kept connection may have been closed by the source meanwhile: each
+    // request checks it first.)
+    let mut body = Ranged::new(start, end);
     match cmd {
         Cmd::Check { seq, block, .. } => {
             let mut buf = BytesMut::with_capacity((end - start) as usize);
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| Some(SrcError::Retry(e.to_string(), None)))?;
-                if let Ok(d) = frame.into_data() {
-                    if buf.len() + d.len() > (end - start) as usize {
-                        return Err(Some(SrcError::Drop("sent more than asked".into())));
-                    }
-                    buf.extend_from_slice(&d);
-                }
-            }
-            if buf.len() as u64 != end - start {
-                return Err(Some(SrcError::Retry("the answer ended early".into(), None)));
+            while let Some(d) = body.next(spec, client, sh, events).await? {
+                buf.extend_from_slice(&d);
             }
             let digest: Digest = Sha1::digest(&buf).into();
             let _ = events
@@ -613,15 +571,14 @@ async fn run_cmd(
                 let block_end = ((pos / sh.block + 1) * sh.block).min(end);
                 let want = (block_end - pos) as usize;
                 if buf.len() < want {
-                    let Some(frame) = body.frame().await else {
-                        return Err(Some(SrcError::Retry("the answer ended early".into(), None)));
-                    };
-                    let frame = frame.map_err(|e| Some(SrcError::Retry(e.to_string(), None)))?;
-                    if let Ok(d) = frame.into_data() {
-                        if (buf.len() + d.len()) as u64 > end - pos {
-                            return Err(Some(SrcError::Drop("sent more than asked".into())));
+                    match body.next(spec, client, sh, events).await? {
+                        Some(d) => buf.extend_from_slice(&d),
+                        None => {
+                            return Err(Some(SrcError::Retry(
+                                "the answer ended early".into(),
+                                None,
+                            )));
                         }
-                        buf.extend_from_slice(&d);
                     }
                     continue;
                 }
@@ -660,6 +617,169 @@ async fn run_cmd(
             }
             Ok(())
         }
+    }
+}
+
+/// The bytes `start..end` of the file from one source, over as many requests on
+/// its connection as the source needs. Real servents answer less than asked:
+/// gtk-gnutella caps the first request on a connection (512 KiB, or 128 KiB for
+/// hosts it thinks stall) and answers `206` for a shorter range; the rest is then
+/// asked for on the same connection, since a reconnect would again be a "first
+/// request" (and gtk drops hosts that disconnect too often). A source that
+/// ignores `Range` and sends the whole file (`200`) is read from the right offset;
+/// its connection is given up after, unless the body ended where we stop.
+struct Ranged {
+    /// The next byte to hand out.
+    pos: u64,
+    end: u64,
+    body: Option<hyper::body::Incoming>,
+    /// Bytes of the current body before `pos` (to skip), and where it ends.
+    skip: u64,
+    body_end: u64,
+}
+
+impl Ranged {
+    fn new(start: u64, end: u64) -> Ranged {
+        Ranged {
+            pos: start,
+            end,
+            body: None,
+            skip: 0,
+            body_end: start,
+        }
+    }
+
+    /// The next piece of the range, in order; `None` once it is all delivered.
+    async fn next(
+        &mut self,
+        spec: &SourceSpec,
+        client: &mut Option<Client>,
+        sh: &Shared,
+        events: &mpsc::Sender<Ev>,
+    ) -> Result<Option<Bytes>, Option<SrcError>> {
+        let retry = |e: String| Some(SrcError::Retry(e, None));
+        loop {
+            if self.pos >= self.end {
+                if self.body_end > self.end || self.skip > 0 {
+                    // The source sent more than we take: its connection cannot
+                    // carry another request until that is read, so it goes.
+                    *client = None;
+                }
+                self.body = None;
+                return Ok(None);
+            }
+            let Some(body) = self.body.as_mut() else {
+                self.request(spec, client, sh, events).await?;
+                continue;
+            };
+            let Some(frame) = body.frame().await else {
+                // This answer is over. It must have covered what it promised;
+                // then the rest is asked for on the same connection.
+                if self.pos < self.body_end || self.skip > 0 {
+                    return Err(retry("the answer ended early".into()));
+                }
+                self.body = None;
+                continue;
+            };
+            let frame = frame.map_err(|e| retry(e.to_string()))?;
+            let Ok(mut d) = frame.into_data() else {
+                continue;
+            };
+            if self.skip > 0 {
+                let k = self.skip.min(d.len() as u64);
+                let _ = d.split_to(k as usize);
+                self.skip -= k;
+            }
+            let room = (self.end.min(self.body_end) - self.pos) as usize;
+            if d.len() > room {
+                if self.body_end <= self.end {
+                    return Err(Some(SrcError::Drop("sent more than it said".into())));
+                }
+                d.truncate(room);
+            }
+            if d.is_empty() {
+                continue;
+            }
+            self.pos += d.len() as u64;
+            return Ok(Some(d));
+        }
+    }
+
+    /// Asks for `pos..end` and checks the answer: a 206 must start at or before
+    /// `pos` and may end before `end`; a 200 must be the whole file.
+    async fn request(
+        &mut self,
+        spec: &SourceSpec,
+        client: &mut Option<Client>,
+        sh: &Shared,
+        events: &mpsc::Sender<Ev>,
+    ) -> Result<(), Option<SrcError>> {
+        let retry = |e: String| Some(SrcError::Retry(e, None));
+        if let Some(c) = client.as_mut() {
+            if c.send.ready().await.is_err() {
+                *client = None;
+            }
+        }
+        if client.is_none() {
+            *client = Some(
+                connect(spec, sh.route.as_ref(), &sh.cfg)
+                    .await
+                    .map_err(retry)?,
+            );
+        }
+        let c = client.as_mut().expect("connected above");
+        let alts = sh.alts_for(spec);
+        let req = request(spec, Some(sh.urn), false, Some((self.pos, self.end)), &alts);
+        let resp = c
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| retry(e.to_string()))?;
+        let a = read_headers(resp.status(), resp.headers(), false).map_err(Some)?;
+        if a.size != sh.size {
+            return Err(Some(SrcError::Drop(format!(
+                "wrong size {} (want {})",
+                a.size, sh.size
+            ))));
+        }
+        if a.urn.is_some_and(|u| u != sh.urn) {
+            return Err(Some(SrcError::Drop("a different SHA-1".into())));
+        }
+        if !a.alts.is_empty() {
+            let _ = events.try_send(Ev::Alts(a.alts));
+        }
+        let (first, last) = match resp.status() {
+            StatusCode::PARTIAL_CONTENT => resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(h::parse_content_range)
+                .map(|(a, b, _)| (a, b + 1))
+                .ok_or_else(|| Some(SrcError::Drop("206 without a valid Content-Range".into())))?,
+            // The whole file, whatever range was asked.
+            _ => (0, sh.size),
+        };
+        if first > self.pos || last <= self.pos {
+            *client = None;
+            return Err(retry(format!(
+                "answered bytes {first}-{} for {}-{}",
+                last - 1,
+                self.pos,
+                self.end - 1
+            )));
+        }
+        if (first, last) != (self.pos, self.end) {
+            tracing::debug!(
+                source = %spec.label(),
+                asked = ?(self.pos, self.end),
+                got = ?(first, last),
+                "the source answered another range; taking what it covers"
+            );
+        }
+        self.skip = self.pos - first;
+        self.body_end = last;
+        self.body = Some(resp.into_body());
+        Ok(())
     }
 }
 
@@ -926,7 +1046,7 @@ pub async fn download(
         part: part.clone(),
         cfg: cfg.clone(),
         route,
-        alts: Mutex::new(String::new()),
+        alts: Mutex::new(Vec::new()),
     });
     let mut planner = Planner::new(size, block, &have, cfg.plan.clone());
     let (ev_tx, mut events) = mpsc::channel::<Ev>(256);
@@ -989,9 +1109,9 @@ pub async fn download(
                 .enumerate()
                 .filter(|(i, _)| planner.dropped(*i).is_none())
                 .filter_map(|(_, s)| s.spec.alt())
-                .take(10)
+                .take(11)
                 .collect();
-            *sh.alts.lock().unwrap_or_else(|e| e.into_inner()) = h::format_x_alt(&alts);
+            *sh.alts.lock().unwrap_or_else(|e| e.into_inner()) = alts;
         }
         let now = Instant::now();
         let mut actions = planner.poll(now);

@@ -17,6 +17,46 @@ const BACKOFF_START: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 /// Delay before redialing a host whose connection ended.
 const AFTER_CLOSE: Duration = Duration::from_secs(30);
+/// Delay before redialing a host that refused us for being busy ("too many
+/// connections", 503 without more): its slots rarely free up within minutes.
+const AFTER_BUSY: Duration = Duration::from_secs(5 * 60);
+/// Delay before redialing a host that refused us for what we are, or for what
+/// it is (a leaf, "Not Good Ultrapeer", a policy 403): that does not change soon.
+const AFTER_POLICY: Duration = Duration::from_secs(60 * 60);
+
+/// Why a host turned us away in its handshake, as far as the shell could tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It is a leaf (it says `X-Ultrapeer: False`, or "leaf" in its reason):
+    /// leaves take no connections from other nodes, so it is not dialed again.
+    Leaf,
+    /// Busy (503 "too many connections" and the like): a long pause.
+    Busy,
+    /// Refused by its policy (403, LimeWire's "Not Good Ultrapeer", a vendor or
+    /// slot rule): a longer pause.
+    Policy,
+}
+
+impl Refusal {
+    /// Classifies a refusal from its status code, reason and the refusing
+    /// side's `X-Ultrapeer`.
+    pub fn of(code: u16, reason: &str, ultrapeer: Option<bool>) -> Refusal {
+        let reason = reason.to_ascii_lowercase();
+        if ultrapeer == Some(false) || reason.contains("leaf") {
+            Refusal::Leaf
+        } else if code == 503
+            && (reason.contains("too many")
+                || reason.contains("busy")
+                || reason.contains("full")
+                || reason.is_empty()
+                || reason.contains("shutdown"))
+        {
+            Refusal::Busy
+        } else {
+            Refusal::Policy
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -34,6 +74,8 @@ struct Entry {
     retry_at: Option<Instant>,
     /// It said it is an ultrapeer when we last spoke to it.
     ultrapeer: bool,
+    /// It said it is a leaf: never dialed, never handed out.
+    leaf: bool,
 }
 
 /// Known hosts, bounded in number.
@@ -87,7 +129,28 @@ impl HostCache {
         self.learn(addr, seen);
         if let Some(e) = self.hosts.get_mut(&addr) {
             e.ultrapeer = ultrapeer;
+            e.leaf = !ultrapeer;
         }
+    }
+
+    /// `addr` turned us away in its handshake: no redial before a pause that
+    /// depends on why (a leaf is not dialed again at all).
+    pub fn refused(&mut self, addr: SocketAddr, why: Refusal, now: Instant) {
+        let Some(e) = self.hosts.get_mut(&addr) else {
+            return;
+        };
+        e.state = State::Idle;
+        e.failures = e.failures.saturating_add(1);
+        let pause = match why {
+            Refusal::Leaf => {
+                e.leaf = true;
+                e.ultrapeer = false;
+                AFTER_POLICY
+            }
+            Refusal::Busy => AFTER_BUSY.max(self.backoff_start),
+            Refusal::Policy => AFTER_POLICY,
+        };
+        e.retry_at = Some(now + pause);
     }
 
     /// Up to `n` known ultrapeers, for `X-Try-Ultrapeers`, most recently heard
@@ -161,6 +224,7 @@ impl HostCache {
                 failures: 0,
                 retry_at: None,
                 ultrapeer: false,
+                leaf: false,
             },
         );
     }
@@ -172,7 +236,9 @@ impl HostCache {
         let (addr, e) = self
             .hosts
             .iter_mut()
-            .filter(|(_, e)| e.state == State::Idle && e.retry_at.is_none_or(|t| t <= now))
+            .filter(|(_, e)| {
+                e.state == State::Idle && !e.leaf && e.retry_at.is_none_or(|t| t <= now)
+            })
             .max_by_key(|(a, e)| (e.ultrapeer, e.seen, **a))?;
         e.state = State::Dialing;
         Some(*addr)
@@ -228,9 +294,25 @@ impl HostCache {
         }
     }
 
-    /// Up to `n` hosts for an `X-Try` header, most recently heard of first.
+    /// Up to `n` hosts for an `X-Try` header, most recently heard of first:
+    /// never a known leaf (leaves take no connections from other nodes), and
+    /// never one whose last dial failed.
     pub fn sample(&self, n: usize) -> Vec<SocketAddr> {
-        self.newest(n, |_| true)
+        self.newest(n, |e| !e.leaf && e.failures == 0)
+    }
+
+    /// Records `addr` as heard of in a Pong that did not come from a leaf: it
+    /// takes connections, so a leaf mark it had (from an earlier role) goes.
+    pub fn learn_reachable(&mut self, addr: SocketAddr, seen: SystemTime) {
+        self.learn(addr, seen);
+        if let Some(e) = self.hosts.get_mut(&addr) {
+            e.leaf = false;
+        }
+    }
+
+    /// Whether `addr` is known to be a leaf.
+    pub fn is_leaf(&self, addr: &SocketAddr) -> bool {
+        self.hosts.get(addr).is_some_and(|e| e.leaf)
     }
 
     /// Writes the cache as lines `ip:port seconds-since-epoch`, atomically.
@@ -238,7 +320,7 @@ impl HostCache {
         let tmp = file.with_extension("tmp");
         {
             let mut out = io::BufWriter::new(std::fs::File::create(&tmp)?);
-            for addr in self.sample(self.hosts.len()) {
+            for addr in self.newest(self.hosts.len(), |_| true) {
                 let seen = self.hosts[&addr]
                     .seen
                     .duration_since(UNIX_EPOCH)
@@ -360,5 +442,58 @@ mod tests {
         back.load(&file).unwrap();
         assert_eq!(back.sample(5), c.sample(5));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn refusals_back_off_by_reason_and_leaves_are_neither_dialed_nor_offered() {
+        let now = Instant::now();
+        let t = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut c = HostCache::new(10);
+        let (leaf, busy, picky) = (a("1.1.1.1:1"), a("2.2.2.2:2"), a("3.3.3.3:3"));
+        for h in [leaf, busy, picky] {
+            c.learn(h, t);
+        }
+        // As LimeWire and gtk-gnutella leaves, busy and picky hosts answer.
+        assert_eq!(
+            Refusal::of(503, "I am a shielded leaf node", Some(false)),
+            Refusal::Leaf
+        );
+        assert_eq!(Refusal::of(503, "Shielded leaf", None), Refusal::Leaf);
+        assert_eq!(
+            Refusal::of(503, "Too many connections", Some(true)),
+            Refusal::Busy
+        );
+        assert_eq!(
+            Refusal::of(503, "Not Good Ultrapeer", Some(true)),
+            Refusal::Policy
+        );
+        assert_eq!(
+            Refusal::of(403, "Compressed connection preferred", None),
+            Refusal::Policy
+        );
+        for h in [leaf, busy, picky] {
+            assert!(c.next_to_dial(now).is_some());
+        }
+        c.refused(leaf, Refusal::Leaf, now);
+        c.refused(busy, Refusal::Busy, now);
+        c.refused(picky, Refusal::Policy, now);
+        assert!(!c.sample(10).contains(&leaf), "a leaf is not handed out");
+        assert_eq!(c.next_to_dial(now + AFTER_CLOSE), None, "not every 30 s");
+        assert_eq!(c.next_to_dial(now + AFTER_BUSY), Some(busy));
+        assert_eq!(c.next_to_dial(now + AFTER_POLICY), Some(picky));
+        assert_eq!(
+            c.next_to_dial(now + 10 * AFTER_POLICY),
+            None,
+            "a leaf never"
+        );
+        // A leaf that told us its role when it connected is not dialed either.
+        let other = a("4.4.4.4:4");
+        c.mark_ultrapeer(other, false, t);
+        assert!(c.is_leaf(&other));
+        assert_eq!(c.next_to_dial(now + 10 * AFTER_POLICY), None);
+        assert!(
+            c.sample(10).is_empty(),
+            "failed hosts and leaves are not offered"
+        );
     }
 }

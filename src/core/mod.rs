@@ -5,6 +5,7 @@
 pub mod altloc;
 pub mod download;
 pub mod dq;
+pub mod external;
 pub mod flow;
 pub mod hosts;
 pub mod library;

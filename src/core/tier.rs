@@ -224,6 +224,33 @@ impl Tier {
         }
     }
 
+    /// A leaf (or a search client) connects to an `auto` node that is a leaf
+    /// with no ultrapeer and knows of none, while it can take connections: it
+    /// becomes an ultrapeer at once to serve it, rather than turning it away
+    /// with "I am a leaf" until the promotion timer runs out. Its flat links
+    /// stay (an ultrapeer keeps them too). Call before [`Tier::admit`].
+    pub fn serve_first_leaf(
+        &mut self,
+        peer: PeerRole,
+        knows_ultrapeers: bool,
+        now: Instant,
+    ) -> Option<RoleChange> {
+        let first = self.config.mode == Mode::Auto
+            && self.role == Role::Leaf
+            && peer.ultrapeer == Some(false)
+            && self.config.accepts_inbound
+            && self.count(Link::ToUltrapeer) == 0
+            && !knows_ultrapeers;
+        if !first {
+            return None;
+        }
+        self.set_role(Role::Ultrapeer, now);
+        Some(RoleChange {
+            to: Role::Ultrapeer,
+            drop: Vec::new(),
+        })
+    }
+
     /// Decides how to answer a peer that connected to us.
     pub fn admit(&mut self, peer: PeerRole) -> Admit {
         match (self.role, peer.ultrapeer) {
@@ -472,6 +499,40 @@ mod tests {
             ultrapeer: Some(false),
             needed: None,
         }
+    }
+
+    #[test]
+    fn an_auto_leaf_alone_serves_the_first_leaf_at_once() {
+        let t0 = Instant::now();
+        let mut t = Tier::new(TierConfig::default(), t0, 0.5);
+        assert_eq!(t.role(), Role::Leaf);
+        // It knows an ultrapeer: it keeps waiting for it.
+        assert_eq!(t.serve_first_leaf(leaf(), true, t0), None);
+        // An ultrapeer asking is no reason.
+        assert_eq!(t.serve_first_leaf(up(), false, t0), None);
+        let change = t.serve_first_leaf(leaf(), false, t0).expect("promoted");
+        assert_eq!(change.to, Role::Ultrapeer);
+        assert!(change.drop.is_empty());
+        assert_eq!(t.admit(leaf()), Admit::Accept(Link::ToLeaf));
+        // Not in fixed modes, nor when firewalled.
+        for config in [
+            TierConfig {
+                mode: Mode::Leaf,
+                ..TierConfig::default()
+            },
+            TierConfig {
+                accepts_inbound: false,
+                ..TierConfig::default()
+            },
+        ] {
+            let mut t = Tier::new(config, t0, 0.5);
+            assert_eq!(t.serve_first_leaf(leaf(), false, t0), None);
+            assert_eq!(t.admit(leaf()), Admit::Refuse("I am a leaf"));
+        }
+        // A leaf with an ultrapeer stays one.
+        let mut t = Tier::new(TierConfig::default(), t0, 0.5);
+        t.opened(Link::ToUltrapeer, t0);
+        assert_eq!(t.serve_first_leaf(leaf(), false, t0), None);
     }
 
     #[test]

@@ -70,6 +70,13 @@ pub struct LinkInfo {
     /// The peer's servent GUID, when its handshake (or its push-proxy request)
     /// said it.
     pub guid: Option<Guid>,
+    /// The address the connection comes from (its IP is where a connect-back
+    /// goes).
+    pub remote: SocketAddr,
+    /// The peer reads vendor messages (`Vendor-Message` in its handshake).
+    pub vendor_messages: bool,
+    /// The peer connected to us (rather than we to it).
+    pub inbound: bool,
 }
 
 /// What connections and the node tell the engine.
@@ -167,6 +174,16 @@ pub struct EngineStats {
     /// Dynamic queries started for leaves, and running now.
     pub dynamic_queries: u64,
     pub dynamic_running: usize,
+    /// Ultrapeers that agreed to be our push proxy (LIME/22 received).
+    pub push_proxies: usize,
+    /// Messages-Supported and Capabilities messages received.
+    pub supported_received: u64,
+    /// TCP connect-back requests (BEAR/7) received and passed on to be answered.
+    pub connect_backs: u64,
+    /// Leaves' queries whose out-of-band flag we cleared (we cannot proxy OOB).
+    pub oob_stripped: u64,
+    /// Pongs not cached or learned: from leaves, or naming ourselves.
+    pub pongs_unlisted: u64,
 }
 
 struct Peer {
@@ -186,6 +203,64 @@ struct Peer {
     offered_bytes: usize,
     /// The version of our library we last offered it.
     offered_version: Option<u64>,
+    /// The vendor messages it said it supports (Messages-Supported).
+    supported: Vec<crate::wire::vendor::Supported>,
+    /// Its capabilities (Capabilities / Features-Supported).
+    capabilities: Vec<crate::wire::vendor::Capability>,
+    /// As our ultrapeer: the address it acked as our push proxy (LIME/22).
+    proxy: Option<std::net::SocketAddrV4>,
+    /// We asked it to be our push proxy (LIME/21 sent).
+    asked_proxy: bool,
+    /// A connect-back it asked for was passed on (one per link).
+    connected_back: bool,
+}
+
+/// Entries kept from a peer's Messages-Supported list.
+const MAX_SUPPORTED: usize = 128;
+/// Push proxies listed in our hits (GGEP `PUSH`), as LimeWire and gtk-gnutella
+/// list at most four.
+const MAX_PUSH_PROXIES: usize = 4;
+
+/// The vendor messages we handle, announced in our Messages-Supported.
+const OUR_SUPPORTED: [crate::wire::vendor::Supported; 5] = [
+    // Push-proxy request (we answer it as an ultrapeer) and its ack (we read it
+    // as a leaf, v1 and v2).
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 21,
+        version: 1,
+    },
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 22,
+        version: 1,
+    },
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 22,
+        version: 2,
+    },
+    // TCP connect-back (we connect back and say "\n\n").
+    crate::wire::vendor::Supported {
+        vendor: *b"BEAR",
+        selector: 7,
+        version: 1,
+    },
+    // The library offer.
+    crate::wire::vendor::Supported {
+        vendor: *b"SRVT",
+        selector: 1,
+        version: 1,
+    },
+];
+
+impl Peer {
+    /// Whether it said it supports `vendor/selector` (any version).
+    fn supports(&self, vendor: &[u8; 4], selector: u16) -> bool {
+        self.supported
+            .iter()
+            .any(|e| &e.vendor == vendor && e.selector == selector)
+    }
 }
 
 struct RemoteTable {
@@ -305,6 +380,18 @@ impl EngineRef {
         let mut running = self.inner.lock().expect("engine lock");
         let e = &mut running.engine;
         let now = Instant::now();
+        if !full {
+            let knows = !e
+                .hosts
+                .lock()
+                .expect("hosts")
+                .sample_ultrapeers(1)
+                .is_empty();
+            if let Some(change) = e.tier.serve_first_leaf(peer, knows, now) {
+                tracing::info!("a leaf asks to be served and no ultrapeer is known: becoming one");
+                e.change_role(change);
+            }
+        }
         let admit = if full {
             Admit::Refuse("Too many connections")
         } else {
@@ -423,6 +510,8 @@ pub struct Engine {
     dq: Planner<Guid>,
     dq_frames: HashMap<Guid, Frame>,
     transfer: TransferHooks,
+    /// A peer has connected to us (we can be reached).
+    inbound_seen: bool,
 }
 
 impl Engine {
@@ -459,6 +548,7 @@ impl Engine {
             dq: Planner::new(dq),
             dq_frames: HashMap::new(),
             transfer,
+            inbound_seen: false,
         }
     }
 
@@ -510,6 +600,7 @@ impl Engine {
             Event::Opened { conn, tx, mut info } => {
                 tracing::debug!(conn = conn.0, remote_listen = ?info.remote_listen, local = %info.local, link = info.link.name(), "connection opened");
                 self.stats.opened += 1;
+                self.inbound_seen |= info.inbound;
                 self.router.connection_opened(conn);
                 info.up_qrp &= self.tier.config().ultrapeer_qrp;
                 self.peers.insert(
@@ -525,10 +616,16 @@ impl Engine {
                         offered_firewalled: false,
                         offered_bytes: 0,
                         offered_version: None,
+                        supported: Vec::new(),
+                        capabilities: Vec::new(),
+                        proxy: None,
+                        asked_proxy: false,
+                        connected_back: false,
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
                 self.ping(conn, now);
+                self.send_supported(conn);
             }
             Event::Closed { conn } => {
                 tracing::debug!(conn = conn.0, "connection closed");
@@ -536,6 +633,9 @@ impl Engine {
                 self.dq.closed(conn);
                 if let Some(peer) = self.peers.remove(&conn) {
                     self.open.fetch_sub(1, Ordering::Relaxed);
+                    if peer.proxy.is_some() {
+                        self.stats.push_proxies = self.stats.push_proxies.saturating_sub(1);
+                    }
                     self.tier.closed(peer.info.link, now);
                     if peer.info.link == Link::ToLeaf && peer.table.is_some() {
                         self.table_dirty = true;
@@ -601,7 +701,21 @@ impl Engine {
         }
     }
 
-    fn frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
+    fn frame(&mut self, conn: ConnId, mut frame: Frame, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if frame.header.function == Function::Query && peer.info.link == Link::ToLeaf {
+            // A leaf asking for out-of-band replies would have them sent by UDP
+            // to the address in its MUID, which we cannot proxy: responders such
+            // as LimeWire then send nothing in-band, and the leaf gets nothing.
+            // Cleared, its query is answered along the path it came.
+            if let Some(p) = strip_oob(&frame.payload) {
+                frame.payload = p;
+                frame.header.payload_len = frame.payload.len() as u32;
+                self.stats.oob_stripped += 1;
+            }
+        }
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
@@ -697,11 +811,23 @@ impl Engine {
             let p = &frame.payload;
             let port = u16::from_le_bytes([p[0], p[1]]);
             let ip = Ipv4Addr::new(p[2], p[3], p[4], p[5]);
-            if port != 0 && !ip.is_unspecified() {
+            let addr = SocketAddr::new(IpAddr::V4(ip), port);
+            // Not a leaf's (a leaf takes no connections from other nodes; handing
+            // it out makes leaves dial each other), and not our own address
+            // coming back to us from another host's cache.
+            let from_leaf = self
+                .peers
+                .get(&conn)
+                .is_some_and(|p| p.info.link == Link::ToLeaf);
+            let unlisted = from_leaf || self.is_me(addr);
+            if unlisted {
+                self.stats.pongs_unlisted += 1;
+            }
+            if port != 0 && !ip.is_unspecified() && !unlisted {
                 self.hosts
                     .lock()
                     .expect("hosts")
-                    .learn(SocketAddr::new(IpAddr::V4(ip), port), SystemTime::now());
+                    .learn_reachable(addr, SystemTime::now());
                 self.pongs
                     .insert(now, frame.payload.clone(), h.hops.0, conn);
             }
@@ -799,6 +925,92 @@ impl Engine {
                 return;
             }
         };
+        if m.vendor == crate::wire::vendor::NULL_VENDOR {
+            match m.selector {
+                crate::wire::VendorMsg::MESSAGES_SUPPORTED => match m.supported_entries() {
+                    Ok(mut e) => {
+                        e.truncate(MAX_SUPPORTED);
+                        tracing::debug!(
+                            conn = conn.0,
+                            entries = e.len(),
+                            "peer's Messages-Supported"
+                        );
+                        peer.supported = e;
+                        self.stats.supported_received += 1;
+                        self.ask_push_proxy(conn);
+                    }
+                    Err(e) => {
+                        tracing::debug!(conn = conn.0, error = %e, "bad Messages-Supported");
+                        self.stats.malformed += 1;
+                    }
+                },
+                crate::wire::VendorMsg::CAPABILITIES => match m.capability_entries() {
+                    Ok(c) => {
+                        peer.capabilities = c;
+                        self.stats.supported_received += 1;
+                    }
+                    Err(e) => {
+                        tracing::debug!(conn = conn.0, error = %e, "bad Capabilities");
+                        self.stats.malformed += 1;
+                    }
+                },
+                other => tracing::trace!(
+                    conn = conn.0,
+                    vendor = "null",
+                    selector = other,
+                    version = m.version,
+                    "ignored a vendor message"
+                ),
+            }
+            return;
+        }
+        if m.is(b"LIME", 22) && peer.info.link == Link::ToUltrapeer {
+            // Our ultrapeer agreed to be our push proxy: v2 names its address
+            // (IPv4 big-endian, port little-endian), v1 only its port.
+            let b = &m.body[..];
+            let addr = if b.len() >= 6 {
+                Some(std::net::SocketAddrV4::new(
+                    Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+                    u16::from_le_bytes([b[4], b[5]]),
+                ))
+            } else if b.len() >= 2 {
+                let ip = peer
+                    .info
+                    .remote_listen
+                    .map_or(peer.info.remote.ip(), |a| a.ip());
+                Some(std::net::SocketAddrV4::new(
+                    ipv4_of(ip),
+                    u16::from_le_bytes([b[0], b[1]]),
+                ))
+            } else {
+                None
+            };
+            match addr.filter(|a| a.port() != 0 && !a.ip().is_unspecified()) {
+                Some(a) => {
+                    if peer.proxy.is_none() {
+                        self.stats.push_proxies += 1;
+                    }
+                    tracing::debug!(conn = conn.0, proxy = %a, "push proxy acknowledged");
+                    peer.proxy = Some(a);
+                }
+                None => self.stats.malformed += 1,
+            }
+            return;
+        }
+        if m.is(b"BEAR", 7) {
+            // TCP connect-back: the peer wants to know whether it can be reached
+            // at its address and this port; once per link.
+            if m.body.len() >= 2 && !peer.connected_back {
+                let port = u16::from_le_bytes([m.body[0], m.body[1]]);
+                peer.connected_back = true;
+                if port != 0 {
+                    let to = SocketAddr::new(peer.info.remote.ip(), port);
+                    self.stats.connect_backs += 1;
+                    self.transfer.connect_back(to);
+                }
+            }
+            return;
+        }
         if m.is(b"LIME", 21) && role == Role::Ultrapeer && peer.info.link == Link::ToLeaf {
             // A firewalled leaf asks us to be its push proxy; the message id is
             // its servent GUID. Pushes for that GUID now go to it, and the ack
@@ -823,7 +1035,7 @@ impl Engine {
         if !OfferChunk::is_offer(&m) || role != Role::Ultrapeer || peer.info.link != Link::ToLeaf {
             tracing::trace!(
                 conn = conn.0,
-                vendor = %String::from_utf8_lossy(&m.vendor),
+                vendor = %String::from_utf8_lossy(&m.vendor).escape_debug(),
                 selector = m.selector,
                 version = m.version,
                 "ignored a vendor message"
@@ -1349,6 +1561,85 @@ impl Engine {
         self.reply(conn, h, &pong, Priority::Own);
     }
 
+    /// Whether `addr` is ours: the address some peer reaches us at.
+    fn is_me(&self, addr: SocketAddr) -> bool {
+        self.peers.values().any(|p| p.info.local == addr)
+    }
+
+    /// Tells a new peer that reads vendor messages which ones we handle, and
+    /// what we can do.
+    fn send_supported(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        if !peer.info.vendor_messages {
+            return;
+        }
+        use crate::wire::vendor::Capability;
+        let caps = [
+            Capability {
+                name: *b"QRP1",
+                version: 1,
+            },
+            // Whether we took an incoming connection (we are reachable).
+            Capability {
+                name: *b"TCPI",
+                version: u32::from(!self.transfer.firewalled && self.inbound_seen),
+            },
+        ];
+        let mut out = BytesMut::new();
+        for m in [
+            crate::wire::VendorMsg::messages_supported(&OUR_SUPPORTED),
+            crate::wire::VendorMsg::capabilities(&caps),
+        ] {
+            let _ = Message::Vendor(m).encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut out);
+        }
+        peer.tx.send(Priority::Own, out.freeze());
+    }
+
+    /// As a firewalled leaf, asks an ultrapeer that supports it to be our push
+    /// proxy (LIME/21v1, whose MUID is our servent GUID).
+    fn ask_push_proxy(&mut self, conn: ConnId) {
+        let me = self.me;
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if !self.transfer.firewalled
+            || peer.info.link != Link::ToUltrapeer
+            || peer.asked_proxy
+            || !peer.supports(b"LIME", 21)
+        {
+            return;
+        }
+        peer.asked_proxy = true;
+        let m = Message::Vendor(crate::wire::VendorMsg {
+            vendor: *b"LIME",
+            selector: 21,
+            version: 1,
+            body: bytes::Bytes::new(),
+        });
+        let mut out = BytesMut::new();
+        if m.encode_frame(me, Ttl(1), Hops(0), &mut out).is_ok() {
+            peer.tx.send(Priority::Own, out.freeze());
+        }
+    }
+
+    /// GGEP `PUSH` naming our push proxies, if we have any.
+    fn push_proxies(&self) -> Option<crate::wire::Ggep> {
+        let mut value = Vec::new();
+        for a in self
+            .peers
+            .values()
+            .filter_map(|p| p.proxy)
+            .take(MAX_PUSH_PROXIES)
+        {
+            value.extend_from_slice(&a.ip().octets());
+            value.extend_from_slice(&a.port().to_le_bytes());
+        }
+        (!value.is_empty())
+            .then(|| crate::wire::Ggep::new(vec![crate::wire::GgepExt::new("PUSH", value)]))
+    }
+
     fn answer_query(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
         let text = String::from_utf8_lossy(q.text);
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
@@ -1369,19 +1660,63 @@ impl Engine {
             busy: Some(self.transfer.busy()),
             ..OpenDataFlags::default()
         };
+        // Behind a firewall, the ultrapeers that agreed to be our push proxies
+        // are listed (GGEP `PUSH`), so a downloader can reach us through them.
+        let ggep = self
+            .transfer
+            .firewalled
+            .then(|| self.push_proxies())
+            .flatten();
         for chunk in found.chunks(RESULTS_PER_HIT) {
             let hit = Message::QueryHit(QueryHit {
                 port: local.port(),
                 ip: ipv4_of(local.ip()),
                 speed: 0,
                 results: chunk.to_vec(),
-                trailer: TrailerArea::Qhd(Trailer::new(VENDOR, flags, None)),
+                trailer: TrailerArea::Qhd(Trailer::new(VENDOR, flags, ggep.clone())),
                 servent: self.me,
             });
             self.reply(conn, h, &hit, Priority::Result);
             self.stats.hits_sent += 1;
         }
     }
+}
+
+/// A leaf's query with its out-of-band request removed (the 0x0400 flag that
+/// gtk-gnutella reads, and GGEP `SO` that LimeWire reads), or `None` when it
+/// asks for none.
+fn strip_oob(payload: &bytes::Bytes) -> Option<bytes::Bytes> {
+    use crate::wire::ext::ExtItem;
+    use crate::wire::query::{Query, QueryFlags};
+    let flags = QueryFlags([*payload.first()?, *payload.get(1)?]);
+    let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+    let mut q = Query::parse(payload, &mut budget).ok()?;
+    let so = |g: &crate::wire::Ggep| g.exts.iter().any(|e| e.id.as_bytes() == b"SO");
+    let has_so = q
+        .ext
+        .items
+        .iter()
+        .any(|i| matches!(i, ExtItem::Ggep(g) if so(g)));
+    if !flags.has(QueryFlags::OOB) && !has_so {
+        return None;
+    }
+    q.flags = QueryFlags((flags.bits() & !QueryFlags::OOB).to_be_bytes());
+    for item in &mut q.ext.items {
+        if let ExtItem::Ggep(g) = item {
+            g.exts.retain(|e| e.id.as_bytes() != b"SO");
+        }
+    }
+    q.ext
+        .items
+        .retain(|i| !matches!(i, ExtItem::Ggep(g) if g.exts.is_empty()));
+    let mut out = BytesMut::with_capacity(payload.len());
+    if q.encode(&mut out).is_ok() {
+        return Some(out.freeze());
+    }
+    // Cannot be written back as parsed: at least the flag goes.
+    let mut raw = payload.to_vec();
+    raw[0] &= !((QueryFlags::OOB >> 8) as u8);
+    Some(bytes::Bytes::from(raw))
 }
 
 /// The frames that turn a peer's copy of our table from `old` into `table`: a

@@ -26,6 +26,8 @@ pub enum HandshakeFailure {
         /// The refusing side said `X-Ultrapeer-Needed: true`: it turned us away
         /// but wants more ultrapeers in the network.
         ultrapeer_needed: bool,
+        /// What the refusing side said of its own role (`X-Ultrapeer`).
+        ultrapeer: Option<bool>,
     },
     #[error("unexpected handshake line: {0}")]
     Unexpected(String),
@@ -93,12 +95,19 @@ pub fn try_hosts(h: &Headers) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Where a peer says it listens (`Listen-IP`, or the older `X-My-Address`).
+/// Where a peer says it listens (`Listen-IP`, gtk-gnutella's `Node`, or the
+/// older `X-My-Address`; the first that reads as an address).
 pub fn listen_addr(h: &Headers) -> Option<SocketAddr> {
-    h.get(hs::LISTEN_IP)
-        .or_else(|| h.get(hs::X_MY_ADDRESS))
-        .and_then(hs::parse_listen_ip)
+    [hs::LISTEN_IP, hs::NODE, hs::X_MY_ADDRESS]
+        .into_iter()
+        .filter_map(|name| h.get(name))
+        .find_map(hs::parse_listen_ip)
 }
+
+/// The highest TTL we announce for fresh queries (`X-Max-TTL`): gtk-gnutella's
+/// default, and below the 5 that LimeWire leaves require of an ultrapeer. The
+/// router's own clamp (`--max-ttl`) is separate.
+pub const ANNOUNCED_MAX_TTL: u8 = 4;
 
 /// What our headers say about our role.
 #[derive(Clone, Copy, Debug, Default)]
@@ -143,6 +152,9 @@ pub fn our_headers(
     // Leaves send tables to their ultrapeers; ultrapeers read them.
     h.push(hs::X_QUERY_ROUTING, "0.1");
     if role.ultrapeer {
+        // LimeWire leaves take only ultrapeers that say both of these, an
+        // X-Degree of 15 or more and an X-Max-TTL below 5 ("503 Not Good
+        // Ultrapeer" otherwise).
         if role.up_qrp {
             h.push(hs::X_UP_QUERY_ROUTING, "0.1");
         }
@@ -167,7 +179,7 @@ pub fn our_headers(
     h.push(hs::PONG_CACHING, "0.1");
     h.push(hs::GGEP, "0.5");
     h.push(hs::VENDOR_MESSAGE, "0.2");
-    h.push(hs::X_MAX_TTL, max_ttl.to_string());
+    h.push(hs::X_MAX_TTL, max_ttl.min(ANNOUNCED_MAX_TTL).to_string());
     // We send and read the library offer vendor message (SRVT/1v1).
     h.push(X_LIBRARY_OFFER, "1");
     h
@@ -200,6 +212,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     reason,
                     try_hosts: Vec::new(),
                     ultrapeer_needed: false,
+                    ultrapeer: None,
                 });
             }
             write_block(s, &Block::ok_04()).await?;
@@ -228,6 +241,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     reason,
                     try_hosts: Vec::new(),
                     ultrapeer_needed: false,
+                    ultrapeer: None,
                 });
             }
             let last = read_block(s, &mut buf).await?;
@@ -245,6 +259,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                     reason,
                     try_hosts: Vec::new(),
                     ultrapeer_needed: false,
+                    ultrapeer: None,
                 }),
                 other => Err(HandshakeFailure::Unexpected(other.to_string())),
             }
@@ -306,6 +321,7 @@ pub async fn connect_deciding<S: AsyncRead + AsyncWrite + Unpin>(
                         reason: format!("(by us) {reason}"),
                         try_hosts: try_hosts(&answer.headers),
                         ultrapeer_needed: false,
+                        ultrapeer: None,
                     });
                 }
             };
@@ -328,6 +344,7 @@ pub async fn connect_deciding<S: AsyncRead + AsyncWrite + Unpin>(
             reason,
             try_hosts: try_hosts(&answer.headers),
             ultrapeer_needed: answer.headers.get_bool(hs::X_ULTRAPEER_NEEDED) == Some(true),
+            ultrapeer: answer.headers.get_bool(hs::X_ULTRAPEER),
         }),
         other => Err(HandshakeFailure::Unexpected(other.to_string())),
     }

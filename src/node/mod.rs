@@ -17,7 +17,7 @@ pub mod push;
 pub mod search;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::ConnId;
 pub use crate::core::dq::DqConfig;
-use crate::core::hosts::HostCache;
+use crate::core::external::ExternalIp;
+use crate::core::hosts::{HostCache, Refusal};
 use crate::core::router::{Router, RouterConfig};
 use crate::core::tier::{Admit, Link, PeerRole, Tier};
 pub use crate::core::tier::{Mode, TierConfig};
@@ -160,6 +161,65 @@ struct Shared {
     /// HTTP connections being served; more are answered 503 and closed.
     http_permits: Arc<tokio::sync::Semaphore>,
     givs: push::GivWaiters,
+    /// The listening IP when it is a specific one: outgoing connections are made
+    /// from it, and it is the address we advertise.
+    bind: Option<IpAddr>,
+    /// Our address as peers report it (`Remote-IP`), when several agree.
+    external: Mutex<ExternalIp>,
+}
+
+impl Shared {
+    /// The IP to advertise on a connection whose local end is `local`: the
+    /// listening IP when specific, else the external address several peers
+    /// agree on, else the connection's own.
+    fn advertised(&self, local: IpAddr) -> IpAddr {
+        if let Some(ip) = self.bind {
+            return ip;
+        }
+        match self.external.lock().expect("external").agreed() {
+            // Only where the connection's own address is not one the world
+            // can reach anyway.
+            Some(ip) if ip.is_ipv4() == local.is_ipv4() => ip,
+            _ => local,
+        }
+    }
+
+    /// A peer's handshake said where it sees us (`Remote-IP`).
+    fn remote_ip_said(&self, peer: SocketAddr, h: &Headers) {
+        if let Some(said) = h.get(hs::REMOTE_IP).and_then(hs::parse_remote_ip) {
+            self.external
+                .lock()
+                .expect("external")
+                .vote(peer.ip(), said);
+        }
+    }
+
+    /// Our headers for a handshake on a connection from `local` to `remote`.
+    fn our_headers(&self, local: SocketAddr, remote: SocketAddr, role: RoleHeaders) -> Headers {
+        // Behind a firewall we do not say where we listen: nobody could reach
+        // that address, and it would spread in X-Try.
+        let me = (!self.config.firewalled)
+            .then(|| SocketAddr::new(self.advertised(local.ip()), self.listen_port));
+        let mut h = handshake::our_headers(USER_AGENT, me, Some(remote), self.config.max_ttl, role);
+        h.push("GUID", self.guid.to_hex());
+        if self.config.compress {
+            h.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
+        }
+        h
+    }
+}
+
+/// Connects to `to`, from `bind` when it is given (and of the same family), so
+/// a node listening on one address of several also connects from it.
+pub async fn connect_from(bind: Option<IpAddr>, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match to {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == to.is_ipv4()) {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(to).await
 }
 
 /// HTTP connections served at once (each holds an upload slot only while it
@@ -208,11 +268,20 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     ));
     let (push_tx, push_rx) = mpsc::channel(64);
     let givs = push::GivWaiters::default();
+    let bind = Some(local_addr.ip()).filter(|ip| !ip.is_unspecified());
     tracker.spawn(push::answer_pushes(
         guid,
         push_rx,
         uploads.clone(),
         tracker.clone(),
+        bind,
+    ));
+    let (connect_back_tx, connect_back_rx) = mpsc::channel(16);
+    tracker.spawn(push::answer_connect_backs(
+        connect_back_rx,
+        bind,
+        tracker.clone(),
+        cancel.clone(),
     ));
     let engine = Engine::new(
         guid,
@@ -228,6 +297,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             firewalled: config.firewalled,
             slots: uploads.slots.clone(),
             pushes: push_tx,
+            connect_backs: connect_back_tx,
         },
     );
     let engine = EngineRef::new(engine);
@@ -262,6 +332,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         uploads,
         http_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
         givs: givs.clone(),
+        bind,
+        external: Mutex::new(ExternalIp::new(2)),
     });
     if shared.config.firewalled {
         // Behind a firewall nothing reaches us: the port is given up, and peers
@@ -439,15 +511,8 @@ async fn inbound(
             }
             (hosts.sample(10), hosts.sample_ultrapeers(10))
         };
-        let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let mut ours = handshake::our_headers(
-            USER_AGENT,
-            Some(me),
-            Some(remote),
-            shared.config.max_ttl,
-            role,
-        );
-        ours.push("GUID", shared.guid.to_hex());
+        shared.remote_ip_said(remote, &request.headers);
+        let mut ours = shared.our_headers(local, remote, role);
         let list = |v: &[SocketAddr]| {
             v.iter()
                 .map(|a| a.to_string())
@@ -459,9 +524,6 @@ async fn inbound(
         }
         if !ultrapeers.is_empty() {
             ours.push(hs::X_TRY_ULTRAPEERS, list(&ultrapeers));
-        }
-        if shared.config.compress {
-            ours.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
         }
         let answer = match admit {
             Admit::Refuse(reason) => Err((hs::STATUS_UNAVAILABLE, reason.to_string(), ours)),
@@ -500,7 +562,12 @@ async fn inbound(
                 .expect("hosts")
                 .connected(addr, SystemTime::now());
         }
-        open_connection(shared, stream, local, est, their_listen, link).await;
+        open_connection(shared, stream, local, remote, est, their_listen, link, true).await;
+        Ok(())
+    } else if buf.starts_with(b"\n\n") {
+        // A host we asked to connect back (or one that does so on its own):
+        // nothing more to say.
+        tracing::debug!(%remote, "connect-back received");
         Ok(())
     } else if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
         // Served in a task of its own: the handshake deadline does not apply, the
@@ -568,21 +635,17 @@ async fn dial(
     let mut counted: Option<Link> = None;
     let work = async {
         *connections += 1;
-        let mut stream = TcpStream::connect(peer).await?;
+        let to = match peer.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => tokio::net::lookup_host(peer)
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?,
+        };
+        let mut stream = connect_from(shared.bind, to).await?;
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
-        let me = SocketAddr::new(local.ip(), shared.listen_port);
-        let mut headers = handshake::our_headers(
-            USER_AGENT,
-            Some(me),
-            Some(remote),
-            shared.config.max_ttl,
-            shared.engine.role_headers(),
-        );
-        headers.push("GUID", shared.guid.to_hex());
-        if shared.config.compress {
-            headers.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
-        }
+        let headers = shared.our_headers(local, remote, shared.engine.role_headers());
         let result =
             handshake::connect_deciding(&mut stream, headers, shared.config.compress, |answer| {
                 let (link, ultrapeer) = shared
@@ -601,6 +664,27 @@ async fn dial(
         }) = &result
         {
             shared.engine.ultrapeers_wanted();
+        }
+        if let Ok(est) = &result {
+            shared.remote_ip_said(remote, &est.headers);
+        }
+        if let Err(HandshakeFailure::Refused {
+            code,
+            reason,
+            ultrapeer,
+            ..
+        }) = &result
+        {
+            // Not dialed again soon, by why it said no (a leaf never again).
+            let why = Refusal::of(*code, reason, *ultrapeer);
+            tracing::debug!(%remote, code, reason, ?why, "refused");
+            if !reason.starts_with("(by us)") {
+                shared
+                    .hosts
+                    .lock()
+                    .expect("hosts")
+                    .refused(remote, why, Instant::now());
+            }
         }
         let suggested = match &result {
             Ok(est) => handshake::try_hosts(&est.headers),
@@ -629,7 +713,7 @@ async fn dial(
                 | HandshakeFailure::Malformed(_),
             ) if counted.is_none() => {
                 *connections += 1;
-                let mut stream = TcpStream::connect(remote).await?;
+                let mut stream = connect_from(shared.bind, remote).await?;
                 let local = stream.local_addr()?;
                 let est = handshake::connect_04(&mut stream).await?;
                 let (link, _) = shared
@@ -640,6 +724,7 @@ async fn dial(
                         reason: format!("(by us) {reason}"),
                         try_hosts: Vec::new(),
                         ultrapeer_needed: false,
+                        ultrapeer: None,
                     })?;
                 counted = Some(link);
                 Ok((stream, local, remote, est))
@@ -653,7 +738,17 @@ async fn dial(
     };
     match (outcome, counted) {
         (Ok((stream, local, remote, est)), Some(link)) => {
-            open_connection(shared, stream, local, est, Some(remote), link).await;
+            open_connection(
+                shared,
+                stream,
+                local,
+                remote,
+                est,
+                Some(remote),
+                link,
+                false,
+            )
+            .await;
             Ok(())
         }
         (Ok(_), None) => Ok(()),
@@ -671,18 +766,21 @@ async fn dial(
 
 /// Tells the engine of an established connection, then starts its tasks. The
 /// engine counts it open until its reader reports the end.
+#[allow(clippy::too_many_arguments)]
 async fn open_connection(
     shared: &Arc<Shared>,
     stream: TcpStream,
     local: SocketAddr,
+    remote: SocketAddr,
     est: Established,
     remote_listen: Option<SocketAddr>,
     link: Link,
+    inbound: bool,
 ) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
-    // The peer reaches us at this connection's local IP, and our listening port
+    // The peer reaches us at the address we advertise, and our listening port
     // (a dialed connection's own port is an ephemeral one nobody can connect to).
-    let local = SocketAddr::new(local.ip(), shared.listen_port);
+    let local = SocketAddr::new(shared.advertised(local.ip()), shared.listen_port);
     let _ = stream.set_nodelay(true);
     let tx = conn::ConnTx::new(est.v04);
     shared.open.fetch_add(1, Ordering::Relaxed);
@@ -698,6 +796,9 @@ async fn open_connection(
             .and_then(|d| d.trim().parse().ok())
             .unwrap_or(0),
         guid: est.headers.get("GUID").and_then(Guid::from_hex),
+        remote,
+        vendor_messages: est.headers.get(hs::VENDOR_MESSAGE).is_some(),
+        inbound,
     };
     if !shared.engine.send(Event::Opened {
         conn,

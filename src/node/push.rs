@@ -31,6 +31,7 @@ pub async fn answer_pushes(
     mut pushes: mpsc::Receiver<Push>,
     uploads: Arc<Uploads>,
     tracker: TaskTracker,
+    bind: Option<IpAddr>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_PUSHED));
     loop {
@@ -62,7 +63,7 @@ pub async fn answer_pushes(
             };
             let cancel = uploads.cancel.clone();
             let connect = async {
-                let mut s = TcpStream::connect(to).await?;
+                let mut s = super::connect_from(bind, to).await?;
                 s.set_nodelay(true)?;
                 s.write_all(&giv.encode()).await?;
                 Ok::<_, std::io::Error>(s)
@@ -78,6 +79,48 @@ pub async fn answer_pushes(
                 }
                 Ok(Err(e)) => tracing::debug!(%to, error = %e, "cannot answer a Push"),
                 Err(_) => tracing::debug!(%to, "timed out answering a Push"),
+            }
+        });
+    }
+}
+
+/// Connect-backs being made at once; more requests wait in the channel (and are
+/// dropped when it is full).
+const MAX_CONNECT_BACKS: usize = 4;
+
+/// Answers TCP connect-back requests (BEAR/7): connects to the address, writes
+/// `\n\n` and closes, as gtk-gnutella and LimeWire do, so the asker learns
+/// that it can be reached.
+pub async fn answer_connect_backs(
+    mut requests: mpsc::Receiver<SocketAddr>,
+    bind: Option<IpAddr>,
+    tracker: TaskTracker,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECT_BACKS));
+    loop {
+        let to = tokio::select! {
+            r = requests.recv() => r,
+            _ = cancel.cancelled() => None,
+        };
+        let Some(to) = to else { break };
+        if !reachable(to.ip(), to.port()) {
+            continue;
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        tracker.spawn(async move {
+            let _permit = permit;
+            let work = async {
+                let mut s = super::connect_from(bind, to).await?;
+                s.write_all(b"\n\n").await?;
+                s.shutdown().await
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, work).await {
+                Ok(Ok(())) => tracing::debug!(%to, "connected back"),
+                Ok(Err(e)) => tracing::debug!(%to, error = %e, "cannot connect back"),
+                Err(_) => tracing::debug!(%to, "timed out connecting back"),
             }
         });
     }
@@ -148,12 +191,20 @@ pub struct TransferHooks {
     pub firewalled: bool,
     pub slots: Arc<Semaphore>,
     pub pushes: mpsc::Sender<Push>,
+    /// Where TCP connect-back requests (BEAR/7) go to be answered.
+    pub connect_backs: mpsc::Sender<SocketAddr>,
 }
 
 impl TransferHooks {
     /// Whether every upload slot is taken.
     pub fn busy(&self) -> bool {
         self.slots.available_permits() == 0
+    }
+
+    /// A peer asked us to connect back to it at `to` (dropped when the queue is
+    /// full).
+    pub fn connect_back(&self, to: SocketAddr) {
+        let _ = self.connect_backs.try_send(to);
     }
 
     /// A Push delivered to us: parsed and queued for answering (dropped when the

@@ -232,6 +232,9 @@ impl LeafLink {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut hits = self.hits.lock().await;
         let mut count = 0;
+        // A file reached along two paths (a leaf under two ultrapeers, or an
+        // ultrapeer answering for a leaf that answers too) is shown once.
+        let mut seen = Seen::default();
         while count < max_results {
             let (guid, hit) = match tokio::time::timeout_at(deadline, hits.recv()).await {
                 Ok(Some(h)) => h,
@@ -242,11 +245,12 @@ impl LeafLink {
                 continue;
             }
             let flags = hit.qhd().map(|t| t.flags()).unwrap_or_default();
+            let vendor = hit.qhd().map(|t| t.vendor);
             for r in &hit.results {
                 if count == max_results {
                     break;
                 }
-                on_hit(SearchHit {
+                let h = SearchHit {
                     name: r.name_lossy(),
                     size: r.file_size(),
                     urn: r.ext.sha1_urns().next(),
@@ -256,7 +260,15 @@ impl LeafLink {
                     servent_guid: hit.servent,
                     push: flags.push == Some(true),
                     busy: flags.busy == Some(true),
-                });
+                };
+                if let Some(why) = spam(&h, vendor, words) {
+                    tracing::debug!(name = %h.name, host = %h.host, why, "dropped a fake result");
+                    continue;
+                }
+                if !seen.first(&h) {
+                    continue;
+                }
+                on_hit(h);
                 count += 1;
             }
         }
@@ -284,6 +296,48 @@ impl LeafLink {
         let _ = w.0.shutdown().await;
         self.reader.abort();
     }
+}
+
+/// Results already shown, by host and by servent, so that each (host, file) is
+/// shown once however many paths it came by.
+#[derive(Default)]
+pub struct Seen {
+    by_host: std::collections::HashSet<(Ipv4Addr, u16, FileKey)>,
+    by_servent: std::collections::HashSet<(Guid, FileKey)>,
+}
+
+/// A file as a result names it: by SHA-1 when it has one, else by index and
+/// name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum FileKey {
+    Sha1(Sha1Urn),
+    Named(u32, String),
+}
+
+impl Seen {
+    /// Whether `h` is new (and remembers it).
+    pub fn first(&mut self, h: &SearchHit) -> bool {
+        let file = match h.urn {
+            Some(u) => FileKey::Sha1(u),
+            None => FileKey::Named(h.index, h.name.clone()),
+        };
+        let a = self.by_host.insert((h.host, h.port, file.clone()));
+        let b = self.by_servent.insert((h.servent_guid, file));
+        a && b
+    }
+}
+
+/// Why a result is a known fake, if it is one. LimeWire answers every query
+/// that holds "limewire" with an advertisement for its "PRO" edition, made to
+/// look like a file (see `protocol-spec/search.md`); it is never a real share.
+pub fn spam(h: &SearchHit, vendor: Option<[u8; 4]>, query: &str) -> Option<&'static str> {
+    let name = h.name.to_ascii_lowercase();
+    let asked = query.to_ascii_lowercase();
+    let limewire = vendor.is_some_and(|v| v.eq_ignore_ascii_case(b"LIME"));
+    if limewire && asked.contains("limewire") && name.contains("limewire") && name.contains("pro") {
+        return Some("LimeWire PRO advertisement");
+    }
+    None
 }
 
 /// Searches `words` through `peer`, calling `on_hit` for each result as it arrives,

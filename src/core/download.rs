@@ -167,7 +167,7 @@ struct Source {
     /// Bytes delivered and time spent busy, for the rate.
     bytes: u64,
     busy: Duration,
-    /// Blocks this source supplied that ended up in the file.
+    /// Bytes of the blocks this source supplied that ended up in the file.
     supplied: u64,
 }
 
@@ -289,7 +289,8 @@ impl Planner {
             .count()
     }
 
-    /// Blocks each source supplied to the file.
+    /// Bytes each source supplied to the file (a short last block counts as
+    /// what it is).
     pub fn supplied(&self, source: SourceId) -> u64 {
         self.sources.get(source).map_or(0, |s| s.supplied)
     }
@@ -335,7 +336,7 @@ impl Planner {
             ((block + 1) * self.block).min(self.size),
         );
         s.bytes += b - a;
-        s.supplied += 1;
+        s.supplied += b - a;
         s.failures = 0;
         let finished = *next == *end;
         self.blocks[block as usize] = Block::Done(Some(source));

@@ -471,7 +471,7 @@ mod tests {
             Refusal::of(403, "Compressed connection preferred", None),
             Refusal::Policy
         );
-        for h in [leaf, busy, picky] {
+        for _ in [leaf, busy, picky] {
             assert!(c.next_to_dial(now).is_some());
         }
         c.refused(leaf, Refusal::Leaf, now);

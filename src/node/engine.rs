@@ -1125,7 +1125,10 @@ impl Engine {
                     )),
                     servent: guid,
                 });
-                self.reply(conn, h, &hit, Priority::Result);
+                // Sent as if relayed from the leaf (hops 1): a LimeWire leaf drops
+                // a hit that arrives with hops 0 naming a public address other
+                // than its neighbour's.
+                self.reply_hops(conn, h, &hit, Priority::Result, Hops(1));
                 self.stats.hits_for_leaves += 1;
             }
         }
@@ -1489,17 +1492,24 @@ impl Engine {
     }
 
     fn reply(&mut self, to: ConnId, request: &Header, msg: &Message, priority: Priority) {
+        self.reply_hops(to, request, msg, priority, Hops(0));
+    }
+
+    /// A reply that says it has travelled `hops` already.
+    fn reply_hops(
+        &mut self,
+        to: ConnId,
+        request: &Header,
+        msg: &Message,
+        priority: Priority,
+        hops: Hops,
+    ) {
         let Some(peer) = self.peers.get(&to) else {
             return;
         };
         let mut out = BytesMut::new();
         if msg
-            .encode_frame(
-                request.guid,
-                Self::reply_ttl(request.hops),
-                Hops(0),
-                &mut out,
-            )
+            .encode_frame(request.guid, Self::reply_ttl(request.hops), hops, &mut out)
             .is_ok()
             && !matches!(
                 peer.tx.send(priority, out.freeze()),

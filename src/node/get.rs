@@ -352,7 +352,7 @@ struct Answer {
     alts: Vec<SocketAddr>,
 }
 
-fn read_headers(status: StatusCode, hd: &HeaderMap, head: bool) -> Result<Answer, SrcError> {
+fn read_headers(status: StatusCode, hd: &HeaderMap) -> Result<Answer, SrcError> {
     let get = |name: &str| hd.get(name).and_then(|v| v.to_str().ok());
     match status {
         StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
@@ -371,7 +371,10 @@ fn read_headers(status: StatusCode, hd: &HeaderMap, head: bool) -> Result<Answer
     let alts = get("X-Alt")
         .map(|v| h::parse_x_alt(v, MAX_SOURCES))
         .unwrap_or_default();
-    let size = if status == StatusCode::PARTIAL_CONTENT && !head {
+    // A 206 tells the file's size in its Content-Range, also in answer to a
+    // HEAD: gtk-gnutella caps even a HEAD or a request without Range on a new
+    // connection, so its Content-Length is that of the first 512 KiB only.
+    let size = if status == StatusCode::PARTIAL_CONTENT {
         let (_, _, total) = get(header::CONTENT_RANGE.as_str())
             .and_then(h::parse_content_range)
             .ok_or_else(|| SrcError::Drop("206 without a valid Content-Range".into()))?;
@@ -423,7 +426,7 @@ async fn probe(
     .await
     .map_err(|_| "no answer".to_string())?
     .map_err(|e| e.to_string())?;
-    let a = read_headers(resp.status(), resp.headers(), true).map_err(|e| match e {
+    let a = read_headers(resp.status(), resp.headers()).map_err(|e| match e {
         SrcError::Retry(w, _) | SrcError::Drop(w) => w,
     })?;
     Ok((c, a))
@@ -735,7 +738,7 @@ impl Ranged {
             .send_request(req)
             .await
             .map_err(|e| retry(e.to_string()))?;
-        let a = read_headers(resp.status(), resp.headers(), false).map_err(Some)?;
+        let a = read_headers(resp.status(), resp.headers()).map_err(Some)?;
         if a.size != sh.size {
             return Err(Some(SrcError::Drop(format!(
                 "wrong size {} (want {})",
@@ -1038,6 +1041,18 @@ pub async fn download(
     let part_path = with_suffix(&path, ".part");
     let block = block_size_for(size);
     let (part, have) = open_part(&path, urn, size, block)?;
+    let present: u64 = (0..have.len() as u64)
+        .filter(|b| have[*b as usize])
+        .map(|b| ((b + 1) * block).min(size) - b * block)
+        .sum();
+    if present > 0 {
+        tracing::info!(
+            part = %part_path.display(),
+            bytes = present,
+            of = size,
+            "resuming: blocks already in the .part are not fetched again"
+        );
+    }
     let part = Arc::new(part);
     let sh = Arc::new(Shared {
         urn,
@@ -1343,7 +1358,7 @@ pub async fn download(
                 sources: srcs
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| (s.spec.label(), (planner.supplied(i) * block).min(size)))
+                    .map(|(i, s)| (s.spec.label(), planner.supplied(i)))
                     .collect(),
             })
         }

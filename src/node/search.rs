@@ -328,13 +328,16 @@ impl Seen {
 }
 
 /// Why a result is a known fake, if it is one. LimeWire answers every query
-/// that holds "limewire" with an advertisement for its "PRO" edition, made to
-/// look like a file (see `protocol-spec/search.md`); it is never a real share.
-pub fn spam(h: &SearchHit, vendor: Option<[u8; 4]>, query: &str) -> Option<&'static str> {
+/// holding "limewire" with an advertisement made to look like a file: "LimeWire
+/// PRO Available at LimeWire.com", 1024 bytes, index 0xFFFFFFFF, no SHA-1, from
+/// vendor `LIME` with an all-zero servent GUID (see `protocol-spec/descriptors.md`,
+/// section 9). It is never a real share.
+pub fn spam(h: &SearchHit, vendor: Option<[u8; 4]>, _query: &str) -> Option<&'static str> {
     let name = h.name.to_ascii_lowercase();
-    let asked = query.to_ascii_lowercase();
     let limewire = vendor.is_some_and(|v| v.eq_ignore_ascii_case(b"LIME"));
-    if limewire && asked.contains("limewire") && name.contains("limewire") && name.contains("pro") {
+    let advert = name.starts_with("limewire pro") && name.contains("limewire.com");
+    let canned = h.index == u32::MAX && h.urn.is_none() && h.servent_guid == Guid([0; 16]);
+    if limewire && (advert || canned) {
         return Some("LimeWire PRO advertisement");
     }
     None
@@ -379,5 +382,33 @@ mod tests {
             "{\"name\":\"a \\\"b\\\"\\n.mp3\",\"size\":3,\"urn\":\"urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\",\"index\":7,\"host\":\"127.0.0.1\",\"port\":6346,\"servent_guid\":\"ABABABABABABABABABABABABABABABAB\",\"push\":true,\"busy\":false}"
         );
         assert_eq!(json_string("\u{1}"), "\"\\u0001\"");
+    }
+
+    #[test]
+    fn limewires_advertisement_is_recognised_and_nothing_else() {
+        // As LimeWire 5.6.2 sends it for any query holding "limewire".
+        let ad = SearchHit {
+            name: "LimeWire PRO Available at LimeWire.com".into(),
+            size: 1024,
+            urn: None,
+            index: u32::MAX,
+            host: Ipv4Addr::new(64, 61, 25, 171),
+            port: 6346,
+            servent_guid: Guid([0; 16]),
+            push: false,
+            busy: false,
+        };
+        assert!(spam(&ad, Some(*b"LIME"), "limewire").is_some());
+        // The same name from another vendor, or a real LimeWire share about
+        // LimeWire, is shown.
+        assert!(spam(&ad, Some(*b"GTKG"), "limewire").is_none());
+        let real = SearchHit {
+            name: "limewire pro tips.txt".into(),
+            urn: Some(Sha1Urn::digest(b"x")),
+            index: 3,
+            servent_guid: Guid([7; 16]),
+            ..ad.clone()
+        };
+        assert!(spam(&real, Some(*b"LIME"), "limewire").is_none());
     }
 }

@@ -33,6 +33,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    // One policy for every panic: report it and end the process. A node that
+    // panicked in one task must not live on as a zombie that accepts connections
+    // it can no longer serve (or holds a poisoned lock); its supervisor, or the
+    // user, starts it again, and the data directory is written atomically.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!(%info, "internal error; stopping");
+        std::process::abort();
+    }));
+
     let name = cli.command.name();
     tracing::debug!(command = name, "starting");
     let result = match cli.command {
@@ -108,6 +119,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         max_ttl: args.max_ttl,
         firewalled: args.firewalled,
         max_uploads: args.max_uploads,
+        local_network: args.local_network,
         tier: TierConfig {
             mode: match args.mode {
                 Mode::Leaf => node::Mode::Leaf,

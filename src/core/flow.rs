@@ -19,6 +19,11 @@ pub enum Priority {
     Own = 2,
     /// QueryHits and Pushes.
     Result = 3,
+    /// Messages whose loss would leave the peer with a wrong picture of us
+    /// (QRP table updates, library offers): never shed, and queued in room of
+    /// their own beside the bound for the others. A refused one is for the
+    /// sender to offer again later.
+    Control = 4,
 }
 
 /// What happened to a message offered to a full queue.
@@ -36,23 +41,37 @@ pub enum Offer {
 #[derive(Debug)]
 pub struct SendQueue<T> {
     items: VecDeque<(Priority, usize, T)>,
+    /// Bytes and messages queued, control messages not counted.
     bytes: usize,
+    others: usize,
+    /// Bytes of control messages queued, and their own bound.
+    control_bytes: usize,
+    control_room: usize,
     max_items: usize,
     max_bytes: usize,
-    shed: [u64; 4],
-    rejected: [u64; 4],
+    shed: [u64; 5],
+    rejected: [u64; 5],
 }
 
 impl<T> SendQueue<T> {
     /// A queue holding at most `max_items` messages and `max_bytes` bytes.
     pub fn new(max_items: usize, max_bytes: usize) -> Self {
+        Self::with_control_room(max_items, max_bytes, 0)
+    }
+
+    /// A queue as [`SendQueue::new`], with `control_room` more bytes for
+    /// [`Priority::Control`] messages.
+    pub fn with_control_room(max_items: usize, max_bytes: usize, control_room: usize) -> Self {
         SendQueue {
             items: VecDeque::new(),
             bytes: 0,
+            others: 0,
+            control_bytes: 0,
+            control_room,
             max_items: max_items.max(1),
             max_bytes,
-            shed: [0; 4],
-            rejected: [0; 4],
+            shed: [0; 5],
+            rejected: [0; 5],
         }
     }
 
@@ -60,18 +79,27 @@ impl<T> SendQueue<T> {
     /// of the lowest priority below `priority` is dropped to make room; if none is,
     /// the new message is refused.
     pub fn offer(&mut self, priority: Priority, size: usize, item: T) -> Offer {
+        if priority == Priority::Control {
+            if self.control_bytes + size > self.control_room {
+                self.rejected[priority as usize] += 1;
+                return Offer::Rejected;
+            }
+            self.control_bytes += size;
+            self.items.push_back((priority, size, item));
+            return Offer::Queued;
+        }
         if size > self.max_bytes {
             // Larger than the whole queue: nothing can make room, so drop nothing.
             self.rejected[priority as usize] += 1;
             return Offer::Rejected;
         }
         let mut shed = None;
-        while self.items.len() >= self.max_items || self.bytes + size > self.max_bytes {
+        while self.others >= self.max_items || self.bytes + size > self.max_bytes {
             let victim = self
                 .items
                 .iter()
                 .enumerate()
-                .filter(|(_, (p, _, _))| *p < priority)
+                .filter(|(_, (p, _, _))| *p < priority && *p != Priority::Control)
                 .min_by_key(|(i, (p, _, _))| (*p, *i))
                 .map(|(i, _)| i);
             let Some(i) = victim else {
@@ -80,10 +108,12 @@ impl<T> SendQueue<T> {
             };
             let (p, s, _) = self.items.remove(i).expect("index in range");
             self.bytes -= s;
+            self.others -= 1;
             self.shed[p as usize] += 1;
             shed = Some(p);
         }
         self.bytes += size;
+        self.others += 1;
         self.items.push_back((priority, size, item));
         match shed {
             Some(p) => Offer::QueuedShedding(p),
@@ -93,8 +123,13 @@ impl<T> SendQueue<T> {
 
     /// The next message to send, oldest first.
     pub fn pop(&mut self) -> Option<T> {
-        let (_, s, item) = self.items.pop_front()?;
-        self.bytes -= s;
+        let (p, s, item) = self.items.pop_front()?;
+        if p == Priority::Control {
+            self.control_bytes -= s;
+        } else {
+            self.bytes -= s;
+            self.others -= 1;
+        }
         Some(item)
     }
 
@@ -108,9 +143,9 @@ impl<T> SendQueue<T> {
         self.items.is_empty()
     }
 
-    /// Bytes queued.
+    /// Bytes queued (control messages included).
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.control_bytes
     }
 
     /// Messages of `priority` dropped from the queue to make room.
@@ -173,5 +208,38 @@ mod tests {
             "larger than the queue"
         );
         assert_eq!(q.len(), 1, "nothing was shed for a message that cannot fit");
+    }
+
+    #[test]
+    fn control_messages_have_their_own_room_and_are_never_shed() {
+        let mut q = SendQueue::with_control_room(2, 100, 50);
+        assert_eq!(q.offer(Control, 30, "t1"), Offer::Queued);
+        // The other room is full of relayed queries...
+        assert_eq!(q.offer(RelayedSearch, 50, "q1"), Offer::Queued);
+        assert_eq!(q.offer(RelayedSearch, 50, "q2"), Offer::Queued);
+        // ...and a control message still fits in its own, until that is full.
+        assert_eq!(q.offer(Control, 20, "t2"), Offer::Queued);
+        assert_eq!(q.offer(Control, 1, "t3"), Offer::Rejected);
+        // Results shed queries, never control messages.
+        assert_eq!(
+            q.offer(Result, 50, "h1"),
+            Offer::QueuedShedding(RelayedSearch)
+        );
+        assert_eq!(
+            q.offer(Result, 50, "h2"),
+            Offer::QueuedShedding(RelayedSearch)
+        );
+        assert_eq!(q.offer(Result, 50, "h3"), Offer::Rejected);
+        assert_eq!(q.bytes(), 150);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            ["t1", "t2", "h1", "h2"]
+        );
+        assert_eq!(q.bytes(), 0);
+        assert_eq!(
+            q.offer(Control, 50, "t4"),
+            Offer::Queued,
+            "room is given back"
+        );
     }
 }

@@ -17,12 +17,16 @@ use crate::wire::bye::{self, Bye};
 use crate::wire::{Guid, Hops, Message, Ttl};
 
 use super::deflate::{Deflate, Inflate};
-use super::engine::{EngineRef, Event};
+use super::engine::{EngineRef, Event, Fault};
 
 /// Messages a slow peer may have queued before the cheapest are shed.
 const QUEUE_MESSAGES: usize = 1024;
 /// Bytes a slow peer may have queued.
 const QUEUE_BYTES: usize = 512 * 1024;
+/// Room for QRP table updates and library offers beside the bound above (they
+/// are never shed; a whole table of ours is at most about 40 KiB, the largest
+/// offer we send, 10,000 files with 1 MiB of names, about 1.3 MiB).
+const CONTROL_ROOM: usize = 2 * 1024 * 1024;
 /// Bytes of queued frames gathered into one write.
 const BATCH_BYTES: usize = 64 * 1024;
 /// How long the last Bye may take to go out before the socket is dropped.
@@ -49,7 +53,11 @@ impl ConnTx {
     pub fn new(v04: bool) -> ConnTx {
         ConnTx {
             shared: Arc::new(Shared {
-                queue: Mutex::new(SendQueue::new(QUEUE_MESSAGES, QUEUE_BYTES)),
+                queue: Mutex::new(SendQueue::with_control_room(
+                    QUEUE_MESSAGES,
+                    QUEUE_BYTES,
+                    CONTROL_ROOM,
+                )),
                 closing: Mutex::new(None),
                 wake: Notify::new(),
             }),
@@ -105,6 +113,26 @@ impl ConnTx {
 const BATCH_FRAMES_IN: usize = 128;
 /// Bytes of frames per batch handed to the engine (one frame may go past it).
 const BATCH_BYTES_IN: usize = 64 * 1024;
+/// Time limits on an established link.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Nothing received for this long (we ping every peer every 30 s, and a
+    /// live peer answers): the link is closed with Bye 405.
+    pub read_idle: std::time::Duration,
+    /// One write that cannot finish for this long (the peer reads nothing): the
+    /// link is closed without a Bye (it would never be read).
+    pub write_stall: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read_idle: std::time::Duration::from_secs(120),
+            write_stall: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// What the handshake settled for a connection's byte streams.
 pub struct Streams {
     /// Bytes read past the handshake: the start of the incoming stream.
@@ -128,6 +156,7 @@ pub fn start<R, W>(
     streams: Streams,
     engine: EngineRef,
     cancel: CancellationToken,
+    limits: Limits,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -140,6 +169,7 @@ pub fn start<R, W>(
         deflate,
         cancel.clone(),
         done.clone(),
+        (limits.write_stall, conn, engine.clone()),
     ));
     let reader_tx = tx.clone();
     tracker.spawn(async move {
@@ -157,7 +187,17 @@ pub fn start<R, W>(
                 p
             } else {
                 tokio::select! {
-                    next = framed.next() => next,
+                    next = tokio::time::timeout(limits.read_idle, framed.next()) => match next {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::debug!(conn = conn.0, "closing: nothing received for too long");
+                            engine.send(Event::Fault { conn, fault: Fault::ReadIdle });
+                            reader_tx.close(bye::CODE_TIMEOUT, "Inactivity timeout");
+                            // The writer sends the Bye and ends; then this
+                            // reader drains and ends too.
+                            continue;
+                        }
+                    },
                 _ = cancel.cancelled() => {
                     // Shutdown wakes this reader, the writer and the engine at
                     // once, and the first close wins: ours must carry the Bye too.
@@ -232,6 +272,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut deflate: Option<Deflate>,
     cancel: CancellationToken,
     done: CancellationToken,
+    (stall, conn, engine): (std::time::Duration, ConnId, EngineRef),
 ) {
     let shared = &tx.shared;
     loop {
@@ -277,8 +318,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             None => batch.concat(),
         };
         let write = async {
-            w.write_all(&packed).await?;
-            w.flush().await
+            match tokio::time::timeout(stall, async {
+                w.write_all(&packed).await?;
+                w.flush().await
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!(conn = conn.0, "closing: the peer reads nothing");
+                    engine.send(Event::Fault {
+                        conn,
+                        fault: Fault::WriteStall,
+                    });
+                    Err(std::io::ErrorKind::TimedOut.into())
+                }
+            }
         };
         // A write blocked by a peer that stopped reading gives way to shutdown;
         // one that can finish at once does (biased: the write is polled first), so

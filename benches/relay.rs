@@ -185,6 +185,8 @@ async fn main() {
                 mode: node::Mode::Ultrapeer,
                 ..node::TierConfig::default()
             },
+            // The bench measures raw relaying: no per-peer budget.
+            budgets: node::Budgets::unlimited(),
             ..NodeConfig::default()
         };
         let mut node = node::start(config, CancellationToken::new())

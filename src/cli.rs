@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Concurrent uploads before answering 503.
     #[arg(long, env = "SERVENT_MAX_UPLOADS", default_value_t = 8)]
     pub max_uploads: usize,
+    /// The mesh is on a local network: learn, dial and push to private and
+    /// loopback addresses too (always so when --listen is such an address).
+    #[arg(long, env = "SERVENT_LOCAL_NETWORK")]
+    pub local_network: bool,
 }
 
 #[derive(Debug, Args)]

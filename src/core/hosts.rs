@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::addr::Scope;
 
 // Deployed servents ban an address that connects to them more than twice a
 // minute (gtk-gnutella does), so no host is dialed again within 30 seconds.
@@ -87,6 +89,8 @@ pub struct HostCache {
     me: Option<SocketAddr>,
     backoff_start: Duration,
     after_close: Duration,
+    /// Which addresses may be learned (reserved ranges only on a local mesh).
+    scope: Scope,
 }
 
 fn is_me(me: Option<SocketAddr>, addr: &SocketAddr) -> bool {
@@ -94,15 +98,6 @@ fn is_me(me: Option<SocketAddr>, addr: &SocketAddr) -> bool {
         me == *addr
             || (me.ip().is_unspecified() && me.port() == addr.port() && addr.ip().is_loopback())
     })
-}
-
-/// Whether an address can be dialed at all.
-fn dialable(addr: &SocketAddr) -> bool {
-    let ip = addr.ip();
-    addr.port() != 0
-        && !ip.is_unspecified()
-        && !ip.is_multicast()
-        && !matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 impl HostCache {
@@ -114,7 +109,15 @@ impl HostCache {
             me: None,
             backoff_start: BACKOFF_START,
             after_close: AFTER_CLOSE,
+            scope: Scope::Local,
         }
+    }
+
+    /// Which addresses may be learned from now on (a cache starts in
+    /// [`Scope::Local`], taking any address that names a host).
+    pub fn set_scope(&mut self, scope: Scope) {
+        self.scope = scope;
+        self.hosts.retain(|a, _| scope.allows(*a));
     }
 
     /// Shorter pauses before redialing than the deployed network tolerates; for
@@ -195,7 +198,7 @@ impl HostCache {
     /// Records that `addr` was heard of at `seen`. When full, the host heard of
     /// least recently (and not connected) makes room.
     pub fn learn(&mut self, addr: SocketAddr, seen: SystemTime) {
-        if !dialable(&addr) || is_me(self.me, &addr) {
+        if !self.scope.allows(addr) || is_me(self.me, &addr) {
             return;
         }
         if let Some(e) = self.hosts.get_mut(&addr) {

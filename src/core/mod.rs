@@ -2,7 +2,9 @@
 //! decisions. Nothing here does I/O, reads a clock or knows a wire format; the
 //! async shell maps wire messages to the core's terms and carries its decisions out.
 
+pub mod addr;
 pub mod altloc;
+pub mod budget;
 pub mod download;
 pub mod dq;
 pub mod external;

@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use tokio::sync::watch;
 
 use crate::core::ConnId;
+use crate::core::budget::{Budget, Kind as BudgetKind, Rates, Verdict};
 use crate::core::dq::{self, Candidate, DqConfig, Planner};
 use crate::core::flow::Priority;
 use crate::core::hosts::HostCache;
@@ -114,6 +115,20 @@ pub enum Event {
     Tick {
         busy: f64,
     },
+    /// A link broke one of its time limits (it is being closed).
+    Fault {
+        conn: ConnId,
+        fault: Fault,
+    },
+}
+
+/// A time limit a link broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing received for too long (Bye 405).
+    ReadIdle,
+    /// The peer read nothing for too long (closed without a Bye).
+    WriteStall,
 }
 
 /// Relayed messages queued, counted per connection they were queued on.
@@ -184,6 +199,51 @@ pub struct EngineStats {
     pub oob_stripped: u64,
     /// Pongs not cached or learned: from leaves, or naming ourselves.
     pub pongs_unlisted: u64,
+    /// Table updates and library offers refused by a full control room (offered
+    /// again on a later tick).
+    pub control_retries: u64,
+    /// Links closed for sending nothing for too long, and for reading nothing.
+    pub idle_closed: u64,
+    pub stalled_closed: u64,
+    /// Messages dropped for being over their sender's budget, per kind (in the
+    /// order of `core::budget::Kind::ALL`), and links closed for staying over.
+    pub over_budget: [u64; 7],
+    pub closed_over_budget: u64,
+}
+
+impl EngineStats {
+    /// Messages of `kind` dropped over budget.
+    pub fn over_budget(&self, kind: BudgetKind) -> u64 {
+        self.over_budget[kind as usize]
+    }
+}
+
+/// What each kind of link may send (see `core::budget`).
+#[derive(Clone, Debug)]
+pub struct Budgets {
+    /// Ultrapeer and flat neighbours, and our ultrapeers.
+    pub neighbour: Rates,
+    /// Our leaves.
+    pub leaf: Rates,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            neighbour: Rates::neighbour(),
+            leaf: Rates::leaf(),
+        }
+    }
+}
+
+impl Budgets {
+    /// No limits (benches that measure raw relaying).
+    pub fn unlimited() -> Budgets {
+        Budgets {
+            neighbour: Rates::unlimited(),
+            leaf: Rates::unlimited(),
+        }
+    }
 }
 
 struct Peer {
@@ -213,7 +273,15 @@ struct Peer {
     asked_proxy: bool,
     /// A connect-back it asked for was passed on (one per link).
     connected_back: bool,
+    /// Pongs taken from it since we last pinged it.
+    pongs_taken: u32,
+    /// What it may still send.
+    budget: Budget,
 }
+
+/// Pongs one answer to one of our Pings may add to the host and pong caches
+/// (an honest peer sends its own and up to ten cached ones).
+const MAX_PONGS_PER_PING: u32 = 16;
 
 /// Entries kept from a peer's Messages-Supported list.
 const MAX_SUPPORTED: usize = 128;
@@ -512,6 +580,7 @@ pub struct Engine {
     transfer: TransferHooks,
     /// A peer has connected to us (we can be reached).
     inbound_seen: bool,
+    budgets: Budgets,
 }
 
 impl Engine {
@@ -527,6 +596,7 @@ impl Engine {
         tier: Tier,
         dq: DqConfig,
         transfer: TransferHooks,
+        budgets: Budgets,
     ) -> Engine {
         Engine {
             me,
@@ -549,6 +619,7 @@ impl Engine {
             dq_frames: HashMap::new(),
             transfer,
             inbound_seen: false,
+            budgets,
         }
     }
 
@@ -603,6 +674,10 @@ impl Engine {
                 self.inbound_seen |= info.inbound;
                 self.router.connection_opened(conn);
                 info.up_qrp &= self.tier.config().ultrapeer_qrp;
+                let rates = match info.link {
+                    Link::ToLeaf => self.budgets.leaf.clone(),
+                    _ => self.budgets.neighbour.clone(),
+                };
                 self.peers.insert(
                     conn,
                     Peer {
@@ -621,6 +696,8 @@ impl Engine {
                         proxy: None,
                         asked_proxy: false,
                         connected_back: false,
+                        pongs_taken: 0,
+                        budget: Budget::new(rates, now),
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
@@ -698,6 +775,13 @@ impl Engine {
                     self.frame(conn, frame, now);
                 }
             }
+            Event::Fault { conn, fault } => {
+                tracing::debug!(conn = conn.0, ?fault, "link broke a time limit");
+                match fault {
+                    Fault::ReadIdle => self.stats.idle_closed += 1,
+                    Fault::WriteStall => self.stats.stalled_closed += 1,
+                }
+            }
         }
     }
 
@@ -719,6 +803,39 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
+        let kind = match frame.header.function {
+            Function::Query => Some(BudgetKind::Query),
+            Function::Ping => Some(BudgetKind::Ping),
+            Function::Pong => Some(BudgetKind::Pong),
+            Function::QueryHit => Some(BudgetKind::Hit),
+            Function::Push => Some(BudgetKind::Push),
+            Function::RouteTable => Some(BudgetKind::Table),
+            Function::Vendor | Function::StandardVendor => Some(BudgetKind::Vendor),
+            Function::Bye | Function::Unknown(_) => None,
+        };
+        if let Some(kind) = kind {
+            match peer.budget.admit(kind, now) {
+                Verdict::Take => {}
+                Verdict::Drop => {
+                    self.stats.over_budget[kind as usize] += 1;
+                    return;
+                }
+                Verdict::Close => {
+                    self.stats.over_budget[kind as usize] += 1;
+                    self.stats.closed_over_budget += 1;
+                    tracing::debug!(
+                        conn = conn.0,
+                        kind = kind.name(),
+                        "closing: over its budget"
+                    );
+                    peer.tx.close(
+                        bye::CODE_BAD_QUERIES,
+                        &format!("Flooding: too many {} messages", kind.name()),
+                    );
+                    return;
+                }
+            }
+        }
         let h = frame.header;
         let class = match h.function {
             Function::Ping => Class::Discovery,
@@ -805,9 +922,12 @@ impl Engine {
         let decision = self
             .router
             .route(conn, h.guid, class, h.ttl.0, h.hops.0, now);
-        if h.function == Function::Pong && matches!(decision, Decision::Accept { .. }) {
-            // Every pong that follows a path names a host we may dial later, and
-            // one we may tell others about.
+        if h.function == Function::Pong
+            && matches!(decision, Decision::Accept { deliver: true, .. })
+        {
+            // A Pong answering one of our own Pings names a host we may dial
+            // later, and one we may tell others about; only so many per Ping, so
+            // one neighbour cannot fill the cache with addresses of its choice.
             let p = &frame.payload;
             let port = u16::from_le_bytes([p[0], p[1]]);
             let ip = Ipv4Addr::new(p[2], p[3], p[4], p[5]);
@@ -819,7 +939,11 @@ impl Engine {
                 .peers
                 .get(&conn)
                 .is_some_and(|p| p.info.link == Link::ToLeaf);
-            let unlisted = from_leaf || self.is_me(addr);
+            let over = self.peers.get_mut(&conn).is_some_and(|p| {
+                p.pongs_taken += 1;
+                p.pongs_taken > MAX_PONGS_PER_PING
+            });
+            let unlisted = from_leaf || over || self.is_me(addr);
             if unlisted {
                 self.stats.pongs_unlisted += 1;
             }
@@ -1426,7 +1550,7 @@ impl Engine {
         // The whole table (RESET, then a patch from empty) is the same for every
         // new link: built once, when the first one needs it.
         let mut whole: Option<Option<bytes::Bytes>> = None;
-        let mut sent_count = 0;
+        let (mut sent_count, mut retried) = (0, 0);
         for p in self.peers.values_mut().filter(|p| p.wants_table(role)) {
             let bytes = match &p.sent {
                 Some(old) if old == table => continue,
@@ -1439,13 +1563,20 @@ impl Engine {
                     .clone(),
             };
             let Some(bytes) = bytes else { continue };
-            // Tables are small next to the queue's byte bound, and sent as one
-            // piece so the sequence cannot be cut by shedding.
-            p.tx.send(Priority::Own, bytes);
-            p.sent = Some(table.clone());
-            sent_count += 1;
+            // Sent as one piece in the queue's room for control messages, which
+            // is never shed, so the sequence cannot be cut. Refused (that room is
+            // full: the peer reads slowly), it is not recorded as sent, and the
+            // next tick offers the difference again.
+            match p.tx.send(Priority::Control, bytes) {
+                crate::core::flow::Offer::Rejected => retried += 1,
+                _ => {
+                    p.sent = Some(table.clone());
+                    sent_count += 1;
+                }
+            }
         }
         self.stats.tables_sent += sent_count;
+        self.stats.control_retries += retried;
     }
 
     /// Offers our whole library to every ultrapeer that takes offers and has not
@@ -1459,6 +1590,15 @@ impl Engine {
             p.info.link == Link::ToUltrapeer && p.info.offers && p.offered_version != Some(version)
         };
         if !self.peers.values().any(wanting) {
+            return;
+        }
+        // A library larger than an ultrapeer takes (ours take 10,000 files and
+        // 1 MiB of names) is not offered: it is found through our table alone.
+        let name_bytes: usize = self.library.files().map(|f| f.name.len()).sum();
+        if self.library.len() > Self::MAX_OFFERED || name_bytes > Self::MAX_OFFERED_BYTES {
+            for p in self.peers.values_mut().filter(|p| wanting(p)) {
+                p.offered_version = Some(version);
+            }
             return;
         }
         let files: Vec<OfferedFile> = self
@@ -1476,13 +1616,19 @@ impl Engine {
             let _ = Message::Vendor(m).encode_frame(Guid::new_random(), Ttl(1), Hops(0), &mut out);
         }
         let bytes = out.freeze();
-        let mut sent = 0;
+        let (mut sent, mut retried) = (0, 0);
         for p in self.peers.values_mut().filter(|p| wanting(p)) {
-            p.tx.send(Priority::Own, bytes.clone());
-            p.offered_version = Some(version);
-            sent += 1;
+            // As for tables: never shed, and offered again while refused.
+            match p.tx.send(Priority::Control, bytes.clone()) {
+                crate::core::flow::Offer::Rejected => retried += 1,
+                _ => {
+                    p.offered_version = Some(version);
+                    sent += 1;
+                }
+            }
         }
         self.stats.offers_sent += sent;
+        self.stats.control_retries += retried;
     }
 
     /// The TTL for a reply to a request that travelled `hops` hops: enough to get
@@ -1523,9 +1669,10 @@ impl Engine {
     /// Sends a TTL-2 Ping to one neighbour: it answers with its own Pong and the
     /// Pongs it has cached.
     fn ping(&mut self, conn: ConnId, now: Instant) {
-        let Some(peer) = self.peers.get(&conn) else {
+        let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
+        peer.pongs_taken = 0;
         let id = Guid::new_random();
         if let Decision::Accept {
             forward: Some(f), ..

@@ -6,7 +6,7 @@
 //! [`start`] (or call [`NodeHandle::shutdown`]); every peer gets a Bye 200 and every
 //! task ends.
 
-mod conn;
+pub mod conn;
 mod deflate;
 mod engine;
 pub mod get;
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::ConnId;
+use crate::core::addr::Scope;
 pub use crate::core::dq::DqConfig;
 use crate::core::external::ExternalIp;
 use crate::core::hosts::{HostCache, Refusal};
@@ -40,8 +41,8 @@ pub use crate::core::tier::{Mode, TierConfig};
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
+pub use engine::{Budgets, EngineStats, RelayCounts};
 use engine::{Engine, EngineRef, Event, LinkInfo};
-pub use engine::{EngineStats, RelayCounts};
 use handshake::{Established, HandshakeFailure, RoleHeaders};
 
 /// The User-Agent we announce.
@@ -81,6 +82,13 @@ pub struct NodeConfig {
     pub firewalled: bool,
     /// Concurrent uploads; more get 503.
     pub max_uploads: usize,
+    /// Time limits on established links (read idle, write stall).
+    pub link_limits: conn::Limits,
+    /// The mesh is local: private and loopback addresses are learned, dialed and
+    /// pushed to (they are anyway when `listen` is such an address).
+    pub local_network: bool,
+    /// What each link may send (token buckets per kind of message).
+    pub budgets: Budgets,
 }
 
 impl Default for NodeConfig {
@@ -102,6 +110,9 @@ impl Default for NodeConfig {
             redial_pause: None,
             firewalled: false,
             max_uploads: 8,
+            link_limits: conn::Limits::default(),
+            local_network: false,
+            budgets: Budgets::default(),
         }
     }
 }
@@ -243,7 +254,9 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         },
     );
     let (library, shares) = library_task::initial(&config.shares, config.data_dir.as_ref());
+    let scope = Scope::of(local_addr.ip(), config.local_network);
     let mut hosts = HostCache::new(2000);
+    hosts.set_scope(scope);
     hosts.set_me(local_addr);
     if let Some(p) = config.redial_pause {
         hosts.set_redial_pause(p);
@@ -275,11 +288,13 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         uploads.clone(),
         tracker.clone(),
         bind,
+        scope,
     ));
     let (connect_back_tx, connect_back_rx) = mpsc::channel(16);
     tracker.spawn(push::answer_connect_backs(
         connect_back_rx,
         bind,
+        scope,
         tracker.clone(),
         cancel.clone(),
     ));
@@ -299,6 +314,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             pushes: push_tx,
             connect_backs: connect_back_tx,
         },
+        config.budgets.clone(),
     );
     let engine = EngineRef::new(engine);
     {
@@ -373,6 +389,9 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         givs,
     })
 }
+
+/// Idle time before the kernel probes a link that carries nothing.
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Inbound connections being dispatched or handshaken at once; more wait in the
 /// kernel's backlog until one finishes.
@@ -782,6 +801,9 @@ async fn open_connection(
     // (a dialed connection's own port is an ephemeral one nobody can connect to).
     let local = SocketAddr::new(shared.advertised(local.ip()), shared.listen_port);
     let _ = stream.set_nodelay(true);
+    // The kernel notices a peer that vanished without a word (no FIN, no RST).
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let tx = conn::ConnTx::new(est.v04);
     shared.open.fetch_add(1, Ordering::Relaxed);
     let info = LinkInfo {
@@ -823,6 +845,7 @@ async fn open_connection(
         },
         shared.engine.clone(),
         shared.cancel.clone(),
+        shared.config.link_limits,
     );
 }
 

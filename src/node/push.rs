@@ -19,6 +19,7 @@ use crate::wire::http::{Giv, MAX_GIV_LEN};
 use crate::wire::push::Push;
 
 use super::http::{self, Uploads};
+use crate::core::addr::Scope;
 
 /// Pushed connections being made or served at once; more Pushes are ignored.
 pub const MAX_PUSHED: usize = 16;
@@ -32,15 +33,30 @@ pub async fn answer_pushes(
     uploads: Arc<Uploads>,
     tracker: TaskTracker,
     bind: Option<IpAddr>,
+    scope: Scope,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_PUSHED));
+    let mut recent = RecentTargets::default();
     loop {
         let push = tokio::select! {
             p = pushes.recv() => p,
             _ = uploads.cancel.cancelled() => None,
         };
         let Some(push) = push else { break };
-        if push.servent != me || !reachable(push.ip.into(), push.port) {
+        let to = SocketAddr::new(push.ip.into(), push.port);
+        if push.servent != me || !scope.allows(to) {
+            tracing::debug!(%to, "Push refused: not for us, or to an address we do not connect to");
+            continue;
+        }
+        // Only for a file we serve (index 0: "any", as push proxies send it).
+        if push.index != 0 && uploads.served.get(push.index).is_none() {
+            tracing::debug!(%to, index = push.index, "Push refused: no such file");
+            continue;
+        }
+        // One connection per target a while at most: a flood of Pushes naming
+        // a third host cannot make us hammer it.
+        if !recent.allow(to, std::time::Instant::now()) {
+            tracing::debug!(%to, "Push refused: that host was pushed to just now");
             continue;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -50,7 +66,6 @@ pub async fn answer_pushes(
         let uploads = uploads.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let to = SocketAddr::new(push.ip.into(), push.port);
             let name = uploads
                 .served
                 .get(push.index)
@@ -94,6 +109,7 @@ const MAX_CONNECT_BACKS: usize = 4;
 pub async fn answer_connect_backs(
     mut requests: mpsc::Receiver<SocketAddr>,
     bind: Option<IpAddr>,
+    scope: Scope,
     tracker: TaskTracker,
     cancel: tokio_util::sync::CancellationToken,
 ) {
@@ -104,7 +120,7 @@ pub async fn answer_connect_backs(
             _ = cancel.cancelled() => None,
         };
         let Some(to) = to else { break };
-        if !reachable(to.ip(), to.port()) {
+        if !scope.allows(to) {
             continue;
         }
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -126,12 +142,36 @@ pub async fn answer_connect_backs(
     }
 }
 
-/// Whether a Push's address is one we may connect to.
-fn reachable(ip: IpAddr, port: u16) -> bool {
-    port != 0
-        && !ip.is_unspecified()
-        && !ip.is_multicast()
-        && ip != IpAddr::from([255, 255, 255, 255])
+/// Pushes answered per target address: one per [`PUSH_PAUSE`], for at most
+/// [`PUSH_TARGETS`] targets remembered.
+const PUSH_PAUSE: Duration = Duration::from_secs(10);
+const PUSH_TARGETS: usize = 1024;
+
+/// The targets pushed to lately.
+#[derive(Default)]
+struct RecentTargets {
+    at: HashMap<SocketAddr, std::time::Instant>,
+}
+
+impl RecentTargets {
+    /// Whether `to` may be connected to now (and remembers it if so).
+    fn allow(&mut self, to: SocketAddr, now: std::time::Instant) -> bool {
+        if self
+            .at
+            .get(&to)
+            .is_some_and(|t| now.duration_since(*t) < PUSH_PAUSE)
+        {
+            return false;
+        }
+        if self.at.len() >= PUSH_TARGETS {
+            self.at.retain(|_, t| now.duration_since(*t) < PUSH_PAUSE);
+            if self.at.len() >= PUSH_TARGETS {
+                return false;
+            }
+        }
+        self.at.insert(to, now);
+        true
+    }
 }
 
 /// Downloads waiting for a `GIV`, by the pushed host's servent GUID.

@@ -12,179 +12,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use servent::framing::DescriptorCodec;
 use servent::node::get::{self as dl, GetConfig, SourceSpec, Wanted};
 use servent::node::{self, Mode, NodeConfig, NodeHandle, TierConfig, search};
 use servent::wire::http::HttpUrl;
 use servent::wire::huge::Sha1Urn;
 use servent::wire::{
-    Frame, Function, Ggep, GgepExt, Guid, HitResult, Hops, Message, OpenDataFlags, Query,
-    QueryFlags, QueryHit, Trailer, TrailerArea, Ttl,
+    Function, Ggep, GgepExt, Guid, HitResult, Message, OpenDataFlags, Query, QueryFlags, QueryHit,
+    Trailer, TrailerArea,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(15);
+use common::raw::WAIT;
 
 mod common;
 use common::Dir;
-
-// ------------------------------------------------------------------ raw peers
-
-/// A peer on a raw socket, after its handshake: frames in, bytes out.
-struct Raw {
-    frames: FramedRead<Box<dyn AsyncRead + Unpin + Send>, DescriptorCodec>,
-    w: OwnedWriteHalf,
-}
-
-impl Raw {
-    fn new(s: TcpStream, leftover: Vec<u8>) -> Raw {
-        let (r, w) = s.into_split();
-        let input: Box<dyn AsyncRead + Unpin + Send> =
-            Box::new(std::io::Cursor::new(leftover).chain(r));
-        Raw {
-            frames: FramedRead::new(input, DescriptorCodec::default()),
-            w,
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).await.unwrap();
-    }
-
-    async fn send_msg(&mut self, guid: Guid, ttl: u8, hops: u8, m: &Message) {
-        let mut out = bytes::BytesMut::new();
-        m.encode_frame(guid, Ttl(ttl), Hops(hops), &mut out)
-            .unwrap();
-        self.send(&out).await;
-    }
-
-    /// The next frame `want` accepts (others are skipped), within `WAIT`.
-    async fn until(&mut self, mut want: impl FnMut(&Frame) -> bool) -> Frame {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.frames.next()).await {
-                Ok(Some(Ok(f))) if want(&f) => return f,
-                Ok(Some(Ok(_))) => {}
-                other => panic!(
-                    "no such frame came: {:?}",
-                    other.map(|o| o.map(|r| r.is_ok()))
-                ),
-            }
-        }
-    }
-
-    /// Every frame that arrives within `d`.
-    async fn frames_for(&mut self, d: Duration) -> Vec<Frame> {
-        let deadline = tokio::time::Instant::now() + d;
-        let mut v = Vec::new();
-        while let Ok(Some(Ok(f))) = tokio::time::timeout_at(deadline, self.frames.next()).await {
-            v.push(f);
-        }
-        v
-    }
-}
-
-/// Reads one header block (up to its blank line); returns it and what followed.
-async fn read_block(s: &mut TcpStream, got: &mut Vec<u8>) -> String {
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let block = String::from_utf8_lossy(&got[..at + 4]).into_owned();
-            got.drain(..at + 4);
-            return block;
-        }
-        let k = tokio::time::timeout(WAIT, s.read(&mut buf))
-            .await
-            .expect("a handshake block in time")
-            .unwrap();
-        assert!(
-            k > 0,
-            "closed during the handshake: {:?}",
-            String::from_utf8_lossy(got)
-        );
-        got.extend_from_slice(&buf[..k]);
-    }
-}
-
-/// Connects to `addr` as a client saying `headers` (lines ending in CRLF);
-/// returns the answer and, when it was 200, the link.
-async fn dial_raw(addr: SocketAddr, headers: &str) -> (String, Option<Raw>) {
-    dial_raw_from(None, addr, headers).await
-}
-
-async fn dial_raw_from(
-    from: Option<&str>,
-    addr: SocketAddr,
-    headers: &str,
-) -> (String, Option<Raw>) {
-    let mut s = match from {
-        None => TcpStream::connect(addr).await.unwrap(),
-        Some(ip) => {
-            let sock = tokio::net::TcpSocket::new_v4().unwrap();
-            sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-            sock.connect(addr).await.unwrap()
-        }
-    };
-    s.write_all(format!("GNUTELLA CONNECT/0.6\r\n{headers}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let answer = read_block(&mut s, &mut got).await;
-    if !answer.starts_with("GNUTELLA/0.6 200") {
-        return (answer, None);
-    }
-    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").await.unwrap();
-    (answer, Some(Raw::new(s, got)))
-}
-
-/// Accepts one connection on `l` as a server answering `status` and `headers`;
-/// returns the client's request and, when both sides said 200, the link.
-async fn accept_raw(l: &TcpListener, status: &str, headers: &str) -> (String, Option<Raw>) {
-    let (mut s, _) = tokio::time::timeout(WAIT, l.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut got = Vec::new();
-    let request = read_block(&mut s, &mut got).await;
-    s.write_all(format!("GNUTELLA/0.6 {status}\r\n{headers}\r\n").as_bytes())
-        .await
-        .unwrap();
-    if !status.starts_with("200") {
-        return (request, None);
-    }
-    let last = read_block(&mut s, &mut got).await;
-    assert!(last.starts_with("GNUTELLA/0.6 200"), "{last}");
-    (request, Some(Raw::new(s, got)))
-}
-
-/// A header's value in a block (names compared without case).
-fn header<'a>(block: &'a str, name: &str) -> Option<&'a str> {
-    block.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-fn frame(guid: [u8; 16], function: u8, ttl: u8, hops: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = guid.to_vec();
-    f.extend([function, ttl, hops]);
-    f.extend((payload.len() as u32).to_le_bytes());
-    f.extend(payload);
-    f
-}
-
-fn vendor(v: &[u8; 4], selector: u16, version: u16, body: &[u8]) -> Vec<u8> {
-    let mut p = v.to_vec();
-    p.extend(selector.to_le_bytes());
-    p.extend(version.to_le_bytes());
-    p.extend(body);
-    p
-}
+use common::raw::{accept_raw, dial_raw, dial_raw_from, frame, header, read_block, vendor};
 
 /// LimeWire 5.6.2's Messages-Supported list, as captured (udp-facts 7.1).
 fn limewire_messages_supported() -> Vec<u8> {
@@ -989,6 +833,12 @@ async fn gtk_node_header_is_read_and_only_ultrapeers_are_handed_out() {
     assert!(
         !tried.contains("16002"),
         "a leaf is not handed out: {answer}"
+    );
+    // gtk connecting again is not told of itself.
+    let (again, _) = dial_raw(n.local_addr, gtk).await;
+    assert!(
+        !again.contains("16001"),
+        "the asker is not handed itself: {again}"
     );
     let mut newcomer = newcomer.unwrap();
     newcomer.send(&frame([5; 16], 0x00, 2, 0, b"")).await;

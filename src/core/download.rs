@@ -57,9 +57,19 @@ impl Default for PlanConfig {
     }
 }
 
-/// The block size for a file of `size` bytes: 64 KiB up to 64 MiB, then 1 MiB.
+/// Blocks a download is cut into, at most: the planner's memory is bounded
+/// whatever size a source claims.
+pub const MAX_BLOCKS: u64 = 1 << 16;
+
+/// The block size for a file of `size` bytes: 64 KiB up to 64 MiB, then 1 MiB,
+/// and above 64 GiB the power of two that keeps the file within
+/// [`MAX_BLOCKS`] blocks.
 pub fn block_size_for(size: u64) -> u64 {
-    if size <= 64 << 20 { 64 << 10 } else { 1 << 20 }
+    if size <= 64 << 20 {
+        64 << 10
+    } else {
+        size.div_ceil(MAX_BLOCKS).next_power_of_two().max(1 << 20)
+    }
 }
 
 /// What the shell must do.
@@ -777,6 +787,18 @@ mod tests {
         let bs = p.block_size();
         for b in start / bs..end.div_ceil(bs) {
             p.block_done(source, b, now);
+        }
+    }
+
+    #[test]
+    fn blocks_are_bounded_for_any_size() {
+        assert_eq!(block_size_for(1000), 64 << 10);
+        assert_eq!(block_size_for(64 << 20), 64 << 10);
+        assert_eq!(block_size_for((64 << 20) + 1), 1 << 20);
+        assert_eq!(block_size_for(64 << 30), 1 << 20);
+        for size in [(64u64 << 30) + 1, 1 << 40, 1 << 62, u64::MAX] {
+            let b = block_size_for(size);
+            assert!(size.div_ceil(b) <= MAX_BLOCKS, "{size}: {b}");
         }
     }
 

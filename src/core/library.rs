@@ -251,9 +251,9 @@ impl Library {
     /// text with no keywords (such as the URN-only `\`) matches by URN alone.
     pub fn search(&self, text: &str, urns: &[Sha1Urn], max: usize) -> Vec<&SharedFile> {
         let mut found = BTreeSet::new();
-        for urn in urns {
+        for urn in urns.iter().take(MAX_URNS) {
             if let Some(set) = self.by_sha1.get(urn) {
-                found.extend(set.iter().copied());
+                found.extend(set.iter().take(max).copied());
             }
         }
         let words = split_keywords(text);
@@ -270,10 +270,16 @@ impl Library {
             }
             sets.sort_by_key(|s| s.len());
             if let Some((smallest, rest)) = sets.split_first() {
+                // In index order, the rarest keyword's files are checked against
+                // the others until `max` match: the work is bounded by the cap
+                // (and by MAX_SCAN candidates), not by how many files match, so
+                // a flood of queries for a common word costs little each.
                 found.extend(
                     smallest
                         .iter()
+                        .take(MAX_SCAN)
                         .filter(|i| rest.iter().all(|s| s.contains(i)))
+                        .take(max)
                         .copied(),
                 );
             }
@@ -285,6 +291,11 @@ impl Library {
             .collect()
     }
 }
+
+/// Files of the rarest keyword a search looks at, at most.
+pub const MAX_SCAN: usize = 20_000;
+/// URNs of one query looked up, at most.
+const MAX_URNS: usize = 8;
 
 fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, BTreeSet<u32>>, key: &K, index: u32) {
     if let Some(set) = map.get_mut(key) {
@@ -417,6 +428,29 @@ mod tests {
         l.remove(new);
         assert_eq!(l.index_of(std::path::Path::new("/s/song.mp3")), None);
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_common_word_costs_the_cap_not_the_library() {
+        let names: Vec<String> = (0..30_000).map(|i| format!("song {i} mp3")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let l = lib(&refs);
+        // The first ten in index order, as a full scan would give.
+        let got: Vec<u32> = l.search("mp3", &[], 10).iter().map(|f| f.index).collect();
+        let all: Vec<u32> = {
+            let mut v: Vec<u32> = l.files().map(|f| f.index).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(got, all[..10]);
+        // A rare word among common ones is still found, with a URN's match.
+        let urn = Sha1Urn::digest(b"song 3 mp3");
+        let found: Vec<&str> = l
+            .search("mp3 song 29999", &[urn], 10)
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(found, ["song 3 mp3", "song 29999 mp3"]);
     }
 
     #[test]

@@ -48,6 +48,9 @@ const MAX_REPEATED: u32 = 50;
 const TABLE_LEN: usize = 1 << 16;
 /// Bytes per PATCH message we send.
 const PATCH_CHUNK: usize = 4096;
+/// The share of its slots a leaf's table may have present (a leaf sharing
+/// thousands of files fills well under half of 65,536).
+pub const DEFAULT_MAX_TABLE_FILL: f64 = 0.7;
 /// How often every neighbour is pinged to refresh the pong cache.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
@@ -209,6 +212,8 @@ pub struct EngineStats {
     /// order of `core::budget::Kind::ALL`), and links closed for staying over.
     pub over_budget: [u64; 7],
     pub closed_over_budget: u64,
+    /// Hosts in the host cache.
+    pub hosts: usize,
 }
 
 impl EngineStats {
@@ -273,14 +278,55 @@ struct Peer {
     asked_proxy: bool,
     /// A connect-back it asked for was passed on (one per link).
     connected_back: bool,
-    /// Pongs taken from it since we last pinged it.
+    /// Pongs taken from it in the current ping interval, and when that began.
     pongs_taken: u32,
+    pongs_since: Instant,
     /// What it may still send.
     budget: Budget,
+    /// When it last reset its QRP table.
+    resets: ResetPace,
+    /// We are closing it: what else it sent is not read.
+    closing: bool,
 }
 
-/// Pongs one answer to one of our Pings may add to the host and pong caches
-/// (an honest peer sends its own and up to ten cached ones).
+/// Slots in a leaf's table, and in an ultrapeer's, at most.
+const MAX_LEAF_TABLE: usize = 1 << 17;
+const MAX_PEER_TABLE: usize = 1 << 20;
+
+/// QRP RESETs a peer may send: the first at once, then one per
+/// [`ResetPace::EVERY`] on average, with a little slack.
+#[derive(Clone, Debug, Default)]
+struct ResetPace {
+    /// Credit in RESETs, and when it was last counted.
+    credit: f64,
+    at: Option<Instant>,
+}
+
+impl ResetPace {
+    const EVERY: Duration = Duration::from_secs(10);
+    const SLACK: f64 = 3.0;
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let credit = match self.at {
+            None => Self::SLACK,
+            Some(t) => (self.credit
+                + now.saturating_duration_since(t).as_secs_f64() / Self::EVERY.as_secs_f64())
+            .min(Self::SLACK),
+        };
+        self.at = Some(now);
+        if credit >= 1.0 {
+            self.credit = credit - 1.0;
+            true
+        } else {
+            self.credit = credit;
+            false
+        }
+    }
+}
+
+/// Pongs one peer may add to the host and pong caches per ping interval (we
+/// ping it once an interval; an honest peer answers with its own Pong and up
+/// to ten cached ones).
 const MAX_PONGS_PER_PING: u32 = 16;
 
 /// Entries kept from a peer's Messages-Supported list.
@@ -581,6 +627,8 @@ pub struct Engine {
     /// A peer has connected to us (we can be reached).
     inbound_seen: bool,
     budgets: Budgets,
+    /// A leaf's table with a larger share of its slots present is refused.
+    max_table_fill: f64,
 }
 
 impl Engine {
@@ -620,7 +668,13 @@ impl Engine {
             transfer,
             inbound_seen: false,
             budgets,
+            max_table_fill: DEFAULT_MAX_TABLE_FILL,
         }
+    }
+
+    /// Leaf tables with a larger share of their slots present are refused.
+    pub fn set_max_table_fill(&mut self, share: f64) {
+        self.max_table_fill = share.clamp(0.0, 1.0);
     }
 
     fn role_headers(&self) -> RoleHeaders {
@@ -663,6 +717,7 @@ impl Engine {
         self.stats.leaves = self.tier.count(Link::ToLeaf);
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
+        self.stats.hosts = self.hosts.lock().expect("hosts").len();
         self.published.send_replace(self.stats.clone());
     }
 
@@ -697,7 +752,10 @@ impl Engine {
                         asked_proxy: false,
                         connected_back: false,
                         pongs_taken: 0,
+                        pongs_since: now,
                         budget: Budget::new(rates, now),
+                        resets: ResetPace::default(),
+                        closing: false,
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
@@ -789,6 +847,9 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
+        if peer.closing {
+            return;
+        }
         if frame.header.function == Function::Query && peer.info.link == Link::ToLeaf {
             // A leaf asking for out-of-band replies would have them sent by UDP
             // to the address in its MUID, which we cannot proxy: responders such
@@ -828,6 +889,7 @@ impl Engine {
                         kind = kind.name(),
                         "closing: over its budget"
                     );
+                    peer.closing = true;
                     peer.tx.close(
                         bye::CODE_BAD_QUERIES,
                         &format!("Flooding: too many {} messages", kind.name()),
@@ -940,6 +1002,10 @@ impl Engine {
                 .get(&conn)
                 .is_some_and(|p| p.info.link == Link::ToLeaf);
             let over = self.peers.get_mut(&conn).is_some_and(|p| {
+                if now.saturating_duration_since(p.pongs_since) >= PING_EVERY {
+                    p.pongs_since = now;
+                    p.pongs_taken = 0;
+                }
                 p.pongs_taken += 1;
                 p.pongs_taken > MAX_PONGS_PER_PING
             });
@@ -1452,8 +1518,22 @@ impl Engine {
         if !keeps {
             return;
         }
+        let leaf = peer.info.link == Link::ToLeaf;
         let result = match RouteTableUpdate::parse(payload) {
             Err(e) => Err(e.to_string()),
+            // A table larger than any servent sends costs its decoding and every
+            // merge into ours: refused (LimeWire and gtk-gnutella leaves send
+            // 2^14 to 2^16 slots, ultrapeers up to 2^20).
+            Ok(RouteTableUpdate::Reset { table_len, .. })
+                if table_len as usize > if leaf { MAX_LEAF_TABLE } else { MAX_PEER_TABLE } =>
+            {
+                Err(format!("QRP table of {table_len} slots is too large"))
+            }
+            // A new table every few seconds is a storm: each one is decoded and
+            // merged again.
+            Ok(RouteTableUpdate::Reset { .. }) if !peer.resets.allow(_now) => {
+                Err("QRP tables reset too often".to_string())
+            }
             Ok(RouteTableUpdate::Reset { table_len, .. }) => {
                 match QrpTable::new(table_len as usize) {
                     Ok(table) => {
@@ -1493,6 +1573,23 @@ impl Engine {
                     .map_err(|e| e.to_string()),
             },
         };
+        // A leaf's table with most slots present would make it match almost
+        // every query (gtk-gnutella and LimeWire refuse such "full" tables too).
+        let result = match result {
+            Ok(true) if leaf => match peer.table.as_ref() {
+                Some(t)
+                    if t.table.present_count() as f64
+                        > self.max_table_fill * t.table.slot_count() as f64 =>
+                {
+                    Err(format!(
+                        "QRP table {:.0}% full",
+                        100.0 * t.table.present_count() as f64 / t.table.slot_count() as f64
+                    ))
+                }
+                _ => Ok(true),
+            },
+            other => other,
+        };
         match result {
             Ok(true) => {
                 self.stats.tables_received += 1;
@@ -1505,8 +1602,11 @@ impl Engine {
                 tracing::debug!(conn = conn.0, error = %e, "bad route table update");
                 self.stats.table_errors += 1;
                 peer.table = None;
-                peer.tx
-                    .close(bye::CODE_BAD_QUERIES, "Bad route table update");
+                peer.closing = true;
+                peer.tx.close(
+                    bye::CODE_BAD_QUERIES,
+                    &format!("Bad route table update: {e}"),
+                );
             }
         }
     }
@@ -1669,10 +1769,9 @@ impl Engine {
     /// Sends a TTL-2 Ping to one neighbour: it answers with its own Pong and the
     /// Pongs it has cached.
     fn ping(&mut self, conn: ConnId, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&conn) else {
+        let Some(peer) = self.peers.get(&conn) else {
             return;
         };
-        peer.pongs_taken = 0;
         let id = Guid::new_random();
         if let Decision::Accept {
             forward: Some(f), ..

@@ -186,7 +186,13 @@ pub struct GetConfig {
     pub connect_timeout: Duration,
     /// How long to wait for a pushed host's GIV.
     pub push_timeout: Duration,
+    /// Largest file downloaded: a size read off the network is never trusted
+    /// further than this.
+    pub max_size: u64,
 }
+
+/// The default `max_size`: 1 TiB.
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 40;
 
 impl Default for GetConfig {
     fn default() -> Self {
@@ -194,6 +200,7 @@ impl Default for GetConfig {
             plan: PlanConfig::default(),
             connect_timeout: Duration::from_secs(10),
             push_timeout: Duration::from_secs(30),
+            max_size: DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -229,6 +236,10 @@ pub enum GetError {
     NoUrn,
     #[error("{0} already exists")]
     Exists(PathBuf),
+    #[error("the file is {size} bytes, over the limit of {max} (--max-size)")]
+    TooLarge { size: u64, max: u64 },
+    #[error("{dir}: {free} bytes free, {need} needed")]
+    NoSpace { dir: PathBuf, free: u64, need: u64 },
     #[error("{0}")]
     Part(String),
     #[error("{why}; the bytes fetched so far are kept in {part} and the same command resumes")]
@@ -936,6 +947,20 @@ fn open_part(
             state.display()
         ))),
         _ => {
+            // The whole file must fit where it goes, before anything is made.
+            let dir = part
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if let Some(free) = free_space(dir) {
+                if free < size {
+                    return Err(GetError::NoSpace {
+                        dir: dir.to_path_buf(),
+                        free,
+                        need: size,
+                    });
+                }
+            }
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -943,10 +968,37 @@ fn open_part(
                 .open(&part)
                 .map_err(io_err(&part))?;
             // Sparse: no bytes are written until they arrive.
-            f.set_len(size).map_err(io_err(&part))?;
+            if let Err(e) = f.set_len(size) {
+                drop(f);
+                let _ = std::fs::remove_file(&part);
+                return Err(io_err(&part)(e));
+            }
             Ok((f, Vec::new()))
         }
     }
+}
+
+/// Bytes free for an unprivileged user on the file system holding `dir`
+/// (`None` where that cannot be told).
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` is written by statvfs
+    // before it is read, only when it returns 0.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
 }
 
 /// Blocks of size `to` wholly covered by blocks of size `from` marked in `have`.
@@ -1039,6 +1091,12 @@ pub async fn download(
         .unwrap_or_else(|| urn.base32());
     let path = output.unwrap_or_else(|| dir.join(name));
     let part_path = with_suffix(&path, ".part");
+    if size > cfg.max_size {
+        return Err(GetError::TooLarge {
+            size,
+            max: cfg.max_size,
+        });
+    }
     let block = block_size_for(size);
     let (part, have) = open_part(&path, urn, size, block)?;
     let present: u64 = (0..have.len() as u64)

@@ -89,6 +89,9 @@ pub struct NodeConfig {
     pub local_network: bool,
     /// What each link may send (token buckets per kind of message).
     pub budgets: Budgets,
+    /// A leaf's QRP table with a larger share of its slots present is refused
+    /// (it would match almost every query).
+    pub max_table_fill: f64,
 }
 
 impl Default for NodeConfig {
@@ -113,6 +116,7 @@ impl Default for NodeConfig {
             link_limits: conn::Limits::default(),
             local_network: false,
             budgets: Budgets::default(),
+            max_table_fill: engine::DEFAULT_MAX_TABLE_FILL,
         }
     }
 }
@@ -241,7 +245,7 @@ const MAX_HTTP_CONNECTIONS: usize = 256;
 pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<NodeHandle> {
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
-    let guid = Guid::new_random();
+    let guid = servent_guid(config.data_dir.as_deref());
     let tracker = TaskTracker::new();
     let (stats_tx, stats) = watch::channel(EngineStats::default());
     let open = Arc::new(AtomicUsize::new(0));
@@ -316,6 +320,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         },
         config.budgets.clone(),
     );
+    let mut engine = engine;
+    engine.set_max_table_fill(config.max_table_fill);
     let engine = EngineRef::new(engine);
     {
         // The one shutdown path: Bye to every peer, then the writers close.
@@ -390,6 +396,31 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     })
 }
 
+/// Our servent GUID: kept in the data directory (file `guid`, 32 hex digits),
+/// so that peers, push routes and push proxies know us again after a restart,
+/// as gtk-gnutella keeps its own; a new random one without a data directory.
+fn servent_guid(data_dir: Option<&std::path::Path>) -> Guid {
+    let Some(dir) = data_dir else {
+        return Guid::new_random();
+    };
+    let file = dir.join("guid");
+    if let Some(g) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| Guid::from_hex(t.trim()))
+    {
+        return g;
+    }
+    let g = Guid::new_random();
+    let tmp = dir.join("guid.tmp");
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&tmp, format!("{}\n", g.to_hex())))
+        .and_then(|_| std::fs::rename(&tmp, &file));
+    if let Err(e) = written {
+        tracing::warn!(file = %file.display(), error = %e, "cannot keep the servent GUID");
+    }
+    g
+}
+
 /// Idle time before the kernel probes a link that carries nothing.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -440,10 +471,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
     let target = shared.config.target_peers.min(shared.config.max_peers);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut saved = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shared.cancel.cancelled() => break,
+        }
+        // Saved now and then too, not only at a clean shutdown.
+        if saved.elapsed() >= SAVE_HOSTS_EVERY {
+            saved = Instant::now();
+            save_hosts(&shared, hosts_file.as_deref());
         }
         shared.engine.send(Event::Tick { busy: cpu_busy() });
         let wanted = if target == 0 {
@@ -476,8 +513,15 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
             });
         }
     }
-    if let Some(f) = hosts_file {
-        let saved = shared.hosts.lock().expect("hosts").save(&f);
+    save_hosts(&shared, hosts_file.as_deref());
+}
+
+/// How often the host cache is written to the data directory.
+const SAVE_HOSTS_EVERY: Duration = Duration::from_secs(5 * 60);
+
+fn save_hosts(shared: &Shared, file: Option<&std::path::Path>) {
+    if let Some(f) = file {
+        let saved = shared.hosts.lock().expect("hosts").save(f);
         if let Err(e) = saved {
             tracing::warn!(file = %f.display(), error = %e, "cannot save the host cache");
         }
@@ -528,7 +572,17 @@ async fn inbound(
             if let (Some(addr), Some(up)) = (their_listen, peer.ultrapeer) {
                 hosts.mark_ultrapeer(addr, up, SystemTime::now());
             }
-            (hosts.sample(10), hosts.sample_ultrapeers(10))
+            // Never the asker itself.
+            let others = |v: Vec<SocketAddr>| -> Vec<SocketAddr> {
+                v.into_iter()
+                    .filter(|a| Some(*a) != their_listen)
+                    .take(10)
+                    .collect()
+            };
+            (
+                others(hosts.sample(11)),
+                others(hosts.sample_ultrapeers(11)),
+            )
         };
         shared.remote_ip_said(remote, &request.headers);
         let mut ours = shared.our_headers(local, remote, role);

@@ -43,6 +43,8 @@ impl Drop for Dir {
     }
 }
 
+pub mod raw;
+
 /// The benches' seeded generator: the same graph and names on every run.
 #[path = "../../benches/common/rng.rs"]
 mod rng;

@@ -136,6 +136,10 @@ pub struct GetArgs {
     /// With --peer, download every match instead of the best one.
     #[arg(long, env = "SERVENT_ALL")]
     pub all: bool,
+    /// Largest file to download, in bytes (a size a source or hit claims is
+    /// never trusted past it).
+    #[arg(long, env = "SERVENT_MAX_SIZE", default_value_t = crate::node::get::DEFAULT_MAX_SIZE)]
+    pub max_size: u64,
 }
 
 #[derive(Debug, Args)]

@@ -530,7 +530,10 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 single.clone(),
                 &dir,
                 route.clone(),
-                dl::GetConfig::default(),
+                dl::GetConfig {
+                    max_size: args.max_size,
+                    ..dl::GetConfig::default()
+                },
                 cancel.clone(),
                 |p| {
                     if json {

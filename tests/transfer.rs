@@ -427,19 +427,22 @@ async fn a_kept_alive_connection_sees_the_file_change_too() {
 async fn upload_slots_are_limited_and_hits_say_busy() {
     let dir = Dir::new("slots");
     let share = dir.sub("share");
-    std::fs::write(share.join("song.ogg"), pattern(5000, 2)).unwrap();
+    let data = pattern(8 << 20, 2);
+    std::fs::write(share.join("song.ogg"), &data).unwrap();
     let n = node_sharing(&share, vec![], |c| c.max_uploads = 1).await;
     let (index, _) = hashed(n.local_addr, "song.ogg").await;
     let target = format!("/get/{index}/song.ogg");
+    // A download in progress (its reader is slow: it reads nothing for now)
+    // holds the one slot...
     let mut first = TcpStream::connect(n.local_addr).await.unwrap();
-    let a = exchange(
-        &mut first,
-        &format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"),
-        false,
-    )
-    .await;
-    assert_eq!(a.status, 200);
-    // The first connection keeps its slot; a second one is turned away.
+    first
+        .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // ...so another download is turned away.
     let b = get(n.local_addr, &target, "").await;
     assert_eq!(b.status, 503);
     assert!(
@@ -460,7 +463,34 @@ async fn upload_slots_are_limited_and_hits_say_busy() {
     .await
     .unwrap();
     assert_eq!(busy, [true]);
-    // The same connection downloads on.
+    // Once its body is sent the slot is free again, though the connection
+    // stays open (kept alive, idle between requests: it holds no slot).
+    let mut buf = head.to_vec();
+    let mut chunk = vec![0u8; 1 << 16];
+    let header_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let k = first.read(&mut chunk).await.unwrap();
+        assert!(k > 0);
+        buf.extend_from_slice(&chunk[..k]);
+    };
+    let mut body = buf.len() - header_end;
+    while body < data.len() {
+        let k = tokio::time::timeout(WAIT, first.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0, "the body ended early");
+        body += k;
+    }
+    assert_eq!(body, data.len());
+    let deadline = Instant::now() + WAIT;
+    while get(n.local_addr, &target, "Range: bytes=0-9\r\n").await.status != 206 {
+        assert!(Instant::now() < deadline, "slot freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first connection downloads on, when a slot is free.
     let a = exchange(
         &mut first,
         &format!("GET {target} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n"),
@@ -468,13 +498,6 @@ async fn upload_slots_are_limited_and_hits_say_busy() {
     )
     .await;
     assert_eq!(a.status, 206);
-    drop(first);
-    // Its slot is free once it closes.
-    let deadline = Instant::now() + WAIT;
-    while get(n.local_addr, &target, "").await.status != 200 {
-        assert!(Instant::now() < deadline, "slot freed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     n.shutdown().await;
 }
 

@@ -54,8 +54,7 @@ const ALT_PER_ANSWER: usize = 10;
 pub struct Uploads {
     /// The library as the engine last published it.
     pub served: Served,
-    /// Upload slots: a connection holds one from its first `GET` of a file until
-    /// it closes.
+    /// Upload slots: a `GET` holds one until its body is sent.
     pub slots: Arc<Semaphore>,
     pub altlocs: Mutex<AltLocs>,
     /// Woken when a file is found changed on disk, so the library rescans now.
@@ -110,8 +109,6 @@ where
 /// What one connection keeps between its requests.
 #[derive(Default)]
 struct ConnState {
-    /// The upload slot, taken at the connection's first download and kept.
-    slot: Option<OwnedSemaphorePermit>,
     /// The file it last read, still open (checked again at every request).
     open: Option<OpenFile>,
     /// The buffer of its last inline answer, back once the answer was sent.
@@ -199,26 +196,25 @@ async fn answer(
     if let Some(urn) = file.sha1 {
         learn_alt_locs(req.headers(), urn, uploads);
     }
-    if !head {
-        // One slot per connection, taken at its first download and kept.
-        let mut held = state.lock().unwrap_or_else(|e| e.into_inner());
-        if held.slot.is_none() {
-            match uploads.slots.clone().try_acquire_owned() {
-                Ok(p) => held.slot = Some(p),
-                Err(_) => {
-                    drop(held);
-                    let mut r = text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "All upload slots are busy",
-                        head,
-                    );
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
-                    return r;
-                }
+    // A slot per request, held until its body is sent (or the client goes):
+    // a keep-alive connection idle between requests holds none.
+    let slot = if head {
+        None
+    } else {
+        match uploads.slots.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let mut r = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "All upload slots are busy",
+                    head,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+                return r;
             }
         }
-    }
+    };
     // An answer of up to INLINE bytes is read right here, as an event-loop
     // server reads (shared files are local, their pages mostly cached); a larger
     // one is opened and streamed by a blocking task, so a long read never holds
@@ -294,6 +290,10 @@ async fn answer(
         FileBody::Full(Some(bytes))
     } else {
         FileBody::stream(handle, start, len)
+    };
+    let body = match slot {
+        Some(slot) => FileBody::Slotted(Box::new(body), slot),
+        None => body,
     };
     b.body(body).expect("headers built from valid values")
 }
@@ -455,6 +455,8 @@ pub enum FileBody {
         rx: mpsc::Receiver<io::Result<Bytes>>,
         left: u64,
     },
+    /// A body that holds an upload slot until it is sent or dropped.
+    Slotted(Box<FileBody>, OwnedSemaphorePermit),
 }
 
 impl FileBody {
@@ -496,6 +498,7 @@ impl Body for FileBody {
         match self.get_mut() {
             FileBody::Empty => Poll::Ready(None),
             FileBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            FileBody::Slotted(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
             FileBody::Stream { rx, left } => {
                 if *left == 0 {
                     return Poll::Ready(None);
@@ -517,6 +520,7 @@ impl Body for FileBody {
             FileBody::Empty => true,
             FileBody::Full(b) => b.is_none(),
             FileBody::Stream { left, .. } => *left == 0,
+            FileBody::Slotted(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -525,6 +529,7 @@ impl Body for FileBody {
             FileBody::Empty => SizeHint::with_exact(0),
             FileBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             FileBody::Stream { left, .. } => SizeHint::with_exact(*left),
+            FileBody::Slotted(inner, _) => inner.size_hint(),
         }
     }
 }

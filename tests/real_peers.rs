@@ -861,28 +861,37 @@ async fn gtk_node_header_is_read_and_only_ultrapeers_are_handed_out() {
 }
 
 #[tokio::test]
-async fn a_host_that_refuses_as_a_leaf_is_not_redialed() {
+async fn hosts_that_refuse_us_are_not_redialed_soon() {
     let dir = Dir::new("refused");
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let seen2 = seen.clone();
-    let refuser = tokio::spawn(async move {
-        loop {
-            let _ = accept_raw(
-                &l,
-                "503 I am a shielded leaf node",
-                "User-Agent: LimeWire/5.6.2\r\nX-Ultrapeer: False\r\n",
-            )
-            .await;
-            seen2.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    // As a gtk-gnutella or LimeWire leaf refuses (with or without headers),
+    // and as a LimeWire leaf with all its ultrapeer slots taken.
+    let refusals = [
+        (
+            "503 I am a shielded leaf node",
+            "User-Agent: LimeWire/5.6.2\r\nX-Ultrapeer: False\r\n",
+        ),
+        ("503 We're Leaves", ""),
+        ("503 No Ultrapeer Slots", "User-Agent: LimeWire/5.6.2\r\n"),
+    ];
+    let mut peers = Vec::new();
+    let mut counts = Vec::new();
+    for (status, headers) in refusals {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.push(l.local_addr().unwrap().to_string());
+        let seen = Arc::new(AtomicUsize::new(0));
+        counts.push(seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let _ = accept_raw(&l, status, headers).await;
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
     let n = node(
         &dir,
         &[],
         NodeConfig {
-            peers: vec![addr.to_string()],
+            peers,
             target_peers: 4,
             redial_pause: Some(Duration::from_millis(100)),
             tier: ultrapeer(),
@@ -890,11 +899,11 @@ async fn a_host_that_refuses_as_a_leaf_is_not_redialed() {
         },
     )
     .await;
-    // The node dials its configured peer, and its maintainer keeps dialing
-    // what it knows for 3 s with a 100 ms pause.
+    // The node dials its configured peers, and its maintainer keeps dialing
+    // what it knows for 3 s with a 100 ms pause between failed dials.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(seen.load(Ordering::SeqCst), 1, "a leaf is asked once");
-    refuser.abort();
+    let seen: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(seen, [1, 1, 1], "each refusing host is asked once");
     stop(n).await;
 }
 

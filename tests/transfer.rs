@@ -486,7 +486,11 @@ async fn upload_slots_are_limited_and_hits_say_busy() {
     }
     assert_eq!(body, data.len());
     let deadline = Instant::now() + WAIT;
-    while get(n.local_addr, &target, "Range: bytes=0-9\r\n").await.status != 206 {
+    while get(n.local_addr, &target, "Range: bytes=0-9\r\n")
+        .await
+        .status
+        != 206
+    {
         assert!(Instant::now() < deadline, "slot freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

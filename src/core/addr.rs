@@ -89,6 +89,48 @@ pub fn is_routable(ip: IpAddr) -> bool {
     }
 }
 
+/// Inbound sockets open per remote IP address, bounded: one host cannot take
+/// every handshake or HTTP slot. Loopback is not counted (the local user).
+#[derive(Debug)]
+pub struct PerIp {
+    open: std::collections::HashMap<IpAddr, usize>,
+    max: usize,
+}
+
+impl PerIp {
+    /// At most `max` sockets per address.
+    pub fn new(max: usize) -> PerIp {
+        PerIp {
+            open: std::collections::HashMap::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Counts a new socket from `ip`; false (nothing counted) when it has
+    /// `max` open already.
+    pub fn take(&mut self, ip: IpAddr) -> bool {
+        if ip.is_loopback() {
+            return true;
+        }
+        let n = self.open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A socket from `ip` counted by [`PerIp::take`] has closed.
+    pub fn give_back(&mut self, ip: IpAddr) {
+        if let Some(n) = self.open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +188,25 @@ mod tests {
         assert_eq!(Scope::of(ip("0.0.0.0"), false), Scope::Internet);
         assert_eq!(Scope::of(ip("8.8.8.8"), false), Scope::Internet);
         assert_eq!(Scope::of(ip("0.0.0.0"), true), Scope::Local);
+    }
+
+    #[test]
+    fn sockets_per_address_are_bounded() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut p = PerIp::new(2);
+        assert!(p.take(ip("8.8.8.8")) && p.take(ip("8.8.8.8")));
+        assert!(!p.take(ip("8.8.8.8")), "a third from one host");
+        assert!(p.take(ip("8.8.4.4")), "others are not affected");
+        p.give_back(ip("8.8.8.8"));
+        assert!(p.take(ip("8.8.8.8")));
+        assert!(
+            (0..100).all(|_| p.take(ip("127.0.0.1"))),
+            "loopback is not counted"
+        );
+        p.give_back(ip("8.8.4.4"));
+        assert!(
+            !p.open.contains_key(&ip("8.8.4.4")),
+            "nothing kept for gone hosts"
+        );
     }
 }

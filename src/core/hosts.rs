@@ -44,12 +44,15 @@ impl Refusal {
     /// side's `X-Ultrapeer`.
     pub fn of(code: u16, reason: &str, ultrapeer: Option<bool>) -> Refusal {
         let reason = reason.to_ascii_lowercase();
-        if ultrapeer == Some(false) || reason.contains("leaf") {
+        // "I am a shielded leaf node", "Shielded leaf" (gtk-gnutella), "We're
+        // Leaves" (LimeWire, with no headers at all).
+        if ultrapeer == Some(false) || reason.contains("leaf") || reason.contains("leaves") {
             Refusal::Leaf
         } else if code == 503
             && (reason.contains("too many")
                 || reason.contains("busy")
                 || reason.contains("full")
+                || reason.contains("slots")
                 || reason.is_empty()
                 || reason.contains("shutdown"))
         {
@@ -87,6 +90,9 @@ pub struct HostCache {
     capacity: usize,
     /// Our own listening address: never dialed.
     me: Option<SocketAddr>,
+    /// Our ends of outgoing connections, which peers may hand back to us: never
+    /// learned (the most recent few).
+    also_me: std::collections::VecDeque<SocketAddr>,
     backoff_start: Duration,
     after_close: Duration,
     /// Which addresses may be learned (reserved ranges only on a local mesh).
@@ -107,6 +113,7 @@ impl HostCache {
             hosts: HashMap::new(),
             capacity: capacity.max(1),
             me: None,
+            also_me: std::collections::VecDeque::new(),
             backoff_start: BACKOFF_START,
             after_close: AFTER_CLOSE,
             scope: Scope::Local,
@@ -177,6 +184,16 @@ impl HostCache {
         self.hosts.retain(|a, _| !is_me(Some(me), a));
     }
 
+    /// `addr` is our end of an outgoing connection: never learned (and
+    /// forgotten if it was).
+    pub fn also_me(&mut self, addr: SocketAddr) {
+        if self.also_me.len() == 64 {
+            self.also_me.pop_front();
+        }
+        self.also_me.push_back(addr);
+        self.hosts.remove(&addr);
+    }
+
     /// Marks a known host as being dialed (a configured peer dialed at start).
     pub fn begin_dial(&mut self, addr: SocketAddr, seen: SystemTime) {
         self.learn(addr, seen);
@@ -198,7 +215,7 @@ impl HostCache {
     /// Records that `addr` was heard of at `seen`. When full, the host heard of
     /// least recently (and not connected) makes room.
     pub fn learn(&mut self, addr: SocketAddr, seen: SystemTime) {
-        if !self.scope.allows(addr) || is_me(self.me, &addr) {
+        if !self.scope.allows(addr) || is_me(self.me, &addr) || self.also_me.contains(&addr) {
             return;
         }
         if let Some(e) = self.hosts.get_mut(&addr) {
@@ -462,6 +479,11 @@ mod tests {
             Refusal::Leaf
         );
         assert_eq!(Refusal::of(503, "Shielded leaf", None), Refusal::Leaf);
+        assert_eq!(Refusal::of(503, "We're Leaves", None), Refusal::Leaf);
+        assert_eq!(
+            Refusal::of(503, "No Ultrapeer Slots", Some(true)),
+            Refusal::Busy
+        );
         assert_eq!(
             Refusal::of(503, "Too many connections", Some(true)),
             Refusal::Busy

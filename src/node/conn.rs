@@ -157,6 +157,7 @@ pub fn start<R, W>(
     engine: EngineRef,
     cancel: CancellationToken,
     limits: Limits,
+    hold: Option<Box<dyn Send>>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -173,6 +174,8 @@ pub fn start<R, W>(
     ));
     let reader_tx = tx.clone();
     tracker.spawn(async move {
+        // Whatever the link holds (its address's share) goes when it ends.
+        let _hold = hold;
         let input = std::io::Cursor::new(streams.leftover.to_vec()).chain(reader);
         let source: Box<dyn AsyncRead + Unpin + Send> = if streams.deflate_in {
             Box::new(Inflate::new(input))

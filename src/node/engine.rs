@@ -118,6 +118,8 @@ pub enum Event {
     Tick {
         busy: f64,
     },
+    /// An inbound socket was closed at once: its address has too many open.
+    PerIpRefused,
     /// A link broke one of its time limits (it is being closed).
     Fault {
         conn: ConnId,
@@ -214,6 +216,8 @@ pub struct EngineStats {
     pub closed_over_budget: u64,
     /// Hosts in the host cache.
     pub hosts: usize,
+    /// Inbound sockets closed at once: their address had too many open.
+    pub per_ip_refused: u64,
 }
 
 impl EngineStats {
@@ -833,6 +837,7 @@ impl Engine {
                     self.frame(conn, frame, now);
                 }
             }
+            Event::PerIpRefused => self.stats.per_ip_refused += 1,
             Event::Fault { conn, fault } => {
                 tracing::debug!(conn = conn.0, ?fault, "link broke a time limit");
                 match fault {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::ConnId;
-use crate::core::addr::Scope;
+use crate::core::addr::{PerIp, Scope};
 pub use crate::core::dq::DqConfig;
 use crate::core::external::ExternalIp;
 use crate::core::hosts::{HostCache, Refusal};
@@ -428,8 +428,28 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 /// kernel's backlog until one finishes.
 const MAX_HANDSHAKES: usize = 256;
 
+/// Inbound sockets (handshaking, Gnutella links, HTTP) one remote address may
+/// have open at once; loopback is not counted.
+const MAX_PER_IP: usize = 8;
+
+/// A socket counted against its address's share, given back when dropped.
+struct IpSlot {
+    per_ip: Arc<Mutex<PerIp>>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(self.ip);
+    }
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_ip = Arc::new(Mutex::new(PerIp::new(MAX_PER_IP)));
     loop {
         // A permit before each accept: a flood of connections cannot make us hold
         // more than MAX_HANDSHAKES half-open ones.
@@ -449,13 +469,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let ip = remote.ip();
+        if !per_ip.lock().unwrap_or_else(|e| e.into_inner()).take(ip) {
+            tracing::debug!(%remote, "too many connections from one address; closed");
+            shared.engine.send(Event::PerIpRefused);
+            continue;
+        }
+        let ip_slot = IpSlot {
+            per_ip: per_ip.clone(),
+            ip,
+        };
         let shared2 = shared.clone();
         shared.tracker.spawn(async move {
             let _permit = permit;
             let timeout = shared2.config.handshake_timeout;
             let cancel = shared2.cancel.clone();
             tokio::select! {
-                r = tokio::time::timeout(timeout, inbound(&shared2, stream, remote)) => match r {
+                r = tokio::time::timeout(timeout, inbound(&shared2, stream, remote, ip_slot)) => match r {
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "inbound connection ended"),
                     Err(_) => tracing::debug!(%remote, "handshake timed out"),
                     Ok(Ok(())) => {}
@@ -550,6 +580,7 @@ async fn inbound(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
     remote: SocketAddr,
+    ip_slot: IpSlot,
 ) -> Result<(), HandshakeFailure> {
     let mut buf = BytesMut::with_capacity(1024);
     while buf.len() < 8 && !buf.contains(&b'\n') {
@@ -635,7 +666,16 @@ async fn inbound(
                 .expect("hosts")
                 .connected(addr, SystemTime::now());
         }
-        open_connection(shared, stream, local, remote, est, their_listen, link, true).await;
+        open_connection(
+            shared,
+            stream,
+            (local, remote),
+            est,
+            their_listen,
+            link,
+            Some(ip_slot),
+        )
+        .await;
         Ok(())
     } else if buf.starts_with(b"\n\n") {
         // A host we asked to connect back (or one that does so on its own):
@@ -658,6 +698,7 @@ async fn inbound(
         let uploads = shared.uploads.clone();
         shared.tracker.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             http::serve(stream, buf.freeze(), remote, uploads).await;
         });
         Ok(())
@@ -685,7 +726,12 @@ async fn dial_recorded(
 ) -> Result<(), HandshakeFailure> {
     let mut connections = 0;
     let result = dial(shared, peer, &mut connections).await;
-    if let Some(a) = addr {
+    // A refusal has set its own pause already, by its reason.
+    let refused_by_peer = matches!(
+        &result,
+        Err(HandshakeFailure::Refused { reason, .. }) if !reason.starts_with("(by us)")
+    );
+    if let Some(a) = addr.filter(|_| !refused_by_peer) {
         shared.hosts.lock().expect("hosts").dialed_with(
             a,
             result.is_ok(),
@@ -718,6 +764,9 @@ async fn dial(
         let mut stream = connect_from(shared.bind, to).await?;
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
+        // Peers may hand this address (our end of their link) back to us as a
+        // host to try: it is ours, never to be dialed.
+        shared.hosts.lock().expect("hosts").also_me(local);
         let headers = shared.our_headers(local, remote, shared.engine.role_headers());
         let result =
             handshake::connect_deciding(&mut stream, headers, shared.config.compress, |answer| {
@@ -814,12 +863,11 @@ async fn dial(
             open_connection(
                 shared,
                 stream,
-                local,
-                remote,
+                (local, remote),
                 est,
                 Some(remote),
                 link,
-                false,
+                None,
             )
             .await;
             Ok(())
@@ -839,17 +887,18 @@ async fn dial(
 
 /// Tells the engine of an established connection, then starts its tasks. The
 /// engine counts it open until its reader reports the end.
-#[allow(clippy::too_many_arguments)]
+/// `ip_slot`: for a peer that connected to us, its address's share, held for
+/// the link's life.
 async fn open_connection(
     shared: &Arc<Shared>,
     stream: TcpStream,
-    local: SocketAddr,
-    remote: SocketAddr,
+    (local, remote): (SocketAddr, SocketAddr),
     est: Established,
     remote_listen: Option<SocketAddr>,
     link: Link,
-    inbound: bool,
+    ip_slot: Option<IpSlot>,
 ) {
+    let inbound = ip_slot.is_some();
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     // The peer reaches us at the address we advertise, and our listening port
     // (a dialed connection's own port is an ephemeral one nobody can connect to).
@@ -900,6 +949,7 @@ async fn open_connection(
         shared.engine.clone(),
         shared.cancel.clone(),
         shared.config.link_limits,
+        ip_slot.map(|s| Box::new(s) as Box<dyn Send>),
     );
 }
 

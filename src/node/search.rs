@@ -238,8 +238,15 @@ impl LeafLink {
         while count < max_results {
             let (guid, hit) = match tokio::time::timeout_at(deadline, hits.recv()).await {
                 Ok(Some(h)) => h,
-                // Time is up, or the node closed: stop with what we have.
-                Err(_) | Ok(None) => break,
+                // Time is up: stop with what we have.
+                Err(_) => break,
+                Ok(None) => {
+                    tracing::warn!(
+                        results = count,
+                        "the node closed the connection before the search's time was up"
+                    );
+                    break;
+                }
             };
             if guid != id {
                 continue;

@@ -7,6 +7,7 @@ pub mod altloc;
 pub mod budget;
 pub mod download;
 pub mod dq;
+pub mod engine;
 pub mod external;
 pub mod flow;
 pub mod hosts;

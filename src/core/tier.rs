@@ -60,6 +60,19 @@ pub struct PeerRole {
     pub needed: Option<bool>,
 }
 
+/// What our handshake headers say about our role.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoleHeaders {
+    /// `X-Ultrapeer: True`.
+    pub ultrapeer: bool,
+    /// Ultrapeer links we keep (`X-Degree`, said by ultrapeers only).
+    pub degree: usize,
+    /// We send and read inter-ultrapeer tables (`X-Ultrapeer-Query-Routing`).
+    pub up_qrp: bool,
+    /// `X-Ultrapeer-Needed`, said by ultrapeers only (false: leaf guidance).
+    pub needed: Option<bool>,
+}
+
 /// Limits and timings.
 #[derive(Clone, Debug)]
 pub struct TierConfig {

@@ -109,18 +109,7 @@ pub fn listen_addr(h: &Headers) -> Option<SocketAddr> {
 /// router's own clamp (`--max-ttl`) is separate.
 pub const ANNOUNCED_MAX_TTL: u8 = 4;
 
-/// What our headers say about our role.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RoleHeaders {
-    /// `X-Ultrapeer: True`.
-    pub ultrapeer: bool,
-    /// Ultrapeer links we keep (`X-Degree`, said by ultrapeers only).
-    pub degree: usize,
-    /// We send and read inter-ultrapeer tables (`X-Ultrapeer-Query-Routing`).
-    pub up_qrp: bool,
-    /// `X-Ultrapeer-Needed`, said by ultrapeers only (false: leaf guidance).
-    pub needed: Option<bool>,
-}
+pub use crate::core::tier::RoleHeaders;
 
 /// What a peer's headers say about its role.
 pub fn peer_role(h: &Headers) -> crate::core::tier::PeerRole {

@@ -114,7 +114,13 @@ pub async fn run(
             if urn.is_none() {
                 shares.to_hash.push(f.clone());
             }
-            if !events.send(Event::Added { file: f, urn }) {
+            if !events.send(Event::Added {
+                name: f.name,
+                path: f.path,
+                size: f.size,
+                mtime: f.mtime,
+                urn,
+            }) {
                 return;
             }
         }

@@ -42,7 +42,8 @@ use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
 pub use engine::{Budgets, EngineStats, RelayCounts};
-use engine::{Engine, EngineRef, Event, LinkInfo};
+use engine::{EngineRef, Event, LinkInfo};
+type Engine = crate::core::engine::Engine<engine::ShellLinks>;
 use handshake::{Established, HandshakeFailure, RoleHeaders};
 
 /// The User-Agent we announce.
@@ -168,7 +169,6 @@ struct Shared {
     next_conn: AtomicU64,
     /// The port we accept connections on, advertised in Pongs and hits.
     listen_port: u16,
-    hosts: Arc<Mutex<HostCache>>,
     /// Dials under way, started by the maintainer.
     dialing: AtomicUsize,
     guid: Guid,
@@ -271,7 +271,6 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             tracing::warn!(file = %f.display(), error = %e, "cannot read the host cache");
         }
     }
-    let hosts = Arc::new(Mutex::new(hosts));
     // A node that takes no connections can never serve leaves.
     let tier_config = TierConfig {
         accepts_inbound: config.tier.accepts_inbound && !config.firewalled,
@@ -303,26 +302,22 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         cancel.clone(),
     ));
     let engine = Engine::new(
-        guid,
-        router,
-        library,
-        config.max_results,
-        stats_tx,
-        open.clone(),
-        hosts.clone(),
-        tier,
-        config.dq.clone(),
-        push::TransferHooks {
+        engine::Config {
+            me: guid,
+            router,
+            library,
+            max_results: config.max_results,
+            hosts,
+            tier,
+            dq: config.dq.clone(),
             firewalled: config.firewalled,
-            slots: uploads.slots.clone(),
-            pushes: push_tx,
-            connect_backs: connect_back_tx,
+            budgets: config.budgets.clone(),
+            max_table_fill: config.max_table_fill,
+            seed: u64::from_le_bytes(Guid::new_random().0[..8].try_into().expect("8 bytes")),
         },
-        config.budgets.clone(),
+        engine::ShellLinks::new(push_tx, connect_back_tx, uploads.slots.clone()),
     );
-    let mut engine = engine;
-    engine.set_max_table_fill(config.max_table_fill);
-    let engine = EngineRef::new(engine);
+    let engine = EngineRef::new(engine, stats_tx, open.clone());
     {
         // The one shutdown path: Bye to every peer, then the writers close.
         let (engine, cancel) = (engine.clone(), cancel.clone());
@@ -348,7 +343,6 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         open,
         next_conn: AtomicU64::new(1),
         listen_port: local_addr.port(),
-        hosts,
         dialing: AtomicUsize::new(0),
         guid,
         uploads,
@@ -374,11 +368,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
                 .ok()
                 .and_then(|mut a| a.next());
             if let Some(a) = addr {
-                shared
-                    .hosts
-                    .lock()
-                    .expect("hosts")
-                    .begin_dial(a, SystemTime::now());
+                shared.engine.hosts(|h| h.begin_dial(a, SystemTime::now()));
             }
             if let Err(e) = dial_recorded(&shared, &peer, addr).await {
                 tracing::warn!(peer, error = %e, "cannot connect");
@@ -512,7 +502,7 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
             saved = Instant::now();
             save_hosts(&shared, hosts_file.as_deref());
         }
-        shared.engine.send(Event::Tick { busy: cpu_busy() });
+        shared.engine.tick(cpu_busy());
         let wanted = if target == 0 {
             0
         } else {
@@ -527,11 +517,7 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                 )
         };
         for _ in 0..wanted {
-            let next = shared
-                .hosts
-                .lock()
-                .expect("hosts")
-                .next_to_dial(Instant::now());
+            let next = shared.engine.hosts(|h| h.next_to_dial(Instant::now()));
             let Some(addr) = next else { break };
             shared.dialing.fetch_add(1, Ordering::Relaxed);
             let s = shared.clone();
@@ -551,7 +537,7 @@ const SAVE_HOSTS_EVERY: Duration = Duration::from_secs(5 * 60);
 
 fn save_hosts(shared: &Shared, file: Option<&std::path::Path>) {
     if let Some(f) = file {
-        let saved = shared.hosts.lock().expect("hosts").save(f);
+        let saved = shared.engine.hosts(|h| h.save(f));
         if let Err(e) = saved {
             tracing::warn!(file = %f.display(), error = %e, "cannot save the host cache");
         }
@@ -595,8 +581,7 @@ async fn inbound(
         let peer = handshake::peer_role(&request.headers);
         let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
         let (admit, role) = shared.engine.admit(peer, full);
-        let (suggested, ultrapeers) = {
-            let mut hosts = shared.hosts.lock().expect("hosts");
+        let (suggested, ultrapeers) = shared.engine.hosts(|hosts| {
             for h in handshake::try_hosts(&request.headers) {
                 hosts.learn(h, SystemTime::now());
             }
@@ -614,7 +599,7 @@ async fn inbound(
                 others(hosts.sample(11)),
                 others(hosts.sample_ultrapeers(11)),
             )
-        };
+        });
         shared.remote_ip_said(remote, &request.headers);
         let mut ours = shared.our_headers(local, remote, role);
         let list = |v: &[SocketAddr]| {
@@ -661,10 +646,8 @@ async fn inbound(
         };
         if let Some(addr) = their_listen {
             shared
-                .hosts
-                .lock()
-                .expect("hosts")
-                .connected(addr, SystemTime::now());
+                .engine
+                .hosts(|h| h.connected(addr, SystemTime::now()));
         }
         open_connection(
             shared,
@@ -732,12 +715,9 @@ async fn dial_recorded(
         Err(HandshakeFailure::Refused { reason, .. }) if !reason.starts_with("(by us)")
     );
     if let Some(a) = addr.filter(|_| !refused_by_peer) {
-        shared.hosts.lock().expect("hosts").dialed_with(
-            a,
-            result.is_ok(),
-            connections,
-            Instant::now(),
-        );
+        shared
+            .engine
+            .hosts(|h| h.dialed_with(a, result.is_ok(), connections, Instant::now()));
     }
     result
 }
@@ -766,7 +746,7 @@ async fn dial(
         let remote = stream.peer_addr()?;
         // Peers may hand this address (our end of their link) back to us as a
         // host to try: it is ours, never to be dialed.
-        shared.hosts.lock().expect("hosts").also_me(local);
+        shared.engine.hosts(|h| h.also_me(local));
         let headers = shared.our_headers(local, remote, shared.engine.role_headers());
         let result =
             handshake::connect_deciding(&mut stream, headers, shared.config.compress, |answer| {
@@ -802,10 +782,8 @@ async fn dial(
             tracing::debug!(%remote, code, reason, ?why, "refused");
             if !reason.starts_with("(by us)") {
                 shared
-                    .hosts
-                    .lock()
-                    .expect("hosts")
-                    .refused(remote, why, Instant::now());
+                    .engine
+                    .hosts(|h| h.refused(remote, why, Instant::now()));
             }
         }
         let suggested = match &result {
@@ -813,8 +791,7 @@ async fn dial(
             Err(HandshakeFailure::Refused { try_hosts, .. }) => try_hosts.clone(),
             Err(_) => Vec::new(),
         };
-        {
-            let mut hosts = shared.hosts.lock().expect("hosts");
+        shared.engine.hosts(|hosts| {
             let now = SystemTime::now();
             for h in suggested {
                 hosts.learn(h, now);
@@ -824,7 +801,7 @@ async fn dial(
                     hosts.mark_ultrapeer(remote, up, now);
                 }
             }
-        }
+        });
         match result {
             Ok(est) => Ok((stream, local, remote, est)),
             // A peer that only speaks 0.4 closes on, or does not understand, a 0.6
@@ -925,11 +902,7 @@ async fn open_connection(
         vendor_messages: est.headers.get(hs::VENDOR_MESSAGE).is_some(),
         inbound,
     };
-    if !shared.engine.send(Event::Opened {
-        conn,
-        tx: tx.clone(),
-        info,
-    }) {
+    if !shared.engine.open(conn, tx.clone(), info) {
         shared.open.fetch_sub(1, Ordering::Relaxed);
         shared.engine.release(link);
         return;

@@ -224,35 +224,3 @@ pub async fn read_giv(stream: &mut TcpStream, mut buf: BytesMut) -> Result<Giv, 
         }
     }
 }
-
-/// What the engine needs of file transfer: whether our hits must ask for a Push,
-/// whether every upload slot is taken, and where Pushes for us go.
-pub struct TransferHooks {
-    pub firewalled: bool,
-    pub slots: Arc<Semaphore>,
-    pub pushes: mpsc::Sender<Push>,
-    /// Where TCP connect-back requests (BEAR/7) go to be answered.
-    pub connect_backs: mpsc::Sender<SocketAddr>,
-}
-
-impl TransferHooks {
-    /// Whether every upload slot is taken.
-    pub fn busy(&self) -> bool {
-        self.slots.available_permits() == 0
-    }
-
-    /// A peer asked us to connect back to it at `to` (dropped when the queue is
-    /// full).
-    pub fn connect_back(&self, to: SocketAddr) {
-        let _ = self.connect_backs.try_send(to);
-    }
-
-    /// A Push delivered to us: parsed and queued for answering (dropped when the
-    /// queue is full or the payload does not parse).
-    pub fn push(&self, payload: &Bytes) {
-        let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
-        if let Ok(p) = Push::parse(payload, &mut budget) {
-            let _ = self.pushes.try_send(p);
-        }
-    }
-}

@@ -735,3 +735,6 @@ impl<L: Links> Engine<L> {
     const MAX_OFFERED: usize = 10_000;
     const MAX_OFFERED_BYTES: usize = 1 << 20;
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,409 @@
+//! The core driven by hand: events in, what it asked of its links out. No
+//! socket, clock or task; `now` is made up.
+
+use super::*;
+use crate::core::router::RouterConfig;
+use crate::core::tier::{Mode, TierConfig};
+use crate::wire::{Query, QueryFlags};
+
+/// What the core asked of its links, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Did {
+    Send(ConnId, Priority, Frame),
+    Close(ConnId, u16),
+    CloseSilently(ConnId),
+    Push(Push),
+    ConnectBack(SocketAddr),
+}
+
+#[derive(Default)]
+struct Record {
+    did: Vec<Did>,
+    /// Control messages are refused while this is set.
+    refuse_control: bool,
+    busy: bool,
+}
+
+impl Links for Record {
+    fn send(&mut self, conn: ConnId, priority: Priority, bytes: Bytes) -> Offer {
+        if priority == Priority::Control && self.refuse_control {
+            return Offer::Rejected;
+        }
+        // Every frame queued (several may be in one piece).
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut codec = crate::framing::DescriptorCodec::default();
+        while let Ok(Some(f)) = tokio_util::codec::Decoder::decode(&mut codec, &mut buf) {
+            self.did.push(Did::Send(conn, priority, f));
+        }
+        Offer::Queued
+    }
+    fn close(&mut self, conn: ConnId, code: u16, _reason: &str) {
+        self.did.push(Did::Close(conn, code));
+    }
+    fn close_silently(&mut self, conn: ConnId) {
+        self.did.push(Did::CloseSilently(conn));
+    }
+    fn push(&mut self, push: Push) {
+        self.did.push(Did::Push(push));
+    }
+    fn connect_back(&mut self, to: SocketAddr) {
+        self.did.push(Did::ConnectBack(to));
+    }
+    fn uploads_busy(&self) -> bool {
+        self.busy
+    }
+}
+
+const ME: Guid = Guid([0x4d; 16]);
+
+fn engine(mode: Mode, files: &[&str]) -> (Engine<Record>, Instant) {
+    let t0 = Instant::now();
+    let mut library = Library::new();
+    for (i, f) in files.iter().enumerate() {
+        library.add(
+            f,
+            PathBuf::from(format!("/s/{f}")),
+            100 + i as u64,
+            SystemTime::UNIX_EPOCH,
+            Some(Sha1Urn::digest(f.as_bytes())),
+        );
+    }
+    let e = Engine::new(
+        Config {
+            me: ME,
+            router: Router::new(ME, RouterConfig::default()),
+            library,
+            max_results: 100,
+            hosts: HostCache::new(100),
+            tier: Tier::new(
+                TierConfig {
+                    mode,
+                    ..TierConfig::default()
+                },
+                t0,
+                0.5,
+            ),
+            dq: DqConfig::default(),
+            firewalled: false,
+            budgets: Budgets::default(),
+            max_table_fill: DEFAULT_MAX_TABLE_FILL,
+            seed: 7,
+        },
+        Record::default(),
+    );
+    (e, t0)
+}
+
+fn info(link: Link, port: u16) -> LinkInfo {
+    LinkInfo {
+        local: "10.0.0.1:6346".parse().unwrap(),
+        remote_listen: Some(SocketAddr::from(([10, 0, 0, 2], port))),
+        link,
+        up_qrp: false,
+        offers: false,
+        degree: 32,
+        guid: None,
+        remote: SocketAddr::from(([10, 0, 0, 2], port)),
+        vendor_messages: false,
+        inbound: true,
+    }
+}
+
+/// Opens `link` as `conn` (counted by the role policy as a handshake would)
+/// and forgets what the core sent on opening.
+fn open(e: &mut Engine<Record>, conn: u64, link: Link, now: Instant) -> ConnId {
+    let c = ConnId(conn);
+    e.tier.opened(link, now);
+    e.handle(
+        Event::Opened {
+            conn: c,
+            info: info(link, 6000 + conn as u16),
+        },
+        now,
+    );
+    e.links.did.clear();
+    c
+}
+
+fn frame(guid: [u8; 16], m: &Message, ttl: u8, hops: u8) -> Frame {
+    Frame::new(m, Guid(guid), Ttl(ttl), Hops(hops)).unwrap()
+}
+
+fn query(words: &str) -> Message {
+    Message::Query(Query::new(QueryFlags::with_bits(0), words))
+}
+
+fn frames(e: &mut Engine<Record>, conn: ConnId, f: Vec<Frame>, now: Instant) {
+    e.handle(Event::Frames { conn, frames: f }, now);
+}
+
+/// The frames sent, as (link, function, TTL, hops).
+fn sent(e: &Engine<Record>) -> Vec<(ConnId, Function, u8, u8)> {
+    e.links
+        .did
+        .iter()
+        .filter_map(|d| match d {
+            Did::Send(c, _, f) => Some((*c, f.header.function, f.header.ttl.0, f.header.hops.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_query_is_answered_and_flooded_on_with_one_hop_more() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &["free software song.ogg"]);
+    let a = open(&mut e, 1, Link::Flat, t0);
+    let b = open(&mut e, 2, Link::Flat, t0);
+    let c = open(&mut e, 3, Link::Flat, t0);
+    // (words, TTL) -> what goes where
+    type Want = Vec<(ConnId, Function, u8, u8)>;
+    let table: [(&str, u8, Want); 3] = [
+        (
+            "free song",
+            3,
+            vec![
+                (b, Function::Query, 2, 1),
+                (c, Function::Query, 2, 1),
+                (a, Function::QueryHit, 3, 0),
+            ],
+        ),
+        (
+            "nothing here",
+            3,
+            vec![(b, Function::Query, 2, 1), (c, Function::Query, 2, 1)],
+        ),
+        // Its TTL ends here: answered, not forwarded.
+        ("software", 1, vec![(a, Function::QueryHit, 3, 0)]),
+    ];
+    for (i, (words, ttl, want)) in table.into_iter().enumerate() {
+        e.links.did.clear();
+        frames(
+            &mut e,
+            a,
+            vec![frame([i as u8 + 1; 16], &query(words), ttl, 0)],
+            t0,
+        );
+        let mut got = sent(&e);
+        got.sort_by_key(|x| (x.0, x.1.code()));
+        let mut want = want;
+        want.sort_by_key(|x| (x.0, x.1.code()));
+        assert_eq!(got, want, "{words:?} ttl {ttl}");
+    }
+    // The same query again is a duplicate: nothing at all.
+    e.links.did.clear();
+    frames(
+        &mut e,
+        b,
+        vec![frame([1; 16], &query("free song"), 3, 0)],
+        t0,
+    );
+    assert!(e.links.did.is_empty(), "{:?}", e.links.did);
+}
+
+#[test]
+fn a_leaf_gets_only_the_queries_its_table_matches() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    let up = open(&mut e, 1, Link::Peer, t0);
+    let leaf = open(&mut e, 2, Link::ToLeaf, t0);
+    // The leaf's table: RESET, then one PATCH marking "holiday" present.
+    let mut t = QrpTable::new(1024).unwrap();
+    t.insert_keyword("holiday");
+    let empty = QrpTable::new(1024).unwrap();
+    let diff = t.diff(&empty, qrp::DEFAULT_INFINITY).unwrap();
+    let chunks = qrp::build_patch_chunks(&diff, 4, true, 4096).unwrap();
+    let mut f = vec![frame(
+        [9; 16],
+        &Message::RouteTable(RouteTableUpdate::Reset {
+            table_len: 1024,
+            infinity: qrp::DEFAULT_INFINITY,
+        }),
+        1,
+        0,
+    )];
+    for c in chunks {
+        f.push(frame([10; 16], &Message::RouteTable(c.into()), 1, 0));
+    }
+    frames(&mut e, leaf, f, t0);
+    assert_eq!(e.stats().tables_received, 1);
+    for (i, (words, to_leaf)) in [("holiday", true), ("work", false), ("holiday work", false)]
+        .into_iter()
+        .enumerate()
+    {
+        e.links.did.clear();
+        frames(
+            &mut e,
+            up,
+            vec![frame([20 + i as u8; 16], &query(words), 3, 1)],
+            t0,
+        );
+        let got = sent(&e)
+            .iter()
+            .any(|(c, f, _, _)| *c == leaf && *f == Function::Query);
+        assert_eq!(got, to_leaf, "{words}");
+    }
+    assert_eq!(e.stats().leaf_table_misses, 2);
+}
+
+#[test]
+fn over_budget_is_dropped_then_closed_with_402() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    let leaf = open(&mut e, 1, Link::ToLeaf, t0);
+    // A leaf may send 15 queries at once.
+    let f: Vec<Frame> = (0..100u8)
+        .map(|i| frame([i; 16], &query(&format!("w{i}")), 2, 0))
+        .collect();
+    frames(&mut e, leaf, f, t0);
+    let st = e.stats();
+    assert!(st.over_budget(BudgetKind::Query) > 0);
+    assert_eq!(st.closed_over_budget, 1);
+    assert!(
+        e.links
+            .did
+            .contains(&Did::Close(leaf, bye::CODE_BAD_QUERIES))
+    );
+    // Nothing more from it is read.
+    let before = e.stats().over_budget(BudgetKind::Query);
+    frames(&mut e, leaf, vec![frame([200; 16], &query("x"), 2, 0)], t0);
+    assert_eq!(e.stats().over_budget(BudgetKind::Query), before);
+}
+
+#[test]
+fn pings_pongs_pushes_and_vendor_messages() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &["a.txt"]);
+    let n = open(&mut e, 1, Link::Peer, t0);
+    // A TTL-1 Ping gets our own Pong, with the address the peer reaches us at.
+    frames(
+        &mut e,
+        n,
+        vec![frame([1; 16], &Message::Ping(Ping::default()), 1, 0)],
+        t0,
+    );
+    let pong = e
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(_, _, f) if f.header.function == Function::Pong => Some(f.clone()),
+            _ => None,
+        })
+        .expect("a Pong");
+    assert_eq!(&pong.payload[..6], &[0xca, 0x18, 10, 0, 0, 1]);
+    // A Push for us goes to the shell to be answered; one for another GUID
+    // has no route.
+    e.links.did.clear();
+    let push = |target: Guid| {
+        Message::Push(Push {
+            servent: target,
+            index: 1,
+            ip: Ipv4Addr::new(10, 0, 0, 9),
+            port: 7000,
+            ggep: None,
+        })
+    };
+    frames(&mut e, n, vec![frame([2; 16], &push(ME), 3, 0)], t0);
+    frames(
+        &mut e,
+        n,
+        vec![frame([3; 16], &push(Guid([1; 16])), 3, 0)],
+        t0,
+    );
+    assert!(
+        matches!(&e.links.did[..], [Did::Push(p)] if p.servent == ME),
+        "{:?}",
+        e.links.did
+    );
+    // A leaf asking us to be its push proxy gets LIME/22v2 with its GUID.
+    let leaf = open(&mut e, 2, Link::ToLeaf, t0);
+    let ask = Message::Vendor(crate::wire::VendorMsg {
+        vendor: *b"LIME",
+        selector: 21,
+        version: 1,
+        body: Bytes::new(),
+    });
+    frames(&mut e, leaf, vec![frame([0x5a; 16], &ask, 1, 0)], t0);
+    let ack = e
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(c, _, f) if *c == leaf => Some(f.clone()),
+            _ => None,
+        })
+        .expect("an ack");
+    assert_eq!(ack.header.guid, Guid([0x5a; 16]));
+    assert_eq!(&ack.payload[..8], b"LIME\x16\x00\x02\x00");
+    // A TCP connect-back request: once per link, to the peer's own IP.
+    e.links.did.clear();
+    let cb = Message::Vendor(crate::wire::VendorMsg {
+        vendor: *b"BEAR",
+        selector: 7,
+        version: 1,
+        body: Bytes::from_static(&[0x39, 0x30]),
+    });
+    frames(
+        &mut e,
+        n,
+        vec![frame([4; 16], &cb, 1, 0), frame([5; 16], &cb, 1, 0)],
+        t0,
+    );
+    assert_eq!(
+        e.links.did,
+        [Did::ConnectBack("10.0.0.2:12345".parse().unwrap())]
+    );
+    // A Bye closes without answering.
+    e.links.did.clear();
+    let bye = Message::Bye(crate::wire::Bye::new(200, "done"));
+    frames(&mut e, n, vec![frame([6; 16], &bye, 1, 0)], t0);
+    assert_eq!(e.links.did, [Did::CloseSilently(n)]);
+}
+
+#[test]
+fn a_refused_table_update_is_offered_again() {
+    let (mut e, t0) = engine(Mode::Leaf, &["song.ogg"]);
+    let up = open(&mut e, 1, Link::ToUltrapeer, t0);
+    let tick = |e: &mut Engine<Record>, s: u64| {
+        e.handle(
+            Event::Tick {
+                busy: 0.0,
+                wall: SystemTime::UNIX_EPOCH,
+            },
+            t0 + Duration::from_secs(s),
+        )
+    };
+    e.links.refuse_control = true;
+    tick(&mut e, 1);
+    assert_eq!(e.stats().tables_sent, 0);
+    assert_eq!(e.stats().control_retries, 1);
+    e.links.refuse_control = false;
+    e.links.did.clear();
+    tick(&mut e, 2);
+    assert_eq!(e.stats().tables_sent, 1);
+    let table: Vec<Function> = sent(&e)
+        .into_iter()
+        .filter(|(c, f, _, _)| *c == up && *f == Function::RouteTable)
+        .map(|x| x.1)
+        .collect();
+    assert!(table.len() >= 2, "RESET and PATCH: {table:?}");
+    // Sent once it went: not again while nothing changes.
+    e.links.did.clear();
+    tick(&mut e, 3);
+    assert!(
+        !sent(&e)
+            .iter()
+            .any(|(_, f, _, _)| *f == Function::RouteTable)
+    );
+}
+
+#[test]
+fn links_closed_are_forgotten_and_their_counts_given_back() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    let a = open(&mut e, 1, Link::ToLeaf, t0);
+    let _b = open(&mut e, 2, Link::Peer, t0);
+    assert_eq!((e.stats().leaves, e.stats().mesh_links), (1, 1));
+    e.handle(Event::Closed { conn: a }, t0);
+    assert!(!e.knows(a));
+    assert_eq!((e.stats().leaves, e.stats().connections), (0, 1));
+    // Frames from a closed link are ignored.
+    frames(&mut e, a, vec![frame([1; 16], &query("x"), 2, 0)], t0);
+    assert!(e.links.did.is_empty());
+}

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -99,6 +99,19 @@ pub struct EngineRef {
     published: Arc<watch::Sender<EngineStats>>,
     /// Connections open (counted from `open_connection` to the reader's end).
     open: Arc<AtomicUsize>,
+    /// How long each event held the lock: a count per power of two of
+    /// microseconds (bucket i: under 2^i us).
+    held: Arc<[AtomicU64; 32]>,
+}
+
+/// How long events held the core's lock, as measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockHold {
+    pub events: u64,
+    /// Upper bounds, in microseconds (powers of two).
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 struct Running {
@@ -119,6 +132,42 @@ impl EngineRef {
             })),
             published: Arc::new(published),
             open,
+            held: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+
+    /// Records that the lock was held for `d`.
+    fn held_for(&self, d: std::time::Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let bucket = (64 - us.leading_zeros()).min(31) as usize;
+        self.held[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long events have held the lock so far.
+    pub fn lock_hold(&self) -> LockHold {
+        let counts: Vec<u64> = self
+            .held
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let events: u64 = counts.iter().sum();
+        let at = |q: f64| -> u64 {
+            let want = (events as f64 * q).ceil() as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= want.max(1) {
+                    return 1u64 << i;
+                }
+            }
+            0
+        };
+        let max = counts.iter().rposition(|c| *c > 0).map_or(0, |i| 1u64 << i);
+        LockHold {
+            events,
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            max_us: max,
         }
     }
 
@@ -146,6 +195,14 @@ impl EngineRef {
     /// Hands the core an event; false once the node has stopped.
     pub fn send(&self, event: Event) -> bool {
         let mut running = self.lock();
+        let start = Instant::now();
+        let result = self.handle_locked(&mut running, event);
+        drop(running);
+        self.held_for(start.elapsed());
+        result
+    }
+
+    fn handle_locked(&self, running: &mut Running, event: Event) -> bool {
         if running.stopped {
             return false;
         }
@@ -157,7 +214,7 @@ impl EngineRef {
             running.engine.links_mut().conns.remove(&conn);
         }
         running.engine.handle(event, Instant::now());
-        self.publish(&mut running);
+        self.publish(running);
         true
     }
 

@@ -41,7 +41,7 @@ pub use crate::core::tier::{Mode, TierConfig};
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
-pub use engine::{Budgets, EngineStats, RelayCounts};
+pub use engine::{Budgets, EngineStats, LockHold, RelayCounts};
 use engine::{EngineRef, Event, LinkInfo};
 type Engine = crate::core::engine::Engine<engine::ShellLinks>;
 use handshake::{Established, HandshakeFailure, RoleHeaders};
@@ -131,6 +131,7 @@ pub struct NodeHandle {
     tracker: TaskTracker,
     stats: watch::Receiver<EngineStats>,
     givs: push::GivWaiters,
+    engine: EngineRef,
 }
 
 impl NodeHandle {
@@ -143,6 +144,11 @@ impl NodeHandle {
     /// The engine's counters as last published.
     pub fn stats(&self) -> EngineStats {
         self.stats.borrow().clone()
+    }
+
+    /// How long the core's events have held its lock so far.
+    pub fn lock_hold(&self) -> LockHold {
+        self.engine.lock_hold()
     }
 
     /// Waits until the counters satisfy `f`, or `timeout` passes.
@@ -383,6 +389,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         tracker,
         stats,
         givs,
+        engine: shared.engine.clone(),
     })
 }
 

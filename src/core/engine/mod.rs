@@ -393,6 +393,8 @@ pub struct Engine<L: Links> {
     budgets: Budgets,
     max_table_fill: f64,
     rng: Rng,
+    /// Our library's part of our QRP table, kept file by file.
+    lib_table: LibraryTable,
     /// The wall clock as of the last event that told it (host-cache ages).
     wall: SystemTime,
     links: L,
@@ -425,6 +427,7 @@ impl Rng {
 
 impl<L: Links> Engine<L> {
     pub fn new(config: Config, links: L) -> Engine<L> {
+        let lib_table = LibraryTable::of(&config.library);
         Engine {
             me: config.me,
             router: config.router,
@@ -447,6 +450,7 @@ impl<L: Links> Engine<L> {
             budgets: config.budgets,
             max_table_fill: config.max_table_fill.clamp(0.0, 1.0),
             rng: Rng(config.seed),
+            lib_table,
             wall: SystemTime::UNIX_EPOCH,
             links,
         }
@@ -667,12 +671,21 @@ impl<L: Links> Engine<L> {
                 mtime,
                 urn,
             } => {
+                self.lib_table.name(&name, 1);
+                if let Some(u) = &urn {
+                    self.lib_table.urn(u, 1);
+                }
                 self.library.add(&name, path, size, mtime, urn);
                 self.library_changed();
             }
             Event::Removed { path } => {
                 if let Some(index) = self.library.index_of(&path) {
-                    self.library.remove(index);
+                    if let Some(f) = self.library.remove(index) {
+                        self.lib_table.name(&f.name, -1);
+                        if let Some(u) = &f.sha1 {
+                            self.lib_table.urn(u, -1);
+                        }
+                    }
                     self.library_changed();
                 }
             }
@@ -682,6 +695,13 @@ impl<L: Links> Engine<L> {
                 if let Some(i) =
                     index.filter(|i| self.library.get(*i).is_some_and(|f| f.size == size))
                 {
+                    let old = self.library.get(i).and_then(|f| f.sha1);
+                    if old != Some(urn) {
+                        if let Some(o) = &old {
+                            self.lib_table.urn(o, -1);
+                        }
+                        self.lib_table.urn(&urn, 1);
+                    }
                     self.library.set_sha1(i, urn);
                     self.library_changed();
                 }

@@ -80,6 +80,62 @@ pub(super) const MAX_LEAF_TABLE: usize = 1 << 17;
 
 pub(super) const MAX_PEER_TABLE: usize = 1 << 20;
 
+/// Our library's part of our QRP table, kept up to date file by file: how many
+/// keywords of our files hash to each slot. Adding or removing a file costs
+/// its own keywords, never a pass over the library, so a library change (or
+/// a file hashed) does not make the next tick rebuild from every file.
+pub(super) struct LibraryTable {
+    counts: Vec<u32>,
+}
+
+impl LibraryTable {
+    /// The counts for `library`'s files (one pass, at start).
+    pub(super) fn of(library: &Library) -> LibraryTable {
+        let mut t = LibraryTable {
+            counts: vec![0; TABLE_LEN],
+        };
+        for f in library.files() {
+            t.name(&f.name, 1);
+            if let Some(u) = &f.sha1 {
+                t.urn(u, 1);
+            }
+        }
+        t
+    }
+
+    fn slot(keyword: &str) -> usize {
+        qrp::hash(keyword, TABLE_LEN.trailing_zeros() as u8) as usize
+    }
+
+    fn bump(&mut self, slot: usize, by: i32) {
+        let c = &mut self.counts[slot];
+        *c = c.saturating_add_signed(by);
+    }
+
+    /// A file's name counted in (`by` 1) or out (`by` -1).
+    pub(super) fn name(&mut self, name: &str, by: i32) {
+        for k in qrp::table_keywords(name) {
+            self.bump(Self::slot(&k), by);
+        }
+    }
+
+    /// A file's SHA-1 counted in or out.
+    pub(super) fn urn(&mut self, urn: &Sha1Urn, by: i32) {
+        self.bump(Self::slot(&urn_keyword(urn)), by);
+    }
+
+    /// The presence table: every slot some keyword of ours hashes to.
+    pub(super) fn table(&self) -> QrpTable {
+        let mut t = QrpTable::new(TABLE_LEN).expect("a valid table length");
+        for (slot, c) in self.counts.iter().enumerate() {
+            if *c > 0 {
+                t.set_present(slot, true);
+            }
+        }
+        t
+    }
+}
+
 impl<L: Links> Engine<L> {
     /// A RESET or PATCH from a peer whose table we keep (our leaves, and
     /// ultrapeers that speak inter-ultrapeer QRP); ignored from others. A broken
@@ -192,13 +248,7 @@ impl<L: Links> Engine<L> {
     /// Our table: our files' keywords and URNs, and as an ultrapeer every
     /// leaf's table.
     pub(super) fn build_table(&self) -> QrpTable {
-        let mut t = QrpTable::new(TABLE_LEN).expect("a valid table length");
-        for f in self.library.files() {
-            t.insert_text(&f.name);
-            if let Some(u) = &f.sha1 {
-                t.insert_keyword(&urn_keyword(u));
-            }
-        }
+        let mut t = self.lib_table.table();
         if self.tier.role() == Role::Ultrapeer {
             for p in self.peers.values() {
                 if let (Link::ToLeaf, Some(r)) = (p.info.link, &p.table) {

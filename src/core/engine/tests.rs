@@ -407,3 +407,62 @@ fn links_closed_are_forgotten_and_their_counts_given_back() {
     frames(&mut e, a, vec![frame([1; 16], &query("x"), 2, 0)], t0);
     assert!(e.links.did.is_empty());
 }
+
+#[test]
+fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
+    let (mut e, t0) = engine(Mode::Leaf, &["free software song.ogg", "holiday photo.jpg"]);
+    let add = |e: &mut Engine<Record>, name: &str, urn: Option<Sha1Urn>| {
+        e.handle(
+            Event::Added {
+                name: name.into(),
+                path: PathBuf::from(format!("/s/{name}")),
+                size: 1,
+                mtime: SystemTime::UNIX_EPOCH,
+                urn,
+            },
+            t0,
+        )
+    };
+    add(&mut e, "song of songs.mp3", None);
+    add(&mut e, "another song.mp3", Some(Sha1Urn::digest(b"x")));
+    e.handle(
+        Event::Hashed {
+            path: PathBuf::from("/s/song of songs.mp3"),
+            size: 1,
+            urn: Sha1Urn::digest(b"y"),
+        },
+        t0,
+    );
+    e.handle(
+        Event::Removed {
+            path: PathBuf::from("/s/free software song.ogg"),
+        },
+        t0,
+    );
+    // Hashed again with another SHA-1 (the file changed): the old URN goes.
+    e.handle(
+        Event::Hashed {
+            path: PathBuf::from("/s/song of songs.mp3"),
+            size: 1,
+            urn: Sha1Urn::digest(b"z"),
+        },
+        t0,
+    );
+    let mut rebuilt = QrpTable::new(TABLE_LEN).unwrap();
+    for f in e.library.files() {
+        rebuilt.insert_text(&f.name);
+        if let Some(u) = &f.sha1 {
+            rebuilt.insert_keyword(&urn_keyword(u));
+        }
+    }
+    assert_eq!(e.lib_table.table(), rebuilt);
+    assert!(
+        !rebuilt.contains_keyword("software"),
+        "a removed file's words go"
+    );
+    assert!(
+        rebuilt.contains_keyword("song"),
+        "words other files still have stay"
+    );
+    assert!(!rebuilt.contains_keyword(&urn_keyword(&Sha1Urn::digest(b"y"))));
+}

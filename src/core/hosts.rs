@@ -195,8 +195,10 @@ impl HostCache {
     }
 
     /// Marks a known host as being dialed (a configured peer dialed at start).
+    /// The user named it, so it is kept whatever its scope (a `--peer` on the
+    /// local network, from a node listening everywhere).
     pub fn begin_dial(&mut self, addr: SocketAddr, seen: SystemTime) {
-        self.learn(addr, seen);
+        self.insert(addr, seen);
         if let Some(e) = self.hosts.get_mut(&addr) {
             e.state = State::Dialing;
         }
@@ -215,7 +217,19 @@ impl HostCache {
     /// Records that `addr` was heard of at `seen`. When full, the host heard of
     /// least recently (and not connected) makes room.
     pub fn learn(&mut self, addr: SocketAddr, seen: SystemTime) {
-        if !self.scope.allows(addr) || is_me(self.me, &addr) || self.also_me.contains(&addr) {
+        if !self.scope.allows(addr) {
+            return;
+        }
+        self.insert(addr, seen);
+    }
+
+    /// [`HostCache::learn`] without the scope check.
+    fn insert(&mut self, addr: SocketAddr, seen: SystemTime) {
+        if addr.port() == 0
+            || addr.ip().is_unspecified()
+            || is_me(self.me, &addr)
+            || self.also_me.contains(&addr)
+        {
             return;
         }
         if let Some(e) = self.hosts.get_mut(&addr) {
@@ -520,5 +534,19 @@ mod tests {
             c.sample(10).is_empty(),
             "failed hosts and leaves are not offered"
         );
+    }
+
+    #[test]
+    fn a_configured_peer_is_kept_whatever_its_scope() {
+        let t = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut c = HostCache::new(10);
+        c.set_scope(Scope::Internet);
+        c.learn(a("192.168.1.5:6346"), t);
+        assert!(
+            c.is_empty(),
+            "a private address is not learned from the network"
+        );
+        c.begin_dial(a("192.168.1.5:6346"), t);
+        assert_eq!(c.len(), 1, "but one the user named is dialed and kept");
     }
 }

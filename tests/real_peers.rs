@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use common::raw::WAIT;
 
 mod common;
-use common::Dir;
 use common::raw::{accept_raw, dial_raw, dial_raw_from, frame, header, read_block, vendor};
+use common::{Dir, pattern, servent_cmd};
 
 /// LimeWire 5.6.2's Messages-Supported list, as captured (udp-facts 7.1).
 fn limewire_messages_supported() -> Vec<u8> {
@@ -86,6 +86,19 @@ async fn node(dir: &Dir, files: &[(&str, &[u8])], config: NodeConfig) -> NodeHan
         ..config
     };
     node::start(config, CancellationToken::new()).await.unwrap()
+}
+
+/// An ultrapeer sharing nothing.
+async fn up_node(dir: &Dir) -> NodeHandle {
+    node(
+        dir,
+        &[],
+        NodeConfig {
+            tier: ultrapeer(),
+            ..NodeConfig::default()
+        },
+    )
+    .await
 }
 
 async fn stop(n: NodeHandle) {
@@ -225,18 +238,6 @@ async fn http_source(data: Arc<Vec<u8>>, urn: Sha1Urn, serves: Serves, pause: Du
     }
 }
 
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 fn url(addr: SocketAddr, urn: Sha1Urn) -> HttpUrl {
     HttpUrl::parse(&format!("http://{addr}/uri-res/N2R?{urn}")).unwrap()
 }
@@ -331,17 +332,6 @@ async fn limewire_sees_our_range_header_and_a_whole_file_200_is_used_too() {
     .await
     .expect("downloaded from a source that sends 200");
     assert_eq!(std::fs::read(dir.0.join("b.bin")).unwrap(), *data);
-}
-
-fn servent_cmd(args: &[&str], cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servent"));
-    cmd.args(args).current_dir(cwd);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SERVENT_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
 }
 
 #[tokio::test]
@@ -538,15 +528,7 @@ async fn messages_supported_both_ways_push_proxies_and_connect_back() {
 #[tokio::test]
 async fn a_limewire_leaf_query_asking_for_oob_is_answered_in_band_through_us() {
     let dir = Dir::new("lwoob");
-    let n = node(
-        &dir,
-        &[],
-        NodeConfig {
-            tier: ultrapeer(),
-            ..NodeConfig::default()
-        },
-    )
-    .await;
+    let n = up_node(&dir).await;
     // A LimeWire ultrapeer beside us: like LimeWire, it answers a query that
     // asks for out-of-band replies by UDP only (never in-band).
     let (_, up) = dial_raw(n.local_addr, LIMEWIRE_UP).await;
@@ -787,15 +769,7 @@ async fn with_a_wildcard_listener_the_address_peers_agree_on_is_advertised() {
 #[tokio::test]
 async fn gtk_node_header_is_read_and_only_ultrapeers_are_handed_out() {
     let dir = Dir::new("nodehdr");
-    let n = node(
-        &dir,
-        &[],
-        NodeConfig {
-            tier: ultrapeer(),
-            ..NodeConfig::default()
-        },
-    )
-    .await;
+    let n = up_node(&dir).await;
     // gtk-gnutella says where it listens in `Node:`.
     let gtk = "User-Agent: gtk-gnutella/1.2.3\r\nX-Ultrapeer: True\r\nNode: 127.0.0.1:16001\r\nX-Degree: 32\r\nX-Query-Routing: 0.2\r\nX-Ultrapeer-Query-Routing: 0.1\r\n";
     let (_, g) = dial_raw(n.local_addr, gtk).await;

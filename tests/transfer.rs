@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,20 +21,7 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(20);
 
 mod common;
-use common::Dir;
-
-/// Deterministic bytes that differ at every offset of interest.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+use common::{Dir, pattern, servent_cmd};
 
 async fn node_sharing(
     share: &Path,
@@ -600,17 +587,6 @@ async fn test_source(
 
 fn n2r(addr: SocketAddr, urn: Sha1Urn) -> String {
     format!("http://{addr}/uri-res/N2R?{urn}")
-}
-
-fn servent_cmd(args: &[&str], cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servent"));
-    cmd.args(args).current_dir(cwd);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SERVENT_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
 }
 
 #[tokio::test]

@@ -45,6 +45,32 @@ impl Drop for Dir {
 
 pub mod raw;
 
+/// Deterministic bytes that differ at every offset of interest.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// The `servent` binary with `args`, run in `cwd`, without any `SERVENT_*`
+/// setting of the environment the tests run in.
+pub fn servent_cmd(args: &[&str], cwd: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
+    cmd.args(args).current_dir(cwd);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SERVENT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// The benches' seeded generator: the same graph and names on every run.
 #[path = "../../benches/common/rng.rs"]
 mod rng;

@@ -3,10 +3,8 @@
 //! behaviour it plays; `protocol-spec/` says where each rule comes from. Every
 //! wait is bounded.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -343,37 +341,15 @@ async fn a_download_from_gtk_killed_mid_body_resumes_to_identical_bytes() {
     // Slow enough that the first run is killed mid-body.
     let slow = http_source(data.clone(), urn, Serves::Gtk, Duration::from_millis(20)).await;
     let link = format!("http://{}/uri-res/N2R?{urn}", slow.addr);
-    let mut child = servent_cmd(&["get", "--json", "-o", "file.bin", &link], &out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let state = out.join("file.bin.part.state");
-    let watcher = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            // Past the first (capped) answer, in the middle of a later one.
-            let blocks = std::fs::read_to_string(&state).unwrap_or_default();
-            if line.contains("\"progress\"")
-                && blocks.contains("have 0-")
-                && !blocks.contains("have 0-7\n")
-            {
-                return true;
-            }
-            if line.contains("\"event\":\"done\"") {
-                eprintln!("finished before the kill; last state: {blocks}");
-                return false;
-            }
-        }
-        eprintln!("the output ended");
-        false
-    });
-    let mid = tokio::task::spawn_blocking(move || watcher.join().unwrap())
-        .await
-        .unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let out2 = out.clone();
+    // Past the first (capped) answer, in the middle of a later one.
+    let mid = tokio::task::spawn_blocking(move || {
+        common::get_killed_when(&link, &out2, |s| {
+            s.contains("have 0-") && !s.contains("have 0-7\n")
+        })
+    })
+    .await
+    .unwrap();
     assert!(mid, "killed mid-download");
     assert!(!out.join("file.bin").exists());
     // Run again: a new process, so a new first request; gtk caps it again.

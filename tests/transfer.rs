@@ -2,10 +2,8 @@
 //! kill, a swarm with a lying source, a push download from a firewalled node, and
 //! a file over 4 GiB. Every wait is bounded; nothing sleeps to wait for a state.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -597,37 +595,17 @@ async fn a_killed_download_resumes_to_identical_bytes() {
     let urn = Sha1Urn::digest(&data);
     // About 1.6 MB/s: the first run is killed long before it could finish.
     let slow = test_source(data.clone(), Some(urn), false, Duration::from_millis(10)).await;
-    let mut child = servent_cmd(
-        &["get", "--json", "-o", "file.bin", &n2r(slow.addr, urn)],
-        &out,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
+    let url = n2r(slow.addr, urn);
+    let out2 = out.clone();
+    // Killed once the state file records some blocks.
+    let mid = tokio::task::spawn_blocking(move || {
+        common::get_killed_when(&url, &out2, |s| {
+            !s.is_empty() && !s.trim_end().ends_with("have")
+        })
+    })
+    .await
     .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let state = out.join("file.bin.part.state");
-    let watcher = std::thread::spawn(move || {
-        // Progress lines until the state file records some blocks.
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.contains("\"progress\"")
-                && std::fs::read_to_string(&state).is_ok_and(|s| !s.trim_end().ends_with("have"))
-            {
-                return Some(line);
-            }
-            if line.contains("\"done\"") && line.contains("\"path\"") {
-                return None;
-            }
-        }
-        None
-    });
-    let seen = tokio::task::spawn_blocking(move || watcher.join().unwrap())
-        .await
-        .unwrap();
-    assert!(seen.is_some(), "killed mid-download");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(mid, "killed mid-download");
     assert!(
         !out.join("file.bin").exists(),
         "nothing pretends to be the file"

@@ -58,6 +58,37 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Runs `servent get --json -o file.bin URL` in `out` and kills it at the
+/// first progress line that comes while its state file (`file.bin.part.state`)
+/// satisfies `mid`. False when the download ended first (the test then cannot
+/// check a resume).
+pub fn get_killed_when(url: &str, out: &std::path::Path, mid: impl Fn(&str) -> bool) -> bool {
+    use std::io::{BufRead, BufReader};
+    let mut child = servent_cmd(&["get", "--json", "-o", "file.bin", url], out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let state = out.join("file.bin.part.state");
+    let mut killed_mid = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let blocks = std::fs::read_to_string(&state).unwrap_or_default();
+        if line.contains("\"progress\"") && mid(&blocks) {
+            killed_mid = true;
+            break;
+        }
+        if line.contains("\"event\":\"done\"") {
+            eprintln!("finished before the kill; last state: {blocks}");
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    killed_mid
+}
+
 /// The `servent` binary with `args`, run in `cwd`, without any `SERVENT_*`
 /// setting of the environment the tests run in.
 pub fn servent_cmd(args: &[&str], cwd: &std::path::Path) -> std::process::Command {

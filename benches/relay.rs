@@ -83,6 +83,91 @@ async fn pump(mut from: TcpStream, to: TcpStream, burst: &[u8], n: usize) -> (us
     reader.await.expect("reader")
 }
 
+/// As [`pump`], with `burst` cut in `senders` equal parts (at descriptor
+/// boundaries) sent at once from that many connections.
+async fn pump_many(
+    froms: Vec<TcpStream>,
+    to: TcpStream,
+    burst: &[u8],
+    n: usize,
+) -> (usize, Duration) {
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut framed = FramedRead::new(to, DescriptorCodec::default());
+        let mut seen = 0;
+        let mut last = start.elapsed();
+        while seen < n {
+            match tokio::time::timeout(Duration::from_secs(2), framed.next()).await {
+                Ok(Some(Ok(f))) => {
+                    if f.header.function == Function::Query {
+                        seen += 1;
+                        last = start.elapsed();
+                    }
+                }
+                _ => break,
+            }
+        }
+        (seen, last)
+    });
+    let frame_len = burst.len() / n;
+    let per = n.div_ceil(froms.len());
+    let mut writers = Vec::new();
+    for (i, mut from) in froms.into_iter().enumerate() {
+        let part = burst
+            [(i * per * frame_len).min(burst.len())..((i + 1) * per * frame_len).min(burst.len())]
+            .to_vec();
+        writers.push(tokio::spawn(async move {
+            from.write_all(&part).await.expect("write");
+            from
+        }));
+    }
+    let mut held = Vec::new();
+    for w in writers {
+        held.push(w.await.expect("writer"));
+    }
+    let got = reader.await.expect("reader");
+    drop(held);
+    got
+}
+
+/// The baseline for several senders: the first connection is the output; each
+/// of the next `inputs` is read by a task of its own that rewrites TTL and hops
+/// into batches, handed to one writer.
+async fn minimal_relay_many(listener: TcpListener, inputs: usize) {
+    let (out, _) = listener.accept().await.expect("accept");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<BytesMut>(64);
+    for _ in 0..inputs {
+        let (input, _) = listener.accept().await.expect("accept");
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut framed = FramedRead::new(input, DescriptorCodec::default());
+            let mut buf = BytesMut::new();
+            while let Some(Ok(mut f)) = framed.next().await {
+                f.header = Header {
+                    ttl: servent::wire::Ttl(f.header.ttl.0.saturating_sub(1)),
+                    hops: servent::wire::Hops(f.header.hops.0 + 1),
+                    ..f.header
+                };
+                f.encode(&mut buf);
+                let flush = framed.read_buffer().len() < HEADER_LEN || buf.len() >= 64 * 1024;
+                if flush && tx.send(buf.split()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut w = BufWriter::with_capacity(64 * 1024, out);
+    while let Some(b) = rx.recv().await {
+        if w.write_all(&b).await.is_err() {
+            return;
+        }
+        if rx.is_empty() && w.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The baseline: accept two connections and copy descriptors from the second to
 /// the first, TTL one less and hops one more, flushing when the input runs dry.
 async fn minimal_relay(listener: TcpListener) {
@@ -223,6 +308,57 @@ async fn main() {
             "(the node shed relayed queries under load: {node_arrived} of {n} arrived in its worst round)"
         );
     }
+
+    // The same with 8 senders at once.
+    const SENDERS: usize = 8;
+    let mut best_node8 = 0f64;
+    let mut best_base8 = 0f64;
+    for _ in 0..rounds {
+        let config = NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            target_peers: 0,
+            tier: node::TierConfig {
+                mode: node::Mode::Ultrapeer,
+                ultrapeer_links: SENDERS + 4,
+                ..node::TierConfig::default()
+            },
+            budgets: node::Budgets::unlimited(),
+            ..NodeConfig::default()
+        };
+        let mut node = node::start(config, CancellationToken::new())
+            .await
+            .expect("node");
+        let to = peer(node.local_addr).await;
+        let mut froms = Vec::new();
+        for _ in 0..SENDERS {
+            froms.push(peer(node.local_addr).await);
+        }
+        assert!(
+            node.wait_for(Duration::from_secs(10), |s| s.connections == SENDERS + 1)
+                .await
+        );
+        // Each sender's queries also go to the other senders: count what
+        // reaches `to` only, and read nothing at the senders (their queues shed).
+        best_node8 = best_node8.max(rate(pump_many(froms, to, &burst, n).await));
+        node.shutdown().await;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let relay = tokio::spawn(minimal_relay_many(listener, SENDERS));
+        let to = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut froms = Vec::new();
+        for _ in 0..SENDERS {
+            froms.push(TcpStream::connect(addr).await.expect("connect"));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        best_base8 = best_base8.max(rate(pump_many(froms, to, &burst, n).await));
+        relay.abort();
+    }
+    println!("the same {n} queries from {SENDERS} senders at once (best of {rounds}):");
+    println!("{:<28} {:>14.0}", "minimal relay (baseline)", best_base8);
+    println!("{:<28} {:>14.0}", "servent node", best_node8);
+    println!("ratio node / minimal relay: {:.2}", best_node8 / best_base8);
 
     let (before, after) = idle_connection_memory(connections).await;
     println!(

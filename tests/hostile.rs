@@ -450,3 +450,27 @@ async fn a_hit_claiming_2_62_bytes_is_refused_by_get() {
     assert!(!dir.0.join("huge.iso.part").exists());
     server.abort();
 }
+
+#[tokio::test]
+async fn one_address_cannot_take_every_socket() {
+    let dir = Dir::new("perip");
+    let mut n = ultrapeer(&dir, 1, |_| {}).await;
+    // Sockets that connect and say nothing hold their address's share while
+    // their handshake time runs (64 on a local mesh).
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(tokio::net::TcpStream::connect(n.local_addr).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(n.local_addr).await.unwrap();
+    let mut b = [0u8; 16];
+    let r = tokio::time::timeout(WAIT, extra.read(&mut b))
+        .await
+        .unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "closed at once");
+    assert!(n.wait_for(WAIT, |s| s.per_ip_refused >= 1).await);
+    // Another address is served meanwhile.
+    let (answer, _) = common::raw::dial_raw_from(Some("127.0.0.2"), n.local_addr, UP).await;
+    assert!(answer.starts_with("GNUTELLA/0.6 200"), "{answer}");
+    drop(held);
+    stop(n).await;
+}

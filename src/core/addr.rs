@@ -90,7 +90,7 @@ pub fn is_routable(ip: IpAddr) -> bool {
 }
 
 /// Inbound sockets open per remote IP address, bounded: one host cannot take
-/// every handshake or HTTP slot. Loopback is not counted (the local user).
+/// every handshake, link or HTTP slot.
 #[derive(Debug)]
 pub struct PerIp {
     open: std::collections::HashMap<IpAddr, usize>,
@@ -109,9 +109,6 @@ impl PerIp {
     /// Counts a new socket from `ip`; false (nothing counted) when it has
     /// `max` open already.
     pub fn take(&mut self, ip: IpAddr) -> bool {
-        if ip.is_loopback() {
-            return true;
-        }
         let n = self.open.entry(ip).or_insert(0);
         if *n >= self.max {
             return false;
@@ -199,10 +196,8 @@ mod tests {
         assert!(p.take(ip("8.8.4.4")), "others are not affected");
         p.give_back(ip("8.8.8.8"));
         assert!(p.take(ip("8.8.8.8")));
-        assert!(
-            (0..100).all(|_| p.take(ip("127.0.0.1"))),
-            "loopback is not counted"
-        );
+        assert!(p.take(ip("127.0.0.1")) && p.take(ip("127.0.0.1")));
+        assert!(!p.take(ip("127.0.0.1")), "loopback is counted too");
         p.give_back(ip("8.8.4.4"));
         assert!(
             !p.open.contains_key(&ip("8.8.4.4")),

@@ -187,6 +187,8 @@ struct Shared {
     bind: Option<IpAddr>,
     /// Our address as peers report it (`Remote-IP`), when several agree.
     external: Mutex<ExternalIp>,
+    /// Which addresses count as peers (reserved ones only on a local mesh).
+    scope: Scope,
 }
 
 impl Shared {
@@ -356,6 +358,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         givs: givs.clone(),
         bind,
         external: Mutex::new(ExternalIp::new(2)),
+        scope,
     });
     if shared.config.firewalled {
         // Behind a firewall nothing reaches us: the port is given up, and peers
@@ -426,8 +429,10 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 const MAX_HANDSHAKES: usize = 256;
 
 /// Inbound sockets (handshaking, Gnutella links, HTTP) one remote address may
-/// have open at once; loopback is not counted.
+/// have open at once; on a local mesh (`Scope::Local`: every node of a test or
+/// of `scripts/local-mesh.sh` connects from 127.0.0.1) a larger share.
 const MAX_PER_IP: usize = 8;
+const MAX_PER_IP_LOCAL: usize = 64;
 
 /// A socket counted against its address's share, given back when dropped.
 struct IpSlot {
@@ -446,7 +451,11 @@ impl Drop for IpSlot {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let per_ip = Arc::new(Mutex::new(PerIp::new(MAX_PER_IP)));
+    let max = match shared.scope {
+        Scope::Internet => MAX_PER_IP,
+        Scope::Local => MAX_PER_IP_LOCAL,
+    };
+    let per_ip = Arc::new(Mutex::new(PerIp::new(max)));
     loop {
         // A permit before each accept: a flood of connections cannot make us hold
         // more than MAX_HANDSHAKES half-open ones.

@@ -500,16 +500,20 @@ impl<L: Links> Engine<L> {
         }
     }
 
-    /// Sends a TTL-2 Ping to one neighbour: it answers with its own Pong and the
-    /// Pongs it has cached.
+    /// Pings one neighbour: an ultrapeer (or flat peer) with TTL 2, so it
+    /// answers with its own Pong and those it has cached; a leaf with TTL 1, the
+    /// "alive" Ping every servent answers with its own Pong (LimeWire takes a
+    /// TTL-2 Ping as a crawler's and a leaf answers it with nothing, so the
+    /// link would look silent and go at the read-idle limit).
     pub(super) fn ping(&mut self, conn: ConnId, now: Instant) {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
+        let ttl = if peer.info.link == Link::ToLeaf { 1 } else { 2 };
         let id = self.rng.guid();
         if let Decision::Accept {
             forward: Some(f), ..
-        } = self.router.originate(id, Class::Discovery, 2, now)
+        } = self.router.originate(id, Class::Discovery, ttl, now)
         {
             let mut out = BytesMut::new();
             Message::Ping(Ping::default())

@@ -466,3 +466,46 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
     );
     assert!(!rebuilt.contains_keyword(&urn_keyword(&Sha1Urn::digest(b"y"))));
 }
+
+#[test]
+fn leaves_get_alive_pings_ultrapeers_crawling_ones() {
+    // LimeWire answers a TTL-2 Ping from a leaf's ultrapeer as a crawler's
+    // (with nothing, being a leaf); a TTL-1 Ping it answers with its Pong.
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    for (conn, link, want) in [
+        (1u64, Link::ToLeaf, 1u8),
+        (2, Link::Peer, 2),
+        (3, Link::Flat, 2),
+    ] {
+        e.tier.opened(link, t0);
+        e.handle(
+            Event::Opened {
+                conn: ConnId(conn),
+                info: info(link, 7000 + conn as u16),
+            },
+            t0,
+        );
+        let pings: Vec<u8> = sent(&e)
+            .into_iter()
+            .filter(|(c, f, _, _)| *c == ConnId(conn) && *f == Function::Ping)
+            .map(|x| x.2)
+            .collect();
+        assert_eq!(pings, [want], "{link:?}");
+        e.links.did.clear();
+    }
+    // The periodic ones too.
+    e.handle(
+        Event::Tick {
+            busy: 0.0,
+            wall: SystemTime::UNIX_EPOCH,
+        },
+        t0 + PING_EVERY,
+    );
+    let mut got: Vec<(ConnId, u8)> = sent(&e)
+        .into_iter()
+        .filter(|x| x.1 == Function::Ping)
+        .map(|x| (x.0, x.2))
+        .collect();
+    got.sort();
+    assert_eq!(got, [(ConnId(1), 1), (ConnId(2), 2), (ConnId(3), 2)]);
+}

@@ -2,16 +2,15 @@
 //!
 //! Run with `cargo bench --bench tiers`. The nodes live in one process and talk
 //! through an in-memory queue of deliveries ordered by a virtual clock (each
-//! link has a fixed latency of 20–200 ms). What each node decides is decided by
-//! the project's own core, as the node's engine (`src/node/engine.rs`) combines
-//! it: `Router` for duplicates, TTL and hops and the way hits go back;
-//! `QrpTable` for the leaves' tables and the ultrapeers' merged tables (a query
-//! goes to a leaf only if its table matches, to a neighbour ultrapeer on its
-//! last hop only if that ultrapeer's table matches); `dq::Planner` for the
-//! dynamic queries ultrapeers run for their leaves, stepped once a virtual
-//! second; `Library` for answering. The glue below mirrors the engine's
-//! `frame`, `send`, `send_to_leaves`, `start_dq`, `dq_steps`, `answer_query` and
-//! `answer_for_leaves`.
+//! link has a fixed latency of 20–200 ms). Every node *is* the node's own
+//! deciding core (`core::engine::Engine`), fed the frames other cores sent it
+//! and ticked as the node's maintainer ticks it; nothing of its routing, QRP
+//! tables, library offers or dynamic querying is copied here. Links are made
+//! without a handshake (`Engine::open_link`), budgets are off, and the cores
+//! exchange their tables and file lists on their first ticks before the
+//! searches start. A search is a query the searcher sends to `fanout` of its
+//! links, as `servent search` or a leaf does; the hits that reach the searcher
+//! are counted.
 //!
 //! Reported, for rare files (one owner): Query messages per search and the
 //! fraction of files found; for popular files (many owners): the messages a
@@ -25,20 +24,24 @@
 //! results for popular files with fewer messages than flooding.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::rc::Rc;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use servent::core::ConnId;
-use servent::core::dq::{self, Candidate, DqConfig, Planner};
+use servent::core::dq::DqConfig;
+use servent::core::engine::{Budgets, Config, Engine, Event as CoreEvent, LinkInfo, Links};
+use servent::core::flow::{Offer, Priority};
+use servent::core::hosts::HostCache;
 use servent::core::library::Library;
-use servent::core::router::{Class, Decision, DropReason, Forward, Router, RouterConfig, Targets};
-use servent::wire::Guid;
-use servent::wire::qrp::QrpTable;
+use servent::core::router::{Class, DropReason, Router, RouterConfig};
+use servent::core::tier::{Link, Mode, Tier, TierConfig};
+use servent::framing::DescriptorCodec;
+use servent::wire::{Frame, Function, Guid, Hops, Message, Query, QueryFlags, Ttl};
+use tokio_util::codec::Decoder;
 
-/// As in the engine.
-const TABLE_LEN: usize = 1 << 16;
-const RESULTS_PER_HIT: usize = 10;
+/// Results one query may get from a node (the node's default).
 const MAX_RESULTS: usize = 100;
 /// The TTL searches start with (the `servent search` default, and 0.4's).
 const TTL: u8 = 7;
@@ -236,7 +239,7 @@ impl World {
 }
 
 // ---------------------------------------------------------------------------------
-// Nodes and messages
+// Nodes and messages: each node is the node's own core
 // ---------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -245,123 +248,88 @@ enum Role {
     Ultrapeer,
 }
 
-/// As the engine's `Link`, for the kinds that occur here.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Link {
-    /// We are this ultrapeer's leaf.
-    ToUltrapeer,
-    /// This is our leaf.
-    ToLeaf,
-    /// Another ultrapeer (or, flat, any other node).
-    Peer,
+/// What a node's core queued on its links (a link's id is the peer's index).
+#[derive(Default)]
+struct Out {
+    sent: Vec<(ConnId, Bytes)>,
 }
 
-struct LinkTo {
-    peer: usize,
-    kind: Link,
-    latency: u64,
-}
-
-struct Node {
-    guid: Guid,
-    role: Role,
-    links: Vec<LinkTo>,
-    router: Router,
-    library: Library,
-    offers: bool,
-    dq: Planner<Guid>,
-    /// The query each dynamic query sends, as it arrived.
-    dq_frames: HashMap<Guid, Query>,
-}
-
-impl Node {
-    fn link(&self, peer: usize) -> Option<&LinkTo> {
-        self.links.iter().find(|l| l.peer == peer)
+impl Links for Out {
+    fn send(&mut self, conn: ConnId, _: Priority, bytes: Bytes) -> Offer {
+        self.sent.push((conn, bytes));
+        Offer::Queued
+    }
+    fn close(&mut self, _: ConnId, _: u16, _: &str) {}
+    fn close_silently(&mut self, _: ConnId) {}
+    fn push(&mut self, _: servent::wire::Push) {}
+    fn connect_back(&mut self, _: SocketAddr) {}
+    fn uploads_busy(&self) -> bool {
+        false
     }
 }
 
-#[derive(Clone)]
-struct Query {
-    guid: Guid,
-    text: Rc<str>,
-    ttl: u8,
-    hops: u8,
-}
-
-struct Hit {
-    guid: Guid,
-    responder: Guid,
-    ttl: u8,
-    hops: u8,
-    names: Rc<Vec<String>>,
-}
-
-enum Msg {
-    Query(Query),
-    Hit(Hit),
-}
-
+/// A frame on its way, ordered by arrival time, then by sending order.
 struct Event {
     at: u64,
     seq: u64,
     to: usize,
     from: usize,
-    msg: Msg,
+    frame: Frame,
 }
 
 impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
     }
 }
 
 impl Eq for Event {}
 
 impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
     }
 }
 
 impl Ord for Event {
-    /// Earliest first out of the (max-)heap.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+    fn cmp(&self, o: &Self) -> Ordering {
+        // A min-heap on (at, seq).
+        (o.at, o.seq).cmp(&(self.at, self.seq))
     }
 }
 
-/// What one search did.
 struct Outcome {
     sent: u64,
-    /// Results in the hits that arrived, and how many of them were distinct (an
-    /// offering leaf is answered for by each of its ultrapeers the query reaches).
     results: u32,
     distinct: u32,
     names: HashSet<String>,
     sent_at_wanted: Option<u64>,
 }
 
-#[derive(Default)]
-struct Counters {
-    last_hop_misses: u64,
-    leaf_table_misses: u64,
-    dynamic_queries: u64,
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6346))
+}
+
+fn servent_guid(i: usize) -> Guid {
+    let mut g = [0u8; 16];
+    g[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    Guid(g)
 }
 
 struct Net {
-    nodes: Vec<Node>,
-    /// The table each node's neighbours hold for it: a leaf's own, an
-    /// ultrapeer's merge (inter-ultrapeer QRP); none in the flat network.
-    tables: Vec<Option<QrpTable>>,
+    nodes: Vec<Engine<Out>>,
+    roles: Vec<Role>,
+    latency: HashMap<(usize, usize), u64>,
+    /// Each node's links, in the order they were made.
+    links: Vec<Vec<usize>>,
     queue: BinaryHeap<Event>,
     seq: u64,
     /// Virtual time, in milliseconds since `t0`.
     now: u64,
     t0: Instant,
-    dq_running: BTreeSet<usize>,
-    counters: Counters,
     /// The search in progress.
     searcher: usize,
+    search: Guid,
     sent: u64,
     results: u32,
     names: HashSet<String>,
@@ -370,8 +338,9 @@ struct Net {
 }
 
 impl Net {
-    /// The two-tier network: ultrapeers linked among themselves, each leaf to a
-    /// few ultrapeers.
+    /// The two-tier network: ultrapeers linked among themselves (exchanging
+    /// tables), each leaf to a few ultrapeers (half of them offering their
+    /// file lists).
     fn two_tier(w: &World) -> Net {
         let roles = (0..w.files.len())
             .map(|i| {
@@ -392,24 +361,7 @@ impl Net {
                 .iter()
                 .map(|&(leaf, up, l)| (leaf, up, l, Link::ToUltrapeer, Link::ToLeaf)),
         );
-        let mut net = Net::build(w, roles, &links);
-        // Every leaf's table (as its RESET and PATCH carry it), then each
-        // ultrapeer's: its own files merged with its leaves' tables.
-        for (i, node) in net.nodes.iter().enumerate() {
-            if node.role == Role::Leaf {
-                net.tables[i] = Some(own_table(&w.files[i]));
-            }
-        }
-        for i in 0..w.ultrapeers {
-            let mut t = own_table(&w.files[i]);
-            for l in &net.nodes[i].links {
-                if l.kind == Link::ToLeaf {
-                    t.merge(net.tables[l.peer].as_ref().expect("leaf table"));
-                }
-            }
-            net.tables[i] = Some(t);
-        }
-        net
+        Net::build(w, roles, &links, true)
     }
 
     /// Every node an ultrapeer without tables or leaves, linked by `edges`: the
@@ -418,128 +370,183 @@ impl Net {
         let roles = vec![Role::Ultrapeer; w.files.len()];
         let links: Vec<_> = edges
             .iter()
-            .map(|&(a, b, l)| (a, b, l, Link::Peer, Link::Peer))
+            .map(|&(a, b, l)| (a, b, l, Link::Flat, Link::Flat))
             .collect();
-        Net::build(w, roles, &links)
+        Net::build(w, roles, &links, false)
     }
 
-    fn build(w: &World, roles: Vec<Role>, links: &[(usize, usize, u64, Link, Link)]) -> Net {
-        let mut nodes: Vec<Node> = roles
-            .into_iter()
+    fn build(
+        w: &World,
+        roles: Vec<Role>,
+        links: &[(usize, usize, u64, Link, Link)],
+        tables: bool,
+    ) -> Net {
+        let t0 = Instant::now();
+        let nodes: Vec<Engine<Out>> = roles
+            .iter()
             .enumerate()
             .map(|(i, role)| {
-                let mut g = [0u8; 16];
-                g[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-                let guid = Guid(g);
+                let me = servent_guid(i);
                 let mut library = Library::new();
                 for (k, name) in w.files[i].iter().enumerate() {
                     library.add_at(k as u32 + 1, name, 1 << 20, None);
                 }
-                Node {
-                    guid,
-                    role,
-                    links: Vec::new(),
-                    router: Router::new(guid, RouterConfig::default()),
-                    library,
-                    offers: role == Role::Leaf && w.offers[i],
-                    dq: Planner::new(DqConfig::default()),
-                    dq_frames: HashMap::new(),
-                }
+                let mode = match role {
+                    Role::Leaf => Mode::Leaf,
+                    Role::Ultrapeer => Mode::Ultrapeer,
+                };
+                Engine::new(
+                    Config {
+                        me,
+                        router: Router::new(me, RouterConfig::default()),
+                        library,
+                        max_results: MAX_RESULTS,
+                        hosts: HostCache::new(16),
+                        tier: Tier::new(
+                            TierConfig {
+                                mode,
+                                ultrapeer_links: 64,
+                                leaves: 64,
+                                leaf_ultrapeers: 8,
+                                offer_library: *role == Role::Leaf && w.offers[i],
+                                ultrapeer_qrp: tables,
+                                ..TierConfig::default()
+                            },
+                            t0,
+                            0.5,
+                        ),
+                        dq: DqConfig::default(),
+                        firewalled: false,
+                        budgets: Budgets::unlimited(),
+                        max_table_fill: 1.0,
+                        seed: i as u64,
+                    },
+                    Out::default(),
+                )
             })
             .collect();
-        for &(a, b, latency, ka, kb) in links {
-            nodes[a].links.push(LinkTo {
-                peer: b,
-                kind: ka,
-                latency,
-            });
-            nodes[b].links.push(LinkTo {
-                peer: a,
-                kind: kb,
-                latency,
-            });
-            nodes[a].router.connection_opened(ConnId(b as u64));
-            nodes[b].router.connection_opened(ConnId(a as u64));
-        }
-        Net {
-            tables: (0..nodes.len()).map(|_| None).collect(),
+        let mut net = Net {
             nodes,
+            roles,
+            latency: HashMap::new(),
+            links: vec![Vec::new(); w.files.len()],
             queue: BinaryHeap::new(),
             seq: 0,
             now: 0,
-            t0: Instant::now(),
-            dq_running: BTreeSet::new(),
-            counters: Counters::default(),
+            t0,
             searcher: usize::MAX,
+            search: Guid([0; 16]),
             sent: 0,
             results: 0,
             names: HashSet::new(),
             distinct: HashSet::new(),
             sent_at_wanted: None,
+        };
+        let degree = |n: usize| links.iter().filter(|l| l.0 == n || l.1 == n).count();
+        for &(a, b, latency, ka, kb) in links {
+            net.latency.insert((a, b), latency);
+            net.latency.insert((b, a), latency);
+            net.links[a].push(b);
+            net.links[b].push(a);
+            for (me, peer, kind) in [(a, b, ka), (b, a, kb)] {
+                let info = LinkInfo {
+                    local: addr_of(me),
+                    remote_listen: Some(addr_of(peer)),
+                    link: kind,
+                    up_qrp: tables && kind == Link::Peer,
+                    offers: true,
+                    degree: degree(peer),
+                    guid: Some(servent_guid(peer)),
+                    remote: addr_of(peer),
+                    vendor_messages: false,
+                    inbound: me == b,
+                };
+                let now = net.instant();
+                net.nodes[me].open_link(ConnId(peer as u64), info, now);
+                net.drain(me);
+            }
         }
+        // Tables and file lists go out on the first ticks: leaves' first, then
+        // the ultrapeers' merges of them.
+        for _ in 0..3 {
+            net.now += 1000;
+            for n in 0..net.nodes.len() {
+                net.tick(n);
+            }
+            net.run();
+        }
+        net
     }
 
     fn instant(&self) -> Instant {
         self.t0 + Duration::from_millis(self.now)
     }
 
-    fn push(&mut self, from: usize, to: usize, msg: Msg) {
-        let latency = self.nodes[from]
-            .link(to)
-            .expect("sent on an open link")
-            .latency;
-        if matches!(msg, Msg::Query(_)) {
-            self.sent += 1;
-        }
-        self.seq += 1;
-        self.queue.push(Event {
-            at: self.now + latency,
-            seq: self.seq,
-            to,
-            from,
-            msg,
-        });
+    fn tick(&mut self, n: usize) {
+        let now = self.instant();
+        self.nodes[n].handle(
+            CoreEvent::Tick {
+                busy: 0.0,
+                wall: std::time::SystemTime::UNIX_EPOCH,
+            },
+            now,
+        );
+        self.drain(n);
     }
 
-    /// Whether `q` matches the table `peer` sent us (`None`: it sent none).
-    fn matches(&self, peer: usize, q: &Query) -> Option<bool> {
-        self.tables[peer]
-            .as_ref()
-            .map(|t| t.matches_query_text(&q.text))
+    /// What node `n`'s core queued goes on its way.
+    fn drain(&mut self, n: usize) {
+        let sent = std::mem::take(&mut self.nodes[n].links_mut().sent);
+        for (conn, bytes) in sent {
+            let to = conn.0 as usize;
+            let latency = self.latency[&(n, to)];
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut codec = DescriptorCodec::default();
+            while let Ok(Some(frame)) = codec.decode(&mut buf) {
+                if frame.header.function == Function::Query {
+                    self.sent += 1;
+                }
+                self.seq += 1;
+                self.queue.push(Event {
+                    at: self.now + latency,
+                    seq: self.seq,
+                    to,
+                    from: n,
+                    frame,
+                });
+            }
+        }
     }
 
     /// `searcher` starts a search for `text`, sending it to `fanout` of its
-    /// links (a leaf's are its ultrapeers), and it runs to its end.
+    /// links (a leaf's are its ultrapeers), as `servent search` or a leaf
+    /// does, and it runs to its end.
     fn search(&mut self, searcher: usize, text: &str, fanout: usize, guid: Guid) -> Outcome {
         self.searcher = searcher;
+        self.search = guid;
         self.sent = 0;
         self.results = 0;
         self.names.clear();
         self.distinct.clear();
         self.sent_at_wanted = None;
-        let now = self.instant();
-        let Decision::Accept {
-            forward: Some(f), ..
-        } = self.nodes[searcher]
-            .router
-            .originate(guid, Class::Search, TTL, now)
-        else {
-            unreachable!("a search is always sent")
-        };
-        let q = Query {
+        let frame = Frame::new(
+            &Message::Query(Query::new(QueryFlags::with_bits(0), text)),
             guid,
-            text: text.into(),
-            ttl: f.ttl,
-            hops: f.hops,
-        };
-        let to: Vec<usize> = self.nodes[searcher]
-            .links
-            .iter()
-            .take(fanout)
-            .map(|l| l.peer)
-            .collect();
+            Ttl(TTL),
+            Hops(0),
+        )
+        .expect("a query encodes");
+        let to: Vec<usize> = self.links[searcher].iter().take(fanout).copied().collect();
         for peer in to {
-            self.push(searcher, peer, Msg::Query(q.clone()));
+            self.sent += 1;
+            self.seq += 1;
+            self.queue.push(Event {
+                at: self.now + self.latency[&(searcher, peer)],
+                seq: self.seq,
+                to: peer,
+                from: searcher,
+                frame: frame.clone(),
+            });
         }
         self.run();
         Outcome {
@@ -551,311 +558,69 @@ impl Net {
         }
     }
 
-    /// Delivers everything in order, stepping the dynamic queries once a
-    /// (virtual) second as the engine's tick does, until nothing is left to do.
+    /// Delivers everything in order, ticking the nodes that run dynamic
+    /// queries once a (virtual) second, as the node's maintainer does, until
+    /// nothing is left to do.
     fn run(&mut self) {
         loop {
             let next_tick = (self.now / 1000 + 1) * 1000;
             let next = self.queue.peek().map(|e| e.at);
-            if !self.dq_running.is_empty() && next.is_none_or(|at| at >= next_tick) {
+            let running: Vec<usize> = (0..self.nodes.len())
+                .filter(|n| {
+                    self.roles[*n] == Role::Ultrapeer && self.nodes[*n].dynamic_running() > 0
+                })
+                .collect();
+            if !running.is_empty() && next.is_none_or(|at| at >= next_tick) {
                 self.now = next_tick;
-                let running: Vec<usize> = self.dq_running.iter().copied().collect();
                 for n in running {
-                    self.dq_steps(n);
+                    self.tick(n);
                 }
                 continue;
             }
             let Some(ev) = self.queue.pop() else { break };
             self.now = ev.at;
-            match ev.msg {
-                Msg::Query(q) => self.query(ev.to, ev.from, q),
-                Msg::Hit(h) => self.hit(ev.to, ev.from, h),
-            }
-        }
-    }
-
-    /// The engine's `frame` for a Query.
-    fn query(&mut self, n: usize, from: usize, q: Query) {
-        let now = self.instant();
-        let node = &mut self.nodes[n];
-        let decision = node.router.route(
-            ConnId(from as u64),
-            q.guid,
-            Class::Search,
-            q.ttl,
-            q.hops,
-            now,
-        );
-        let Decision::Accept { deliver, forward } = decision else {
-            return;
-        };
-        // An ultrapeer and its leaves are one unit: a query goes to every leaf
-        // whose table matches, even when its TTL ends here.
-        if node.role == Role::Ultrapeer {
-            self.send_to_leaves(n, from, &q, forward.as_ref());
-        }
-        let from_leaf = self.nodes[n]
-            .link(from)
-            .is_some_and(|l| l.kind == Link::ToLeaf);
-        if let (Some(f), true) = (&forward, from_leaf) {
-            if self.start_dq(n, from, &q, f) {
-                return self.deliver(n, from, &q, deliver);
-            }
-        }
-        if let Some(f) = forward {
-            self.send(n, f, &q);
-        }
-        self.deliver(n, from, &q, deliver);
-    }
-
-    /// The engine's `send` for a Query.
-    fn send(&mut self, n: usize, f: Forward, q: &Query) {
-        // A leaf relays nothing.
-        if self.nodes[n].role == Role::Leaf {
-            return;
-        }
-        let last_hop = f.ttl == 1;
-        let mut to = Vec::new();
-        for l in &self.nodes[n].links {
-            let wanted = match f.to {
-                Targets::All => true,
-                Targets::AllExcept(c) => c != ConnId(l.peer as u64),
-                Targets::One(c) => c == ConnId(l.peer as u64),
-            };
-            if !wanted {
+            if ev.to == self.searcher && ev.frame.header.guid == self.search {
+                // The searcher's own query is not news to it; its hits are counted.
+                if ev.frame.header.function == Function::QueryHit {
+                    self.hit(&ev.frame);
+                }
                 continue;
             }
-            match l.kind {
-                Link::ToUltrapeer | Link::ToLeaf => continue,
-                Link::Peer if last_hop && self.matches(l.peer, q) == Some(false) => {
-                    self.counters.last_hop_misses += 1;
-                    continue;
-                }
-                Link::Peer => to.push(l.peer),
-            }
-        }
-        for peer in to {
-            let m = Query {
-                ttl: f.ttl,
-                hops: f.hops,
-                ..q.clone()
-            };
-            self.push(n, peer, Msg::Query(m));
+            let now = self.instant();
+            self.nodes[ev.to].handle(
+                CoreEvent::Frames {
+                    conn: ConnId(ev.from as u64),
+                    frames: vec![ev.frame],
+                },
+                now,
+            );
+            self.drain(ev.to);
         }
     }
 
-    /// The engine's `send_to_leaves`: to every leaf but `from` whose table
-    /// matches and that we do not answer for.
-    fn send_to_leaves(&mut self, n: usize, from: usize, q: &Query, forward: Option<&Forward>) {
-        let (ttl, hops) = match forward {
-            Some(f) => (f.ttl.max(1), f.hops),
-            None => (1, q.hops.saturating_add(1)),
-        };
-        let mut to = Vec::new();
-        for l in &self.nodes[n].links {
-            if l.peer == from || l.kind != Link::ToLeaf || self.nodes[l.peer].offers {
-                continue;
-            }
-            if self.matches(l.peer, q) != Some(true) {
-                self.counters.leaf_table_misses += 1;
-                continue;
-            }
-            to.push(l.peer);
-        }
-        for peer in to {
-            let m = Query {
-                ttl,
-                hops,
-                ..q.clone()
-            };
-            self.push(n, peer, Msg::Query(m));
-        }
-    }
-
-    /// The ultrapeer links as the planner sees them; with the query, for the
-    /// probes (`start_dq`), without it for the later steps (`dq_steps`).
-    fn candidates(&self, n: usize, q: Option<&Query>) -> Vec<Candidate> {
-        self.nodes[n]
-            .links
-            .iter()
-            .filter(|l| l.kind == Link::Peer)
-            .map(|l| Candidate {
-                conn: ConnId(l.peer as u64),
-                matches: q.and_then(|q| self.matches(l.peer, q)),
-                degree: self.nodes[l.peer]
-                    .links
-                    .iter()
-                    .filter(|m| m.kind == Link::Peer)
-                    .count(),
-            })
-            .collect()
-    }
-
-    /// The engine's `start_dq`.
-    fn start_dq(&mut self, n: usize, from: usize, q: &Query, f: &Forward) -> bool {
-        let links = self.candidates(n, Some(q));
-        let now = self.instant();
-        let node = &mut self.nodes[n];
-        let Some(probes) = node
-            .dq
-            .start(q.guid, ConnId(from as u64), f.ttl + 1, &links, now)
-        else {
-            return false;
-        };
-        self.counters.dynamic_queries += 1;
-        node.dq_frames.insert(q.guid, q.clone());
-        self.dq_running.insert(n);
-        for p in probes {
-            self.dq_send(n, q, p, f.hops);
-        }
-        true
-    }
-
-    fn dq_send(&mut self, n: usize, q: &Query, s: dq::Send, hops: u8) {
-        let peer = s.conn.0 as usize;
-        if self.nodes[n].link(peer).is_none() {
-            return;
-        }
-        let m = Query {
-            ttl: s.ttl,
-            hops,
-            ..q.clone()
-        };
-        self.push(n, peer, Msg::Query(m));
-    }
-
-    /// The engine's `dq_steps`.
-    fn dq_steps(&mut self, n: usize) {
-        let now = self.instant();
-        if self.nodes[n].dq.is_empty() {
-            self.nodes[n].dq_frames.clear();
-            self.dq_running.remove(&n);
-            return;
-        }
-        // The engine plans each search with its own query's view of the tables.
-        let per_query: std::collections::HashMap<_, _> = self.nodes[n]
-            .dq_frames
-            .iter()
-            .map(|(id, q)| (*id, self.candidates(n, Some(q))))
-            .collect();
-        let steps = self.nodes[n]
-            .dq
-            .step(now, |id| per_query.get(id).cloned().unwrap_or_default());
-        for (id, s) in steps {
-            if let Some(q) = self.nodes[n].dq_frames.get(&id).cloned() {
-                let hops = q.hops.saturating_add(1);
-                self.dq_send(n, &q, s, hops);
-            }
-        }
-        let node = &mut self.nodes[n];
-        let dq = &node.dq;
-        node.dq_frames.retain(|id, _| dq.contains(id));
-        if node.dq.is_empty() {
-            self.dq_running.remove(&n);
-        }
-    }
-
-    /// The engine's `deliver` for a Query: `answer_query`, and as an ultrapeer
-    /// `answer_for_leaves`.
-    fn deliver(&mut self, n: usize, from: usize, q: &Query, deliver: bool) {
-        if !deliver {
-            return;
-        }
-        let mut hits: Vec<(Guid, Vec<String>)> = Vec::new();
-        let node = &self.nodes[n];
-        let own: Vec<String> = node
-            .library
-            .search(&q.text, &[], MAX_RESULTS)
-            .into_iter()
-            .map(|f| f.name.clone())
-            .collect();
-        if !own.is_empty() {
-            hits.push((node.guid, own));
-        }
-        if node.role == Role::Ultrapeer {
-            for l in &node.links {
-                let leaf = &self.nodes[l.peer];
-                if l.peer == from || l.kind != Link::ToLeaf || !leaf.offers {
-                    continue;
-                }
-                let found: Vec<String> = leaf
-                    .library
-                    .search(&q.text, &[], MAX_RESULTS)
-                    .into_iter()
-                    .map(|f| f.name.clone())
-                    .collect();
-                if !found.is_empty() {
-                    hits.push((leaf.guid, found));
-                }
-            }
-        }
-        for (responder, names) in hits {
-            for chunk in names.chunks(RESULTS_PER_HIT) {
-                let hit = Hit {
-                    guid: q.guid,
-                    responder,
-                    // The engine's `reply_ttl`.
-                    ttl: q.hops.saturating_add(3).min(15),
-                    hops: 0,
-                    names: Rc::new(chunk.to_vec()),
-                };
-                self.push(n, from, Msg::Hit(hit));
-            }
-        }
-    }
-
-    /// The engine's `frame` for a QueryHit.
-    fn hit(&mut self, n: usize, from: usize, h: Hit) {
-        let now = self.instant();
-        let node = &mut self.nodes[n];
-        let class = Class::SearchReply {
-            responder: h.responder,
-        };
-        let decision = node
-            .router
-            .route(ConnId(from as u64), h.guid, class, h.ttl, h.hops, now);
-        let Decision::Accept { deliver, forward } = decision else {
+    /// A hit for the search arrived at the searcher.
+    fn hit(&mut self, frame: &Frame) {
+        let Ok(Message::QueryHit(h)) = frame.message() else {
             return;
         };
-        if node.dq.contains(&h.guid) {
-            node.dq.results(&h.guid, h.names.len() as u32);
+        for r in &h.results {
+            self.results += 1;
+            let name = r.name_lossy();
+            self.names.insert(name.clone());
+            self.distinct.insert((h.servent, name));
         }
-        if deliver && n == self.searcher {
-            self.results += h.names.len() as u32;
-            self.names.extend(h.names.iter().cloned());
-            self.distinct
-                .extend(h.names.iter().map(|name| (h.responder, name.clone())));
-            if self.distinct.len() as u32 >= WANTED && self.sent_at_wanted.is_none() {
-                self.sent_at_wanted = Some(self.sent);
-            }
-        }
-        if let Some(Forward {
-            to: Targets::One(c),
-            ttl,
-            hops,
-        }) = forward
-        {
-            let hit = Hit { ttl, hops, ..h };
-            self.push(n, c.0 as usize, Msg::Hit(hit));
+        if self.sent_at_wanted.is_none() && self.distinct.len() as u32 >= WANTED {
+            self.sent_at_wanted = Some(self.sent);
         }
     }
 
-    fn drops(&self, reason: DropReason, role: Role) -> u64 {
-        self.nodes
-            .iter()
-            .filter(|n| n.role == role)
-            .map(|n| n.router.stats().dropped(Class::Search, reason))
+    /// A counter of every node of `role`, summed.
+    fn sum(&mut self, role: Role, f: impl Fn(&servent::core::engine::EngineStats) -> u64) -> u64 {
+        (0..self.nodes.len())
+            .filter(|n| self.roles[*n] == role)
+            .map(|n| f(&self.nodes[n].stats()))
             .sum()
     }
-}
-
-/// A node's table of its own files, as the engine's `build_table` makes it.
-fn own_table(files: &[String]) -> QrpTable {
-    let mut t = QrpTable::new(TABLE_LEN).expect("a valid table length");
-    for f in files {
-        t.insert_text(f);
-    }
-    t
 }
 
 // ---------------------------------------------------------------------------------
@@ -1033,17 +798,25 @@ fn main() {
         }
     }
     println!();
-    for (name, net, _) in &nets {
+    for (name, net, _) in &mut nets {
+        let dq = net.sum(Role::Ultrapeer, |s| s.dynamic_queries);
+        let last_hop = net.sum(Role::Ultrapeer, |s| s.last_hop_misses);
+        let leaf_misses = net.sum(Role::Ultrapeer, |s| s.leaf_table_misses);
+        let drops = |net: &mut Net, reason, role| {
+            net.sum(role, |s| s.router.dropped(Class::Search, reason))
+        };
+        let (du, dl) = (
+            drops(net, DropReason::Duplicate, Role::Ultrapeer),
+            drops(net, DropReason::Duplicate, Role::Leaf),
+        );
+        let (ru, rl) = (
+            drops(net, DropReason::Repeated, Role::Ultrapeer),
+            drops(net, DropReason::Repeated, Role::Leaf),
+        );
         println!(
-            "{name}: {} dynamic queries, {} last-hop misses, {} leaf-table misses; search drops: \
-             duplicate {} at ultrapeers, {} at leaves; repeated {} at ultrapeers, {} at leaves",
-            net.counters.dynamic_queries,
-            net.counters.last_hop_misses,
-            net.counters.leaf_table_misses,
-            net.drops(DropReason::Duplicate, Role::Ultrapeer),
-            net.drops(DropReason::Duplicate, Role::Leaf),
-            net.drops(DropReason::Repeated, Role::Ultrapeer),
-            net.drops(DropReason::Repeated, Role::Leaf),
+            "{name}: {dq} dynamic queries, {last_hop} last-hop misses, {leaf_misses} leaf-table \
+             misses; search drops: duplicate {du} at ultrapeers, {dl} at leaves; repeated {ru} \
+             at ultrapeers, {rl} at leaves"
         );
     }
     println!("({:.1} s)", started.elapsed().as_secs_f64());

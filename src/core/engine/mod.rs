@@ -476,6 +476,19 @@ impl<L: Links> Engine<L> {
         self.peers.keys().copied()
     }
 
+    /// A link made without a handshake (a simulation's, or a test's): counted
+    /// by the role policy as `info.link`, then opened. The shell uses
+    /// [`Engine::admit`] or [`Engine::dialed`] and then [`Event::Opened`].
+    pub fn open_link(&mut self, conn: ConnId, info: LinkInfo, now: Instant) {
+        self.tier.opened(info.link, now);
+        self.handle(Event::Opened { conn, info }, now);
+    }
+
+    /// Dynamic queries running now.
+    pub fn dynamic_running(&self) -> usize {
+        self.dq.len()
+    }
+
     /// Decides how to answer a peer that connected to us, and the role headers
     /// to answer with (`full`: the node has no room for another link). An
     /// accepted (or guided) link is counted from now on: the shell reports it

@@ -85,14 +85,16 @@ pub(super) const MAX_PEER_TABLE: usize = 1 << 20;
 /// its own keywords, never a pass over the library, so a library change (or
 /// a file hashed) does not make the next tick rebuild from every file.
 pub(super) struct LibraryTable {
-    counts: Vec<u32>,
+    /// Keywords per slot, for the slots that have any (a small library holds
+    /// a few slots, not 65,536 counters).
+    counts: HashMap<u32, u32>,
 }
 
 impl LibraryTable {
     /// The counts for `library`'s files (one pass, at start).
     pub(super) fn of(library: &Library) -> LibraryTable {
         let mut t = LibraryTable {
-            counts: vec![0; TABLE_LEN],
+            counts: HashMap::new(),
         };
         for f in library.files() {
             t.name(&f.name, 1);
@@ -103,13 +105,16 @@ impl LibraryTable {
         t
     }
 
-    fn slot(keyword: &str) -> usize {
-        qrp::hash(keyword, TABLE_LEN.trailing_zeros() as u8) as usize
+    fn slot(keyword: &str) -> u32 {
+        qrp::hash(keyword, TABLE_LEN.trailing_zeros() as u8)
     }
 
-    fn bump(&mut self, slot: usize, by: i32) {
-        let c = &mut self.counts[slot];
+    fn bump(&mut self, slot: u32, by: i32) {
+        let c = self.counts.entry(slot).or_insert(0);
         *c = c.saturating_add_signed(by);
+        if *c == 0 {
+            self.counts.remove(&slot);
+        }
     }
 
     /// A file's name counted in (`by` 1) or out (`by` -1).
@@ -127,10 +132,8 @@ impl LibraryTable {
     /// The presence table: every slot some keyword of ours hashes to.
     pub(super) fn table(&self) -> QrpTable {
         let mut t = QrpTable::new(TABLE_LEN).expect("a valid table length");
-        for (slot, c) in self.counts.iter().enumerate() {
-            if *c > 0 {
-                t.set_present(slot, true);
-            }
+        for slot in self.counts.keys() {
+            t.set_present(*slot as usize, true);
         }
         t
     }

@@ -338,7 +338,7 @@ impl Seen {
 /// holding "limewire" with an advertisement made to look like a file: "LimeWire
 /// PRO Available at LimeWire.com", 1024 bytes, index 0xFFFFFFFF, no SHA-1, from
 /// vendor `LIME` with an all-zero servent GUID (see `protocol-spec/descriptors.md`,
-/// section 9). It is never a real share.
+/// section 9.5). It is never a real share.
 pub fn spam(h: &SearchHit, vendor: Option<[u8; 4]>, _query: &str) -> Option<&'static str> {
     let name = h.name.to_ascii_lowercase();
     let limewire = vendor.is_some_and(|v| v.eq_ignore_ascii_case(b"LIME"));

@@ -315,6 +315,8 @@ struct Peer {
     resets: ResetPace,
     /// We are closing it: what else it sent is not read.
     closing: bool,
+    /// As our leaf: its table at our table's size, counted in `leaf_slots`.
+    leaf_part: Option<QrpTable>,
 }
 
 impl Peer {
@@ -395,6 +397,8 @@ pub struct Engine<L: Links> {
     rng: Rng,
     /// Our library's part of our QRP table, kept file by file.
     lib_table: LibraryTable,
+    /// Our leaves' part of it, kept leaf by leaf (their tables at our size).
+    leaf_slots: LibraryTable,
     /// The wall clock as of the last event that told it (host-cache ages).
     wall: SystemTime,
     links: L,
@@ -451,6 +455,7 @@ impl<L: Links> Engine<L> {
             max_table_fill: config.max_table_fill.clamp(0.0, 1.0),
             rng: Rng(config.seed),
             lib_table,
+            leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
             links,
         }
@@ -654,6 +659,7 @@ impl<L: Links> Engine<L> {
                         budget: Budget::new(rates, now),
                         resets: ResetPace::default(),
                         closing: false,
+                        leaf_part: None,
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
@@ -664,6 +670,7 @@ impl<L: Links> Engine<L> {
                 tracing::debug!(conn = conn.0, "connection closed");
                 self.router.connection_closed(conn);
                 self.dq.closed(conn);
+                self.leaf_part(conn, None);
                 if let Some(peer) = self.peers.remove(&conn) {
                     if peer.proxy.is_some() {
                         self.stats.push_proxies = self.stats.push_proxies.saturating_sub(1);

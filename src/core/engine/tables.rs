@@ -109,7 +109,7 @@ impl LibraryTable {
         qrp::hash(keyword, TABLE_LEN.trailing_zeros() as u8)
     }
 
-    fn bump(&mut self, slot: u32, by: i32) {
+    pub(super) fn bump(&mut self, slot: u32, by: i32) {
         let c = self.counts.entry(slot).or_insert(0);
         *c = c.saturating_add_signed(by);
         if *c == 0 {
@@ -129,13 +129,25 @@ impl LibraryTable {
         self.bump(Self::slot(&urn_keyword(urn)), by);
     }
 
+    /// Counts kept for nothing yet (our leaves' slots use the same counting).
+    pub(super) fn empty() -> LibraryTable {
+        LibraryTable {
+            counts: HashMap::new(),
+        }
+    }
+
     /// The presence table: every slot some keyword of ours hashes to.
     pub(super) fn table(&self) -> QrpTable {
         let mut t = QrpTable::new(TABLE_LEN).expect("a valid table length");
+        self.add_to(&mut t);
+        t
+    }
+
+    /// Marks every counted slot present in `t`.
+    pub(super) fn add_to(&self, t: &mut QrpTable) {
         for slot in self.counts.keys() {
             t.set_present(*slot as usize, true);
         }
-        t
     }
 }
 
@@ -229,8 +241,14 @@ impl<L: Links> Engine<L> {
         match result {
             Ok(true) => {
                 self.stats.tables_received += 1;
-                if peer.info.link == Link::ToLeaf {
-                    self.table_dirty = true;
+                if leaf {
+                    // The leaf's new table replaces its part of ours, once,
+                    // here: no tick merges every leaf's table again.
+                    let scaled = peer
+                        .table
+                        .as_ref()
+                        .and_then(|t| t.table.rescale(TABLE_LEN).ok());
+                    self.leaf_part(conn, scaled);
                 }
             }
             Ok(false) => {}
@@ -244,7 +262,30 @@ impl<L: Links> Engine<L> {
                     bye::CODE_BAD_QUERIES,
                     &format!("Bad route table update: {e}"),
                 );
+                self.leaf_part(conn, None);
             }
+        }
+    }
+
+    /// Replaces leaf `conn`'s part of our table (its table at our size) with
+    /// `part`: the slots it had are counted out, the new ones in.
+    pub(super) fn leaf_part(&mut self, conn: ConnId, part: Option<QrpTable>) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let old = std::mem::replace(&mut peer.leaf_part, part);
+        if let Some(old) = &old {
+            for slot in old.present_slots() {
+                self.leaf_slots.bump(slot as u32, -1);
+            }
+        }
+        if let Some(new) = &peer.leaf_part {
+            for slot in new.present_slots() {
+                self.leaf_slots.bump(slot as u32, 1);
+            }
+        }
+        if old.is_some() || peer.leaf_part.is_some() {
+            self.table_dirty = true;
         }
     }
 
@@ -253,11 +294,7 @@ impl<L: Links> Engine<L> {
     pub(super) fn build_table(&self) -> QrpTable {
         let mut t = self.lib_table.table();
         if self.tier.role() == Role::Ultrapeer {
-            for p in self.peers.values() {
-                if let (Link::ToLeaf, Some(r)) = (p.info.link, &p.table) {
-                    t.merge(&r.table);
-                }
-            }
+            self.leaf_slots.add_to(&mut t);
         }
         t
     }

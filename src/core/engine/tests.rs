@@ -509,3 +509,40 @@ fn leaves_get_alive_pings_ultrapeers_crawling_ones() {
     got.sort();
     assert_eq!(got, [(ConnId(1), 1), (ConnId(2), 2), (ConnId(3), 2)]);
 }
+
+#[test]
+fn our_table_holds_each_leafs_table_until_it_goes() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &["own file.txt"]);
+    let leaf = open(&mut e, 1, Link::ToLeaf, t0);
+    // The leaf's table (1024 slots, rescaled into our 65,536).
+    let mut t = QrpTable::new(1024).unwrap();
+    t.insert_keyword("holiday");
+    let empty = QrpTable::new(1024).unwrap();
+    let diff = t.diff(&empty, qrp::DEFAULT_INFINITY).unwrap();
+    let mut f = vec![frame(
+        [9; 16],
+        &Message::RouteTable(RouteTableUpdate::Reset {
+            table_len: 1024,
+            infinity: qrp::DEFAULT_INFINITY,
+        }),
+        1,
+        0,
+    )];
+    for c in qrp::build_patch_chunks(&diff, 4, true, 4096).unwrap() {
+        f.push(frame([10; 16], &Message::RouteTable(c.into()), 1, 0));
+    }
+    frames(&mut e, leaf, f, t0);
+    let ours = e.build_table();
+    assert!(
+        ours.contains_keyword("holiday"),
+        "the leaf's words are in ours"
+    );
+    assert!(ours.contains_keyword("own"));
+    let mut rebuilt = e.lib_table.table();
+    rebuilt.merge(&t);
+    assert_eq!(ours, rebuilt, "as a merge of the leaf's table would give");
+    e.handle(Event::Closed { conn: leaf }, t0);
+    let ours = e.build_table();
+    assert!(!ours.contains_keyword("holiday"), "gone with the leaf");
+    assert_eq!(ours, e.lib_table.table());
+}

@@ -67,31 +67,12 @@ fn queries(n: usize) -> Vec<u8> {
 /// Sends `burst` from `from` and counts queries arriving at `to`, until all `n`
 /// have arrived or none has for two seconds (a relay may shed under load). Returns
 /// how many arrived and when the last one did.
-async fn pump(mut from: TcpStream, to: TcpStream, burst: &[u8], n: usize) -> (usize, Duration) {
-    let start = Instant::now();
-    let reader = tokio::spawn(async move {
-        let mut framed = FramedRead::new(to, DescriptorCodec::default());
-        let mut seen = 0;
-        let mut last = start.elapsed();
-        while seen < n {
-            match tokio::time::timeout(Duration::from_secs(2), framed.next()).await {
-                Ok(Some(Ok(f))) => {
-                    if f.header.function == Function::Query {
-                        seen += 1;
-                        last = start.elapsed();
-                    }
-                }
-                _ => break,
-            }
-        }
-        (seen, last)
-    });
-    from.write_all(burst).await.expect("write");
-    reader.await.expect("reader")
+async fn pump(from: TcpStream, to: TcpStream, burst: &[u8], n: usize) -> (usize, Duration) {
+    pump_many(vec![from], to, burst, n).await
 }
 
-/// As [`pump`], with `burst` cut in `senders` equal parts (at descriptor
-/// boundaries) sent at once from that many connections.
+/// As [`pump`], with `burst` cut in as many equal parts (at descriptor
+/// boundaries) as there are senders, sent at once.
 async fn pump_many(
     froms: Vec<TcpStream>,
     to: TcpStream,
@@ -137,6 +118,17 @@ async fn pump_many(
     got
 }
 
+/// What a minimal relay does to a frame: TTL one less, hops one more, appended
+/// to `buf`.
+fn relayed(mut f: servent::wire::Frame, buf: &mut BytesMut) {
+    f.header = Header {
+        ttl: servent::wire::Ttl(f.header.ttl.0.saturating_sub(1)),
+        hops: servent::wire::Hops(f.header.hops.0 + 1),
+        ..f.header
+    };
+    f.encode(buf);
+}
+
 /// The baseline for several senders: the first connection is the output; each
 /// of the next `inputs` is read by a task of its own that rewrites TTL and hops
 /// into batches, handed to one writer.
@@ -149,13 +141,8 @@ async fn minimal_relay_many(listener: TcpListener, inputs: usize) {
         tokio::spawn(async move {
             let mut framed = FramedRead::new(input, DescriptorCodec::default());
             let mut buf = BytesMut::new();
-            while let Some(Ok(mut f)) = framed.next().await {
-                f.header = Header {
-                    ttl: servent::wire::Ttl(f.header.ttl.0.saturating_sub(1)),
-                    hops: servent::wire::Hops(f.header.hops.0 + 1),
-                    ..f.header
-                };
-                f.encode(&mut buf);
+            while let Some(Ok(f)) = framed.next().await {
+                relayed(f, &mut buf);
                 let flush = framed.read_buffer().len() < HEADER_LEN || buf.len() >= 64 * 1024;
                 if flush && tx.send(buf.split()).await.is_err() {
                     return;
@@ -183,14 +170,9 @@ async fn minimal_relay(listener: TcpListener) {
     let mut w = BufWriter::with_capacity(64 * 1024, out);
     let mut framed = FramedRead::new(input, DescriptorCodec::default());
     let mut buf = BytesMut::new();
-    while let Some(Ok(mut f)) = framed.next().await {
-        f.header = Header {
-            ttl: servent::wire::Ttl(f.header.ttl.0.saturating_sub(1)),
-            hops: servent::wire::Hops(f.header.hops.0 + 1),
-            ..f.header
-        };
+    while let Some(Ok(f)) = framed.next().await {
         buf.clear();
-        f.encode(&mut buf);
+        relayed(f, &mut buf);
         if w.write_all(&buf).await.is_err() {
             return;
         }

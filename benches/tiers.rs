@@ -30,12 +30,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use servent::core::ConnId;
-use servent::core::dq::DqConfig;
 use servent::core::engine::{Budgets, Config, Engine, Event as CoreEvent, LinkInfo, Links};
 use servent::core::flow::{Offer, Priority};
 use servent::core::hosts::HostCache;
 use servent::core::library::Library;
-use servent::core::router::{Class, DropReason, Router, RouterConfig};
+use servent::core::router::{Class, DropReason};
 use servent::core::tier::{Link, Mode, Tier, TierConfig};
 use servent::framing::DescriptorCodec;
 use servent::wire::{Frame, Function, Guid, Hops, Message, Query, QueryFlags, Ttl};
@@ -395,31 +394,26 @@ impl Net {
                     Role::Leaf => Mode::Leaf,
                     Role::Ultrapeer => Mode::Ultrapeer,
                 };
+                let tier = Tier::new(
+                    TierConfig {
+                        mode,
+                        ultrapeer_links: 64,
+                        leaves: 64,
+                        leaf_ultrapeers: 8,
+                        offer_library: *role == Role::Leaf && w.offers[i],
+                        ultrapeer_qrp: tables,
+                        ..TierConfig::default()
+                    },
+                    t0,
+                    0.5,
+                );
                 Engine::new(
                     Config {
-                        me,
-                        router: Router::new(me, RouterConfig::default()),
-                        library,
                         max_results: MAX_RESULTS,
                         hosts: HostCache::new(16),
-                        tier: Tier::new(
-                            TierConfig {
-                                mode,
-                                ultrapeer_links: 64,
-                                leaves: 64,
-                                leaf_ultrapeers: 8,
-                                offer_library: *role == Role::Leaf && w.offers[i],
-                                ultrapeer_qrp: tables,
-                                ..TierConfig::default()
-                            },
-                            t0,
-                            0.5,
-                        ),
-                        dq: DqConfig::default(),
-                        firewalled: false,
                         budgets: Budgets::unlimited(),
                         max_table_fill: 1.0,
-                        seed: i as u64,
+                        ..Config::new(me, library, tier)
                     },
                     Out::default(),
                 )

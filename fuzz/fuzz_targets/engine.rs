@@ -15,13 +15,10 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use servent::core::ConnId;
 use servent::core::dq::DqConfig;
-use servent::core::engine::{
-    Budgets, Config, DEFAULT_MAX_TABLE_FILL, Engine, Event, LinkInfo, Links,
-};
+use servent::core::engine::{Config, Engine, Event, LinkInfo, Links};
 use servent::core::flow::{Offer, Priority};
 use servent::core::hosts::HostCache;
 use servent::core::library::Library;
-use servent::core::router::{Router, RouterConfig};
 use servent::core::tier::{Link, Mode, Tier, TierConfig};
 use servent::wire::{Frame, Function, Guid, Header, Hops, Push, Ttl};
 
@@ -84,24 +81,21 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut e = Engine::new(
         Config {
-            me,
-            router: Router::new(me, RouterConfig::default()),
-            library,
             max_results: 20,
             hosts: HostCache::new(HOSTS),
-            tier: Tier::new(
-                TierConfig {
-                    mode,
-                    ..TierConfig::default()
-                },
-                t0,
-                0.5,
-            ),
-            dq: DqConfig::default(),
             firewalled: mode == Mode::Leaf,
-            budgets: Budgets::default(),
-            max_table_fill: DEFAULT_MAX_TABLE_FILL,
-            seed: 1,
+            ..Config::new(
+                me,
+                library,
+                Tier::new(
+                    TierConfig {
+                        mode,
+                        ..TierConfig::default()
+                    },
+                    t0,
+                    0.5,
+                ),
+            )
         },
         Check::default(),
     );

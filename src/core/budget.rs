@@ -20,16 +20,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
-        Kind::Query,
-        Kind::Ping,
-        Kind::Pong,
-        Kind::Hit,
-        Kind::Push,
-        Kind::Table,
-        Kind::Vendor,
-    ];
-
     fn slot(self) -> usize {
         self as usize
     }

@@ -344,9 +344,10 @@ impl HostCache {
         }
     }
 
-    /// Whether `addr` is known to be a leaf.
-    pub fn is_leaf(&self, addr: &SocketAddr) -> bool {
-        self.hosts.get(addr).is_some_and(|e| e.leaf)
+    /// Whether some host is known to be an ultrapeer (without sorting them, as
+    /// [`HostCache::sample_ultrapeers`] does).
+    pub fn knows_ultrapeer(&self) -> bool {
+        self.hosts.values().any(|e| e.ultrapeer)
     }
 
     /// Writes the cache as lines `ip:port seconds-since-epoch`, atomically.
@@ -528,7 +529,7 @@ mod tests {
         // A leaf that told us its role when it connected is not dialed either.
         let other = a("4.4.4.4:4");
         c.mark_ultrapeer(other, false, t);
-        assert!(c.is_leaf(&other));
+        assert!(!c.knows_ultrapeer(), "a leaf is no ultrapeer");
         assert_eq!(c.next_to_dial(now + 10 * AFTER_POLICY), None);
         assert!(
             c.sample(10).is_empty(),

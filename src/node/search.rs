@@ -268,7 +268,7 @@ impl LeafLink {
                     push: flags.push == Some(true),
                     busy: flags.busy == Some(true),
                 };
-                if let Some(why) = spam(&h, vendor, words) {
+                if let Some(why) = spam(&h, vendor) {
                     tracing::debug!(name = %h.name, host = %h.host, why, "dropped a fake result");
                     continue;
                 }
@@ -339,7 +339,7 @@ impl Seen {
 /// PRO Available at LimeWire.com", 1024 bytes, index 0xFFFFFFFF, no SHA-1, from
 /// vendor `LIME` with an all-zero servent GUID (see `protocol-spec/descriptors.md`,
 /// section 9.5). It is never a real share.
-pub fn spam(h: &SearchHit, vendor: Option<[u8; 4]>, _query: &str) -> Option<&'static str> {
+pub fn spam(h: &SearchHit, vendor: Option<[u8; 4]>) -> Option<&'static str> {
     let name = h.name.to_ascii_lowercase();
     let limewire = vendor.is_some_and(|v| v.eq_ignore_ascii_case(b"LIME"));
     let advert = name.starts_with("limewire pro") && name.contains("limewire.com");
@@ -405,10 +405,10 @@ mod tests {
             push: false,
             busy: false,
         };
-        assert!(spam(&ad, Some(*b"LIME"), "limewire").is_some());
+        assert!(spam(&ad, Some(*b"LIME")).is_some());
         // The same name from another vendor, or a real LimeWire share about
         // LimeWire, is shown.
-        assert!(spam(&ad, Some(*b"GTKG"), "limewire").is_none());
+        assert!(spam(&ad, Some(*b"GTKG")).is_none());
         let real = SearchHit {
             name: "limewire pro tips.txt".into(),
             urn: Some(Sha1Urn::digest(b"x")),
@@ -416,6 +416,6 @@ mod tests {
             servent_guid: Guid([7; 16]),
             ..ad.clone()
         };
-        assert!(spam(&real, Some(*b"LIME"), "limewire").is_none());
+        assert!(spam(&real, Some(*b"LIME")).is_none());
     }
 }

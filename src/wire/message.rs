@@ -71,7 +71,7 @@ impl Message {
     /// This is what a relay needs before forwarding a message unchanged.
     pub fn validate(function: Function, payload: &[u8]) -> WireResult<()> {
         match function {
-            Function::Ping => ggep_tail_valid(payload, 0, "ping"),
+            Function::Ping => ggep_tail_valid(payload, 0),
             Function::Pong => fixed_then_ggep(payload, 14, "pong"),
             Function::Push => fixed_then_ggep(payload, 26, "push"),
             Function::Query => QueryView::parse(payload).map(drop),
@@ -202,14 +202,14 @@ fn at_least(payload: &[u8], len: usize, what: &'static str) -> WireResult<()> {
 
 fn fixed_then_ggep(payload: &[u8], fixed: usize, what: &'static str) -> WireResult<()> {
     at_least(payload, fixed, what)?;
-    ggep_tail_valid(payload, fixed, what)
+    ggep_tail_valid(payload, fixed)
 }
 
 /// Checks that `buf[start..]` is a run of whole GGEP blocks, optionally followed
 /// by bytes that do not start a block. Those are ignored, as gtk-gnutella and
 /// LimeWire ignore them (LimeWire's Pings end in a zero byte after their GGEP
 /// block); a block that starts but is broken is an error.
-fn ggep_tail_valid(buf: &[u8], start: usize, _what: &'static str) -> WireResult<()> {
+fn ggep_tail_valid(buf: &[u8], start: usize) -> WireResult<()> {
     let mut pos = start;
     while pos < buf.len() && buf[pos] == ggep::MAGIC {
         pos += GgepView::parse(&buf[pos..])?.1;
@@ -220,12 +220,7 @@ fn ggep_tail_valid(buf: &[u8], start: usize, _what: &'static str) -> WireResult<
 /// Parses the GGEP blocks that make up `buf[start..]`, merging them into one (an
 /// empty tail gives `None`). Bytes after the last whole block that do not start
 /// another one are ignored (see [`ggep_tail_valid`]).
-pub(crate) fn ggep_tail(
-    buf: &Bytes,
-    start: usize,
-    budget: &mut usize,
-    _what: &'static str,
-) -> WireResult<Option<Ggep>> {
+pub(crate) fn ggep_tail(buf: &Bytes, start: usize, budget: &mut usize) -> WireResult<Option<Ggep>> {
     let mut pos = start;
     let mut merged: Option<Ggep> = None;
     while pos < buf.len() && buf[pos] == ggep::MAGIC {

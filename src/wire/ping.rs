@@ -16,7 +16,7 @@ impl Ping {
     /// Parses a Ping payload.
     pub fn parse(payload: &Bytes, budget: &mut usize) -> WireResult<Ping> {
         Ok(Ping {
-            ggep: ggep_tail(payload, 0, budget, "ping")?,
+            ggep: ggep_tail(payload, 0, budget)?,
         })
     }
 

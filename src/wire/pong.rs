@@ -29,7 +29,7 @@ impl Pong {
             ip: Ipv4Addr::from(ip),
             files,
             kbytes,
-            ggep: ggep_tail(payload, 14, budget, "pong")?,
+            ggep: ggep_tail(payload, 14, budget)?,
         })
     }
 

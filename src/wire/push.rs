@@ -36,7 +36,7 @@ impl Push {
             index,
             ip: Ipv4Addr::from(ip),
             port,
-            ggep: ggep_tail(payload, 26, budget, "push")?,
+            ggep: ggep_tail(payload, 26, budget)?,
         })
     }
 

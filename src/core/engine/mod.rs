@@ -235,7 +235,7 @@ pub struct EngineStats {
     pub idle_closed: u64,
     pub stalled_closed: u64,
     /// Messages dropped for being over their sender's budget, per kind (in the
-    /// order of `core::budget::Kind::ALL`), and links closed for staying over.
+    /// order of `core::budget::Kind`), and links closed for staying over.
     pub over_budget: [u64; 7],
     pub closed_over_budget: u64,
     /// Hosts in the host cache.
@@ -365,6 +365,29 @@ pub struct Config {
     pub seed: u64,
 }
 
+impl Config {
+    /// A core for `me` sharing `library` in the role `tier` decides, with the
+    /// node's defaults for the rest: a router with its default limits, 100
+    /// results per query, a host cache of 2,000, the default dynamic queries,
+    /// budgets and table fill, not firewalled, seeded from `me`. Change what
+    /// differs with struct update syntax.
+    pub fn new(me: Guid, library: Library, tier: Tier) -> Config {
+        Config {
+            me,
+            router: Router::new(me, crate::core::router::RouterConfig::default()),
+            library,
+            max_results: 100,
+            hosts: HostCache::new(2000),
+            tier,
+            dq: DqConfig::default(),
+            firewalled: false,
+            budgets: Budgets::default(),
+            max_table_fill: DEFAULT_MAX_TABLE_FILL,
+            seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
+        }
+    }
+}
+
 /// The core: the router, the library, the host and pong caches, the role
 /// policy, dynamic queries, and every link's state.
 pub struct Engine<L: Links> {
@@ -476,11 +499,6 @@ impl<L: Links> Engine<L> {
         self.peers.contains_key(&conn)
     }
 
-    /// The links open now.
-    pub fn conns(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.peers.keys().copied()
-    }
-
     /// A link made without a handshake (a simulation's, or a test's): counted
     /// by the role policy as `info.link`, then opened. The shell uses
     /// [`Engine::admit`] or [`Engine::dialed`] and then [`Event::Opened`].
@@ -500,7 +518,7 @@ impl<L: Links> Engine<L> {
     /// opened, or calls [`Engine::release`].
     pub fn admit(&mut self, peer: PeerRole, full: bool, now: Instant) -> (Admit, RoleHeaders) {
         if !full {
-            let knows = !self.hosts.sample_ultrapeers(1).is_empty();
+            let knows = self.hosts.knows_ultrapeer();
             if let Some(change) = self.tier.serve_first_leaf(peer, knows, now) {
                 tracing::info!("a leaf asks to be served and no ultrapeer is known: becoming one");
                 self.change_role(change);

@@ -8,20 +8,20 @@ use super::*;
 /// gtk-gnutella reads, and GGEP `SO` that LimeWire reads), or `None` when it
 /// asks for none.
 pub(super) fn strip_oob(payload: &bytes::Bytes) -> Option<bytes::Bytes> {
-    use crate::wire::ext::ExtItem;
+    use crate::wire::ext::{ExtItem, ItemView};
     use crate::wire::query::{Query, QueryFlags};
-    let flags = QueryFlags([*payload.first()?, *payload.get(1)?]);
-    let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
-    let mut q = Query::parse(payload, &mut budget).ok()?;
-    let so = |g: &crate::wire::Ggep| g.exts.iter().any(|e| e.id.as_bytes() == b"SO");
-    let has_so = q
+    // Most queries ask for none: told by the borrowed view, with no allocation.
+    let view = QueryView::parse(payload).ok()?;
+    let has_so = view
         .ext
-        .items
         .iter()
-        .any(|i| matches!(i, ExtItem::Ggep(g) if so(g)));
-    if !flags.has(QueryFlags::OOB) && !has_so {
+        .any(|i| matches!(i, ItemView::Ggep(g) if g.iter().any(|e| e.id == b"SO")));
+    if !view.flags.has(QueryFlags::OOB) && !has_so {
         return None;
     }
+    let flags = view.flags;
+    let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+    let mut q = Query::parse(payload, &mut budget).ok()?;
     q.flags = QueryFlags((flags.bits() & !QueryFlags::OOB).to_be_bytes());
     for item in &mut q.ext.items {
         if let ExtItem::Ggep(g) = item {
@@ -113,20 +113,6 @@ impl<L: Links> Engine<L> {
         if peer.closing {
             return;
         }
-        if frame.header.function == Function::Query && peer.info.link == Link::ToLeaf {
-            // A leaf asking for out-of-band replies would have them sent by UDP
-            // to the address in its MUID, which we cannot proxy: responders such
-            // as LimeWire then send nothing in-band, and the leaf gets nothing.
-            // Cleared, its query is answered along the path it came.
-            if let Some(p) = strip_oob(&frame.payload) {
-                frame.payload = p;
-                frame.header.payload_len = frame.payload.len() as u32;
-                self.stats.oob_stripped += 1;
-            }
-        }
-        let Some(peer) = self.peers.get_mut(&conn) else {
-            return;
-        };
         let kind = match frame.header.function {
             Function::Query => Some(BudgetKind::Query),
             Function::Ping => Some(BudgetKind::Ping),
@@ -160,6 +146,17 @@ impl<L: Links> Engine<L> {
                     );
                     return;
                 }
+            }
+        }
+        if frame.header.function == Function::Query && peer.info.link == Link::ToLeaf {
+            // A leaf asking for out-of-band replies would have them sent by UDP
+            // to the address in its MUID, which we cannot proxy: responders such
+            // as LimeWire then send nothing in-band, and the leaf gets nothing.
+            // Cleared, its query is answered along the path it came.
+            if let Some(p) = strip_oob(&frame.payload) {
+                frame.payload = p;
+                frame.header.payload_len = frame.payload.len() as u32;
+                self.stats.oob_stripped += 1;
             }
         }
         let h = frame.header;

@@ -2,7 +2,6 @@
 //! socket, clock or task; `now` is made up.
 
 use super::*;
-use crate::core::router::RouterConfig;
 use crate::core::tier::{Mode, TierConfig};
 use crate::wire::{Query, QueryFlags};
 
@@ -68,29 +67,15 @@ fn engine(mode: Mode, files: &[&str]) -> (Engine<Record>, Instant) {
             Some(Sha1Urn::digest(f.as_bytes())),
         );
     }
-    let e = Engine::new(
-        Config {
-            me: ME,
-            router: Router::new(ME, RouterConfig::default()),
-            library,
-            max_results: 100,
-            hosts: HostCache::new(100),
-            tier: Tier::new(
-                TierConfig {
-                    mode,
-                    ..TierConfig::default()
-                },
-                t0,
-                0.5,
-            ),
-            dq: DqConfig::default(),
-            firewalled: false,
-            budgets: Budgets::default(),
-            max_table_fill: DEFAULT_MAX_TABLE_FILL,
-            seed: 7,
+    let tier = Tier::new(
+        TierConfig {
+            mode,
+            ..TierConfig::default()
         },
-        Record::default(),
+        t0,
+        0.5,
     );
+    let e = Engine::new(Config::new(ME, library, tier), Record::default());
     (e, t0)
 }
 
@@ -545,4 +530,50 @@ fn our_table_holds_each_leafs_table_until_it_goes() {
     let ours = e.build_table();
     assert!(!ours.contains_keyword("holiday"), "gone with the leaf");
     assert_eq!(ours, e.lib_table.table());
+}
+
+#[test]
+fn only_a_leaf_query_asking_for_oob_is_rewritten() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    let up = open(&mut e, 1, Link::Peer, t0);
+    let leaf = open(&mut e, 2, Link::ToLeaf, t0);
+    let forwarded = |e: &Engine<Record>| -> Vec<Bytes> {
+        e.links
+            .did
+            .iter()
+            .filter_map(|d| match d {
+                Did::Send(c, _, f) if *c == up && f.header.function == Function::Query => {
+                    Some(f.payload.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // No OOB request: the payload goes on as it came.
+    let plain = frame([1; 16], &query("plain words"), 3, 0);
+    frames(&mut e, leaf, vec![plain.clone()], t0);
+    assert_eq!(forwarded(&e), [plain.payload.clone()]);
+    assert_eq!(e.stats().oob_stripped, 0);
+    // The flag and GGEP SO go; the text stays.
+    e.links.did.clear();
+    let mut q = Query::new(QueryFlags::with_bits(QueryFlags::OOB), "oob words");
+    q.ext
+        .items
+        .push(crate::wire::ExtItem::Ggep(crate::wire::Ggep::new(vec![
+            crate::wire::GgepExt::new("SO", Bytes::new()),
+        ])));
+    frames(
+        &mut e,
+        leaf,
+        vec![frame([2; 16], &Message::Query(q), 3, 0)],
+        t0,
+    );
+    let sent = forwarded(&e);
+    assert_eq!(sent.len(), 1);
+    let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+    let got = Query::parse(&sent[0], &mut budget).unwrap();
+    assert!(!got.flags.has(QueryFlags::OOB));
+    assert!(got.ext.items.is_empty(), "{:?}", got.ext);
+    assert_eq!(got.text_lossy(), "oob words");
+    assert_eq!(e.stats().oob_stripped, 1);
 }

@@ -352,20 +352,25 @@ impl HostCache {
 
     /// Writes the cache as lines `ip:port seconds-since-epoch`, atomically.
     pub fn save(&self, file: &Path) -> io::Result<()> {
-        let tmp = file.with_extension("tmp");
-        {
-            let mut out = io::BufWriter::new(std::fs::File::create(&tmp)?);
-            for addr in self.newest(self.hosts.len(), |_| true) {
-                let seen = self.hosts[&addr]
-                    .seen
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                writeln!(out, "{addr} {seen}")?;
-            }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        std::fs::rename(&tmp, file)
+        self.snapshot().save(file)
+    }
+
+    /// What [`HostCache::save`] writes, taken now: to be written later, away
+    /// from whatever holds the cache (the node's core lock).
+    pub fn snapshot(&self) -> HostsFile {
+        HostsFile(
+            self.newest(self.hosts.len(), |_| true)
+                .into_iter()
+                .map(|addr| {
+                    let seen = self.hosts[&addr]
+                        .seen
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs();
+                    (addr, seen)
+                })
+                .collect(),
+        )
     }
 
     /// Adds the hosts of a cache file; a missing file adds nothing, bad lines are
@@ -388,6 +393,24 @@ impl HostCache {
             self.learn(addr, UNIX_EPOCH + Duration::from_secs(secs));
         }
         Ok(())
+    }
+}
+
+/// The host cache's lines, most recently heard of first.
+pub struct HostsFile(Vec<(SocketAddr, u64)>);
+
+impl HostsFile {
+    /// Writes them atomically (a temporary file, synced, then renamed).
+    pub fn save(&self, file: &Path) -> io::Result<()> {
+        let tmp = file.with_extension("tmp");
+        {
+            let mut out = io::BufWriter::new(std::fs::File::create(&tmp)?);
+            for (addr, seen) in &self.0 {
+                writeln!(out, "{addr} {seen}")?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::rename(&tmp, file)
     }
 }
 

@@ -199,9 +199,12 @@ impl Shared {
         if let Some(ip) = self.bind {
             return ip;
         }
+        // Only where the connection's own address is not one the world can
+        // reach anyway (behind NAT, or on a private network).
+        if crate::core::addr::is_routable(local) {
+            return local;
+        }
         match self.external.lock().expect("external").agreed() {
-            // Only where the connection's own address is not one the world
-            // can reach anyway.
             Some(ip) if ip.is_ipv4() == local.is_ipv4() => ip,
             _ => local,
         }
@@ -553,7 +556,8 @@ const SAVE_HOSTS_EVERY: Duration = Duration::from_secs(5 * 60);
 
 fn save_hosts(shared: &Shared, file: Option<&std::path::Path>) {
     if let Some(f) = file {
-        let saved = shared.engine.hosts(|h| h.save(f));
+        // Taken under the core's lock, written (and synced) outside it.
+        let saved = shared.engine.hosts(|h| h.snapshot()).save(f);
         if let Err(e) = saved {
             tracing::warn!(file = %f.display(), error = %e, "cannot save the host cache");
         }

@@ -64,21 +64,11 @@ fn queries(n: usize) -> Vec<u8> {
     out
 }
 
-/// Sends `burst` from `from` and counts queries arriving at `to`, until all `n`
-/// have arrived or none has for two seconds (a relay may shed under load). Returns
-/// how many arrived and when the last one did.
-async fn pump(from: TcpStream, to: TcpStream, burst: &[u8], n: usize) -> (usize, Duration) {
-    pump_many(vec![from], to, burst, n).await
-}
-
-/// As [`pump`], with `burst` cut in as many equal parts (at descriptor
-/// boundaries) as there are senders, sent at once.
-async fn pump_many(
-    froms: Vec<TcpStream>,
-    to: TcpStream,
-    burst: &[u8],
-    n: usize,
-) -> (usize, Duration) {
+/// Sends `burst`, cut in as many equal parts (at descriptor boundaries) as
+/// there are senders, from all of them at once, and counts queries arriving at
+/// `to`, until all `n` have arrived or none has for two seconds (a relay may
+/// shed under load). Returns how many arrived and when the last one did.
+async fn pump(froms: Vec<TcpStream>, to: TcpStream, burst: &[u8], n: usize) -> (usize, Duration) {
     let start = Instant::now();
     let reader = tokio::spawn(async move {
         let mut framed = FramedRead::new(to, DescriptorCodec::default());
@@ -236,6 +226,63 @@ async fn idle_connection_memory(connections: usize) -> (u64, u64) {
     (before, after)
 }
 
+/// One round through a node: `senders` links send `burst` at once, one
+/// receives (with nothing to answer and nobody else to send to). Each
+/// sender's queries also go to the other senders, which read nothing (their
+/// queues shed): only what reaches the receiver counts.
+async fn node_round(senders: usize, burst: &[u8], n: usize) -> (usize, Duration) {
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        target_peers: 0,
+        // Relaying between flat peers: the node floods as an ultrapeer.
+        tier: node::TierConfig {
+            mode: node::Mode::Ultrapeer,
+            ultrapeer_links: senders + 4,
+            ..node::TierConfig::default()
+        },
+        // The bench measures raw relaying: no per-peer budget.
+        budgets: node::Budgets::unlimited(),
+        ..NodeConfig::default()
+    };
+    let mut node = node::start(config, CancellationToken::new())
+        .await
+        .expect("node");
+    let to = peer(node.local_addr).await;
+    let mut froms = Vec::new();
+    for _ in 0..senders {
+        froms.push(peer(node.local_addr).await);
+    }
+    assert!(
+        node.wait_for(Duration::from_secs(10), |s| s.connections == senders + 1)
+            .await
+    );
+    let got = pump(froms, to, burst, n).await;
+    node.shutdown().await;
+    got
+}
+
+/// The same round through the minimal relay (the one-input relay for one
+/// sender, the many-input one otherwise).
+async fn base_round(senders: usize, burst: &[u8], n: usize) -> (usize, Duration) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let relay = if senders == 1 {
+        tokio::spawn(minimal_relay(listener))
+    } else {
+        tokio::spawn(minimal_relay_many(listener, senders))
+    };
+    let to = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut froms = Vec::new();
+    for _ in 0..senders {
+        froms.push(TcpStream::connect(addr).await.expect("connect"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = pump(froms, to, burst, n).await;
+    relay.abort();
+    got
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo test --benches` runs this without `--bench`: keep that quick.
@@ -253,42 +300,10 @@ async fn main() {
     let mut best_base = 0f64;
     let mut node_arrived = n;
     for _ in 0..rounds {
-        // The node, with nothing to answer and nobody else to send to.
-        let config = NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            target_peers: 0,
-            // Relaying between flat peers: the node floods as an ultrapeer.
-            tier: node::TierConfig {
-                mode: node::Mode::Ultrapeer,
-                ..node::TierConfig::default()
-            },
-            // The bench measures raw relaying: no per-peer budget.
-            budgets: node::Budgets::unlimited(),
-            ..NodeConfig::default()
-        };
-        let mut node = node::start(config, CancellationToken::new())
-            .await
-            .expect("node");
-        let to = peer(node.local_addr).await;
-        let from = peer(node.local_addr).await;
-        assert!(
-            node.wait_for(Duration::from_secs(10), |s| s.connections == 2)
-                .await
-        );
-        let got = pump(from, to, &burst, n).await;
+        let got = node_round(1, &burst, n).await;
         node_arrived = node_arrived.min(got.0);
         best_node = best_node.max(rate(got));
-        node.shutdown().await;
-
-        // The minimal relay.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let relay = tokio::spawn(minimal_relay(listener));
-        let to = TcpStream::connect(addr).await.expect("connect");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let from = TcpStream::connect(addr).await.expect("connect");
-        best_base = best_base.max(rate(pump(from, to, &burst, n).await));
-        relay.abort();
+        best_base = best_base.max(rate(base_round(1, &burst, n).await));
     }
     println!("relaying {n} queries between two loopback peers (best of {rounds}):");
     println!("{:<28} {:>14}", "", "descriptors/s");
@@ -306,46 +321,8 @@ async fn main() {
     let mut best_node8 = 0f64;
     let mut best_base8 = 0f64;
     for _ in 0..rounds {
-        let config = NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            target_peers: 0,
-            tier: node::TierConfig {
-                mode: node::Mode::Ultrapeer,
-                ultrapeer_links: SENDERS + 4,
-                ..node::TierConfig::default()
-            },
-            budgets: node::Budgets::unlimited(),
-            ..NodeConfig::default()
-        };
-        let mut node = node::start(config, CancellationToken::new())
-            .await
-            .expect("node");
-        let to = peer(node.local_addr).await;
-        let mut froms = Vec::new();
-        for _ in 0..SENDERS {
-            froms.push(peer(node.local_addr).await);
-        }
-        assert!(
-            node.wait_for(Duration::from_secs(10), |s| s.connections == SENDERS + 1)
-                .await
-        );
-        // Each sender's queries also go to the other senders: count what
-        // reaches `to` only, and read nothing at the senders (their queues shed).
-        best_node8 = best_node8.max(rate(pump_many(froms, to, &burst, n).await));
-        node.shutdown().await;
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let relay = tokio::spawn(minimal_relay_many(listener, SENDERS));
-        let to = TcpStream::connect(addr).await.expect("connect");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut froms = Vec::new();
-        for _ in 0..SENDERS {
-            froms.push(TcpStream::connect(addr).await.expect("connect"));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        best_base8 = best_base8.max(rate(pump_many(froms, to, &burst, n).await));
-        relay.abort();
+        best_node8 = best_node8.max(rate(node_round(SENDERS, &burst, n).await));
+        best_base8 = best_base8.max(rate(base_round(SENDERS, &burst, n).await));
     }
     println!("the same {n} queries from {SENDERS} senders at once (best of {rounds}):");
     println!("{:<28} {:>14.0}", "minimal relay (baseline)", best_base8);

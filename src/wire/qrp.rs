@@ -1949,6 +1949,19 @@ mod tests {
         })
     }
 
+    #[test]
+    fn entry_width_at_infinity_9() {
+        // The case proptest found: with infinity 9 a slot becoming present is
+        // -8, which 4 bits hold; one becoming absent is +8, which they do not.
+        let present = patch_entries(|_| false, |_| true, 1, 9).unwrap();
+        assert_eq!(
+            (present.clone(), choose_entry_bits(&present)),
+            (vec![-8], 4)
+        );
+        let absent = patch_entries(|_| true, |_| false, 1, 9).unwrap();
+        assert_eq!((absent.clone(), choose_entry_bits(&absent)), (vec![8], 8));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -1985,7 +1998,13 @@ mod tests {
             let new = table_from(&new_bits);
             let entries = new.diff(&old, infinity).unwrap();
             let bits = choose_entry_bits(&entries);
-            prop_assert_eq!(bits == 4, infinity <= 8 || entries.iter().all(|&e| e == 0));
+            // 4 bits hold -8..=7: every entry when infinity <= 8; with
+            // infinity 9 a slot becoming present (-8) but not one becoming
+            // absent (+8); beyond, only unchanged slots.
+            let fits = infinity <= 8
+                || entries.iter().all(|&e| e == 0)
+                || (infinity == 9 && entries.iter().all(|&e| e <= 0));
+            prop_assert_eq!(bits == 4, fits);
             let chunks = match build_patch_chunks(&entries, bits, try_compress, chunk_size) {
                 Ok(c) => c,
                 Err(QrpError::TooManyChunks { needed }) => {

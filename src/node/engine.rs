@@ -27,7 +27,7 @@ use crate::wire::bye;
 
 pub use crate::core::engine::{
     Budgets, Config, DEFAULT_MAX_TABLE_FILL, EngineStats, Event, Fault, LinkInfo, Links,
-    RelayCounts,
+    RelayCounts, TableDone, TableJob,
 };
 
 use super::conn::ConnTx;
@@ -39,20 +39,28 @@ pub struct ShellLinks {
     pushes: mpsc::Sender<Push>,
     connect_backs: mpsc::Sender<SocketAddr>,
     slots: Arc<Semaphore>,
+    /// Where QRP decoding jobs, run on the blocking pool, report (at most one
+    /// job per link is out at a time).
+    decoded: mpsc::UnboundedSender<TableDone>,
 }
 
 impl ShellLinks {
+    /// The links, and the receiver of finished table jobs, which the node
+    /// feeds back to the core as [`Event::TablesDecoded`].
     pub fn new(
         pushes: mpsc::Sender<Push>,
         connect_backs: mpsc::Sender<SocketAddr>,
         slots: Arc<Semaphore>,
-    ) -> ShellLinks {
-        ShellLinks {
+    ) -> (ShellLinks, mpsc::UnboundedReceiver<TableDone>) {
+        let (decoded, rx) = mpsc::unbounded_channel();
+        let links = ShellLinks {
             conns: HashMap::new(),
             pushes,
             connect_backs,
             slots,
-        }
+            decoded,
+        };
+        (links, rx)
     }
 }
 
@@ -87,6 +95,21 @@ impl Links for ShellLinks {
 
     fn uploads_busy(&self) -> bool {
         self.slots.available_permits() == 0
+    }
+
+    fn decode_tables(&mut self, job: TableJob) -> Option<TableDone> {
+        // Decoding a table costs up to milliseconds: it runs on the blocking
+        // pool, not under the core's lock on a worker thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let tx = self.decoded.clone();
+                rt.spawn_blocking(move || {
+                    let _ = tx.send(job.run());
+                });
+                None
+            }
+            Err(_) => Some(job.run()),
+        }
     }
 }
 

@@ -312,6 +312,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         tracker.clone(),
         cancel.clone(),
     ));
+    let (links, mut decoded) =
+        engine::ShellLinks::new(push_tx, connect_back_tx, uploads.slots.clone());
     let engine = Engine::new(
         engine::Config {
             me: guid,
@@ -326,9 +328,25 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             max_table_fill: config.max_table_fill,
             seed: u64::from_le_bytes(Guid::new_random().0[..8].try_into().expect("8 bytes")),
         },
-        engine::ShellLinks::new(push_tx, connect_back_tx, uploads.slots.clone()),
+        links,
     );
     let engine = EngineRef::new(engine, stats_tx, open.clone());
+    {
+        // Table jobs finished on the blocking pool go back into the core.
+        let (engine, cancel) = (engine.clone(), cancel.clone());
+        tracker.spawn(async move {
+            loop {
+                let done = tokio::select! {
+                    done = decoded.recv() => done,
+                    _ = cancel.cancelled() => None,
+                };
+                let Some(done) = done else { break };
+                if !engine.send(Event::TablesDecoded(done)) {
+                    break;
+                }
+            }
+        });
+    }
     {
         // The one shutdown path: Bye to every peer, then the writers close.
         let (engine, cancel) = (engine.clone(), cancel.clone());

@@ -48,6 +48,7 @@ mod tables;
 use offers::*;
 use routing::*;
 use tables::*;
+pub use tables::{TableDone, TableJob};
 
 /// Where the core's decisions go: the shell's connections and tasks (or a
 /// test's record of them).
@@ -64,6 +65,12 @@ pub trait Links {
     fn connect_back(&mut self, to: SocketAddr);
     /// Whether every upload slot is taken (hits say so).
     fn uploads_busy(&self) -> bool;
+    /// Runs `job` (QRP decoding, which costs time in proportion to the table):
+    /// here, returning its outcome, or elsewhere (a blocking task), the outcome
+    /// coming back later as [`Event::TablesDecoded`].
+    fn decode_tables(&mut self, job: TableJob) -> Option<TableDone> {
+        Some(job.run())
+    }
 }
 
 /// Our vendor code in QueryHit trailers.
@@ -144,6 +151,8 @@ pub enum Event {
     },
     /// An inbound socket was closed at once: its address has too many open.
     PerIpRefused,
+    /// A [`TableJob`] handed to [`Links::decode_tables`] is over.
+    TablesDecoded(TableDone),
     /// A link broke one of its time limits (it is being closed).
     Fault {
         conn: ConnId,
@@ -285,7 +294,9 @@ struct Peer {
     unknown: u32,
     repeated: u32,
     /// The table this peer sent us (its leaf's files, or an ultrapeer's merge).
-    table: Option<RemoteTable>,
+    table: Option<QrpTable>,
+    /// Its table updates being decoded.
+    decoding: Decoding,
     /// The table we last sent it.
     sent: Option<QrpTable>,
     /// The files a leaf offered us (complete once its last chunk came).
@@ -311,8 +322,6 @@ struct Peer {
     pongs_since: Instant,
     /// What it may still send.
     budget: Budget,
-    /// When it last reset its QRP table.
-    resets: ResetPace,
     /// We are closing it: what else it sent is not read.
     closing: bool,
     /// As our leaf: its table at our table's size, counted in `leaf_slots`.
@@ -339,8 +348,8 @@ impl Peer {
 
     /// Whether a query matches the table this peer sent (`None`: no table yet).
     fn matches(&self, k: &QueryKeys) -> Option<bool> {
-        let t = self.table.as_ref().filter(|t| t.complete)?;
-        Some(k.hit(&t.table))
+        let t = self.table.as_ref()?;
+        Some(k.hit(t))
     }
 }
 
@@ -662,6 +671,7 @@ impl<L: Links> Engine<L> {
                         unknown: 0,
                         repeated: 0,
                         table: None,
+                        decoding: Decoding::default(),
                         sent: None,
                         offered: None,
                         offered_firewalled: false,
@@ -675,7 +685,6 @@ impl<L: Links> Engine<L> {
                         pongs_taken: 0,
                         pongs_since: now,
                         budget: Budget::new(rates, now),
-                        resets: ResetPace::default(),
                         closing: false,
                         leaf_part: None,
                     },
@@ -778,6 +787,7 @@ impl<L: Links> Engine<L> {
                 }
             }
             Event::PerIpRefused => self.stats.per_ip_refused += 1,
+            Event::TablesDecoded(done) => self.tables_decoded(done),
             Event::Fault { conn, fault } => {
                 tracing::debug!(conn = conn.0, ?fault, "link broke a time limit");
                 match fault {

@@ -31,17 +31,161 @@ pub(super) fn table_update(
     Some(out.freeze())
 }
 
-pub(super) struct RemoteTable {
-    pub(super) decoder: PatchDecoder,
-    pub(super) table: QrpTable,
-    /// One whole PATCH sequence has arrived: the table can be routed on.
-    pub(super) complete: bool,
+/// A peer's table as it arrives: the RESET's empty table and the PATCH
+/// decoder, with the RESET pace. It travels in a [`TableJob`] to wherever the
+/// shell decodes (off the core's hot path) and comes back in a [`TableDone`].
+#[derive(Default)]
+pub struct Assembler {
+    current: Option<(PatchDecoder, QrpTable)>,
+    resets: ResetPace,
 }
+
+impl Assembler {
+    /// Takes one RESET or PATCH payload received at `now`; a table that
+    /// became complete comes back (a copy, the decoder keeps its own for the
+    /// next patches).
+    fn feed(
+        &mut self,
+        payload: &bytes::Bytes,
+        now: Instant,
+        leaf: bool,
+        max_fill: f64,
+    ) -> Result<Option<Completed>, String> {
+        match RouteTableUpdate::parse(payload).map_err(|e| e.to_string())? {
+            // A table larger than any servent sends costs its decoding and every
+            // merge into ours: refused (LimeWire and gtk-gnutella leaves send
+            // 2^14 to 2^16 slots, ultrapeers up to 2^20).
+            RouteTableUpdate::Reset { table_len, .. }
+                if table_len as usize > if leaf { MAX_LEAF_TABLE } else { MAX_PEER_TABLE } =>
+            {
+                Err(format!("QRP table of {table_len} slots is too large"))
+            }
+            // A new table every few seconds is a storm: each one is decoded and
+            // merged again.
+            RouteTableUpdate::Reset { .. } if !self.resets.allow(now) => {
+                Err("QRP tables reset too often".to_string())
+            }
+            RouteTableUpdate::Reset { table_len, .. } => {
+                let table = QrpTable::new(table_len as usize).map_err(|e| e.to_string())?;
+                self.current = Some((PatchDecoder::new(table_len as usize), table));
+                Ok(None)
+            }
+            RouteTableUpdate::Patch {
+                seq_no,
+                seq_size,
+                compressor,
+                entry_bits,
+                data,
+            } => {
+                let Some((decoder, table)) = self.current.as_mut() else {
+                    return Err("PATCH before RESET".to_string());
+                };
+                let progress = decoder
+                    .feed_into(seq_no, seq_size, compressor, entry_bits, &data, table)
+                    .map_err(|e| e.to_string())?;
+                if !matches!(progress, qrp::Progress::Complete { .. }) {
+                    return Ok(None);
+                }
+                // A leaf's table with most slots present would make it match
+                // almost every query (gtk-gnutella and LimeWire refuse such
+                // "full" tables too).
+                let (present, slots) = (table.present_count(), table.slot_count());
+                if leaf && present as f64 > max_fill * slots as f64 {
+                    return Err(format!(
+                        "QRP table {:.0}% full",
+                        100.0 * present as f64 / slots as f64
+                    ));
+                }
+                // A leaf's table is merged into ours at our size.
+                let part = if leaf {
+                    table.rescale(TABLE_LEN).ok()
+                } else {
+                    None
+                };
+                Ok(Some(Completed {
+                    table: table.clone(),
+                    part,
+                }))
+            }
+        }
+    }
+}
+
+/// A table a whole PATCH sequence completed.
+pub struct Completed {
+    /// The peer's table, to route on.
+    table: QrpTable,
+    /// A leaf's table at our size, its part of ours.
+    part: Option<QrpTable>,
+}
+
+/// Route-table payloads of one link to decode, with the link's [`Assembler`].
+/// Running it takes time that grows with the table, so the shell runs it off
+/// the core's hot path (see [`Links::decode_tables`]); the result comes back as
+/// [`Event::TablesDecoded`].
+pub struct TableJob {
+    conn: ConnId,
+    assembler: Assembler,
+    payloads: Vec<(bytes::Bytes, Instant)>,
+    leaf: bool,
+    max_fill: f64,
+}
+
+impl TableJob {
+    /// Decodes every payload in order; the first error ends the job.
+    pub fn run(mut self) -> TableDone {
+        let mut result = Ok(None);
+        for (payload, at) in &self.payloads {
+            match self.assembler.feed(payload, *at, self.leaf, self.max_fill) {
+                Ok(Some(c)) => result = Ok(Some(c)),
+                Ok(None) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        TableDone {
+            conn: self.conn,
+            assembler: self.assembler,
+            result,
+        }
+    }
+}
+
+/// A [`TableJob`]'s outcome: the assembler back, and the last table completed
+/// (or why the updates were refused).
+pub struct TableDone {
+    conn: ConnId,
+    assembler: Assembler,
+    result: Result<Option<Completed>, String>,
+}
+
+/// Where a link's table decoding stands in the core.
+pub(super) enum Decoding {
+    /// The assembler is here: the next payload starts a job.
+    Idle(Assembler),
+    /// A job holds the assembler; payloads received meanwhile wait.
+    Busy {
+        queued: Vec<(bytes::Bytes, Instant)>,
+        bytes: usize,
+    },
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Decoding::Idle(Assembler::default())
+    }
+}
+
+/// Route-table bytes a link may have waiting while its previous ones are
+/// decoded (a whole 2^20-slot table at 8 bits, uncompressed, is 1 MiB).
+pub(super) const MAX_QUEUED_TABLE_BYTES: usize = 1 << 20;
 
 /// QRP RESETs a peer may send: the first at once, then one per
 /// [`ResetPace::EVERY`] on average, with a little slack.
 #[derive(Clone, Debug, Default)]
-pub(super) struct ResetPace {
+struct ResetPace {
     /// Credit in RESETs, and when it was last counted.
     credit: f64,
     at: Option<Instant>,
@@ -153,9 +297,10 @@ impl LibraryTable {
 
 impl<L: Links> Engine<L> {
     /// A RESET or PATCH from a peer whose table we keep (our leaves, and
-    /// ultrapeers that speak inter-ultrapeer QRP); ignored from others. A broken
+    /// ultrapeers that speak inter-ultrapeer QRP); ignored from others. It is
+    /// decoded by a [`TableJob`] (off the hot path in the shell); a broken
     /// sequence closes the link: nothing after it could be trusted.
-    pub(super) fn route_table(&mut self, conn: ConnId, payload: &bytes::Bytes, _now: Instant) {
+    pub(super) fn route_table(&mut self, conn: ConnId, payload: &bytes::Bytes, now: Instant) {
         let role = self.tier.role();
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
@@ -163,108 +308,112 @@ impl<L: Links> Engine<L> {
         let keeps = role == Role::Ultrapeer
             && (peer.info.link == Link::ToLeaf
                 || (peer.info.link == Link::Peer && peer.info.up_qrp));
-        if !keeps {
+        if !keeps || peer.closing {
             return;
         }
-        let leaf = peer.info.link == Link::ToLeaf;
-        let result = match RouteTableUpdate::parse(payload) {
-            Err(e) => Err(e.to_string()),
-            // A table larger than any servent sends costs its decoding and every
-            // merge into ours: refused (LimeWire and gtk-gnutella leaves send
-            // 2^14 to 2^16 slots, ultrapeers up to 2^20).
-            Ok(RouteTableUpdate::Reset { table_len, .. })
-                if table_len as usize > if leaf { MAX_LEAF_TABLE } else { MAX_PEER_TABLE } =>
-            {
-                Err(format!("QRP table of {table_len} slots is too large"))
-            }
-            // A new table every few seconds is a storm: each one is decoded and
-            // merged again.
-            Ok(RouteTableUpdate::Reset { .. }) if !peer.resets.allow(_now) => {
-                Err("QRP tables reset too often".to_string())
-            }
-            Ok(RouteTableUpdate::Reset { table_len, .. }) => {
-                match QrpTable::new(table_len as usize) {
-                    Ok(table) => {
-                        peer.table = Some(RemoteTable {
-                            decoder: PatchDecoder::new(table_len as usize),
-                            table,
-                            complete: false,
-                        });
-                        Ok(false)
-                    }
-                    Err(e) => Err(e.to_string()),
+        match &mut peer.decoding {
+            Decoding::Busy { queued, bytes } => {
+                *bytes += payload.len();
+                queued.push((payload.clone(), now));
+                if *bytes > MAX_QUEUED_TABLE_BYTES {
+                    self.table_error(conn, "QRP updates faster than they can be read".into());
                 }
             }
-            Ok(RouteTableUpdate::Patch {
-                seq_no,
-                seq_size,
-                compressor,
-                entry_bits,
-                data,
-            }) => match peer.table.as_mut() {
-                None => Err("PATCH before RESET".to_string()),
-                Some(t) => t
-                    .decoder
-                    .feed_into(
-                        seq_no,
-                        seq_size,
-                        compressor,
-                        entry_bits,
-                        &data,
-                        &mut t.table,
-                    )
-                    .map(|progress| {
-                        let done = matches!(progress, qrp::Progress::Complete { .. });
-                        t.complete |= done;
-                        done
-                    })
-                    .map_err(|e| e.to_string()),
-            },
-        };
-        // A leaf's table with most slots present would make it match almost
-        // every query (gtk-gnutella and LimeWire refuse such "full" tables too).
-        let result = match result {
-            Ok(true) if leaf => match peer.table.as_ref() {
-                Some(t)
-                    if t.table.present_count() as f64
-                        > self.max_table_fill * t.table.slot_count() as f64 =>
-                {
-                    Err(format!(
-                        "QRP table {:.0}% full",
-                        100.0 * t.table.present_count() as f64 / t.table.slot_count() as f64
-                    ))
+            Decoding::Idle(_) => {
+                let Decoding::Idle(assembler) = std::mem::replace(
+                    &mut peer.decoding,
+                    Decoding::Busy {
+                        queued: Vec::new(),
+                        bytes: 0,
+                    },
+                ) else {
+                    unreachable!("matched Idle")
+                };
+                let job = TableJob {
+                    conn,
+                    assembler,
+                    payloads: vec![(payload.clone(), now)],
+                    leaf: peer.info.link == Link::ToLeaf,
+                    max_fill: self.max_table_fill,
+                };
+                if let Some(done) = self.links.decode_tables(job) {
+                    self.tables_decoded(done);
                 }
-                _ => Ok(true),
-            },
-            other => other,
-        };
-        match result {
-            Ok(true) => {
-                self.stats.tables_received += 1;
-                if leaf {
-                    // The leaf's new table replaces its part of ours, once,
-                    // here: no tick merges every leaf's table again.
-                    let scaled = peer
-                        .table
-                        .as_ref()
-                        .and_then(|t| t.table.rescale(TABLE_LEN).ok());
-                    self.leaf_part(conn, scaled);
-                }
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::debug!(conn = conn.0, error = %e, "bad route table update");
-                self.stats.table_errors += 1;
-                peer.table = None;
-                peer.closing = true;
-                self.links.close(
-                    peer.conn,
-                    bye::CODE_BAD_QUERIES,
-                    &format!("Bad route table update: {e}"),
-                );
-                self.leaf_part(conn, None);
             }
         }
+    }
+
+    /// A [`TableJob`] is over: its table (if one completed) is routed on and,
+    /// for a leaf, merged into ours; payloads that arrived meanwhile go next.
+    pub(super) fn tables_decoded(&mut self, done: TableDone) {
+        let TableDone {
+            conn,
+            assembler,
+            result,
+        } = done;
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let queued = match std::mem::replace(&mut peer.decoding, Decoding::Idle(assembler)) {
+            Decoding::Busy { queued, .. } => queued,
+            Decoding::Idle(_) => Vec::new(),
+        };
+        match result {
+            Err(e) => return self.table_error(conn, e),
+            Ok(Some(c)) => {
+                self.stats.tables_received += 1;
+                peer.table = Some(c.table);
+                if peer.info.link == Link::ToLeaf {
+                    // The leaf's new table replaces its part of ours, once,
+                    // here: no tick merges every leaf's table again.
+                    self.leaf_part(conn, c.part);
+                }
+            }
+            Ok(None) => {}
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if queued.is_empty() || peer.closing {
+            return;
+        }
+        let Decoding::Idle(assembler) = std::mem::replace(
+            &mut peer.decoding,
+            Decoding::Busy {
+                queued: Vec::new(),
+                bytes: 0,
+            },
+        ) else {
+            unreachable!("just set Idle")
+        };
+        let job = TableJob {
+            conn,
+            assembler,
+            payloads: queued,
+            leaf: peer.info.link == Link::ToLeaf,
+            max_fill: self.max_table_fill,
+        };
+        if let Some(done) = self.links.decode_tables(job) {
+            self.tables_decoded(done);
+        }
+    }
+
+    /// A peer's table updates were refused: the link is closed.
+    fn table_error(&mut self, conn: ConnId, e: String) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        tracing::debug!(conn = conn.0, error = %e, "bad route table update");
+        self.stats.table_errors += 1;
+        peer.table = None;
+        peer.decoding = Decoding::default();
+        peer.closing = true;
+        self.links.close(
+            peer.conn,
+            bye::CODE_BAD_QUERIES,
+            &format!("Bad route table update: {e}"),
+        );
+        self.leaf_part(conn, None);
     }
 
     /// Replaces leaf `conn`'s part of our table (its table at our size) with

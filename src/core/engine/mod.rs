@@ -218,6 +218,9 @@ pub struct EngineStats {
     pub tables_sent: u64,
     /// Complete library offers received from leaves.
     pub offers_received: u64,
+    /// Library offers refused as too large (for the leaf, or for every leaf's
+    /// together); such leaves are reached through their tables.
+    pub offers_refused: u64,
     /// Library offers we sent (whole libraries).
     pub offers_sent: u64,
     /// Leaves we agreed to be the push proxy of (LIME/21 answered).
@@ -802,6 +805,9 @@ impl<L: Links> Engine<L> {
     /// all, are answered for in full.
     const MAX_OFFERED: usize = 10_000;
     const MAX_OFFERED_BYTES: usize = 1 << 20;
+    /// Files offered by all leaves together that are kept (each costs a
+    /// library entry: about 600 bytes with a 100-byte name).
+    const MAX_OFFERED_TOTAL: usize = 50_000;
 }
 
 #[cfg(test)]

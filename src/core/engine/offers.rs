@@ -194,6 +194,18 @@ impl<L: Links> Engine<L> {
                 return;
             }
         };
+        // Every leaf's offered files together are bounded too: each costs the
+        // node a library entry.
+        let others: usize = self
+            .peers
+            .iter()
+            .filter(|(c, _)| **c != conn)
+            .filter_map(|(_, p)| p.offered.as_ref())
+            .map(|(lib, _)| lib.len())
+            .sum();
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         if chunk.first {
             peer.offered = Some((Library::new(), false));
             peer.offered_firewalled = chunk.firewalled;
@@ -204,8 +216,18 @@ impl<L: Links> Engine<L> {
         };
         for f in chunk.files {
             peer.offered_bytes += f.name.len();
-            if lib.len() >= Self::MAX_OFFERED || peer.offered_bytes > Self::MAX_OFFERED_BYTES {
+            if lib.len() >= Self::MAX_OFFERED
+                || peer.offered_bytes > Self::MAX_OFFERED_BYTES
+                || others + lib.len() >= Self::MAX_OFFERED_TOTAL
+            {
                 // Too many to answer for: the leaf stays reachable through QRP.
+                tracing::debug!(
+                    conn = conn.0,
+                    files = lib.len(),
+                    others,
+                    "library offer refused"
+                );
+                self.stats.offers_refused += 1;
                 peer.offered = None;
                 return;
             }

@@ -665,3 +665,46 @@ fn only_a_leaf_query_asking_for_oob_is_rewritten() {
     assert_eq!(got.text_lossy(), "oob words");
     assert_eq!(e.stats().oob_stripped, 1);
 }
+
+#[test]
+fn offers_are_bounded_per_leaf_and_for_all_leaves_together() {
+    use crate::wire::library_offer::{OfferChunk, OfferedFile};
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    let offer = |leaf: u64, files: u32| -> Vec<Frame> {
+        let files: Vec<OfferedFile> = (0..files)
+            .map(|i| OfferedFile {
+                index: i + 1,
+                size: 10,
+                sha1: None,
+                name: format!("leaf{leaf} file{i}.txt"),
+            })
+            .collect();
+        OfferChunk::encode_all(&files, false)
+            .into_iter()
+            .map(|m| frame([leaf as u8; 16], &Message::Vendor(m), 1, 0))
+            .collect()
+    };
+    let per_leaf = Engine::<Record>::MAX_OFFERED as u32;
+    let total = Engine::<Record>::MAX_OFFERED_TOTAL as u32;
+    // One leaf offering more than a leaf may: refused.
+    let big = open(&mut e, 1, Link::ToLeaf, t0);
+    frames(&mut e, big, offer(1, per_leaf + 1), t0);
+    assert_eq!(
+        (e.stats().offers_received, e.stats().offers_refused),
+        (0, 1)
+    );
+    // Leaves offering just under the limit each, until all of them together
+    // would pass the node's bound.
+    let fit = total / (per_leaf - 1);
+    for leaf in 0..fit + 1 {
+        let c = open(&mut e, 10 + leaf as u64, Link::ToLeaf, t0);
+        frames(&mut e, c, offer(10 + leaf as u64, per_leaf - 1), t0);
+    }
+    assert_eq!(e.stats().offers_received, fit as u64);
+    assert_eq!(e.stats().offers_refused, 2);
+    // A leaf that goes gives its room back.
+    e.handle(Event::Closed { conn: ConnId(10) }, t0);
+    let c = open(&mut e, 99, Link::ToLeaf, t0);
+    frames(&mut e, c, offer(99, per_leaf - 1), t0);
+    assert_eq!(e.stats().offers_received, fit as u64 + 1);
+}

@@ -26,6 +26,15 @@ pub enum Priority {
     Control = 4,
 }
 
+/// Every priority, by its number.
+const PRIORITIES: [Priority; 5] = [
+    Priority::RelayedDiscovery,
+    Priority::RelayedSearch,
+    Priority::Own,
+    Priority::Result,
+    Priority::Control,
+];
+
 /// What happened to a message offered to a full queue.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Offer {
@@ -38,9 +47,17 @@ pub enum Offer {
 }
 
 /// A bounded queue of messages of type `T`, bounded both in count and in bytes.
+///
+/// Messages are kept in one FIFO per priority, stamped with their arrival, so
+/// that making room (the oldest of the lowest priority) and refusing (nothing
+/// lower queued) take constant time however full the queue is: a peer that
+/// reads nothing makes every message offered to it cost no more than a check.
 #[derive(Debug)]
 pub struct SendQueue<T> {
-    items: VecDeque<(Priority, usize, T)>,
+    /// Per priority: (arrival stamp, size, message), oldest first.
+    queues: [VecDeque<(u64, usize, T)>; 5],
+    /// The next arrival stamp.
+    stamp: u64,
     /// Bytes and messages queued, control messages not counted.
     bytes: usize,
     others: usize,
@@ -63,7 +80,8 @@ impl<T> SendQueue<T> {
     /// [`Priority::Control`] messages.
     pub fn with_control_room(max_items: usize, max_bytes: usize, control_room: usize) -> Self {
         SendQueue {
-            items: VecDeque::new(),
+            queues: Default::default(),
+            stamp: 0,
             bytes: 0,
             others: 0,
             control_bytes: 0,
@@ -73,6 +91,11 @@ impl<T> SendQueue<T> {
             shed: [0; 5],
             rejected: [0; 5],
         }
+    }
+
+    fn push(&mut self, priority: Priority, size: usize, item: T) {
+        self.queues[priority as usize].push_back((self.stamp, size, item));
+        self.stamp += 1;
     }
 
     /// Offers a message of `size` bytes. When the queue is full, the oldest message
@@ -85,7 +108,7 @@ impl<T> SendQueue<T> {
                 return Offer::Rejected;
             }
             self.control_bytes += size;
-            self.items.push_back((priority, size, item));
+            self.push(priority, size, item);
             return Offer::Queued;
         }
         if size > self.max_bytes {
@@ -95,26 +118,19 @@ impl<T> SendQueue<T> {
         }
         let mut shed = None;
         while self.others >= self.max_items || self.bytes + size > self.max_bytes {
-            let victim = self
-                .items
-                .iter()
-                .enumerate()
-                .filter(|(_, (p, _, _))| *p < priority && *p != Priority::Control)
-                .min_by_key(|(i, (p, _, _))| (*p, *i))
-                .map(|(i, _)| i);
-            let Some(i) = victim else {
+            let Some(p) = (0..priority as usize).find(|&p| !self.queues[p].is_empty()) else {
                 self.rejected[priority as usize] += 1;
                 return Offer::Rejected;
             };
-            let (p, s, _) = self.items.remove(i).expect("index in range");
+            let (_, s, _) = self.queues[p].pop_front().expect("not empty");
             self.bytes -= s;
             self.others -= 1;
-            self.shed[p as usize] += 1;
-            shed = Some(p);
+            self.shed[p] += 1;
+            shed = Some(PRIORITIES[p]);
         }
         self.bytes += size;
         self.others += 1;
-        self.items.push_back((priority, size, item));
+        self.push(priority, size, item);
         match shed {
             Some(p) => Offer::QueuedShedding(p),
             None => Offer::Queued,
@@ -123,8 +139,12 @@ impl<T> SendQueue<T> {
 
     /// The next message to send, oldest first.
     pub fn pop(&mut self) -> Option<T> {
-        let (p, s, item) = self.items.pop_front()?;
-        if p == Priority::Control {
+        let p = (0..self.queues.len())
+            .filter_map(|p| self.queues[p].front().map(|(stamp, _, _)| (*stamp, p)))
+            .min()?
+            .1;
+        let (_, s, item) = self.queues[p].pop_front().expect("not empty");
+        if p == Priority::Control as usize {
             self.control_bytes -= s;
         } else {
             self.bytes -= s;
@@ -135,12 +155,12 @@ impl<T> SendQueue<T> {
 
     /// Number of queued messages.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.queues.iter().map(VecDeque::len).sum()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.queues.iter().all(VecDeque::is_empty)
     }
 
     /// Bytes queued (control messages included).
@@ -241,5 +261,79 @@ mod tests {
             Offer::Queued,
             "room is given back"
         );
+    }
+
+    /// The queue as first written: one FIFO, scanned for a victim.
+    struct Model {
+        items: VecDeque<(Priority, usize, u32)>,
+        max_items: usize,
+        max_bytes: usize,
+        room: usize,
+    }
+
+    impl Model {
+        fn offer(&mut self, p: Priority, size: usize, item: u32) -> Offer {
+            let others = |m: &Model| m.items.iter().filter(|i| i.0 != Control).count();
+            let bytes = |m: &Model| -> usize {
+                m.items.iter().filter(|i| i.0 != Control).map(|i| i.1).sum()
+            };
+            if p == Control {
+                let used: usize = self
+                    .items
+                    .iter()
+                    .filter(|i| i.0 == Control)
+                    .map(|i| i.1)
+                    .sum();
+                if used + size > self.room {
+                    return Offer::Rejected;
+                }
+                self.items.push_back((p, size, item));
+                return Offer::Queued;
+            }
+            if size > self.max_bytes {
+                return Offer::Rejected;
+            }
+            let mut shed = None;
+            while others(self) >= self.max_items || bytes(self) + size > self.max_bytes {
+                let victim = self
+                    .items
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| i.0 < p)
+                    .min_by_key(|(k, i)| (i.0, *k))
+                    .map(|(k, _)| k);
+                let Some(k) = victim else {
+                    return Offer::Rejected;
+                };
+                shed = Some(self.items.remove(k).expect("in range").0);
+            }
+            self.items.push_back((p, size, item));
+            match shed {
+                Some(p) => Offer::QueuedShedding(p),
+                None => Offer::Queued,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn behaves_as_one_scanned_fifo(
+            ops in proptest::collection::vec((0u8..6, 1usize..40), 1..300),
+            max_items in 1usize..12,
+            max_bytes in 1usize..200,
+            room in 0usize..100,
+        ) {
+            let mut q = SendQueue::with_control_room(max_items, max_bytes, room);
+            let mut m = Model { items: VecDeque::new(), max_items, max_bytes, room };
+            for (k, (op, size)) in ops.into_iter().enumerate() {
+                if op == 5 {
+                    proptest::prop_assert_eq!(q.pop(), m.items.pop_front().map(|i| i.2));
+                } else {
+                    let p = PRIORITIES[op as usize];
+                    proptest::prop_assert_eq!(q.offer(p, size, k as u32), m.offer(p, size, k as u32));
+                }
+                proptest::prop_assert_eq!(q.len(), m.items.len());
+            }
+        }
     }
 }

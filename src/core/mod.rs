@@ -21,3 +21,9 @@ mod timed;
 /// while a node runs, so a stale route can never point at a new connection.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ConnId(pub u64);
+
+/// A map keyed by connection. Connection ids are ours, not a peer's, so a
+/// fixed fast hash is safe (no peer can choose colliding keys), cheaper than
+/// SipHash on every frame's look-ups, and gives the same iteration order in
+/// every run for the same events.
+pub type ConnMap<V> = std::collections::HashMap<ConnId, V, foldhash::fast::FixedState>;

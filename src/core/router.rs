@@ -248,7 +248,7 @@ pub struct Router {
     me: Guid,
     seen: TimedMap<(Guid, Remembered), Seen>,
     responders: TimedMap<Guid, ConnId>,
-    open: HashSet<ConnId>,
+    open: HashSet<ConnId, foldhash::fast::FixedState>,
     stats: Stats,
 }
 
@@ -260,7 +260,7 @@ impl Router {
             responders: TimedMap::new(config.responder_capacity, config.responder_max_age),
             config,
             me,
-            open: HashSet::new(),
+            open: HashSet::default(),
             stats: Stats::default(),
         }
     }

@@ -9,7 +9,6 @@
 //! holds the lock is bounded by its own limits (results per query, table sizes,
 //! the reader's batch).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,7 +34,7 @@ use super::conn::ConnTx;
 /// The core's way out to the shell: each link's send queue, and the tasks
 /// that answer Pushes and connect-back requests.
 pub struct ShellLinks {
-    conns: HashMap<ConnId, ConnTx>,
+    conns: crate::core::ConnMap<ConnTx>,
     pushes: mpsc::Sender<Push>,
     connect_backs: mpsc::Sender<SocketAddr>,
     slots: Arc<Semaphore>,
@@ -54,7 +53,7 @@ impl ShellLinks {
     ) -> (ShellLinks, mpsc::UnboundedReceiver<TableDone>) {
         let (decoded, rx) = mpsc::unbounded_channel();
         let links = ShellLinks {
-            conns: HashMap::new(),
+            conns: Default::default(),
             pushes,
             connect_backs,
             slots,

@@ -4,7 +4,10 @@ use super::*;
 
 /// The ultrapeer (and flat) links as the dynamic-query planner sees them, for
 /// query `q` (whose tables match it; unknown without a query).
-pub(super) fn candidates(peers: &HashMap<ConnId, Peer>, k: Option<&QueryKeys>) -> Vec<Candidate> {
+pub(super) fn candidates(
+    peers: &crate::core::ConnMap<Peer>,
+    k: Option<&QueryKeys<'_>>,
+) -> Vec<Candidate> {
     peers
         .iter()
         .filter(|(_, p)| matches!(p.info.link, Link::Peer | Link::Flat))
@@ -24,7 +27,7 @@ impl<L: Links> Engine<L> {
         from: ConnId,
         frame: &Frame,
         f: &Forward,
-        k: &QueryKeys,
+        k: &QueryKeys<'_>,
         now: Instant,
     ) -> bool {
         let links = candidates(&self.peers, Some(k));
@@ -65,10 +68,10 @@ impl<L: Links> Engine<L> {
         }
         let (peers, frames) = (&self.peers, &self.dq_frames);
         let steps = self.dq.step(now, |id| {
-            let keys = frames
+            let q = frames
                 .get(id)
-                .and_then(|f| QueryView::parse(&f.payload).ok())
-                .map(|q| QueryKeys::of(&q));
+                .and_then(|f| QueryView::parse(&f.payload).ok());
+            let keys = q.as_ref().map(QueryKeys::of);
             candidates(peers, keys.as_ref())
         });
         for (id, s) in steps {

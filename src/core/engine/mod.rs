@@ -350,7 +350,7 @@ impl Peer {
     }
 
     /// Whether a query matches the table this peer sent (`None`: no table yet).
-    fn matches(&self, k: &QueryKeys) -> Option<bool> {
+    fn matches(&self, k: &QueryKeys<'_>) -> Option<bool> {
         let t = self.table.as_ref()?;
         Some(k.hit(t))
     }
@@ -406,7 +406,7 @@ pub struct Engine<L: Links> {
     me: Guid,
     router: Router,
     library: Library,
-    peers: HashMap<ConnId, Peer>,
+    peers: crate::core::ConnMap<Peer>,
     max_results: usize,
     stats: EngineStats,
     hosts: HostCache,
@@ -471,7 +471,7 @@ impl<L: Links> Engine<L> {
             me: config.me,
             router: config.router,
             library: config.library,
-            peers: HashMap::new(),
+            peers: Default::default(),
             max_results: config.max_results,
             stats: EngineStats::default(),
             hosts: config.hosts,

@@ -65,23 +65,32 @@ pub(super) fn ipv4_of(ip: IpAddr) -> Ipv4Addr {
 
 /// A query's QRP keywords, split once per query and matched against as many
 /// tables as it meets (every leaf's, and ultrapeers' on its last hop).
-pub(super) struct QueryKeys {
-    words: Vec<String>,
-    urns: Vec<String>,
+/// A query's keywords and URNs as QRP keys, split the first time a table is
+/// asked (most queries meet no table: a node with no leaves and no
+/// table-speaking ultrapeers never splits one).
+pub(super) struct QueryKeys<'a> {
+    q: &'a QueryView<'a>,
+    keys: std::cell::OnceCell<(Vec<String>, Vec<String>)>,
 }
 
-impl QueryKeys {
-    pub(super) fn of(q: &QueryView<'_>) -> QueryKeys {
+impl<'a> QueryKeys<'a> {
+    pub(super) fn of(q: &'a QueryView<'a>) -> QueryKeys<'a> {
         QueryKeys {
-            words: qrp::split_keywords(&String::from_utf8_lossy(q.text)),
-            urns: q.ext.sha1_urns().map(|u| urn_keyword(&u)).collect(),
+            q,
+            keys: std::cell::OnceCell::new(),
         }
     }
 
     /// Whether the query hits `table`: every keyword of its text, or one of its
     /// URNs.
     pub(super) fn hit(&self, table: &QrpTable) -> bool {
-        table.matches_query(&self.words) || self.urns.iter().any(|u| table.contains_keyword(u))
+        let (words, urns) = self.keys.get_or_init(|| {
+            (
+                qrp::split_keywords(&String::from_utf8_lossy(self.q.text)),
+                self.q.ext.sha1_urns().map(|u| urn_keyword(&u)).collect(),
+            )
+        });
+        table.matches_query(words) || urns.iter().any(|u| table.contains_keyword(u))
     }
 }
 
@@ -365,7 +374,7 @@ impl<L: Links> Engine<L> {
         f: Forward,
         priority: Priority,
         frame: &Frame,
-        keys: Option<&QueryKeys>,
+        keys: Option<&QueryKeys<'_>>,
     ) {
         let function = frame.header.function;
         // A leaf relays nothing: it originates queries and answers them.
@@ -426,7 +435,7 @@ impl<L: Links> Engine<L> {
         from: ConnId,
         frame: &Frame,
         forward: Option<&Forward>,
-        k: &QueryKeys,
+        k: &QueryKeys<'_>,
     ) {
         let (ttl, hops) = match forward {
             Some(f) => (f.ttl.max(1), f.hops),

@@ -150,7 +150,7 @@ async fn login_rules_and_accounts_survive_a_restart() {
     .await;
     let frames = c.until(t::STATS).await;
     assert_eq!(frames[0].text(), "lefty@example.org");
-    assert!(frames[1].ty == t::MOTD && frames[1].text().starts_with("VERSION servent"));
+    assert!(frames[1].ty == t::MOTD && frames[1].text().starts_with("VERSION opennap "));
 
     // The same nick twice, a bad port, a bad speed, a wrong password.
     for (msg, why) in [
@@ -193,6 +193,73 @@ async fn login_rules_and_accounts_survive_a_restart() {
     let mut c = Raw::connect(srv.local_addr).await;
     c.send(t::LOGIN, "lefty s3cret 6699 \"x\" 4").await;
     assert_eq!(c.expect(t::LOGIN_ACK).await, "lefty@example.org");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_account_file_from_before_argon2_still_logs_in_and_is_upgraded() {
+    use servent::napster::accounts::Secret;
+    let data = Dir::new("legacy-accounts");
+    let Secret::Legacy { salt, hash } = Secret::legacy(b"oldpw", [7; 16]) else {
+        unreachable!()
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let path = data.0.join(ACCOUNTS_FILE);
+    std::fs::write(
+        &path,
+        format!("veteran {} {} v@example.org 1000\n", hex(&salt), hex(&hash)),
+    )
+    .unwrap();
+    let srv = start(IndexConfig::default(), Some(data.0.clone())).await;
+    let mut c = Raw::connect(srv.local_addr).await;
+    c.send(t::LOGIN, "veteran wrong 0 \"x\" 4").await;
+    assert_eq!(c.expect(t::ERROR).await, "Invalid Password");
+    let mut c = Raw::connect(srv.local_addr).await;
+    c.send(t::LOGIN, "veteran oldpw 0 \"x\" 4").await;
+    assert_eq!(c.expect(t::LOGIN_ACK).await, "v@example.org");
+    // The stored hash becomes an Argon2 one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.starts_with("veteran $argon2id$") {
+            assert!(text.ends_with(" v@example.org 1000\n"), "{text}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not upgraded: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(c);
+    srv.shutdown().await;
+    let srv = start(IndexConfig::default(), Some(data.0.clone())).await;
+    let mut c = Raw::connect(srv.local_addr).await;
+    c.send(t::LOGIN, "veteran oldpw 0 \"x\" 4").await;
+    assert_eq!(c.expect(t::LOGIN_ACK).await, "v@example.org");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_sockets_that_never_log_in_do_not_lock_logins_out() {
+    let config = IndexConfig {
+        max_unauthenticated: 16,
+        ..IndexConfig::default()
+    };
+    let srv = start(config, None).await;
+    let addr = srv.local_addr;
+    // Forty sockets that connect and say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // A real client still logs in at once.
+    let mut c = tokio::time::timeout(WAIT, Raw::login(addr, "latecomer", 0))
+        .await
+        .expect("logged in");
+    c.send(t::STATS, "").await;
+    assert_eq!(c.until(t::STATS).await.last().unwrap().text(), "1 0 0");
+    drop(idle);
     srv.shutdown().await;
 }
 

@@ -21,7 +21,7 @@
 //!   pending transfer requests per uploader, results per search and per browse,
 //!   requests and errors per second (token buckets), time to log in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,7 +30,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
 
-use super::accounts::{Account, Accounts};
+use super::accounts::{Account, Accounts, Checked, Secret, valid_email};
 use super::wire::{
     Fields, Frame, Kind, KindFilter, Line, SearchError, SearchRequest, ip_to_decimal,
     nick_and_file, number, types as t,
@@ -69,6 +69,55 @@ pub enum Action {
     Close(ConnId),
     /// The accounts changed; write them out (the shell may batch these).
     SaveAccounts,
+    /// Hash a new account's password (expensive: off the index task) and hand
+    /// the result to [`Index::password_done`].
+    HashPassword {
+        conn: ConnId,
+        password: Vec<u8>,
+        salt: [u8; 16],
+    },
+    /// Check a password against a stored secret (expensive: off the index task)
+    /// and hand the result to [`Index::password_done`].
+    CheckPassword {
+        conn: ConnId,
+        secret: Secret,
+        password: Vec<u8>,
+        fresh_salt: [u8; 16],
+    },
+}
+
+/// What a password job found, handed back to [`Index::password_done`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasswordResult {
+    Hashed(Secret),
+    Checked(Checked),
+}
+
+impl Action {
+    /// Runs a password job here and now (tests and tools; the server runs them
+    /// on blocking threads). `None` for any other action.
+    pub fn run_password_job(&self) -> Option<(ConnId, PasswordResult)> {
+        match self {
+            Action::HashPassword {
+                conn,
+                password,
+                salt,
+            } => Some((
+                *conn,
+                PasswordResult::Hashed(super::accounts::hash_password(password, *salt)),
+            )),
+            Action::CheckPassword {
+                conn,
+                secret,
+                password,
+                fresh_salt,
+            } => Some((
+                *conn,
+                PasswordResult::Checked(secret.check(password, *fresh_salt)),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Limits and texts of the index.
@@ -80,8 +129,17 @@ pub struct IndexConfig {
     pub motd: Vec<Vec<u8>>,
     /// Users logged in at once.
     pub max_users: usize,
-    /// Connections that have not logged in yet, at once.
+    /// Connections that have not logged in yet, at once; past it the oldest
+    /// one of the address with the most such connections is dropped.
     pub max_unauthenticated: usize,
+    /// Connections not logged in yet from one address; past it that address's
+    /// oldest is dropped.
+    pub max_unauthenticated_per_ip: usize,
+    /// Users logged in from one address at once (0: no limit).
+    pub max_users_per_ip: usize,
+    /// Logins whose password is being hashed or checked at once; past it a
+    /// login is refused with `server busy`.
+    pub max_pending_logins: usize,
     /// Results per search at most (a client's `MAX_RESULTS` is lowered to it).
     pub max_results: u32,
     /// Entries per browse at most.
@@ -124,6 +182,9 @@ impl Default for IndexConfig {
             motd: Vec::new(),
             max_users: 10_000,
             max_unauthenticated: 256,
+            max_unauthenticated_per_ip: 32,
+            max_users_per_ip: 0,
+            max_pending_logins: 32,
             max_results: 100,
             max_browse: 500,
             max_scan: 100_000,
@@ -201,6 +262,17 @@ struct Conn {
     user: Option<u32>,
     requests: Bucket,
     errors: Bucket,
+    /// A login waiting for its password job.
+    login: Option<Box<PendingLogin>>,
+}
+
+/// A login whose password is being hashed (registration) or checked.
+struct PendingLogin {
+    nick: String,
+    port: u16,
+    link: u8,
+    client: Box<[u8]>,
+    email: String,
 }
 
 struct PendingRequest {
@@ -328,6 +400,20 @@ fn reserve_slim<T>(v: &mut Vec<T>, n: usize) {
     }
 }
 
+/// Shrinks a vector holding less than a quarter of its capacity.
+fn shrink_vec<T>(v: &mut Vec<T>) {
+    if v.capacity() > 64 && v.len() < v.capacity() / 4 {
+        v.shrink_to(v.len() * 2);
+    }
+}
+
+/// Shrinks a map holding less than a quarter of its capacity.
+fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
 /// The slot of `user`'s file called `name`.
 fn find_file(files: &[File], user: &User, hash: u64, name: &[u8]) -> Option<u32> {
     user.files
@@ -345,6 +431,9 @@ struct NewFile<'a> {
     seconds: u32,
     kind: Kind,
 }
+
+/// The OpenNap version whose client protocol we speak, for the MOTD's first line.
+pub const OPENNAP_COMPAT: &str = "0.44";
 
 /// Most keywords indexed per file.
 const MAX_WORDS_PER_FILE: usize = 32;
@@ -423,6 +512,12 @@ pub fn valid_nick(nick: &[u8], max_len: usize) -> bool {
         .all(|&c| (b'!'..=b'~').contains(&c) && !b"%$*?.!\",".contains(&c))
 }
 
+/// The first space-separated word of `data` (quotes stripped), as OpenNap reads
+/// a nick: `"bob "` and `bob extra` both name `bob`.
+fn first_word(data: &[u8]) -> &[u8] {
+    Fields::new(data).next_field().unwrap_or_default()
+}
+
 fn err_frame(ty: u16, text: impl AsRef<[u8]>) -> Frame {
     Frame::new(ty, Bytes::copy_from_slice(text.as_ref()))
 }
@@ -446,6 +541,14 @@ pub struct Index {
     nicks: HashMap<String, u32>,
     online: usize,
     unauthenticated: usize,
+    /// Connections not logged in yet, by address, oldest (lowest id) first.
+    unauth_by_ip: HashMap<Ipv4Addr, BTreeSet<ConnId>>,
+    /// Users logged in, by address.
+    users_by_ip: HashMap<Ipv4Addr, u32>,
+    /// Logins waiting for a password job.
+    pending_logins: usize,
+    /// Memory was handed back (see [`Index::take_trimmed`]).
+    trimmed: bool,
     files: Vec<File>,
     /// Slots free for reuse (purged from every posting list).
     free_files: Vec<u32>,
@@ -475,6 +578,10 @@ impl Index {
             nicks: HashMap::new(),
             online: 0,
             unauthenticated: 0,
+            unauth_by_ip: HashMap::new(),
+            users_by_ip: HashMap::new(),
+            pending_logins: 0,
+            trimmed: false,
             files: Vec::new(),
             free_files: Vec::new(),
             dead_files: Vec::new(),
@@ -522,18 +629,33 @@ impl Index {
         self.nicks.contains_key(&nick.to_ascii_lowercase())
     }
 
-    /// A connection opened from `ip`.
+    /// A connection opened from `ip`. Room is made by dropping the oldest
+    /// connection that has not logged in, of this address when it has too many,
+    /// else of the address with the most, so sockets that never log in cannot
+    /// lock anybody else out.
     pub fn connect(&mut self, conn: ConnId, ip: Ipv4Addr, now: Now, out: &mut Vec<Action>) {
-        if self.unauthenticated >= self.cfg.max_unauthenticated {
-            out.push(Action::Send(
-                conn,
-                err_frame(t::ERROR, "too many connections, try again later"),
-            ));
-            out.push(Action::Close(conn));
-            self.stats.dropped += 1;
-            return;
+        let mine = self.unauth_by_ip.get(&ip).map_or(0, BTreeSet::len);
+        let victim = if mine >= self.cfg.max_unauthenticated_per_ip.max(1) {
+            Some(ip)
+        } else if self.unauthenticated >= self.cfg.max_unauthenticated.max(1) {
+            self.unauth_by_ip
+                .iter()
+                .max_by_key(|(_, set)| set.len())
+                .map(|(ip, _)| *ip)
+        } else {
+            None
+        };
+        if let Some(vip) = victim {
+            let oldest = self
+                .unauth_by_ip
+                .get(&vip)
+                .and_then(|set| set.first().copied());
+            if let Some(old) = oldest {
+                self.drop_conn(old, "too many connections, try again later", out);
+            }
         }
         self.unauthenticated += 1;
+        self.unauth_by_ip.entry(ip).or_default().insert(conn);
         self.conns.insert(
             conn,
             Conn {
@@ -544,8 +666,20 @@ impl Index {
                 user: None,
                 requests: Bucket::full(self.cfg.request_burst, now.mono),
                 errors: Bucket::full(self.cfg.error_burst, now.mono),
+                login: None,
             },
         );
+    }
+
+    /// Forgets that `conn` from `ip` is not logged in yet.
+    fn forget_unauth(&mut self, conn: ConnId, ip: Ipv4Addr) {
+        self.unauthenticated -= 1;
+        if let Some(set) = self.unauth_by_ip.get_mut(&ip) {
+            set.remove(&conn);
+            if set.is_empty() {
+                self.unauth_by_ip.remove(&ip);
+            }
+        }
     }
 
     /// A connection closed (or the shell gave up on it).
@@ -553,10 +687,22 @@ impl Index {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        match c.user {
-            None => self.unauthenticated -= 1,
-            Some(slot) => self.remove_user(slot, out),
+        if c.login.is_some() {
+            self.pending_logins -= 1;
         }
+        match c.user {
+            None => self.forget_unauth(conn, c.ip),
+            Some(slot) => {
+                if let Some(n) = self.users_by_ip.get_mut(&c.ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.users_by_ip.remove(&c.ip);
+                    }
+                }
+                self.remove_user(slot, out);
+            }
+        }
+        self.shrink_maps();
     }
 
     /// The shell could not frame what the connection sent (too long a message):
@@ -715,29 +861,46 @@ impl Index {
             t::PRIVATE_MESSAGE => self.private_message(conn, slot, data, now, out),
             t::BROWSE => self.browse(conn, data, now, out),
             t::WHOIS => self.whois(conn, data, now, out),
-            t::LINK_SPEED => match self.user_by_nick(data) {
-                Some(u) => {
-                    let line = Line::new().word(&*u.nick).num(u.link);
-                    out.push(Action::Send(conn, line.frame(t::LINK_SPEED_REPLY)));
-                }
-                None => self.not_online(conn, data, now, out),
-            },
-            t::PING => match self.user_by_nick(data) {
-                Some(u) => {
-                    let to = u.conn;
-                    let me = self.user(slot).nick.clone();
-                    out.push(Action::Send(to, Line::new().word(&*me).frame(t::PING)));
-                }
-                None => self.not_online(conn, data, now, out),
-            },
-            t::PONG => {
-                // `752 <nick>` answers a ping that <nick> sent us: pass it on.
-                if let Some(u) = self.user_by_nick(data) {
-                    let to = u.conn;
-                    let me = self.user(slot).nick.clone();
-                    out.push(Action::Send(to, Line::new().word(&*me).frame(t::PONG)));
+            t::LINK_SPEED => {
+                // OpenNap reads the first word: a client may send `<nick> `.
+                let nick = first_word(data);
+                match self.user_by_nick(nick) {
+                    Some(u) => {
+                        let line = Line::new().word(&*u.nick).num(u.link);
+                        out.push(Action::Send(conn, line.frame(t::LINK_SPEED_REPLY)));
+                    }
+                    None => self.not_online(conn, nick, now, out),
                 }
             }
+            t::PING | t::PONG => {
+                // `751 <nick> [<text>]` goes to <nick> as `751 <sender> [<text>]`;
+                // a 752 (its answer) travels the same way back.
+                let mut f = Fields::new(data);
+                let nick = f.next_field().unwrap_or_default();
+                let rest = f.rest();
+                match self.user_by_nick(nick) {
+                    Some(u) => {
+                        let to = u.conn;
+                        let mut line = BytesMut::new();
+                        line.put_slice(self.user(slot).nick.as_bytes());
+                        if !rest.is_empty() {
+                            line.put_u8(b' ');
+                            line.put_slice(rest);
+                        }
+                        out.push(Action::Send(to, Frame::new(frame.ty, line.freeze())));
+                    }
+                    None if frame.ty == t::PING => {
+                        let text = format!(
+                            "ping failed, {} is not online",
+                            String::from_utf8_lossy(nick)
+                        );
+                        self.bad(conn, &text, now, out);
+                    }
+                    None => {}
+                }
+            }
+            t::BROWSE_DIRECT => self.browse_direct(conn, slot, data, now, out),
+            t::BROWSE_DIRECT_OK => self.browse_direct_ok(conn, slot, data, now, out),
             t::SERVER_PING => {
                 // A client's ping gets an empty 750 back; a client's answer to
                 // ours (its nick) needs nothing.
@@ -813,7 +976,12 @@ impl Index {
     }
 
     fn send_motd(&self, conn: ConnId, out: &mut Vec<Action>) {
-        let version = format!("VERSION servent {}", env!("CARGO_PKG_VERSION"));
+        // TekNap (and other clients) treat a server as OpenNap only when the
+        // first line starts `VERSION opennap`; say what we speak, then who we are.
+        let version = format!(
+            "VERSION opennap {OPENNAP_COMPAT} (servent {})",
+            env!("CARGO_PKG_VERSION")
+        );
         out.push(Action::Send(conn, err_frame(t::MOTD, version)));
         for line in &self.cfg.motd {
             out.push(Action::Send(conn, err_frame(t::MOTD, line)));
@@ -852,6 +1020,10 @@ impl Index {
     }
 
     fn login(&mut self, conn: ConnId, frame: &Frame, now: Now, out: &mut Vec<Action>) {
+        if self.conns.get(&conn).is_some_and(|c| c.login.is_some()) {
+            // A second login while the first one's password is being checked.
+            return self.drop_conn(conn, "invalid command", out);
+        }
         let new_user = frame.ty == t::NEW_USER_LOGIN;
         let parsed = Fields::at_least::<5>(&frame.data).and_then(|(f, mut rest)| {
             let email = rest.next_field();
@@ -877,54 +1049,155 @@ impl Index {
         let Some(link) = number::<u8>(link).filter(|&l| l <= 10) else {
             return refuse(self, out, "invalid speed".into());
         };
-        if self.online >= self.cfg.max_users {
-            let why = format!("This server is full ({} connections)", self.cfg.max_users);
-            return refuse(self, out, why);
-        }
-        let email = match (self.accounts.get(&nick), new_user) {
+        let mut pending = PendingLogin {
+            nick: nick.clone(),
+            port,
+            link,
+            client: client.into(),
+            email: String::new(),
+        };
+        let job = match (self.accounts.get(&nick), new_user) {
             (Some(_), true) => {
                 return refuse(self, out, "account registered to another user".into());
             }
-            (Some(account), false) => {
-                if !account.check(password) {
-                    return refuse(self, out, "Invalid Password".into());
-                }
-                account.email.clone()
-            }
-            (None, false) => format!("anon@{}", self.cfg.server_name),
+            (Some(account), false) => Some(Action::CheckPassword {
+                conn,
+                secret: account.secret.clone(),
+                password: password.to_vec(),
+                fresh_salt: [0; 16],
+            }),
+            (None, false) => None,
             (None, true) => {
                 let email = email.unwrap_or_default();
-                let email = String::from_utf8_lossy(email).into_owned();
-                if email.is_empty() || email.contains(' ') {
+                if !valid_email(email) {
                     return refuse(self, out, "invalid email address".into());
                 }
-                email
+                if self.accounts.len() >= self.cfg.max_accounts {
+                    return refuse(self, out, "registration is closed".into());
+                }
+                pending.email = String::from_utf8_lossy(email).into_owned();
+                Some(Action::HashPassword {
+                    conn,
+                    password: password.to_vec(),
+                    salt: [0; 16],
+                })
             }
         };
-        if self.is_online(&nick) {
-            return refuse(self, out, format!("{nick} is already active"));
+        if let Some(why) = self.login_blocked(conn, &nick) {
+            return refuse(self, out, why);
         }
-        if new_user {
-            if self.accounts.len() >= self.cfg.max_accounts {
-                return refuse(self, out, "registration is closed".into());
+        let Some(mut job) = job else {
+            pending.email = format!("anon@{}", self.cfg.server_name);
+            return self.finish_login(conn, pending, now, out);
+        };
+        if self.pending_logins >= self.cfg.max_pending_logins.max(1) {
+            return refuse(self, out, "server busy, try again later".into());
+        }
+        let fresh = self.next_salt();
+        match &mut job {
+            Action::HashPassword { salt, .. } => *salt = fresh,
+            Action::CheckPassword { fresh_salt, .. } => *fresh_salt = fresh,
+            _ => {}
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.login = Some(Box::new(pending));
+        self.pending_logins += 1;
+        out.push(job);
+    }
+
+    /// Why `nick` cannot log in on `conn` now, if it cannot.
+    fn login_blocked(&self, conn: ConnId, nick: &str) -> Option<String> {
+        if self.online >= self.cfg.max_users {
+            return Some(format!(
+                "This server is full ({} connections)",
+                self.cfg.max_users
+            ));
+        }
+        if self.is_online(nick) {
+            return Some(format!("{nick} is already active"));
+        }
+        let ip = self.conns.get(&conn)?.ip;
+        let max = self.cfg.max_users_per_ip;
+        if max > 0
+            && self
+                .users_by_ip
+                .get(&ip)
+                .is_some_and(|&n| n as usize >= max)
+        {
+            return Some(format!("too many users from your address (at most {max})"));
+        }
+        None
+    }
+
+    /// A password job finished for `conn`'s pending login.
+    pub fn password_done(
+        &mut self,
+        conn: ConnId,
+        result: PasswordResult,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(mut pending) = c.login.take() else {
+            return;
+        };
+        self.pending_logins -= 1;
+        let refuse = |this: &mut Index, out: &mut Vec<Action>, why: &str| {
+            this.stats.login_failures += 1;
+            this.drop_conn(conn, why, out);
+        };
+        match result {
+            PasswordResult::Checked(checked) => {
+                if !checked.ok {
+                    return refuse(self, out, "Invalid Password");
+                }
+                let Some(account) = self.accounts.get(&pending.nick) else {
+                    return refuse(self, out, "Invalid Password");
+                };
+                pending.email = account.email.clone();
+                if let Some(secret) = checked.upgrade {
+                    self.accounts.set_secret(&pending.nick, secret);
+                    out.push(Action::SaveAccounts);
+                }
             }
-            let salt = self.next_salt();
-            let account = Account::new(&nick, password, &email, salt, now.unix);
-            self.accounts.insert(account);
-            out.push(Action::SaveAccounts);
+            PasswordResult::Hashed(secret) => {
+                if let Some(why) = self.login_blocked(conn, &pending.nick) {
+                    return refuse(self, out, &why);
+                }
+                if self.accounts.len() >= self.cfg.max_accounts {
+                    return refuse(self, out, "registration is closed");
+                }
+                let account = Account::new(&pending.nick, secret, &pending.email, now.unix);
+                if !self.accounts.insert(account) {
+                    return refuse(self, out, "account registered to another user");
+                }
+                out.push(Action::SaveAccounts);
+            }
         }
-        // Logged in.
+        self.finish_login(conn, *pending, now, out);
+    }
+
+    fn finish_login(&mut self, conn: ConnId, p: PendingLogin, now: Now, out: &mut Vec<Action>) {
+        if let Some(why) = self.login_blocked(conn, &p.nick) {
+            self.stats.login_failures += 1;
+            return self.drop_conn(conn, &why, out);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let ip = c.ip;
+        let nick = p.nick;
         let user = User {
             conn,
             nick: nick.clone().into_boxed_str(),
             ip,
-            port,
-            link,
-            client: client.into(),
+            port: p.port,
+            link: p.link,
+            client: p.client,
             since: now.mono,
             files: HashTable::new(),
             arena: Vec::new(),
@@ -947,11 +1220,12 @@ impl Index {
             }
         };
         c.user = Some(slot);
-        self.unauthenticated -= 1;
+        self.forget_unauth(conn, ip);
+        *self.users_by_ip.entry(ip).or_default() += 1;
         self.online += 1;
         self.nicks.insert(nick.to_ascii_lowercase(), slot);
         self.stats.logins += 1;
-        out.push(Action::Send(conn, err_frame(t::LOGIN_ACK, email)));
+        out.push(Action::Send(conn, err_frame(t::LOGIN_ACK, p.email)));
         self.send_motd(conn, out);
         out.push(Action::Send(conn, self.stats_frame()));
     }
@@ -974,6 +1248,15 @@ impl Index {
             return;
         };
         self.free_users.push(slot);
+        // Hand back the slots at the end of the table.
+        let before = self.users.len();
+        while self.users.last().is_some_and(Option::is_none) {
+            self.users.pop();
+        }
+        if self.users.len() < before {
+            let n = self.users.len() as u32;
+            self.free_users.retain(|&s| s < n);
+        }
         self.online -= 1;
         self.nicks.remove(&user.nick.to_ascii_lowercase());
         // Whoever waited for this user to accept learns that it will not.
@@ -1234,14 +1517,21 @@ impl Index {
     /// Purges emptied slots from every posting list once they are a quarter of
     /// the slots (and at least a few thousand), then makes them reusable.
     fn maybe_compact(&mut self) {
-        let threshold = (self.live_files / 4).max(4096);
-        if self.dead_files.len() < threshold {
+        // A purge walks every posting list: it waits for dead slots worth a
+        // quarter of the live ones, or as many as the live ones while the
+        // index is small, so its cost is spread over the removals that made it
+        // necessary; with no live file left it is nearly free and runs at once.
+        let live = self.live_files;
+        let threshold = (live / 4).max(live.min(4096)).max(64);
+        if self.dead_files.is_empty() || (self.dead_files.len() < threshold && live > 0) {
             return;
         }
         self.compact();
     }
 
-    /// Purges emptied slots from every posting list now.
+    /// Purges emptied slots from every posting list now, and hands back the
+    /// memory the departed files held: empty slots at the end of the file
+    /// table, slack in the posting lists and in the keyword map.
     pub fn compact(&mut self) {
         let files = &self.files;
         self.words.retain(|_, list| {
@@ -1251,8 +1541,57 @@ impl Index {
             }
             !list.is_empty()
         });
+        shrink_map(&mut self.words);
         self.free_files.append(&mut self.dead_files);
+        while self.files.last().is_some_and(|f| !f.is_live()) {
+            self.files.pop();
+        }
+        let n = self.files.len() as u32;
+        self.free_files.retain(|&id| id < n);
+        shrink_vec(&mut self.files);
+        shrink_vec(&mut self.free_files);
+        shrink_vec(&mut self.dead_files);
         self.stats.compactions += 1;
+        self.trimmed = true;
+    }
+
+    /// Shrinks the per-connection maps once they are mostly empty.
+    fn shrink_maps(&mut self) {
+        shrink_map(&mut self.conns);
+        shrink_map(&mut self.nicks);
+        shrink_map(&mut self.unauth_by_ip);
+        shrink_map(&mut self.users_by_ip);
+        shrink_vec(&mut self.users);
+        shrink_vec(&mut self.free_users);
+        if self.online == 0 && self.live_files == 0 && !self.files.is_empty() {
+            // Everybody left: every slot is dead; start afresh.
+            self.compact();
+        }
+    }
+
+    /// Whether memory was handed back since the last call (the shell then asks
+    /// the allocator to return freed pages to the system).
+    pub fn take_trimmed(&mut self) -> bool {
+        std::mem::take(&mut self.trimmed)
+    }
+
+    /// Bytes the index holds on the heap, roughly (capacities, not lengths).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let mut n = self.files.capacity() * size_of::<File>()
+            + (self.free_files.capacity() + self.dead_files.capacity()) * 4
+            + self.users.capacity() * size_of::<Option<User>>()
+            + self.free_users.capacity() * 4
+            + self.conns.capacity() * (size_of::<Conn>() + 8)
+            + self.nicks.capacity() * (size_of::<String>() + 4)
+            + self.words.capacity() * (size_of::<Box<[u8]>>() + size_of::<Vec<u32>>());
+        for (w, list) in &self.words {
+            n += w.len() + list.capacity() * 4;
+        }
+        for u in self.users.iter().flatten() {
+            n += u.arena.capacity() + u.files.capacity() * 4 + u.pending.capacity() * 32;
+        }
+        n
     }
 
     // ---- search ----
@@ -1260,7 +1599,16 @@ impl Index {
     fn search(&mut self, conn: ConnId, data: &[u8], now: Now, out: &mut Vec<Action>) {
         self.stats.searches += 1;
         match SearchRequest::parse(data) {
-            Ok(req) => self.run_search(conn, &req, out),
+            Ok(req) => {
+                if !self.run_search(conn, &req, out) {
+                    self.bad(
+                        conn,
+                        "search failed: request contained no valid words",
+                        now,
+                        out,
+                    );
+                }
+            }
             Err(e) => {
                 let text = match &e {
                     SearchError::Invalid => e.to_string(),
@@ -1274,8 +1622,9 @@ impl Index {
         }
     }
 
-    /// Runs a search and queues its 201s (not the 202).
-    fn run_search(&mut self, conn: ConnId, req: &SearchRequest, out: &mut Vec<Action>) {
+    /// Runs a search and queues its 201s (not the 202); false when the request
+    /// holds no keyword to look for.
+    fn run_search(&mut self, conn: ConnId, req: &SearchRequest, out: &mut Vec<Action>) -> bool {
         let limit = req
             .max_results
             .unwrap_or(self.cfg.max_results)
@@ -1293,21 +1642,31 @@ impl Index {
                 }
             }
         }
-        if query.is_empty() || limit == 0 {
-            return;
+        if query.is_empty() {
+            return false;
+        }
+        if limit == 0 {
+            return true;
+        }
+        let mut excluded: Vec<Vec<u8>> = Vec::new();
+        for clause in &req.excludes {
+            keywords(clause, &mut qbuf, &mut qspans);
+            for &(a, b) in &qspans {
+                excluded.push(qbuf[a as usize..b as usize].to_vec());
+            }
         }
         // The rarest keyword's list drives the search.
         let mut rarest: Option<(&Vec<u32>, usize)> = None;
         for (i, w) in query.iter().enumerate() {
             let Some(list) = self.words.get(&w[..]) else {
-                return;
+                return true;
             };
             if rarest.is_none_or(|(l, _)| list.len() < l.len()) {
                 rarest = Some((list, i));
             }
         }
         let Some((list, driver)) = rarest else {
-            return;
+            return true;
         };
         let others: Vec<&[u8]> = query
             .iter()
@@ -1333,6 +1692,8 @@ impl Index {
             if !kind_ok
                 || !req.bitrate.contains(file.bitrate as u32)
                 || !req.freq.contains(file.freq)
+                || !req.size.contains(file.size())
+                || !req.duration.contains(file.seconds)
             {
                 continue;
             }
@@ -1343,14 +1704,14 @@ impl Index {
                 continue;
             }
             let name = file.name(&owner.arena);
-            if !others.is_empty() {
+            if !others.is_empty() || !excluded.is_empty() {
                 keywords(name, &mut self.buf2, &mut self.spans2);
                 let has = |w: &[u8]| {
                     self.spans2
                         .iter()
                         .any(|&(a, b)| &self.buf2[a as usize..b as usize] == w)
                 };
-                if !others.iter().all(|w| has(w)) {
+                if !others.iter().all(|w| has(w)) || excluded.iter().any(|w| has(w)) {
                     continue;
                 }
             }
@@ -1378,6 +1739,7 @@ impl Index {
         }
         self.stats.candidates += examined;
         self.stats.results += found as u64;
+        true
     }
 
     // ---- transfers ----
@@ -1570,8 +1932,70 @@ impl Index {
         ));
     }
 
+    /// A 640: `<nick>` asks for a direct browse of `<nick>`'s files. The browsee
+    /// gets `640 <requester>` (with the requester's address when the browsee is
+    /// firewalled and must connect out), or the requester a 642.
+    fn browse_direct(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let nick = first_word(data);
+        let Some(u) = self.user_by_nick(nick) else {
+            return self.not_online(conn, nick, now, out);
+        };
+        let me = self.user(slot);
+        let err = |text: String| {
+            let line = Line::new().word(&*u.nick).quoted(text);
+            Action::Send(conn, line.frame(t::BROWSE_DIRECT_ERR))
+        };
+        if me.port == 0 && u.port == 0 {
+            let text = format!(
+                "Both you and {} are firewalled; you cannot browse or download from them.",
+                u.nick
+            );
+            out.push(err(text));
+        } else if u.files.is_empty() {
+            out.push(err(format!("{} is not sharing any files.", u.nick)));
+        } else {
+            let mut line = Line::new().word(&*me.nick);
+            if u.port == 0 {
+                line = line.num(ip_to_decimal(me.ip)).num(me.port);
+            }
+            out.push(Action::Send(u.conn, line.frame(t::BROWSE_DIRECT)));
+        }
+    }
+
+    /// A 641: the browsee accepts `<nick>`'s direct browse; the requester gets
+    /// `641 <browsee> <ip> <port>`.
+    fn browse_direct_ok(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let nick = first_word(data);
+        let Some(u) = self.user_by_nick(nick) else {
+            return self.not_online(conn, nick, now, out);
+        };
+        let me = self.user(slot);
+        let line = Line::new()
+            .word(&*me.nick)
+            .num(ip_to_decimal(me.ip))
+            .num(me.port);
+        out.push(Action::Send(u.conn, line.frame(t::BROWSE_DIRECT_OK)));
+    }
+
     fn whois(&mut self, conn: ConnId, data: &[u8], now: Now, out: &mut Vec<Action>) {
-        let nick = unquote(data);
+        let nick = first_word(data);
+        if nick.is_empty() {
+            return self.bad(conn, "whois failed: missing nickname", now, out);
+        }
         let Some(u) = self.user_by_nick(nick) else {
             return self.not_online(conn, nick, now, out);
         };
@@ -1633,7 +2057,23 @@ mod tests {
                 self.now,
                 &mut out,
             );
-            out
+            self.run_jobs(out)
+        }
+
+        /// Runs the password jobs among `out` as the shell would, in order.
+        fn run_jobs(&mut self, out: Vec<Action>) -> Vec<Action> {
+            let mut done = Vec::new();
+            for a in out {
+                match a.run_password_job() {
+                    Some((conn, result)) => {
+                        let mut more = Vec::new();
+                        self.index.password_done(conn, result, self.now, &mut more);
+                        done.extend(self.run_jobs(more));
+                    }
+                    None => done.push(a),
+                }
+            }
+            done
         }
 
         fn login(&mut self, nick: &str, port: u16) -> ConnId {
@@ -1720,7 +2160,11 @@ mod tests {
         );
         let got = to(&out, c);
         assert_eq!(got[0], (t::LOGIN_ACK, "carol@example.org".to_string()));
-        assert!(got[1].1.starts_with("VERSION servent"));
+        // TekNap takes a server for OpenNap only when the MOTD starts so.
+        assert!(
+            got[1].1.starts_with("VERSION opennap 0.44 (servent "),
+            "{got:?}"
+        );
         assert_eq!(got.last().unwrap(), &(t::STATS, "2 0 0".to_string()));
         assert!(out.contains(&Action::SaveAccounts));
         let d = h.open();
@@ -1740,15 +2184,26 @@ mod tests {
         );
         let mut out = Vec::new();
         h.index.disconnect(a, &mut out);
+        // Online already is said before the (costly) password check.
         let c = h.open();
         let out = h.send(c, t::LOGIN, "carol wrong 0 \"x\" 2");
-        assert_eq!(to(&out, c), [(0, "Invalid Password".to_string())]);
+        assert_eq!(to(&out, c), [(0, "carol is already active".to_string())]);
         let c = h.open();
-        let out = h.send(c, t::NEW_USER_LOGIN, "carol x 0 \"x\" 2 e@x");
+        let out = h.send(c, t::NEW_USER_LOGIN, "carol x 0 \"x\" 2 e@x.org");
         assert_eq!(
             to(&out, c),
             [(0, "account registered to another user".to_string())]
         );
+        // A registration needs something that looks like an address.
+        for email in ["notanemail", "a@b", "@x.org", "a@@x.org"] {
+            let c = h.open();
+            let out = h.send(c, t::NEW_USER_LOGIN, &format!("erin x 0 \"x\" 2 {email}"));
+            assert_eq!(
+                to(&out, c),
+                [(0, "invalid email address".to_string())],
+                "{email}"
+            );
+        }
         // Logged in, a second login is a 404, not a disconnect.
         let b = h.login("bob", 0);
         let out = h.send(b, t::LOGIN, "bob pw 0 \"x\" 2");
@@ -1757,6 +2212,140 @@ mod tests {
             [(t::NOSUCH, "you are already logged in".to_string())]
         );
         assert!(!closed(&out, b));
+    }
+
+    #[test]
+    fn password_jobs_run_off_the_index_and_are_capped() {
+        let mut h = Harness::new(IndexConfig {
+            max_pending_logins: 1,
+            ..IndexConfig::default()
+        });
+        let c = h.open();
+        let mut out = Vec::new();
+        let reg = Frame::new(t::NEW_USER_LOGIN, &b"frank pw 0 \"x\" 2 f@x.org"[..]);
+        h.index.receive(c, &reg, h.now, &mut out);
+        // No ack yet: the hash is a job for the shell.
+        assert!(matches!(&out[..], [Action::HashPassword { conn, .. }] if *conn == c));
+        // A second login meanwhile is refused as busy, not queued.
+        let d = h.open();
+        let busy = h.send(d, t::NEW_USER_LOGIN, "gina pw 0 \"x\" 2 g@x.org");
+        assert_eq!(
+            to(&busy, d),
+            [(0, "server busy, try again later".to_string())]
+        );
+        let out = h.run_jobs(out);
+        assert_eq!(to(&out, c)[0], (t::LOGIN_ACK, "f@x.org".to_string()));
+        // A connection that leaves with a job running frees its place.
+        let e = h.open();
+        let mut out = Vec::new();
+        let login = Frame::new(t::LOGIN, &b"frank pw 0 \"x\" 2"[..]);
+        let mut other = Vec::new();
+        h.index.disconnect(c, &mut other);
+        h.index.receive(e, &login, h.now, &mut out);
+        assert!(matches!(&out[..], [Action::CheckPassword { .. }]));
+        let mut gone = Vec::new();
+        h.index.disconnect(e, &mut gone);
+        let w = h.open();
+        let wrong = h.send(w, t::LOGIN, "frank wrong 0 \"x\" 2");
+        assert_eq!(to(&wrong, w), [(0, "Invalid Password".to_string())]);
+        let mut late = Vec::new();
+        let (id, result) = out[0].run_password_job().unwrap();
+        h.index.password_done(id, result, h.now, &mut late);
+        assert!(late.is_empty(), "{late:?}");
+        let f = h.open();
+        let out = h.send(f, t::LOGIN, "frank pw 0 \"x\" 2");
+        assert_eq!(to(&out, f)[0].0, t::LOGIN_ACK);
+    }
+
+    #[test]
+    fn sockets_that_never_log_in_cannot_lock_others_out() {
+        let mut h = Harness::new(IndexConfig {
+            max_unauthenticated: 8,
+            max_unauthenticated_per_ip: 4,
+            max_users_per_ip: 2,
+            ..IndexConfig::default()
+        });
+        let flood = Ipv4Addr::new(192, 0, 2, 1);
+        let mut out = Vec::new();
+        for id in 100..110 {
+            h.index.connect(id, flood, h.now, &mut out);
+        }
+        // One address holds at most 4; its oldest were dropped for the newer.
+        assert_eq!(h.index.unauthenticated, 4);
+        for id in 100..106 {
+            assert!(closed(&out, id), "{id}");
+        }
+        // Many addresses: the total stays at 8, and the address with the most
+        // loses its oldest first.
+        let mut out = Vec::new();
+        for (i, id) in (200..206).enumerate() {
+            h.index
+                .connect(id, Ipv4Addr::new(198, 51, 100, i as u8), h.now, &mut out);
+        }
+        assert_eq!(h.index.unauthenticated, 8);
+        assert!(closed(&out, 106) && closed(&out, 107) && !closed(&out, 108));
+        // A newcomer always gets in (the flood's oldest makes room) and can log in.
+        let mut out = Vec::new();
+        h.index
+            .connect(400, Ipv4Addr::new(10, 9, 9, 9), h.now, &mut out);
+        assert!(closed(&out, 108));
+        let out = h.send(400, t::LOGIN, "newcomer pw 0 \"x\" 2");
+        assert_eq!(to(&out, 400)[0].0, t::LOGIN_ACK);
+        // Users per address.
+        let mut out = Vec::new();
+        for (id, nick) in [(300, "u1"), (301, "u2"), (302, "u3")] {
+            h.index
+                .connect(id, Ipv4Addr::new(203, 0, 113, 9), h.now, &mut out);
+            let login = Frame::new(t::LOGIN, format!("{nick} pw 0 \"x\" 2").into_bytes());
+            h.index.receive(id, &login, h.now, &mut out);
+        }
+        assert_eq!(
+            to(&out, 302),
+            [(
+                0,
+                "too many users from your address (at most 2)".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn memory_is_handed_back_when_users_leave() {
+        let mut h = Harness::new(IndexConfig::default());
+        let empty = h.index.heap_bytes();
+        let searcher = h.login("searcher", 1);
+        let mut conns = Vec::new();
+        for u in 0..50 {
+            let c = h.login(&format!("user{u}"), 1);
+            for i in 0..400 {
+                h.send(
+                    c,
+                    t::SHARE,
+                    &format!(
+                        "\"music\\artist{u} word{i} title{}.mp3\" aa 1 1 1 1",
+                        u * 1000 + i
+                    ),
+                );
+            }
+            conns.push(c);
+        }
+        let peak = h.index.heap_bytes();
+        assert!(peak > 1_000_000, "{peak}");
+        for c in conns {
+            let mut out = Vec::new();
+            h.index.disconnect(c, &mut out);
+        }
+        assert_eq!(h.index.files_indexed(), 0);
+        assert_eq!(h.index.keyword_count(), 0);
+        let after = h.index.heap_bytes();
+        assert!(after < empty + 64 * 1024, "{empty} -> {peak} -> {after}");
+        assert!(h.index.take_trimmed());
+        // Still works afterwards.
+        let c = h.login("late", 1);
+        h.send(c, t::SHARE, "\"again.mp3\" aa 1 1 1 1");
+        assert_eq!(
+            search(&mut h, searcher, "FILENAME CONTAINS \"again\"").len(),
+            1
+        );
     }
 
     #[test]
@@ -2179,6 +2768,144 @@ mod tests {
         assert_eq!(
             to(&out, b),
             [(t::NOSUCH, "carol is not currently online".into())]
+        );
+    }
+
+    #[test]
+    fn nicks_followed_by_more_are_read_as_opennap_does() {
+        let mut h = Harness::new(IndexConfig::default());
+        let a = h.login("usera", 1);
+        let b = h.login("userb", 1);
+        // TekNap's /ping sends `751 userb ` (and a timestamp after it, some builds).
+        let out = h.send(a, t::PING, "userb ");
+        assert_eq!(to(&out, b), [(t::PING, "usera".into())]);
+        let out = h.send(a, t::PING, "userb 12345");
+        assert_eq!(to(&out, b), [(t::PING, "usera 12345".into())]);
+        let out = h.send(b, t::PONG, "usera 12345");
+        assert_eq!(to(&out, a), [(t::PONG, "userb 12345".into())]);
+        let out = h.send(a, t::PING, "nobody ");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "ping failed, nobody is not online".into())]
+        );
+        let out = h.send(a, t::WHOIS, "userb ");
+        assert!(to(&out, a)[0].1.starts_with("userb \"User\""), "{out:?}");
+        let out = h.send(a, t::WHOIS, "");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "whois failed: missing nickname".into())]
+        );
+        let out = h.send(a, t::LINK_SPEED, "userb ");
+        assert_eq!(to(&out, a), [(t::LINK_SPEED_REPLY, "userb 7".into())]);
+    }
+
+    #[test]
+    fn size_duration_excludes_and_empty_searches() {
+        let mut h = Harness::new(IndexConfig::default());
+        let a = h.login("alice", 1);
+        let b = h.login("bob", 1);
+        h.send(a, t::SHARE, "\"beatles help.mp3\" aa 3000000 128 44100 140");
+        h.send(
+            a,
+            t::SHARE,
+            "\"beatles help live.mp3\" aa 9000000 128 44100 400",
+        );
+        let q = |x: &str| format!("FILENAME CONTAINS \"beatles\" {x}");
+        assert_eq!(
+            search(&mut h, b, &q("SIZE \"AT LEAST\" \"5000000\"")).len(),
+            1
+        );
+        assert_eq!(
+            search(&mut h, b, &q("SIZE \"AT BEST\" \"5000000\"")).len(),
+            1
+        );
+        assert_eq!(
+            search(&mut h, b, &q("SIZE \"EQUAL TO\" \"3000000\"")).len(),
+            1
+        );
+        assert_eq!(
+            search(&mut h, b, &q("DURATION \"AT LEAST\" \"300\"")).len(),
+            1
+        );
+        assert_eq!(
+            search(&mut h, b, &q("DURATION \"AT BEST\" \"100\"")).len(),
+            0
+        );
+        let r = search(&mut h, b, &q("FILENAME EXCLUDES \"live\""));
+        assert_eq!(r.len(), 1);
+        assert!(r[0].starts_with("\"beatles help.mp3\""));
+        assert_eq!(
+            search(&mut h, b, "FILENAME CONTAINS \"beatles -live\"").len(),
+            1
+        );
+        // No word at all: OpenNap's 404 before the 202.
+        for q in [
+            "MAX_RESULTS 5",
+            "FILENAME CONTAINS \"-live\"",
+            "FILENAME CONTAINS \"...\"",
+        ] {
+            let out = h.send(b, t::SEARCH, q);
+            assert_eq!(
+                to(&out, b),
+                [
+                    (
+                        t::NOSUCH,
+                        "search failed: request contained no valid words".into()
+                    ),
+                    (t::SEARCH_END, String::new())
+                ],
+                "{q}"
+            );
+        }
+    }
+
+    #[test]
+    fn direct_browse_is_relayed() {
+        let mut h = Harness::new(IndexConfig::default());
+        let open = h.login("open", 6699);
+        let walled = h.login("walled", 0);
+        let me = h.login("me", 7000);
+        let me_fw = h.login("mefw", 0);
+        h.send(open, t::SHARE, "\"x.mp3\" aa 1 1 1 1");
+        h.send(walled, t::SHARE, "\"y.mp3\" aa 1 1 1 1");
+        // 640 to a reachable browsee: it gets the requester's nick only.
+        let out = h.send(me, t::BROWSE_DIRECT, "open");
+        assert_eq!(to(&out, open), [(t::BROWSE_DIRECT, "me".into())]);
+        // Its 641 gives the requester where to connect.
+        let out = h.send(open, t::BROWSE_DIRECT_OK, "me");
+        let ip = ip_to_decimal(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            to(&out, me),
+            [(t::BROWSE_DIRECT_OK, format!("open {ip} 6699"))]
+        );
+        // A firewalled browsee is told where the requester listens.
+        let out = h.send(me, t::BROWSE_DIRECT, "walled");
+        let my_ip = ip_to_decimal(Ipv4Addr::new(10, 0, 0, 3));
+        assert_eq!(
+            to(&out, walled),
+            [(t::BROWSE_DIRECT, format!("me {my_ip} 7000"))]
+        );
+        // Errors: both firewalled, nothing shared, not online.
+        let out = h.send(me_fw, t::BROWSE_DIRECT, "walled");
+        assert_eq!(
+            to(&out, me_fw),
+            [(
+                t::BROWSE_DIRECT_ERR,
+                "walled \"Both you and walled are firewalled; you cannot browse or download from them.\"".into()
+            )]
+        );
+        let out = h.send(open, t::BROWSE_DIRECT, "me");
+        assert_eq!(
+            to(&out, open),
+            [(
+                t::BROWSE_DIRECT_ERR,
+                "me \"me is not sharing any files.\"".into()
+            )]
+        );
+        let out = h.send(me, t::BROWSE_DIRECT, "ghost");
+        assert_eq!(
+            to(&out, me),
+            [(t::NOSUCH, "ghost is not currently online".into())]
         );
     }
 

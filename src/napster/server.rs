@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::accounts::Accounts;
-use super::index::{Action, ConnId, Index, IndexConfig, Now};
+use super::index::{Action, ConnId, Index, IndexConfig, Now, PasswordResult};
 use super::wire::{DEFAULT_MAX_FRAME, Frame, FrameError, NapCodec};
 
 /// Name of the accounts file in the data directory.
@@ -360,6 +360,10 @@ struct Shell {
     conns: HashMap<ConnId, ConnHandle>,
     data_dir: Option<PathBuf>,
     accounts_dirty: bool,
+    /// Password jobs' results, back to the index task.
+    jobs_tx: mpsc::Sender<(ConnId, PasswordResult)>,
+    /// Password jobs running at once (each takes a core and 19 MiB).
+    job_slots: Arc<Semaphore>,
 }
 
 impl Shell {
@@ -382,6 +386,18 @@ impl Shell {
                 }
                 Action::Close(id) => self.close(id, false),
                 Action::SaveAccounts => self.accounts_dirty = true,
+                job @ (Action::HashPassword { .. } | Action::CheckPassword { .. }) => {
+                    let (tx, slots) = (self.jobs_tx.clone(), self.job_slots.clone());
+                    tokio::spawn(async move {
+                        let Ok(_slot) = slots.acquire_owned().await else {
+                            return;
+                        };
+                        let done = tokio::task::spawn_blocking(move || job.run_password_job());
+                        if let Ok(Some(result)) = done.await {
+                            let _ = tx.send(result).await;
+                        }
+                    });
+                }
             }
         }
     }
@@ -415,17 +431,31 @@ impl Shell {
     }
 }
 
+/// Asks the allocator to hand freed pages back to the system (glibc keeps
+/// them otherwise, and the process's RSS stays at its peak after users leave).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 async fn index_loop(
     index: Index,
     config: ServerConfig,
     mut events: mpsc::Receiver<Event>,
     cancel: CancellationToken,
 ) {
+    let (jobs_tx, mut jobs_rx) = mpsc::channel(64);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut shell = Shell {
         index,
         conns: HashMap::new(),
         data_dir: config.data_dir.clone(),
         accounts_dirty: false,
+        jobs_tx,
+        job_slots: Arc::new(Semaphore::new(cores.max(1))),
     };
     let mut ticker = tokio::time::interval(config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -453,10 +483,17 @@ async fn index_loop(
                 }
                 shell.apply(&mut out);
             }
+            Some((id, result)) = jobs_rx.recv() => {
+                shell.index.password_done(id, result, Now::system(), &mut out);
+                shell.apply(&mut out);
+            }
             _ = ticker.tick() => {
                 shell.index.tick(Now::system(), &mut out);
                 shell.apply(&mut out);
                 shell.save_if_dirty().await;
+                if shell.index.take_trimmed() {
+                    release_free_memory();
+                }
             }
         }
     }

@@ -57,6 +57,9 @@ pub mod types {
     pub const MOTD: u16 = 621;
     pub const SERVER_PING: u16 = 750;
     pub const PING: u16 = 751;
+    pub const BROWSE_DIRECT: u16 = 640;
+    pub const BROWSE_DIRECT_OK: u16 = 641;
+    pub const BROWSE_DIRECT_ERR: u16 = 642;
     pub const PONG: u16 = 752;
     pub const SHARE_DIR: u16 = 870;
     pub const SHARE_GENERIC: u16 = 10300;
@@ -420,6 +423,30 @@ impl Default for Range {
     }
 }
 
+/// An inclusive range on a file size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeRange {
+    pub min: u64,
+    pub max: u64,
+}
+
+impl SizeRange {
+    pub const ANY: SizeRange = SizeRange {
+        min: 0,
+        max: u64::MAX,
+    };
+
+    pub fn contains(self, v: u64) -> bool {
+        self.min <= v && v <= self.max
+    }
+}
+
+impl Default for SizeRange {
+    fn default() -> SizeRange {
+        SizeRange::ANY
+    }
+}
+
 /// Which content types a search accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KindFilter {
@@ -432,12 +459,21 @@ pub enum KindFilter {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SearchRequest {
     /// The text of every `FILENAME CONTAINS` clause, in order; all are ANDed.
+    /// A word written `-word` there is an exclusion (as OpenNap reads it) and
+    /// is moved to `excludes`.
     pub contains: Vec<Vec<u8>>,
+    /// The text of every `FILENAME EXCLUDES` clause: a file with any of these
+    /// keywords is not a result.
+    pub excludes: Vec<Vec<u8>>,
     /// `MAX_RESULTS`, before the server's cap.
     pub max_results: Option<u32>,
     pub linespeed: Range,
     pub bitrate: Range,
     pub freq: Range,
+    /// `SIZE`, in bytes.
+    pub size: SizeRange,
+    /// `DURATION`, in seconds.
+    pub duration: Range,
     pub kind: KindFilter,
     /// `LOCAL` / `LOCAL_ONLY` was given (meaningless on a single server).
     pub local: bool,
@@ -447,10 +483,13 @@ impl Default for SearchRequest {
     fn default() -> SearchRequest {
         SearchRequest {
             contains: Vec::new(),
+            excludes: Vec::new(),
             max_results: None,
             linespeed: Range::ANY,
             bitrate: Range::ANY,
             freq: Range::ANY,
+            size: SizeRange::ANY,
+            duration: Range::ANY,
             kind: KindFilter::One(Kind::Mp3),
             local: false,
         }
@@ -468,9 +507,25 @@ pub enum SearchError {
     Type(String),
 }
 
+/// Applies `"<cmp>" n` to a (min, max) range.
+fn compare<T: Copy>(op: &[u8], n: T, (min, max): (T, T)) -> Result<(T, T), SearchError> {
+    if op.eq_ignore_ascii_case(b"AT LEAST") {
+        Ok((n, max))
+    } else if op.eq_ignore_ascii_case(b"AT BEST") {
+        Ok((min, n))
+    } else if op.eq_ignore_ascii_case(b"EQUAL TO") {
+        Ok((n, n))
+    } else {
+        Err(SearchError::Comparison(
+            String::from_utf8_lossy(op).into_owned(),
+        ))
+    }
+}
+
 impl SearchRequest {
-    /// Parses the clause grammar: `FILENAME CONTAINS "<words>"` (repeatable),
-    /// `MAX_RESULTS <n>`, `LINESPEED|BITRATE|FREQ "<cmp>" <n>` with `AT LEAST`,
+    /// Parses the clause grammar: `FILENAME CONTAINS|EXCLUDES "<words>"`
+    /// (repeatable), `MAX_RESULTS <n>`,
+    /// `LINESPEED|BITRATE|FREQ|SIZE|DURATION "<cmp>" <n>` with `AT LEAST`,
     /// `AT BEST` or `EQUAL TO`, `TYPE <type>`, `LOCAL`/`LOCAL_ONLY`. Keywords are
     /// case-insensitive; an unknown clause makes the whole search invalid.
     pub fn parse(data: &[u8]) -> Result<SearchRequest, SearchError> {
@@ -482,10 +537,27 @@ impl SearchRequest {
                 let (Some(op), Some(text)) = (f.next_field(), f.next_field()) else {
                     return Err(SearchError::Invalid);
                 };
-                if !op.eq_ignore_ascii_case(b"CONTAINS") {
+                if op.eq_ignore_ascii_case(b"CONTAINS") {
+                    let mut kept = Vec::new();
+                    for w in text.split(|&c| c == b' ').filter(|w| !w.is_empty()) {
+                        match w.strip_prefix(b"-") {
+                            Some(x) if !x.is_empty() => req.excludes.push(x.to_vec()),
+                            _ => {
+                                if !kept.is_empty() {
+                                    kept.push(b' ');
+                                }
+                                kept.extend_from_slice(w);
+                            }
+                        }
+                    }
+                    if !kept.is_empty() {
+                        req.contains.push(kept);
+                    }
+                } else if op.eq_ignore_ascii_case(b"EXCLUDES") {
+                    req.excludes.push(text.to_vec());
+                } else {
                     return Err(SearchError::Invalid);
                 }
-                req.contains.push(text.to_vec());
             } else if is("MAX_RESULTS") {
                 let n = f.next_field().and_then(number::<u32>);
                 req.max_results = Some(n.ok_or(SearchError::Invalid)?);
@@ -498,7 +570,14 @@ impl SearchRequest {
                         SearchError::Type(String::from_utf8_lossy(name).into_owned())
                     })?)
                 };
-            } else if is("LINESPEED") || is("BITRATE") || is("FREQ") {
+            } else if is("SIZE") {
+                let (Some(op), Some(value)) = (f.next_field(), f.next_field()) else {
+                    return Err(SearchError::Invalid);
+                };
+                let n = number::<u64>(value).ok_or(SearchError::Invalid)?;
+                let (min, max) = compare(op, n, (req.size.min, req.size.max))?;
+                req.size = SizeRange { min, max };
+            } else if is("LINESPEED") || is("BITRATE") || is("FREQ") || is("DURATION") {
                 let (Some(op), Some(value)) = (f.next_field(), f.next_field()) else {
                     return Err(SearchError::Invalid);
                 };
@@ -507,21 +586,13 @@ impl SearchRequest {
                     &mut req.linespeed
                 } else if is("BITRATE") {
                     &mut req.bitrate
-                } else {
+                } else if is("FREQ") {
                     &mut req.freq
-                };
-                if op.eq_ignore_ascii_case(b"AT LEAST") {
-                    range.min = n;
-                } else if op.eq_ignore_ascii_case(b"AT BEST") {
-                    range.max = n;
-                } else if op.eq_ignore_ascii_case(b"EQUAL TO") {
-                    range.min = n;
-                    range.max = n;
                 } else {
-                    return Err(SearchError::Comparison(
-                        String::from_utf8_lossy(op).into_owned(),
-                    ));
-                }
+                    &mut req.duration
+                };
+                let (min, max) = compare(op, n, (range.min, range.max))?;
+                *range = Range { min, max };
             } else if is("LOCAL") || is("LOCAL_ONLY") {
                 req.local = true;
             } else {
@@ -540,6 +611,9 @@ impl SearchRequest {
         for c in &self.contains {
             line = line.word("FILENAME CONTAINS").quoted(c);
         }
+        for c in &self.excludes {
+            line = line.word("FILENAME EXCLUDES").quoted(c);
+        }
         if let Some(n) = self.max_results {
             line = line.word("MAX_RESULTS").num(n);
         }
@@ -547,6 +621,7 @@ impl SearchRequest {
             ("LINESPEED", self.linespeed),
             ("BITRATE", self.bitrate),
             ("FREQ", self.freq),
+            ("DURATION", self.duration),
         ] {
             if r.min == r.max {
                 line = line.word(name).quoted("EQUAL TO").quoted(r.min.to_string());
@@ -557,6 +632,26 @@ impl SearchRequest {
             }
             if r.max < u32::MAX {
                 line = line.word(name).quoted("AT BEST").quoted(r.max.to_string());
+            }
+        }
+        let s = self.size;
+        if s.min == s.max {
+            line = line
+                .word("SIZE")
+                .quoted("EQUAL TO")
+                .quoted(s.min.to_string());
+        } else {
+            if s.min > 0 {
+                line = line
+                    .word("SIZE")
+                    .quoted("AT LEAST")
+                    .quoted(s.min.to_string());
+            }
+            if s.max < u64::MAX {
+                line = line
+                    .word("SIZE")
+                    .quoted("AT BEST")
+                    .quoted(s.max.to_string());
             }
         }
         match self.kind {
@@ -805,6 +900,8 @@ mod tests {
             b"BITRATE \"AT LEAST\"",
             b"BITRATE \"AT LEAST\" \"x\"",
             b"SORT BY size",
+            b"FILENAME MATCHES \"x\"",
+            b"SIZE \"AT LEAST\" \"-1\"",
             b"FILENAME CONTAINS \"open",
         ] {
             assert_eq!(
@@ -825,13 +922,46 @@ mod tests {
     }
 
     #[test]
+    fn size_duration_and_excludes() {
+        // OpenNap's clauses beyond the first document's.
+        let req = SearchRequest::parse(
+            br#"FILENAME CONTAINS "beatles -live help" FILENAME EXCLUDES "demo" SIZE "AT LEAST" "1000000" SIZE "AT BEST" "9000000000" DURATION "AT BEST" "240""#,
+        )
+        .unwrap();
+        assert_eq!(req.contains, vec![b"beatles help".to_vec()]);
+        assert_eq!(req.excludes, vec![b"live".to_vec(), b"demo".to_vec()]);
+        assert_eq!(
+            req.size,
+            SizeRange {
+                min: 1_000_000,
+                max: 9_000_000_000
+            }
+        );
+        assert_eq!(req.duration, Range { min: 0, max: 240 });
+        assert_eq!(SearchRequest::parse(&req.encode()).unwrap(), req);
+        // Only exclusions: no word to look for.
+        let req = SearchRequest::parse(br#"FILENAME CONTAINS "-x""#).unwrap();
+        assert!(req.contains.is_empty());
+        assert_eq!(
+            SearchRequest::parse(b"DURATION \"NEAR\" 3"),
+            Err(SearchError::Comparison("NEAR".into()))
+        );
+    }
+
+    #[test]
     fn search_encoding_round_trips() {
         let req = SearchRequest {
             contains: vec![b"a b".to_vec(), b"c".to_vec()],
+            excludes: vec![b"live".to_vec()],
             max_results: Some(10),
             linespeed: Range { min: 3, max: 3 },
             bitrate: Range { min: 128, max: 320 },
             freq: Range { min: 0, max: 48000 },
+            size: SizeRange {
+                min: 1,
+                max: 10_000_000_000,
+            },
+            duration: Range { min: 60, max: 60 },
             kind: KindFilter::Any,
             local: true,
         };

@@ -421,7 +421,7 @@ fn napster_get(
     let done = runtime()?.block_on(client::get(config))?;
     if done.offset == done.size {
         println!(
-            "{} is already complete ({} bytes)",
+            "saved {} ({} bytes, all of them already in the .part)",
             output.display(),
             done.size
         );

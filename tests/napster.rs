@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use servent::napster::client::{self, DataPort, GetConfig, ShareConfig};
 use servent::napster::index::IndexConfig;
 use servent::napster::server::{self, ACCOUNTS_FILE, ServerConfig, ServerHandle};
-use servent::napster::transfer::Timeouts;
+use servent::napster::transfer::{PartState, Timeouts};
 use servent::napster::wire::{Frame, NapCodec, types as t};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -413,6 +413,48 @@ async fn sharer(
         .expect("sharer logs in")
 }
 
+/// The name a share directory is announced under.
+fn top(d: &Dir) -> String {
+    std::fs::canonicalize(&d.0)
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn part_of(p: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.part", p.display()))
+}
+
+fn state_of(p: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.part.state", p.display()))
+}
+
+/// Leaves a `.part` holding `part` as an interrupted `napster get` of `name`
+/// (whose content is `data`) from `nick` would.
+fn write_part(dest: &Path, nick: &str, name: &str, data: &[u8], part: &[u8]) {
+    std::fs::write(part_of(dest), part).unwrap();
+    std::fs::write(
+        state_of(dest),
+        PartState {
+            nick: nick.into(),
+            name: name.as_bytes().to_vec(),
+            size: data.len() as u64,
+            md5: sha1_prefix(data),
+        }
+        .to_text(),
+    )
+    .unwrap();
+}
+
+fn sha1_prefix(data: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let h: [u8; 20] = Sha1::digest(data).into();
+    h[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn get_config(addr: SocketAddr, from: &str, file: &str, out: &Path) -> GetConfig {
     GetConfig {
         server: addr.to_string(),
@@ -442,42 +484,93 @@ async fn full_resumed_and_firewalled_transfers() {
     let w = sharer(addr, "walled", &walled.0, true, &cancel).await;
     assert!(w.data_addr.is_none());
 
-    // A full transfer.
+    // Names are announced under the share directory's own name.
+    let big_name = format!("{}\\albums\\Big Track.mp3", top(&open));
+    let readme = format!("{}\\readme.txt", top(&open));
+    let wall_name = format!("{}\\behind the wall.bin", top(&walled));
+
+    // A full transfer: the .part and its state are gone once the file is there.
     let dest = out.0.join("big.mp3");
-    let done = client::get(get_config(addr, "opener", "albums\\Big Track.mp3", &dest))
+    let done = client::get(get_config(addr, "opener", &big_name, &dest))
         .await
         .unwrap();
     assert_eq!((done.offset, done.size), (0, big.len() as u64));
     assert_eq!(std::fs::read(&dest).unwrap(), big);
+    assert!(!part_of(&dest).exists() && !state_of(&dest).exists());
     // A file whose data starts with digits (the size before it is cut exactly).
     let dest = out.0.join("readme.txt");
-    client::get(get_config(addr, "opener", "readme.txt", &dest))
+    client::get(get_config(addr, "opener", &readme, &dest))
         .await
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"12345 starts with digits");
 
-    // A resumed one: the partial file is kept and continued from its end.
-    let dest = out.0.join("resumed.mp3");
+    // An existing file is never touched: not appended to, not counted as done.
+    let dest = out.0.join("mine.mp3");
     std::fs::write(&dest, &big[..600_001]).unwrap();
-    let done = client::get(get_config(addr, "opener", "albums\\Big Track.mp3", &dest))
+    let err = client::get(get_config(addr, "opener", &big_name, &dest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), &big[..600_001]);
+    assert!(!part_of(&dest).exists());
+    // Nor a .part that is not ours (no state next to it).
+    let dest = out.0.join("foreign.mp3");
+    std::fs::write(part_of(&dest), b"someone else's").unwrap();
+    let err = client::get(get_config(addr, "opener", &big_name, &dest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not one of ours"), "{err}");
+    assert_eq!(std::fs::read(part_of(&dest)).unwrap(), b"someone else's");
+    // Nor one of ours for another file.
+    let dest = out.0.join("other.mp3");
+    std::fs::write(part_of(&dest), b"abc").unwrap();
+    std::fs::write(
+        state_of(&dest),
+        PartState {
+            nick: "opener".into(),
+            name: readme.clone().into_bytes(),
+            size: 24,
+            md5: "x".into(),
+        }
+        .to_text(),
+    )
+    .unwrap();
+    let err = client::get(get_config(addr, "opener", &big_name, &dest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another download"), "{err}");
+    assert_eq!(std::fs::read(part_of(&dest)).unwrap(), b"abc");
+
+    // A resumed one: our .part is continued from its end, then renamed.
+    let dest = out.0.join("resumed.mp3");
+    write_part(&dest, "opener", &big_name, &big, &big[..600_001]);
+    let done = client::get(get_config(addr, "opener", &big_name, &dest))
         .await
         .unwrap();
     assert_eq!(done.offset, 600_001);
     assert_eq!(std::fs::read(&dest).unwrap(), big);
-    // Complete already: nothing to fetch.
-    let done = client::get(get_config(addr, "opener", "albums\\Big Track.mp3", &dest))
+    assert!(!part_of(&dest).exists() && !state_of(&dest).exists());
+    // A resumed .part whose first bytes are wrong fails the SHA-1 check (the
+    // uploader is a servent) and is discarded; the output never appears.
+    let dest = out.0.join("damaged.mp3");
+    let mut damaged = big.clone();
+    damaged[10] ^= 1;
+    write_part(&dest, "opener", &big_name, &big, &damaged[..500_000]);
+    let err = client::get(get_config(addr, "opener", &big_name, &dest))
         .await
-        .unwrap();
-    assert_eq!(done.offset, done.size);
+        .unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(!dest.exists() && !part_of(&dest).exists());
 
     // Firewalled uploader: it connects out and SENDs, resumable too.
     let dest = out.0.join("wall.bin");
-    std::fs::write(&dest, &content(300_000, 9)[..1000]).unwrap();
-    let done = client::get(get_config(addr, "walled", "behind the wall.bin", &dest))
+    let wall = content(300_000, 9);
+    write_part(&dest, "walled", &wall_name, &wall, &wall[..1000]);
+    let done = client::get(get_config(addr, "walled", &wall_name, &dest))
         .await
         .unwrap();
     assert_eq!(done.offset, 1000);
-    assert_eq!(std::fs::read(&dest).unwrap(), content(300_000, 9));
+    assert_eq!(std::fs::read(&dest).unwrap(), wall);
 
     // Errors: a file not shared, a user not online, both sides firewalled.
     let err = client::get(get_config(addr, "opener", "nothing.mp3", &out.0.join("x")))
@@ -489,7 +582,7 @@ async fn full_resumed_and_firewalled_transfers() {
         .unwrap_err();
     assert!(err.to_string().contains("not online"), "{err}");
     let mut fw = Raw::login(addr, "alsowalled", 0).await;
-    fw.send(t::FIREWALL_DOWNLOAD, "walled \"behind the wall.bin\"")
+    fw.send(t::FIREWALL_DOWNLOAD, &format!("walled \"{wall_name}\""))
         .await;
     let ack = fw.expect(t::DOWNLOAD_ACK).await;
     assert!(ack.contains(" firewallerror "), "{ack}");
@@ -497,6 +590,50 @@ async fn full_resumed_and_firewalled_transfers() {
     cancel.cancel();
     a.wait().await.unwrap();
     w.wait().await.unwrap();
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_uploader_that_claims_another_size_is_refused() {
+    let srv = start(IndexConfig::default(), None).await;
+    let addr = srv.local_addr;
+    let out = Dir::new("rogue-out");
+    let data_port = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = data_port.local_addr().unwrap().port();
+    let mut rogue = Raw::login(addr, "rogue", port).await;
+    rogue.send(t::SHARE, "\"music\\x.mp3\" aa 10 0 0 0").await;
+    rogue.send(t::STATS, "").await;
+    rogue.until(t::STATS).await;
+    let dest = out.0.join("x.mp3");
+    let getter = tokio::spawn(client::get(get_config(
+        addr,
+        "rogue",
+        "music\\x.mp3",
+        &dest,
+    )));
+    // Accept the request, then answer a GET with twice the listed size.
+    let req = rogue.expect(t::UPLOAD_REQUEST).await;
+    assert!(req.contains("\"music\\x.mp3\""), "{req}");
+    let nick = req.split(' ').next().unwrap().to_string();
+    rogue
+        .send(t::UPLOAD_ACCEPT, &format!("{nick} \"music\\x.mp3\""))
+        .await;
+    let (mut s, _) = tokio::time::timeout(WAIT, data_port.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    s.write_all(b"1").await.unwrap();
+    let mut buf = [0u8; 256];
+    let _ = tokio::time::timeout(WAIT, s.read(&mut buf)).await;
+    let _ = s.write_all(b"20XXXXXXXXXXXXXXXXXXXX").await;
+    let err = tokio::time::timeout(WAIT, getter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("listed as 10"), "{err}");
+    assert!(!dest.exists());
+    assert_eq!(std::fs::metadata(part_of(&dest)).unwrap().len(), 0);
     srv.shutdown().await;
 }
 
@@ -689,8 +826,10 @@ fn index_share_and_search_from_the_command_line() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
     assert!(
-        lines[0].starts_with(r#"{"name":"Holiday Photos\\beach day.jpg","size":5000,"#)
-            && lines[0].contains(r#""nick":"cliuser""#),
+        lines[0].starts_with(&format!(
+            r#"{{"name":"{}\\Holiday Photos\\beach day.jpg","size":5000,"#,
+            top(&shared)
+        )) && lines[0].contains(r#""nick":"cliuser""#),
         "{text}"
     );
     // The hash cache went to the data directory under $HOME.

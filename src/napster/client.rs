@@ -19,7 +19,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::transfer::{self, Downloaded, Offered, Timeouts, TransferError};
+use super::transfer::{self, Downloaded, Offered, Part, PartState, Timeouts, TransferError};
 use super::wire::{
     Fields, Frame, FrameError, Kind, Line, NapCodec, PeerFile, SearchRequest, SearchResult,
     nick_and_file, number, types as t,
@@ -275,7 +275,7 @@ impl Session {
         &mut self,
         nick: &str,
         wait: Duration,
-    ) -> Result<Option<Vec<(Vec<u8>, u64)>>, ClientError> {
+    ) -> Result<Option<Vec<Listed>>, ClientError> {
         let deadline = Instant::now() + wait;
         self.send(Line::new().word(nick).frame(t::BROWSE)).await?;
         let mut files = Vec::new();
@@ -283,9 +283,13 @@ impl Session {
             let f = self.recv_until(deadline, "browsing").await?;
             match f.ty {
                 t::BROWSE_RESULT => {
-                    if let Some(([_, name, _md5, size], _)) = Fields::at_least::<4>(&f.data) {
+                    if let Some(([_, name, md5, size], _)) = Fields::at_least::<4>(&f.data) {
                         if let Some(size) = number(size) {
-                            files.push((name.to_vec(), size));
+                            files.push(Listed {
+                                name: name.to_vec(),
+                                md5: String::from_utf8_lossy(md5).into_owned(),
+                                size,
+                            });
                         }
                     }
                 }
@@ -295,6 +299,37 @@ impl Session {
             }
         }
     }
+
+    /// The client-info string `nick` logged in with (from a whois), or `None`
+    /// if it is not online.
+    pub async fn client_of(
+        &mut self,
+        nick: &str,
+        wait: Duration,
+    ) -> Result<Option<String>, ClientError> {
+        let deadline = Instant::now() + wait;
+        self.send(Line::new().word(nick).frame(t::WHOIS)).await?;
+        loop {
+            let f = self.recv_until(deadline, "asking who a user is").await?;
+            match f.ty {
+                t::WHOIS_REPLY => {
+                    let mut fields = Fields::new(&f.data);
+                    let all: Vec<&[u8]> = std::iter::from_fn(|| fields.next_field()).collect();
+                    return Ok(all.get(9).map(|c| String::from_utf8_lossy(c).into_owned()));
+                }
+                t::NOSUCH | t::WHOWAS_REPLY => return Ok(None),
+                _ => self.background(&f).await?,
+            }
+        }
+    }
+}
+
+/// One entry of a browse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub name: Vec<u8>,
+    pub md5: String,
+    pub size: u64,
 }
 
 // ---- share ----
@@ -340,12 +375,21 @@ impl Sharer {
     }
 }
 
-/// The name a file is announced under: its path below the root, directories
-/// separated by `\` as the Windows clients write them. `None` when a component
-/// holds a `"` or `\` (which the protocol cannot carry faithfully).
+/// The name a file is announced under: the share directory's own name, then
+/// the path below it, directories separated by `\` as the Windows clients write
+/// them (`Music\album\song.mp3`). Real clients send full paths, and OpenNap
+/// indexes no word of a name without a `\` (its `index_path_depth` counts
+/// path components), so a file at the top of the share needs the root's name
+/// in front. `None` when a component holds a `"` or `\` (which the protocol
+/// cannot carry faithfully).
 pub fn announced_name(root: &Path, path: &Path) -> Option<Vec<u8>> {
     let rel = path.strip_prefix(root).ok()?;
-    let mut parts = Vec::new();
+    let top = root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.contains('"') && !n.contains('\\') && !n.is_empty())
+        .unwrap_or("share");
+    let mut parts = vec![top];
     for c in rel.components() {
         let s = c.as_os_str().to_str()?;
         if s.contains('"') || s.contains('\\') || s.is_empty() {
@@ -353,7 +397,7 @@ pub fn announced_name(root: &Path, path: &Path) -> Option<Vec<u8>> {
         }
         parts.push(s);
     }
-    (!parts.is_empty()).then(|| parts.join("\\").into_bytes())
+    (parts.len() > 1).then(|| parts.join("\\").into_bytes())
 }
 
 /// Scans `root` and hashes what the cache does not know (blocking). The md5
@@ -608,12 +652,23 @@ pub fn local_name(remote: &[u8]) -> String {
     }
 }
 
-/// Downloads `file` from `from` into `output`, continuing a partial file.
+/// Downloads `file` from `from` into `output` by way of `output.part` (see
+/// [`Part`]): an existing `output` is never touched, a `.part` is continued only
+/// when its state file says it holds the same file, the uploader must send the
+/// size the file is listed with, and a servent's file (its md5 field is the
+/// SHA-1 prefix) is checked before the rename.
 pub async fn get(config: GetConfig) -> Result<Downloaded, ClientError> {
     if config.file.contains(&b'"') {
         return Err(ClientError::Invalid(
             "a file name cannot contain '\"'".into(),
         ));
+    }
+    if std::fs::symlink_metadata(&config.output).is_ok() {
+        return Err(TransferError::Part(format!(
+            "{} already exists; it is left alone (choose another --output)",
+            config.output.display()
+        ))
+        .into());
     }
     // A data port of our own, for a firewalled uploader's push.
     let listener = TcpListener::bind(("0.0.0.0", 0)).await?;
@@ -622,32 +677,96 @@ pub async fn get(config: GetConfig) -> Result<Downloaded, ClientError> {
     let wait = Duration::from_secs(30);
     let mut session = Session::login(&config.server, &login, wait).await?;
     let file_str = String::from_utf8_lossy(&config.file).into_owned();
-    // The size, so the size text before the data can be cut exactly.
+    let not_shared = || ClientError::NotShared {
+        nick: config.from.clone(),
+        file: file_str.clone(),
+    };
+    // The size (enforced) and the md5 field (checked, from a servent).
     let Some(listing) = session.browse(&config.from, wait).await? else {
         return Err(ClientError::Offline {
             nick: config.from.clone(),
         });
     };
-    let expected = listing
-        .iter()
-        .find(|(n, _)| *n == config.file)
-        .map(|(_, s)| *s);
-    if let Some(size) = expected {
-        let have = tokio::fs::metadata(&config.output)
-            .await
-            .map_or(0, |m| m.len());
-        if have == size {
-            tracing::info!("already complete");
-            return Ok(Downloaded { offset: size, size });
+    let listed = match listing.into_iter().find(|l| l.name == config.file) {
+        Some(l) => l,
+        None => find_by_search(&mut session, &config.from, &config.file, wait)
+            .await?
+            .ok_or_else(not_shared)?,
+    };
+    let client = session.client_of(&config.from, wait).await?;
+    let verify = client.as_deref().is_some_and(|c| c.starts_with("servent "))
+        && transfer::is_sha1_prefix(&listed.md5);
+    let part = Part::open(
+        &config.output,
+        PartState {
+            nick: config.from.clone(),
+            name: config.file.clone(),
+            size: listed.size,
+            md5: listed.md5.clone(),
+        },
+    )?;
+    let done = if part.offset == listed.size {
+        // Everything is in the .part already (an earlier run stopped before
+        // the rename).
+        Downloaded {
+            offset: part.offset,
+            size: listed.size,
         }
+    } else {
+        fetch(&mut session, &config, &listener, &part, not_shared).await?
+    };
+    let finish = tokio::task::spawn_blocking(move || part.finish(verify));
+    finish
+        .await
+        .map_err(|e| ClientError::Invalid(format!("finishing failed: {e}")))??;
+    Ok(done)
+}
+
+/// Looks `name` up in `nick`'s shares by a search (for a file past the browse
+/// limit).
+async fn find_by_search(
+    session: &mut Session,
+    nick: &str,
+    name: &[u8],
+    wait: Duration,
+) -> Result<Option<Listed>, ClientError> {
+    let words = local_name(name);
+    let req = SearchRequest {
+        contains: vec![words.into_bytes()],
+        kind: super::wire::KindFilter::Any,
+        ..SearchRequest::default()
+    };
+    let mut found = None;
+    let r = session
+        .search(&req, wait, |r| {
+            if r.nick.eq_ignore_ascii_case(nick) && r.name == name {
+                found = Some(Listed {
+                    name: r.name,
+                    md5: String::from_utf8_lossy(&r.md5).into_owned(),
+                    size: r.size,
+                });
+            }
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(found),
+        Err(ClientError::Server(_)) => Ok(None),
+        Err(e) => Err(e),
     }
+}
+
+/// Asks the server for the file and receives it into the `.part`.
+async fn fetch(
+    session: &mut Session,
+    config: &GetConfig,
+    listener: &TcpListener,
+    part: &Part,
+    not_shared: impl Fn() -> ClientError,
+) -> Result<Downloaded, ClientError> {
+    let file_str = String::from_utf8_lossy(&config.file).into_owned();
     let request = Line::new().word(&config.from).quoted(&config.file);
     session.send(request.frame(t::DOWNLOAD)).await?;
     let deadline = Instant::now() + config.wait;
-    let not_shared = || ClientError::NotShared {
-        nick: config.from.clone(),
-        file: file_str.clone(),
-    };
     loop {
         tokio::select! {
             f = timeout_at(deadline, session.recv()) => {
@@ -668,7 +787,7 @@ pub async fn get(config: GetConfig) -> Result<Downloaded, ClientError> {
                         }
                         session.send(Frame::empty(t::DOWNLOAD_START)).await?;
                         let addr = SocketAddr::from((p.ip, p.port));
-                        let r = transfer::download(addr, &session.nick, &config.file, &config.output, expected, config.timeouts).await;
+                        let r = transfer::download(addr, &session.nick, part, config.timeouts).await;
                         let _ = session.send(Frame::empty(t::DOWNLOAD_END)).await;
                         return Ok(r?);
                     }
@@ -681,7 +800,7 @@ pub async fn get(config: GetConfig) -> Result<Downloaded, ClientError> {
             a = listener.accept() => {
                 let (stream, _) = a?;
                 session.send(Frame::empty(t::DOWNLOAD_START)).await?;
-                let r = transfer::receive_push(stream, &config.from, &config.file, &config.output, config.timeouts).await;
+                let r = transfer::receive_push(stream, &config.from, part, config.timeouts).await;
                 let _ = session.send(Frame::empty(t::DOWNLOAD_END)).await;
                 return Ok(r?);
             }
@@ -698,8 +817,21 @@ mod tests {
         let root = Path::new("/srv/share");
         assert_eq!(
             announced_name(root, Path::new("/srv/share/a/b c.mp3")),
-            Some(b"a\\b c.mp3".to_vec())
+            Some(b"share\\a\\b c.mp3".to_vec())
         );
+        // A file at the top still has a directory in front of it.
+        assert_eq!(
+            announced_name(
+                Path::new("/home/me/Music"),
+                Path::new("/home/me/Music/x.mp3")
+            ),
+            Some(b"Music\\x.mp3".to_vec())
+        );
+        assert_eq!(
+            announced_name(Path::new("/"), Path::new("/x.mp3")),
+            Some(b"share\\x.mp3".to_vec())
+        );
+        assert_eq!(announced_name(root, root), None);
         assert_eq!(announced_name(root, Path::new("/srv/share/a\"b.mp3")), None);
         assert_eq!(announced_name(root, Path::new("/srv/share/a\\b.mp3")), None);
         assert_eq!(announced_name(root, Path::new("/elsewhere/x")), None);

@@ -81,6 +81,234 @@ pub enum TransferError {
     LocalLarger { local: u64, remote: u64 },
     #[error("the transfer ended early, at {got} of {size} bytes (run again to resume)")]
     Short { got: u64, size: u64 },
+    #[error("the uploader says the file is {said} bytes, but it was listed as {listed}")]
+    SizeMismatch { said: u64, listed: u64 },
+    #[error("{0}")]
+    Part(String),
+    #[error(
+        "the content does not match the hash the uploader announced ({md5}); the partial file was discarded"
+    )]
+    Corrupt { md5: String },
+}
+
+/// What a `.part` belongs to: written next to it as `<PATH>.part.state`, so a
+/// resume continues only the same file, from the same nick, of the same size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartState {
+    pub nick: String,
+    pub name: Vec<u8>,
+    pub size: u64,
+    pub md5: String,
+}
+
+fn hex_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl PartState {
+    /// The state file's text.
+    pub fn to_text(&self) -> String {
+        format!(
+            "servent-napster-partial 1\nnick {}\nname {}\nsize {}\nmd5 {}\n",
+            self.nick,
+            hex_bytes(&self.name),
+            self.size,
+            self.md5
+        )
+    }
+
+    pub fn from_text(text: &str) -> Option<PartState> {
+        let mut lines = text.lines();
+        if lines.next()? != "servent-napster-partial 1" {
+            return None;
+        }
+        let mut field = |key: &str| {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(key))
+                .and_then(|l| l.strip_prefix(' '))
+                .map(str::to_string)
+        };
+        let nick = field("nick")?;
+        let name_hex = field("name")?;
+        let size = field("size")?.parse().ok()?;
+        let md5 = field("md5")?;
+        if name_hex.len() % 2 != 0 {
+            return None;
+        }
+        let name = (0..name_hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(name_hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(PartState {
+            nick,
+            name,
+            size,
+            md5,
+        })
+    }
+}
+
+/// `PATH` plus a suffix.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A download's `.part`, as the Gnutella downloader keeps one: `PATH` itself is
+/// never opened until the finished `.part` is renamed onto it (and never if a
+/// file appeared there meanwhile); `PATH.part` is continued only when
+/// `PATH.part.state` says it holds the same file.
+#[derive(Debug)]
+pub struct Part {
+    pub path: PathBuf,
+    pub part: PathBuf,
+    pub state_path: PathBuf,
+    pub state: PartState,
+    /// Bytes already in the `.part`: where the transfer resumes.
+    pub offset: u64,
+}
+
+impl Part {
+    /// Opens (or creates) the `.part` of `path` for `state`.
+    pub fn open(path: &Path, state: PartState) -> Result<Part, TransferError> {
+        let part = with_suffix(path, ".part");
+        let state_path = with_suffix(path, ".part.state");
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(TransferError::Part(format!(
+                "{} already exists; it is left alone (choose another --output)",
+                path.display()
+            )));
+        }
+        let existing = match std::fs::read_to_string(&state_path) {
+            Ok(t) => Some(PartState::from_text(&t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let part_meta = std::fs::symlink_metadata(&part).ok();
+        let offset = match (existing, part_meta) {
+            (Some(Some(s)), Some(m)) if s == state && m.is_file() => {
+                if m.len() > state.size {
+                    return Err(TransferError::Part(format!(
+                        "{} is longer than the file; remove it to start over",
+                        part.display()
+                    )));
+                }
+                m.len()
+            }
+            (Some(_), Some(_)) => {
+                return Err(TransferError::Part(format!(
+                    "{} belongs to another download; remove it and {} to start over",
+                    part.display(),
+                    state_path.display()
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(TransferError::Part(format!(
+                    "{} exists but is not one of ours (no {}); it is left alone",
+                    part.display(),
+                    state_path.display()
+                )));
+            }
+            (_, None) => {
+                // A fresh start: the state first, then an empty .part that
+                // must not exist already (create_new).
+                write_atomically(&state_path, state.to_text().as_bytes())?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&part)?;
+                0
+            }
+        };
+        Ok(Part {
+            path: path.to_path_buf(),
+            part,
+            state_path,
+            state,
+            offset,
+        })
+    }
+
+    /// Checks the finished `.part` against the SHA-1 prefix in the md5 field
+    /// (when `verify`) and renames it onto `PATH`; a mismatch discards it.
+    pub fn finish(self, verify: bool) -> Result<(), TransferError> {
+        let len = std::fs::metadata(&self.part)?.len();
+        if len != self.state.size {
+            return Err(TransferError::Short {
+                got: len,
+                size: self.state.size,
+            });
+        }
+        if verify {
+            let sha1 = sha1_file(&self.part)?;
+            if !hex_bytes(&sha1[..16]).eq_ignore_ascii_case(&self.state.md5) {
+                let _ = std::fs::remove_file(&self.part);
+                let _ = std::fs::remove_file(&self.state_path);
+                return Err(TransferError::Corrupt {
+                    md5: self.state.md5.clone(),
+                });
+            }
+        }
+        // A hard link fails if PATH appeared meanwhile: it is never replaced.
+        match std::fs::hard_link(&self.part, &self.path) {
+            Ok(()) => std::fs::remove_file(&self.part)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(TransferError::Part(format!(
+                    "{} appeared during the download; the data stays in {}",
+                    self.path.display(),
+                    self.part.display()
+                )));
+            }
+            Err(_) => {
+                if std::fs::symlink_metadata(&self.path).is_ok() {
+                    return Err(TransferError::Part(format!(
+                        "{} appeared during the download; the data stays in {}",
+                        self.path.display(),
+                        self.part.display()
+                    )));
+                }
+                std::fs::rename(&self.part, &self.path)?;
+            }
+        }
+        let _ = std::fs::remove_file(&self.state_path);
+        Ok(())
+    }
+}
+
+/// Whether an md5 field is what a servent announces: 32 lower-case hex digits
+/// (the first half of the file's SHA-1).
+pub fn is_sha1_prefix(md5: &str) -> bool {
+    md5.len() == 32
+        && md5
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn sha1_file(path: &Path) -> std::io::Result<[u8; 20]> {
+    use sha1::{Digest, Sha1};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha1::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = with_suffix(path, ".tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// What a finished download did.
@@ -217,11 +445,15 @@ async fn receive_file<R: AsyncRead + Unpin>(
     size: u64,
     idle: Duration,
 ) -> Result<Downloaded, TransferError> {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out)
-        .await?;
+    // Only ever our own .part (made by `Part::open`), continued at its end.
+    let mut f = fs::OpenOptions::new().write(true).open(out).await?;
+    if f.metadata().await?.len() != offset {
+        return Err(TransferError::Part(format!(
+            "{} changed under us",
+            out.display()
+        )));
+    }
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
     let mut have = offset;
     let take = (head.len() as u64).min(size - have) as usize;
     f.write_all(&head[..take]).await?;
@@ -243,15 +475,6 @@ async fn receive_file<R: AsyncRead + Unpin>(
     f.flush().await?;
     f.sync_all().await?;
     Ok(Downloaded { offset, size })
-}
-
-/// Length of a file that may not exist yet.
-async fn local_len(path: &Path) -> Result<u64, TransferError> {
-    match fs::metadata(path).await {
-        Ok(m) => Ok(m.len()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Serves one connection to our data port: the `GET` of a downloader.
@@ -395,16 +618,15 @@ async fn read_size<R: AsyncRead + Unpin>(
 }
 
 /// A downloader's side when the uploader is reachable: connect to `addr`, `GET`
-/// `name` from where the partial file at `out` ends, append the rest.
+/// the part's file from where the `.part` ends, and write the rest into it. The
+/// uploader must announce exactly the size the file was listed with.
 pub async fn download(
     addr: SocketAddr,
     my_nick: &str,
-    name: &[u8],
-    out: &Path,
-    expected: Option<u64>,
+    part: &Part,
     timeouts: Timeouts,
 ) -> Result<Downloaded, TransferError> {
-    let offset = local_len(out).await?;
+    let (offset, size) = (part.offset, part.state.size);
     let deadline = Instant::now() + timeouts.setup;
     let mut s = timeout_at(deadline, TcpStream::connect(addr))
         .await
@@ -415,26 +637,26 @@ pub async fn download(
     }
     s.write_all(b"GET").await?;
     s.flush().await?;
-    let line = Line::new().word(my_nick).quoted(name).num(offset).build();
+    let line = Line::new()
+        .word(my_nick)
+        .quoted(&part.state.name)
+        .num(offset)
+        .build();
     s.write_all(&line).await?;
-    let (size, head) = read_size(&mut s, expected, deadline).await?;
-    if offset > size {
-        return Err(TransferError::LocalLarger {
-            local: offset,
-            remote: size,
-        });
+    let (said, head) = read_size(&mut s, Some(size), deadline).await?;
+    if said != size {
+        return Err(TransferError::SizeMismatch { said, listed: size });
     }
-    receive_file(&mut s, &head, out, offset, size, timeouts.idle).await
+    receive_file(&mut s, &head, &part.part, offset, size, timeouts.idle).await
 }
 
 /// A downloader's side of a firewalled transfer: `s` was accepted on our data
-/// port; expect `SEND` of `name` from `from`, answer the offset where the partial
-/// file at `out` ends, append the rest.
+/// port; expect `SEND` of the part's file from `from` with the listed size,
+/// answer the offset where the `.part` ends, write the rest into it.
 pub async fn receive_push(
     mut s: TcpStream,
     from: &str,
-    name: &[u8],
-    out: &Path,
+    part: &Part,
     timeouts: Timeouts,
 ) -> Result<Downloaded, TransferError> {
     let deadline = Instant::now() + timeouts.setup;
@@ -447,21 +669,21 @@ pub async fn receive_push(
             text(&buf)
         )));
     };
-    if !nick.eq_ignore_ascii_case(from) || file != name {
+    if !nick.eq_ignore_ascii_case(from) || file != part.state.name {
         let _ = s.write_all(b"INVALID REQUEST").await;
         return Err(TransferError::Protocol(format!(
             "{nick} offered {:?}, not what we asked for",
             String::from_utf8_lossy(&file)
         )));
     }
-    let offset = local_len(out).await?;
-    if offset > size {
+    if size != part.state.size {
         let _ = s.write_all(b"INVALID REQUEST").await;
-        return Err(TransferError::LocalLarger {
-            local: offset,
-            remote: size,
+        return Err(TransferError::SizeMismatch {
+            said: size,
+            listed: part.state.size,
         });
     }
+    let offset = part.offset;
     s.write_all(offset.to_string().as_bytes()).await?;
-    receive_file(&mut s, &[], out, offset, size, timeouts.idle).await
+    receive_file(&mut s, &[], &part.part, offset, size, timeouts.idle).await
 }

@@ -181,9 +181,18 @@ pub enum NapsterCommand {
         #[arg(long, env = "SERVENT_DATA_PORT", default_value_t = 6699)]
         data_port: u16,
         /// Password of a registered nick (default: a made-up one, which logs an
-        /// unregistered nick in).
+        /// unregistered nick in). Visible to other local users in the process
+        /// list when given here: prefer the variable or --password-file.
         #[arg(long, env = "SERVENT_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// File whose first line is the password.
+        #[arg(
+            long,
+            env = "SERVENT_PASSWORD_FILE",
+            value_name = "FILE",
+            conflicts_with = "password"
+        )]
+        password_file: Option<PathBuf>,
     },
     /// Search the index.
     Search {
@@ -284,6 +293,47 @@ mod tests {
         assert_eq!(r.share.len(), 2);
         assert_eq!(r.max_ttl, 7);
         assert_eq!(r.mode, Mode::Auto);
+    }
+
+    #[test]
+    fn napster_password_from_a_file_or_the_argument_not_both() {
+        let cli = Cli::try_parse_from([
+            "servent",
+            "napster",
+            "share",
+            "--server",
+            "h:1",
+            "--nick",
+            "n",
+            "--share",
+            "/s",
+            "--password-file",
+            "/pw",
+        ])
+        .unwrap();
+        let Command::Napster(NapsterArgs {
+            command: NapsterCommand::Share { password_file, .. },
+        }) = cli.command
+        else {
+            panic!("not napster share")
+        };
+        assert_eq!(password_file, Some(PathBuf::from("/pw")));
+        let both = Cli::try_parse_from([
+            "servent",
+            "napster",
+            "share",
+            "--server",
+            "h:1",
+            "--nick",
+            "n",
+            "--share",
+            "/s",
+            "--password-file",
+            "/pw",
+            "--password",
+            "x",
+        ]);
+        assert!(both.is_err());
     }
 
     #[test]

@@ -58,7 +58,13 @@ fn main() -> ExitCode {
                 share,
                 data_port,
                 password,
-            } => napster_share(server, nick, share, data_port, password),
+                password_file,
+            } => match password_file.map(|f| read_password_file(&f)).transpose() {
+                Ok(from_file) => {
+                    napster_share(server, nick, share, data_port, from_file.or(password))
+                }
+                Err(e) => Err(e),
+            },
             NapsterCommand::Search {
                 server,
                 json,
@@ -262,6 +268,17 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The first line of a password file, without its line end.
+fn read_password_file(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(format!("the password file {} is empty", path.display()).into());
+    }
+    Ok(line.to_string())
 }
 
 fn napster_share(

@@ -594,6 +594,79 @@ async fn full_resumed_and_firewalled_transfers() {
 }
 
 #[tokio::test]
+async fn direct_browse_and_mp3_headers() {
+    use servent::napster::mp3;
+    let srv = start(IndexConfig::default(), None).await;
+    let addr = srv.local_addr;
+    let open = Dir::new("browse-open");
+    let walled = Dir::new("browse-walled");
+    // 1000 frames at 128 kbps after an ID3 tag: 26 seconds.
+    open.file("Song.mp3", &mp3::synthetic(2000, 1000, 128, None));
+    open.file("notes.txt", b"text");
+    walled.file("other.mp3", &mp3::synthetic(0, 10, 64, None));
+    let cancel = CancellationToken::new();
+    let a = sharer(addr, "opener", &open.0, false, &cancel).await;
+    let w = sharer(addr, "walled", &walled.0, true, &cancel).await;
+
+    // The headers went into the share: BITRATE, FREQ and DURATION find it.
+    let mut s = Raw::login(addr, "searcher", 0).await;
+    let r = s
+        .search("FILENAME CONTAINS \"song\" BITRATE \"EQUAL TO\" \"128\" FREQ \"EQUAL TO\" \"44100\" DURATION \"AT LEAST\" \"20\"")
+        .await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].contains(" 128 44100 26 opener "), "{}", r[0]);
+
+    // Our client browses our sharer directly (640 -> 641 -> GETLIST).
+    let mut session = client::Session::login(&addr.to_string(), &client::Login::anonymous(0), WAIT)
+        .await
+        .unwrap();
+    let mut files = session
+        .browse_direct("opener", Timeouts::default(), WAIT)
+        .await
+        .unwrap();
+    files.sort_by(|x, y| x.name.cmp(&y.name));
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.name).into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("{}\\Song.mp3", top(&open)),
+            format!("{}\\notes.txt", top(&open))
+        ]
+    );
+    assert_eq!(files[1].size, 4);
+
+    // A firewalled sharer pushes its list to the requester (SENDLIST).
+    let data_port = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = data_port.local_addr().unwrap().port();
+    let mut req = Raw::login(addr, "requester", port).await;
+    req.send(t::BROWSE_DIRECT, "walled").await;
+    let (mut conn, _) = tokio::time::timeout(WAIT, data_port.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    conn.write_all(b"1").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.starts_with("SENDLIST walled\n")
+            && text.contains(&format!("\"{}\\other.mp3\" ", top(&walled)))
+            && text.ends_with("\n\n"),
+        "{text:?}"
+    );
+    cancel.cancel();
+    a.wait().await.unwrap();
+    w.wait().await.unwrap();
+    srv.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_uploader_that_claims_another_size_is_refused() {
     let srv = start(IndexConfig::default(), None).await;
     let addr = srv.local_addr;

@@ -300,6 +300,54 @@ impl Session {
         }
     }
 
+    /// A direct browse (640): asks `nick` for its list through the server and
+    /// fetches it from its data port (`GETLIST`). Firewalled users, which would
+    /// push the list to us, are not browsed this way: use [`Session::browse`].
+    pub async fn browse_direct(
+        &mut self,
+        nick: &str,
+        timeouts: Timeouts,
+        wait: Duration,
+    ) -> Result<Vec<Listed>, ClientError> {
+        let deadline = Instant::now() + wait;
+        self.send(Line::new().word(nick).frame(t::BROWSE_DIRECT))
+            .await?;
+        loop {
+            let f = self
+                .recv_until(deadline, "waiting for a direct browse")
+                .await?;
+            match f.ty {
+                t::BROWSE_DIRECT_OK => {
+                    let Some(([_, ip, port], _)) = Fields::at_least::<3>(&f.data) else {
+                        return Err(ClientError::Invalid(format!(
+                            "unreadable 641: {}",
+                            f.text()
+                        )));
+                    };
+                    let (Some(ip), Some(port)) = (number::<u32>(ip), number::<u16>(port)) else {
+                        return Err(ClientError::Invalid(format!(
+                            "unreadable 641: {}",
+                            f.text()
+                        )));
+                    };
+                    let addr = SocketAddr::from((super::wire::ip_from_decimal(ip), port));
+                    let (_, files) = transfer::fetch_listing(addr, timeouts).await?;
+                    return Ok(files
+                        .into_iter()
+                        .map(|(name, md5, size)| Listed { name, md5, size })
+                        .collect());
+                }
+                t::BROWSE_DIRECT_ERR => return Err(ClientError::Server(f.text())),
+                t::NOSUCH => {
+                    return Err(ClientError::Offline {
+                        nick: nick.to_string(),
+                    });
+                }
+                _ => self.background(&f).await?,
+            }
+        }
+    }
+
     /// The client-info string `nick` logged in with (from a whois), or `None`
     /// if it is not online.
     pub async fn client_of(
@@ -447,12 +495,21 @@ pub fn build_library(root: &Path, cache_file: Option<&Path>) -> Result<Vec<Offer
             },
         };
         let md5: String = urn.0[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let kind = Kind::from_file_name(&f.name);
+        let info = if kind == Kind::Mp3 {
+            super::mp3::read(&f.path).ok().flatten().unwrap_or_default()
+        } else {
+            super::mp3::Mp3Info::default()
+        };
         out.push(Offered {
-            kind: Kind::from_file_name(&f.name),
+            kind,
             name,
             path: f.path.clone(),
             size: f.size,
             md5,
+            bitrate: info.bitrate,
+            freq: info.freq,
+            seconds: info.seconds,
         });
     }
     if hashed > 0 {
@@ -465,17 +522,18 @@ pub fn build_library(root: &Path, cache_file: Option<&Path>) -> Result<Vec<Offer
     Ok(out)
 }
 
-/// The share message for a file: 100 for mp3 (bit rate, frequency and length
-/// unknown: 0), 10300 with its content type for everything else.
+/// The share message for a file: 100 for mp3 (with the bit rate, frequency and
+/// length its headers give, 0 when they cannot be read), 10300 with its content
+/// type for everything else.
 pub fn share_frame(f: &Offered) -> Frame {
     if f.kind == Kind::Mp3 {
         Line::new()
             .quoted(&f.name)
             .word(&f.md5)
             .num(f.size)
-            .num(0)
-            .num(0)
-            .num(0)
+            .num(f.bitrate)
+            .num(f.freq)
+            .num(f.seconds)
             .frame(t::SHARE)
     } else {
         Line::new()
@@ -526,9 +584,10 @@ pub async fn start_share(
     session.sync(wait).await?;
     tracing::info!(files = library.len(), server = %config.server, nick = %config.nick, "sharing");
     let files = library.len();
+    let listing: Arc<[u8]> = transfer::listing(&config.nick, &library).into();
     let by_name: Arc<HashMap<Vec<u8>, Offered>> =
         Arc::new(library.into_iter().map(|f| (f.name.clone(), f)).collect());
-    let task = tokio::spawn(share_loop(session, config, by_name, cancel));
+    let task = tokio::spawn(share_loop(session, config, by_name, listing, cancel));
     Ok(Sharer {
         files,
         data_addr,
@@ -540,6 +599,7 @@ async fn share_loop(
     mut session: Session,
     config: ShareConfig,
     library: Arc<HashMap<Vec<u8>, Offered>>,
+    listing: Arc<[u8]>,
     cancel: CancellationToken,
 ) -> Result<(), ClientError> {
     let slots = Arc::new(Semaphore::new(config.max_uploads.max(1)));
@@ -572,11 +632,12 @@ async fn share_loop(
                     continue;
                 };
                 let lib = library.clone();
+                let list = listing.clone();
                 let counters = counter_tx.clone();
                 tasks.spawn(async move {
                     let _ = counters.send(t::UPLOAD_START).await;
                     let find = |name: &[u8]| lib.get(name).cloned();
-                    match transfer::serve_get(stream, find, timeouts).await {
+                    match transfer::serve_get(stream, find, &list, timeouts).await {
                         Ok((nick, sent)) => tracing::info!(%nick, sent, "upload done"),
                         Err(e) => tracing::info!(%peer, error = %e, "upload failed"),
                     }
@@ -597,6 +658,30 @@ async fn share_loop(
                             session.send(accept).await?;
                         } else {
                             tracing::info!(file = %String::from_utf8_lossy(name), "request for a file we do not share");
+                        }
+                    }
+                    t::BROWSE_DIRECT => {
+                        // A direct browse: accept it (the requester connects to
+                        // our data port and sends GETLIST), or, firewalled, push
+                        // the list to the address the server gave.
+                        let mut fields = Fields::new(&f.data);
+                        let Some(requester) = fields.next_field().map(<[u8]>::to_vec) else { continue };
+                        let addr = match (fields.next_field().and_then(number::<u32>), fields.next_field().and_then(number::<u16>)) {
+                            (Some(ip), Some(port)) if port != 0 => Some(SocketAddr::from((super::wire::ip_from_decimal(ip), port))),
+                            _ => None,
+                        };
+                        if listener.is_some() {
+                            let ok = Line::new().word(&requester).frame(t::BROWSE_DIRECT_OK);
+                            session.send(ok).await?;
+                        } else if let Some(addr) = addr {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+                            let list = listing.clone();
+                            tasks.spawn(async move {
+                                if let Err(e) = transfer::push_listing(addr, &list, timeouts).await {
+                                    tracing::info!(%addr, error = %e, "pushing our list failed");
+                                }
+                                drop(permit);
+                            });
                         }
                     }
                     t::FIREWALL_UPLOAD => {

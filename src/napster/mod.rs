@@ -10,6 +10,7 @@
 //! - [`index`]: the deciding core (users, files, the inverted keyword index,
 //!   searches, transfer brokering), fed events with the time passed in;
 //! - [`server`]: the async shell of `servent index`;
+//! - [`mp3`]: bit rate, sample rate and length from an MP3's headers;
 //! - [`client`]: a logged-in session, used by `servent napster ...`;
 //! - [`transfer`]: the client-to-client data port (`GET` and the firewalled
 //!   `SEND`), resumable by offset.
@@ -17,6 +18,7 @@
 pub mod accounts;
 pub mod client;
 pub mod index;
+pub mod mp3;
 pub mod server;
 pub mod transfer;
 pub mod wire;

@@ -60,6 +60,11 @@ pub struct Offered {
     /// The md5 field announced (see `protocol-spec/napster.md`).
     pub md5: String,
     pub kind: Kind,
+    /// An MP3's kilobits per second, samples per second and seconds (0 when
+    /// unknown or not an MP3).
+    pub bitrate: u32,
+    pub freq: u32,
+    pub seconds: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -483,10 +488,30 @@ async fn receive_file<R: AsyncRead + Unpin>(
 pub async fn serve_get(
     mut s: TcpStream,
     find: impl Fn(&[u8]) -> Option<Offered>,
+    listing: &[u8],
     timeouts: Timeouts,
 ) -> Result<(String, u64), TransferError> {
     let deadline = Instant::now() + timeouts.setup;
-    let buf = open_exchange(&mut s, b"GET", deadline).await?;
+    s.write_all(b"1").await?;
+    let mut buf = Vec::new();
+    read_head(&mut s, &mut buf, deadline, |b| {
+        if b == b"GETLIST" {
+            return Head::Complete;
+        }
+        match b.strip_prefix(b"GET") {
+            Some(rest) => triple(rest),
+            None => Head::Incomplete,
+        }
+    })
+    .await?;
+    if buf == b"GETLIST" {
+        // A direct browse (640/641): our list, then close.
+        timeout(timeouts.idle, s.write_all(listing))
+            .await
+            .map_err(|_| TransferError::Timeout("sending the list"))??;
+        let _ = s.shutdown().await;
+        return Ok((String::new(), listing.len() as u64));
+    }
     let Some(rest) = buf.strip_prefix(b"GET") else {
         let _ = s.write_all(b"INVALID REQUEST").await;
         return Err(TransferError::Protocol(format!(
@@ -519,6 +544,108 @@ pub async fn serve_get(
     let sent = send_file(&mut s, &file.path, offset, size - offset, timeouts.idle).await?;
     let _ = s.shutdown().await;
     Ok((nick, sent))
+}
+
+/// The list a direct browse sends: `<nick>\n`, one line per file in the 100
+/// message's form, then an empty line.
+pub fn listing(nick: &str, files: &[Offered]) -> Vec<u8> {
+    let mut out = format!("{nick}\n").into_bytes();
+    for f in files {
+        let line = Line::new()
+            .quoted(&f.name)
+            .word(&f.md5)
+            .num(f.size)
+            .num(f.bitrate)
+            .num(f.freq)
+            .num(f.seconds)
+            .build();
+        out.extend_from_slice(&line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Reads a direct-browse list (after `GETLIST`, or after `SENDLIST ` on a
+/// pushed connection): the nick, then `(name, md5, size)` per file. At most
+/// `max_bytes` are read.
+pub async fn read_listing<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_bytes: usize,
+    idle: Duration,
+) -> Result<(String, Vec<(Vec<u8>, String, u64)>), TransferError> {
+    let mut data = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = timeout(idle, r.read(&mut chunk))
+            .await
+            .map_err(|_| TransferError::Timeout("reading the list"))??;
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&chunk[..n]);
+        if data.len() > max_bytes {
+            return Err(TransferError::Protocol("list too long".into()));
+        }
+        if data.ends_with(b"\n\n") {
+            break;
+        }
+    }
+    let mut lines = data.split(|&b| b == b'\n');
+    let nick = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let mut files = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        if let Some(([name, md5, size], _)) = Fields::at_least::<3>(line) {
+            if let Some(size) = number(size) {
+                files.push((
+                    name.to_vec(),
+                    String::from_utf8_lossy(md5).into_owned(),
+                    size,
+                ));
+            }
+        }
+    }
+    Ok((nick, files))
+}
+
+/// A direct browse of a reachable user: connect to `addr`, `GETLIST`, read.
+pub async fn fetch_listing(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+) -> Result<(String, Vec<(Vec<u8>, String, u64)>), TransferError> {
+    let deadline = Instant::now() + timeouts.setup;
+    let mut s = timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| TransferError::Timeout("connecting"))?
+        .map_err(|source| TransferError::Connect { addr, source })?;
+    if read_one(&mut s, deadline).await? != b'1' {
+        return Err(TransferError::Protocol("no greeting".into()));
+    }
+    s.write_all(b"GETLIST").await?;
+    read_listing(&mut s, 16 << 20, timeouts.idle).await
+}
+
+/// A firewalled browsee's side of a direct browse: connect out to the
+/// requester at `addr`, and send `SENDLIST <nick>` and the list.
+pub async fn push_listing(
+    addr: SocketAddr,
+    listing: &[u8],
+    timeouts: Timeouts,
+) -> Result<(), TransferError> {
+    let deadline = Instant::now() + timeouts.setup;
+    let mut s = timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| TransferError::Timeout("connecting"))?
+        .map_err(|source| TransferError::Connect { addr, source })?;
+    if read_one(&mut s, deadline).await? != b'1' {
+        return Err(TransferError::Protocol("no greeting".into()));
+    }
+    s.write_all(b"SENDLIST ").await?;
+    timeout(timeouts.idle, s.write_all(listing))
+        .await
+        .map_err(|_| TransferError::Timeout("sending the list"))??;
+    let _ = s.shutdown().await;
+    Ok(())
 }
 
 /// A firewalled uploader's side: connect out to the downloader at `addr`, offer

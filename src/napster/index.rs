@@ -173,6 +173,16 @@ pub struct IndexConfig {
     pub transfer_timeout: Duration,
     /// Seed for password salts (fresh random bytes from the shell).
     pub salt_seed: [u8; 16],
+    /// Nicks on one user's hotlist at most.
+    pub max_hotlist: usize,
+    /// Channels one user may be in at once.
+    pub max_user_channels: usize,
+    /// Channels that may exist at once.
+    pub max_channels: usize,
+    /// Users in one channel at most.
+    pub max_channel_users: usize,
+    /// Longest channel topic kept, in bytes.
+    pub max_topic_len: usize,
 }
 
 impl Default for IndexConfig {
@@ -202,6 +212,11 @@ impl Default for IndexConfig {
             max_pending_per_uploader: 64,
             transfer_timeout: Duration::from_secs(60),
             salt_seed: [0; 16],
+            max_hotlist: 64,
+            max_user_channels: 5,
+            max_channels: 1024,
+            max_channel_users: 500,
+            max_topic_len: 256,
         }
     }
 }
@@ -304,6 +319,18 @@ struct User {
     total_uploads: u32,
     /// Download requests sent to this user (607) that it has not accepted yet.
     pending: Vec<PendingRequest>,
+    /// Nicks on this user's hotlist (lower case), at most `max_hotlist`.
+    hotlist: Vec<Box<str>>,
+    /// Channels joined (lower-case names), at most `max_user_channels`.
+    channels: Vec<Box<str>>,
+}
+
+/// A chat channel: exists while somebody is in it.
+struct Channel {
+    name: Box<str>,
+    topic: Box<[u8]>,
+    /// Members' user slots, in joining order.
+    members: Vec<u32>,
 }
 
 /// `File::owner` of an empty slot.
@@ -557,6 +584,10 @@ pub struct Index {
     live_files: usize,
     total_bytes: u64,
     words: HashMap<Box<[u8]>, Vec<u32>>,
+    /// Who has a nick (lower case) on their hotlist: their connections.
+    watchers: HashMap<Box<str>, Vec<ConnId>>,
+    /// Channels by lower-case name.
+    channels: HashMap<Box<str>, Channel>,
     name_hasher: RandomState,
     stats: Stats,
     // Scratch buffers, kept to avoid allocating per message.
@@ -588,6 +619,8 @@ impl Index {
             live_files: 0,
             total_bytes: 0,
             words: HashMap::new(),
+            watchers: HashMap::new(),
+            channels: HashMap::new(),
             name_hasher: RandomState::new(),
             stats: Stats::default(),
             buf: Vec::new(),
@@ -900,6 +933,25 @@ impl Index {
                 }
             }
             t::BROWSE_DIRECT => self.browse_direct(conn, slot, data, now, out),
+            t::HOTLIST_ADD | t::HOTLIST_INIT => self.hotlist_add(conn, slot, data, now, out),
+            t::HOTLIST_REMOVE => self.hotlist_remove(conn, slot, data, now, out),
+            t::JOIN => self.join(conn, slot, data, now, out),
+            t::PART => self.part(conn, slot, data, now, out),
+            t::PUBLIC => self.public(conn, slot, data, now, out),
+            t::TOPIC => self.topic(conn, slot, data, now, out),
+            t::LIST_CHANNELS => {
+                let mut names: Vec<&Channel> = self.channels.values().collect();
+                names.sort_by(|a, b| a.name.cmp(&b.name));
+                for c in names {
+                    let line = Line::new()
+                        .word(&*c.name)
+                        .num(c.members.len())
+                        .word(&c.topic);
+                    out.push(Action::Send(conn, line.frame(t::CHANNEL_LIST)));
+                }
+                out.push(Action::Send(conn, Frame::empty(t::LIST_CHANNELS)));
+            }
+            t::RESUME_SEARCH => self.resume_search(conn, data, now, out),
             t::BROWSE_DIRECT_OK => self.browse_direct_ok(conn, slot, data, now, out),
             t::SERVER_PING => {
                 // A client's ping gets an empty 750 back; a client's answer to
@@ -1208,6 +1260,8 @@ impl Index {
             total_downloads: 0,
             total_uploads: 0,
             pending: Vec::new(),
+            hotlist: Vec::new(),
+            channels: Vec::new(),
         };
         let slot = match self.free_users.pop() {
             Some(s) => {
@@ -1228,6 +1282,12 @@ impl Index {
         out.push(Action::Send(conn, err_frame(t::LOGIN_ACK, p.email)));
         self.send_motd(conn, out);
         out.push(Action::Send(conn, self.stats_frame()));
+        if let Some(w) = self.watchers.get(nick.to_ascii_lowercase().as_str()) {
+            let line = Line::new().word(&nick).num(p.link).frame(t::USER_SIGNON);
+            for &c in w {
+                out.push(Action::Send(c, line.clone()));
+            }
+        }
     }
 
     fn next_salt(&mut self) -> [u8; 16] {
@@ -1259,6 +1319,20 @@ impl Index {
         }
         self.online -= 1;
         self.nicks.remove(&user.nick.to_ascii_lowercase());
+        // Out of every channel, off every hotlist it kept; its watchers learn
+        // that it left.
+        for name in &user.channels {
+            self.leave_channel(slot, &user, name, out);
+        }
+        for nick in &user.hotlist {
+            self.unwatch(nick, user.conn);
+        }
+        if let Some(w) = self.watchers.get(user.nick.to_ascii_lowercase().as_str()) {
+            let line = Line::new().word(&*user.nick).frame(t::SIGNOFF);
+            for &c in w {
+                out.push(Action::Send(c, line.clone()));
+            }
+        }
         // Whoever waited for this user to accept learns that it will not.
         for p in user.pending {
             if self
@@ -1989,6 +2063,309 @@ impl Index {
             .num(ip_to_decimal(me.ip))
             .num(me.port);
         out.push(Action::Send(u.conn, line.frame(t::BROWSE_DIRECT_OK)));
+    }
+
+    // ---- hotlists ----
+
+    fn hotlist_add(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let nick = first_word(data);
+        if !valid_nick(nick, self.cfg.max_nick_len) {
+            return self.bad(conn, "hotlist add failed: invalid nick", now, out);
+        }
+        let key: Box<str> = String::from_utf8_lossy(nick).to_ascii_lowercase().into();
+        let max = self.cfg.max_hotlist;
+        let user = self.user_mut(slot);
+        if !user.hotlist.contains(&key) {
+            if user.hotlist.len() >= max {
+                out.push(Action::Send(
+                    conn,
+                    Line::new().word(nick).frame(t::HOTLIST_ERROR),
+                ));
+                return;
+            }
+            user.hotlist.push(key.clone());
+            self.watchers.entry(key).or_default().push(conn);
+        }
+        out.push(Action::Send(
+            conn,
+            Line::new().word(nick).frame(t::HOTLIST_ACK),
+        ));
+        if let Some(u) = self.user_by_nick(nick) {
+            let line = Line::new().word(&*u.nick).num(u.link);
+            out.push(Action::Send(conn, line.frame(t::USER_SIGNON)));
+        }
+    }
+
+    fn hotlist_remove(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let nick = first_word(data);
+        let key = String::from_utf8_lossy(nick).to_ascii_lowercase();
+        let user = self.user_mut(slot);
+        let Some(i) = user.hotlist.iter().position(|n| **n == *key) else {
+            let text = format!(
+                "hotlist remove failed: {} is not on your hotlist",
+                String::from_utf8_lossy(nick)
+            );
+            return self.bad(conn, &text, now, out);
+        };
+        user.hotlist.swap_remove(i);
+        self.unwatch(&key, conn);
+        out.push(Action::Send(
+            conn,
+            Line::new().word(nick).frame(t::HOTLIST_REMOVE),
+        ));
+    }
+
+    fn unwatch(&mut self, nick: &str, conn: ConnId) {
+        if let Some(w) = self.watchers.get_mut(nick) {
+            w.retain(|&c| c != conn);
+            if w.is_empty() {
+                self.watchers.remove(nick);
+            }
+        }
+    }
+
+    // ---- channels ----
+
+    fn member_line(&self, chan: &str, slot: u32) -> Line {
+        let u = self.user(slot);
+        Line::new()
+            .word(chan)
+            .word(&*u.nick)
+            .num(u.files.len())
+            .num(u.link)
+    }
+
+    fn join(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let name = first_word(data);
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .iter()
+                .all(|&c| (b'!'..=b'~').contains(&c) && c != b'"');
+        if !valid {
+            return self.bad(conn, "channel join failed: invalid channel", now, out);
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let key: Box<str> = name.to_ascii_lowercase().into();
+        let user = self.user(slot);
+        if user.channels.contains(&key) {
+            return self.bad(
+                conn,
+                "channel join failed: already joined channel",
+                now,
+                out,
+            );
+        }
+        if user.channels.len() >= self.cfg.max_user_channels {
+            let text = format!(
+                "channel join failed: you may only join {} channels",
+                self.cfg.max_user_channels
+            );
+            return self.bad(conn, &text, now, out);
+        }
+        match self.channels.get(&key) {
+            Some(c) if c.members.len() >= self.cfg.max_channel_users => {
+                return self.bad(conn, "channel join failed: channel full", now, out);
+            }
+            None if self.channels.len() >= self.cfg.max_channels => {
+                return self.bad(conn, "channel join failed: too many channels", now, out);
+            }
+            _ => {}
+        }
+        let chan = self.channels.entry(key.clone()).or_insert_with(|| Channel {
+            name: name.into(),
+            topic: Box::from(&b"Welcome to the channel"[..]),
+            members: Vec::new(),
+        });
+        chan.members.push(slot);
+        let (cname, members, topic) = (chan.name.clone(), chan.members.clone(), chan.topic.clone());
+        self.user_mut(slot).channels.push(key);
+        out.push(Action::Send(
+            conn,
+            Line::new().word(&*cname).frame(t::JOIN_ACK),
+        ));
+        for &m in &members {
+            out.push(Action::Send(
+                conn,
+                self.member_line(&cname, m).frame(t::CHANNEL_USER),
+            ));
+        }
+        let joined = self.member_line(&cname, slot).frame(t::JOINED);
+        for &m in members.iter().filter(|&&m| m != slot) {
+            out.push(Action::Send(self.user(m).conn, joined.clone()));
+        }
+        out.push(Action::Send(
+            conn,
+            Line::new().word(&*cname).frame(t::CHANNEL_USER_END),
+        ));
+        out.push(Action::Send(
+            conn,
+            Line::new().word(&*cname).word(&topic).frame(t::TOPIC),
+        ));
+    }
+
+    /// Takes `slot` (whose user is `user`) out of channel `key`, telling the
+    /// other members; the channel goes when it empties.
+    fn leave_channel(&mut self, slot: u32, user: &User, key: &str, out: &mut Vec<Action>) {
+        let Some(chan) = self.channels.get_mut(key) else {
+            return;
+        };
+        chan.members.retain(|&m| m != slot);
+        let line = Line::new()
+            .word(&*chan.name)
+            .word(&*user.nick)
+            .num(user.files.len())
+            .num(user.link)
+            .frame(t::PARTED);
+        let others = chan.members.clone();
+        if others.is_empty() {
+            self.channels.remove(key);
+            shrink_map(&mut self.channels);
+        }
+        for m in others {
+            if let Some(u) = self.users[m as usize].as_ref() {
+                out.push(Action::Send(u.conn, line.clone()));
+            }
+        }
+    }
+
+    fn part(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let key = String::from_utf8_lossy(first_word(data)).to_ascii_lowercase();
+        let Some(i) = self.user(slot).channels.iter().position(|c| **c == *key) else {
+            return self.bad(
+                conn,
+                "part channel failed: you are not in that channel",
+                now,
+                out,
+            );
+        };
+        let name = self.channels.get(key.as_str()).map(|c| c.name.clone());
+        let user = self.users[slot as usize]
+            .take()
+            .expect("a connection's user slot is filled");
+        self.leave_channel(slot, &user, &key, out);
+        self.users[slot as usize] = Some(user);
+        self.user_mut(slot).channels.swap_remove(i);
+        if let Some(name) = name {
+            out.push(Action::Send(conn, Line::new().word(&*name).frame(t::PART)));
+        }
+    }
+
+    fn public(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let mut f = Fields::new(data);
+        let key = String::from_utf8_lossy(f.next_field().unwrap_or_default()).to_ascii_lowercase();
+        let text = f.rest();
+        let user = self.user(slot);
+        if !user.channels.iter().any(|c| **c == *key) {
+            return self.bad(conn, "You are not a member of that channel", now, out);
+        }
+        let Some(chan) = self.channels.get(key.as_str()) else {
+            return;
+        };
+        let mut line = BytesMut::new();
+        line.put_slice(chan.name.as_bytes());
+        line.put_u8(b' ');
+        line.put_slice(user.nick.as_bytes());
+        line.put_u8(b' ');
+        line.put_slice(text);
+        let frame = Frame::new(t::PUBLIC_MESSAGE, line.freeze());
+        for &m in &chan.members {
+            out.push(Action::Send(self.user(m).conn, frame.clone()));
+        }
+    }
+
+    fn topic(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let mut f = Fields::new(data);
+        let key = String::from_utf8_lossy(f.next_field().unwrap_or_default()).to_ascii_lowercase();
+        let topic = f.rest();
+        let max = self.cfg.max_topic_len;
+        let member = self.user(slot).channels.iter().any(|c| **c == *key);
+        let Some(chan) = self.channels.get_mut(key.as_str()) else {
+            return self.bad(conn, "topic failed: no such channel", now, out);
+        };
+        if topic.is_empty() {
+            let line = Line::new().word(&*chan.name).word(&chan.topic);
+            out.push(Action::Send(conn, line.frame(t::TOPIC)));
+            return;
+        }
+        if !member {
+            return self.bad(conn, "topic failed: you are not on that channel", now, out);
+        }
+        let kept: Vec<u8> = topic[..topic.len().min(max)]
+            .iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+            .collect();
+        chan.topic = kept.into();
+        let frame = Line::new()
+            .word(&*chan.name)
+            .word(&chan.topic)
+            .frame(t::TOPIC);
+        let members = chan.members.clone();
+        for m in members {
+            out.push(Action::Send(self.user(m).conn, frame.clone()));
+        }
+    }
+
+    // ---- resume search ----
+
+    /// A 215 `<checksum> <size>`: every file with that md5 field and size, as
+    /// `216 <nick> <ip> <port> "<name>" <checksum> <size> <link>`, then 217.
+    /// There is no checksum index: the file table is walked, at most
+    /// `max_scan` slots.
+    fn resume_search(&mut self, conn: ConnId, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let Some([sum, size]) = Fields::exactly::<2>(data) else {
+            self.bad(conn, "invalid parameters for resume search", now, out);
+            out.push(Action::Send(conn, Frame::empty(t::RESUME_END)));
+            return;
+        };
+        let Some(size) = number::<u64>(size) else {
+            self.bad(conn, "invalid parameters for resume search", now, out);
+            out.push(Action::Send(conn, Frame::empty(t::RESUME_END)));
+            return;
+        };
+        let bin = lower_hex_bytes(sum);
+        let stored: &[u8] = bin.as_deref().unwrap_or(sum);
+        let mut found = 0;
+        for file in self.files.iter().take(self.cfg.max_scan) {
+            if found >= self.cfg.max_results as usize {
+                break;
+            }
+            if !file.is_live() || file.size() != size.min(MAX_SIZE) {
+                continue;
+            }
+            let Some(owner) = self.users[file.owner as usize].as_ref() else {
+                continue;
+            };
+            let (name, md5) = file.entry(&owner.arena);
+            if md5 != stored || (file.md5 & MD5_HEX != 0) != bin.is_some() {
+                continue;
+            }
+            found += 1;
+            let line = Line::new()
+                .word(&*owner.nick)
+                .num(ip_to_decimal(owner.ip))
+                .num(owner.port)
+                .quoted(name)
+                .word(sum)
+                .num(file.size())
+                .num(owner.link);
+            out.push(Action::Send(conn, line.frame(t::RESUME_RESULT)));
+        }
+        out.push(Action::Send(conn, Frame::empty(t::RESUME_END)));
     }
 
     fn whois(&mut self, conn: ConnId, data: &[u8], now: Now, out: &mut Vec<Action>) {
@@ -2907,6 +3284,182 @@ mod tests {
             to(&out, me),
             [(t::NOSUCH, "ghost is not currently online".into())]
         );
+    }
+
+    #[test]
+    fn hotlists_tell_who_comes_and_goes() {
+        let mut h = Harness::new(IndexConfig {
+            max_hotlist: 2,
+            ..IndexConfig::default()
+        });
+        let a = h.login("alice", 1);
+        let b = h.login("bob", 1);
+        // Bob is on: ack, then his sign-on.
+        let out = h.send(a, t::HOTLIST_INIT, "Bob");
+        assert_eq!(
+            to(&out, a),
+            [
+                (t::HOTLIST_ACK, "Bob".into()),
+                (t::USER_SIGNON, "bob 7".into())
+            ]
+        );
+        let out = h.send(a, t::HOTLIST_ADD, "carol");
+        assert_eq!(to(&out, a), [(t::HOTLIST_ACK, "carol".into())]);
+        let out = h.send(a, t::HOTLIST_ADD, "dave");
+        assert_eq!(to(&out, a), [(t::HOTLIST_ERROR, "dave".into())]);
+        let out = h.send(a, t::HOTLIST_ADD, "a,b");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "hotlist add failed: invalid nick".into())]
+        );
+        // Carol comes, Bob goes.
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "carol pw 0 \"x\" 3");
+        assert_eq!(to(&out, a), [(t::USER_SIGNON, "carol 3".into())]);
+        let mut out = Vec::new();
+        h.index.disconnect(b, &mut out);
+        assert_eq!(to(&out, a), [(t::SIGNOFF, "bob".into())]);
+        // Removed: no more news of carol.
+        let out = h.send(a, t::HOTLIST_REMOVE, "carol");
+        assert_eq!(to(&out, a), [(t::HOTLIST_REMOVE, "carol".into())]);
+        let out = h.send(a, t::HOTLIST_REMOVE, "carol");
+        assert_eq!(
+            to(&out, a),
+            [(
+                t::NOSUCH,
+                "hotlist remove failed: carol is not on your hotlist".into()
+            )]
+        );
+        let mut out = Vec::new();
+        h.index.disconnect(c, &mut out);
+        assert!(to(&out, a).is_empty());
+        // A watcher that leaves is forgotten.
+        let mut out = Vec::new();
+        h.index.disconnect(a, &mut out);
+        assert!(h.index.watchers.is_empty());
+    }
+
+    #[test]
+    fn channels_join_talk_topic_and_part() {
+        let mut h = Harness::new(IndexConfig {
+            max_user_channels: 2,
+            ..IndexConfig::default()
+        });
+        let a = h.login("alice", 1);
+        let b = h.login("bob", 1);
+        h.send(a, t::SHARE, "\"x.mp3\" aa 1 1 1 1");
+        let out = h.send(a, t::JOIN, "#Music");
+        assert_eq!(
+            to(&out, a),
+            [
+                (t::JOIN_ACK, "#Music".into()),
+                (t::CHANNEL_USER, "#Music alice 1 7".into()),
+                (t::CHANNEL_USER_END, "#Music".into()),
+                (t::TOPIC, "#Music Welcome to the channel".into()),
+            ]
+        );
+        let out = h.send(b, t::JOIN, "#music");
+        assert_eq!(to(&out, a), [(t::JOINED, "#Music bob 0 7".into())]);
+        let got = to(&out, b);
+        assert_eq!(got[1], (t::CHANNEL_USER, "#Music alice 1 7".into()));
+        assert_eq!(got[2], (t::CHANNEL_USER, "#Music bob 0 7".into()));
+        let out = h.send(b, t::JOIN, "#MUSIC");
+        assert_eq!(
+            to(&out, b),
+            [(
+                t::NOSUCH,
+                "channel join failed: already joined channel".into()
+            )]
+        );
+        // Public messages reach every member, the sender too.
+        let out = h.send(b, t::PUBLIC, "#music hello all");
+        assert_eq!(
+            to(&out, a),
+            [(t::PUBLIC_MESSAGE, "#Music bob hello all".into())]
+        );
+        assert_eq!(
+            to(&out, b),
+            [(t::PUBLIC_MESSAGE, "#Music bob hello all".into())]
+        );
+        let out = h.send(b, t::PUBLIC, "#other hi");
+        assert_eq!(
+            to(&out, b),
+            [(t::NOSUCH, "You are not a member of that channel".into())]
+        );
+        // Topic: set by a member, read by anyone.
+        let out = h.send(a, t::TOPIC, "#music new tunes");
+        assert_eq!(to(&out, b), [(t::TOPIC, "#Music new tunes".into())]);
+        let out = h.send(a, t::LIST_CHANNELS, "");
+        assert_eq!(
+            to(&out, a),
+            [
+                (t::CHANNEL_LIST, "#Music 2 new tunes".into()),
+                (t::LIST_CHANNELS, String::new())
+            ]
+        );
+        // Per-user channel cap.
+        h.send(b, t::JOIN, "two");
+        let out = h.send(b, t::JOIN, "three");
+        assert_eq!(
+            to(&out, b),
+            [(
+                t::NOSUCH,
+                "channel join failed: you may only join 2 channels".into()
+            )]
+        );
+        // Part and leaving: the others are told; empty channels go.
+        let out = h.send(a, t::PART, "#music");
+        assert_eq!(to(&out, a), [(t::PART, "#Music".into())]);
+        assert_eq!(to(&out, b), [(t::PARTED, "#Music alice 1 7".into())]);
+        let out = h.send(a, t::PART, "#music");
+        assert_eq!(
+            to(&out, a),
+            [(
+                t::NOSUCH,
+                "part channel failed: you are not in that channel".into()
+            )]
+        );
+        let mut out = Vec::new();
+        h.index.disconnect(b, &mut out);
+        assert!(h.index.channels.is_empty());
+    }
+
+    #[test]
+    fn resume_search_by_checksum_and_size() {
+        let mut h = Harness::new(IndexConfig::default());
+        let a = h.login("alice", 6699);
+        let b = h.login("bob", 0);
+        let sum = "0123456789abcdef0123456789abcdef";
+        h.send(
+            a,
+            t::SHARE,
+            &format!("\"a\\song.mp3\" {sum} 5000 128 44100 60"),
+        );
+        h.send(
+            b,
+            t::SHARE,
+            &format!("\"b\\same.mp3\" {sum} 5000 128 44100 60"),
+        );
+        h.send(
+            b,
+            t::SHARE,
+            &format!("\"b\\other size.mp3\" {sum} 4000 128 44100 60"),
+        );
+        let out = h.send(b, t::RESUME_SEARCH, &format!("{sum} 5000"));
+        let got = to(&out, b);
+        let ip = ip_to_decimal(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            got[0],
+            (
+                t::RESUME_RESULT,
+                format!("alice {ip} 6699 \"a\\song.mp3\" {sum} 5000 7")
+            )
+        );
+        assert!(got[1].1.starts_with("bob "));
+        assert_eq!(got[2], (t::RESUME_END, String::new()));
+        let out = h.send(b, t::RESUME_SEARCH, "nothing 5000");
+        assert_eq!(to(&out, b), [(t::RESUME_END, String::new())]);
     }
 
     #[test]

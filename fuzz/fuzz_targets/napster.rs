@@ -172,7 +172,7 @@ fn search(data: &[u8]) {
         Err(e) => panic!("the encoding does not parse: {e}\n{req:?}\n{}", hex(&wire)),
     };
     let mut want = req.clone();
-    for c in &mut want.contains {
+    for c in want.contains.iter_mut().chain(want.excludes.iter_mut()) {
         for b in c.iter_mut() {
             if *b == b'"' {
                 *b = b'\'';

@@ -638,6 +638,37 @@ async fn direct_browse_and_mp3_headers() {
     );
     assert_eq!(files[1].size, 4);
 
+    // TekNap asks with a line end (`GETLIST\n`) and reads the nick, the files
+    // and the empty line that ends them.
+    let mut teknap = Raw::login(addr, "teknap", 0).await;
+    teknap.send(t::BROWSE_DIRECT, "opener").await;
+    let ok = teknap
+        .until(t::BROWSE_DIRECT_OK)
+        .await
+        .pop()
+        .unwrap()
+        .text();
+    let mut words = ok.split(' ');
+    let (nick, ip, port) = (words.next(), words.next(), words.next());
+    assert_eq!(nick, Some("opener"), "{ok}");
+    let ip = servent::napster::wire::ip_from_decimal(ip.unwrap().parse().unwrap());
+    let port: u16 = port.unwrap().parse().unwrap();
+    let mut conn = TcpStream::connect((ip, port)).await.unwrap();
+    let mut one = [0u8; 1];
+    conn.read_exact(&mut one).await.unwrap();
+    assert_eq!(&one, b"1");
+    conn.write_all(b"GETLIST\n").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.starts_with("opener\n") && text.contains("Song.mp3") && text.ends_with("\n\n"),
+        "{text:?}"
+    );
+
     // A firewalled sharer pushes its list to the requester (SENDLIST).
     let data_port = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = data_port.local_addr().unwrap().port();

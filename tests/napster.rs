@@ -850,6 +850,7 @@ fn servent() -> std::process::Command {
             cmd.env_remove(k);
         }
     }
+    cmd.env("SERVENT_CONFIG", common::NO_CONFIG);
     cmd
 }
 
@@ -929,13 +930,19 @@ fn index_share_and_search_from_the_command_line() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
-    assert!(
-        lines[0].starts_with(&format!(
-            r#"{{"name":"{}\\Holiday Photos\\beach day.jpg","size":5000,"#,
-            top(&shared)
-        )) && lines[0].contains(r#""nick":"cliuser""#),
-        "{text}"
+    let hit: servent::output::Versioned<servent::output::Hit> =
+        serde_json::from_str(lines[0]).unwrap();
+    assert_eq!((hit.v, hit.kind.as_str()), (1, "hit"));
+    let hit = hit.record;
+    assert_eq!(hit.network, servent::output::Network::Napster);
+    assert_eq!(
+        (hit.name.as_str(), hit.size),
+        (
+            format!("{}\\Holiday Photos\\beach day.jpg", top(&shared)).as_str(),
+            5000
+        )
     );
+    assert_eq!(hit.napster.unwrap().nick, "cliuser");
     // The hash cache went to the data directory under $HOME.
     assert!(home.0.join(".local/share/servent/sha1-cache.txt").exists());
 

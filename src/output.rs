@@ -1,0 +1,269 @@
+//! What servent prints for scripts and terminals, in one place so every command
+//! (and the control API after them) shows the same record the same way.
+//!
+//! - JSON: one object per line, built by `serde` from the record types here and
+//!   wrapped by [`json_line`] in `{"v":1,"type":"<kind>",...}`. `v` is
+//!   [`VERSION`]; it is raised when a field is removed or changes meaning, and
+//!   fields may be added within a version (readers ignore what they do not know).
+//! - Tables and tab-separated lines: every text that came from the network goes
+//!   through [`escape`] first, so a name cannot move the cursor, recolour the
+//!   terminal or add a column.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the JSON records' shapes, the `v` of every line.
+pub const VERSION: u32 = 1;
+
+/// A record printed as JSON: its kind is the `type` of its line.
+pub trait Record: Serialize {
+    /// The value of `type`.
+    const TYPE: &'static str;
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    record: &'a T,
+}
+
+/// A record as one line of JSON (without the line end), `v` and `type` first.
+pub fn json_line<T: Record>(record: &T) -> String {
+    serde_json::to_string(&Envelope {
+        v: VERSION,
+        kind: T::TYPE,
+        record,
+    })
+    .expect("records serialize")
+}
+
+/// A line read back: the version, the kind, and the record (for tests and clients).
+#[derive(Debug, Deserialize)]
+pub struct Versioned<T> {
+    pub v: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub record: T,
+}
+
+/// The network a hit came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    Gnutella,
+    Napster,
+}
+
+/// One search result, from either network (`type` "hit"). The fields every hit
+/// has come first; what only one network knows is under the key named by
+/// `network`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    pub network: Network,
+    /// The file's name as the responder gave it (control characters and all;
+    /// JSON escapes them).
+    pub name: String,
+    pub size: u64,
+    /// `urn:sha1:<BASE32>`, when the responder gave one.
+    pub urn: Option<String>,
+    /// The responder's IPv4 address.
+    pub host: String,
+    /// The responder's port, where the network tells it.
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gnutella: Option<GnutellaHit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub napster: Option<NapsterHit>,
+}
+
+impl Record for Hit {
+    const TYPE: &'static str = "hit";
+}
+
+/// What a Gnutella hit adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GnutellaHit {
+    /// The file's index at the responder (for `/get/<index>/<name>`).
+    pub index: u32,
+    /// The responder's servent GUID, 32 hex digits.
+    pub servent_guid: String,
+    /// Reached by a Push only.
+    pub push: bool,
+    /// All its upload slots taken.
+    pub busy: bool,
+}
+
+/// What a Napster search result adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NapsterHit {
+    /// The sharing user (give it to `napster get --from`).
+    pub nick: String,
+    /// The MD5 field as the index sent it.
+    pub md5: String,
+    pub bitrate: u32,
+    pub freq: u32,
+    pub seconds: u32,
+    /// The user's link type (0 unknown ... 10 T3).
+    pub link: u8,
+}
+
+/// Where a download is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownloadState {
+    Running,
+    Done,
+    Failed,
+    Interrupted,
+}
+
+/// A download, while it runs and when it ends (`type` "download").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Download {
+    pub state: DownloadState,
+    /// The file's name as wanted (from the URL, magnet or hit), when known.
+    pub name: Option<String>,
+    /// Where the file is written, once known.
+    pub path: Option<String>,
+    pub urn: Option<String>,
+    /// The file's size, once known.
+    pub size: Option<u64>,
+    /// Bytes on disk so far.
+    pub done: u64,
+    /// Over the last report interval.
+    pub bytes_per_sec: u64,
+    /// Sources fetching now.
+    pub sources_active: usize,
+    /// Sources not given up.
+    pub sources_known: usize,
+    /// Each source and the bytes it supplied (when the download ends).
+    pub sources: Vec<SourceBytes>,
+    /// Why it failed or stopped.
+    pub error: Option<String>,
+}
+
+impl Record for Download {
+    const TYPE: &'static str = "download";
+}
+
+impl Download {
+    /// A download of `name` that has not started.
+    pub fn new(name: Option<String>, urn: Option<String>, size: Option<u64>) -> Download {
+        Download {
+            state: DownloadState::Running,
+            name,
+            path: None,
+            urn,
+            size,
+            done: 0,
+            bytes_per_sec: 0,
+            sources_active: 0,
+            sources_known: 0,
+            sources: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+/// One source of a download.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceBytes {
+    pub source: String,
+    pub bytes: u64,
+}
+
+/// A server or node that has started (`type` "listening").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listening {
+    /// "node", "index" or "napster_share".
+    pub role: String,
+    /// The address it accepts connections on (none when firewalled).
+    pub addr: Option<String>,
+    /// Files shared, where the command shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
+}
+
+impl Record for Listening {
+    const TYPE: &'static str = "listening";
+}
+
+/// `s` with every character that could act on a terminal or break a
+/// tab-separated line written as an escape: C0 controls (tab and line ends
+/// included), DEL and C1 controls as `\xNN`, and the bidirectional overrides
+/// and isolates (which reorder what follows them) as `\u{NNNN}`. Backslashes
+/// are left alone (Napster names use them between directories), so the JSON
+/// output is the one to read when a name must be exact.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !needs_escape(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+        | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_and_the_rest_left_alone() {
+        assert_eq!(escape("plain \\ name.mp3"), "plain \\ name.mp3");
+        assert!(matches!(escape("ok"), Cow::Borrowed(_)));
+        assert_eq!(escape("\x1b[31mred\x1b[0m"), "\\x1b[31mred\\x1b[0m");
+        assert_eq!(escape("a\tb\nc\r"), "a\\x09b\\x0ac\\x0d");
+        assert_eq!(escape("\u{7f}\u{9b}\u{0}"), "\\x7f\\x9b\\x00");
+        assert_eq!(escape("x\u{202e}gpj.exe"), "x\\u{202e}gpj.exe");
+        assert_eq!(escape("café ♫"), "café ♫");
+    }
+
+    #[test]
+    fn lines_carry_the_version_and_type_first() {
+        let hit = Hit {
+            network: Network::Gnutella,
+            name: "a \"b\"\n\x1b.mp3".into(),
+            size: 3,
+            urn: None,
+            host: "127.0.0.1".into(),
+            port: Some(6346),
+            gnutella: Some(GnutellaHit {
+                index: 7,
+                servent_guid: "AB".repeat(16),
+                push: true,
+                busy: false,
+            }),
+            napster: None,
+        };
+        let line = json_line(&hit);
+        assert!(
+            line.starts_with(
+                r#"{"v":1,"type":"hit","network":"gnutella","name":"a \"b\"\n\u001b.mp3","#
+            ),
+            "{line}"
+        );
+        let back: Versioned<Hit> = serde_json::from_str(&line).unwrap();
+        assert_eq!((back.v, back.kind.as_str()), (1, "hit"));
+        assert_eq!(back.record, hit);
+    }
+}

@@ -290,10 +290,12 @@ async fn shutdown_signal() {
 
 fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let words = args.words.join(" ");
-    let table = !args.json && std::io::stdout().is_terminal();
+    let text = output::Text::for_stdout(std::io::stdout().is_terminal());
     let mut out = std::io::stdout().lock();
-    if table {
-        let _ = writeln!(out, "{:<48} {:>12}  {:<21}  urn", "name", "size", "host");
+    if !args.json {
+        if let Some(h) = text.hit_header(output::Network::Gnutella) {
+            let _ = writeln!(out, "{h}");
+        }
     }
     let count = runtime()?.block_on(node::search::search(
         &args.peer,
@@ -302,24 +304,11 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Duration::from_secs(args.timeout),
         args.max_results,
         |hit| {
-            let urn = hit.urn.map_or(String::new(), |u| u.to_string());
+            let hit = hit.record();
             let line = if args.json {
-                output::json_line(&hit.record())
-            } else if table {
-                format!(
-                    "{:<48} {:>12}  {:<21}  {urn}",
-                    output::escape(&hit.name),
-                    hit.size,
-                    format!("{}:{}", hit.host, hit.port),
-                )
+                output::json_line(&hit)
             } else {
-                format!(
-                    "{}\t{}\t{}:{}\t{urn}",
-                    output::escape(&hit.name),
-                    hit.size,
-                    hit.host,
-                    hit.port,
-                )
+                text.hit(&hit)
             };
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
@@ -494,40 +483,23 @@ fn napster_search(
         kind,
         ..SearchRequest::default()
     };
-    let table = !json && std::io::stdout().is_terminal();
+    let text = output::Text::for_stdout(std::io::stdout().is_terminal());
     let mut out = std::io::stdout().lock();
-    if table {
-        let _ = writeln!(
-            out,
-            "{:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
-            "name", "size", "kbps", "hz", "nick", "ip"
-        );
+    if !json {
+        if let Some(h) = text.hit_header(output::Network::Napster) {
+            let _ = writeln!(out, "{h}");
+        }
     }
     let count = runtime()?.block_on(async {
         let wait = Duration::from_secs(30);
         let mut session = Session::login(&server, &Login::anonymous(0), wait).await?;
         session
             .search(&req, wait, |r| {
-                let name = String::from_utf8_lossy(&r.name);
-                let (name, nick) = (output::escape(&name), output::escape(&r.nick));
+                let hit = client::hit_record(&r);
                 let line = if json {
-                    output::json_line(&client::hit_record(&r))
-                } else if table {
-                    format!(
-                        "{:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
-                        name, r.size, r.bitrate, r.freq, nick, r.ip
-                    )
+                    output::json_line(&hit)
                 } else {
-                    format!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                        name,
-                        r.size,
-                        r.bitrate,
-                        r.freq,
-                        nick,
-                        r.ip,
-                        output::escape(&String::from_utf8_lossy(&r.md5))
-                    )
+                    text.hit(&hit)
                 };
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();

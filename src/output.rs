@@ -194,6 +194,80 @@ impl Record for Listening {
     const TYPE: &'static str = "listening";
 }
 
+/// How hits are printed for people and for line-oriented tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Text {
+    /// Aligned columns under a header line, for a terminal.
+    Table,
+    /// Tab-separated fields, no header, for a pipe.
+    Tsv,
+}
+
+impl Text {
+    /// A table when `stdout_is_terminal`, else tab-separated.
+    pub fn for_stdout(stdout_is_terminal: bool) -> Text {
+        if stdout_is_terminal {
+            Text::Table
+        } else {
+            Text::Tsv
+        }
+    }
+
+    /// The header line of a table of hits from `network` (none for TSV).
+    pub fn hit_header(self, network: Network) -> Option<String> {
+        match (self, network) {
+            (Text::Tsv, _) => None,
+            (Text::Table, Network::Gnutella) => Some(format!(
+                "{:<48} {:>12}  {:<21}  urn",
+                "name", "size", "host"
+            )),
+            (Text::Table, Network::Napster) => Some(format!(
+                "{:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
+                "name", "size", "kbps", "hz", "nick", "ip"
+            )),
+        }
+    }
+
+    /// One hit as a line (without its end), every text from the network escaped.
+    ///
+    /// Gnutella: name, size, host:port, urn. Napster: name, size, bit rate,
+    /// frequency, nick, ip (and, tab-separated, the MD5).
+    pub fn hit(self, hit: &Hit) -> String {
+        let name = escape(&hit.name);
+        let urn = hit.urn.as_deref().unwrap_or("");
+        match (&hit.napster, self) {
+            (None, Text::Table) => {
+                let host = match hit.port {
+                    Some(p) => format!("{}:{p}", hit.host),
+                    None => hit.host.clone(),
+                };
+                format!("{name:<48} {:>12}  {host:<21}  {urn}", hit.size)
+            }
+            (None, Text::Tsv) => {
+                let port = hit.port.map_or(String::new(), |p| format!(":{p}"));
+                format!("{name}\t{}\t{}{port}\t{urn}", hit.size, hit.host)
+            }
+            (Some(n), Text::Table) => format!(
+                "{name:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
+                hit.size,
+                n.bitrate,
+                n.freq,
+                escape(&n.nick),
+                hit.host
+            ),
+            (Some(n), Text::Tsv) => format!(
+                "{name}\t{}\t{}\t{}\t{}\t{}\t{}",
+                hit.size,
+                n.bitrate,
+                n.freq,
+                escape(&n.nick),
+                hit.host,
+                escape(&n.md5)
+            ),
+        }
+    }
+}
+
 /// `s` with every character that could act on a terminal or break a
 /// tab-separated line written as an escape: C0 controls (tab and line ends
 /// included), DEL and C1 controls as `\xNN`, and the bidirectional overrides
@@ -236,6 +310,63 @@ mod tests {
         assert_eq!(escape("\u{7f}\u{9b}\u{0}"), "\\x7f\\x9b\\x00");
         assert_eq!(escape("x\u{202e}gpj.exe"), "x\\u{202e}gpj.exe");
         assert_eq!(escape("café ♫"), "café ♫");
+    }
+
+    fn evil(network: Network) -> Hit {
+        Hit {
+            network,
+            name: "\x1b[31mred\x1b[0m\tx\n.mp3".into(),
+            size: 5,
+            urn: Some("urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5".into()),
+            host: "10.0.0.1".into(),
+            port: (network == Network::Gnutella).then_some(6346),
+            gnutella: (network == Network::Gnutella).then(|| GnutellaHit {
+                index: 1,
+                servent_guid: "00".repeat(16),
+                push: false,
+                busy: false,
+            }),
+            napster: (network == Network::Napster).then(|| NapsterHit {
+                nick: "mallory\x1b]0;owned\x07".into(),
+                md5: "abc\t".into(),
+                bitrate: 128,
+                freq: 44100,
+                seconds: 60,
+                link: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn hits_in_tables_and_tsv_cannot_drive_the_terminal() {
+        let name = "\\x1b[31mred\\x1b[0m\\x09x\\x0a.mp3";
+        for network in [Network::Gnutella, Network::Napster] {
+            let hit = evil(network);
+            for text in [Text::Table, Text::Tsv] {
+                let line = text.hit(&hit);
+                assert!(
+                    !line.chars().any(|c| c.is_control() && c != '\t'),
+                    "{line:?}"
+                );
+                assert!(line.starts_with(name), "{line:?}");
+                assert!(!line.contains('\t') || text == Text::Tsv, "{line:?}");
+            }
+        }
+        let g = evil(Network::Gnutella);
+        assert_eq!(
+            Text::Tsv.hit(&g),
+            format!("{name}\t5\t10.0.0.1:6346\turn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5")
+        );
+        let cols = |l: String| l.split('\t').count();
+        assert_eq!(cols(Text::Tsv.hit(&g)), 4);
+        let n = evil(Network::Napster);
+        assert_eq!(cols(Text::Tsv.hit(&n)), 7);
+        assert!(Text::Table.hit(&n).contains("mallory\\x1b]0;owned\\x07"));
+        // Columns line up under the header.
+        let header = Text::Table.hit_header(Network::Gnutella).unwrap();
+        let line = Text::Table.hit(&g);
+        assert_eq!(header.find("urn"), line.find("urn:sha1"));
+        assert_eq!(Text::Tsv.hit_header(Network::Napster), None);
     }
 
     #[test]

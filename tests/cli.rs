@@ -556,3 +556,23 @@ fn get_prints_download_records() {
         common::pattern(100_000, 3)
     );
 }
+
+/// The config files the README and the spec show are accepted as written.
+#[test]
+fn documented_config_files_are_valid() {
+    let dir = Dir::new("cli-docs");
+    for doc in ["README.md", "protocol-spec/command-line.md"] {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).unwrap();
+        let mut blocks = 0;
+        for block in text.split("```toml\n").skip(1) {
+            let toml = block.split("```").next().unwrap();
+            let file = write_config(&dir, toml);
+            let out = servent(&["--config", &file, "config", "show"], &[]);
+            assert!(out.status.success(), "{doc}: {}", stderr(&out));
+            assert!(String::from_utf8_lossy(&out.stdout).contains("file ("));
+            blocks += 1;
+        }
+        assert!(blocks > 0, "{doc} shows no config file");
+    }
+}

@@ -194,6 +194,60 @@ impl Record for Listening {
     const TYPE: &'static str = "listening";
 }
 
+/// Where a setting's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Env => "env",
+            Source::File => "file",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// One setting as `config show` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Setting {
+    /// The command's words (`run`, `napster share`), empty for the options
+    /// given before the command.
+    pub command: String,
+    /// The key in the file, which is the flag's long name.
+    pub key: String,
+    /// A string, a list of strings (a repeatable flag), true/false (a switch),
+    /// a number (a count), or null (not set); a password is shown as "(hidden)".
+    pub value: serde_json::Value,
+    pub source: Source,
+    /// The environment variable it is read from.
+    pub env: Option<String>,
+    /// Where in the file it was set, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_key: Option<String>,
+}
+
+/// The effective settings (`type` "config").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// The config file looked for.
+    pub file: Option<String>,
+    /// Whether it was there.
+    pub file_found: bool,
+    pub settings: Vec<Setting>,
+}
+
+impl Record for Settings {
+    const TYPE: &'static str = "config";
+}
+
 /// How hits are printed for people and for line-oriented tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Text {

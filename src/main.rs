@@ -566,7 +566,7 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use servent::wire::magnet::Magnet;
 
     let rt = runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let cancel = CancellationToken::new();
         {
             let cancel = cancel.clone();
@@ -734,7 +734,16 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         } else {
             ExitCode::SUCCESS
         })
-    })
+    });
+    // A failure before any download started still ends the JSON stream with
+    // a record saying why.
+    if let (true, Err(e)) = (args.json, &result) {
+        let mut record = Download::new(None, None, None);
+        record.state = DownloadState::Failed;
+        record.error = Some(e.to_string());
+        println!("{}", output::json_line(&record));
+    }
+    result
 }
 
 /// Hits grouped into downloads by SHA-1, the file with the most sources first

@@ -416,6 +416,18 @@ fn runtime_failures_exit_1() {
     assert!(stderr(&out).contains("no source could be reached"));
     let out = servent(&["napster", "search", "--server", "127.0.0.1:1", "x"], &[]);
     assert_eq!(out.status.code(), Some(1));
+    // With --json, a failure says so on standard output too, as a record.
+    for args in [
+        &["get", "--json", "http://127.0.0.1:1/get/1/x"][..],
+        &["get", "--json", "--peer", "127.0.0.1:1", "x"],
+    ] {
+        let out = servent(args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let last: Download = record(text.lines().last().unwrap_or_default(), "download");
+        assert_eq!(last.state, DownloadState::Failed, "{text}");
+        assert!(last.error.is_some_and(|e| !e.is_empty()), "{text}");
+    }
 }
 
 #[test]

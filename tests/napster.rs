@@ -943,6 +943,33 @@ fn index_share_and_search_from_the_command_line() {
         )
     );
     assert_eq!(hit.napster.unwrap().nick, "cliuser");
+
+    // And fetched by that name (pushed: the sharer is firewalled), the result
+    // a download record.
+    let out_dir = Dir::new("cli-get");
+    let out = servent()
+        .args(["napster", "get", "--server", &addr, "--from", "cliuser"])
+        .args(["--file", &hit.name, "-o", "beach.jpg", "--json"])
+        .current_dir(&out_dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let done: servent::output::Versioned<servent::output::Download> =
+        serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!((done.v, done.kind.as_str()), (1, "download"));
+    let done = done.record;
+    assert_eq!(done.state, servent::output::DownloadState::Done);
+    assert_eq!((done.size, done.done), (Some(5000), 5000));
+    assert_eq!(done.sources[0].source, "cliuser");
+    assert_eq!(
+        std::fs::read(out_dir.0.join("beach.jpg")).unwrap(),
+        content(5000, 1)
+    );
     // The hash cache went to the data directory under $HOME.
     assert!(home.0.join(".local/share/servent/sha1-cache.txt").exists());
 

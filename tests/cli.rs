@@ -588,3 +588,29 @@ fn documented_config_files_are_valid() {
         assert!(blocks > 0, "{doc} shows no config file");
     }
 }
+
+/// `config show` says a password is set, never what it is.
+#[test]
+fn config_show_hides_the_password() {
+    let dir = Dir::new("cli-pw");
+    let file = write_config(&dir, "[napster.share]\npassword = 'from-the-file'\n");
+    for env in [
+        &[][..],
+        &[("SERVENT_NAPSTER_SHARE_PASSWORD", "from-the-env")][..],
+    ] {
+        for json in [true, false] {
+            let mut args = vec!["--config", &file, "config", "show"];
+            if json {
+                args.push("--json");
+            }
+            args.extend(["napster", "share"]);
+            let out = servent(&args, env);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("(hidden)") && !text.contains("from-the"),
+                "{text}"
+            );
+        }
+    }
+}

@@ -373,6 +373,23 @@ impl HostCache {
         )
     }
 
+    /// Every known host, most recently heard of first.
+    pub fn list(&self) -> Vec<HostInfo> {
+        self.newest(self.hosts.len(), |_| true)
+            .into_iter()
+            .map(|addr| {
+                let e = &self.hosts[&addr];
+                HostInfo {
+                    addr,
+                    seen: e.seen,
+                    ultrapeer: e.ultrapeer,
+                    leaf: e.leaf,
+                    failures: e.failures,
+                }
+            })
+            .collect()
+    }
+
     /// Adds the hosts of a cache file; a missing file adds nothing, bad lines are
     /// skipped.
     pub fn load(&mut self, file: &Path) -> io::Result<()> {
@@ -394,6 +411,18 @@ impl HostCache {
         }
         Ok(())
     }
+}
+
+/// A known host, as [`HostCache::list`] tells it.
+#[derive(Clone, Debug)]
+pub struct HostInfo {
+    pub addr: SocketAddr,
+    /// When we last heard of it.
+    pub seen: SystemTime,
+    pub ultrapeer: bool,
+    pub leaf: bool,
+    /// Dials that failed in a row.
+    pub failures: u32,
 }
 
 /// The host cache's lines, most recently heard of first.

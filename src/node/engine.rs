@@ -25,16 +25,43 @@ use crate::wire::Push;
 use crate::wire::bye;
 
 pub use crate::core::engine::{
-    Budgets, Config, DEFAULT_MAX_TABLE_FILL, EngineStats, Event, Fault, LinkInfo, Links,
-    RelayCounts, TableDone, TableJob,
+    Budgets, Config, DEFAULT_MAX_TABLE_FILL, EngineStats, Event, Fault, LinkInfo, LinkReport,
+    Links, RelayCounts, TableDone, TableJob,
 };
+use crate::wire::Guid;
 
 use super::conn::ConnTx;
+
+/// Traffic on one link, as the shell sees it (whole frames, header included).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub msgs_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub msgs_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// What the shell keeps of a link besides its send queue.
+#[derive(Clone, Debug)]
+pub struct LinkMeta {
+    /// The peer's `User-Agent`, as it said it (unescaped).
+    pub user_agent: Option<String>,
+    pub opened: Instant,
+    pub traffic: Arc<Traffic>,
+}
+
+struct LinkEntry {
+    tx: ConnTx,
+    meta: LinkMeta,
+}
 
 /// The core's way out to the shell: each link's send queue, and the tasks
 /// that answer Pushes and connect-back requests.
 pub struct ShellLinks {
-    conns: crate::core::ConnMap<ConnTx>,
+    conns: crate::core::ConnMap<LinkEntry>,
+    /// Searches of our own under way: where each one's hits go (bounded; a
+    /// hit that finds its channel full is dropped).
+    searches: std::collections::HashMap<Guid, mpsc::Sender<Bytes>>,
     pushes: mpsc::Sender<Push>,
     connect_backs: mpsc::Sender<SocketAddr>,
     slots: Arc<Semaphore>,
@@ -54,6 +81,7 @@ impl ShellLinks {
         let (decoded, rx) = mpsc::unbounded_channel();
         let links = ShellLinks {
             conns: Default::default(),
+            searches: Default::default(),
             pushes,
             connect_backs,
             slots,
@@ -66,20 +94,34 @@ impl ShellLinks {
 impl Links for ShellLinks {
     fn send(&mut self, conn: ConnId, priority: Priority, bytes: Bytes) -> Offer {
         match self.conns.get(&conn) {
-            Some(tx) => tx.send(priority, bytes),
+            Some(e) => {
+                let len = bytes.len() as u64;
+                let offer = e.tx.send(priority, bytes);
+                if matches!(offer, Offer::Queued) {
+                    e.meta.traffic.msgs_out.fetch_add(1, Ordering::Relaxed);
+                    e.meta.traffic.bytes_out.fetch_add(len, Ordering::Relaxed);
+                }
+                offer
+            }
             None => Offer::Rejected,
         }
     }
 
     fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
-        if let Some(tx) = self.conns.get(&conn) {
-            tx.close(code, reason);
+        if let Some(e) = self.conns.get(&conn) {
+            e.tx.close(code, reason);
         }
     }
 
     fn close_silently(&mut self, conn: ConnId) {
-        if let Some(tx) = self.conns.get(&conn) {
-            tx.close_silently();
+        if let Some(e) = self.conns.get(&conn) {
+            e.tx.close_silently();
+        }
+    }
+
+    fn own_hit(&mut self, guid: Guid, payload: Bytes) {
+        if let Some(tx) = self.searches.get(&guid) {
+            let _ = tx.try_send(payload);
         }
     }
 
@@ -118,6 +160,9 @@ type Engine = crate::core::engine::Engine<ShellLinks>;
 #[derive(Clone)]
 pub struct EngineRef {
     inner: Arc<Mutex<Running>>,
+    /// Gnutella bytes in and out on links that have closed.
+    closed_in: Arc<AtomicU64>,
+    closed_out: Arc<AtomicU64>,
     published: Arc<watch::Sender<EngineStats>>,
     /// Connections open (counted from `open_connection` to the reader's end).
     open: Arc<AtomicUsize>,
@@ -152,6 +197,8 @@ impl EngineRef {
                 engine,
                 stopped: false,
             })),
+            closed_in: Default::default(),
+            closed_out: Default::default(),
             published: Arc::new(published),
             open,
             held: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
@@ -201,12 +248,16 @@ impl EngineRef {
 
     /// A new link: its send queue joins the links, then the core hears of it.
     /// False once the node has stopped.
-    pub fn open(&self, conn: ConnId, tx: ConnTx, info: LinkInfo) -> bool {
+    pub fn open(&self, conn: ConnId, tx: ConnTx, info: LinkInfo, meta: LinkMeta) -> bool {
         let mut running = self.lock();
         if running.stopped {
             return false;
         }
-        running.engine.links_mut().conns.insert(conn, tx);
+        running
+            .engine
+            .links_mut()
+            .conns
+            .insert(conn, LinkEntry { tx, meta });
         running
             .engine
             .handle(Event::Opened { conn, info }, Instant::now());
@@ -228,12 +279,26 @@ impl EngineRef {
         if running.stopped {
             return false;
         }
+        if let Event::Frames { conn, frames } = &event {
+            if let Some(e) = running.engine.links_mut().conns.get(conn) {
+                let bytes: usize = frames.iter().map(|f| f.wire_len()).sum();
+                let t = &e.meta.traffic;
+                t.msgs_in.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                t.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
+        }
         if let Event::Closed { conn } = &event {
             let conn = *conn;
             if running.engine.knows(conn) {
                 self.open.fetch_sub(1, Ordering::Relaxed);
             }
-            running.engine.links_mut().conns.remove(&conn);
+            if let Some(e) = running.engine.links_mut().conns.remove(&conn) {
+                let t = &e.meta.traffic;
+                self.closed_in
+                    .fetch_add(t.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+                self.closed_out
+                    .fetch_add(t.bytes_out.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
         }
         running.engine.handle(event, Instant::now());
         self.publish(running);
@@ -291,6 +356,57 @@ impl EngineRef {
     /// Runs `f` on the host cache (held by the core).
     pub fn hosts<T>(&self, f: impl FnOnce(&mut HostCache) -> T) -> T {
         f(self.lock().engine.hosts_mut())
+    }
+
+    /// Every link: what the core knows and what the shell counted.
+    pub fn links(&self) -> Vec<(LinkReport, Option<LinkMeta>)> {
+        let mut running = self.lock();
+        let reports = running.engine.link_reports();
+        let conns = &running.engine.links_mut().conns;
+        reports
+            .into_iter()
+            .map(|r| {
+                let meta = conns.get(&r.conn).map(|e| e.meta.clone());
+                (r, meta)
+            })
+            .collect()
+    }
+
+    /// Gnutella bytes in and out on links that have closed.
+    pub fn closed_traffic(&self) -> (u64, u64) {
+        (
+            self.closed_in.load(Ordering::Relaxed),
+            self.closed_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Our QRP table's fill (see `Engine::table_fill`).
+    pub fn table_fill(&self) -> (u64, u64) {
+        self.lock().engine.table_fill()
+    }
+
+    /// Runs `f` on the library (held by the core).
+    pub fn library<T>(&self, f: impl FnOnce(&crate::core::library::Library) -> T) -> T {
+        f(self.lock().engine.library())
+    }
+
+    /// Starts a search of our own (see `Engine::search`); its hits' payloads go
+    /// to `hits` until [`EngineRef::end_search`]. Returns the links it went to.
+    pub fn search(&self, guid: Guid, query: Bytes, ttl: u8, hits: mpsc::Sender<Bytes>) -> usize {
+        let mut running = self.lock();
+        if running.stopped {
+            return 0;
+        }
+        running.engine.links_mut().searches.insert(guid, hits);
+        let sent = running.engine.search(guid, query, ttl, Instant::now());
+        self.publish(&mut running);
+        sent
+    }
+
+    /// Stops taking hits for a search of our own.
+    pub fn end_search(&self, guid: Guid) {
+        let mut running = self.lock();
+        running.engine.links_mut().searches.remove(&guid);
     }
 
     /// Says Bye to every peer; later events are refused.

@@ -60,6 +60,42 @@ pub struct Uploads {
     /// Woken when a file is found changed on disk, so the library rescans now.
     pub rescan: Arc<Notify>,
     pub cancel: CancellationToken,
+    /// Uploads being sent now (one per slot held), by a number of their own.
+    pub active: Mutex<std::collections::HashMap<u64, Arc<ActiveUpload>>>,
+    next_upload: std::sync::atomic::AtomicU64,
+    /// File bytes handed to hyper to send, since the start.
+    pub bytes_sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// An upload in progress, for the control API.
+#[derive(Debug)]
+pub struct ActiveUpload {
+    pub remote: SocketAddr,
+    pub name: String,
+    pub urn: Option<Sha1Urn>,
+    /// The range asked for: first byte and length.
+    pub start: u64,
+    pub len: u64,
+    pub started: std::time::Instant,
+    /// Bytes of the range handed to hyper so far.
+    pub sent: std::sync::atomic::AtomicU64,
+}
+
+/// Holds an upload in [`Uploads::active`] while its body lives.
+pub struct UploadGuard {
+    uploads: Arc<Uploads>,
+    id: u64,
+    upload: Arc<ActiveUpload>,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.uploads
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Uploads {
@@ -71,6 +107,9 @@ impl Uploads {
             altlocs: Mutex::new(AltLocs::new(1000, Duration::from_secs(3600))),
             rescan: Arc::new(Notify::new()),
             cancel,
+            active: Mutex::default(),
+            next_upload: Default::default(),
+            bytes_sent: Default::default(),
         }
     }
 }
@@ -145,7 +184,7 @@ fn text(status: StatusCode, msg: &str, head: bool) -> Response<FileBody> {
 async fn answer(
     req: Request<hyper::body::Incoming>,
     remote: SocketAddr,
-    uploads: &Uploads,
+    uploads: &Arc<Uploads>,
     state: &Mutex<ConnState>,
 ) -> Response<FileBody> {
     tracing::debug!(%remote, method = %req.method(), uri = %req.uri(), "HTTP request");
@@ -292,7 +331,31 @@ async fn answer(
         FileBody::stream(handle, start, len)
     };
     let body = match slot {
-        Some(slot) => FileBody::Slotted(Box::new(body), slot),
+        Some(slot) => {
+            let upload = Arc::new(ActiveUpload {
+                remote,
+                name: file.name.clone(),
+                urn: file.sha1,
+                start,
+                len,
+                started: std::time::Instant::now(),
+                sent: Default::default(),
+            });
+            let id = uploads
+                .next_upload
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            uploads
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, upload.clone());
+            let guard = UploadGuard {
+                uploads: uploads.clone(),
+                id,
+                upload,
+            };
+            FileBody::Slotted(Box::new(body), slot, Box::new(guard))
+        }
         None => body,
     };
     b.body(body).expect("headers built from valid values")
@@ -456,7 +519,8 @@ pub enum FileBody {
         left: u64,
     },
     /// A body that holds an upload slot until it is sent or dropped.
-    Slotted(Box<FileBody>, OwnedSemaphorePermit),
+    /// The guard keeps it listed among the uploads and counts what is sent.
+    Slotted(Box<FileBody>, OwnedSemaphorePermit, Box<UploadGuard>),
 }
 
 impl FileBody {
@@ -498,7 +562,18 @@ impl Body for FileBody {
         match self.get_mut() {
             FileBody::Empty => Poll::Ready(None),
             FileBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            FileBody::Slotted(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
+            FileBody::Slotted(inner, _, guard) => {
+                let frame = ready!(Pin::new(inner.as_mut()).poll_frame(cx));
+                if let Some(Ok(f)) = &frame {
+                    if let Some(d) = f.data_ref() {
+                        let n = d.len() as u64;
+                        let relaxed = std::sync::atomic::Ordering::Relaxed;
+                        guard.upload.sent.fetch_add(n, relaxed);
+                        guard.uploads.bytes_sent.fetch_add(n, relaxed);
+                    }
+                }
+                Poll::Ready(frame)
+            }
             FileBody::Stream { rx, left } => {
                 if *left == 0 {
                     return Poll::Ready(None);
@@ -520,7 +595,7 @@ impl Body for FileBody {
             FileBody::Empty => true,
             FileBody::Full(b) => b.is_none(),
             FileBody::Stream { left, .. } => *left == 0,
-            FileBody::Slotted(inner, _) => inner.is_end_stream(),
+            FileBody::Slotted(inner, ..) => inner.is_end_stream(),
         }
     }
 
@@ -529,7 +604,7 @@ impl Body for FileBody {
             FileBody::Empty => SizeHint::with_exact(0),
             FileBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             FileBody::Stream { left, .. } => SizeHint::with_exact(*left),
-            FileBody::Slotted(inner, _) => inner.size_hint(),
+            FileBody::Slotted(inner, ..) => inner.size_hint(),
         }
     }
 }

@@ -17,9 +17,25 @@ use crate::share::{self, FoundFile, HashCache};
 
 use super::engine::{EngineRef, Event};
 
+/// What the task shares with the control API: the share roots (changed at
+/// run time, taking effect at the next rescan) and the hashing progress.
+#[derive(Debug, Default)]
+pub struct LibraryState {
+    pub roots: std::sync::Mutex<Vec<PathBuf>>,
+    /// Files found and not hashed yet.
+    pub pending: std::sync::atomic::AtomicUsize,
+}
+
+impl LibraryState {
+    /// The share roots now.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.roots.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// What the task knows of the shares.
 pub struct Shares {
-    roots: Vec<PathBuf>,
+    pub state: Arc<LibraryState>,
     cache: HashCache,
     cache_file: Option<PathBuf>,
     /// Every file shared, by path, with the size and time it was indexed at.
@@ -40,14 +56,17 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
         None => HashCache::default(),
     };
     let mut shares = Shares {
-        roots: roots.to_vec(),
+        state: Arc::new(LibraryState {
+            roots: std::sync::Mutex::new(roots.to_vec()),
+            pending: Default::default(),
+        }),
         cache,
         cache_file,
         known: HashMap::new(),
         to_hash: Vec::new(),
     };
     let mut library = Library::new();
-    for f in scan(&shares.roots) {
+    for f in scan(roots) {
         let urn = shares.cache.get(&f);
         library.add(&f.name, f.path.clone(), f.size, f.mtime, urn);
         shares.known.insert(f.path.clone(), (f.size, f.mtime));
@@ -55,12 +74,21 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
             shares.to_hash.push(f);
         }
     }
+    shares.set_pending();
     tracing::info!(
         files = library.len(),
         to_hash = shares.to_hash.len(),
         "library scanned"
     );
     (library, shares)
+}
+
+impl Shares {
+    fn set_pending(&self) {
+        self.state
+            .pending
+            .store(self.to_hash.len(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
@@ -90,7 +118,7 @@ pub async fn run(
             _ = rescan_now.notified() => {}
             _ = cancel.cancelled() => return,
         }
-        let roots = shares.roots.clone();
+        let roots = shares.state.roots();
         let Ok(found) = tokio::task::spawn_blocking(move || scan(&roots)).await else {
             return;
         };
@@ -144,7 +172,11 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
     if shares.to_hash.is_empty() {
         return true;
     }
-    for file in std::mem::take(&mut shares.to_hash) {
+    shares.set_pending();
+    let todo = std::mem::take(&mut shares.to_hash);
+    let mut left = todo.len();
+    for file in todo {
+        left -= 1;
         let path = file.path.clone();
         let stop = cancel.clone();
         let hashing = tokio::task::spawn_blocking(move || {
@@ -166,6 +198,10 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
             Ok(Err(e)) => tracing::warn!(path = %file.path.display(), error = %e, "cannot hash"),
             Err(_) => return false,
         }
+        shares
+            .state
+            .pending
+            .store(left, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(f) = &shares.cache_file {
         let keep = shares.known.keys().map(PathBuf::as_path).collect();

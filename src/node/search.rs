@@ -59,6 +59,32 @@ impl SearchHit {
     }
 }
 
+/// The results of a QueryHit, fakes left out.
+pub fn hits_of(hit: &QueryHit) -> Vec<SearchHit> {
+    let flags = hit.qhd().map(|t| t.flags()).unwrap_or_default();
+    let vendor = hit.qhd().map(|t| t.vendor);
+    let mut v = Vec::with_capacity(hit.results.len());
+    for r in &hit.results {
+        let h = SearchHit {
+            name: r.name_lossy(),
+            size: r.file_size(),
+            urn: r.ext.sha1_urns().next(),
+            index: r.index,
+            host: hit.ip,
+            port: hit.port,
+            servent_guid: hit.servent,
+            push: flags.push == Some(true),
+            busy: flags.busy == Some(true),
+        };
+        if let Some(why) = spam(&h, vendor) {
+            tracing::debug!(name = %h.name, host = %h.host, why, "dropped a fake result");
+            continue;
+        }
+        v.push(h);
+    }
+    v
+}
+
 /// Why a search could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -235,26 +261,9 @@ impl LeafLink {
             if guid != id {
                 continue;
             }
-            let flags = hit.qhd().map(|t| t.flags()).unwrap_or_default();
-            let vendor = hit.qhd().map(|t| t.vendor);
-            for r in &hit.results {
+            for h in hits_of(&hit) {
                 if count == max_results {
                     break;
-                }
-                let h = SearchHit {
-                    name: r.name_lossy(),
-                    size: r.file_size(),
-                    urn: r.ext.sha1_urns().next(),
-                    index: r.index,
-                    host: hit.ip,
-                    port: hit.port,
-                    servent_guid: hit.servent,
-                    push: flags.push == Some(true),
-                    busy: flags.busy == Some(true),
-                };
-                if let Some(why) = spam(&h, vendor) {
-                    tracing::debug!(name = %h.name, host = %h.host, why, "dropped a fake result");
-                    continue;
                 }
                 if !seen.first(&h) {
                     continue;

@@ -71,6 +71,21 @@ pub trait Links {
     fn decode_tables(&mut self, job: TableJob) -> Option<TableDone> {
         Some(job.run())
     }
+    /// A QueryHit answering a query we started ([`Engine::search`]): `guid`
+    /// is the query's, `payload` the hit's, validated.
+    fn own_hit(&mut self, guid: Guid, payload: Bytes) {
+        let _ = (guid, payload);
+    }
+}
+
+/// What the core knows of one link, for the control API.
+#[derive(Clone, Debug)]
+pub struct LinkReport {
+    pub conn: ConnId,
+    pub info: LinkInfo,
+    /// Messages from it dropped, by reason (router reasons, `malformed`,
+    /// `unknown-function`, `over-budget-<kind>`).
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Our vendor code in QueryHit trailers.
@@ -329,6 +344,8 @@ struct Peer {
     closing: bool,
     /// As our leaf: its table at our table's size, counted in `leaf_slots`.
     leaf_part: Option<QrpTable>,
+    /// Messages from it dropped, by reason (a fixed set of names).
+    drops: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Peer {
@@ -653,6 +670,78 @@ impl<L: Links> Engine<L> {
         self.stats.clone()
     }
 
+    /// Every link, with what its handshake said and its drops by reason.
+    pub fn link_reports(&self) -> Vec<LinkReport> {
+        let mut v: Vec<LinkReport> = self
+            .peers
+            .values()
+            .map(|p| LinkReport {
+                conn: p.conn,
+                info: p.info.clone(),
+                drops: p.drops.clone(),
+            })
+            .collect();
+        v.sort_by_key(|r| r.conn.0);
+        v
+    }
+
+    /// Our QRP table's fill: slots present (our files' and our leaves'
+    /// keywords), and slots in all.
+    pub fn table_fill(&self) -> (u64, u64) {
+        let present = self
+            .lib_table
+            .slots()
+            .chain(self.leaf_slots.slots())
+            .collect::<std::collections::HashSet<u32>>()
+            .len();
+        (present as u64, tables::TABLE_LEN as u64)
+    }
+
+    /// The shared files.
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    /// Starts a query of our own (`query`: an encoded Query payload) with id
+    /// `guid`: as a leaf to our ultrapeers, as an ultrapeer to every
+    /// ultrapeer or flat neighbour and to the leaves whose table matches. Its
+    /// hits come back through [`Links::own_hit`]. Returns the links it went to.
+    pub fn search(&mut self, guid: Guid, query: Bytes, ttl: u8, now: Instant) -> usize {
+        let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
+            return 0;
+        };
+        let keys = routing::QueryKeys::of(&view);
+        let Decision::Accept {
+            forward: Some(f), ..
+        } = self.router.originate(guid, Class::Search, ttl, now)
+        else {
+            return 0;
+        };
+        let frame = Frame {
+            header: Header {
+                guid,
+                function: Function::Query,
+                ttl: Ttl(f.ttl),
+                hops: Hops(0),
+                payload_len: query.len() as u32,
+            },
+            payload: query.clone(),
+        };
+        let bytes = routing::reencode(&frame, f.ttl, 0);
+        let mut sent = 0;
+        for p in self.peers.values() {
+            let go = match p.info.link {
+                Link::ToUltrapeer | Link::Peer | Link::Flat => true,
+                Link::ToLeaf => p.matches(&keys) == Some(true),
+            };
+            if go {
+                self.links.send(p.conn, Priority::Own, bytes.clone());
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     /// Takes one event at `now`.
     pub fn handle(&mut self, event: Event, now: Instant) {
         match event {
@@ -690,6 +779,7 @@ impl<L: Links> Engine<L> {
                         budget: Budget::new(rates, now),
                         closing: false,
                         leaf_part: None,
+                        drops: Default::default(),
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.

@@ -137,6 +137,7 @@ impl<L: Links> Engine<L> {
                 Verdict::Take => {}
                 Verdict::Drop => {
                     self.stats.over_budget[kind as usize] += 1;
+                    *peer.drops.entry("over-budget").or_default() += 1;
                     return;
                 }
                 Verdict::Close => {
@@ -179,6 +180,7 @@ impl<L: Links> Engine<L> {
                 },
                 None => {
                     self.stats.malformed += 1;
+                    *peer.drops.entry("malformed").or_default() += 1;
                     return;
                 }
             },
@@ -186,6 +188,7 @@ impl<L: Links> Engine<L> {
                 Some(target) => Class::Directed { target },
                 None => {
                     self.stats.malformed += 1;
+                    *peer.drops.entry("malformed").or_default() += 1;
                     return;
                 }
             },
@@ -218,6 +221,7 @@ impl<L: Links> Engine<L> {
                     "dropped a message of unknown function"
                 );
                 self.stats.unknown += 1;
+                *peer.drops.entry("unknown-function").or_default() += 1;
                 peer.unknown += 1;
                 if peer.unknown > MAX_UNKNOWN {
                     self.links
@@ -234,6 +238,7 @@ impl<L: Links> Engine<L> {
                 Err(e) => {
                     tracing::debug!(conn = conn.0, function = ?h.function, error = %e, "dropped a malformed message");
                     self.stats.malformed += 1;
+                    *peer.drops.entry("malformed").or_default() += 1;
                     return;
                 }
             }
@@ -241,6 +246,7 @@ impl<L: Links> Engine<L> {
             if let Err(e) = Message::validate(h.function, &frame.payload) {
                 tracing::debug!(conn = conn.0, function = ?h.function, error = %e, "dropped a malformed message");
                 self.stats.malformed += 1;
+                *peer.drops.entry("malformed").or_default() += 1;
                 return;
             }
             None
@@ -287,6 +293,11 @@ impl<L: Links> Engine<L> {
                 self.hosts.learn_reachable(addr, self.wall);
                 self.pongs
                     .insert(now, frame.payload.clone(), h.hops.0, conn);
+            }
+        }
+        if let Decision::Drop(reason) = decision {
+            if let Some(p) = self.peers.get_mut(&conn) {
+                *p.drops.entry(reason.name()).or_default() += 1;
             }
         }
         let Decision::Accept { deliver, forward } = decision else {
@@ -358,6 +369,9 @@ impl<L: Links> Engine<L> {
                         }
                     }
                 }
+                // A hit for a query of our own (one for a leaf's is forwarded,
+                // not delivered).
+                Function::QueryHit => self.links.own_hit(h.guid, payload.clone()),
                 Function::Push => {
                     let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
                     if let Ok(p) = Push::parse(payload, &mut budget) {

@@ -287,6 +287,11 @@ impl LibraryTable {
         t
     }
 
+    /// The slots counted present.
+    pub(super) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.counts.keys().copied()
+    }
+
     /// Marks every counted slot present in `t`.
     pub(super) fn add_to(&self, t: &mut QrpTable) {
         for slot in self.counts.keys() {

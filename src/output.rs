@@ -117,6 +117,10 @@ pub struct NapsterHit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DownloadState {
+    /// In a node's queue, waiting for a free download slot.
+    Queued,
+    /// In a node's queue, stopped until resumed.
+    Paused,
     Running,
     Done,
     Failed,
@@ -126,6 +130,9 @@ pub enum DownloadState {
 /// A download, while it runs and when it ends (`type` "download").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Download {
+    /// The download's number in a node's queue (the control API's downloads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     pub state: DownloadState,
     /// The file's name as wanted (from the URL, magnet or hit), when known.
     pub name: Option<String>,
@@ -156,6 +163,7 @@ impl Download {
     /// A download of `name` that has not started.
     pub fn new(name: Option<String>, urn: Option<String>, size: Option<u64>) -> Download {
         Download {
+            id: None,
             state: DownloadState::Running,
             name,
             path: None,
@@ -192,6 +200,254 @@ pub struct Listening {
 
 impl Record for Listening {
     const TYPE: &'static str = "listening";
+}
+
+/// A list of records of one kind (`type` "<kind>s"), as the control API
+/// answers a listing: `{"v":1,"type":"peers","items":[...]}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+/// A record kind that is also listed.
+pub trait Listed {
+    /// The `type` of a list of them.
+    const LIST: &'static str;
+}
+
+impl<T: Listed + Serialize> Record for List<T> {
+    const TYPE: &'static str = T::LIST;
+}
+
+/// A record as a JSON value, `v` and `type` first (the control API's bodies).
+pub fn json_value<T: Record>(record: &T) -> serde_json::Value {
+    serde_json::to_value(Envelope {
+        v: VERSION,
+        kind: T::TYPE,
+        record,
+    })
+    .expect("records serialize")
+}
+
+impl Listed for Hit {
+    const LIST: &'static str = "hits";
+}
+
+impl Listed for Download {
+    const LIST: &'static str = "downloads";
+}
+
+/// What a node is doing (`type` "status").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// "leaf" or "ultrapeer".
+    pub role: String,
+    pub uptime_secs: u64,
+    /// Our servent GUID, 32 hex digits.
+    pub guid: String,
+    /// Where the node accepts Gnutella and HTTP connections (none when
+    /// firewalled).
+    pub listen: Option<String>,
+    pub firewalled: bool,
+    pub links: LinkCounts,
+    pub library: LibraryCounts,
+    pub bandwidth: Bandwidth,
+    pub uploads: SlotCounts,
+    pub downloads: QueueCounts,
+    /// Hosts in the host cache.
+    pub hosts: usize,
+}
+
+impl Record for Status {
+    const TYPE: &'static str = "status";
+}
+
+/// Open Gnutella links by kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkCounts {
+    /// Ultrapeers we are a leaf of.
+    pub to_ultrapeers: usize,
+    /// Our leaves.
+    pub leaves: usize,
+    /// Ultrapeer-to-ultrapeer and flat links.
+    pub mesh: usize,
+    pub total: usize,
+}
+
+/// The library's size and hashing progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryCounts {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files still waiting for their SHA-1 (not offered by URN until then).
+    pub hashing_pending: usize,
+}
+
+/// Bytes moved since the start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bandwidth {
+    /// Gnutella messages, whole frames.
+    pub gnutella_in: u64,
+    pub gnutella_out: u64,
+    /// File bytes uploaded, and downloaded by the node's queue.
+    pub upload: u64,
+    pub download: u64,
+}
+
+/// Upload slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotCounts {
+    pub active: usize,
+    pub slots: usize,
+}
+
+/// The download queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounts {
+    pub running: usize,
+    pub queued: usize,
+    pub paused: usize,
+    /// Downloads at once at most.
+    pub max_running: usize,
+}
+
+/// One Gnutella link (`type` "peer").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: u64,
+    /// The address the connection is with.
+    pub addr: String,
+    /// Where the peer listens, when known.
+    pub listen: Option<String>,
+    /// Its `User-Agent` (JSON escapes control characters; tables escape them).
+    pub user_agent: Option<String>,
+    /// "to_ultrapeer" (we are its leaf), "leaf" (ours), "ultrapeer" or "flat".
+    pub kind: String,
+    pub inbound: bool,
+    pub age_secs: u64,
+    pub msgs_in: u64,
+    pub msgs_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Messages from it dropped, by reason.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+impl Record for Peer {
+    const TYPE: &'static str = "peer";
+}
+
+impl Listed for Peer {
+    const LIST: &'static str = "peers";
+}
+
+/// A shared file (`type` "file").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFile {
+    pub index: u32,
+    pub name: String,
+    pub path: String,
+    pub size: u64,
+    /// `urn:sha1:...`, once hashed.
+    pub urn: Option<String>,
+}
+
+impl Record for SharedFile {
+    const TYPE: &'static str = "file";
+}
+
+impl Listed for SharedFile {
+    const LIST: &'static str = "files";
+}
+
+/// A host in the host cache (`type` "host").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub addr: String,
+    /// When we last heard of it, in seconds since the Unix epoch.
+    pub seen: u64,
+    pub ultrapeer: bool,
+    pub leaf: bool,
+    pub failures: u32,
+}
+
+impl Record for Host {
+    const TYPE: &'static str = "host";
+}
+
+impl Listed for Host {
+    const LIST: &'static str = "hosts";
+}
+
+/// An upload in progress (`type` "upload").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub addr: String,
+    pub name: String,
+    pub urn: Option<String>,
+    /// The range asked for.
+    pub start: u64,
+    pub length: u64,
+    /// Bytes of it sent so far.
+    pub sent: u64,
+    pub age_secs: u64,
+}
+
+impl Record for Upload {
+    const TYPE: &'static str = "upload";
+}
+
+impl Listed for Upload {
+    const LIST: &'static str = "uploads";
+}
+
+/// A shared directory (`type` "share").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub path: String,
+}
+
+impl Record for Share {
+    const TYPE: &'static str = "share";
+}
+
+impl Listed for Share {
+    const LIST: &'static str = "shares";
+}
+
+/// A search started through the control API (`type` "search").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Search {
+    pub id: u64,
+    /// The words searched for, or the URN.
+    pub query: String,
+    /// Still taking hits.
+    pub active: bool,
+    pub age_secs: u64,
+    /// Links the query went to.
+    pub sent_to: usize,
+    /// Hits kept (at most 1000 per search).
+    pub hits: usize,
+}
+
+impl Record for Search {
+    const TYPE: &'static str = "search";
+}
+
+impl Listed for Search {
+    const LIST: &'static str = "searches";
+}
+
+/// What went wrong with a request to the control API (`type` "error").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
+    pub error: String,
+}
+
+impl Record for ApiError {
+    const TYPE: &'static str = "error";
 }
 
 /// Where a setting's value came from.

@@ -7,6 +7,7 @@
 //! task ends.
 
 pub mod conn;
+pub mod control;
 mod deflate;
 mod engine;
 pub mod get;
@@ -14,6 +15,7 @@ pub mod handshake;
 pub mod http;
 mod library_task;
 pub mod push;
+pub mod queue;
 pub mod search;
 
 use std::io;
@@ -93,6 +95,11 @@ pub struct NodeConfig {
     /// A leaf's QRP table with a larger share of its slots present is refused
     /// (it would match almost every query).
     pub max_table_fill: f64,
+    /// Where the download queue writes files (default: `downloads` in the
+    /// data directory, else the current directory).
+    pub download_dir: Option<PathBuf>,
+    /// Downloads of the queue running at once.
+    pub max_downloads: usize,
 }
 
 impl Default for NodeConfig {
@@ -118,6 +125,8 @@ impl Default for NodeConfig {
             local_network: false,
             budgets: Budgets::default(),
             max_table_fill: engine::DEFAULT_MAX_TABLE_FILL,
+            download_dir: None,
+            max_downloads: 4,
         }
     }
 }
@@ -132,9 +141,20 @@ pub struct NodeHandle {
     stats: watch::Receiver<EngineStats>,
     givs: push::GivWaiters,
     engine: EngineRef,
+    control: control::Control,
 }
 
 impl NodeHandle {
+    /// What the control API sees of the node and asks of it.
+    pub fn control(&self) -> control::Control {
+        self.control.clone()
+    }
+
+    /// A token cancelled when the node stops.
+    pub fn cancelled(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Waits for a pushed host (`servent`) to connect to our port and say `GIV`;
     /// the connection is handed over as it is after the GIV line.
     pub fn expect_giv(&self, servent: Guid) -> tokio::sync::oneshot::Receiver<TcpStream> {
@@ -356,6 +376,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         });
     }
 
+    let library_state = shares.state.clone();
     tracker.spawn(library_task::run(
         shares,
         engine.clone(),
@@ -406,7 +427,35 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         });
     }
     tracker.spawn(maintain(shared.clone(), hosts_file));
+    let download_dir = shared.config.download_dir.clone().unwrap_or_else(|| {
+        shared
+            .config
+            .data_dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from("."), |d| d.join("downloads"))
+    });
+    let queue = queue::Queue::open(
+        shared.config.data_dir.as_deref(),
+        download_dir,
+        shared.config.max_downloads,
+        get::GetConfig::default(),
+    );
+    tracker.spawn(queue.clone().run(tracker.clone(), cancel.clone()));
+    let control = control::Control::new(control::Parts {
+        engine: shared.engine.clone(),
+        stats: stats.clone(),
+        uploads: shared.uploads.clone(),
+        library: library_state,
+        queue,
+        guid,
+        listen: (!shared.config.firewalled).then_some(local_addr),
+        firewalled: shared.config.firewalled,
+        max_uploads: shared.config.max_uploads,
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
+    });
     Ok(NodeHandle {
+        control,
         local_addr,
         guid,
         cancel,
@@ -940,7 +989,12 @@ async fn open_connection(
         vendor_messages: est.headers.get(hs::VENDOR_MESSAGE).is_some(),
         inbound,
     };
-    if !shared.engine.open(conn, tx.clone(), info) {
+    let meta = engine::LinkMeta {
+        user_agent: est.headers.get(hs::USER_AGENT).map(str::to_string),
+        opened: Instant::now(),
+        traffic: Default::default(),
+    };
+    if !shared.engine.open(conn, tx.clone(), info, meta) {
         shared.open.fetch_sub(1, Ordering::Relaxed);
         shared.engine.release(link);
         return;

@@ -4,6 +4,7 @@
 //! layer that adapts it to byte streams ([`framing`]), and the command-line front
 //! end in `main.rs`. See `ARCHITECTURE.md` for the map of the parts.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;

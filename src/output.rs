@@ -219,16 +219,6 @@ impl<T: Listed + Serialize> Record for List<T> {
     const TYPE: &'static str = T::LIST;
 }
 
-/// A record as a JSON value, `v` and `type` first (the control API's bodies).
-pub fn json_value<T: Record>(record: &T) -> serde_json::Value {
-    serde_json::to_value(Envelope {
-        v: VERSION,
-        kind: T::TYPE,
-        record,
-    })
-    .expect("records serialize")
-}
-
 impl Listed for Hit {
     const LIST: &'static str = "hits";
 }
@@ -436,6 +426,17 @@ impl Record for Search {
 
 impl Listed for Search {
     const LIST: &'static str = "searches";
+}
+
+/// A search and its hits (`type` "search_results").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub search: Search,
+    pub items: Vec<Hit>,
+}
+
+impl Record for SearchResults {
+    const TYPE: &'static str = "search_results";
 }
 
 /// What went wrong with a request to the control API (`type` "error").

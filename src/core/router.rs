@@ -215,6 +215,11 @@ impl Stats {
         self.delivered[class.index()]
     }
 
+    /// Every class, as (name, forwarded, delivered).
+    pub fn classes(&self) -> impl Iterator<Item = (&'static str, u64, u64)> + '_ {
+        (0..CLASS_NAMES.len()).map(|c| (CLASS_NAMES[c], self.forwarded[c], self.delivered[c]))
+    }
+
     /// Every non-zero drop counter, as (class name, reason name, count).
     pub fn drops(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
         self.dropped.iter().enumerate().flat_map(|(c, row)| {

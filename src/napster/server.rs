@@ -81,9 +81,29 @@ pub struct ServerHandle {
     pub local_addr: SocketAddr,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    counters: tokio::sync::watch::Receiver<Counters>,
+}
+
+/// The index's counters, published by its task every tick.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub users: usize,
+    pub files: usize,
+    pub stats: crate::napster::index::Stats,
 }
 
 impl ServerHandle {
+    /// The counters as last published (at most a tick old).
+    pub fn counters(&self) -> tokio::sync::watch::Receiver<Counters> {
+        self.counters.clone()
+    }
+
+    /// The task tracker and token the index's tasks run on (an API server
+    /// started beside it joins them).
+    pub fn tasks(&self) -> (TaskTracker, CancellationToken) {
+        (self.tracker.clone(), self.cancel.clone())
+    }
+
     /// Stops every task (the accounts are saved first) and waits for them.
     pub async fn shutdown(self) {
         self.cancel.cancel();
@@ -202,12 +222,20 @@ pub async fn start_with(
         cancel.clone(),
         tracker.clone(),
     ));
-    tracker.spawn(index_loop(index, config, events_rx, cancel.clone()));
+    let (counters_tx, counters) = tokio::sync::watch::channel(Counters::default());
+    tracker.spawn(index_loop(
+        index,
+        config,
+        events_rx,
+        cancel.clone(),
+        counters_tx,
+    ));
     tracing::info!(%local_addr, "index listening");
     Ok(ServerHandle {
         local_addr,
         cancel,
         tracker,
+        counters,
     })
 }
 
@@ -446,6 +474,7 @@ async fn index_loop(
     config: ServerConfig,
     mut events: mpsc::Receiver<Event>,
     cancel: CancellationToken,
+    counters: tokio::sync::watch::Sender<Counters>,
 ) {
     let (jobs_tx, mut jobs_rx) = mpsc::channel(64);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -490,6 +519,11 @@ async fn index_loop(
             _ = ticker.tick() => {
                 shell.index.tick(Now::system(), &mut out);
                 shell.apply(&mut out);
+                counters.send_replace(Counters {
+                    users: shell.index.users_online(),
+                    files: shell.index.files_indexed(),
+                    stats: shell.index.stats().clone(),
+                });
                 shell.save_if_dirty().await;
                 if shell.index.take_trimmed() {
                     release_free_memory();

@@ -70,13 +70,13 @@ pub struct SearchEntry {
     sent_to: usize,
     stop: CancellationToken,
     state: Mutex<SearchState>,
-    /// New hits, for the event streams.
-    feed: broadcast::Sender<output::Hit>,
 }
 
 struct SearchState {
     hits: Vec<output::Hit>,
     active: bool,
+    /// New hits, for the event streams; dropped when the search ends.
+    feed: Option<broadcast::Sender<output::Hit>>,
 }
 
 /// What a search is for.
@@ -113,7 +113,7 @@ impl SearchEntry {
     pub fn subscribe(&self) -> (Vec<output::Hit>, Option<broadcast::Receiver<output::Hit>>) {
         // Under the state's lock, so no hit falls between the two.
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let rx = st.active.then(|| self.feed.subscribe());
+        let rx = st.feed.as_ref().map(|f| f.subscribe());
         (st.hits.clone(), rx)
     }
 }
@@ -439,8 +439,8 @@ impl Control {
                 state: Mutex::new(SearchState {
                     hits: Vec::new(),
                     active: true,
+                    feed: Some(feed),
                 }),
-                feed,
             });
             if s.by_id.len() >= MAX_SEARCHES {
                 if let Some((_, old)) = s.by_id.pop_first() {
@@ -475,12 +475,16 @@ impl Control {
                         continue;
                     }
                     let r = h.record();
-                    let _ = e.feed.send(r.clone());
+                    if let Some(f) = &st.feed {
+                        let _ = f.send(r.clone());
+                    }
                     st.hits.push(r);
                 }
             }
             engine.end_search(e.guid);
-            e.state.lock().unwrap_or_else(|x| x.into_inner()).active = false;
+            let mut st = e.state.lock().unwrap_or_else(|x| x.into_inner());
+            st.active = false;
+            st.feed = None;
         });
         Ok(entry)
     }
@@ -526,6 +530,11 @@ impl Control {
             }
             None => false,
         }
+    }
+
+    /// Messages in and out per kind, over every link.
+    pub fn message_types(&self) -> Arc<super::engine::TypeCounts> {
+        self.inner.engine.message_types()
     }
 
     /// How the engine's counters and the shell's look now, for `/metrics`.

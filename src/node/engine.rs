@@ -41,6 +41,44 @@ pub struct Traffic {
     pub bytes_out: AtomicU64,
 }
 
+/// The names of the kinds of message counted by [`TypeCounts`].
+pub const MESSAGE_TYPES: [&str; 10] = [
+    "ping",
+    "pong",
+    "bye",
+    "route_table",
+    "vendor",
+    "standard_vendor",
+    "push",
+    "query",
+    "query_hit",
+    "unknown",
+];
+
+/// Messages received and queued for sending, over every link, per kind (in
+/// the order of [`MESSAGE_TYPES`]).
+#[derive(Debug, Default)]
+pub struct TypeCounts {
+    pub received: [AtomicU64; 10],
+    pub sent: [AtomicU64; 10],
+}
+
+/// The index in [`MESSAGE_TYPES`] of a header's function byte.
+fn type_index(code: u8) -> usize {
+    match code {
+        0x00 => 0,
+        0x01 => 1,
+        0x02 => 2,
+        0x30 => 3,
+        0x31 => 4,
+        0x32 => 5,
+        0x40 => 6,
+        0x80 => 7,
+        0x81 => 8,
+        _ => 9,
+    }
+}
+
 /// What the shell keeps of a link besides its send queue.
 #[derive(Clone, Debug)]
 pub struct LinkMeta {
@@ -62,6 +100,7 @@ pub struct ShellLinks {
     /// Searches of our own under way: where each one's hits go (bounded; a
     /// hit that finds its channel full is dropped).
     searches: std::collections::HashMap<Guid, mpsc::Sender<Bytes>>,
+    types: Arc<TypeCounts>,
     pushes: mpsc::Sender<Push>,
     connect_backs: mpsc::Sender<SocketAddr>,
     slots: Arc<Semaphore>,
@@ -82,6 +121,7 @@ impl ShellLinks {
         let links = ShellLinks {
             conns: Default::default(),
             searches: Default::default(),
+            types: Default::default(),
             pushes,
             connect_backs,
             slots,
@@ -96,8 +136,12 @@ impl Links for ShellLinks {
         match self.conns.get(&conn) {
             Some(e) => {
                 let len = bytes.len() as u64;
+                let bytes_fn = bytes.get(16).copied();
                 let offer = e.tx.send(priority, bytes);
                 if matches!(offer, Offer::Queued) {
+                    if let Some(code) = bytes_fn {
+                        self.types.sent[type_index(code)].fetch_add(1, Ordering::Relaxed);
+                    }
                     e.meta.traffic.msgs_out.fetch_add(1, Ordering::Relaxed);
                     e.meta.traffic.bytes_out.fetch_add(len, Ordering::Relaxed);
                 }
@@ -280,10 +324,16 @@ impl EngineRef {
             return false;
         }
         if let Event::Frames { conn, frames } = &event {
-            if let Some(e) = running.engine.links_mut().conns.get(conn) {
+            let links = running.engine.links_mut();
+            if let Some(e) = links.conns.get(conn) {
                 let bytes: usize = frames.iter().map(|f| f.wire_len()).sum();
                 let t = &e.meta.traffic;
                 t.msgs_in.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                let types = &links.types;
+                for f in frames {
+                    types.received[type_index(f.header.function.code())]
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 t.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
             }
         }
@@ -370,6 +420,11 @@ impl EngineRef {
                 (r, meta)
             })
             .collect()
+    }
+
+    /// Messages in and out per kind.
+    pub fn message_types(&self) -> Arc<TypeCounts> {
+        self.lock().engine.links_mut().types.clone()
     }
 
     /// Gnutella bytes in and out on links that have closed.

@@ -43,7 +43,7 @@ pub use crate::core::tier::{Mode, TierConfig};
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
-pub use engine::{Budgets, EngineStats, LockHold, RelayCounts};
+pub use engine::{Budgets, EngineStats, LockHold, MESSAGE_TYPES, RelayCounts, TypeCounts};
 use engine::{EngineRef, Event, LinkInfo};
 type Engine = crate::core::engine::Engine<engine::ShellLinks>;
 use handshake::{Established, HandshakeFailure, RoleHeaders};

@@ -1,0 +1,205 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4): each
+//! family a `# HELP` and a `# TYPE` line, then its samples; label values
+//! escaped (`\\`, `\"`, `\n`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use crate::node::MESSAGE_TYPES;
+use crate::node::control::Control;
+
+/// The `Content-Type` of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A metrics page being written.
+#[derive(Default)]
+pub struct Page {
+    out: String,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Page {
+    /// Starts a family.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        self
+    }
+
+    /// A sample of the family just started.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) -> &mut Self {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+
+    /// A family of one sample without labels.
+    pub fn one(&mut self, name: &str, kind: &str, help: &str, value: u64) -> &mut Self {
+        self.family(name, kind, help).sample(name, &[], value)
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// The node's metrics.
+pub fn node(c: &Control) -> String {
+    let (s, slots_used, slots, extra) = c.metrics_input();
+    let types = c.message_types();
+    let mut p = Page::default();
+
+    let name = "servent_messages_received_total";
+    p.family(name, "counter", "Gnutella messages received, by type.");
+    for (i, t) in MESSAGE_TYPES.iter().enumerate() {
+        p.sample(
+            name,
+            &[("type", t)],
+            types.received[i].load(Ordering::Relaxed),
+        );
+    }
+    let name = "servent_messages_sent_total";
+    p.family(
+        name,
+        "counter",
+        "Gnutella messages queued for sending, by type.",
+    );
+    for (i, t) in MESSAGE_TYPES.iter().enumerate() {
+        p.sample(name, &[("type", t)], types.sent[i].load(Ordering::Relaxed));
+    }
+    let name = "servent_messages_relayed_total";
+    p.family(
+        name,
+        "counter",
+        "Messages relayed (one per target), by type.",
+    );
+    for (t, v) in [
+        ("ping", s.relayed.pings),
+        ("pong", s.relayed.pongs),
+        ("query", s.relayed.queries),
+        ("query_hit", s.relayed.query_hits),
+        ("push", s.relayed.pushes),
+    ] {
+        p.sample(name, &[("type", t)], v);
+    }
+    let name = "servent_router_dropped_total";
+    p.family(
+        name,
+        "counter",
+        "Messages the router dropped, by class and reason.",
+    );
+    for (class, reason, v) in s.router.drops() {
+        p.sample(name, &[("class", class), ("reason", reason)], v);
+    }
+    let name = "servent_router_forwarded_total";
+    p.family(name, "counter", "Messages sent on, by class.");
+    for (class, fwd, _) in s.router.classes() {
+        p.sample(name, &[("class", class)], fwd);
+    }
+    let name = "servent_router_delivered_total";
+    p.family(name, "counter", "Messages handled here, by class.");
+    for (class, _, dl) in s.router.classes() {
+        p.sample(name, &[("class", class)], dl);
+    }
+    let name = "servent_messages_dropped_total";
+    p.family(
+        name,
+        "counter",
+        "Messages dropped before routing or sending, by reason.",
+    );
+    p.sample(name, &[("reason", "malformed")], s.malformed);
+    p.sample(name, &[("reason", "unknown_function")], s.unknown);
+    p.sample(name, &[("reason", "send_queue_full")], s.shed);
+    p.sample(
+        name,
+        &[("reason", "over_budget")],
+        s.over_budget.iter().sum(),
+    );
+    let name = "servent_links";
+    p.family(name, "gauge", "Open Gnutella links, by kind.");
+    p.sample(name, &[("kind", "to_ultrapeer")], s.to_ultrapeers as u64);
+    p.sample(name, &[("kind", "leaf")], s.leaves as u64);
+    p.sample(name, &[("kind", "mesh")], s.mesh_links as u64);
+    p.one(
+        "servent_ultrapeer",
+        "gauge",
+        "1 while the node is an ultrapeer.",
+        s.ultrapeer as u64,
+    );
+    p.one(
+        "servent_queries_answered_total",
+        "counter",
+        "QueryHit messages sent in answer to queries.",
+        s.hits_sent,
+    );
+    p.one(
+        "servent_hits_routed_total",
+        "counter",
+        "QueryHit messages routed for others.",
+        s.relayed.query_hits,
+    );
+    let name = "servent_bytes_total";
+    p.family(name, "counter", "Bytes moved, by kind and direction.");
+    p.sample(
+        name,
+        &[("kind", "gnutella"), ("direction", "in")],
+        extra["gnutella_in"],
+    );
+    p.sample(
+        name,
+        &[("kind", "gnutella"), ("direction", "out")],
+        extra["gnutella_out"],
+    );
+    p.sample(
+        name,
+        &[("kind", "file"), ("direction", "out")],
+        extra["upload"],
+    );
+    p.sample(
+        name,
+        &[("kind", "file"), ("direction", "in")],
+        extra["download"],
+    );
+    let name = "servent_upload_slots";
+    p.family(name, "gauge", "Upload slots, in use and in all.");
+    p.sample(name, &[("state", "used")], slots_used as u64);
+    p.sample(name, &[("state", "total")], slots as u64);
+    p.one(
+        "servent_dynamic_queries_total",
+        "counter",
+        "Dynamic queries started for leaves.",
+        s.dynamic_queries,
+    );
+    p.one(
+        "servent_dynamic_queries_running",
+        "gauge",
+        "Dynamic queries running now.",
+        s.dynamic_running as u64,
+    );
+    let name = "servent_qrp_table_slots";
+    p.family(name, "gauge", "Our QRP table: slots present, and in all.");
+    p.sample(name, &[("state", "present")], extra["qrp_present"]);
+    p.sample(name, &[("state", "total")], extra["qrp_slots"]);
+    p.one(
+        "servent_host_cache_hosts",
+        "gauge",
+        "Hosts in the host cache.",
+        s.hosts as u64,
+    );
+    p.finish()
+}

@@ -51,6 +51,12 @@ pub enum Command {
     Napster(NapsterArgs),
     /// Inspect the settings.
     Config(ConfigArgs),
+    /// What a running node is doing (through its control API).
+    Status(StatusArgs),
+    /// A running node's Gnutella links (through its control API).
+    Peers(PeersArgs),
+    /// A running node's download queue: list, add, pause, resume or cancel.
+    Downloads(DownloadsArgs),
 }
 
 /// How log lines are written.
@@ -119,13 +125,106 @@ pub struct RunArgs {
     /// Say where the node listens as a JSON record instead of a sentence.
     #[arg(long, env = "SERVENT_RUN_JSON")]
     pub json: bool,
+    /// Address of the control API (default: 127.0.0.1:6347, given up with a
+    /// warning when taken; an address given here that cannot be bound is an
+    /// error).
+    #[arg(long, env = "SERVENT_RUN_API", value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// No control API.
+    #[arg(long, env = "SERVENT_RUN_NO_API", conflicts_with = "api")]
+    pub no_api: bool,
+    /// Where the download queue writes files (default: `downloads` in the
+    /// data directory).
+    #[arg(long, env = "SERVENT_RUN_DOWNLOAD_DIR", value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+    /// Downloads of the queue running at once.
+    #[arg(long, env = "SERVENT_RUN_MAX_DOWNLOADS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub max_downloads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node's control API address (default: as `run` has it, else 127.0.0.1:6347).
+    #[arg(long, env = "SERVENT_STATUS_API", value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// The node's data directory, where its API token is.
+    #[arg(long, env = "SERVENT_STATUS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The status as a JSON record.
+    #[arg(long, env = "SERVENT_STATUS_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// The node's control API address (default: as `run` has it, else 127.0.0.1:6347).
+    #[arg(long, env = "SERVENT_PEERS_API", value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// The node's data directory, where its API token is.
+    #[arg(long, env = "SERVENT_PEERS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON record per link.
+    #[arg(long, env = "SERVENT_PEERS_JSON")]
+    pub json: bool,
+}
+
+/// What to do with the download queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DownloadsAction {
+    List,
+    Add,
+    Pause,
+    Resume,
+    Cancel,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadsArgs {
+    /// list (the default), add URL|MAGNET, pause ID, resume ID or cancel ID.
+    #[arg(value_enum, default_value_t = DownloadsAction::List)]
+    pub action: DownloadsAction,
+    /// The URL or magnet link to add, or the download's id.
+    #[arg(value_name = "URL|MAGNET|ID")]
+    pub target: Option<String>,
+    /// With add: the file's name in the node's download directory.
+    #[arg(long, env = "SERVENT_DOWNLOADS_NAME")]
+    pub name: Option<String>,
+    /// With cancel: delete the .part too (it is kept by default).
+    #[arg(long, env = "SERVENT_DOWNLOADS_DELETE_PART")]
+    pub delete_part: bool,
+    /// The node's control API address (default: as `run` has it, else 127.0.0.1:6347).
+    #[arg(long, env = "SERVENT_DOWNLOADS_API", value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// The node's data directory, where its API token is.
+    #[arg(long, env = "SERVENT_DOWNLOADS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// JSON records.
+    #[arg(long, env = "SERVENT_DOWNLOADS_JSON")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Node to connect to.
-    #[arg(long, env = "SERVENT_SEARCH_PEER", value_name = "HOST:PORT")]
-    pub peer: String,
+    /// Node to connect to as a leaf.
+    #[arg(
+        long,
+        env = "SERVENT_SEARCH_PEER",
+        value_name = "HOST:PORT",
+        required_unless_present = "node",
+        conflicts_with = "node"
+    )]
+    pub peer: Option<String>,
+    /// Search through the running node's control API instead (the node
+    /// searches its own links; see --api).
+    #[arg(long, env = "SERVENT_SEARCH_NODE")]
+    pub node: bool,
+    /// With --node: the node's control API address (default: as `run` has it,
+    /// else 127.0.0.1:6347).
+    #[arg(long, env = "SERVENT_SEARCH_API", value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// With --node: the node's data directory, where its API token is.
+    #[arg(long, env = "SERVENT_SEARCH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Seconds to wait for hits.
     #[arg(long, env = "SERVENT_SEARCH_TIMEOUT", default_value_t = 10)]
     pub timeout: u64,
@@ -164,6 +263,17 @@ pub struct GetArgs {
     /// never trusted past it).
     #[arg(long, env = "SERVENT_GET_MAX_SIZE", default_value_t = crate::node::get::DEFAULT_MAX_SIZE)]
     pub max_size: u64,
+    /// Hand the download (a URL or magnet link) to the running node's queue
+    /// and return; it goes on, and survives restarts, in the node.
+    #[arg(long, env = "SERVENT_GET_NODE", conflicts_with_all = ["peer", "all"])]
+    pub node: bool,
+    /// With --node: the node's control API address (default: as `run` has it,
+    /// else 127.0.0.1:6347).
+    #[arg(long, env = "SERVENT_GET_API", value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// With --node: the node's data directory, where its API token is.
+    #[arg(long, env = "SERVENT_GET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +301,9 @@ pub struct IndexArgs {
     /// Say where the index listens as a JSON record instead of a sentence.
     #[arg(long, env = "SERVENT_INDEX_JSON")]
     pub json: bool,
+    /// Serve /metrics and /api/v1/status at this address (off by default).
+    #[arg(long, env = "SERVENT_INDEX_API", value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +428,9 @@ impl Command {
                 NapsterCommand::Get { .. } => "napster get",
             },
             Command::Config(_) => "config show",
+            Command::Status(_) => "status",
+            Command::Peers(_) => "peers",
+            Command::Downloads(_) => "downloads",
         }
     }
 }

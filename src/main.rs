@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod node_cmds;
+
+use servent::api;
 use servent::cli::{
     Cli, Command, ConfigArgs, ConfigCommand, GetArgs, IndexArgs, LogFormat, Mode, NapsterCommand,
     NapsterType, RunArgs, SearchArgs,
@@ -97,6 +100,9 @@ fn main() -> ExitCode {
             Command::Get(args) => get(args),
             Command::Index(args) => index(args),
             Command::Napster(args) => napster(args.command),
+            Command::Status(args) => node_cmds::status(args),
+            Command::Peers(args) => node_cmds::peers(args),
+            Command::Downloads(args) => node_cmds::downloads(args),
             Command::Config(_) => unreachable!("handled above"),
         },
     };
@@ -226,6 +232,8 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         firewalled: args.firewalled,
         max_uploads: args.max_uploads,
         local_network: args.local_network,
+        download_dir: args.download_dir.clone(),
+        max_downloads: args.max_downloads,
         tier: TierConfig {
             mode: match args.mode {
                 Mode::Leaf => node::Mode::Leaf,
@@ -241,9 +249,16 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
+        let api_dir = config.data_dir.clone();
         let node = node::start(config, cancel.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let api_tasks = tokio_util::task::TaskTracker::new();
+        let api_at = if args.no_api {
+            None
+        } else {
+            start_api(&node, args.api, api_dir.as_deref(), &api_tasks).await?
+        };
         if args.json {
             let addr = (!args.firewalled).then(|| node.local_addr.to_string());
             println!(
@@ -259,9 +274,24 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         } else {
             println!("listening on {}", node.local_addr);
         }
+        if let Some(a) = api_at {
+            if args.json {
+                println!(
+                    "{}",
+                    output::json_line(&Listening {
+                        role: "api".into(),
+                        addr: Some(a.to_string()),
+                        files: None,
+                    })
+                );
+            } else {
+                println!("control API on http://{a}/api/v1/");
+            }
+        }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");
+        api_tasks.close();
         let stop = node.shutdown();
         if tokio::time::timeout(Duration::from_secs(10), stop)
             .await
@@ -271,6 +301,42 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Starts the control API beside `node`: at `addr` (an error if it cannot be
+/// bound), or at the default address (a warning if it cannot be bound). The
+/// token is written to the data directory first.
+async fn start_api(
+    node: &node::NodeHandle,
+    addr: Option<std::net::SocketAddr>,
+    data_dir: Option<&std::path::Path>,
+    tasks: &tokio_util::task::TaskTracker,
+) -> Result<Option<std::net::SocketAddr>, Box<dyn std::error::Error>> {
+    let at = addr.unwrap_or_else(|| api::DEFAULT_ADDR.parse().expect("a valid address"));
+    let listener = match tokio::net::TcpListener::bind(at).await {
+        Ok(l) => l,
+        Err(e) if addr.is_none() => {
+            tracing::warn!(addr = %at, error = %e, "control API not started (give --api ADDR to choose another address, --no-api to say none)");
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("cannot listen for the control API on {at}: {e}").into()),
+    };
+    let token = match data_dir {
+        Some(d) => match api::create_token(d) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot write the API token: the API refuses every change");
+                None
+            }
+        },
+        None => None,
+    };
+    let handler = std::sync::Arc::new(api::node::NodeApi {
+        control: node.control(),
+        cancel: node.cancelled(),
+    });
+    let server = api::serve(listener, handler, token, tasks, node.cancelled())?;
+    Ok(Some(server.local_addr))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -297,8 +363,32 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let _ = writeln!(out, "{h}");
         }
     }
+    if args.node {
+        let c = api::client::Client::locate(args.api, args.data_dir.clone());
+        let count = node_cmds::search(
+            &c,
+            &words,
+            Duration::from_secs(args.timeout),
+            args.max_results,
+            |hit| {
+                let line = if args.json {
+                    output::json_line(hit)
+                } else {
+                    text.hit(hit)
+                };
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            },
+        )?;
+        tracing::info!(results = count, "search done");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let peer = args
+        .peer
+        .as_deref()
+        .expect("clap requires --peer without --node");
     let count = runtime()?.block_on(node::search::search(
-        &args.peer,
+        peer,
         &words,
         args.ttl,
         Duration::from_secs(args.timeout),
@@ -352,6 +442,20 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         let handle = server::start(config, cancel.clone()).await?;
+        let api_at = match args.api {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot listen for the API on {at}: {e}"))?;
+                let (tracker, cancel) = handle.tasks();
+                let handler = std::sync::Arc::new(api::index::IndexApi {
+                    counters: handle.counters(),
+                    started: std::time::Instant::now(),
+                });
+                Some(api::serve(listener, handler, None, &tracker, cancel)?.local_addr)
+            }
+            None => None,
+        };
         if json {
             let addr = Some(handle.local_addr.to_string());
             let role = "index".into();
@@ -363,6 +467,18 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("{}", output::json_line(&line));
         } else {
             println!("listening on {}", handle.local_addr);
+        }
+        if let Some(a) = api_at {
+            if json {
+                let line = Listening {
+                    role: "api".into(),
+                    addr: Some(a.to_string()),
+                    files: None,
+                };
+                println!("{}", output::json_line(&line));
+            } else {
+                println!("API on http://{a}/");
+            }
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
@@ -565,6 +681,25 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use servent::wire::http::HttpUrl;
     use servent::wire::magnet::Magnet;
 
+    if args.node {
+        if args.target.len() != 1 {
+            return usage("give one URL or magnet link to hand to the node");
+        }
+        let c = api::client::Client::locate(args.api, args.data_dir.clone());
+        let name = args
+            .output
+            .as_ref()
+            .and_then(|o| o.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        if args
+            .output
+            .as_ref()
+            .is_some_and(|o| o.parent().is_some_and(|p| !p.as_os_str().is_empty()))
+        {
+            return usage("with --node, -o names the file in the node's download directory only");
+        }
+        return node_cmds::add(&c, &args.target[0], name.as_deref(), args.json);
+    }
     let rt = runtime()?;
     let result = rt.block_on(async {
         let cancel = CancellationToken::new();

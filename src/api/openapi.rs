@@ -362,11 +362,11 @@ pub fn node_document() -> Value {
             },
             "/api/v1/downloads/{id}/pause": {
                 "parameters": [id_param()],
-                "post": { "summary": "Stops a download until resumed, keeping its .part.",
+                "post": { "summary": "Stops a download (or holds a failed one) until resumed, keeping its .part.",
                           "security": auth(),
                           "responses": { "200": body(one("Download"), "Paused."),
                                          "404": err("No such download."),
-                                         "409": err("It has ended."),
+                                         "409": err("It is done."),
                                          "401": unauthorized.clone() } }
             },
             "/api/v1/downloads/{id}/resume": {

@@ -324,13 +324,17 @@ impl Queue {
         self.lock().entries.get(&id).map(|e| e.record.clone())
     }
 
-    /// Stops a download, keeping its `.part`, until resumed.
+    /// Stops a download (or keeps a failed one from being retried), keeping
+    /// its `.part`, until resumed.
     pub fn pause(&self, id: u64) -> Result<Download, QueueError> {
         let r = {
             let mut st = self.lock();
             let e = st.entries.get_mut(&id).ok_or(QueueError::NotFound)?;
             match e.saved.state {
-                DownloadState::Queued | DownloadState::Running => {
+                DownloadState::Queued
+                | DownloadState::Running
+                | DownloadState::Failed
+                | DownloadState::Interrupted => {
                     if let Some(stop) = &e.stop {
                         e.after_stop = AfterStop::Pause;
                         stop.cancel();
@@ -339,7 +343,7 @@ impl Queue {
                     e.record.state = DownloadState::Paused;
                 }
                 DownloadState::Paused => {}
-                _ => return Err(QueueError::Bad("the download has ended".into())),
+                DownloadState::Done => return Err(QueueError::Bad("the download is done".into())),
             }
             e.record.clone()
         };

@@ -1,6 +1,8 @@
 //! Helpers shared by the benches: a counting allocator and a seeded generator.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 

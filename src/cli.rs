@@ -205,12 +205,11 @@ pub struct DownloadsArgs {
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Node to connect to as a leaf.
+    /// Node to connect to as a leaf (one of --peer and --node is needed).
     #[arg(
         long,
         env = "SERVENT_SEARCH_PEER",
         value_name = "HOST:PORT",
-        required_unless_present = "node",
         conflicts_with = "node"
     )]
     pub peer: Option<String>,

@@ -355,6 +355,9 @@ async fn shutdown_signal() {
 }
 
 fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if args.peer.is_none() && !args.node {
+        return usage("give --peer HOST:PORT, or --node to search through the running node");
+    }
     let words = args.words.join(" ");
     let text = output::Text::for_stdout(std::io::stdout().is_terminal());
     let mut out = std::io::stdout().lock();

@@ -314,7 +314,10 @@ fn usage_errors_exit_2() {
     for (args, want) in [
         (&["frobnicate"][..], "frobnicate"),
         (&["run", "--max-ttl", "300"], "300"),
-        (&["search"], "--peer"),
+        (&["search"], "WORDS"),
+        (&["search", "x"], "--peer"),
+        (&["search", "--node", "--peer", "h:1", "x"], "--peer"),
+        (&["downloads", "pause"], "id"),
         (
             &["search", "--peer", "127.0.0.1:1", "--ttl", "0", "x"],
             "--ttl",

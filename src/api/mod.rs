@@ -9,7 +9,8 @@
 //!   `Authorization: Bearer <token>`, the token being the contents of
 //!   `api-token` in the data directory (random, written mode 0600 at each
 //!   start); without it: 401. GETs are open when the API listens on a
-//!   loopback address, and need the token too otherwise.
+//!   loopback address, and need the token too otherwise (the index's API,
+//!   which only reads, has no token and is open).
 //! - Bounded: 64 connections at once (more wait in the backlog), 16 KiB of
 //!   request head read within 10 s, 64 KiB of body, 30 s per answer (event
 //!   streams excepted, which end with their search or the node).
@@ -299,7 +300,9 @@ async fn answer(
         _ => false,
     };
     let changes = !matches!(req.method(), &Method::GET | &Method::HEAD);
-    if (changes || !loopback) && !authorized {
+    // Off loopback, reading needs the token too (where there is one: the
+    // index's API only reads and has none).
+    if (changes || (!loopback && token.is_some())) && !authorized {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             "this request needs Authorization: Bearer <token> (the token is in api-token in the node's data directory)",

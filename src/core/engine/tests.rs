@@ -13,6 +13,7 @@ enum Did {
     CloseSilently(ConnId),
     Push(Push),
     ConnectBack(SocketAddr),
+    OwnHit(Guid),
 }
 
 #[derive(Default)]
@@ -53,6 +54,9 @@ impl Links for Record {
     }
     fn uploads_busy(&self) -> bool {
         self.busy
+    }
+    fn own_hit(&mut self, guid: Guid, _payload: Bytes) {
+        self.did.push(Did::OwnHit(guid));
     }
     fn decode_tables(&mut self, job: TableJob) -> Option<TableDone> {
         if self.defer_tables {
@@ -707,4 +711,49 @@ fn offers_are_bounded_per_leaf_and_for_all_leaves_together() {
     let c = open(&mut e, 99, Link::ToLeaf, t0);
     frames(&mut e, c, offer(99, per_leaf - 1), t0);
     assert_eq!(e.stats().offers_received, fit as u64 + 1);
+}
+
+#[test]
+fn a_search_of_our_own_goes_to_every_neighbour_and_its_hits_come_to_us() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    let a = open(&mut e, 1, Link::Flat, t0);
+    let b = open(&mut e, 2, Link::Peer, t0);
+    let mut payload = BytesMut::new();
+    query("free song").encode_payload(&mut payload).unwrap();
+    let id = Guid([0x77; 16]);
+    assert_eq!(e.search(id, payload.freeze(), 5, t0), 2);
+    let mut got = sent(&e);
+    got.sort_by_key(|x| x.0);
+    assert_eq!(
+        got,
+        vec![(a, Function::Query, 5, 0), (b, Function::Query, 5, 0)]
+    );
+    // A responder (another core) answers through b; the hit is ours.
+    let the_query = match &e.links.did[0] {
+        Did::Send(_, _, f) => f.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (mut other, _) = engine(Mode::Ultrapeer, &["free software song.ogg"]);
+    let back = open(&mut other, 9, Link::Flat, t0);
+    frames(&mut other, back, vec![the_query.clone()], t0);
+    let hit = other
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(_, _, f) if f.header.function == Function::QueryHit => Some(f.clone()),
+            _ => None,
+        })
+        .expect("the other core answers");
+    e.links.did.clear();
+    frames(&mut e, b, vec![hit], t0);
+    assert_eq!(e.links.did, vec![Did::OwnHit(id)]);
+    // Our own query coming back on a is a duplicate, counted for a.
+    e.links.did.clear();
+    frames(&mut e, a, vec![the_query], t0);
+    assert!(e.links.did.is_empty(), "{:?}", e.links.did);
+    let reports = e.link_reports();
+    assert_eq!(reports[0].conn, a);
+    assert_eq!(reports[0].drops.get("duplicate"), Some(&1));
+    assert!(reports[1].drops.is_empty());
 }

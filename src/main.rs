@@ -42,6 +42,15 @@ fn usage<T>(msg: impl Into<String>) -> Result<T, Box<dyn std::error::Error>> {
     Err(Box::new(Usage(msg.into())))
 }
 
+/// Writes a line to standard output, ignoring a closed pipe: a server that
+/// says where it listens must not die because nobody reads what it said.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, $($t)*);
+    }};
+}
+
 /// Exit status of a usage error.
 const EXIT_USAGE: u8 = 2;
 
@@ -261,7 +270,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         };
         if args.json {
             let addr = (!args.firewalled).then(|| node.local_addr.to_string());
-            println!(
+            say!(
                 "{}",
                 output::json_line(&Listening {
                     role: "node".into(),
@@ -270,13 +279,13 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 })
             );
         } else if args.firewalled {
-            println!("firewalled: no inbound connections, reachable by push only");
+            say!("firewalled: no inbound connections, reachable by push only");
         } else {
-            println!("listening on {}", node.local_addr);
+            say!("listening on {}", node.local_addr);
         }
         if let Some(a) = api_at {
             if args.json {
-                println!(
+                say!(
                     "{}",
                     output::json_line(&Listening {
                         role: "api".into(),
@@ -285,7 +294,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     })
                 );
             } else {
-                println!("control API on http://{a}/api/v1/");
+                say!("control API on http://{a}/api/v1/");
             }
         }
         let _ = std::io::stdout().flush();
@@ -467,9 +476,9 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 addr,
                 files: None,
             };
-            println!("{}", output::json_line(&line));
+            say!("{}", output::json_line(&line));
         } else {
-            println!("listening on {}", handle.local_addr);
+            say!("listening on {}", handle.local_addr);
         }
         if let Some(a) = api_at {
             if json {
@@ -478,9 +487,9 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     addr: Some(a.to_string()),
                     files: None,
                 };
-                println!("{}", output::json_line(&line));
+                say!("{}", output::json_line(&line));
             } else {
-                println!("API on http://{a}/");
+                say!("API on http://{a}/");
             }
         }
         let _ = std::io::stdout().flush();

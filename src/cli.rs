@@ -156,9 +156,13 @@ pub struct IndexArgs {
     /// File whose lines are sent as the message of the day.
     #[arg(long, env = "SERVENT_MOTD", value_name = "FILE")]
     pub motd: Option<PathBuf>,
-    /// Where registered accounts are kept.
+    /// Where registered accounts, user levels and bans are kept.
     #[arg(long, env = "SERVENT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Make this registered nick Elite (the server's owner), kept in the data
+    /// directory; may be repeated. Register the nick before or right after.
+    #[arg(long, value_name = "NICK")]
+    pub admin: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +338,16 @@ mod tests {
             "x",
         ]);
         assert!(both.is_err());
+    }
+
+    #[test]
+    fn index_admins_repeat() {
+        let cli = Cli::try_parse_from(["servent", "index", "--admin", "boss", "--admin", "chief"])
+            .unwrap();
+        let Command::Index(args) = cli.command else {
+            panic!("not index")
+        };
+        assert_eq!(args.admin, ["boss", "chief"]);
     }
 
     #[test]

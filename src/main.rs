@@ -241,9 +241,13 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let mut salt_seed = [0u8; 16];
     salt_seed.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    if !args.admin.is_empty() && args.data_dir.is_none() {
+        tracing::warn!("--admin without --data-dir: the level is kept in memory only");
+    }
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        admins: args.admin,
         index: IndexConfig {
             motd,
             max_users: args.max_users,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use servent::napster::client::{self, DataPort, GetConfig, ShareConfig};
 use servent::napster::index::IndexConfig;
-use servent::napster::server::{self, ACCOUNTS_FILE, ServerConfig, ServerHandle};
+use servent::napster::server::{
+    self, ACCOUNTS_FILE, BANS_FILE, LEVELS_FILE, ServerConfig, ServerHandle,
+};
 use servent::napster::transfer::{PartState, Timeouts};
 use servent::napster::wire::{Frame, NapCodec, types as t};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +134,95 @@ impl Raw {
             .map(Frame::text)
             .collect()
     }
+}
+
+/// Operators end to end: `--admin` makes a registered nick Elite; it
+/// muzzles, bans and kills; the levels and bans are files in the data
+/// directory and hold after a restart.
+#[tokio::test]
+async fn operators_muzzle_ban_and_kill_and_it_survives_a_restart() {
+    let data = Dir::new("operators");
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(data.0.clone()),
+        admins: vec!["boss".into()],
+        ..ServerConfig::default()
+    };
+    let srv = server::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let addr = srv.local_addr;
+    let mut boss = Raw::connect(addr).await;
+    boss.send(t::NEW_USER_LOGIN, "boss s3cret 0 \"x\" 7 boss@example.org")
+        .await;
+    boss.until(t::STATS).await;
+    assert_eq!(
+        boss.expect(t::NOSUCH).await,
+        "Server servent set your user level to Elite (4)."
+    );
+    let mut alice = Raw::login(addr, "alice", 0).await;
+    let mut bob = Raw::login(addr, "bob", 0).await;
+    boss.send(t::MUZZLE, "alice \"quiet\"").await;
+    assert_eq!(
+        alice.expect(t::NOSUCH).await,
+        "You have been muzzled by boss: quiet"
+    );
+    assert_eq!(
+        boss.expect(t::NOSUCH).await,
+        "boss has muzzled alice: quiet"
+    );
+    alice.send(t::PRIVATE_MESSAGE, "bob hi").await;
+    assert_eq!(alice.expect(t::NOSUCH).await, "You are muzzled.");
+    // Bob may not kill; boss may.
+    bob.send(t::KILL, "alice").await;
+    assert_eq!(
+        bob.expect(t::NOSUCH).await,
+        "kill failed: permission denied"
+    );
+    boss.send(t::BAN, "alice \"bye\"").await;
+    assert_eq!(boss.expect(t::NOSUCH).await, "boss banned alice!*: bye");
+    boss.send(t::KILL, "alice \"bye\"").await;
+    assert_eq!(
+        alice.expect(t::NOSUCH).await,
+        "You have been killed by boss: bye"
+    );
+    assert_eq!(alice.expect(t::DISCONNECTING).await, "0");
+    assert!(alice.closed().await);
+    assert_eq!(boss.expect(t::NOSUCH).await, "boss killed alice: bye");
+    let mut again = Raw::connect(addr).await;
+    again.send(t::LOGIN, "alice pw 0 \"x\" 7").await;
+    assert_eq!(again.expect(t::ERROR).await, "alice!* banned: bye");
+    srv.shutdown().await;
+
+    let levels = std::fs::read_to_string(data.0.join(LEVELS_FILE)).unwrap();
+    assert_eq!(levels, "alice user muzzled\nboss elite\n");
+    let bans = std::fs::read_to_string(data.0.join(BANS_FILE)).unwrap();
+    assert!(bans.starts_with("alice!* boss "), "{bans}");
+
+    // Without --admin, boss is still Elite; the ban still holds.
+    let config = ServerConfig {
+        admins: Vec::new(),
+        ..config
+    };
+    let srv = server::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let addr = srv.local_addr;
+    let mut boss = Raw::connect(addr).await;
+    boss.send(t::LOGIN, "boss s3cret 0 \"x\" 7").await;
+    boss.until(t::STATS).await;
+    assert_eq!(
+        boss.expect(t::NOSUCH).await,
+        "Server servent set your user level to Elite (4)."
+    );
+    boss.send(t::BANLIST, "").await;
+    let entry = boss.expect(t::BANLIST_ENTRY).await;
+    assert!(entry.starts_with("alice!* boss \"bye\" "), "{entry}");
+    assert_eq!(boss.expect(t::BANLIST).await, "");
+    let mut again = Raw::connect(addr).await;
+    again.send(t::LOGIN, "alice pw 0 \"x\" 7").await;
+    assert_eq!(again.expect(t::ERROR).await, "alice!* banned: bye");
+    srv.shutdown().await;
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
 
 use super::accounts::{Account, Accounts, Checked, Secret, valid_email};
+use super::operators::{Ban, Level, Operators, Refused, clean_reason, normalize_ban};
 use super::wire::{
     Fields, Frame, Kind, KindFilter, Line, SearchError, SearchRequest, ip_to_decimal,
     nick_and_file, number, types as t,
@@ -69,6 +70,8 @@ pub enum Action {
     Close(ConnId),
     /// The accounts changed; write them out (the shell may batch these).
     SaveAccounts,
+    /// Levels, muzzles or bans changed; write them out (batched like accounts).
+    SaveOperators,
     /// Hash a new account's password (expensive: off the index task) and hand
     /// the result to [`Index::password_done`].
     HashPassword {
@@ -284,6 +287,8 @@ struct Conn {
 /// A login whose password is being hashed (registration) or checked.
 struct PendingLogin {
     nick: String,
+    /// The nick is registered (its password was checked or just set).
+    registered: bool,
     port: u16,
     link: u8,
     client: Box<[u8]>,
@@ -323,6 +328,8 @@ struct User {
     hotlist: Vec<Box<str>>,
     /// Channels joined (lower-case names), at most `max_user_channels`.
     channels: Vec<Box<str>>,
+    level: Level,
+    muzzled: bool,
 }
 
 /// A chat channel: exists while somebody is in it.
@@ -561,6 +568,7 @@ fn unquote(s: &[u8]) -> &[u8] {
 pub struct Index {
     cfg: IndexConfig,
     accounts: Accounts,
+    ops: Operators,
     salts: u64,
     conns: HashMap<ConnId, Conn>,
     users: Vec<Option<User>>,
@@ -602,6 +610,7 @@ impl Index {
         Index {
             cfg,
             accounts,
+            ops: Operators::default(),
             salts: 0,
             conns: HashMap::new(),
             users: Vec::new(),
@@ -636,6 +645,15 @@ impl Index {
 
     pub fn accounts(&self) -> &Accounts {
         &self.accounts
+    }
+
+    /// Levels, muzzles and bans (read from the data directory by the shell).
+    pub fn operators(&self) -> &Operators {
+        &self.ops
+    }
+
+    pub fn set_operators(&mut self, ops: Operators) {
+        self.ops = ops;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -870,7 +888,38 @@ impl Index {
             return;
         }
         let data = &frame.data[..];
+        // A leech may talk but takes no part in sharing, as in OpenNap.
+        let leech = self.user(slot).level == Level::Leech;
         match frame.ty {
+            t::SHARE | t::SHARE_GENERIC | t::SHARE_DIR if leech => {}
+            t::SEARCH if leech => out.push(Action::Send(conn, Frame::empty(t::SEARCH_END))),
+            t::DOWNLOAD | t::FIREWALL_DOWNLOAD if leech => {
+                self.bad(conn, "permission denied: you are a leech", now, out)
+            }
+            t::BROWSE if leech => {
+                let line = Line::new().word(first_word(data)).num(0);
+                out.push(Action::Send(conn, line.frame(t::BROWSE_END)));
+            }
+            t::SET_LEVEL => self.set_level(conn, slot, data, now, out),
+            t::KILL => self.kill(conn, slot, data, now, out),
+            t::BAN => self.ban(conn, slot, data, now, out),
+            t::UNBAN => self.unban(conn, slot, data, now, out),
+            t::BANLIST => self.banlist(conn, slot, now, out),
+            t::MUZZLE => self.muzzle(conn, slot, data, true, now, out),
+            t::UNMUZZLE => self.muzzle(conn, slot, data, false, now, out),
+            t::WALLOP | t::ANNOUNCE => self.broadcast(conn, slot, frame.ty, data, now, out),
+            t::SERVER_VERSION => {
+                if self.user(slot).level < Level::Moderator {
+                    return self.bad(conn, "permission denied", now, out);
+                }
+                let version = format!(
+                    "servent {} (opennap {OPENNAP_COMPAT} protocol)",
+                    env!("CARGO_PKG_VERSION")
+                );
+                for text in ["--", &version, "--"] {
+                    out.push(Action::Send(conn, err_frame(t::NOSUCH, text)));
+                }
+            }
             t::LOGIN | t::NEW_USER_LOGIN | t::NICK_CHECK => {
                 self.bad(conn, "you are already logged in", now, out)
             }
@@ -1101,8 +1150,21 @@ impl Index {
         let Some(link) = number::<u8>(link).filter(|&l| l <= 10) else {
             return refuse(self, out, "invalid speed".into());
         };
+        let ip = self
+            .conns
+            .get(&conn)
+            .map_or(Ipv4Addr::UNSPECIFIED, |c| c.ip);
+        if let Some(b) = self.ops.banned(&nick, &ip.to_string(), now.unix) {
+            let why = if b.reason.is_empty() {
+                format!("{} banned", b.target)
+            } else {
+                format!("{} banned: {}", b.target, b.reason)
+            };
+            return refuse(self, out, why);
+        }
         let mut pending = PendingLogin {
             nick: nick.clone(),
+            registered: self.accounts.get(&nick).is_some() || new_user,
             port,
             link,
             client: client.into(),
@@ -1243,6 +1305,14 @@ impl Index {
         };
         let ip = c.ip;
         let nick = p.nick;
+        // Restrictions hold for any nick; privileges only for a registered one
+        // (anybody may log in with an unregistered nick).
+        let record = self.ops.record(&nick);
+        let level = if record.level > Level::User && !p.registered {
+            Level::User
+        } else {
+            record.level
+        };
         let user = User {
             conn,
             nick: nick.clone().into_boxed_str(),
@@ -1262,6 +1332,8 @@ impl Index {
             pending: Vec::new(),
             hotlist: Vec::new(),
             channels: Vec::new(),
+            level,
+            muzzled: record.muzzled,
         };
         let slot = match self.free_users.pop() {
             Some(s) => {
@@ -1282,6 +1354,22 @@ impl Index {
         out.push(Action::Send(conn, err_frame(t::LOGIN_ACK, p.email)));
         self.send_motd(conn, out);
         out.push(Action::Send(conn, self.stats_frame()));
+        if level != Level::User {
+            let text = format!(
+                "Server {} set your user level to {} ({}).",
+                self.cfg.server_name,
+                level.name(),
+                level.number()
+            );
+            out.push(Action::Send(conn, err_frame(t::NOSUCH, text)));
+        }
+        if record.muzzled {
+            let text = format!(
+                "You have been muzzled by server {}: quit while muzzled",
+                self.cfg.server_name
+            );
+            out.push(Action::Send(conn, err_frame(t::NOSUCH, text)));
+        }
         if let Some(w) = self.watchers.get(nick.to_ascii_lowercase().as_str()) {
             let line = Line::new().word(&nick).num(p.link).frame(t::USER_SIGNON);
             for &c in w {
@@ -1958,6 +2046,10 @@ impl Index {
         };
         let text = f.rest();
         match self.user_by_nick(nick) {
+            // A muzzled user may still write to an operator (to ask why).
+            Some(to) if self.user(slot).muzzled && to.level < Level::Moderator => {
+                self.bad(conn, "You are muzzled.", now, out)
+            }
             Some(to) => {
                 let mut line = BytesMut::new();
                 line.put_slice(self.user(slot).nick.as_bytes());
@@ -2270,6 +2362,9 @@ impl Index {
         let key = String::from_utf8_lossy(f.next_field().unwrap_or_default()).to_ascii_lowercase();
         let text = f.rest();
         let user = self.user(slot);
+        if user.muzzled {
+            return self.bad(conn, "You are muzzled.", now, out);
+        }
         if !user.channels.iter().any(|c| **c == *key) {
             return self.bad(conn, "You are not a member of that channel", now, out);
         }
@@ -2368,6 +2463,295 @@ impl Index {
         out.push(Action::Send(conn, Frame::empty(t::RESUME_END)));
     }
 
+    // ---- operators ----
+
+    /// Sends `text` as a 404 to every moderator and above online (OpenNap's
+    /// notices to its operators of who did what).
+    fn notify_mods(&self, text: &str, out: &mut Vec<Action>) {
+        let f = err_frame(t::NOSUCH, text);
+        for u in self.users.iter().flatten() {
+            if u.level >= Level::Moderator {
+                out.push(Action::Send(u.conn, f.clone()));
+            }
+        }
+    }
+
+    /// The level of `nick` (online, else as kept), or `None` when nothing is
+    /// known of it.
+    fn known_level(&self, nick: &str) -> Option<Level> {
+        if let Some(s) = self.slot_by_nick(nick.as_bytes()) {
+            return Some(self.user(s).level);
+        }
+        (self.ops.knows(nick) || self.accounts.get(nick).is_some())
+            .then(|| self.ops.record(nick).level)
+    }
+
+    /// 606 `<nick> <level>`.
+    fn set_level(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let mut f = Fields::new(data);
+        let (Some(nick), Some(level)) = (f.next_field(), f.next_field()) else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let Some(level) = Level::parse(level) else {
+            let text = format!(
+                "set user level failed: {}: invalid level",
+                String::from_utf8_lossy(level)
+            );
+            return self.bad(conn, &text, now, out);
+        };
+        if !valid_nick(nick, self.cfg.max_nick_len) {
+            return self.bad(conn, "set user level failed: invalid nickname", now, out);
+        }
+        let nick = String::from_utf8_lossy(nick).into_owned();
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        let target = self.slot_by_nick(nick.as_bytes());
+        let current = self.known_level(&nick);
+        // OpenNap's rules: nobody gives a level at or above their own, or
+        // changes someone at or above their own (but may lower themselves),
+        // unless Elite. And only operators change levels at all.
+        let denied = mine < Level::Moderator
+            || (mine < Level::Elite && level >= mine)
+            || current.is_some_and(|cur| {
+                mine < Level::Elite
+                    && mine <= cur
+                    && (target != Some(slot) || cur < Level::Moderator)
+            });
+        if denied {
+            return self.bad(conn, "set user level failed: permission denied", now, out);
+        }
+        if current.unwrap_or(Level::User) == level && self.ops.record(&nick).level == level {
+            return;
+        }
+        let mut rec = self.ops.record(&nick);
+        rec.level = level;
+        if level > Level::User {
+            rec.muzzled = false;
+        }
+        if self.ops.set(&nick, rec).is_err() {
+            return self.bad(conn, "set user level failed: too many entries", now, out);
+        }
+        out.push(Action::SaveOperators);
+        let (name, n) = (level.name(), level.number());
+        if let Some(s) = target {
+            let u = self.user_mut(s);
+            u.level = level;
+            if level > Level::User {
+                u.muzzled = false;
+            }
+            let text = format!("{my_nick} changed your user level to {name} ({n})");
+            out.push(Action::Send(u.conn, err_frame(t::NOSUCH, text)));
+        }
+        let text = format!("{my_nick} changed {nick}'s user level to {name} ({n})");
+        self.notify_mods(&text, out);
+    }
+
+    /// 610 `<nick> ["<reason>"]`.
+    fn kill(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let mut f = Fields::new(data);
+        let Some(nick) = f.next_field() else {
+            return self.bad(conn, "kill failed: too few parameters", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        let Some(victim) = self.slot_by_nick(nick) else {
+            return self.bad(conn, "kill failed: no such user", now, out);
+        };
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        let theirs = self.user(victim).level;
+        if mine < Level::Moderator || (theirs >= mine && mine < Level::Elite) {
+            return self.bad(conn, "kill failed: permission denied", now, out);
+        }
+        let u = self.user(victim);
+        let (vconn, vnick) = (u.conn, u.nick.clone());
+        let text = format!("You have been killed by {my_nick}: {reason}");
+        out.push(Action::Send(vconn, err_frame(t::NOSUCH, text)));
+        out.push(Action::Send(vconn, err_frame(t::DISCONNECTING, "0")));
+        out.push(Action::Close(vconn));
+        self.disconnect(vconn, out);
+        self.notify_mods(&format!("{my_nick} killed {vnick}: {reason}"), out);
+    }
+
+    /// Whether the user may use the moderators' commands; a 404 if not.
+    fn operator(&mut self, conn: ConnId, slot: u32, now: Now, out: &mut Vec<Action>) -> bool {
+        if self.user(slot).level >= Level::Moderator {
+            return true;
+        }
+        self.bad(conn, "permission denied", now, out);
+        false
+    }
+
+    /// 612 `<nick | ip | nick!ip> ["<reason>" [<seconds>]]`.
+    fn ban(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        if !self.operator(conn, slot, now, out) {
+            return;
+        }
+        let mut f = Fields::new(data);
+        let Some(target) = f.next_field() else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        let timeout = match f.next_field() {
+            None => 0,
+            Some(n) => match number::<u64>(n) {
+                Some(n) => n,
+                None => return self.bad(conn, "invalid ban timeout", now, out),
+            },
+        };
+        let Some(target) = normalize_ban(target) else {
+            return self.bad(conn, "ban failed: invalid target", now, out);
+        };
+        let my_nick = self.user(slot).nick.to_string();
+        let ban = Ban {
+            target: target.clone(),
+            set_by: my_nick.clone(),
+            reason: reason.clone(),
+            when: now.unix,
+            timeout,
+        };
+        match self.ops.ban(ban, now.unix) {
+            Ok(()) => {
+                out.push(Action::SaveOperators);
+                let during = if timeout > 0 {
+                    format!(" for {timeout} seconds")
+                } else {
+                    String::new()
+                };
+                self.notify_mods(&format!("{my_nick} banned {target}{during}: {reason}"), out);
+            }
+            Err(Refused::AlreadyBanned) => self.bad(conn, "already banned", now, out),
+            Err(_) => {
+                let text = format!("ban failed: the ban list is full ({})", self.ops.max_bans());
+                self.bad(conn, &text, now, out)
+            }
+        }
+    }
+
+    /// 614 `<nick | ip | nick!ip> ["<reason>"]`.
+    fn unban(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        if !self.operator(conn, slot, now, out) {
+            return;
+        }
+        let mut f = Fields::new(data);
+        let Some(target) = f.next_field() else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        let removed = normalize_ban(target).map(|t| self.ops.unban(&t));
+        match removed {
+            Some(Ok(ban)) => {
+                out.push(Action::SaveOperators);
+                let my_nick = self.user(slot).nick.clone();
+                let text = format!("{my_nick} removed ban on {}: {reason}", ban.target);
+                self.notify_mods(&text, out);
+            }
+            _ => self.bad(conn, "no such ban", now, out),
+        }
+    }
+
+    /// 615: one `616 <target> <set-by> "<reason>" <when> <seconds>` per ban
+    /// that holds, then an empty 615.
+    fn banlist(&mut self, conn: ConnId, slot: u32, now: Now, out: &mut Vec<Action>) {
+        if !self.operator(conn, slot, now, out) {
+            return;
+        }
+        if self.ops.expire(now.unix) {
+            out.push(Action::SaveOperators);
+        }
+        for b in self.ops.bans() {
+            let line = Line::new()
+                .word(&b.target)
+                .word(&b.set_by)
+                .quoted(&b.reason)
+                .num(b.when)
+                .num(b.timeout);
+            out.push(Action::Send(conn, line.frame(t::BANLIST_ENTRY)));
+        }
+        out.push(Action::Send(conn, Frame::empty(t::BANLIST)));
+    }
+
+    /// 622 / 623 `<nick> ["<reason>"]`.
+    fn muzzle(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        on: bool,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let un = if on { "" } else { "un" };
+        let mut f = Fields::new(data);
+        let Some(nick) = f.next_field() else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        if !valid_nick(nick, self.cfg.max_nick_len) {
+            return self.bad(conn, "invalid nickname", now, out);
+        }
+        let nick = String::from_utf8_lossy(nick).into_owned();
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        let denied = mine < Level::Moderator
+            || (mine < Level::Elite && self.known_level(&nick).is_some_and(|l| mine <= l));
+        if denied {
+            let text = format!("{un}muzzle failed: permission denied");
+            return self.bad(conn, &text, now, out);
+        }
+        let target = self.slot_by_nick(nick.as_bytes());
+        let mut rec = self.ops.record(&nick);
+        let current = target.map_or(rec.muzzled, |s| self.user(s).muzzled);
+        if current == on && rec.muzzled == on {
+            return;
+        }
+        rec.muzzled = on;
+        if self.ops.set(&nick, rec).is_err() {
+            let text = format!("{un}muzzle failed: too many entries");
+            return self.bad(conn, &text, now, out);
+        }
+        out.push(Action::SaveOperators);
+        if let Some(s) = target {
+            let u = self.user_mut(s);
+            u.muzzled = on;
+            let text = format!("You have been {un}muzzled by {my_nick}: {reason}");
+            out.push(Action::Send(u.conn, err_frame(t::NOSUCH, text)));
+        }
+        self.notify_mods(&format!("{my_nick} has {un}muzzled {nick}: {reason}"), out);
+    }
+
+    /// 627 `<text>` (to every operator, moderators and above may send it) and
+    /// 628 `<text>` (to everybody, admins and above may send it), each passed
+    /// on as `<nick> <text>`.
+    fn broadcast(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        ty: u16,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let (needed, to) = if ty == t::WALLOP {
+            (Level::Moderator, Level::Moderator)
+        } else {
+            (Level::Admin, Level::Leech)
+        };
+        let me = self.user(slot);
+        if me.level < needed {
+            return self.bad(conn, "permission denied", now, out);
+        }
+        let mut line = BytesMut::new();
+        line.put_slice(me.nick.as_bytes());
+        line.put_u8(b' ');
+        line.put_slice(data);
+        let frame = Frame::new(ty, line.freeze());
+        for u in self.users.iter().flatten() {
+            if u.level >= to {
+                out.push(Action::Send(u.conn, frame.clone()));
+            }
+        }
+    }
+
     fn whois(&mut self, conn: ConnId, data: &[u8], now: Now, out: &mut Vec<Action>) {
         let nick = first_word(data);
         if nick.is_empty() {
@@ -2378,7 +2762,7 @@ impl Index {
         };
         let line = Line::new()
             .word(&*u.nick)
-            .quoted("User")
+            .quoted(u.level.name())
             .num(now.mono.saturating_duration_since(u.since).as_secs())
             .quoted("")
             .quoted("Active")
@@ -3501,5 +3885,308 @@ mod tests {
         assert!(dropped);
         assert_eq!(answered, 64);
         assert_eq!(throttled, 32);
+    }
+
+    /// An index whose `boss` is Elite (and registered, logged in).
+    fn with_boss() -> (Harness, ConnId) {
+        let mut h = Harness::new(IndexConfig::default());
+        let mut ops = Operators::new(100, 3);
+        let elite = Record {
+            level: Level::Elite,
+            muzzled: false,
+        };
+        ops.set("boss", elite).unwrap();
+        // Kept for `fake`, who is not registered: it logs in a User.
+        ops.set("fake", elite).unwrap();
+        h.index.set_operators(ops);
+        let c = h.open();
+        let out = h.send(c, t::NEW_USER_LOGIN, "boss pw 0 \"x\" 7 boss@x.org");
+        let got = to(&out, c);
+        assert_eq!(got[0].0, t::LOGIN_ACK, "{got:?}");
+        assert!(
+            got.contains(&(
+                t::NOSUCH,
+                "Server servent set your user level to Elite (4).".into()
+            )),
+            "{got:?}"
+        );
+        (h, c)
+    }
+
+    fn level_of(h: &mut Harness, asker: ConnId, nick: &str) -> String {
+        let out = h.send(asker, t::WHOIS, nick);
+        let got = to(&out, asker);
+        let text = &got[0].1;
+        text.split('"').nth(1).unwrap().to_string()
+    }
+
+    use crate::napster::operators::Record;
+
+    #[test]
+    fn levels_kill_and_permissions_as_opennap() {
+        let (mut h, boss) = with_boss();
+        let a = h.login("alice", 1);
+        let b = h.login("bob", 1);
+        let f = h.login("fake", 1);
+        // A level above User needs a registered nick.
+        assert_eq!(level_of(&mut h, a, "fake"), "User");
+        assert_eq!(level_of(&mut h, a, "boss"), "Elite");
+        // Users may not use operator commands.
+        for (ty, data, err) in [
+            (t::KILL, "bob", "kill failed: permission denied"),
+            (t::BAN, "bob", "permission denied"),
+            (t::BANLIST, "", "permission denied"),
+            (t::WALLOP, "hi", "permission denied"),
+            (t::ANNOUNCE, "hi", "permission denied"),
+            (t::SERVER_VERSION, "", "permission denied"),
+            (
+                t::SET_LEVEL,
+                "bob leech",
+                "set user level failed: permission denied",
+            ),
+            (t::MUZZLE, "bob", "muzzle failed: permission denied"),
+            (t::UNMUZZLE, "bob", "unmuzzle failed: permission denied"),
+        ] {
+            let out = h.send(f, ty, data);
+            assert_eq!(to(&out, f), [(t::NOSUCH, err.to_string())], "{ty}");
+        }
+        // Elite makes alice a moderator: she is told, and the operators too.
+        let out = h.send(boss, t::SET_LEVEL, "alice mod");
+        // (she is an operator now: she hears of it as one too)
+        assert_eq!(
+            to(&out, a),
+            [
+                (
+                    t::NOSUCH,
+                    "boss changed your user level to Moderator (2)".into()
+                ),
+                (
+                    t::NOSUCH,
+                    "boss changed alice's user level to Moderator (2)".into()
+                )
+            ]
+        );
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "boss changed alice's user level to Moderator (2)".into()
+            )]
+        );
+        assert!(out.contains(&Action::SaveOperators));
+        assert_eq!(h.index.operators().record("Alice").level, Level::Moderator);
+        assert_eq!(level_of(&mut h, b, "alice"), "Moderator");
+        // Again: nothing to say.
+        assert!(h.send(boss, t::SET_LEVEL, "alice moderator").is_empty());
+        let out = h.send(boss, t::SET_LEVEL, "alice god");
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "set user level failed: god: invalid level".into()
+            )]
+        );
+        let out = h.send(boss, t::SET_LEVEL, "a,b user");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "set user level failed: invalid nickname".into())]
+        );
+        // A moderator gives nobody her own level or more, and touches nobody above.
+        for data in ["bob moderator", "bob admin", "boss user"] {
+            let out = h.send(a, t::SET_LEVEL, data);
+            assert_eq!(
+                to(&out, a),
+                [(t::NOSUCH, "set user level failed: permission denied".into())],
+                "{data}"
+            );
+        }
+        let out = h.send(a, t::KILL, "boss");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "kill failed: permission denied".into())]
+        );
+        let out = h.send(a, t::KILL, "nobody");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "kill failed: no such user".into())]
+        );
+        let out = h.send(a, t::KILL, "");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "kill failed: too few parameters".into())]
+        );
+        // She kills bob: he is told why and closed; the operators hear of it.
+        let out = h.send(a, t::KILL, "bob \"go away\"");
+        assert_eq!(
+            to(&out, b),
+            [
+                (t::NOSUCH, "You have been killed by alice: go away".into()),
+                (t::DISCONNECTING, "0".into())
+            ]
+        );
+        assert!(closed(&out, b));
+        assert!(!h.index.is_online("bob"));
+        for c in [a, boss] {
+            assert_eq!(
+                to(&out, c),
+                [(t::NOSUCH, "alice killed bob: go away".into())]
+            );
+        }
+        // She may lower herself; Elite may do anything.
+        let out = h.send(a, t::SET_LEVEL, "alice user");
+        assert_eq!(
+            to(&out, a),
+            [(
+                t::NOSUCH,
+                "alice changed your user level to User (1)".into()
+            )]
+        );
+        assert!(!h.index.operators().knows("alice"));
+        // Moderator+ see the server version; opsay reaches moderators only,
+        // announce everybody.
+        let out = h.send(boss, t::SERVER_VERSION, "");
+        assert_eq!(to(&out, boss).len(), 3);
+        let out = h.send(boss, t::WALLOP, "ops only");
+        assert_eq!(to(&out, boss), [(t::WALLOP, "boss ops only".into())]);
+        assert!(to(&out, a).is_empty());
+        let out = h.send(boss, t::ANNOUNCE, "to all");
+        for c in [boss, a, f] {
+            assert_eq!(to(&out, c), [(t::ANNOUNCE, "boss to all".into())]);
+        }
+    }
+
+    #[test]
+    fn muzzled_users_cannot_talk_and_stay_muzzled() {
+        let (mut h, boss) = with_boss();
+        let c = h.login("carol", 1);
+        let d = h.login("dave", 1);
+        h.send(c, t::JOIN, "room");
+        let out = h.send(boss, t::MUZZLE, "carol \"too loud\"");
+        assert_eq!(
+            to(&out, c),
+            [(t::NOSUCH, "You have been muzzled by boss: too loud".into())]
+        );
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "boss has muzzled carol: too loud".into())]
+        );
+        assert!(h.send(boss, t::MUZZLE, "carol").is_empty());
+        let out = h.send(c, t::PUBLIC, "room hello");
+        assert_eq!(to(&out, c), [(t::NOSUCH, "You are muzzled.".into())]);
+        let out = h.send(c, t::PRIVATE_MESSAGE, "dave hello");
+        assert_eq!(to(&out, c), [(t::NOSUCH, "You are muzzled.".into())]);
+        assert!(to(&out, d).is_empty());
+        // An operator may still be asked why.
+        let out = h.send(c, t::PRIVATE_MESSAGE, "boss why");
+        assert_eq!(to(&out, boss), [(t::PRIVATE_MESSAGE, "carol why".into())]);
+        // Leaving does not lift it.
+        let mut out = Vec::new();
+        h.index.disconnect(c, &mut out);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "carol pw 0 \"x\" 2");
+        assert!(to(&out, c).contains(&(
+            t::NOSUCH,
+            "You have been muzzled by server servent: quit while muzzled".into()
+        )));
+        let out = h.send(c, t::PUBLIC, "room hello");
+        assert_eq!(to(&out, c), [(t::NOSUCH, "You are muzzled.".into())]);
+        let out = h.send(boss, t::UNMUZZLE, "carol");
+        assert_eq!(
+            to(&out, c),
+            [(t::NOSUCH, "You have been unmuzzled by boss: ".into())]
+        );
+        let out = h.send(c, t::PRIVATE_MESSAGE, "dave hello");
+        assert_eq!(to(&out, d), [(t::PRIVATE_MESSAGE, "carol hello".into())]);
+        assert!(!h.index.operators().knows("carol"));
+        // Raising a level lifts a muzzle.
+        h.send(boss, t::MUZZLE, "dave");
+        h.send(boss, t::SET_LEVEL, "dave moderator");
+        assert!(!h.index.operators().record("dave").muzzled);
+        let out = h.send(d, t::PRIVATE_MESSAGE, "carol hi");
+        assert_eq!(to(&out, c), [(t::PRIVATE_MESSAGE, "dave hi".into())]);
+    }
+
+    #[test]
+    fn bans_hold_at_login_by_nick_and_address_and_are_bounded() {
+        let (mut h, boss) = with_boss();
+        let out = h.send(boss, t::BAN, "Eve \"spam\"");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "boss banned eve!*: spam".into())]
+        );
+        assert!(out.contains(&Action::SaveOperators));
+        let out = h.send(boss, t::BAN, "eve");
+        assert_eq!(to(&out, boss), [(t::NOSUCH, "already banned".into())]);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "EVE pw 0 \"x\" 2");
+        assert_eq!(to(&out, c), [(0, "eve!* banned: spam".into())]);
+        assert!(closed(&out, c));
+        // By address: the next connection is 10.0.0.<next + 1>.
+        let ip = format!("10.0.0.{}", h.next + 1);
+        h.send(boss, t::BAN, &format!("{ip} \"\" 60"));
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "frank pw 0 \"x\" 2");
+        assert_eq!(to(&out, c), [(0, format!("*!{ip} banned"))]);
+        // The list: both bans, then an empty 615.
+        let out = h.send(boss, t::BANLIST, "");
+        let got = to(&out, boss);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            got[0],
+            (t::BANLIST_ENTRY, "eve!* boss \"spam\" 1000000 0".into())
+        );
+        assert_eq!(got[2], (t::BANLIST, String::new()));
+        // The third fills the list; a fourth is refused.
+        h.send(boss, t::BAN, "x1");
+        let out = h.send(boss, t::BAN, "x2");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "ban failed: the ban list is full (3)".into())]
+        );
+        // The address ban runs out after 60 s (and makes room).
+        h.now.unix += 60;
+        let c = h.next + 1;
+        let _ = h.login("gus", 1);
+        assert!(h.index.is_online("gus"), "{c}");
+        let out = h.send(boss, t::BAN, "x2");
+        assert_eq!(to(&out, boss)[0].1, "boss banned x2!*: ");
+        // Unban.
+        let out = h.send(boss, t::UNBAN, "eve \"sorry\"");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "boss removed ban on eve!*: sorry".into())]
+        );
+        let out = h.send(boss, t::UNBAN, "eve");
+        assert_eq!(to(&out, boss), [(t::NOSUCH, "no such ban".into())]);
+        let _ = h.login("eve", 1);
+        let out = h.send(boss, t::BAN, "bad\"target");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "ban failed: invalid target".into())]
+        );
+        let out = h.send(boss, t::BAN, "y \"r\" -5");
+        assert_eq!(to(&out, boss), [(t::NOSUCH, "invalid ban timeout".into())]);
+    }
+
+    #[test]
+    fn leeches_take_no_part_in_sharing() {
+        let (mut h, boss) = with_boss();
+        let a = h.login("alice", 1);
+        let l = h.login("lee", 1);
+        h.send(a, t::SHARE, "\"a\\song.mp3\" abc 5000 128 44100 60");
+        h.send(boss, t::SET_LEVEL, "lee leech");
+        let out = h.send(l, t::SHARE, "\"l\\song.mp3\" abc 5000 128 44100 60");
+        assert!(out.is_empty());
+        assert_eq!(h.index.files_indexed(), 1);
+        let out = h.send(l, t::SEARCH, "FILENAME CONTAINS \"song\"");
+        assert_eq!(to(&out, l), [(t::SEARCH_END, String::new())]);
+        let out = h.send(l, t::DOWNLOAD, "alice \"a\\song.mp3\"");
+        assert_eq!(
+            to(&out, l),
+            [(t::NOSUCH, "permission denied: you are a leech".into())]
+        );
+        let out = h.send(l, t::BROWSE, "alice");
+        assert_eq!(to(&out, l), [(t::BROWSE_END, "alice 0".into())]);
+        assert_eq!(level_of(&mut h, a, "lee"), "Leech");
     }
 }

@@ -28,10 +28,15 @@ use tokio_util::task::TaskTracker;
 
 use super::accounts::Accounts;
 use super::index::{Action, ConnId, Index, IndexConfig, Now, PasswordResult};
+use super::operators::{Level, Operators, Record};
 use super::wire::{DEFAULT_MAX_FRAME, Frame, FrameError, NapCodec};
 
 /// Name of the accounts file in the data directory.
 pub const ACCOUNTS_FILE: &str = "napster-accounts.txt";
+/// User levels and muzzles, next to the accounts.
+pub const LEVELS_FILE: &str = "napster-levels.txt";
+/// Bans, next to the accounts.
+pub const BANS_FILE: &str = "napster-bans.txt";
 
 /// Everything `servent index` is configured with.
 #[derive(Clone, Debug)]
@@ -40,6 +45,10 @@ pub struct ServerConfig {
     pub index: IndexConfig,
     /// Where the accounts file is kept; `None` keeps accounts in memory only.
     pub data_dir: Option<PathBuf>,
+    /// Nicks made Elite at start (`--admin`), kept in the levels file.
+    pub admins: Vec<String>,
+    /// Bans kept at most.
+    pub max_bans: usize,
     /// Longest message accepted.
     pub max_frame: usize,
     /// Frames queued for one connection before it is dropped as too slow.
@@ -58,6 +67,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8888)),
             index: IndexConfig::default(),
             data_dir: None,
+            admins: Vec::new(),
+            max_bans: 1024,
             max_frame: DEFAULT_MAX_FRAME,
             queue_frames: 0,
             event_queue: 4096,
@@ -74,6 +85,10 @@ pub enum ServerError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("cannot read accounts from {path}: {source}")]
     Accounts { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Operators { path: PathBuf, source: io::Error },
+    #[error("--admin {0}: not a valid nick")]
+    AdminNick(String),
 }
 
 /// A running server.
@@ -138,10 +153,68 @@ fn load_accounts(data_dir: &Option<PathBuf>) -> Result<Accounts, ServerError> {
     }
 }
 
-/// Writes the accounts atomically: a temporary file, synced, then renamed.
-fn save_accounts(dir: &std::path::Path, text: &str) -> io::Result<()> {
+/// Reads one of the operator files of `data_dir` into `ops` with `load`.
+fn load_operator_file(
+    dir: &std::path::Path,
+    name: &str,
+    ops: &mut Operators,
+    load: fn(&mut Operators, &str) -> usize,
+) -> Result<(), ServerError> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let skipped = load(ops, &text);
+            if skipped > 0 {
+                tracing::warn!(path = %path.display(), skipped, "skipped damaged lines");
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ServerError::Operators { path, source }),
+    }
+}
+
+/// Loads levels and bans, and makes the `--admin` nicks Elite. Returns
+/// whether the files must be written (an admin was added).
+fn load_operators(
+    config: &ServerConfig,
+    accounts: &Accounts,
+) -> Result<(Operators, bool), ServerError> {
+    let mut ops = Operators::new(config.index.max_accounts, config.max_bans);
+    if let Some(dir) = &config.data_dir {
+        load_operator_file(dir, LEVELS_FILE, &mut ops, Operators::load_levels)?;
+        load_operator_file(dir, BANS_FILE, &mut ops, Operators::load_bans)?;
+    }
+    let mut changed = false;
+    for nick in &config.admins {
+        if !super::index::valid_nick(nick.as_bytes(), config.index.max_nick_len) {
+            return Err(ServerError::AdminNick(nick.clone()));
+        }
+        let rec = ops.record(nick);
+        if rec.level != Level::Elite {
+            let elite = Record {
+                level: Level::Elite,
+                muzzled: false,
+            };
+            ops.set(nick, elite)
+                .map_err(|_| ServerError::AdminNick(nick.clone()))?;
+            changed = true;
+        }
+        if accounts.get(nick).is_none() {
+            tracing::warn!(
+                nick,
+                "--admin: this nick is not registered yet; it becomes Elite once registered \
+                 (register it now: whoever registers it first gets the level)"
+            );
+        }
+    }
+    Ok((ops, changed))
+}
+
+/// Writes `text` to `dir/name` atomically: a temporary file, synced, then renamed.
+fn save_file(dir: &std::path::Path, name: &str, text: &str) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(ACCOUNTS_FILE);
+    let path = dir.join(name);
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -158,7 +231,18 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<ServerHandle, ServerError> {
     let accounts = load_accounts(&config.data_dir)?;
-    let index = Index::new(config.index.clone(), accounts);
+    let (ops, changed) = load_operators(&config, &accounts)?;
+    let mut index = Index::new(config.index.clone(), accounts);
+    index.set_operators(ops);
+    if changed && let Some(dir) = &config.data_dir {
+        let ops = index.operators();
+        save_file(dir, LEVELS_FILE, &ops.levels_to_text()).map_err(|source| {
+            ServerError::Operators {
+                path: dir.join(LEVELS_FILE),
+                source,
+            }
+        })?;
+    }
     start_with(config, index, cancel).await
 }
 
@@ -360,6 +444,7 @@ struct Shell {
     conns: HashMap<ConnId, ConnHandle>,
     data_dir: Option<PathBuf>,
     accounts_dirty: bool,
+    operators_dirty: bool,
     /// Password jobs' results, back to the index task.
     jobs_tx: mpsc::Sender<(ConnId, PasswordResult)>,
     /// Password jobs running at once (each takes a core and 19 MiB).
@@ -386,6 +471,7 @@ impl Shell {
                 }
                 Action::Close(id) => self.close(id, false),
                 Action::SaveAccounts => self.accounts_dirty = true,
+                Action::SaveOperators => self.operators_dirty = true,
                 job @ (Action::HashPassword { .. } | Action::CheckPassword { .. }) => {
                     let (tx, slots) = (self.jobs_tx.clone(), self.job_slots.clone());
                     tokio::spawn(async move {
@@ -414,19 +500,26 @@ impl Shell {
     }
 
     async fn save_if_dirty(&mut self) {
-        if !self.accounts_dirty {
-            return;
-        }
-        self.accounts_dirty = false;
         let Some(dir) = self.data_dir.clone() else {
             return;
         };
-        let text = self.index.accounts().to_text();
-        let result = tokio::task::spawn_blocking(move || save_accounts(&dir, &text)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot save accounts"),
-            Err(e) => tracing::error!(error = %e, "cannot save accounts"),
+        let mut files = Vec::new();
+        if std::mem::take(&mut self.accounts_dirty) {
+            files.push((ACCOUNTS_FILE, self.index.accounts().to_text()));
+        }
+        if std::mem::take(&mut self.operators_dirty) {
+            let ops = self.index.operators();
+            files.push((LEVELS_FILE, ops.levels_to_text()));
+            files.push((BANS_FILE, ops.bans_to_text()));
+        }
+        for (name, text) in files {
+            let dir = dir.clone();
+            let result = tokio::task::spawn_blocking(move || save_file(&dir, name, &text)).await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, file = name, "cannot save"),
+                Err(e) => tracing::error!(error = %e, file = name, "cannot save"),
+            }
         }
     }
 }
@@ -454,6 +547,7 @@ async fn index_loop(
         conns: HashMap::new(),
         data_dir: config.data_dir.clone(),
         accounts_dirty: false,
+        operators_dirty: false,
         jobs_tx,
         job_slots: Arc::new(Semaphore::new(cores.max(1))),
     };

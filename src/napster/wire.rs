@@ -84,6 +84,17 @@ pub mod types {
     pub const PONG: u16 = 752;
     pub const SHARE_DIR: u16 = 870;
     pub const SHARE_GENERIC: u16 = 10300;
+    pub const SET_LEVEL: u16 = 606;
+    pub const KILL: u16 = 610;
+    pub const BAN: u16 = 612;
+    pub const UNBAN: u16 = 614;
+    pub const BANLIST: u16 = 615;
+    pub const BANLIST_ENTRY: u16 = 616;
+    pub const MUZZLE: u16 = 622;
+    pub const UNMUZZLE: u16 = 623;
+    pub const WALLOP: u16 = 627;
+    pub const ANNOUNCE: u16 = 628;
+    pub const SERVER_VERSION: u16 = 801;
 }
 
 /// The largest frame data we accept unless configured otherwise. Well above the

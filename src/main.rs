@@ -456,6 +456,24 @@ fn napster_get(
     } else {
         println!("saved {} ({} bytes)", output.display(), done.size);
     }
+    use servent::napster::transfer::Verified;
+    match done.verified {
+        Verified::Sha1 => println!("verified: the content's SHA-1 matches the uploader's"),
+        Verified::HeadMd5 { start, len } => println!(
+            "verified: the MD5 of bytes {start}..{} matches the uploader's md5 field",
+            start + len
+        ),
+        Verified::Unmatched => println!(
+            "not verified: the md5 field matches no MD5 convention we know of the uploader's client"
+        ),
+        Verified::Unchecked => println!("not verified: the uploader gave no checksum"),
+    }
+    if done.agreeing > 0 {
+        println!(
+            "{} other user(s) list a file of the same size and md5 field",
+            done.agreeing
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

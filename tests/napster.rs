@@ -1010,3 +1010,164 @@ fn index_share_and_search_from_the_command_line() {
     assert!(interrupt(&mut share).success());
     assert!(interrupt(&mut index).success());
 }
+
+/// A non-servent uploader driven by hand: logs in with `client` as its client
+/// info, shares `name` listed with `md5` and `listed` bytes, and serves
+/// `served` to the first GET. Returns its task (which ends after serving).
+async fn hand_uploader(
+    addr: SocketAddr,
+    nick: &str,
+    client: &str,
+    name: &str,
+    md5: &str,
+    listed: usize,
+    served: Vec<u8>,
+) -> tokio::task::JoinHandle<()> {
+    let data_port = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = data_port.local_addr().unwrap().port();
+    let mut up = Raw::connect(addr).await;
+    up.send(t::LOGIN, &format!("{nick} pw {port} \"{client}\" 7"))
+        .await;
+    up.until(t::STATS).await;
+    up.send(t::SHARE, &format!("\"{name}\" {md5} {listed} 128 44100 60"))
+        .await;
+    up.send(t::STATS, "").await;
+    up.until(t::STATS).await;
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let req = up.expect(t::UPLOAD_REQUEST).await;
+        let who = req.split(' ').next().unwrap().to_string();
+        up.send(t::UPLOAD_ACCEPT, &format!("{who} \"{name}\""))
+            .await;
+        let (mut s, _) = tokio::time::timeout(WAIT, data_port.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        s.write_all(b"1").await.unwrap();
+        // GET, then `<nick> "<name>" <offset>`, in one piece or several.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !(got.iter().filter(|&&b| b == b'"').count() == 2
+            && got.last().is_some_and(u8::is_ascii_digit))
+        {
+            let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "the downloader closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(text.starts_with("GET") && text.ends_with(" 0"), "{text}");
+        s.write_all(listed.to_string().as_bytes()).await.unwrap();
+        s.write_all(&served).await.unwrap();
+        let _ = s.shutdown().await;
+        drop(up);
+    })
+}
+
+/// An MP3-like body behind a 1010-byte ID3v2 tag.
+fn tagged_mp3(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let body = content(n, 9);
+    let mut file = b"ID3\x03\x00\x00\x00\x00\x07\x68".to_vec();
+    file.extend(std::iter::repeat_n(0u8, 1000));
+    file.extend(&body);
+    (file, body)
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Issue 12, bug 6: a non-servent's md5 field is checked when it is a real
+/// MD5 — TekNap's, the MD5 of 299,008 bytes after the ID3v2 tag, written
+/// `<md5>-<size>` — and a mismatch discards the `.part`; other users listing
+/// the same size and md5 field are counted.
+#[tokio::test]
+async fn a_teknap_md5_is_checked_and_agreeing_sources_counted() {
+    use servent::napster::transfer::Verified;
+    let srv = start(IndexConfig::default(), None).await;
+    let addr = srv.local_addr;
+    let out = Dir::new("md5-out");
+    let (file, body) = tagged_mp3(400_000);
+    let field = format!("{}-{}", md5_hex(&body[..299_008]), file.len());
+    let name = "C:\\mp3\\Tagged Song.mp3";
+
+    // Two more users list the same file (same size, same md5 field).
+    let mut twins = Vec::new();
+    for twin in ["twin1", "twin2"] {
+        let mut c = Raw::login(addr, twin, 0).await;
+        c.send(
+            t::SHARE,
+            &format!(
+                "\"D:\\{twin}\\Tagged Song.mp3\" {field} {} 128 44100 60",
+                file.len()
+            ),
+        )
+        .await;
+        c.send(t::STATS, "").await;
+        c.until(t::STATS).await;
+        twins.push(c);
+    }
+    let up = hand_uploader(
+        addr,
+        "tek",
+        "TekNap 1.3g",
+        name,
+        &field,
+        file.len(),
+        file.clone(),
+    )
+    .await;
+    let dest = out.0.join("good.mp3");
+    let done = client::get(get_config(addr, "tek", name, &dest))
+        .await
+        .unwrap();
+    up.await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), file);
+    assert_eq!(
+        done.verified,
+        Verified::HeadMd5 {
+            start: 1010,
+            len: 299_008
+        }
+    );
+    assert_eq!(done.agreeing, 2);
+
+    // The same listing, damaged content: the .part and its state go.
+    let mut bad = file.clone();
+    bad[5000] ^= 0xff;
+    let up = hand_uploader(addr, "tek2", "TekNap 1.3g", name, &field, file.len(), bad).await;
+    let dest = out.0.join("bad.mp3");
+    let err = client::get(get_config(addr, "tek2", name, &dest))
+        .await
+        .unwrap_err();
+    up.await.unwrap();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(!dest.exists() && !part_of(&dest).exists() && !state_of(&dest).exists());
+
+    // A client whose convention we do not know: a mismatch is reported, the
+    // file kept.
+    let other = md5_hex(b"something else");
+    let up = hand_uploader(
+        addr,
+        "mx",
+        "WinMX v3.31",
+        name,
+        &other,
+        file.len(),
+        file.clone(),
+    )
+    .await;
+    let dest = out.0.join("unknown.mp3");
+    let done = client::get(get_config(addr, "mx", name, &dest))
+        .await
+        .unwrap();
+    up.await.unwrap();
+    assert_eq!(done.verified, Verified::Unmatched);
+    assert_eq!(done.agreeing, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), file);
+    drop(twins);
+    srv.shutdown().await;
+}

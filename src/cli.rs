@@ -163,6 +163,26 @@ pub struct IndexArgs {
     /// directory; may be repeated. Register the nick before or right after.
     #[arg(long, value_name = "NICK")]
     pub admin: Vec<String>,
+    /// Our name towards linked servers (each server of a network needs its own).
+    #[arg(long, env = "SERVENT_SERVER_NAME", default_value = "servent")]
+    pub server_name: String,
+    /// Link to the index at HOST:PORT (OpenNap's server linking; may be
+    /// repeated): its users' files and ours are found from either side.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub link: Vec<String>,
+    /// The password linked servers share; without one no link is made or
+    /// accepted. Visible in the process list when given here: prefer the
+    /// variable or --link-password-file.
+    #[arg(long, env = "SERVENT_LINK_PASSWORD", hide_env_values = true)]
+    pub link_password: Option<String>,
+    /// File whose first line is the link password.
+    #[arg(
+        long,
+        env = "SERVENT_LINK_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "link_password"
+    )]
+    pub link_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +356,36 @@ mod tests {
             "/pw",
             "--password",
             "x",
+        ]);
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn index_links() {
+        let cli = Cli::try_parse_from([
+            "servent",
+            "index",
+            "--server-name",
+            "east",
+            "--link",
+            "10.0.0.1:8888",
+            "--link-password-file",
+            "/pw",
+        ])
+        .unwrap();
+        let Command::Index(args) = cli.command else {
+            panic!("not index")
+        };
+        assert_eq!(args.server_name, "east");
+        assert_eq!(args.link, ["10.0.0.1:8888"]);
+        assert_eq!(args.link_password_file, Some(PathBuf::from("/pw")));
+        let both = Cli::try_parse_from([
+            "servent",
+            "index",
+            "--link-password",
+            "x",
+            "--link-password-file",
+            "/pw",
         ]);
         assert!(both.is_err());
     }

@@ -244,15 +244,31 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if !args.admin.is_empty() && args.data_dir.is_none() {
         tracing::warn!("--admin without --data-dir: the level is kept in memory only");
     }
+    let link_password = match &args.link_password_file {
+        Some(f) => Some(read_password_file(f)?),
+        None => args.link_password.clone(),
+    };
+    if !args.link.is_empty() && link_password.is_none() {
+        return Err(
+            "--link needs --link-password (or SERVENT_LINK_PASSWORD, or --link-password-file)"
+                .into(),
+        );
+    }
+    if !servent::napster::index::valid_server_name(args.server_name.as_bytes()) {
+        return Err("--server-name: 1-64 printable characters, no space, quote or colon".into());
+    }
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
         admins: args.admin,
+        links: args.link,
         index: IndexConfig {
             motd,
             max_users: args.max_users,
             max_results: args.max_results as u32,
             salt_seed,
+            server_name: args.server_name,
+            link_password,
             ..IndexConfig::default()
         },
         ..ServerConfig::default()

@@ -1171,3 +1171,128 @@ async fn a_teknap_md5_is_checked_and_agreeing_sources_counted() {
     drop(twins);
     srv.shutdown().await;
 }
+
+async fn start_linked(name: &str, links: Vec<String>) -> ServerHandle {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        index: IndexConfig {
+            server_name: name.into(),
+            link_password: Some("shared secret".into()),
+            ..IndexConfig::default()
+        },
+        links,
+        link_retry: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    server::start(config, CancellationToken::new())
+        .await
+        .expect("server starts")
+}
+
+/// Asks `c` for a whois of `nick` until it is answered with a 604 (the link
+/// is up and has told of `nick`), within WAIT.
+async fn wait_for_user(c: &mut Raw, nick: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        c.send(t::WHOIS, nick).await;
+        let f = c.recv().await.expect("open");
+        if f.ty == t::WHOIS_REPLY {
+            return f.text();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{nick} never seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 12, server linking: two indexes linked on loopback (OpenNap's
+/// handshake and messages). A user of one finds, fetches (direct and
+/// firewalled) and writes to the users of the other; the link going away
+/// takes the other side's users with it.
+#[tokio::test]
+async fn two_linked_indexes_share_users_searches_and_transfers() {
+    let east = start_linked("east", Vec::new()).await;
+    let west = start_linked("west.example.org", vec![east.local_addr.to_string()]).await;
+    let (ea, wa) = (east.local_addr, west.local_addr);
+    let cancel = CancellationToken::new();
+    let share = Dir::new("linked-share");
+    let data = content(70_000, 5);
+    std::fs::write(share.0.join("Far Away.mp3"), &data).unwrap();
+    let walled = Dir::new("linked-walled");
+    let data2 = content(5000, 6);
+    std::fs::write(walled.0.join("Behind Wall.txt"), &data2).unwrap();
+    let bob = sharer(wa, "bob", &share.0, false, &cancel).await;
+    let wally = sharer(wa, "wally", &walled.0, true, &cancel).await;
+    let mut carol = Raw::login(wa, "carol", 0).await;
+
+    // Alice, on east, sees bob (on west) once the link is up.
+    let mut alice = Raw::login(ea, "alice", 0).await;
+    let who = wait_for_user(&mut alice, "bob").await;
+    assert!(who.contains("\"Remote\""), "{who}");
+    // She finds his file (searches go to the linked server; one 202).
+    let name = format!("{}\\Far Away.mp3", top(&share));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let hit = loop {
+        let r = alice
+            .search("FILENAME CONTAINS \"far away\" TYPE any")
+            .await;
+        if let Some(hit) = r.into_iter().find(|l| l.contains(" bob ")) {
+            break hit;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never found");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(hit.starts_with(&format!("\"{name}\" ")), "{hit}");
+    // `<md5> <size> <bitrate> <freq> <secs> <nick> <ip> <link>`, bob's address
+    // as west saw it.
+    assert!(
+        hit.ends_with(&format!(" {} 0 0 0 bob 16777343 0", data.len())),
+        "{hit}"
+    );
+    // A 203 for his file is answered with his address (204), via west.
+    alice.send(t::DOWNLOAD, &format!("bob \"{name}\"")).await;
+    let ack = alice.expect(t::DOWNLOAD_ACK).await;
+    assert!(
+        ack.starts_with("bob 16777343 ") && !ack.contains(" 0 \""),
+        "{ack}"
+    );
+
+    // Our client on east downloads from bob on west, checked end to end.
+    let out = Dir::new("linked-out");
+    let dest = out.0.join("far.mp3");
+    let done = client::get(get_config(ea, "bob", &name, &dest))
+        .await
+        .unwrap();
+    assert_eq!(done.size, data.len() as u64);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    // And from a firewalled sharer on west (204 port 0, 500, 501 push).
+    let name2 = format!("{}\\Behind Wall.txt", top(&walled));
+    let dest2 = out.0.join("wall.txt");
+    client::get(get_config(ea, "wally", &name2, &dest2))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest2).unwrap(), data2);
+
+    // Private messages both ways, and a whois of a local user from afar.
+    wait_for_user(&mut carol, "alice").await;
+    alice.send(t::PRIVATE_MESSAGE, "carol hello west").await;
+    assert_eq!(carol.expect(t::PRIVATE_MESSAGE).await, "alice hello west");
+    carol.send(t::PRIVATE_MESSAGE, "alice hello east").await;
+    assert_eq!(alice.expect(t::PRIVATE_MESSAGE).await, "carol hello east");
+
+    // West goes away: east forgets its users.
+    cancel.cancel();
+    bob.wait().await.unwrap();
+    wally.wait().await.unwrap();
+    drop(carol);
+    west.shutdown().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        alice.send(t::WHOIS, "bob").await;
+        if alice.recv().await.unwrap().ty == t::NOSUCH {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "bob is still seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    east.shutdown().await;
+}

@@ -37,6 +37,10 @@ use super::wire::{
     nick_and_file, number, types as t,
 };
 
+#[path = "link.rs"]
+mod link;
+pub use link::valid_server_name;
+
 /// A connection, numbered by the shell; never reused while the index runs.
 pub type ConnId = u64;
 
@@ -186,6 +190,16 @@ pub struct IndexConfig {
     pub max_channel_users: usize,
     /// Longest channel topic kept, in bytes.
     pub max_topic_len: usize,
+    /// The password linked servers share; `None` refuses every link.
+    pub link_password: Option<String>,
+    /// Servers linked at once.
+    pub max_links: usize,
+    /// Users of linked servers tracked at once.
+    pub max_remote_users: usize,
+    /// Searches waiting for linked servers' answers at once.
+    pub max_remote_searches: usize,
+    /// How long a search waits for linked servers.
+    pub remote_search_timeout: Duration,
 }
 
 impl Default for IndexConfig {
@@ -220,6 +234,11 @@ impl Default for IndexConfig {
             max_channels: 1024,
             max_channel_users: 500,
             max_topic_len: 256,
+            link_password: None,
+            max_links: 8,
+            max_remote_users: 100_000,
+            max_remote_searches: 1024,
+            remote_search_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -282,6 +301,10 @@ struct Conn {
     errors: Bucket,
     /// A login waiting for its password job.
     login: Option<Box<PendingLogin>>,
+    /// For a remote user's pseudo connection: the link it is behind.
+    remote: Option<ConnId>,
+    /// For a server link: its handshake and state.
+    link: Option<Box<link::LinkState>>,
 }
 
 /// A login whose password is being hashed (registration) or checked.
@@ -330,6 +353,12 @@ struct User {
     channels: Vec<Box<str>>,
     level: Level,
     muzzled: bool,
+    /// A user of a linked server (its files are there, not here).
+    remote: bool,
+    /// The files a remote user shares, as its server said.
+    remote_files: u32,
+    /// The file count changed since the links last heard it.
+    shares_dirty: bool,
 }
 
 /// A chat channel: exists while somebody is in it.
@@ -598,6 +627,13 @@ pub struct Index {
     channels: HashMap<Box<str>, Channel>,
     name_hasher: RandomState,
     stats: Stats,
+    /// Users of linked servers.
+    remote_users: usize,
+    next_pseudo: ConnId,
+    remote_searches: HashMap<u64, link::RemoteSearch>,
+    next_search: u64,
+    /// Local users whose file count the links have not heard yet.
+    shares_dirty: Vec<u32>,
     // Scratch buffers, kept to avoid allocating per message.
     buf: Vec<u8>,
     spans: Vec<(u32, u32)>,
@@ -632,6 +668,11 @@ impl Index {
             channels: HashMap::new(),
             name_hasher: RandomState::new(),
             stats: Stats::default(),
+            remote_users: 0,
+            next_pseudo: link::PSEUDO_BASE,
+            remote_searches: HashMap::new(),
+            next_search: 0,
+            shares_dirty: Vec::new(),
             buf: Vec::new(),
             spans: Vec::new(),
             buf2: Vec::new(),
@@ -718,6 +759,8 @@ impl Index {
                 requests: Bucket::full(self.cfg.request_burst, now.mono),
                 errors: Bucket::full(self.cfg.error_burst, now.mono),
                 login: None,
+                remote: None,
+                link: None,
             },
         );
     }
@@ -740,6 +783,20 @@ impl Index {
         };
         if c.login.is_some() {
             self.pending_logins -= 1;
+        }
+        self.remote_searches.retain(|_, s| s.conn != conn);
+        if c.link.as_ref().is_some_and(|l| l.established) {
+            tracing::info!(conn, "server link closed");
+            self.link_closed(conn, out);
+            self.shrink_maps();
+            return;
+        }
+        if c.remote.is_some() {
+            if let Some(slot) = c.user {
+                self.remote_users -= 1;
+                self.remove_user(slot, out);
+            }
+            return;
         }
         match c.user {
             None => self.forget_unauth(conn, c.ip),
@@ -787,7 +844,8 @@ impl Index {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if !c.errors.take(burst, rate, now.mono) {
+        // A remote user's errors are its own server's to count.
+        if c.remote.is_none() && !c.errors.take(burst, rate, now.mono) {
             self.drop_conn(conn, "too many errors", out);
             return;
         }
@@ -800,6 +858,9 @@ impl Index {
         let mut late = Vec::new();
         let mut ping = Vec::new();
         for (&id, c) in &self.conns {
+            if c.remote.is_some() || c.link.as_ref().is_some_and(|l| l.established) {
+                continue;
+            }
             let silent = now.mono.saturating_duration_since(c.last_heard);
             match c.user {
                 None if now.mono.saturating_duration_since(c.opened) >= self.cfg.login_timeout => {
@@ -819,6 +880,8 @@ impl Index {
         for (id, why) in late {
             self.drop_conn(id, why, out);
         }
+        self.expire_remote_searches(now, out);
+        self.send_share_counts(out);
         // Requests that waited too long for their uploader.
         let mut failed = Vec::new();
         for u in self.users.iter_mut().flatten() {
@@ -855,6 +918,9 @@ impl Index {
         };
         c.last_heard = now.mono;
         c.pinged = false;
+        if c.link.as_ref().is_some_and(|l| l.established) {
+            return self.receive_link(conn, frame, now, out);
+        }
         let Some(slot) = c.user else {
             self.receive_unauthenticated(conn, frame, now, out);
             return;
@@ -890,6 +956,15 @@ impl Index {
         let data = &frame.data[..];
         // A leech may talk but takes no part in sharing, as in OpenNap.
         let leech = self.user(slot).level == Level::Leech;
+        if !leech && self.forward(conn, slot, frame, out) {
+            return;
+        }
+        if matches!(
+            frame.ty,
+            t::SHARE | t::SHARE_GENERIC | t::SHARE_DIR | t::UNSHARE | t::UNSHARE_ALL
+        ) {
+            self.mark_shares_dirty(slot);
+        }
         match frame.ty {
             t::SHARE | t::SHARE_GENERIC | t::SHARE_DIR if leech => {}
             t::SEARCH if leech => out.push(Action::Send(conn, Frame::empty(t::SEARCH_END))),
@@ -1098,7 +1173,16 @@ impl Index {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        if self.conns.get(&conn).is_some_and(|c| c.link.is_some()) {
+            // A server in its handshake says nothing else.
+            return match frame.ty {
+                t::SERVER_LOGIN => self.link_login(conn, &frame.data, out),
+                t::SERVER_LOGIN_ACK => self.link_login_ack(conn, &frame.data, now, out),
+                _ => self.drop_conn(conn, "link failed: unexpected message", out),
+            };
+        }
         match frame.ty {
+            t::SERVER_LOGIN => self.link_login(conn, &frame.data, out),
             t::LOGIN | t::NEW_USER_LOGIN => self.login(conn, frame, now, out),
             t::NICK_CHECK => {
                 let nick = &frame.data[..];
@@ -1334,16 +1418,13 @@ impl Index {
             channels: Vec::new(),
             level,
             muzzled: record.muzzled,
+            remote: false,
+            remote_files: 0,
+            shares_dirty: false,
         };
-        let slot = match self.free_users.pop() {
-            Some(s) => {
-                self.users[s as usize] = Some(user);
-                s
-            }
-            None => {
-                self.users.push(Some(user));
-                (self.users.len() - 1) as u32
-            }
+        let slot = self.place_user(user);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
         };
         c.user = Some(slot);
         self.forget_unauth(conn, ip);
@@ -1376,6 +1457,21 @@ impl Index {
                 out.push(Action::Send(c, line.clone()));
             }
         }
+        self.link_user_joined(slot, now, out);
+    }
+
+    /// Puts a user in a free slot.
+    fn place_user(&mut self, user: User) -> u32 {
+        match self.free_users.pop() {
+            Some(s) => {
+                self.users[s as usize] = Some(user);
+                s
+            }
+            None => {
+                self.users.push(Some(user));
+                (self.users.len() - 1) as u32
+            }
+        }
     }
 
     fn next_salt(&mut self) -> [u8; 16] {
@@ -1405,7 +1501,10 @@ impl Index {
             let n = self.users.len() as u32;
             self.free_users.retain(|&s| s < n);
         }
-        self.online -= 1;
+        if !user.remote {
+            self.online -= 1;
+            self.link_user_left(&user.nick, out);
+        }
         self.nicks.remove(&user.nick.to_ascii_lowercase());
         // Out of every channel, off every hotlist it kept; its watchers learn
         // that it left.
@@ -1762,6 +1861,7 @@ impl Index {
         self.stats.searches += 1;
         match SearchRequest::parse(data) {
             Ok(req) => {
+                let before = out.len();
                 if !self.run_search(conn, &req, out) {
                     self.bad(
                         conn,
@@ -1769,6 +1869,16 @@ impl Index {
                         now,
                         out,
                     );
+                } else {
+                    let found = out.len() - before;
+                    let limit = req
+                        .max_results
+                        .unwrap_or(self.cfg.max_results)
+                        .min(self.cfg.max_results) as usize;
+                    if self.search_links(conn, data, found, limit, now, out) {
+                        // The 202 comes once the linked servers have answered.
+                        return;
+                    }
                 }
             }
             Err(e) => {
@@ -2556,6 +2666,13 @@ impl Index {
         let Some(victim) = self.slot_by_nick(nick) else {
             return self.bad(conn, "kill failed: no such user", now, out);
         };
+        if self.user(victim).remote {
+            let text = format!(
+                "kill failed: {} is on another server",
+                String::from_utf8_lossy(nick)
+            );
+            return self.bad(conn, &text, now, out);
+        }
         let me = self.user(slot);
         let (mine, my_nick) = (me.level, me.nick.clone());
         let theirs = self.user(victim).level;
@@ -2765,8 +2882,12 @@ impl Index {
             .quoted(u.level.name())
             .num(now.mono.saturating_duration_since(u.since).as_secs())
             .quoted("")
-            .quoted("Active")
-            .num(u.files.len())
+            .quoted(if u.remote { "Remote" } else { "Active" })
+            .num(if u.remote {
+                u.remote_files as usize
+            } else {
+                u.files.len()
+            })
             .num(u.downloads)
             .num(u.uploads)
             .num(u.link)
@@ -4188,5 +4309,221 @@ mod tests {
         let out = h.send(l, t::BROWSE, "alice");
         assert_eq!(to(&out, l), [(t::BROWSE_END, "alice 0".into())]);
         assert_eq!(level_of(&mut h, a, "lee"), "Leech");
+    }
+
+    fn linked_cfg(name: &str) -> IndexConfig {
+        IndexConfig {
+            server_name: name.into(),
+            link_password: Some("pw".into()),
+            ..IndexConfig::default()
+        }
+    }
+
+    /// Two indexes and the link between them, driven by hand.
+    struct Pair {
+        a: Harness,
+        b: Harness,
+        /// The link's connection on each side.
+        la: ConnId,
+        lb: ConnId,
+    }
+
+    impl Pair {
+        /// Delivers link traffic both ways until none is left; returns what
+        /// the two sides sent anybody else (a's, b's).
+        fn pump(
+            &mut self,
+            mut a_out: Vec<Action>,
+            mut b_out: Vec<Action>,
+        ) -> (Vec<Action>, Vec<Action>) {
+            let (mut a_rest, mut b_rest) = (Vec::new(), Vec::new());
+            for _ in 0..100 {
+                self.a.index.route(&mut a_out);
+                self.b.index.route(&mut b_out);
+                let mut to_b = Vec::new();
+                let mut to_a = Vec::new();
+                for x in a_out.drain(..) {
+                    match x {
+                        Action::Send(c, f) if c == self.la => to_b.push(f),
+                        other => a_rest.push(other),
+                    }
+                }
+                for x in b_out.drain(..) {
+                    match x {
+                        Action::Send(c, f) if c == self.lb => to_a.push(f),
+                        other => b_rest.push(other),
+                    }
+                }
+                if to_a.is_empty() && to_b.is_empty() {
+                    return (a_rest, b_rest);
+                }
+                for f in to_b {
+                    self.b.index.receive(self.lb, &f, self.b.now, &mut b_out);
+                }
+                for f in to_a {
+                    self.a.index.receive(self.la, &f, self.a.now, &mut a_out);
+                }
+            }
+            panic!("the link never went quiet");
+        }
+
+        fn new(pw_b: &str) -> (Pair, Vec<Action>, Vec<Action>) {
+            let mut a = Harness::new(linked_cfg("east"));
+            let mut cfg = linked_cfg("west");
+            cfg.link_password = Some(pw_b.into());
+            let mut b = Harness::new(cfg);
+            let la = a.open();
+            b.next = 100;
+            let lb = b.open();
+            let mut out = Vec::new();
+            b.index.start_link(lb, &mut out);
+            let mut p = Pair { a, b, la, lb };
+            let (ra, rb) = p.pump(Vec::new(), out);
+            (p, ra, rb)
+        }
+    }
+
+    #[test]
+    fn links_need_the_password_and_misbehaving_links_are_dropped() {
+        let (p, ra, rb) = Pair::new("wrong");
+        assert!(p.a.index.links().is_empty() && p.b.index.links().is_empty());
+        assert!(closed(&ra, p.la) || closed(&rb, p.lb), "{ra:?} {rb:?}");
+        // Without a password nothing links.
+        let mut h = Harness::new(IndexConfig::default());
+        let c = h.open();
+        let out = h.send(c, t::SERVER_LOGIN, "peer abc 0");
+        assert_eq!(
+            to(&out, c),
+            [(0, "link failed: linking is not enabled".into())]
+        );
+        // A good link that then sends garbage is dropped once past its budget.
+        let (mut p, _, _) = Pair::new("pw");
+        assert_eq!(p.a.index.links(), ["west"]);
+        let mut dropped = false;
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            p.a.index
+                .receive(p.la, &Frame::new(12345, &b"junk"[..]), p.a.now, &mut out);
+            if closed(&out, p.la) {
+                dropped = true;
+                break;
+            }
+        }
+        assert!(dropped);
+        assert!(p.a.index.links().is_empty());
+        // Remote users are capped; a login that does not parse is an error.
+        let (mut p, _, _) = Pair::new("pw");
+        p.a.index.cfg.max_remote_users = 1;
+        for nick in ["u1", "u2"] {
+            let f = Frame::new(
+                t::LOGIN,
+                format!("{nick} * 1 \"x\" 7 unknown 0 16777343 west 0").into_bytes(),
+            );
+            let mut out = Vec::new();
+            p.a.index.receive(p.la, &f, p.a.now, &mut out);
+            assert!(out.is_empty(), "{out:?}");
+        }
+        assert!(p.a.index.is_online("u1") && !p.a.index.is_online("u2"));
+        let mut out = Vec::new();
+        p.a.index
+            .receive(p.la, &Frame::new(t::LOGIN, &b"x"[..]), p.a.now, &mut out);
+        assert!(out.is_empty());
+        // Searches waiting for links are capped: past it, local results only.
+        p.a.index.cfg.max_remote_searches = 0;
+        let c = p.a.login("carl", 1);
+        let out = p.a.send(c, t::SEARCH, "FILENAME CONTAINS \"x\"");
+        assert_eq!(to(&out, c), [(t::SEARCH_END, String::new())]);
+        // The same name twice is refused.
+        let c = p.a.open();
+        let out = p.a.send(c, t::SERVER_LOGIN, "west xyz 0");
+        assert_eq!(to(&out, c), [(0, "link failed: already linked".into())]);
+    }
+
+    #[test]
+    fn linked_users_search_fetch_and_talk_across() {
+        let (mut p, _, _) = Pair::new("pw");
+        assert_eq!(p.b.index.links(), ["east"]);
+        // Users on both sides, before and after the link came up.
+        let bob = p.b.open();
+        let out = p.b.send(bob, t::LOGIN, "bob pw 6699 \"x\" 7");
+        p.pump(Vec::new(), out);
+        let out =
+            p.b.send(bob, t::SHARE, "\"m\\far away.mp3\" abcd 5000 128 44100 60");
+        assert!(out.is_empty());
+        let alice = p.a.open();
+        let login = p.a.send(alice, t::LOGIN, "alice pw 0 \"x\" 7");
+        let (_, lb_out) = p.pump(login, Vec::new());
+        assert!(lb_out.is_empty());
+        assert!(p.a.index.is_online("bob") && p.b.index.is_online("alice"));
+        assert_eq!(p.a.index.users_online(), 1);
+        // A search: local results, then west's, then one 202.
+        let out = p.a.send(alice, t::SEARCH, "FILENAME CONTAINS \"far away\"");
+        assert!(to(&out, alice).is_empty(), "the 202 waits: {out:?}");
+        let (ra, _) = p.pump(out, Vec::new());
+        assert_eq!(
+            to(&ra, alice),
+            [
+                (
+                    t::SEARCH_RESULT,
+                    "\"m\\far away.mp3\" abcd 5000 128 44100 60 bob 1711276042 7".into()
+                ),
+                (t::SEARCH_END, String::new())
+            ]
+        );
+        // A 203 goes to west, whose bob is asked; his 608 brings the 204 back.
+        let out = p.a.send(alice, t::DOWNLOAD, "bob \"m\\far away.mp3\"");
+        let (_, rb) = p.pump(out, Vec::new());
+        assert_eq!(
+            to(&rb, bob),
+            [(t::UPLOAD_REQUEST, "alice \"m\\far away.mp3\" 7".into())]
+        );
+        let out = p.b.send(bob, t::UPLOAD_ACCEPT, "alice \"m\\far away.mp3\"");
+        let (ra, _) = p.pump(Vec::new(), out);
+        assert_eq!(
+            to(&ra, alice),
+            [(
+                t::DOWNLOAD_ACK,
+                "bob 1711276042 6699 \"m\\far away.mp3\" abcd 7".into()
+            )]
+        );
+        // Private messages both ways; whois answered locally.
+        let out = p.a.send(alice, t::PRIVATE_MESSAGE, "bob hi");
+        let (_, rb) = p.pump(out, Vec::new());
+        assert_eq!(to(&rb, bob), [(t::PRIVATE_MESSAGE, "alice hi".into())]);
+        let out = p.b.send(bob, t::PRIVATE_MESSAGE, "alice yo");
+        let (ra, _) = p.pump(Vec::new(), out);
+        assert_eq!(to(&ra, alice), [(t::PRIVATE_MESSAGE, "bob yo".into())]);
+        // File counts travel at the next tick.
+        let mut out = Vec::new();
+        p.b.index.tick(p.b.now, &mut out);
+        p.pump(Vec::new(), out);
+        let out = p.a.send(alice, t::WHOIS, "bob");
+        assert!(to(&out, alice)[0].1.contains("\"Remote\" 1 "), "{out:?}");
+        // Operators act on their own server's users only.
+        p.a.index
+            .user_mut(p.a.index.slot_by_nick(b"alice").unwrap())
+            .level = Level::Elite;
+        let out = p.a.send(alice, t::KILL, "bob");
+        assert_eq!(
+            to(&out, alice),
+            [(t::NOSUCH, "kill failed: bob is on another server".into())]
+        );
+        // bob leaves: east forgets him.
+        let mut out = Vec::new();
+        p.b.index.disconnect(bob, &mut out);
+        p.pump(Vec::new(), out);
+        assert!(!p.a.index.is_online("bob"));
+        // A search whose link never answers gets its 202 after the timeout.
+        let out = p.a.send(alice, t::SEARCH, "FILENAME CONTAINS \"x\"");
+        assert!(to(&out, alice).is_empty());
+        p.a.now.mono += Duration::from_secs(11);
+        let mut out = Vec::new();
+        p.a.index.tick(p.a.now, &mut out);
+        assert_eq!(to(&out, alice), [(t::SEARCH_END, String::new())]);
+        // The link goes: alice is gone from west.
+        let mut out = Vec::new();
+        p.b.index.disconnect(p.lb, &mut out);
+        assert!(!p.b.index.is_online("alice"));
+        assert!(p.b.index.links().is_empty());
     }
 }

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,10 @@ pub struct ServerConfig {
     pub admins: Vec<String>,
     /// Bans kept at most.
     pub max_bans: usize,
+    /// Servers to link to (`HOST:PORT`), kept linked: a link that closes is
+    /// tried again after `link_retry`. Linking needs `index.link_password`.
+    pub links: Vec<String>,
+    pub link_retry: Duration,
     /// Longest message accepted.
     pub max_frame: usize,
     /// Frames queued for one connection before it is dropped as too slow.
@@ -69,6 +74,8 @@ impl Default for ServerConfig {
             data_dir: None,
             admins: Vec::new(),
             max_bans: 1024,
+            links: Vec::new(),
+            link_retry: Duration::from_secs(10),
             max_frame: DEFAULT_MAX_FRAME,
             queue_frames: 0,
             event_queue: 4096,
@@ -112,6 +119,8 @@ enum Event {
         id: ConnId,
         ip: Ipv4Addr,
         conn: ConnHandle,
+        /// We connected out to a peer server (`--link`).
+        link: bool,
     },
     Frame {
         id: ConnId,
@@ -278,11 +287,23 @@ pub async fn start_with(
     let permits = Arc::new(Semaphore::new(
         config.index.max_users + config.index.max_unauthenticated,
     ));
+    let ids = Arc::new(AtomicU64::new(0));
+    for target in &config.links {
+        tracker.spawn(link_loop(
+            target.clone(),
+            config.clone(),
+            events_tx.clone(),
+            ids.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
     tracker.spawn(accept_loop(
         listener,
         config.clone(),
         events_tx,
         permits,
+        ids,
         cancel.clone(),
         tracker.clone(),
     ));
@@ -307,10 +328,10 @@ async fn accept_loop(
     config: ServerConfig,
     events: mpsc::Sender<Event>,
     permits: Arc<Semaphore>,
+    ids: Arc<AtomicU64>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut next_id: ConnId = 0;
     loop {
         let permit = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -330,33 +351,105 @@ async fn accept_loop(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        next_id += 1;
-        let id = next_id;
-        let (r, w) = stream.into_split();
-        let (tx, rx) = mpsc::channel(config.queue_frames);
-        let stop_read = cancel.child_token();
-        let kill = cancel.child_token();
-        let conn = ConnHandle {
-            tx,
-            stop_read: stop_read.clone(),
-            kill: kill.clone(),
-        };
-        let open = Event::Open {
-            id,
-            ip: ipv4_of(peer),
-            conn,
-        };
-        if events.send(open).await.is_err() {
+        let Some(reader) = spawn_connection(
+            stream, peer, false, &config, &events, &ids, &cancel, &tracker,
+        )
+        .await
+        else {
             return;
-        }
-        tracing::debug!(id, %peer, "connection");
-        tracker.spawn(write_loop(w, rx, kill.clone(), config.write_timeout));
-        let events = events.clone();
+        };
         tracker.spawn(async move {
-            read_loop(id, r, events, stop_read, config.max_frame).await;
+            let _ = reader.await;
             drop(permit);
         });
+    }
+}
+
+/// Hands a connection to the index task and starts its reader and writer;
+/// returns the reader's task (it ends when the connection does), `None` when
+/// the index task is gone.
+#[allow(clippy::too_many_arguments)]
+async fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    link: bool,
+    config: &ServerConfig,
+    events: &mpsc::Sender<Event>,
+    ids: &AtomicU64,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let _ = stream.set_nodelay(true);
+    let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let (r, w) = stream.into_split();
+    let (tx, rx) = mpsc::channel(config.queue_frames);
+    let stop_read = cancel.child_token();
+    let kill = cancel.child_token();
+    let conn = ConnHandle {
+        tx,
+        stop_read: stop_read.clone(),
+        kill: kill.clone(),
+    };
+    let open = Event::Open {
+        id,
+        ip: ipv4_of(peer),
+        conn,
+        link,
+    };
+    if events.send(open).await.is_err() {
+        return None;
+    }
+    tracing::debug!(id, %peer, link, "connection");
+    tracker.spawn(write_loop(w, rx, kill.clone(), config.write_timeout));
+    let events = events.clone();
+    let max_frame = config.max_frame;
+    Some(tracker.spawn(async move {
+        read_loop(id, r, events, stop_read, max_frame).await;
+    }))
+}
+
+/// Keeps a link to `target` up: connects, lets the index speak the link
+/// handshake, and after the connection ends (or fails) tries again.
+async fn link_loop(
+    target: String,
+    config: ServerConfig,
+    events: mpsc::Sender<Event>,
+    ids: Arc<AtomicU64>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&target));
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = connect => r,
+        };
+        match attempt {
+            Ok(Ok(stream)) => {
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+                tracing::info!(%target, "linking");
+                let Some(reader) = spawn_connection(
+                    stream, peer, true, &config, &events, &ids, &cancel, &tracker,
+                )
+                .await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = reader => {}
+                }
+                tracing::info!(%target, "link closed");
+            }
+            Ok(Err(e)) => tracing::warn!(%target, error = %e, "cannot link"),
+            Err(_) => tracing::warn!(%target, "cannot link: timed out"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.link_retry) => {}
+        }
     }
 }
 
@@ -449,10 +542,19 @@ struct Shell {
     jobs_tx: mpsc::Sender<(ConnId, PasswordResult)>,
     /// Password jobs running at once (each takes a core and 19 MiB).
     job_slots: Arc<Semaphore>,
+    /// Frames for a server link that did not fit its queue: a link carries
+    /// every remote user's answers, so it may fall behind for a moment
+    /// without being dropped; past `LINK_BACKLOG` frames it is.
+    link_backlog: HashMap<ConnId, VecDeque<Frame>>,
 }
+
+/// Frames kept waiting for one server link at most.
+const LINK_BACKLOG: usize = 65_536;
 
 impl Shell {
     fn apply(&mut self, out: &mut Vec<Action>) {
+        self.drain_link_backlog();
+        self.index.route(out);
         let mut queue: VecDeque<Action> = out.drain(..).collect();
         while let Some(action) = queue.pop_front() {
             match action {
@@ -460,12 +562,34 @@ impl Shell {
                     let Some(c) = self.conns.get(&id) else {
                         continue;
                     };
-                    if c.tx.try_send(frame).is_err() {
+                    if let Some(q) = self.link_backlog.get_mut(&id) {
+                        q.push_back(frame);
+                        if q.len() > LINK_BACKLOG {
+                            tracing::warn!(id, "server link too far behind, dropping it");
+                            self.link_backlog.remove(&id);
+                            self.close(id, true);
+                            let mut more = Vec::new();
+                            self.index.disconnect(id, &mut more);
+                            self.index.route(&mut more);
+                            queue.extend(more);
+                        }
+                        continue;
+                    }
+                    let full = match c.tx.try_send(frame) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Full(frame)) if self.index.is_link(id) => {
+                            self.link_backlog.entry(id).or_default().push_back(frame);
+                            continue;
+                        }
+                        Err(_) => true,
+                    };
+                    if full {
                         // Not reading what it asked for: drop it instead of waiting.
                         tracing::info!(id, "output queue full, dropping the connection");
                         self.close(id, true);
                         let mut more = Vec::new();
                         self.index.disconnect(id, &mut more);
+                        self.index.route(&mut more);
                         queue.extend(more);
                     }
                 }
@@ -488,9 +612,31 @@ impl Shell {
         }
     }
 
+    /// Moves what waits for server links into their queues, as far as they
+    /// have room.
+    fn drain_link_backlog(&mut self) {
+        self.link_backlog.retain(|id, q| {
+            let Some(c) = self.conns.get(id) else {
+                return false;
+            };
+            while let Some(f) = q.pop_front() {
+                match c.tx.try_send(f) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(f)) => {
+                        q.push_front(f);
+                        return true;
+                    }
+                    Err(_) => return false,
+                }
+            }
+            false
+        });
+    }
+
     /// Forgets a connection: its writer sends what is queued and closes (or,
     /// with `kill`, stops at once), its reader stops.
     fn close(&mut self, id: ConnId, kill: bool) {
+        self.link_backlog.remove(&id);
         if let Some(c) = self.conns.remove(&id) {
             c.stop_read.cancel();
             if kill {
@@ -550,6 +696,7 @@ async fn index_loop(
         operators_dirty: false,
         jobs_tx,
         job_slots: Arc::new(Semaphore::new(cores.max(1))),
+        link_backlog: HashMap::new(),
     };
     let mut ticker = tokio::time::interval(config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -561,9 +708,12 @@ async fn index_loop(
                 let Some(ev) = ev else { break };
                 let now = Now::system();
                 match ev {
-                    Event::Open { id, ip, conn } => {
+                    Event::Open { id, ip, conn, link } => {
                         shell.conns.insert(id, conn);
                         shell.index.connect(id, ip, now, &mut out);
+                        if link {
+                            shell.index.start_link(id, &mut out);
+                        }
                     }
                     Event::Frame { id, frame } => shell.index.receive(id, &frame, now, &mut out),
                     Event::FramingError { id, reason } => {

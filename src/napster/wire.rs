@@ -84,6 +84,14 @@ pub mod types {
     pub const PONG: u16 = 752;
     pub const SHARE_DIR: u16 = 870;
     pub const SHARE_GENERIC: u16 = 10300;
+    pub const QUIT: u16 = 10000;
+    pub const SERVER_LOGIN: u16 = 10010;
+    pub const SERVER_LOGIN_ACK: u16 = 10011;
+    pub const SERVER_USER_SHARING: u16 = 10012;
+    pub const REMOTE_SEARCH: u16 = 10015;
+    pub const REMOTE_SEARCH_RESULT: u16 = 10016;
+    pub const REMOTE_SEARCH_END: u16 = 10017;
+    pub const ENCAPSULATED: u16 = 10018;
     pub const SET_LEVEL: u16 = 606;
     pub const KILL: u16 = 610;
     pub const BAN: u16 = 612;

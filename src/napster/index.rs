@@ -83,6 +83,13 @@ pub enum Action {
         password: Vec<u8>,
         salt: [u8; 16],
     },
+    /// An admin set a registered nick's password (753): hash it (off the
+    /// index task) and hand the result to [`Index::password_set`].
+    SetPassword {
+        nick: String,
+        password: Vec<u8>,
+        salt: [u8; 16],
+    },
     /// Check a password against a stored secret (expensive: off the index task)
     /// and hand the result to [`Index::password_done`].
     CheckPassword {
@@ -121,6 +128,22 @@ impl Action {
             } => Some((
                 *conn,
                 PasswordResult::Checked(secret.check(password, *fresh_salt)),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Runs a 753's hashing here and now (tests; the server runs it on a
+    /// blocking thread). `None` for any other action.
+    pub fn run_set_password(&self) -> Option<(String, Secret)> {
+        match self {
+            Action::SetPassword {
+                nick,
+                password,
+                salt,
+            } => Some((
+                nick.clone(),
+                super::accounts::hash_password(password, *salt),
             )),
             _ => None,
         }
@@ -629,6 +652,10 @@ pub struct Index {
     stats: Stats,
     /// Users of linked servers.
     remote_users: usize,
+    /// Established links' connections.
+    link_list: Vec<ConnId>,
+    /// 753 hashes running.
+    pending_set: usize,
     next_pseudo: ConnId,
     remote_searches: HashMap<u64, link::RemoteSearch>,
     next_search: u64,
@@ -669,6 +696,8 @@ impl Index {
             name_hasher: RandomState::new(),
             stats: Stats::default(),
             remote_users: 0,
+            link_list: Vec::new(),
+            pending_set: 0,
             next_pseudo: link::PSEUDO_BASE,
             remote_searches: HashMap::new(),
             next_search: 0,
@@ -983,6 +1012,7 @@ impl Index {
             t::MUZZLE => self.muzzle(conn, slot, data, true, now, out),
             t::UNMUZZLE => self.muzzle(conn, slot, data, false, now, out),
             t::WALLOP | t::ANNOUNCE => self.broadcast(conn, slot, frame.ty, data, now, out),
+            t::ALTER_PASSWORD => self.alter_password(conn, slot, data, now, out),
             t::SERVER_VERSION => {
                 if self.user(slot).level < Level::Moderator {
                     return self.bad(conn, "permission denied", now, out);
@@ -2656,6 +2686,64 @@ impl Index {
         self.notify_mods(&text, out);
     }
 
+    /// 753 `<nick> <password> ["<reason>"]`: an admin sets a registered
+    /// nick's password.
+    fn alter_password(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        if mine < Level::Admin {
+            return self.bad(conn, "permission denied", now, out);
+        }
+        let mut f = Fields::new(data);
+        let (Some(nick), Some(password)) = (f.next_field(), f.next_field()) else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        if !valid_nick(nick, self.cfg.max_nick_len) || password.is_empty() || password.len() > 64 {
+            return self.bad(conn, "alter password failed: invalid nickname", now, out);
+        }
+        let nick = String::from_utf8_lossy(nick).into_owned();
+        let Some(account) = self.accounts.get(&nick) else {
+            let text = format!("alter password failed: {nick} is not registered");
+            return self.bad(conn, &text, now, out);
+        };
+        let nick = account.nick.clone();
+        let theirs = self.known_level(&nick).unwrap_or(Level::User);
+        if theirs >= mine && mine < Level::Elite && !nick.eq_ignore_ascii_case(&my_nick) {
+            return self.bad(conn, "alter password failed: permission denied", now, out);
+        }
+        if self.pending_set >= 4 {
+            let text = "alter password failed: server busy, try again later";
+            return self.bad(conn, text, now, out);
+        }
+        self.pending_set += 1;
+        let salt = self.next_salt();
+        out.push(Action::SetPassword {
+            nick: nick.clone(),
+            password: password.to_vec(),
+            salt,
+        });
+        self.notify_mods(
+            &format!("{my_nick} changed the password of {nick}: {reason}"),
+            out,
+        );
+    }
+
+    /// A 753's hash is ready: the account takes it.
+    pub fn password_set(&mut self, nick: &str, secret: Secret, out: &mut Vec<Action>) {
+        self.pending_set = self.pending_set.saturating_sub(1);
+        if self.accounts.set_secret(nick, secret) {
+            out.push(Action::SaveAccounts);
+        }
+    }
+
     /// 610 `<nick> ["<reason>"]`.
     fn kill(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
         let mut f = Fields::new(data);
@@ -2946,6 +3034,12 @@ mod tests {
         fn run_jobs(&mut self, out: Vec<Action>) -> Vec<Action> {
             let mut done = Vec::new();
             for a in out {
+                if let Some((nick, secret)) = a.run_set_password() {
+                    let mut more = Vec::new();
+                    self.index.password_set(&nick, secret, &mut more);
+                    done.extend(more);
+                    continue;
+                }
                 match a.run_password_job() {
                     Some((conn, result)) => {
                         let mut more = Vec::new();
@@ -4287,6 +4381,41 @@ mod tests {
         );
         let out = h.send(boss, t::BAN, "y \"r\" -5");
         assert_eq!(to(&out, boss), [(t::NOSUCH, "invalid ban timeout".into())]);
+    }
+
+    #[test]
+    fn an_admin_sets_a_registered_password() {
+        let (mut h, boss) = with_boss();
+        let a = h.open();
+        h.send(a, t::NEW_USER_LOGIN, "alice old 0 \"x\" 7 a@x.org");
+        let u = h.login("user", 1);
+        let out = h.send(u, t::ALTER_PASSWORD, "alice new");
+        assert_eq!(to(&out, u), [(t::NOSUCH, "permission denied".into())]);
+        let out = h.send(boss, t::ALTER_PASSWORD, "nobody new");
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "alter password failed: nobody is not registered".into()
+            )]
+        );
+        let out = h.send(boss, t::ALTER_PASSWORD, "alice new \"forgot it\"");
+        assert!(out.contains(&Action::SaveAccounts), "{out:?}");
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "boss changed the password of alice: forgot it".into()
+            )]
+        );
+        let mut out = Vec::new();
+        h.index.disconnect(a, &mut out);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "alice old 0 \"x\" 7");
+        assert_eq!(to(&out, c), [(0, "Invalid Password".into())]);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "alice new 0 \"x\" 7");
+        assert_eq!(to(&out, c)[0].0, t::LOGIN_ACK);
     }
 
     #[test]

@@ -104,15 +104,10 @@ impl Index {
         v
     }
 
+    /// The established links' connections (kept as a short list: asked on
+    /// every login and every change of a user's shares).
     fn link_conns(&self) -> Vec<ConnId> {
-        let mut v: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.link.as_ref().is_some_and(|l| l.established))
-            .map(|(&id, _)| id)
-            .collect();
-        v.sort_unstable();
-        v
+        self.link_list.clone()
     }
 
     /// The shell opened a connection to a peer server (`--link`): we speak first.
@@ -231,6 +226,7 @@ impl Index {
         }
         state.established = true;
         let peer = state.peer.clone().unwrap_or_default();
+        self.link_list.push(conn);
         let ip = c.ip;
         // A link is not a user: it no longer counts as waiting to log in.
         self.forget_unauth(conn, ip);
@@ -280,7 +276,7 @@ impl Index {
 
     /// A local user's file count changed: the links hear of it at the next tick.
     pub(super) fn mark_shares_dirty(&mut self, slot: u32) {
-        if !self.link_conns().is_empty() {
+        if !self.link_list.is_empty() {
             let u = self.user_mut(slot);
             if !u.remote && !u.shares_dirty {
                 u.shares_dirty = true;
@@ -320,6 +316,7 @@ impl Index {
 
     /// A link is gone: its users leave, searches stop waiting for it.
     pub(super) fn link_closed(&mut self, link: ConnId, out: &mut Vec<Action>) {
+        self.link_list.retain(|&l| l != link);
         let pseudo: Vec<ConnId> = self
             .conns
             .iter()

@@ -27,7 +27,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::accounts::Accounts;
+use super::accounts::{Accounts, Secret};
 use super::index::{Action, ConnId, Index, IndexConfig, Now, PasswordResult};
 use super::operators::{Level, Operators, Record};
 use super::wire::{DEFAULT_MAX_FRAME, Frame, FrameError, NapCodec};
@@ -540,16 +540,18 @@ struct Shell {
     operators_dirty: bool,
     /// Password jobs' results, back to the index task.
     jobs_tx: mpsc::Sender<(ConnId, PasswordResult)>,
+    /// Passwords set by an admin (753), hashed, back to the index task.
+    set_tx: mpsc::Sender<(String, Secret)>,
     /// Password jobs running at once (each takes a core and 19 MiB).
     job_slots: Arc<Semaphore>,
     /// Frames for a server link that did not fit its queue: a link carries
     /// every remote user's answers, so it may fall behind for a moment
-    /// without being dropped; past `LINK_BACKLOG` frames it is.
+    /// without being dropped; past `link_backlog_max` frames it is.
     link_backlog: HashMap<ConnId, VecDeque<Frame>>,
+    /// 65,536 frames, or four per user allowed online if that is more (a
+    /// link's first message is every local user's login and file count).
+    link_backlog_max: usize,
 }
-
-/// Frames kept waiting for one server link at most.
-const LINK_BACKLOG: usize = 65_536;
 
 impl Shell {
     fn apply(&mut self, out: &mut Vec<Action>) {
@@ -564,7 +566,7 @@ impl Shell {
                     };
                     if let Some(q) = self.link_backlog.get_mut(&id) {
                         q.push_back(frame);
-                        if q.len() > LINK_BACKLOG {
+                        if q.len() > self.link_backlog_max {
                             tracing::warn!(id, "server link too far behind, dropping it");
                             self.link_backlog.remove(&id);
                             self.close(id, true);
@@ -603,6 +605,18 @@ impl Shell {
                             return;
                         };
                         let done = tokio::task::spawn_blocking(move || job.run_password_job());
+                        if let Ok(Some(result)) = done.await {
+                            let _ = tx.send(result).await;
+                        }
+                    });
+                }
+                job @ Action::SetPassword { .. } => {
+                    let (tx, slots) = (self.set_tx.clone(), self.job_slots.clone());
+                    tokio::spawn(async move {
+                        let Ok(_slot) = slots.acquire_owned().await else {
+                            return;
+                        };
+                        let done = tokio::task::spawn_blocking(move || job.run_set_password());
                         if let Ok(Some(result)) = done.await {
                             let _ = tx.send(result).await;
                         }
@@ -687,6 +701,7 @@ async fn index_loop(
     cancel: CancellationToken,
 ) {
     let (jobs_tx, mut jobs_rx) = mpsc::channel(64);
+    let (set_tx, mut set_rx) = mpsc::channel(16);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut shell = Shell {
         index,
@@ -695,8 +710,10 @@ async fn index_loop(
         accounts_dirty: false,
         operators_dirty: false,
         jobs_tx,
+        set_tx,
         job_slots: Arc::new(Semaphore::new(cores.max(1))),
         link_backlog: HashMap::new(),
+        link_backlog_max: 65_536.max(4 * config.index.max_users),
     };
     let mut ticker = tokio::time::interval(config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -729,6 +746,10 @@ async fn index_loop(
             }
             Some((id, result)) = jobs_rx.recv() => {
                 shell.index.password_done(id, result, Now::system(), &mut out);
+                shell.apply(&mut out);
+            }
+            Some((nick, secret)) = set_rx.recv() => {
+                shell.index.password_set(&nick, secret, &mut out);
                 shell.apply(&mut out);
             }
             _ = ticker.tick() => {

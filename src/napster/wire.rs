@@ -102,6 +102,7 @@ pub mod types {
     pub const UNMUZZLE: u16 = 623;
     pub const WALLOP: u16 = 627;
     pub const ANNOUNCE: u16 = 628;
+    pub const ALTER_PASSWORD: u16 = 753;
     pub const SERVER_VERSION: u16 = 801;
 }
 

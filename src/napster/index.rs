@@ -4553,6 +4553,22 @@ mod tests {
             assert!(out.is_empty(), "{out:?}");
         }
         assert!(p.a.index.is_online("u1") && !p.a.index.is_online("u2"));
+        // What the link says of a user we did not take is no error: many
+        // of them cost the link nothing.
+        for _ in 0..100 {
+            for f in [
+                Frame::new(t::DOWNLOAD, &b":u2 u1 \"x\""[..]),
+                Frame::new(t::SERVER_USER_SHARING, &b"u2 5 0"[..]),
+            ] {
+                let mut out = Vec::new();
+                p.a.index.receive(p.la, &f, p.a.now, &mut out);
+                assert!(out.is_empty(), "{out:?}");
+            }
+        }
+        let mut out = Vec::new();
+        p.a.index
+            .receive(p.la, &Frame::new(t::QUIT, &b"u2"[..]), p.a.now, &mut out);
+        assert!(out.is_empty() && p.a.index.links() == ["west"]);
         let mut out = Vec::new();
         p.a.index
             .receive(p.la, &Frame::new(t::LOGIN, &b"x"[..]), p.a.now, &mut out);

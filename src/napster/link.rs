@@ -365,12 +365,11 @@ impl Index {
             t::LOGIN => self.remote_login(link, data, now, out),
             t::QUIT => {
                 let nick = first_word(data);
-                match self.remote_slot(link, nick) {
-                    Some(slot) => {
-                        let conn = self.user(slot).conn;
-                        self.disconnect(conn, out);
-                    }
-                    None => self.link_error(link, "quit of an unknown user", now, out),
+                // A user we did not take (past the cap, or a nick online
+                // here) may leave too: nothing to do.
+                if let Some(slot) = self.remote_slot(link, nick) {
+                    let conn = self.user(slot).conn;
+                    self.disconnect(conn, out);
                 }
             }
             t::SERVER_USER_SHARING => {
@@ -379,6 +378,7 @@ impl Index {
                 let files = f.next_field().and_then(number::<u32>);
                 match (self.remote_slot(link, nick), files) {
                     (Some(slot), Some(n)) => self.user_mut(slot).remote_files = n,
+                    (None, Some(_)) => {}
                     _ => self.link_error(link, "bad 10012", now, out),
                 }
             }
@@ -415,7 +415,8 @@ impl Index {
                 let sender = f.next_field().unwrap_or_default();
                 let rest = f.rest();
                 let Some(slot) = self.remote_slot(link, sender) else {
-                    return self.link_error(link, "a message from an unknown user", now, out);
+                    // A user we did not take: its request goes unanswered.
+                    return;
                 };
                 let conn = self.user(slot).conn;
                 self.receive(conn, &Frame::new(ty, rest.to_vec()), now, out);

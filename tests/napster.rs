@@ -1296,3 +1296,140 @@ async fn two_linked_indexes_share_users_searches_and_transfers() {
     }
     east.shutdown().await;
 }
+
+/// A link spoken by hand, byte for byte as opennap-ng's server_login.c does
+/// it: 10010 both ways, 10011 with the MD5 of the nonces and the password,
+/// then one zlib stream each way (flushed with Z_SYNC_FLUSH). The index
+/// announces its users in OpenNap's server form of a login and answers a
+/// search of ours.
+#[tokio::test]
+async fn a_link_spoken_by_hand_as_opennap_does() {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    use md5::{Digest, Md5};
+    let srv = start_linked("east", Vec::new()).await;
+    let addr = srv.local_addr;
+    let mut alice = Raw::login(addr, "alice", 6699).await;
+    alice
+        .send(
+            t::SHARE,
+            "\"c:\\mp3\\Hand Made.mp3\" 0123456789abcdef0123456789abcdef 1000 128 44100 60",
+        )
+        .await;
+    alice.send(t::STATS, "").await;
+    alice.until(t::STATS).await;
+
+    let mut peer = Raw::connect(addr).await;
+    peer.send(t::SERVER_LOGIN, "opennap.example.org peernonce 0")
+        .await;
+    let theirs = peer.expect(t::SERVER_LOGIN).await;
+    let mut f = theirs.split(' ');
+    assert_eq!(f.next(), Some("east"));
+    let their_nonce = f.next().unwrap().to_string();
+    assert_eq!(f.next(), Some("0"));
+    let hex = |parts: &[&str]| -> String {
+        let mut h = Md5::new();
+        for p in parts {
+            h.update(p.as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    // Theirs: MD5(our nonce, their nonce, password).
+    assert_eq!(
+        peer.expect(t::SERVER_LOGIN_ACK).await,
+        hex(&["peernonce", &their_nonce, "shared secret"])
+    );
+    peer.send(
+        t::SERVER_LOGIN_ACK,
+        &hex(&[&their_nonce, "peernonce", "shared secret"]),
+    )
+    .await;
+
+    // From here on both ways are zlib streams.
+    let mut z_out = Compress::new(Compression::new(6), true);
+    let mut z_in = Decompress::new(true);
+    let mut raw = peer.r.into_inner();
+    let mut w = peer.w;
+    let mut plain = bytes::BytesMut::new();
+    let mut codec = NapCodec::new(65535);
+    async fn next_frame(
+        raw: &mut OwnedReadHalf,
+        z: &mut Decompress,
+        plain: &mut bytes::BytesMut,
+        codec: &mut NapCodec,
+    ) -> Frame {
+        use tokio_util::codec::Decoder;
+        loop {
+            if let Some(f) = codec.decode(plain).unwrap() {
+                return f;
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, raw.read(&mut buf))
+                .await
+                .expect("the link speaks")
+                .unwrap();
+            assert!(n > 0, "the link closed");
+            let mut out = Vec::with_capacity(64 * 1024);
+            z.decompress_vec(&buf[..n], &mut out, FlushDecompress::Sync)
+                .unwrap();
+            plain.extend_from_slice(&out);
+        }
+    }
+    async fn send_z(w: &mut OwnedWriteHalf, z: &mut Compress, ty: u16, data: &str) {
+        let mut framed = bytes::BytesMut::new();
+        Frame::new(ty, data.as_bytes().to_vec()).encode(&mut framed);
+        let mut out = Vec::with_capacity(framed.len() + 1024);
+        z.compress_vec(&framed, &mut out, FlushCompress::Sync)
+            .unwrap();
+        w.write_all(&out).await.unwrap();
+    }
+    // Alice, in OpenNap's server form of a login, then her file count.
+    let login = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(login.ty, t::LOGIN);
+    let text = login.text();
+    assert!(
+        text.starts_with("alice * 6699 \"raw test\" 7 unknown ")
+            && text.ends_with(" 16777343 east 0"),
+        "{text}"
+    );
+    let sharing = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(
+        (sharing.ty, sharing.text()),
+        (t::SERVER_USER_SHARING, "alice 1 0".into())
+    );
+    // Our user bob searches east's files.
+    send_z(
+        &mut w,
+        &mut z_out,
+        t::LOGIN,
+        "bob * 0 \"nap v1.5.4\" 4 unknown 10 16777343 opennap.example.org 8888",
+    )
+    .await;
+    send_z(
+        &mut w,
+        &mut z_out,
+        t::REMOTE_SEARCH,
+        "bob 7 FILENAME CONTAINS \"hand made\"",
+    )
+    .await;
+    let hit = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(
+        (hit.ty, hit.text()),
+        (
+            t::REMOTE_SEARCH_RESULT,
+            "7 alice \"c:\\mp3\\Hand Made.mp3\" 0123456789abcdef0123456789abcdef 1000 128 44100 60"
+                .into()
+        )
+    );
+    let end = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!((end.ty, end.text()), (t::REMOTE_SEARCH_END, "7".into()));
+    // Alice writes to bob: it reaches the link encapsulated.
+    alice.send(t::PRIVATE_MESSAGE, "bob hi there").await;
+    let enc = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(enc.ty, t::ENCAPSULATED);
+    let mut inner = bytes::BytesMut::new();
+    Frame::new(t::PRIVATE_MESSAGE, &b"alice hi there"[..]).encode(&mut inner);
+    let mut want = b":east bob ".to_vec();
+    want.extend_from_slice(&inner);
+    assert_eq!(&enc.data[..], &want[..]);
+    srv.shutdown().await;
+}

@@ -76,6 +76,10 @@ pub enum Action {
     SaveAccounts,
     /// Levels, muzzles or bans changed; write them out (batched like accounts).
     SaveOperators,
+    /// A server link is up: everything sent on it from here on, and
+    /// everything read after the peer's 10011, is one zlib stream (OpenNap's
+    /// link compression).
+    CompressLink(ConnId),
     /// Hash a new account's password (expensive: off the index task) and hand
     /// the result to [`Index::password_done`].
     HashPassword {

@@ -4,8 +4,10 @@
 //!
 //! Handshake (OpenNap's): each side sends `10010 <name> <nonce> <compression>`,
 //! then `10011 <md5 hex of (peer's nonce, own nonce, password)>`; each checks
-//! the other's answer against `md5(own nonce, peer's nonce, password)`. We ask
-//! for compression 0 and do not compress.
+//! the other's answer against `md5(own nonce, peer's nonce, password)`. Then
+//! each direction is a zlib stream: the shell starts deflating at
+//! [`Action::CompressLink`], and its reader inflates what follows the peer's
+//! 10011.
 //!
 //! Once linked:
 //! - every local user is announced as `2 <nick> * <port> "<client>" <link>
@@ -16,8 +18,8 @@
 //! - a local user's command about a remote user's files (203, 500, 211) goes to
 //!   that user's server as `<type> :<sender> <data>`, which runs it as if the
 //!   sender were local; anything a server sends a remote user (the answers,
-//!   private messages, pings, 607s, 204s) travels in `10018 :<server> <nick>
-//!   <frame>` (encapsulated) to that user's server, which delivers it;
+//!   private messages, pings, 607s, 204s) travels encapsulated, in
+//!   `10018 :<server> <nick> <frame>`, to that user's server, which delivers it;
 //! - a search is also asked of every peer as `10015 <nick> <id> <query>`; each
 //!   answers `10016 <id> <nick> "<file>" <md5> <size> <bitrate> <freq> <secs>`
 //!   per match and `10017 <id>`; the user's 202 waits for every peer's 10017
@@ -233,6 +235,7 @@ impl Index {
         let c = self.conns.get_mut(&conn).expect("checked above");
         c.errors = Bucket::full(self.cfg.error_burst, now.mono);
         tracing::info!(conn, peer = %peer, "server linked");
+        out.push(Action::CompressLink(conn));
         // Tell it about every local user.
         let slots: Vec<u32> = self
             .users

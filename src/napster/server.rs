@@ -17,20 +17,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::accounts::{Accounts, Secret};
 use super::index::{Action, ConnId, Index, IndexConfig, Now, PasswordResult};
 use super::operators::{Level, Operators, Record};
-use super::wire::{DEFAULT_MAX_FRAME, Frame, FrameError, NapCodec};
+use super::wire::{DEFAULT_MAX_FRAME, Frame, FrameError, NapCodec, types};
+use bytes::Buf;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use tokio_util::codec::Decoder;
 
 /// Name of the accounts file in the data directory.
 pub const ACCOUNTS_FILE: &str = "napster-accounts.txt";
@@ -453,26 +454,111 @@ async fn link_loop(
     }
 }
 
+/// Marks, in a writer's queue, where a server link's zlib stream starts
+/// (never a message type the index sends).
+const START_COMPRESSION: u16 = u16::MAX;
+
+/// Bytes inflated at a time from a link, so a small input cannot expand
+/// without bound before its frames are handed on.
+const INFLATE_STEP: usize = 64 * 1024;
+
+/// Inflates some of `raw` into `plain` (at most [`INFLATE_STEP`] bytes out);
+/// `Ok(false)` when more input is needed first.
+fn inflate_some(z: &mut Decompress, raw: &mut BytesMut, plain: &mut BytesMut) -> io::Result<bool> {
+    let mut out = Vec::with_capacity(INFLATE_STEP);
+    let before = z.total_in();
+    let status = z
+        .decompress_vec(&raw[..], &mut out, FlushDecompress::Sync)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let used = (z.total_in() - before) as usize;
+    raw.advance(used);
+    plain.extend_from_slice(&out);
+    if matches!(status, Status::StreamEnd) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "zlib stream ended",
+        ));
+    }
+    Ok(used > 0 || !out.is_empty())
+}
+
+/// Deflates `input` onto `out` and flushes (`Z_SYNC_FLUSH`, as OpenNap does
+/// after each batch), so the peer can read everything written so far.
+fn deflate_sync(z: &mut Compress, input: &[u8], out: &mut BytesMut) -> io::Result<()> {
+    let mut tmp = Vec::with_capacity(input.len() + 1024);
+    let mut pos = 0;
+    loop {
+        let before = z.total_in();
+        z.compress_vec(&input[pos..], &mut tmp, FlushCompress::Sync)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        pos += (z.total_in() - before) as usize;
+        if pos >= input.len() && tmp.len() < tmp.capacity() {
+            break;
+        }
+        tmp.reserve(input.len() - pos + 1024);
+    }
+    out.extend_from_slice(&tmp);
+    Ok(())
+}
+
 async fn read_loop(
     id: ConnId,
-    r: OwnedReadHalf,
+    mut r: OwnedReadHalf,
     events: mpsc::Sender<Event>,
     stop: CancellationToken,
     max_frame: usize,
 ) {
-    let mut framed = FramedRead::new(r, NapCodec::new(max_frame));
+    let mut codec = NapCodec::new(max_frame);
+    // What was read; on a server link, once its zlib stream began, what is
+    // still to inflate into `plain`.
+    let mut raw = BytesMut::with_capacity(8192);
+    let mut plain = BytesMut::new();
+    let mut z: Option<Decompress> = None;
+    let mut frames = 0u32;
     loop {
-        let item = tokio::select! {
-            _ = stop.cancelled() => break,
-            item = framed.next() => item,
-        };
-        let event = match item {
-            Some(Ok(frame)) => Event::Frame { id, frame },
-            Some(Err(FrameError::TooLong { ty, len, max })) => Event::FramingError {
+        let src = if z.is_some() { &mut plain } else { &mut raw };
+        let event = match codec.decode(src) {
+            Ok(Some(frame)) => {
+                frames += 1;
+                // A server's 10011 (its second message at most) is the last
+                // one before its zlib stream, as OpenNap's links go.
+                if z.is_none() && frame.ty == types::SERVER_LOGIN_ACK && frames <= 2 {
+                    z = Some(Decompress::new(true));
+                }
+                Some(Event::Frame { id, frame })
+            }
+            Ok(None) => None,
+            Err(FrameError::TooLong { ty, len, max }) => Some(Event::FramingError {
                 id,
                 reason: format!("message too long ({len} bytes, type {ty}; at most {max})"),
-            },
-            Some(Err(FrameError::Io(_))) | None => Event::Closed { id },
+            }),
+            Err(FrameError::Io(_)) => Some(Event::Closed { id }),
+        };
+        let event = match event {
+            Some(e) => e,
+            None => {
+                let more = match z.as_mut() {
+                    Some(z) if !raw.is_empty() => inflate_some(z, &mut raw, &mut plain),
+                    _ => Ok(false),
+                };
+                match more {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        let n = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            n = r.read_buf(&mut raw) => n,
+                        };
+                        match n {
+                            Ok(n) if n > 0 => continue,
+                            _ => Event::Closed { id },
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(id, error = %e, "unreadable link stream");
+                        Event::Closed { id }
+                    }
+                }
+            }
         };
         let last = !matches!(event, Event::Frame { .. });
         tokio::select! {
@@ -485,7 +571,6 @@ async fn read_loop(
     }
     // Read and discard for a moment, so the peer gets our last words (an error
     // message) before the socket closes, not a reset.
-    let mut r = framed.into_inner();
     let mut scratch = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Ok(n) = r.read(&mut scratch).await {
@@ -505,18 +590,41 @@ async fn write_loop(
     write_timeout: Duration,
 ) {
     let mut buf = BytesMut::with_capacity(8192);
+    // On a server link, once its zlib stream began: frames to deflate.
+    let mut plain = BytesMut::new();
+    let mut z: Option<Compress> = None;
     loop {
         let frame = tokio::select! {
             _ = kill.cancelled() => return,
             f = rx.recv() => f,
         };
         let Some(frame) = frame else { break };
-        frame.encode(&mut buf);
-        while buf.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(f) => f.encode(&mut buf),
-                Err(_) => break,
+        let mut next = Some(frame);
+        while let Some(f) = next.take() {
+            if f.ty == START_COMPRESSION {
+                if z.is_none() {
+                    z = Some(Compress::new(Compression::none(), true));
+                }
+            } else if z.is_some() {
+                f.encode(&mut plain);
+            } else {
+                f.encode(&mut buf);
             }
+            if buf.len() + plain.len() < 64 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Some(z) = z.as_mut()
+            && !plain.is_empty()
+        {
+            if deflate_sync(z, &plain, &mut buf).is_err() {
+                kill.cancel();
+                return;
+            }
+            plain.clear();
+        }
+        if buf.is_empty() {
+            continue;
         }
         let write = tokio::time::timeout(write_timeout, w.write_all(&buf));
         let ok = tokio::select! {
@@ -594,6 +702,11 @@ impl Shell {
                         self.index.route(&mut more);
                         queue.extend(more);
                     }
+                }
+                Action::CompressLink(id) => {
+                    // Through the same queue as the frames, so the stream
+                    // starts exactly after what was queued before.
+                    queue.push_front(Action::Send(id, Frame::empty(START_COMPRESSION)));
                 }
                 Action::Close(id) => self.close(id, false),
                 Action::SaveAccounts => self.accounts_dirty = true,

@@ -11,7 +11,7 @@
 //!
 //! Once linked:
 //! - every local user is announced as `2 <nick> * <port> "<client>" <link>
-//!   unknown <seconds online> <ip> <server> 0` (OpenNap's server form of a login),
+//!   unknown <logged in at> <ip> <server> 0` (OpenNap's server form of a login),
 //!   its file count as `10012 <nick> <files> 0`, and its leaving as `10000 <nick>`;
 //!   the peer keeps it as a remote user, with a connection number of its own
 //!   (a "pseudo connection") that never touches a socket;
@@ -258,7 +258,11 @@ impl Index {
             .quoted(&u.client)
             .num(u.link)
             .word("unknown")
-            .num(now.mono.saturating_duration_since(u.since).as_secs())
+            // When it logged in (Unix seconds), as OpenNap's `connected`.
+            .num(
+                now.unix
+                    .saturating_sub(now.mono.saturating_duration_since(u.since).as_secs()),
+            )
             .num(ip_to_decimal(u.ip))
             .word(&self.cfg.server_name)
             .num(0);

@@ -186,7 +186,10 @@ async fn idle_connection_memory(connections: usize) -> (u64, u64) {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
         // An ultrapeer, so it takes every flat connection up to the limits.
+        // No config file: the bench's flags and nothing of the user's.
         .args([
+            "--config",
+            "/dev/null",
             "-q",
             "run",
             "--listen",

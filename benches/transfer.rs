@@ -235,7 +235,10 @@ async fn measure(
 
 fn start_servent(share: &Path, data: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
+        // No config file: the bench's flags and nothing of the user's.
         .args([
+            "--config",
+            "/dev/null",
             "-q",
             "run",
             "--listen",

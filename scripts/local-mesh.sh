@@ -49,7 +49,9 @@ for ((i = 0; i < n; i++)); do
     if ((i >= 5)); then peers+=(--peer "${addrs[0]}"); fi
   fi
   dir=${dirs[$((i % ${#dirs[@]}))]}
-  "$SERVENT" -q run --listen 127.0.0.1:0 --share "$dir" --data-dir "$work/node$i" \
+  # --config /dev/null: the mesh is made of these flags only, not the user's
+  # config file (a [run] json = true or firewalled = true would break it).
+  "$SERVENT" --config /dev/null -q run --listen 127.0.0.1:0 --share "$dir" --data-dir "$work/node$i" \
     "${role[@]}" "${peers[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
   pids+=($!)
   for _ in $(seq 100); do

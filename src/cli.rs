@@ -1,5 +1,9 @@
-//! The command line: every subcommand and flag, each flag also readable from a
-//! `SERVENT_...` environment variable.
+//! The command line: every subcommand and flag. Each flag of a command is also
+//! read from its own environment variable, `SERVENT_<COMMAND>_<FLAG>` (the
+//! command's words and the flag's long name, upper case, `-` as `_`:
+//! `SERVENT_RUN_LISTEN`, `SERVENT_NAPSTER_SHARE_NICK`), and from the config
+//! file's table for the command (see [`crate::config`]). The options before the
+//! command are `SERVENT_<FLAG>` and top-level keys of the file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +25,14 @@ pub struct Cli {
     /// overrides -v/-q.
     #[arg(long, global = true, env = "SERVENT_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// How log lines are written: plain text (coloured on a terminal) or one
+    /// JSON object per line.
+    #[arg(long, global = true, env = "SERVENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The config file (default: servent/config.toml in the platform's config
+    /// directory, read when it exists).
+    #[arg(long, global = true, env = "SERVENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,6 +49,15 @@ pub enum Command {
     Index(IndexArgs),
     /// Use a Napster-compatible central index as a client.
     Napster(NapsterArgs),
+    /// Inspect the settings.
+    Config(ConfigArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The role a node takes in the two-tier network.
@@ -50,69 +71,72 @@ pub enum Mode {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Address to listen on for Gnutella, HTTP and push connections.
-    #[arg(long, env = "SERVENT_LISTEN", default_value = "0.0.0.0:6346")]
+    #[arg(long, env = "SERVENT_RUN_LISTEN", default_value = "0.0.0.0:6346")]
     pub listen: SocketAddr,
     /// Directory to share (repeatable).
-    #[arg(long, env = "SERVENT_SHARE", value_name = "DIR")]
+    #[arg(long, env = "SERVENT_RUN_SHARE", value_name = "DIR")]
     pub share: Vec<PathBuf>,
     /// Peer to connect to at start (repeatable; comma-separated in the variable).
     #[arg(
         long,
-        env = "SERVENT_PEER",
+        env = "SERVENT_RUN_PEER",
         value_name = "HOST:PORT",
         value_delimiter = ','
     )]
     pub peer: Vec<String>,
     /// Where the host cache and hash cache are kept (default: the platform's data
     /// directory).
-    #[arg(long, env = "SERVENT_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "SERVENT_RUN_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Gnutella connections at most, of every kind together.
-    #[arg(long, env = "SERVENT_MAX_PEERS", default_value_t = 72)]
+    #[arg(long, env = "SERVENT_RUN_MAX_PEERS", default_value_t = 72)]
     pub max_peers: usize,
     /// As an ultrapeer: links to other ultrapeers (announced as X-Degree).
-    #[arg(long, env = "SERVENT_MAX_ULTRAPEERS", default_value_t = 32)]
+    #[arg(long, env = "SERVENT_RUN_MAX_ULTRAPEERS", default_value_t = 32)]
     pub max_ultrapeers: usize,
     /// As an ultrapeer: leaves served.
-    #[arg(long, env = "SERVENT_MAX_LEAVES", default_value_t = 30)]
+    #[arg(long, env = "SERVENT_RUN_MAX_LEAVES", default_value_t = 30)]
     pub max_leaves: usize,
     /// As a leaf: ultrapeers to stay connected to.
-    #[arg(long, env = "SERVENT_LEAF_ULTRAPEERS", default_value_t = 3)]
+    #[arg(long, env = "SERVENT_RUN_LEAF_ULTRAPEERS", default_value_t = 3)]
     pub leaf_ultrapeers: usize,
     /// Highest TTL accepted on (and given to) queries.
-    #[arg(long, env = "SERVENT_MAX_TTL", default_value_t = 7)]
+    #[arg(long, env = "SERVENT_RUN_MAX_TTL", default_value_t = 7)]
     pub max_ttl: u8,
     /// Role in the two-tier network.
-    #[arg(long, env = "SERVENT_MODE", value_enum, default_value_t = Mode::Auto)]
+    #[arg(long, env = "SERVENT_RUN_MODE", value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
     /// Accept no inbound connections and mark hits as needing a push.
-    #[arg(long, env = "SERVENT_FIREWALLED")]
+    #[arg(long, env = "SERVENT_RUN_FIREWALLED")]
     pub firewalled: bool,
     /// Concurrent uploads before answering 503.
-    #[arg(long, env = "SERVENT_MAX_UPLOADS", default_value_t = 8)]
+    #[arg(long, env = "SERVENT_RUN_MAX_UPLOADS", default_value_t = 8)]
     pub max_uploads: usize,
     /// The mesh is on a local network: learn, dial and push to private and
     /// loopback addresses too (always so when --listen is such an address).
-    #[arg(long, env = "SERVENT_LOCAL_NETWORK")]
+    #[arg(long, env = "SERVENT_RUN_LOCAL_NETWORK")]
     pub local_network: bool,
+    /// Say where the node listens as a JSON record instead of a sentence.
+    #[arg(long, env = "SERVENT_RUN_JSON")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     /// Node to connect to.
-    #[arg(long, env = "SERVENT_PEER", value_name = "HOST:PORT")]
+    #[arg(long, env = "SERVENT_SEARCH_PEER", value_name = "HOST:PORT")]
     pub peer: String,
     /// Seconds to wait for hits.
-    #[arg(long, env = "SERVENT_TIMEOUT", default_value_t = 10)]
+    #[arg(long, env = "SERVENT_SEARCH_TIMEOUT", default_value_t = 10)]
     pub timeout: u64,
     /// Stop after this many results.
-    #[arg(long, env = "SERVENT_MAX_RESULTS", default_value_t = 100)]
+    #[arg(long, env = "SERVENT_SEARCH_MAX_RESULTS", default_value_t = 100)]
     pub max_results: usize,
     /// One JSON object per hit on standard output.
-    #[arg(long, env = "SERVENT_JSON")]
+    #[arg(long, env = "SERVENT_SEARCH_JSON")]
     pub json: bool,
     /// TTL of the query (lowered by the node to its maximum).
-    #[arg(long, env = "SERVENT_TTL", default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=15))]
+    #[arg(long, env = "SERVENT_SEARCH_TTL", default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=15))]
     pub ttl: u8,
     /// Keywords to search for.
     #[arg(required = true, value_name = "WORDS")]
@@ -125,64 +149,72 @@ pub struct GetArgs {
     #[arg(required = true, value_name = "URL|MAGNET|WORDS")]
     pub target: Vec<String>,
     /// Where to write the file.
-    #[arg(short, long, env = "SERVENT_OUTPUT", value_name = "PATH")]
+    #[arg(short, long, env = "SERVENT_GET_OUTPUT", value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Machine-readable progress and result on standard output.
-    #[arg(long, env = "SERVENT_JSON")]
+    #[arg(long, env = "SERVENT_GET_JSON")]
     pub json: bool,
     /// Search through this node and download the best match.
-    #[arg(long, env = "SERVENT_PEER", value_name = "HOST:PORT")]
+    #[arg(long, env = "SERVENT_GET_PEER", value_name = "HOST:PORT")]
     pub peer: Option<String>,
     /// With --peer, download every match instead of the best one.
-    #[arg(long, env = "SERVENT_ALL")]
+    #[arg(long, env = "SERVENT_GET_ALL")]
     pub all: bool,
     /// Largest file to download, in bytes (a size a source or hit claims is
     /// never trusted past it).
-    #[arg(long, env = "SERVENT_MAX_SIZE", default_value_t = crate::node::get::DEFAULT_MAX_SIZE)]
+    #[arg(long, env = "SERVENT_GET_MAX_SIZE", default_value_t = crate::node::get::DEFAULT_MAX_SIZE)]
     pub max_size: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct IndexArgs {
     /// Address to listen on.
-    #[arg(long, env = "SERVENT_LISTEN", default_value = "0.0.0.0:8888")]
+    #[arg(long, env = "SERVENT_INDEX_LISTEN", default_value = "0.0.0.0:8888")]
     pub listen: SocketAddr,
     /// Users allowed online at once.
-    #[arg(long, env = "SERVENT_MAX_USERS", default_value_t = 10_000)]
+    #[arg(long, env = "SERVENT_INDEX_MAX_USERS", default_value_t = 10_000)]
     pub max_users: usize,
-    /// Results returned per search at most.
-    #[arg(long, env = "SERVENT_MAX_RESULTS", default_value_t = 100)]
+    /// Results returned per search at most (1 to 10000).
+    #[arg(
+        long,
+        env = "SERVENT_INDEX_MAX_RESULTS",
+        default_value_t = 100,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
+    )]
     pub max_results: usize,
     /// File whose lines are sent as the message of the day.
-    #[arg(long, env = "SERVENT_MOTD", value_name = "FILE")]
+    #[arg(long, env = "SERVENT_INDEX_MOTD", value_name = "FILE")]
     pub motd: Option<PathBuf>,
     /// Where registered accounts, user levels and bans are kept.
-    #[arg(long, env = "SERVENT_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "SERVENT_INDEX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Make this registered nick Elite (the server's owner), kept in the data
     /// directory; may be repeated. Register the nick before or right after.
-    #[arg(long, value_name = "NICK")]
+    #[arg(long, env = "SERVENT_INDEX_ADMIN", value_name = "NICK")]
     pub admin: Vec<String>,
     /// Our name towards linked servers (each server of a network needs its own).
-    #[arg(long, env = "SERVENT_SERVER_NAME", default_value = "servent")]
+    #[arg(long, env = "SERVENT_INDEX_SERVER_NAME", default_value = "servent")]
     pub server_name: String,
     /// Link to the index at HOST:PORT (OpenNap's server linking; may be
     /// repeated): its users' files and ours are found from either side.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, env = "SERVENT_INDEX_LINK", value_name = "HOST:PORT")]
     pub link: Vec<String>,
     /// The password linked servers share; without one no link is made or
     /// accepted. Visible in the process list when given here: prefer the
     /// variable or --link-password-file.
-    #[arg(long, env = "SERVENT_LINK_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "SERVENT_INDEX_LINK_PASSWORD", hide_env_values = true)]
     pub link_password: Option<String>,
     /// File whose first line is the link password.
     #[arg(
         long,
-        env = "SERVENT_LINK_PASSWORD_FILE",
+        env = "SERVENT_INDEX_LINK_PASSWORD_FILE",
         value_name = "FILE",
         conflicts_with = "link_password"
     )]
     pub link_password_file: Option<PathBuf>,
+    /// Say where the index listens as a JSON record instead of a sentence.
+    #[arg(long, env = "SERVENT_INDEX_JSON")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -195,54 +227,89 @@ pub struct NapsterArgs {
 pub enum NapsterCommand {
     /// Log in, announce a shared directory, and serve transfers until SIGINT.
     Share {
-        #[arg(long, env = "SERVENT_SERVER", value_name = "ADDR")]
+        #[arg(long, env = "SERVENT_NAPSTER_SHARE_SERVER", value_name = "ADDR")]
         server: String,
-        #[arg(long, env = "SERVENT_NICK")]
+        #[arg(long, env = "SERVENT_NAPSTER_SHARE_NICK")]
         nick: String,
-        #[arg(long, env = "SERVENT_SHARE", value_name = "DIR")]
+        #[arg(long, env = "SERVENT_NAPSTER_SHARE_SHARE", value_name = "DIR")]
         share: PathBuf,
         /// Port for client-to-client transfers (0: firewalled).
-        #[arg(long, env = "SERVENT_DATA_PORT", default_value_t = 6699)]
+        #[arg(long, env = "SERVENT_NAPSTER_SHARE_DATA_PORT", default_value_t = 6699)]
         data_port: u16,
         /// Password of a registered nick (default: a made-up one, which logs an
         /// unregistered nick in). Visible to other local users in the process
         /// list when given here: prefer the variable or --password-file.
-        #[arg(long, env = "SERVENT_PASSWORD", hide_env_values = true)]
+        #[arg(long, env = "SERVENT_NAPSTER_SHARE_PASSWORD", hide_env_values = true)]
         password: Option<String>,
         /// File whose first line is the password.
         #[arg(
             long,
-            env = "SERVENT_PASSWORD_FILE",
+            env = "SERVENT_NAPSTER_SHARE_PASSWORD_FILE",
             value_name = "FILE",
             conflicts_with = "password"
         )]
         password_file: Option<PathBuf>,
+        /// Say what is shared as a JSON record instead of a sentence.
+        #[arg(long, env = "SERVENT_NAPSTER_SHARE_JSON")]
+        json: bool,
     },
     /// Search the index.
     Search {
-        #[arg(long, env = "SERVENT_SERVER", value_name = "ADDR")]
+        #[arg(long, env = "SERVENT_NAPSTER_SEARCH_SERVER", value_name = "ADDR")]
         server: String,
-        #[arg(long, env = "SERVENT_JSON")]
+        #[arg(long, env = "SERVENT_NAPSTER_SEARCH_JSON")]
         json: bool,
-        #[arg(long, env = "SERVENT_MAX_RESULTS", default_value_t = 100)]
+        #[arg(
+            long,
+            env = "SERVENT_NAPSTER_SEARCH_MAX_RESULTS",
+            default_value_t = 100
+        )]
         max_results: usize,
         /// Content type to look for (`any` is our extension; a stock OpenNap
         /// knows the others only).
-        #[arg(long = "type", env = "SERVENT_TYPE", value_enum, default_value_t = NapsterType::Any)]
+        #[arg(long = "type", env = "SERVENT_NAPSTER_SEARCH_TYPE", value_enum, default_value_t = NapsterType::Any)]
         kind: NapsterType,
         #[arg(required = true, value_name = "WORDS")]
         words: Vec<String>,
     },
     /// Download a file from another user.
     Get {
-        #[arg(long, env = "SERVENT_SERVER", value_name = "ADDR")]
+        #[arg(long, env = "SERVENT_NAPSTER_GET_SERVER", value_name = "ADDR")]
         server: String,
-        #[arg(long, env = "SERVENT_FROM", value_name = "NICK")]
+        #[arg(long, env = "SERVENT_NAPSTER_GET_FROM", value_name = "NICK")]
         from: String,
-        #[arg(long, env = "SERVENT_FILE", value_name = "REMOTE NAME")]
+        #[arg(long, env = "SERVENT_NAPSTER_GET_FILE", value_name = "REMOTE NAME")]
         file: String,
-        #[arg(short, long, env = "SERVENT_OUTPUT", value_name = "PATH")]
+        #[arg(short, long, env = "SERVENT_NAPSTER_GET_OUTPUT", value_name = "PATH")]
         output: Option<PathBuf>,
+        /// The result as a JSON record.
+        #[arg(long, env = "SERVENT_NAPSTER_GET_JSON")]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective settings of a command (or of all), each with where it
+    /// came from: flag, env, file or default.
+    Show {
+        /// One JSON record instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A command (`run`, `napster share`, ...), optionally followed by its
+        /// flags, as it would be run.
+        #[arg(
+            value_name = "COMMAND [FLAGS]",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<String>,
     },
 }
 
@@ -271,6 +338,7 @@ impl Command {
                 NapsterCommand::Search { .. } => "napster search",
                 NapsterCommand::Get { .. } => "napster get",
             },
+            Command::Config(_) => "config show",
         }
     }
 }
@@ -358,6 +426,43 @@ mod tests {
             "x",
         ]);
         assert!(both.is_err());
+    }
+
+    /// Every flag has a variable, and its name is made by the rule the README
+    /// gives, so no two commands share one.
+    #[test]
+    fn every_variable_is_named_after_its_command_and_flag() {
+        fn check(cmd: &clap::Command, words: &[&str], seen: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if matches!(long, "help" | "version") || (!words.is_empty() && arg.is_global_set())
+                {
+                    continue;
+                }
+                let mut want = String::from("SERVENT_");
+                for w in words {
+                    want += &format!("{w}_");
+                }
+                want += long;
+                let want = want.to_uppercase().replace('-', "_");
+                if words == ["config", "show"] {
+                    // Not a setting: no variable, no file key.
+                    assert!(arg.get_env().is_none(), "{want}");
+                    continue;
+                }
+                assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(want.as_str()));
+                assert!(!seen.contains(&want), "{want} twice");
+                seen.push(want);
+            }
+            for sub in cmd.get_subcommands() {
+                let mut w = words.to_vec();
+                w.push(sub.get_name());
+                check(sub, &w, seen);
+            }
+        }
+        let mut seen = Vec::new();
+        check(&Cli::command(), &[], &mut seen);
+        assert!(seen.len() > 40, "{seen:?}");
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! end in `main.rs`. See `ARCHITECTURE.md` for the map of the parts.
 
 pub mod cli;
+pub mod config;
 pub mod core;
 pub mod framing;
 pub mod napster;
 pub mod node;
+pub mod output;
 pub mod share;
 pub mod wire;

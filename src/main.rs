@@ -5,33 +5,74 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use servent::cli::{
-    Cli, Command, GetArgs, IndexArgs, Mode, NapsterCommand, NapsterType, RunArgs, SearchArgs,
+    Cli, Command, ConfigArgs, ConfigCommand, GetArgs, IndexArgs, LogFormat, Mode, NapsterCommand,
+    NapsterType, RunArgs, SearchArgs,
 };
+use servent::config::{self, LoadError};
 use servent::napster::client::{self, DataPort, GetConfig, Login, Session, ShareConfig};
 use servent::napster::index::IndexConfig;
 use servent::napster::server::{self, ServerConfig};
 use servent::napster::transfer::Timeouts;
-use servent::napster::wire::{Kind, KindFilter, SearchRequest, SearchResult};
-use servent::node::search::json_string;
+use servent::napster::wire::{Kind, KindFilter, SearchRequest};
 use servent::node::{self, NodeConfig, TierConfig};
+use servent::output::{self, Download, DownloadState, Listening, SourceBytes};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// A mistake in how the command was used, found after the command line was
+/// parsed (a bad value, options that do not go together, a missing directory):
+/// exit status 2, like the errors clap finds. Everything else that fails is 1.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A usage error as the error of a command.
+fn usage<T>(msg: impl Into<String>) -> Result<T, Box<dyn std::error::Error>> {
+    Err(Box::new(Usage(msg.into())))
+}
+
+/// Exit status of a usage error.
+const EXIT_USAGE: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let loaded = match config::load(std::env::args_os()) {
+        Ok(l) => l,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(LoadError::File(m)) => {
+            eprintln!("servent: {m}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cli = &loaded.cli;
     let filter = match EnvFilter::try_new(cli.log_filter()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("servent: bad log filter {:?}: {e}", cli.log_filter());
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        // Colours only for a person at a terminal, never into a file or pipe,
+        // and not for one who asked for none (https://no-color.org).
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
+        }
+    }
+    warn_about_old_variables(&loaded);
 
     // One policy for every panic: report it and end the process. A node that
     // panicked in one task must not live on as a zombie that accepts connections
@@ -46,46 +87,105 @@ fn main() -> ExitCode {
 
     let name = cli.command.name();
     tracing::debug!(command = name, "starting");
-    let result = match cli.command {
-        Command::Run(args) => run(args),
-        Command::Search(args) => search(args),
-        Command::Get(args) => get(args),
-        Command::Index(args) => index(args),
-        Command::Napster(args) => match args.command {
-            NapsterCommand::Share {
-                server,
-                nick,
-                share,
-                data_port,
-                password,
-                password_file,
-            } => match password_file.map(|f| read_password_file(&f)).transpose() {
-                Ok(from_file) => {
-                    napster_share(server, nick, share, data_port, from_file.or(password))
-                }
-                Err(e) => Err(e),
-            },
-            NapsterCommand::Search {
-                server,
-                json,
-                max_results,
-                kind,
-                words,
-            } => napster_search(server, json, max_results, kind, words),
-            NapsterCommand::Get {
-                server,
-                from,
-                file,
-                output,
-            } => napster_get(server, from, file, output),
+    let result = match &loaded.cli.command {
+        Command::Config(ConfigArgs {
+            command: ConfigCommand::Show { json, command },
+        }) => config_show(&loaded, *json, command),
+        _ => match loaded.cli.command {
+            Command::Run(args) => run(args),
+            Command::Search(args) => search(args),
+            Command::Get(args) => get(args),
+            Command::Index(args) => index(args),
+            Command::Napster(args) => napster(args.command),
+            Command::Config(_) => unreachable!("handled above"),
         },
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("servent {name}: {e}");
-            ExitCode::FAILURE
+            eprintln!("servent {name}: {}", output::escape(&e.to_string()));
+            if e.is::<Usage>() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
+    }
+}
+
+/// Each command reads its own variables (`SERVENT_RUN_LISTEN`, not
+/// `SERVENT_LISTEN`, which meant different things to different commands): a
+/// variable of the old kind for a flag of this command is named, not obeyed
+/// silently-not.
+fn warn_about_old_variables(loaded: &config::Loaded) {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    for w in loaded.cli.command.name().split(' ') {
+        match cmd.find_subcommand(w) {
+            Some(sub) => cmd = sub.clone(),
+            None => return,
+        }
+    }
+    for arg in cmd.get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        let old = format!("SERVENT_{}", long.to_uppercase().replace('-', "_"));
+        if std::env::var_os(&old).is_some() && env.to_str() != Some(old.as_str()) {
+            tracing::warn!(
+                "{old} is no longer read (each command has its own variables): use {}",
+                env.to_string_lossy()
+            );
+        }
+    }
+}
+
+fn config_show(
+    loaded: &config::Loaded,
+    json: bool,
+    words: &[String],
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let settings = match loaded.show(words) {
+        Ok(s) => s,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(LoadError::File(m)) => return usage(m),
+    };
+    if json {
+        println!("{}", output::json_line(&settings));
+    } else {
+        print!("{}", config::render(&settings));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn napster(command: NapsterCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match command {
+        NapsterCommand::Share {
+            server,
+            nick,
+            share,
+            data_port,
+            password,
+            password_file,
+            json,
+        } => {
+            let from_file = password_file.map(|f| read_password_file(&f)).transpose()?;
+            napster_share(server, nick, share, data_port, from_file.or(password), json)
+        }
+        NapsterCommand::Search {
+            server,
+            json,
+            max_results,
+            kind,
+            words,
+        } => napster_search(server, json, max_results, kind, words),
+        NapsterCommand::Get {
+            server,
+            from,
+            file,
+            output,
+            json,
+        } => napster_get(server, from, file, output, json),
     }
 }
 
@@ -95,24 +195,24 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The platform's data directory for servent.
-fn default_data_dir() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    if cfg!(target_os = "macos") {
-        return home.map(|h| h.join("Library/Application Support/servent"));
+/// Every directory in `dirs` exists and is a directory: sharing one that is not
+/// is a mistake in the command, not something to warn about and carry on.
+fn check_shares<'a>(
+    dirs: impl IntoIterator<Item = &'a PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for d in dirs {
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return usage(format!("--share {}: not a directory", d.display())),
+            Err(e) => return usage(format!("--share {}: {e}", d.display())),
+        }
     }
-    if cfg!(windows) {
-        return std::env::var_os("APPDATA").map(|a| PathBuf::from(a).join("servent"));
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| home.map(|h| h.join(".local/share")))
-        .map(|d| d.join("servent"))
+    Ok(())
 }
 
 fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let data_dir = args.data_dir.or_else(default_data_dir);
+    check_shares(&args.share)?;
+    let data_dir = args.data_dir.or_else(config::default_data_dir);
     if let Some(d) = &data_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
@@ -144,7 +244,17 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let node = node::start(config, cancel.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-        if args.firewalled {
+        if args.json {
+            let addr = (!args.firewalled).then(|| node.local_addr.to_string());
+            println!(
+                "{}",
+                output::json_line(&Listening {
+                    role: "node".into(),
+                    addr,
+                    files: None,
+                })
+            );
+        } else if args.firewalled {
             println!("firewalled: no inbound connections, reachable by push only");
         } else {
             println!("listening on {}", node.local_addr);
@@ -180,10 +290,12 @@ async fn shutdown_signal() {
 
 fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let words = args.words.join(" ");
-    let table = !args.json && std::io::stdout().is_terminal();
+    let text = output::Text::for_stdout(std::io::stdout().is_terminal());
     let mut out = std::io::stdout().lock();
-    if table {
-        let _ = writeln!(out, "{:<48} {:>12}  {:<21}  urn", "name", "size", "host");
+    if !args.json {
+        if let Some(h) = text.hit_header(output::Network::Gnutella) {
+            let _ = writeln!(out, "{h}");
+        }
     }
     let count = runtime()?.block_on(node::search::search(
         &args.peer,
@@ -192,25 +304,11 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Duration::from_secs(args.timeout),
         args.max_results,
         |hit| {
+            let hit = hit.record();
             let line = if args.json {
-                hit.to_json()
-            } else if table {
-                format!(
-                    "{:<48} {:>12}  {:<21}  {}",
-                    hit.name,
-                    hit.size,
-                    format!("{}:{}", hit.host, hit.port),
-                    hit.urn.map_or(String::new(), |u| u.to_string())
-                )
+                output::json_line(&hit)
             } else {
-                format!(
-                    "{}\t{}\t{}:{}\t{}",
-                    hit.name,
-                    hit.size,
-                    hit.host,
-                    hit.port,
-                    hit.urn.map_or(String::new(), |u| u.to_string())
-                )
+                text.hit(&hit)
             };
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
@@ -221,9 +319,10 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let json = args.json;
     let motd = match &args.motd {
         Some(path) => std::fs::read(path)
-            .map_err(|e| format!("cannot read the MOTD file {}: {e}", path.display()))?
+            .or_else(|e| usage(format!("cannot read the MOTD file {}: {e}", path.display())))?
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
             .collect::<Vec<_>>(),
@@ -232,9 +331,6 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut motd = motd;
     while motd.last().is_some_and(|l| l.is_empty()) {
         motd.pop();
-    }
-    if args.max_results == 0 || args.max_results > 10_000 {
-        return Err("--max-results must be between 1 and 10000".into());
     }
     if let Some(d) = &args.data_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -250,7 +346,7 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     if !args.link.is_empty() && link_password.is_none() {
         return Err(
-            "--link needs --link-password (or SERVENT_LINK_PASSWORD, or --link-password-file)"
+            "--link needs --link-password (or SERVENT_INDEX_LINK_PASSWORD, or --link-password-file)"
                 .into(),
         );
     }
@@ -276,7 +372,18 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         let handle = server::start(config, cancel.clone()).await?;
-        println!("listening on {}", handle.local_addr);
+        if json {
+            let addr = Some(handle.local_addr.to_string());
+            let role = "index".into();
+            let line = Listening {
+                role,
+                addr,
+                files: None,
+            };
+            println!("{}", output::json_line(&line));
+        } else {
+            println!("listening on {}", handle.local_addr);
+        }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -292,11 +399,15 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 /// The first line of a password file, without its line end.
 fn read_password_file(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).or_else(|e| {
+        usage(format!(
+            "cannot read the password file {}: {e}",
+            path.display()
+        ))
+    })?;
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if line.is_empty() {
-        return Err(format!("the password file {} is empty", path.display()).into());
+        return usage(format!("the password file {} is empty", path.display()));
     }
     Ok(line.to_string())
 }
@@ -307,8 +418,10 @@ fn napster_share(
     share: PathBuf,
     data_port: u16,
     password: Option<String>,
+    json: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let cache_file = default_data_dir().and_then(|d| {
+    check_shares([&share])?;
+    let cache_file = config::default_data_dir().and_then(|d| {
         std::fs::create_dir_all(&d).ok()?;
         Some(d.join("sha1-cache.txt"))
     });
@@ -334,6 +447,14 @@ fn napster_share(
         };
         let sharer = client::start_share(config, cancel.clone()).await?;
         match sharer.data_addr {
+            _ if json => {
+                let line = Listening {
+                    role: "napster_share".into(),
+                    addr: sharer.data_addr.map(|a| a.to_string()),
+                    files: Some(sharer.files),
+                };
+                println!("{}", output::json_line(&line));
+            }
             Some(a) => println!(
                 "sharing {} files as {nick} on {server}, data port {}",
                 sharer.files,
@@ -356,21 +477,6 @@ fn napster_share(
     })
 }
 
-fn result_json(r: &SearchResult) -> String {
-    format!(
-        "{{\"name\":{},\"size\":{},\"bitrate\":{},\"freq\":{},\"seconds\":{},\"md5\":{},\"nick\":{},\"ip\":\"{}\",\"link\":{}}}",
-        json_string(&String::from_utf8_lossy(&r.name)),
-        r.size,
-        r.bitrate,
-        r.freq,
-        r.seconds,
-        json_string(&String::from_utf8_lossy(&r.md5)),
-        json_string(&r.nick),
-        r.ip,
-        r.link
-    )
-}
-
 fn napster_search(
     server: String,
     json: bool,
@@ -380,7 +486,7 @@ fn napster_search(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let text = words.join(" ");
     if text.contains('"') {
-        return Err("search words cannot contain '\"'".into());
+        return usage("search words cannot contain '\"'");
     }
     let kind = match kind {
         NapsterType::Any => KindFilter::Any,
@@ -397,39 +503,23 @@ fn napster_search(
         kind,
         ..SearchRequest::default()
     };
-    let table = !json && std::io::stdout().is_terminal();
+    let text = output::Text::for_stdout(std::io::stdout().is_terminal());
     let mut out = std::io::stdout().lock();
-    if table {
-        let _ = writeln!(
-            out,
-            "{:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
-            "name", "size", "kbps", "hz", "nick", "ip"
-        );
+    if !json {
+        if let Some(h) = text.hit_header(output::Network::Napster) {
+            let _ = writeln!(out, "{h}");
+        }
     }
     let count = runtime()?.block_on(async {
         let wait = Duration::from_secs(30);
         let mut session = Session::login(&server, &Login::anonymous(0), wait).await?;
         session
             .search(&req, wait, |r| {
-                let name = String::from_utf8_lossy(&r.name);
+                let hit = client::hit_record(&r);
                 let line = if json {
-                    result_json(&r)
-                } else if table {
-                    format!(
-                        "{:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",
-                        name, r.size, r.bitrate, r.freq, r.nick, r.ip
-                    )
+                    output::json_line(&hit)
                 } else {
-                    format!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                        name,
-                        r.size,
-                        r.bitrate,
-                        r.freq,
-                        r.nick,
-                        r.ip,
-                        String::from_utf8_lossy(&r.md5)
-                    )
+                    text.hit(&hit)
                 };
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
@@ -445,17 +535,42 @@ fn napster_get(
     from: String,
     file: String,
     output: Option<PathBuf>,
+    json: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let output = output.unwrap_or_else(|| PathBuf::from(client::local_name(file.as_bytes())));
+    let mut record = Download::new(Some(file.clone()), None, None);
     let config = GetConfig {
         server,
-        from,
+        from: from.clone(),
         file: file.into_bytes(),
         output: output.clone(),
         wait: Duration::from_secs(90),
         timeouts: Timeouts::default(),
     };
     let done = runtime()?.block_on(client::get(config))?;
+    use servent::napster::transfer::Verified;
+    if json {
+        record.state = DownloadState::Done;
+        record.path = Some(output.display().to_string());
+        record.size = Some(done.size);
+        record.done = done.size;
+        record.sources = vec![SourceBytes {
+            source: from,
+            bytes: done.size - done.offset,
+        }];
+        record.verified = Some(
+            match done.verified {
+                Verified::Sha1 => "sha1",
+                Verified::HeadMd5 { .. } => "head_md5",
+                Verified::Unmatched => "unmatched",
+                Verified::Unchecked => "unchecked",
+            }
+            .to_string(),
+        );
+        record.agreeing = Some(done.agreeing as u32);
+        println!("{}", output::json_line(&record));
+        return Ok(ExitCode::SUCCESS);
+    }
     if done.offset == done.size {
         println!(
             "saved {} ({} bytes, all of them already in the .part)",
@@ -472,7 +587,6 @@ fn napster_get(
     } else {
         println!("saved {} ({} bytes)", output.display(), done.size);
     }
-    use servent::napster::transfer::Verified;
     match done.verified {
         Verified::Sha1 => println!("verified: the content's SHA-1 matches the uploader's"),
         Verified::HeadMd5 { start, len } => println!(
@@ -502,7 +616,7 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use servent::wire::magnet::Magnet;
 
     let rt = runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let cancel = CancellationToken::new();
         {
             let cancel = cancel.clone();
@@ -533,13 +647,13 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             link = Some(l);
         } else {
             if args.target.len() != 1 {
-                return Err("give one URL or magnet link (or --peer HOST:PORT WORDS...)".into());
+                return usage("give one URL or magnet link (or --peer HOST:PORT WORDS...)");
             }
             let t = &args.target[0];
             if t.len() >= 7 && t[..7].eq_ignore_ascii_case("magnet:") {
-                let m = Magnet::parse(t)?;
+                let m = Magnet::parse(t).or_else(|e| usage(e.to_string()))?;
                 if m.sources.is_empty() {
-                    return Err("the magnet link names no source (xs=http://...); search for it with --peer".into());
+                    return usage("the magnet link names no source (xs=http://...); search for it with --peer");
                 }
                 jobs.push(Wanted {
                     urn: Some(m.urn),
@@ -548,7 +662,9 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     sources: m.sources.into_iter().map(SourceSpec::Url).collect(),
                 });
             } else {
-                let u = HttpUrl::parse(t).ok_or_else(|| format!("not an http:// URL or magnet: link: {t}"))?;
+                let Some(u) = HttpUrl::parse(t) else {
+                    return usage(format!("not an http:// URL or magnet: link: {t}"));
+                };
                 jobs.push(Wanted {
                     urn: u.urn(),
                     size: None,
@@ -580,6 +696,11 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         for job in jobs {
             let json = args.json;
             let bar = bar.clone();
+            let mut record = Download::new(
+                job.name.clone(),
+                job.urn.map(|u| u.to_string()),
+                job.size,
+            );
             let outcome = dl::download(
                 job,
                 single.clone(),
@@ -592,10 +713,12 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 cancel.clone(),
                 |p| {
                     if json {
-                        println!(
-                            "{{\"event\":\"progress\",\"done\":{},\"size\":{},\"active\":{},\"sources\":{},\"bytes_per_sec\":{:.0}}}",
-                            p.done, p.size, p.active, p.sources, p.rate
-                        );
+                        record.size = Some(p.size);
+                        record.done = p.done;
+                        record.bytes_per_sec = p.rate.max(0.0).round() as u64;
+                        record.sources_active = p.active;
+                        record.sources_known = p.sources;
+                        println!("{}", output::json_line(&record));
                         let _ = std::io::stdout().flush();
                     } else if let Some(b) = &bar {
                         b.set_length(p.size);
@@ -608,34 +731,39 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
+            record.sources_active = 0;
+            record.bytes_per_sec = 0;
             match outcome {
                 Ok(o) => {
+                    let path = o.path.display().to_string();
                     if args.json {
-                        let sources: Vec<String> = o
+                        record.state = DownloadState::Done;
+                        record.path = Some(path);
+                        record.urn = Some(o.urn.to_string());
+                        record.size = Some(o.size);
+                        record.done = o.size;
+                        record.sources = o
                             .sources
-                            .iter()
-                            .map(|(s, b)| format!("{{\"source\":{},\"bytes\":{b}}}", node::search::json_string(s)))
+                            .into_iter()
+                            .map(|(source, bytes)| SourceBytes { source, bytes })
                             .collect();
-                        println!(
-                            "{{\"event\":\"done\",\"path\":{},\"urn\":\"{}\",\"size\":{},\"sources\":[{}]}}",
-                            node::search::json_string(&o.path.display().to_string()),
-                            o.urn,
-                            o.size,
-                            sources.join(",")
-                        );
+                        println!("{}", output::json_line(&record));
                     } else {
-                        println!("{}\t{}\t{}", o.path.display(), o.size, o.urn);
+                        println!("{}\t{}\t{}", output::escape(&path), o.size, o.urn);
                     }
                 }
                 Err(e) => {
                     interrupted |= matches!(e, dl::GetError::Interrupted(_));
                     if args.json {
-                        println!(
-                            "{{\"event\":\"failed\",\"error\":{}}}",
-                            node::search::json_string(&e.to_string())
-                        );
+                        record.state = if interrupted {
+                            DownloadState::Interrupted
+                        } else {
+                            DownloadState::Failed
+                        };
+                        record.error = Some(e.to_string());
+                        println!("{}", output::json_line(&record));
                     }
-                    eprintln!("servent get: {e}");
+                    eprintln!("servent get: {}", output::escape(&e.to_string()));
                     failed += 1;
                 }
             }
@@ -656,7 +784,16 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         } else {
             ExitCode::SUCCESS
         })
-    })
+    });
+    // A failure before any download started still ends the JSON stream with
+    // a record saying why.
+    if let (true, Err(e)) = (args.json, &result) {
+        let mut record = Download::new(None, None, None);
+        record.state = DownloadState::Failed;
+        record.error = Some(e.to_string());
+        println!("{}", output::json_line(&record));
+    }
+    result
 }
 
 /// Hits grouped into downloads by SHA-1, the file with the most sources first

@@ -200,7 +200,9 @@ impl HashCache {
 
     /// Writes the cache atomically: to a temporary file, then renamed into place.
     pub fn save(&self, file: &Path) -> io::Result<()> {
-        let tmp = file.with_extension("tmp");
+        // A name of this process's own: two processes sharing one data
+        // directory must not rename each other's half-written file away.
+        let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
         {
             let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
             let mut rows: Vec<_> = self.entries.iter().collect();

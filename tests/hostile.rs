@@ -437,7 +437,8 @@ async fn a_hit_claiming_2_62_bytes_is_refused_by_get() {
             std::process::Command::new(env!("CARGO_BIN_EXE_servent"))
                 .args(["get", "--peer", &addr.to_string(), "huge"])
                 .current_dir(&d)
-                .env_remove("SERVENT_OUTPUT")
+                .env_remove("SERVENT_GET_OUTPUT")
+                .env("SERVENT_CONFIG", "/dev/null")
                 .output()
                 .unwrap()
         }

@@ -729,6 +729,37 @@ async fn direct_browse_and_mp3_headers() {
     );
     assert_eq!(files[1].size, 4);
 
+    // TekNap asks with a line end (`GETLIST\n`) and reads the nick, the files
+    // and the empty line that ends them.
+    let mut teknap = Raw::login(addr, "teknap", 0).await;
+    teknap.send(t::BROWSE_DIRECT, "opener").await;
+    let ok = teknap
+        .until(t::BROWSE_DIRECT_OK)
+        .await
+        .pop()
+        .unwrap()
+        .text();
+    let mut words = ok.split(' ');
+    let (nick, ip, port) = (words.next(), words.next(), words.next());
+    assert_eq!(nick, Some("opener"), "{ok}");
+    let ip = servent::napster::wire::ip_from_decimal(ip.unwrap().parse().unwrap());
+    let port: u16 = port.unwrap().parse().unwrap();
+    let mut conn = TcpStream::connect((ip, port)).await.unwrap();
+    let mut one = [0u8; 1];
+    conn.read_exact(&mut one).await.unwrap();
+    assert_eq!(&one, b"1");
+    conn.write_all(b"GETLIST\n").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.starts_with("opener\n") && text.contains("Song.mp3") && text.ends_with("\n\n"),
+        "{text:?}"
+    );
+
     // A firewalled sharer pushes its list to the requester (SENDLIST).
     let data_port = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = data_port.local_addr().unwrap().port();
@@ -910,6 +941,7 @@ fn servent() -> std::process::Command {
             cmd.env_remove(k);
         }
     }
+    cmd.env("SERVENT_CONFIG", common::NO_CONFIG);
     cmd
 }
 
@@ -989,12 +1021,45 @@ fn index_share_and_search_from_the_command_line() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
+    let hit: servent::output::Versioned<servent::output::Hit> =
+        serde_json::from_str(lines[0]).unwrap();
+    assert_eq!((hit.v, hit.kind.as_str()), (1, "hit"));
+    let hit = hit.record;
+    assert_eq!(hit.network, servent::output::Network::Napster);
+    assert_eq!(
+        (hit.name.as_str(), hit.size),
+        (
+            format!("{}\\Holiday Photos\\beach day.jpg", top(&shared)).as_str(),
+            5000
+        )
+    );
+    assert_eq!(hit.napster.unwrap().nick, "cliuser");
+
+    // And fetched by that name (pushed: the sharer is firewalled), the result
+    // a download record.
+    let out_dir = Dir::new("cli-get");
+    let out = servent()
+        .args(["napster", "get", "--server", &addr, "--from", "cliuser"])
+        .args(["--file", &hit.name, "-o", "beach.jpg", "--json"])
+        .current_dir(&out_dir.0)
+        .output()
+        .unwrap();
     assert!(
-        lines[0].starts_with(&format!(
-            r#"{{"name":"{}\\Holiday Photos\\beach day.jpg","size":5000,"#,
-            top(&shared)
-        )) && lines[0].contains(r#""nick":"cliuser""#),
-        "{text}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let done: servent::output::Versioned<servent::output::Download> =
+        serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!((done.v, done.kind.as_str()), (1, "download"));
+    let done = done.record;
+    assert_eq!(done.state, servent::output::DownloadState::Done);
+    assert_eq!((done.size, done.done), (Some(5000), 5000));
+    assert_eq!(done.sources[0].source, "cliuser");
+    assert_eq!(
+        std::fs::read(out_dir.0.join("beach.jpg")).unwrap(),
+        content(5000, 1)
     );
     // The hash cache went to the data directory under $HOME.
     assert!(home.0.join(".local/share/servent/sha1-cache.txt").exists());

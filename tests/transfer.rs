@@ -826,14 +826,8 @@ async fn a_push_download_from_a_firewalled_node() {
     .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout
-            .lines()
-            .last()
-            .unwrap()
-            .contains("\"event\":\"done\""),
-        "{stdout}"
-    );
+    let last = common::download_record(stdout.lines().last().unwrap());
+    assert_eq!(last.state, servent::output::DownloadState::Done, "{stdout}");
     assert_eq!(
         std::fs::read(out.join("behind firewall.dat")).unwrap(),
         data

@@ -728,6 +728,28 @@ pub struct GetConfig {
     pub timeouts: Timeouts,
 }
 
+/// A search result as the record every command prints (see [`crate::output`]).
+pub fn hit_record(r: &super::wire::SearchResult) -> crate::output::Hit {
+    use crate::output;
+    output::Hit {
+        network: output::Network::Napster,
+        name: String::from_utf8_lossy(&r.name).into_owned(),
+        size: r.size,
+        urn: None,
+        host: r.ip.to_string(),
+        port: None,
+        gnutella: None,
+        napster: Some(output::NapsterHit {
+            nick: r.nick.clone(),
+            md5: String::from_utf8_lossy(&r.md5).into_owned(),
+            bitrate: r.bitrate,
+            freq: r.freq,
+            seconds: r.seconds,
+            link: r.link,
+        }),
+    }
+}
+
 /// The local name for a remote one: the part after the last `\` or `/`.
 pub fn local_name(remote: &[u8]) -> String {
     let s = String::from_utf8_lossy(remote);

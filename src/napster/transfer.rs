@@ -654,7 +654,7 @@ pub async fn serve_get(
     s.write_all(b"1").await?;
     let mut buf = Vec::new();
     read_head(&mut s, &mut buf, deadline, |b| {
-        if b == b"GETLIST" {
+        if is_getlist(b) {
             return Head::Complete;
         }
         match b.strip_prefix(b"GET") {
@@ -663,7 +663,7 @@ pub async fn serve_get(
         }
     })
     .await?;
-    if buf == b"GETLIST" {
+    if is_getlist(&buf) {
         // A direct browse (640/641): our list, then close.
         timeout(timeouts.idle, s.write_all(listing))
             .await
@@ -703,6 +703,13 @@ pub async fn serve_get(
     let sent = send_file(&mut s, &file.path, offset, size - offset, timeouts.idle).await?;
     let _ = s.shutdown().await;
     Ok((nick, sent))
+}
+
+/// Whether a request is a direct browse: `GETLIST`, with the line end TekNap
+/// adds (`GETLIST\n`) or none.
+fn is_getlist(b: &[u8]) -> bool {
+    b.strip_prefix(b"GETLIST")
+        .is_some_and(|rest| rest.iter().all(|c| matches!(c, b'\r' | b'\n')))
 }
 
 /// The list a direct browse sends: `<nick>\n`, one line per file in the 100
@@ -750,8 +757,18 @@ pub async fn read_listing<R: AsyncRead + Unpin>(
             break;
         }
     }
-    let mut lines = data.split(|&b| b == b'\n');
-    let nick = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let mut lines = data
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    // TekNap answers `GETLIST` with a `SENDLIST` line before its nick; a pushed
+    // list may carry `SENDLIST <nick>` on one line.
+    let mut first = lines.next().unwrap_or_default();
+    if first == b"SENDLIST" {
+        first = lines.next().unwrap_or_default();
+    } else if let Some(nick) = first.strip_prefix(b"SENDLIST ") {
+        first = nick;
+    }
+    let nick = String::from_utf8_lossy(first).into_owned();
     let mut files = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
         if let Some(([name, md5, size], _)) = Fields::at_least::<3>(line) {
@@ -1061,6 +1078,35 @@ mod tests {
         assert_eq!(head_md5s(&p5).unwrap()[0].digest, md5_of(b"abc"));
         for p in [p, p2, p3, p4, p5] {
             let _ = std::fs::remove_file(p);
+        }
+    }
+
+    #[test]
+    fn a_browse_request_with_or_without_a_line_end() {
+        for yes in [&b"GETLIST"[..], b"GETLIST\n", b"GETLIST\r\n"] {
+            assert!(is_getlist(yes), "{yes:?}");
+        }
+        for no in [&b"GETLISTER \"a\" 0"[..], b"GET", b"GETLIS"] {
+            assert!(!is_getlist(no), "{no:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_as_teknap_and_as_we_send_them() {
+        let line = "\"d\\a.mp3\" 0123456789abcdef0123456789abcdef 10 128 44100 1\n";
+        for (input, nick) in [
+            // Ours after GETLIST, TekNap's answer to GETLIST, our pushed list.
+            (format!("alice\n{line}\n"), "alice"),
+            (format!("SENDLIST\nbob\n{line}\n"), "bob"),
+            (format!("SENDLIST carol\r\n{line}\n"), "carol"),
+        ] {
+            let mut r = input.as_bytes();
+            let (got, files) = read_listing(&mut r, 1 << 20, Duration::from_secs(1))
+                .await
+                .unwrap();
+            assert_eq!(got, nick);
+            assert_eq!(files.len(), 1, "{input:?}");
+            assert_eq!(files[0].2, 10);
         }
     }
 }

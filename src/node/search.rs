@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::framing::DescriptorCodec;
+use crate::output;
 use crate::wire::bye::{self, Bye};
 use crate::wire::huge::Sha1Urn;
 use crate::wire::{Function, Guid, Hops, Message, Push, Query, QueryFlags, QueryHit, Ttl};
@@ -38,41 +39,24 @@ pub struct SearchHit {
 }
 
 impl SearchHit {
-    /// The hit as one line of JSON.
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"name\":{},\"size\":{},\"urn\":{},\"index\":{},\"host\":\"{}\",\"port\":{},\"servent_guid\":\"{}\",\"push\":{},\"busy\":{}}}",
-            json_string(&self.name),
-            self.size,
-            self.urn
-                .map_or("null".to_string(), |u| json_string(&u.to_string())),
-            self.index,
-            self.host,
-            self.port,
-            self.servent_guid.to_hex(),
-            self.push,
-            self.busy
-        )
-    }
-}
-
-/// A JSON string literal for `s`.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    /// The hit as the record every command prints (see [`crate::output`]).
+    pub fn record(&self) -> output::Hit {
+        output::Hit {
+            network: output::Network::Gnutella,
+            name: self.name.clone(),
+            size: self.size,
+            urn: self.urn.map(|u| u.to_string()),
+            host: self.host.to_string(),
+            port: Some(self.port),
+            gnutella: Some(output::GnutellaHit {
+                index: self.index,
+                servent_guid: self.servent_guid.to_hex(),
+                push: self.push,
+                busy: self.busy,
+            }),
+            napster: None,
         }
     }
-    out.push('"');
-    out
 }
 
 /// Why a search could not be made.
@@ -385,10 +369,9 @@ mod tests {
             busy: false,
         };
         assert_eq!(
-            hit.to_json(),
-            "{\"name\":\"a \\\"b\\\"\\n.mp3\",\"size\":3,\"urn\":\"urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\",\"index\":7,\"host\":\"127.0.0.1\",\"port\":6346,\"servent_guid\":\"ABABABABABABABABABABABABABABABAB\",\"push\":true,\"busy\":false}"
+            output::json_line(&hit.record()),
+            "{\"v\":1,\"type\":\"hit\",\"network\":\"gnutella\",\"name\":\"a \\\"b\\\"\\n.mp3\",\"size\":3,\"urn\":\"urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\",\"host\":\"127.0.0.1\",\"port\":6346,\"gnutella\":{\"index\":7,\"servent_guid\":\"ABABABABABABABABABABABABABABABAB\",\"push\":true,\"busy\":false}}"
         );
-        assert_eq!(json_string("\u{1}"), "\"\\u0001\"");
     }
 
     #[test]

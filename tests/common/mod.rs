@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use servent::output::{Download, DownloadState, Versioned};
+
 /// A temporary directory, removed when dropped.
 pub struct Dir(pub PathBuf);
 
@@ -75,11 +77,12 @@ pub fn get_killed_when(url: &str, out: &std::path::Path, mid: impl Fn(&str) -> b
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
         let blocks = std::fs::read_to_string(&state).unwrap_or_default();
-        if line.contains("\"progress\"") && mid(&blocks) {
+        let record = download_record(&line);
+        if record.state == DownloadState::Running && mid(&blocks) {
             killed_mid = true;
             break;
         }
-        if line.contains("\"event\":\"done\"") {
+        if record.state == DownloadState::Done {
             eprintln!("finished before the kill; last state: {blocks}");
             break;
         }
@@ -89,8 +92,16 @@ pub fn get_killed_when(url: &str, out: &std::path::Path, mid: impl Fn(&str) -> b
     killed_mid
 }
 
+/// One line of `servent get --json`: a download record of version 1.
+pub fn download_record(line: &str) -> Download {
+    let r: Versioned<Download> =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!((r.v, r.kind.as_str()), (1, "download"), "{line}");
+    r.record
+}
+
 /// The `servent` binary with `args`, run in `cwd`, without any `SERVENT_*`
-/// setting of the environment the tests run in.
+/// setting of the environment the tests run in, nor the user's config file.
 pub fn servent_cmd(args: &[&str], cwd: &std::path::Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
     cmd.args(args).current_dir(cwd);
@@ -99,8 +110,12 @@ pub fn servent_cmd(args: &[&str], cwd: &std::path::Path) -> std::process::Comman
             cmd.env_remove(k);
         }
     }
+    cmd.env("SERVENT_CONFIG", NO_CONFIG);
     cmd
 }
+
+/// An empty config file, so the user's own stays out of the tests.
+pub const NO_CONFIG: &str = "/dev/null";
 
 /// The benches' seeded generator: the same graph and names on every run.
 #[path = "../../benches/common/rng.rs"]

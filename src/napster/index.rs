@@ -1109,6 +1109,44 @@ impl Index {
                 }
                 out.push(Action::Send(conn, Frame::empty(t::LIST_CHANNELS)));
             }
+            t::FULL_CHANNEL_LIST => {
+                let mut names: Vec<&Channel> = self.channels.values().collect();
+                names.sort_by(|a, b| a.name.cmp(&b.name));
+                for c in names {
+                    // name, users, unregistered (ours all are), level, limit, topic
+                    let line = Line::new()
+                        .word(&*c.name)
+                        .num(c.members.len())
+                        .num(1)
+                        .num(0)
+                        .num(self.cfg.max_channel_users)
+                        .quoted(&c.topic);
+                    out.push(Action::Send(conn, line.frame(t::FULL_CHANNEL_INFO)));
+                }
+                out.push(Action::Send(conn, Frame::empty(t::FULL_CHANNEL_LIST)));
+            }
+            t::NAMES_LIST => {
+                let key = String::from_utf8_lossy(first_word(data)).to_ascii_lowercase();
+                let Some(chan) = self.channels.get(key.as_str()) else {
+                    let text = format!(
+                        "channel {} does not exist",
+                        String::from_utf8_lossy(first_word(data))
+                    );
+                    return self.bad(conn, &text, now, out);
+                };
+                if !chan.members.contains(&slot) {
+                    let text = format!("you're not on channel {}", chan.name);
+                    return self.bad(conn, &text, now, out);
+                }
+                let (name, members) = (chan.name.clone(), chan.members.clone());
+                for m in members {
+                    out.push(Action::Send(
+                        conn,
+                        self.member_line(&name, m).frame(t::NAMES_ENTRY),
+                    ));
+                }
+                out.push(Action::Send(conn, Frame::empty(t::NAMES_LIST)));
+            }
             t::RESUME_SEARCH => self.resume_search(conn, data, now, out),
             t::BROWSE_DIRECT_OK => self.browse_direct_ok(conn, slot, data, now, out),
             t::SERVER_PING => {
@@ -3999,6 +4037,33 @@ mod tests {
                 (t::CHANNEL_LIST, "#Music 2 new tunes".into()),
                 (t::LIST_CHANNELS, String::new())
             ]
+        );
+        // TekNap's /list (827) and /names (830).
+        let out = h.send(b, t::FULL_CHANNEL_LIST, "");
+        assert_eq!(
+            to(&out, b),
+            [
+                (
+                    t::FULL_CHANNEL_INFO,
+                    "#Music 2 1 0 500 \"new tunes\"".into()
+                ),
+                (t::FULL_CHANNEL_LIST, String::new())
+            ]
+        );
+        let out = h.send(b, t::NAMES_LIST, "#music");
+        assert_eq!(
+            to(&out, b),
+            [
+                (t::NAMES_ENTRY, "#Music alice 1 7".into()),
+                (t::NAMES_ENTRY, "#Music bob 0 7".into()),
+                (t::NAMES_LIST, String::new())
+            ]
+        );
+        let c = h.login("carol", 1);
+        let out = h.send(c, t::NAMES_LIST, "#music");
+        assert_eq!(
+            to(&out, c),
+            [(t::NOSUCH, "you're not on channel #Music".into())]
         );
         // Per-user channel cap.
         h.send(b, t::JOIN, "two");

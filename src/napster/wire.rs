@@ -63,6 +63,14 @@ pub mod types {
     pub const TOPIC: u16 = 410;
     pub const LIST_CHANNELS: u16 = 617;
     pub const CHANNEL_LIST: u16 = 618;
+    /// Every channel with its details (TekNap's `/list`): 828 per channel,
+    /// then an empty 827.
+    pub const FULL_CHANNEL_LIST: u16 = 827;
+    pub const FULL_CHANNEL_INFO: u16 = 828;
+    /// A channel's members (TekNap's `/names`): 825 per member, then an empty
+    /// 830.
+    pub const NAMES_LIST: u16 = 830;
+    pub const NAMES_ENTRY: u16 = 825;
     pub const DISCONNECTING: u16 = 316;
     pub const NOSUCH: u16 = 404;
     pub const FIREWALL_DOWNLOAD: u16 = 500;

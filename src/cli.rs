@@ -294,9 +294,33 @@ pub struct IndexArgs {
     /// File whose lines are sent as the message of the day.
     #[arg(long, env = "SERVENT_INDEX_MOTD", value_name = "FILE")]
     pub motd: Option<PathBuf>,
-    /// Where registered accounts are kept.
+    /// Where registered accounts, user levels and bans are kept.
     #[arg(long, env = "SERVENT_INDEX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Make this registered nick Elite (the server's owner), kept in the data
+    /// directory; may be repeated. Register the nick before or right after.
+    #[arg(long, env = "SERVENT_INDEX_ADMIN", value_name = "NICK")]
+    pub admin: Vec<String>,
+    /// Our name towards linked servers (each server of a network needs its own).
+    #[arg(long, env = "SERVENT_INDEX_SERVER_NAME", default_value = "servent")]
+    pub server_name: String,
+    /// Link to the index at HOST:PORT (OpenNap's server linking; may be
+    /// repeated): its users' files and ours are found from either side.
+    #[arg(long, env = "SERVENT_INDEX_LINK", value_name = "HOST:PORT")]
+    pub link: Vec<String>,
+    /// The password linked servers share; without one no link is made or
+    /// accepted. Visible in the process list when given here: prefer the
+    /// variable or --link-password-file.
+    #[arg(long, env = "SERVENT_INDEX_LINK_PASSWORD", hide_env_values = true)]
+    pub link_password: Option<String>,
+    /// File whose first line is the link password.
+    #[arg(
+        long,
+        env = "SERVENT_INDEX_LINK_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "link_password"
+    )]
+    pub link_password_file: Option<PathBuf>,
     /// Say where the index listens as a JSON record instead of a sentence.
     #[arg(long, env = "SERVENT_INDEX_JSON")]
     pub json: bool,
@@ -554,6 +578,46 @@ mod tests {
         let mut seen = Vec::new();
         check(&Cli::command(), &[], &mut seen);
         assert!(seen.len() > 40, "{seen:?}");
+    }
+
+    #[test]
+    fn index_links() {
+        let cli = Cli::try_parse_from([
+            "servent",
+            "index",
+            "--server-name",
+            "east",
+            "--link",
+            "10.0.0.1:8888",
+            "--link-password-file",
+            "/pw",
+        ])
+        .unwrap();
+        let Command::Index(args) = cli.command else {
+            panic!("not index")
+        };
+        assert_eq!(args.server_name, "east");
+        assert_eq!(args.link, ["10.0.0.1:8888"]);
+        assert_eq!(args.link_password_file, Some(PathBuf::from("/pw")));
+        let both = Cli::try_parse_from([
+            "servent",
+            "index",
+            "--link-password",
+            "x",
+            "--link-password-file",
+            "/pw",
+        ]);
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn index_admins_repeat() {
+        let cli = Cli::try_parse_from(["servent", "index", "--admin", "boss", "--admin", "chief"])
+            .unwrap();
+        let Command::Index(args) = cli.command else {
+            panic!("not index")
+        };
+        assert_eq!(args.admin, ["boss", "chief"]);
     }
 
     #[test]

@@ -439,14 +439,34 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let mut salt_seed = [0u8; 16];
     salt_seed.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    if !args.admin.is_empty() && args.data_dir.is_none() {
+        tracing::warn!("--admin without --data-dir: the level is kept in memory only");
+    }
+    let link_password = match &args.link_password_file {
+        Some(f) => Some(read_password_file(f)?),
+        None => args.link_password.clone(),
+    };
+    if !args.link.is_empty() && link_password.is_none() {
+        return Err(
+            "--link needs --link-password (or SERVENT_INDEX_LINK_PASSWORD, or --link-password-file)"
+                .into(),
+        );
+    }
+    if !servent::napster::index::valid_server_name(args.server_name.as_bytes()) {
+        return Err("--server-name: 1-64 printable characters, no space, quote or colon".into());
+    }
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        admins: args.admin,
+        links: args.link,
         index: IndexConfig {
             motd,
             max_users: args.max_users,
             max_results: args.max_results as u32,
             salt_seed,
+            server_name: args.server_name,
+            link_password,
             ..IndexConfig::default()
         },
         ..ServerConfig::default()
@@ -656,6 +676,7 @@ fn napster_get(
         timeouts: Timeouts::default(),
     };
     let done = runtime()?.block_on(client::get(config))?;
+    use servent::napster::transfer::Verified;
     if json {
         record.state = DownloadState::Done;
         record.path = Some(output.display().to_string());
@@ -665,8 +686,20 @@ fn napster_get(
             source: from,
             bytes: done.size - done.offset,
         }];
+        record.verified = Some(
+            match done.verified {
+                Verified::Sha1 => "sha1",
+                Verified::HeadMd5 { .. } => "head_md5",
+                Verified::Unmatched => "unmatched",
+                Verified::Unchecked => "unchecked",
+            }
+            .to_string(),
+        );
+        record.agreeing = Some(done.agreeing as u32);
         println!("{}", output::json_line(&record));
-    } else if done.offset == done.size {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if done.offset == done.size {
         println!(
             "saved {} ({} bytes, all of them already in the .part)",
             output.display(),
@@ -681,6 +714,23 @@ fn napster_get(
         );
     } else {
         println!("saved {} ({} bytes)", output.display(), done.size);
+    }
+    match done.verified {
+        Verified::Sha1 => println!("verified: the content's SHA-1 matches the uploader's"),
+        Verified::HeadMd5 { start, len } => println!(
+            "verified: the MD5 of bytes {start}..{} matches the uploader's md5 field",
+            start + len
+        ),
+        Verified::Unmatched => println!(
+            "not verified: the md5 field matches no MD5 convention we know of the uploader's client"
+        ),
+        Verified::Unchecked => println!("not verified: the uploader gave no checksum"),
+    }
+    if done.agreeing > 0 {
+        println!(
+            "{} other user(s) list a file of the same size and md5 field",
+            done.agreeing
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

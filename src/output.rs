@@ -153,6 +153,13 @@ pub struct Download {
     pub sources: Vec<SourceBytes>,
     /// Why it failed or stopped.
     pub error: Option<String>,
+    /// How the content was checked, when it was (`sha1`, `head_md5`), or why
+    /// it could not be (`unmatched`, `unchecked`); Napster downloads only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// Other users listing a file of the same size and checksum (Napster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreeing: Option<u32>,
 }
 
 impl Record for Download {
@@ -175,6 +182,8 @@ impl Download {
             sources_known: 0,
             sources: Vec::new(),
             error: None,
+            verified: None,
+            agreeing: None,
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use servent::napster::client::{self, DataPort, GetConfig, ShareConfig};
 use servent::napster::index::IndexConfig;
-use servent::napster::server::{self, ACCOUNTS_FILE, ServerConfig, ServerHandle};
+use servent::napster::server::{
+    self, ACCOUNTS_FILE, BANS_FILE, LEVELS_FILE, ServerConfig, ServerHandle,
+};
 use servent::napster::transfer::{PartState, Timeouts};
 use servent::napster::wire::{Frame, NapCodec, types as t};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +134,95 @@ impl Raw {
             .map(Frame::text)
             .collect()
     }
+}
+
+/// Operators end to end: `--admin` makes a registered nick Elite; it
+/// muzzles, bans and kills; the levels and bans are files in the data
+/// directory and hold after a restart.
+#[tokio::test]
+async fn operators_muzzle_ban_and_kill_and_it_survives_a_restart() {
+    let data = Dir::new("operators");
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(data.0.clone()),
+        admins: vec!["boss".into()],
+        ..ServerConfig::default()
+    };
+    let srv = server::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let addr = srv.local_addr;
+    let mut boss = Raw::connect(addr).await;
+    boss.send(t::NEW_USER_LOGIN, "boss s3cret 0 \"x\" 7 boss@example.org")
+        .await;
+    boss.until(t::STATS).await;
+    assert_eq!(
+        boss.expect(t::NOSUCH).await,
+        "Server servent set your user level to Elite (4)."
+    );
+    let mut alice = Raw::login(addr, "alice", 0).await;
+    let mut bob = Raw::login(addr, "bob", 0).await;
+    boss.send(t::MUZZLE, "alice \"quiet\"").await;
+    assert_eq!(
+        alice.expect(t::NOSUCH).await,
+        "You have been muzzled by boss: quiet"
+    );
+    assert_eq!(
+        boss.expect(t::NOSUCH).await,
+        "boss has muzzled alice: quiet"
+    );
+    alice.send(t::PRIVATE_MESSAGE, "bob hi").await;
+    assert_eq!(alice.expect(t::NOSUCH).await, "You are muzzled.");
+    // Bob may not kill; boss may.
+    bob.send(t::KILL, "alice").await;
+    assert_eq!(
+        bob.expect(t::NOSUCH).await,
+        "kill failed: permission denied"
+    );
+    boss.send(t::BAN, "alice \"bye\"").await;
+    assert_eq!(boss.expect(t::NOSUCH).await, "boss banned alice!*: bye");
+    boss.send(t::KILL, "alice \"bye\"").await;
+    assert_eq!(
+        alice.expect(t::NOSUCH).await,
+        "You have been killed by boss: bye"
+    );
+    assert_eq!(alice.expect(t::DISCONNECTING).await, "0");
+    assert!(alice.closed().await);
+    assert_eq!(boss.expect(t::NOSUCH).await, "boss killed alice: bye");
+    let mut again = Raw::connect(addr).await;
+    again.send(t::LOGIN, "alice pw 0 \"x\" 7").await;
+    assert_eq!(again.expect(t::ERROR).await, "alice!* banned: bye");
+    srv.shutdown().await;
+
+    let levels = std::fs::read_to_string(data.0.join(LEVELS_FILE)).unwrap();
+    assert_eq!(levels, "alice user muzzled\nboss elite\n");
+    let bans = std::fs::read_to_string(data.0.join(BANS_FILE)).unwrap();
+    assert!(bans.starts_with("alice!* boss "), "{bans}");
+
+    // Without --admin, boss is still Elite; the ban still holds.
+    let config = ServerConfig {
+        admins: Vec::new(),
+        ..config
+    };
+    let srv = server::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let addr = srv.local_addr;
+    let mut boss = Raw::connect(addr).await;
+    boss.send(t::LOGIN, "boss s3cret 0 \"x\" 7").await;
+    boss.until(t::STATS).await;
+    assert_eq!(
+        boss.expect(t::NOSUCH).await,
+        "Server servent set your user level to Elite (4)."
+    );
+    boss.send(t::BANLIST, "").await;
+    let entry = boss.expect(t::BANLIST_ENTRY).await;
+    assert!(entry.starts_with("alice!* boss \"bye\" "), "{entry}");
+    assert_eq!(boss.expect(t::BANLIST).await, "");
+    let mut again = Raw::connect(addr).await;
+    again.send(t::LOGIN, "alice pw 0 \"x\" 7").await;
+    assert_eq!(again.expect(t::ERROR).await, "alice!* banned: bye");
+    srv.shutdown().await;
 }
 
 #[tokio::test]
@@ -983,4 +1074,427 @@ fn index_share_and_search_from_the_command_line() {
 
     assert!(interrupt(&mut share).success());
     assert!(interrupt(&mut index).success());
+}
+
+/// A non-servent uploader driven by hand: logs in with `client` as its client
+/// info, shares `name` listed with `md5` and `listed` bytes, and serves
+/// `served` to the first GET. Returns its task (which ends after serving).
+async fn hand_uploader(
+    addr: SocketAddr,
+    nick: &str,
+    client: &str,
+    name: &str,
+    md5: &str,
+    listed: usize,
+    served: Vec<u8>,
+) -> tokio::task::JoinHandle<()> {
+    let data_port = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = data_port.local_addr().unwrap().port();
+    let mut up = Raw::connect(addr).await;
+    up.send(t::LOGIN, &format!("{nick} pw {port} \"{client}\" 7"))
+        .await;
+    up.until(t::STATS).await;
+    up.send(t::SHARE, &format!("\"{name}\" {md5} {listed} 128 44100 60"))
+        .await;
+    up.send(t::STATS, "").await;
+    up.until(t::STATS).await;
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let req = up.expect(t::UPLOAD_REQUEST).await;
+        let who = req.split(' ').next().unwrap().to_string();
+        up.send(t::UPLOAD_ACCEPT, &format!("{who} \"{name}\""))
+            .await;
+        let (mut s, _) = tokio::time::timeout(WAIT, data_port.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        s.write_all(b"1").await.unwrap();
+        // GET, then `<nick> "<name>" <offset>`, in one piece or several.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !(got.iter().filter(|&&b| b == b'"').count() == 2
+            && got.last().is_some_and(u8::is_ascii_digit))
+        {
+            let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "the downloader closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(text.starts_with("GET") && text.ends_with(" 0"), "{text}");
+        s.write_all(listed.to_string().as_bytes()).await.unwrap();
+        s.write_all(&served).await.unwrap();
+        let _ = s.shutdown().await;
+        drop(up);
+    })
+}
+
+/// An MP3-like body behind a 1010-byte ID3v2 tag.
+fn tagged_mp3(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let body = content(n, 9);
+    let mut file = b"ID3\x03\x00\x00\x00\x00\x07\x68".to_vec();
+    file.extend(std::iter::repeat_n(0u8, 1000));
+    file.extend(&body);
+    (file, body)
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Issue 12, bug 6: a non-servent's md5 field is checked when it is a real
+/// MD5 — TekNap's, the MD5 of 299,008 bytes after the ID3v2 tag, written
+/// `<md5>-<size>` — and a mismatch discards the `.part`; other users listing
+/// the same size and md5 field are counted.
+#[tokio::test]
+async fn a_teknap_md5_is_checked_and_agreeing_sources_counted() {
+    use servent::napster::transfer::Verified;
+    let srv = start(IndexConfig::default(), None).await;
+    let addr = srv.local_addr;
+    let out = Dir::new("md5-out");
+    let (file, body) = tagged_mp3(400_000);
+    let field = format!("{}-{}", md5_hex(&body[..299_008]), file.len());
+    let name = "C:\\mp3\\Tagged Song.mp3";
+
+    // Two more users list the same file (same size, same md5 field).
+    let mut twins = Vec::new();
+    for twin in ["twin1", "twin2"] {
+        let mut c = Raw::login(addr, twin, 0).await;
+        c.send(
+            t::SHARE,
+            &format!(
+                "\"D:\\{twin}\\Tagged Song.mp3\" {field} {} 128 44100 60",
+                file.len()
+            ),
+        )
+        .await;
+        c.send(t::STATS, "").await;
+        c.until(t::STATS).await;
+        twins.push(c);
+    }
+    let up = hand_uploader(
+        addr,
+        "tek",
+        "TekNap 1.3g",
+        name,
+        &field,
+        file.len(),
+        file.clone(),
+    )
+    .await;
+    let dest = out.0.join("good.mp3");
+    let done = client::get(get_config(addr, "tek", name, &dest))
+        .await
+        .unwrap();
+    up.await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), file);
+    assert_eq!(
+        done.verified,
+        Verified::HeadMd5 {
+            start: 1010,
+            len: 299_008
+        }
+    );
+    assert_eq!(done.agreeing, 2);
+
+    // The same listing, damaged content: the .part and its state go.
+    let mut bad = file.clone();
+    bad[5000] ^= 0xff;
+    let up = hand_uploader(addr, "tek2", "TekNap 1.3g", name, &field, file.len(), bad).await;
+    let dest = out.0.join("bad.mp3");
+    let err = client::get(get_config(addr, "tek2", name, &dest))
+        .await
+        .unwrap_err();
+    up.await.unwrap();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(!dest.exists() && !part_of(&dest).exists() && !state_of(&dest).exists());
+
+    // A client whose convention we do not know: a mismatch is reported, the
+    // file kept.
+    let other = md5_hex(b"something else");
+    let up = hand_uploader(
+        addr,
+        "mx",
+        "WinMX v3.31",
+        name,
+        &other,
+        file.len(),
+        file.clone(),
+    )
+    .await;
+    let dest = out.0.join("unknown.mp3");
+    let done = client::get(get_config(addr, "mx", name, &dest))
+        .await
+        .unwrap();
+    up.await.unwrap();
+    assert_eq!(done.verified, Verified::Unmatched);
+    assert_eq!(done.agreeing, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), file);
+    drop(twins);
+    srv.shutdown().await;
+}
+
+async fn start_linked(name: &str, links: Vec<String>) -> ServerHandle {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        index: IndexConfig {
+            server_name: name.into(),
+            link_password: Some("shared secret".into()),
+            ..IndexConfig::default()
+        },
+        links,
+        link_retry: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    server::start(config, CancellationToken::new())
+        .await
+        .expect("server starts")
+}
+
+/// Asks `c` for a whois of `nick` until it is answered with a 604 (the link
+/// is up and has told of `nick`), within WAIT.
+async fn wait_for_user(c: &mut Raw, nick: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        c.send(t::WHOIS, nick).await;
+        let f = c.recv().await.expect("open");
+        if f.ty == t::WHOIS_REPLY {
+            return f.text();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{nick} never seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 12, server linking: two indexes linked on loopback (OpenNap's
+/// handshake and messages). A user of one finds, fetches (direct and
+/// firewalled) and writes to the users of the other; the link going away
+/// takes the other side's users with it.
+#[tokio::test]
+async fn two_linked_indexes_share_users_searches_and_transfers() {
+    let east = start_linked("east", Vec::new()).await;
+    let west = start_linked("west.example.org", vec![east.local_addr.to_string()]).await;
+    let (ea, wa) = (east.local_addr, west.local_addr);
+    let cancel = CancellationToken::new();
+    let share = Dir::new("linked-share");
+    let data = content(70_000, 5);
+    std::fs::write(share.0.join("Far Away.mp3"), &data).unwrap();
+    let walled = Dir::new("linked-walled");
+    let data2 = content(5000, 6);
+    std::fs::write(walled.0.join("Behind Wall.txt"), &data2).unwrap();
+    let bob = sharer(wa, "bob", &share.0, false, &cancel).await;
+    let wally = sharer(wa, "wally", &walled.0, true, &cancel).await;
+    let mut carol = Raw::login(wa, "carol", 0).await;
+
+    // Alice, on east, sees bob (on west) once the link is up.
+    let mut alice = Raw::login(ea, "alice", 0).await;
+    let who = wait_for_user(&mut alice, "bob").await;
+    assert!(who.contains("\"Remote\""), "{who}");
+    // She finds his file (searches go to the linked server; one 202).
+    let name = format!("{}\\Far Away.mp3", top(&share));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let hit = loop {
+        let r = alice
+            .search("FILENAME CONTAINS \"far away\" TYPE any")
+            .await;
+        if let Some(hit) = r.into_iter().find(|l| l.contains(" bob ")) {
+            break hit;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never found");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(hit.starts_with(&format!("\"{name}\" ")), "{hit}");
+    // `<md5> <size> <bitrate> <freq> <secs> <nick> <ip> <link>`, bob's address
+    // as west saw it.
+    assert!(
+        hit.ends_with(&format!(" {} 0 0 0 bob 16777343 0", data.len())),
+        "{hit}"
+    );
+    // A 203 for his file is answered with his address (204), via west.
+    alice.send(t::DOWNLOAD, &format!("bob \"{name}\"")).await;
+    let ack = alice.expect(t::DOWNLOAD_ACK).await;
+    assert!(
+        ack.starts_with("bob 16777343 ") && !ack.contains(" 0 \""),
+        "{ack}"
+    );
+
+    // Our client on east downloads from bob on west, checked end to end.
+    let out = Dir::new("linked-out");
+    let dest = out.0.join("far.mp3");
+    let done = client::get(get_config(ea, "bob", &name, &dest))
+        .await
+        .unwrap();
+    assert_eq!(done.size, data.len() as u64);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    // And from a firewalled sharer on west (204 port 0, 500, 501 push).
+    let name2 = format!("{}\\Behind Wall.txt", top(&walled));
+    let dest2 = out.0.join("wall.txt");
+    client::get(get_config(ea, "wally", &name2, &dest2))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest2).unwrap(), data2);
+
+    // Private messages both ways, and a whois of a local user from afar.
+    wait_for_user(&mut carol, "alice").await;
+    alice.send(t::PRIVATE_MESSAGE, "carol hello west").await;
+    assert_eq!(carol.expect(t::PRIVATE_MESSAGE).await, "alice hello west");
+    carol.send(t::PRIVATE_MESSAGE, "alice hello east").await;
+    assert_eq!(alice.expect(t::PRIVATE_MESSAGE).await, "carol hello east");
+
+    // West goes away: east forgets its users.
+    cancel.cancel();
+    bob.wait().await.unwrap();
+    wally.wait().await.unwrap();
+    drop(carol);
+    west.shutdown().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        alice.send(t::WHOIS, "bob").await;
+        if alice.recv().await.unwrap().ty == t::NOSUCH {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "bob is still seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    east.shutdown().await;
+}
+
+/// A link spoken by hand, byte for byte as opennap-ng's server_login.c does
+/// it: 10010 both ways, 10011 with the MD5 of the nonces and the password,
+/// then one zlib stream each way (flushed with Z_SYNC_FLUSH). The index
+/// announces its users in OpenNap's server form of a login and answers a
+/// search of ours.
+#[tokio::test]
+async fn a_link_spoken_by_hand_as_opennap_does() {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    use md5::{Digest, Md5};
+    let srv = start_linked("east", Vec::new()).await;
+    let addr = srv.local_addr;
+    let mut alice = Raw::login(addr, "alice", 6699).await;
+    alice
+        .send(
+            t::SHARE,
+            "\"c:\\mp3\\Hand Made.mp3\" 0123456789abcdef0123456789abcdef 1000 128 44100 60",
+        )
+        .await;
+    alice.send(t::STATS, "").await;
+    alice.until(t::STATS).await;
+
+    let mut peer = Raw::connect(addr).await;
+    peer.send(t::SERVER_LOGIN, "opennap.example.org peernonce 0")
+        .await;
+    let theirs = peer.expect(t::SERVER_LOGIN).await;
+    let mut f = theirs.split(' ');
+    assert_eq!(f.next(), Some("east"));
+    let their_nonce = f.next().unwrap().to_string();
+    assert_eq!(f.next(), Some("0"));
+    let hex = |parts: &[&str]| -> String {
+        let mut h = Md5::new();
+        for p in parts {
+            h.update(p.as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    // Theirs: MD5(our nonce, their nonce, password).
+    assert_eq!(
+        peer.expect(t::SERVER_LOGIN_ACK).await,
+        hex(&["peernonce", &their_nonce, "shared secret"])
+    );
+    peer.send(
+        t::SERVER_LOGIN_ACK,
+        &hex(&[&their_nonce, "peernonce", "shared secret"]),
+    )
+    .await;
+
+    // From here on both ways are zlib streams.
+    let mut z_out = Compress::new(Compression::new(6), true);
+    let mut z_in = Decompress::new(true);
+    let mut raw = peer.r.into_inner();
+    let mut w = peer.w;
+    let mut plain = bytes::BytesMut::new();
+    let mut codec = NapCodec::new(65535);
+    async fn next_frame(
+        raw: &mut OwnedReadHalf,
+        z: &mut Decompress,
+        plain: &mut bytes::BytesMut,
+        codec: &mut NapCodec,
+    ) -> Frame {
+        use tokio_util::codec::Decoder;
+        loop {
+            if let Some(f) = codec.decode(plain).unwrap() {
+                return f;
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, raw.read(&mut buf))
+                .await
+                .expect("the link speaks")
+                .unwrap();
+            assert!(n > 0, "the link closed");
+            let mut out = Vec::with_capacity(64 * 1024);
+            z.decompress_vec(&buf[..n], &mut out, FlushDecompress::Sync)
+                .unwrap();
+            plain.extend_from_slice(&out);
+        }
+    }
+    async fn send_z(w: &mut OwnedWriteHalf, z: &mut Compress, ty: u16, data: &str) {
+        let mut framed = bytes::BytesMut::new();
+        Frame::new(ty, data.as_bytes().to_vec()).encode(&mut framed);
+        let mut out = Vec::with_capacity(framed.len() + 1024);
+        z.compress_vec(&framed, &mut out, FlushCompress::Sync)
+            .unwrap();
+        w.write_all(&out).await.unwrap();
+    }
+    // Alice, in OpenNap's server form of a login, then her file count.
+    let login = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(login.ty, t::LOGIN);
+    let text = login.text();
+    assert!(
+        text.starts_with("alice * 6699 \"raw test\" 7 unknown ")
+            && text.ends_with(" 16777343 east 0"),
+        "{text}"
+    );
+    let sharing = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(
+        (sharing.ty, sharing.text()),
+        (t::SERVER_USER_SHARING, "alice 1 0".into())
+    );
+    // Our user bob searches east's files.
+    send_z(
+        &mut w,
+        &mut z_out,
+        t::LOGIN,
+        "bob * 0 \"nap v1.5.4\" 4 unknown 10 16777343 opennap.example.org 8888",
+    )
+    .await;
+    send_z(
+        &mut w,
+        &mut z_out,
+        t::REMOTE_SEARCH,
+        "bob 7 FILENAME CONTAINS \"hand made\"",
+    )
+    .await;
+    let hit = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(
+        (hit.ty, hit.text()),
+        (
+            t::REMOTE_SEARCH_RESULT,
+            "7 alice \"c:\\mp3\\Hand Made.mp3\" 0123456789abcdef0123456789abcdef 1000 128 44100 60"
+                .into()
+        )
+    );
+    let end = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!((end.ty, end.text()), (t::REMOTE_SEARCH_END, "7".into()));
+    // Alice writes to bob: it reaches the link encapsulated.
+    alice.send(t::PRIVATE_MESSAGE, "bob hi there").await;
+    let enc = next_frame(&mut raw, &mut z_in, &mut plain, &mut codec).await;
+    assert_eq!(enc.ty, t::ENCAPSULATED);
+    let mut inner = bytes::BytesMut::new();
+    Frame::new(t::PRIVATE_MESSAGE, &b"alice hi there"[..]).encode(&mut inner);
+    let mut want = b":east bob ".to_vec();
+    want.extend_from_slice(&inner);
+    assert_eq!(&enc.data[..], &want[..]);
+    srv.shutdown().await;
 }

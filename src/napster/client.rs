@@ -19,7 +19,9 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::transfer::{self, Downloaded, Offered, Part, PartState, Timeouts, TransferError};
+use super::transfer::{
+    self, Check, Downloaded, Offered, Part, PartState, Timeouts, TransferError, Verified,
+};
 use super::wire::{
     Fields, Frame, FrameError, Kind, Line, NapCodec, PeerFile, SearchRequest, SearchResult,
     nick_and_file, number, types as t,
@@ -801,8 +803,13 @@ pub async fn get(config: GetConfig) -> Result<Downloaded, ClientError> {
             .ok_or_else(not_shared)?,
     };
     let client = session.client_of(&config.from, wait).await?;
-    let verify = client.as_deref().is_some_and(|c| c.starts_with("servent "))
-        && transfer::is_sha1_prefix(&listed.md5);
+    let check = check_for(client.as_deref(), &listed);
+    // Other users who list the same size and digest: independent copies
+    // that agree (reported with the result).
+    let agreeing = match check {
+        Check::HeadMd5 { .. } => count_agreeing(&mut session, &config.from, &listed, wait).await?,
+        _ => 0,
+    };
     let part = Part::open(
         &config.output,
         PartState {
@@ -818,15 +825,80 @@ pub async fn get(config: GetConfig) -> Result<Downloaded, ClientError> {
         Downloaded {
             offset: part.offset,
             size: listed.size,
+            verified: Verified::Unchecked,
+            agreeing: 0,
         }
     } else {
         fetch(&mut session, &config, &listener, &part, not_shared).await?
     };
-    let finish = tokio::task::spawn_blocking(move || part.finish(verify));
-    finish
+    let finish = tokio::task::spawn_blocking(move || part.finish(check));
+    let verified = finish
         .await
         .map_err(|e| ClientError::Invalid(format!("finishing failed: {e}")))??;
-    Ok(done)
+    Ok(Downloaded {
+        verified,
+        agreeing,
+        ..done
+    })
+}
+
+/// How to check a download from a user with this client info and listing: a
+/// servent's md5 field is its SHA-1 prefix; another client's, when it has an
+/// MD5's shape, an MD5 of the file's head. A mismatch of the latter is damage
+/// only when we know the uploader's convention: TekNap's (its client info, or
+/// its `<md5>-<size>` field), which we read in its source.
+pub fn check_for(client: Option<&str>, listed: &Listed) -> Check {
+    let servent = client.is_some_and(|c| c.starts_with("servent "));
+    if servent {
+        return if transfer::is_sha1_prefix(&listed.md5) {
+            Check::Sha1Prefix
+        } else {
+            Check::None
+        };
+    }
+    match transfer::md5_field(&listed.md5, listed.size) {
+        Some((_, teknap_form)) => {
+            let teknap = client.is_some_and(|c| c.to_ascii_lowercase().starts_with("teknap"));
+            Check::HeadMd5 {
+                strict: teknap_form || teknap,
+            }
+        }
+        None => Check::None,
+    }
+}
+
+/// How many users other than `nick` list a file of `listed`'s size and md5
+/// field, found by a search for its name's words (0 when the server refuses
+/// the search).
+async fn count_agreeing(
+    session: &mut Session,
+    nick: &str,
+    listed: &Listed,
+    wait: Duration,
+) -> Result<usize, ClientError> {
+    let req = SearchRequest {
+        contains: vec![local_name(&listed.name).into_bytes()],
+        kind: super::wire::KindFilter::Any,
+        ..SearchRequest::default()
+    };
+    let mut nicks: Vec<String> = Vec::new();
+    let r = session
+        .search(&req, wait, |r| {
+            let md5 = String::from_utf8_lossy(&r.md5);
+            if r.size == listed.size
+                && md5.eq_ignore_ascii_case(&listed.md5)
+                && !r.nick.eq_ignore_ascii_case(nick)
+                && !nicks.iter().any(|n| n.eq_ignore_ascii_case(&r.nick))
+            {
+                nicks.push(r.nick.clone());
+            }
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(nicks.len()),
+        Err(ClientError::Server(_)) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// Looks `name` up in `nick`'s shares by a search (for a file past the browse

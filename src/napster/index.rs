@@ -31,10 +31,15 @@ use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
 
 use super::accounts::{Account, Accounts, Checked, Secret, valid_email};
+use super::operators::{Ban, Level, Operators, Refused, clean_reason, normalize_ban};
 use super::wire::{
     Fields, Frame, Kind, KindFilter, Line, SearchError, SearchRequest, ip_to_decimal,
     nick_and_file, number, types as t,
 };
+
+#[path = "link.rs"]
+mod link;
+pub use link::valid_server_name;
 
 /// A connection, numbered by the shell; never reused while the index runs.
 pub type ConnId = u64;
@@ -69,10 +74,23 @@ pub enum Action {
     Close(ConnId),
     /// The accounts changed; write them out (the shell may batch these).
     SaveAccounts,
+    /// Levels, muzzles or bans changed; write them out (batched like accounts).
+    SaveOperators,
+    /// A server link is up: everything sent on it from here on, and
+    /// everything read after the peer's 10011, is one zlib stream (OpenNap's
+    /// link compression).
+    CompressLink(ConnId),
     /// Hash a new account's password (expensive: off the index task) and hand
     /// the result to [`Index::password_done`].
     HashPassword {
         conn: ConnId,
+        password: Vec<u8>,
+        salt: [u8; 16],
+    },
+    /// An admin set a registered nick's password (753): hash it (off the
+    /// index task) and hand the result to [`Index::password_set`].
+    SetPassword {
+        nick: String,
         password: Vec<u8>,
         salt: [u8; 16],
     },
@@ -114,6 +132,22 @@ impl Action {
             } => Some((
                 *conn,
                 PasswordResult::Checked(secret.check(password, *fresh_salt)),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Runs a 753's hashing here and now (tests; the server runs it on a
+    /// blocking thread). `None` for any other action.
+    pub fn run_set_password(&self) -> Option<(String, Secret)> {
+        match self {
+            Action::SetPassword {
+                nick,
+                password,
+                salt,
+            } => Some((
+                nick.clone(),
+                super::accounts::hash_password(password, *salt),
             )),
             _ => None,
         }
@@ -183,6 +217,16 @@ pub struct IndexConfig {
     pub max_channel_users: usize,
     /// Longest channel topic kept, in bytes.
     pub max_topic_len: usize,
+    /// The password linked servers share; `None` refuses every link.
+    pub link_password: Option<String>,
+    /// Servers linked at once.
+    pub max_links: usize,
+    /// Users of linked servers tracked at once.
+    pub max_remote_users: usize,
+    /// Searches waiting for linked servers' answers at once.
+    pub max_remote_searches: usize,
+    /// How long a search waits for linked servers.
+    pub remote_search_timeout: Duration,
 }
 
 impl Default for IndexConfig {
@@ -217,6 +261,11 @@ impl Default for IndexConfig {
             max_channels: 1024,
             max_channel_users: 500,
             max_topic_len: 256,
+            link_password: None,
+            max_links: 8,
+            max_remote_users: 100_000,
+            max_remote_searches: 1024,
+            remote_search_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -279,11 +328,17 @@ struct Conn {
     errors: Bucket,
     /// A login waiting for its password job.
     login: Option<Box<PendingLogin>>,
+    /// For a remote user's pseudo connection: the link it is behind.
+    remote: Option<ConnId>,
+    /// For a server link: its handshake and state.
+    link: Option<Box<link::LinkState>>,
 }
 
 /// A login whose password is being hashed (registration) or checked.
 struct PendingLogin {
     nick: String,
+    /// The nick is registered (its password was checked or just set).
+    registered: bool,
     port: u16,
     link: u8,
     client: Box<[u8]>,
@@ -323,6 +378,14 @@ struct User {
     hotlist: Vec<Box<str>>,
     /// Channels joined (lower-case names), at most `max_user_channels`.
     channels: Vec<Box<str>>,
+    level: Level,
+    muzzled: bool,
+    /// A user of a linked server (its files are there, not here).
+    remote: bool,
+    /// The files a remote user shares, as its server said.
+    remote_files: u32,
+    /// The file count changed since the links last heard it.
+    shares_dirty: bool,
 }
 
 /// A chat channel: exists while somebody is in it.
@@ -561,6 +624,7 @@ fn unquote(s: &[u8]) -> &[u8] {
 pub struct Index {
     cfg: IndexConfig,
     accounts: Accounts,
+    ops: Operators,
     salts: u64,
     conns: HashMap<ConnId, Conn>,
     users: Vec<Option<User>>,
@@ -590,6 +654,17 @@ pub struct Index {
     channels: HashMap<Box<str>, Channel>,
     name_hasher: RandomState,
     stats: Stats,
+    /// Users of linked servers.
+    remote_users: usize,
+    /// Established links' connections.
+    link_list: Vec<ConnId>,
+    /// 753 hashes running.
+    pending_set: usize,
+    next_pseudo: ConnId,
+    remote_searches: HashMap<u64, link::RemoteSearch>,
+    next_search: u64,
+    /// Local users whose file count the links have not heard yet.
+    shares_dirty: Vec<u32>,
     // Scratch buffers, kept to avoid allocating per message.
     buf: Vec<u8>,
     spans: Vec<(u32, u32)>,
@@ -602,6 +677,7 @@ impl Index {
         Index {
             cfg,
             accounts,
+            ops: Operators::default(),
             salts: 0,
             conns: HashMap::new(),
             users: Vec::new(),
@@ -623,6 +699,13 @@ impl Index {
             channels: HashMap::new(),
             name_hasher: RandomState::new(),
             stats: Stats::default(),
+            remote_users: 0,
+            link_list: Vec::new(),
+            pending_set: 0,
+            next_pseudo: link::PSEUDO_BASE,
+            remote_searches: HashMap::new(),
+            next_search: 0,
+            shares_dirty: Vec::new(),
             buf: Vec::new(),
             spans: Vec::new(),
             buf2: Vec::new(),
@@ -636,6 +719,15 @@ impl Index {
 
     pub fn accounts(&self) -> &Accounts {
         &self.accounts
+    }
+
+    /// Levels, muzzles and bans (read from the data directory by the shell).
+    pub fn operators(&self) -> &Operators {
+        &self.ops
+    }
+
+    pub fn set_operators(&mut self, ops: Operators) {
+        self.ops = ops;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -700,6 +792,8 @@ impl Index {
                 requests: Bucket::full(self.cfg.request_burst, now.mono),
                 errors: Bucket::full(self.cfg.error_burst, now.mono),
                 login: None,
+                remote: None,
+                link: None,
             },
         );
     }
@@ -722,6 +816,20 @@ impl Index {
         };
         if c.login.is_some() {
             self.pending_logins -= 1;
+        }
+        self.remote_searches.retain(|_, s| s.conn != conn);
+        if c.link.as_ref().is_some_and(|l| l.established) {
+            tracing::info!(conn, "server link closed");
+            self.link_closed(conn, out);
+            self.shrink_maps();
+            return;
+        }
+        if c.remote.is_some() {
+            if let Some(slot) = c.user {
+                self.remote_users -= 1;
+                self.remove_user(slot, out);
+            }
+            return;
         }
         match c.user {
             None => self.forget_unauth(conn, c.ip),
@@ -769,7 +877,8 @@ impl Index {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if !c.errors.take(burst, rate, now.mono) {
+        // A remote user's errors are its own server's to count.
+        if c.remote.is_none() && !c.errors.take(burst, rate, now.mono) {
             self.drop_conn(conn, "too many errors", out);
             return;
         }
@@ -782,6 +891,9 @@ impl Index {
         let mut late = Vec::new();
         let mut ping = Vec::new();
         for (&id, c) in &self.conns {
+            if c.remote.is_some() || c.link.as_ref().is_some_and(|l| l.established) {
+                continue;
+            }
             let silent = now.mono.saturating_duration_since(c.last_heard);
             match c.user {
                 None if now.mono.saturating_duration_since(c.opened) >= self.cfg.login_timeout => {
@@ -801,6 +913,8 @@ impl Index {
         for (id, why) in late {
             self.drop_conn(id, why, out);
         }
+        self.expire_remote_searches(now, out);
+        self.send_share_counts(out);
         // Requests that waited too long for their uploader.
         let mut failed = Vec::new();
         for u in self.users.iter_mut().flatten() {
@@ -837,6 +951,9 @@ impl Index {
         };
         c.last_heard = now.mono;
         c.pinged = false;
+        if c.link.as_ref().is_some_and(|l| l.established) {
+            return self.receive_link(conn, frame, now, out);
+        }
         let Some(slot) = c.user else {
             self.receive_unauthenticated(conn, frame, now, out);
             return;
@@ -870,7 +987,48 @@ impl Index {
             return;
         }
         let data = &frame.data[..];
+        // A leech may talk but takes no part in sharing, as in OpenNap.
+        let leech = self.user(slot).level == Level::Leech;
+        if !leech && self.forward(conn, slot, frame, out) {
+            return;
+        }
+        if matches!(
+            frame.ty,
+            t::SHARE | t::SHARE_GENERIC | t::SHARE_DIR | t::UNSHARE | t::UNSHARE_ALL
+        ) {
+            self.mark_shares_dirty(slot);
+        }
         match frame.ty {
+            t::SHARE | t::SHARE_GENERIC | t::SHARE_DIR if leech => {}
+            t::SEARCH if leech => out.push(Action::Send(conn, Frame::empty(t::SEARCH_END))),
+            t::DOWNLOAD | t::FIREWALL_DOWNLOAD if leech => {
+                self.bad(conn, "permission denied: you are a leech", now, out)
+            }
+            t::BROWSE if leech => {
+                let line = Line::new().word(first_word(data)).num(0);
+                out.push(Action::Send(conn, line.frame(t::BROWSE_END)));
+            }
+            t::SET_LEVEL => self.set_level(conn, slot, data, now, out),
+            t::KILL => self.kill(conn, slot, data, now, out),
+            t::BAN => self.ban(conn, slot, data, now, out),
+            t::UNBAN => self.unban(conn, slot, data, now, out),
+            t::BANLIST => self.banlist(conn, slot, now, out),
+            t::MUZZLE => self.muzzle(conn, slot, data, true, now, out),
+            t::UNMUZZLE => self.muzzle(conn, slot, data, false, now, out),
+            t::WALLOP | t::ANNOUNCE => self.broadcast(conn, slot, frame.ty, data, now, out),
+            t::ALTER_PASSWORD => self.alter_password(conn, slot, data, now, out),
+            t::SERVER_VERSION => {
+                if self.user(slot).level < Level::Moderator {
+                    return self.bad(conn, "permission denied", now, out);
+                }
+                let version = format!(
+                    "servent {} (opennap {OPENNAP_COMPAT} protocol)",
+                    env!("CARGO_PKG_VERSION")
+                );
+                for text in ["--", &version, "--"] {
+                    out.push(Action::Send(conn, err_frame(t::NOSUCH, text)));
+                }
+            }
             t::LOGIN | t::NEW_USER_LOGIN | t::NICK_CHECK => {
                 self.bad(conn, "you are already logged in", now, out)
             }
@@ -950,6 +1108,44 @@ impl Index {
                     out.push(Action::Send(conn, line.frame(t::CHANNEL_LIST)));
                 }
                 out.push(Action::Send(conn, Frame::empty(t::LIST_CHANNELS)));
+            }
+            t::FULL_CHANNEL_LIST => {
+                let mut names: Vec<&Channel> = self.channels.values().collect();
+                names.sort_by(|a, b| a.name.cmp(&b.name));
+                for c in names {
+                    // name, users, unregistered (ours all are), level, limit, topic
+                    let line = Line::new()
+                        .word(&*c.name)
+                        .num(c.members.len())
+                        .num(1)
+                        .num(0)
+                        .num(self.cfg.max_channel_users)
+                        .quoted(&c.topic);
+                    out.push(Action::Send(conn, line.frame(t::FULL_CHANNEL_INFO)));
+                }
+                out.push(Action::Send(conn, Frame::empty(t::FULL_CHANNEL_LIST)));
+            }
+            t::NAMES_LIST => {
+                let key = String::from_utf8_lossy(first_word(data)).to_ascii_lowercase();
+                let Some(chan) = self.channels.get(key.as_str()) else {
+                    let text = format!(
+                        "channel {} does not exist",
+                        String::from_utf8_lossy(first_word(data))
+                    );
+                    return self.bad(conn, &text, now, out);
+                };
+                if !chan.members.contains(&slot) {
+                    let text = format!("you're not on channel {}", chan.name);
+                    return self.bad(conn, &text, now, out);
+                }
+                let (name, members) = (chan.name.clone(), chan.members.clone());
+                for m in members {
+                    out.push(Action::Send(
+                        conn,
+                        self.member_line(&name, m).frame(t::NAMES_ENTRY),
+                    ));
+                }
+                out.push(Action::Send(conn, Frame::empty(t::NAMES_LIST)));
             }
             t::RESUME_SEARCH => self.resume_search(conn, data, now, out),
             t::BROWSE_DIRECT_OK => self.browse_direct_ok(conn, slot, data, now, out),
@@ -1049,7 +1245,16 @@ impl Index {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        if self.conns.get(&conn).is_some_and(|c| c.link.is_some()) {
+            // A server in its handshake says nothing else.
+            return match frame.ty {
+                t::SERVER_LOGIN => self.link_login(conn, &frame.data, out),
+                t::SERVER_LOGIN_ACK => self.link_login_ack(conn, &frame.data, now, out),
+                _ => self.drop_conn(conn, "link failed: unexpected message", out),
+            };
+        }
         match frame.ty {
+            t::SERVER_LOGIN => self.link_login(conn, &frame.data, out),
             t::LOGIN | t::NEW_USER_LOGIN => self.login(conn, frame, now, out),
             t::NICK_CHECK => {
                 let nick = &frame.data[..];
@@ -1101,8 +1306,21 @@ impl Index {
         let Some(link) = number::<u8>(link).filter(|&l| l <= 10) else {
             return refuse(self, out, "invalid speed".into());
         };
+        let ip = self
+            .conns
+            .get(&conn)
+            .map_or(Ipv4Addr::UNSPECIFIED, |c| c.ip);
+        if let Some(b) = self.ops.banned(&nick, &ip.to_string(), now.unix) {
+            let why = if b.reason.is_empty() {
+                format!("{} banned", b.target)
+            } else {
+                format!("{} banned: {}", b.target, b.reason)
+            };
+            return refuse(self, out, why);
+        }
         let mut pending = PendingLogin {
             nick: nick.clone(),
+            registered: self.accounts.get(&nick).is_some() || new_user,
             port,
             link,
             client: client.into(),
@@ -1243,6 +1461,14 @@ impl Index {
         };
         let ip = c.ip;
         let nick = p.nick;
+        // Restrictions hold for any nick; privileges only for a registered one
+        // (anybody may log in with an unregistered nick).
+        let record = self.ops.record(&nick);
+        let level = if record.level > Level::User && !p.registered {
+            Level::User
+        } else {
+            record.level
+        };
         let user = User {
             conn,
             nick: nick.clone().into_boxed_str(),
@@ -1262,16 +1488,15 @@ impl Index {
             pending: Vec::new(),
             hotlist: Vec::new(),
             channels: Vec::new(),
+            level,
+            muzzled: record.muzzled,
+            remote: false,
+            remote_files: 0,
+            shares_dirty: false,
         };
-        let slot = match self.free_users.pop() {
-            Some(s) => {
-                self.users[s as usize] = Some(user);
-                s
-            }
-            None => {
-                self.users.push(Some(user));
-                (self.users.len() - 1) as u32
-            }
+        let slot = self.place_user(user);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
         };
         c.user = Some(slot);
         self.forget_unauth(conn, ip);
@@ -1282,10 +1507,41 @@ impl Index {
         out.push(Action::Send(conn, err_frame(t::LOGIN_ACK, p.email)));
         self.send_motd(conn, out);
         out.push(Action::Send(conn, self.stats_frame()));
+        if level != Level::User {
+            let text = format!(
+                "Server {} set your user level to {} ({}).",
+                self.cfg.server_name,
+                level.name(),
+                level.number()
+            );
+            out.push(Action::Send(conn, err_frame(t::NOSUCH, text)));
+        }
+        if record.muzzled {
+            let text = format!(
+                "You have been muzzled by server {}: quit while muzzled",
+                self.cfg.server_name
+            );
+            out.push(Action::Send(conn, err_frame(t::NOSUCH, text)));
+        }
         if let Some(w) = self.watchers.get(nick.to_ascii_lowercase().as_str()) {
             let line = Line::new().word(&nick).num(p.link).frame(t::USER_SIGNON);
             for &c in w {
                 out.push(Action::Send(c, line.clone()));
+            }
+        }
+        self.link_user_joined(slot, now, out);
+    }
+
+    /// Puts a user in a free slot.
+    fn place_user(&mut self, user: User) -> u32 {
+        match self.free_users.pop() {
+            Some(s) => {
+                self.users[s as usize] = Some(user);
+                s
+            }
+            None => {
+                self.users.push(Some(user));
+                (self.users.len() - 1) as u32
             }
         }
     }
@@ -1317,7 +1573,10 @@ impl Index {
             let n = self.users.len() as u32;
             self.free_users.retain(|&s| s < n);
         }
-        self.online -= 1;
+        if !user.remote {
+            self.online -= 1;
+            self.link_user_left(&user.nick, out);
+        }
         self.nicks.remove(&user.nick.to_ascii_lowercase());
         // Out of every channel, off every hotlist it kept; its watchers learn
         // that it left.
@@ -1674,6 +1933,7 @@ impl Index {
         self.stats.searches += 1;
         match SearchRequest::parse(data) {
             Ok(req) => {
+                let before = out.len();
                 if !self.run_search(conn, &req, out) {
                     self.bad(
                         conn,
@@ -1681,6 +1941,16 @@ impl Index {
                         now,
                         out,
                     );
+                } else {
+                    let found = out.len() - before;
+                    let limit = req
+                        .max_results
+                        .unwrap_or(self.cfg.max_results)
+                        .min(self.cfg.max_results) as usize;
+                    if self.search_links(conn, data, found, limit, now, out) {
+                        // The 202 comes once the linked servers have answered.
+                        return;
+                    }
                 }
             }
             Err(e) => {
@@ -1958,6 +2228,10 @@ impl Index {
         };
         let text = f.rest();
         match self.user_by_nick(nick) {
+            // A muzzled user may still write to an operator (to ask why).
+            Some(to) if self.user(slot).muzzled && to.level < Level::Moderator => {
+                self.bad(conn, "You are muzzled.", now, out)
+            }
             Some(to) => {
                 let mut line = BytesMut::new();
                 line.put_slice(self.user(slot).nick.as_bytes());
@@ -2270,6 +2544,9 @@ impl Index {
         let key = String::from_utf8_lossy(f.next_field().unwrap_or_default()).to_ascii_lowercase();
         let text = f.rest();
         let user = self.user(slot);
+        if user.muzzled {
+            return self.bad(conn, "You are muzzled.", now, out);
+        }
         if !user.channels.iter().any(|c| **c == *key) {
             return self.bad(conn, "You are not a member of that channel", now, out);
         }
@@ -2368,6 +2645,360 @@ impl Index {
         out.push(Action::Send(conn, Frame::empty(t::RESUME_END)));
     }
 
+    // ---- operators ----
+
+    /// Sends `text` as a 404 to every moderator and above online (OpenNap's
+    /// notices to its operators of who did what).
+    fn notify_mods(&self, text: &str, out: &mut Vec<Action>) {
+        let f = err_frame(t::NOSUCH, text);
+        for u in self.users.iter().flatten() {
+            if u.level >= Level::Moderator {
+                out.push(Action::Send(u.conn, f.clone()));
+            }
+        }
+    }
+
+    /// The level of `nick` (online, else as kept), or `None` when nothing is
+    /// known of it.
+    fn known_level(&self, nick: &str) -> Option<Level> {
+        if let Some(s) = self.slot_by_nick(nick.as_bytes()) {
+            return Some(self.user(s).level);
+        }
+        (self.ops.knows(nick) || self.accounts.get(nick).is_some())
+            .then(|| self.ops.record(nick).level)
+    }
+
+    /// 606 `<nick> <level>`.
+    fn set_level(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let mut f = Fields::new(data);
+        let (Some(nick), Some(level)) = (f.next_field(), f.next_field()) else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let Some(level) = Level::parse(level) else {
+            let text = format!(
+                "set user level failed: {}: invalid level",
+                String::from_utf8_lossy(level)
+            );
+            return self.bad(conn, &text, now, out);
+        };
+        if !valid_nick(nick, self.cfg.max_nick_len) {
+            return self.bad(conn, "set user level failed: invalid nickname", now, out);
+        }
+        let nick = String::from_utf8_lossy(nick).into_owned();
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        let target = self.slot_by_nick(nick.as_bytes());
+        let current = self.known_level(&nick);
+        // OpenNap's rules: nobody gives a level at or above their own, or
+        // changes someone at or above their own (but may lower themselves),
+        // unless Elite. And only operators change levels at all.
+        let denied = mine < Level::Moderator
+            || (mine < Level::Elite && level >= mine)
+            || current.is_some_and(|cur| {
+                mine < Level::Elite
+                    && mine <= cur
+                    && (target != Some(slot) || cur < Level::Moderator)
+            });
+        if denied {
+            return self.bad(conn, "set user level failed: permission denied", now, out);
+        }
+        if current.unwrap_or(Level::User) == level && self.ops.record(&nick).level == level {
+            return;
+        }
+        let mut rec = self.ops.record(&nick);
+        rec.level = level;
+        if level > Level::User {
+            rec.muzzled = false;
+        }
+        if self.ops.set(&nick, rec).is_err() {
+            return self.bad(conn, "set user level failed: too many entries", now, out);
+        }
+        out.push(Action::SaveOperators);
+        let (name, n) = (level.name(), level.number());
+        if let Some(s) = target {
+            let u = self.user_mut(s);
+            u.level = level;
+            if level > Level::User {
+                u.muzzled = false;
+            }
+            let text = format!("{my_nick} changed your user level to {name} ({n})");
+            out.push(Action::Send(u.conn, err_frame(t::NOSUCH, text)));
+        }
+        let text = format!("{my_nick} changed {nick}'s user level to {name} ({n})");
+        self.notify_mods(&text, out);
+    }
+
+    /// 753 `<nick> <password> ["<reason>"]`: an admin sets a registered
+    /// nick's password.
+    fn alter_password(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        if mine < Level::Admin {
+            return self.bad(conn, "permission denied", now, out);
+        }
+        let mut f = Fields::new(data);
+        let (Some(nick), Some(password)) = (f.next_field(), f.next_field()) else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        if !valid_nick(nick, self.cfg.max_nick_len) || password.is_empty() || password.len() > 64 {
+            return self.bad(conn, "alter password failed: invalid nickname", now, out);
+        }
+        let nick = String::from_utf8_lossy(nick).into_owned();
+        let Some(account) = self.accounts.get(&nick) else {
+            let text = format!("alter password failed: {nick} is not registered");
+            return self.bad(conn, &text, now, out);
+        };
+        let nick = account.nick.clone();
+        let theirs = self.known_level(&nick).unwrap_or(Level::User);
+        if theirs >= mine && mine < Level::Elite && !nick.eq_ignore_ascii_case(&my_nick) {
+            return self.bad(conn, "alter password failed: permission denied", now, out);
+        }
+        if self.pending_set >= 4 {
+            let text = "alter password failed: server busy, try again later";
+            return self.bad(conn, text, now, out);
+        }
+        self.pending_set += 1;
+        let salt = self.next_salt();
+        out.push(Action::SetPassword {
+            nick: nick.clone(),
+            password: password.to_vec(),
+            salt,
+        });
+        self.notify_mods(
+            &format!("{my_nick} changed the password of {nick}: {reason}"),
+            out,
+        );
+    }
+
+    /// A 753's hash is ready: the account takes it.
+    pub fn password_set(&mut self, nick: &str, secret: Secret, out: &mut Vec<Action>) {
+        self.pending_set = self.pending_set.saturating_sub(1);
+        if self.accounts.set_secret(nick, secret) {
+            out.push(Action::SaveAccounts);
+        }
+    }
+
+    /// 610 `<nick> ["<reason>"]`.
+    fn kill(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        let mut f = Fields::new(data);
+        let Some(nick) = f.next_field() else {
+            return self.bad(conn, "kill failed: too few parameters", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        let Some(victim) = self.slot_by_nick(nick) else {
+            return self.bad(conn, "kill failed: no such user", now, out);
+        };
+        if self.user(victim).remote {
+            let text = format!(
+                "kill failed: {} is on another server",
+                String::from_utf8_lossy(nick)
+            );
+            return self.bad(conn, &text, now, out);
+        }
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        let theirs = self.user(victim).level;
+        if mine < Level::Moderator || (theirs >= mine && mine < Level::Elite) {
+            return self.bad(conn, "kill failed: permission denied", now, out);
+        }
+        let u = self.user(victim);
+        let (vconn, vnick) = (u.conn, u.nick.clone());
+        let text = format!("You have been killed by {my_nick}: {reason}");
+        out.push(Action::Send(vconn, err_frame(t::NOSUCH, text)));
+        out.push(Action::Send(vconn, err_frame(t::DISCONNECTING, "0")));
+        out.push(Action::Close(vconn));
+        self.disconnect(vconn, out);
+        self.notify_mods(&format!("{my_nick} killed {vnick}: {reason}"), out);
+    }
+
+    /// Whether the user may use the moderators' commands; a 404 if not.
+    fn operator(&mut self, conn: ConnId, slot: u32, now: Now, out: &mut Vec<Action>) -> bool {
+        if self.user(slot).level >= Level::Moderator {
+            return true;
+        }
+        self.bad(conn, "permission denied", now, out);
+        false
+    }
+
+    /// 612 `<nick | ip | nick!ip> ["<reason>" [<seconds>]]`.
+    fn ban(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        if !self.operator(conn, slot, now, out) {
+            return;
+        }
+        let mut f = Fields::new(data);
+        let Some(target) = f.next_field() else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        let timeout = match f.next_field() {
+            None => 0,
+            Some(n) => match number::<u64>(n) {
+                Some(n) => n,
+                None => return self.bad(conn, "invalid ban timeout", now, out),
+            },
+        };
+        let Some(target) = normalize_ban(target) else {
+            return self.bad(conn, "ban failed: invalid target", now, out);
+        };
+        let my_nick = self.user(slot).nick.to_string();
+        let ban = Ban {
+            target: target.clone(),
+            set_by: my_nick.clone(),
+            reason: reason.clone(),
+            when: now.unix,
+            timeout,
+        };
+        match self.ops.ban(ban, now.unix) {
+            Ok(()) => {
+                out.push(Action::SaveOperators);
+                let during = if timeout > 0 {
+                    format!(" for {timeout} seconds")
+                } else {
+                    String::new()
+                };
+                self.notify_mods(&format!("{my_nick} banned {target}{during}: {reason}"), out);
+            }
+            Err(Refused::AlreadyBanned) => self.bad(conn, "already banned", now, out),
+            Err(_) => {
+                let text = format!("ban failed: the ban list is full ({})", self.ops.max_bans());
+                self.bad(conn, &text, now, out)
+            }
+        }
+    }
+
+    /// 614 `<nick | ip | nick!ip> ["<reason>"]`.
+    fn unban(&mut self, conn: ConnId, slot: u32, data: &[u8], now: Now, out: &mut Vec<Action>) {
+        if !self.operator(conn, slot, now, out) {
+            return;
+        }
+        let mut f = Fields::new(data);
+        let Some(target) = f.next_field() else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        let removed = normalize_ban(target).map(|t| self.ops.unban(&t));
+        match removed {
+            Some(Ok(ban)) => {
+                out.push(Action::SaveOperators);
+                let my_nick = self.user(slot).nick.clone();
+                let text = format!("{my_nick} removed ban on {}: {reason}", ban.target);
+                self.notify_mods(&text, out);
+            }
+            _ => self.bad(conn, "no such ban", now, out),
+        }
+    }
+
+    /// 615: one `616 <target> <set-by> "<reason>" <when> <seconds>` per ban
+    /// that holds, then an empty 615.
+    fn banlist(&mut self, conn: ConnId, slot: u32, now: Now, out: &mut Vec<Action>) {
+        if !self.operator(conn, slot, now, out) {
+            return;
+        }
+        if self.ops.expire(now.unix) {
+            out.push(Action::SaveOperators);
+        }
+        for b in self.ops.bans() {
+            let line = Line::new()
+                .word(&b.target)
+                .word(&b.set_by)
+                .quoted(&b.reason)
+                .num(b.when)
+                .num(b.timeout);
+            out.push(Action::Send(conn, line.frame(t::BANLIST_ENTRY)));
+        }
+        out.push(Action::Send(conn, Frame::empty(t::BANLIST)));
+    }
+
+    /// 622 / 623 `<nick> ["<reason>"]`.
+    fn muzzle(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        data: &[u8],
+        on: bool,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let un = if on { "" } else { "un" };
+        let mut f = Fields::new(data);
+        let Some(nick) = f.next_field() else {
+            return self.bad(conn, "parameters are unparsable", now, out);
+        };
+        let reason = clean_reason(f.next_field().unwrap_or_default());
+        if !valid_nick(nick, self.cfg.max_nick_len) {
+            return self.bad(conn, "invalid nickname", now, out);
+        }
+        let nick = String::from_utf8_lossy(nick).into_owned();
+        let me = self.user(slot);
+        let (mine, my_nick) = (me.level, me.nick.clone());
+        let denied = mine < Level::Moderator
+            || (mine < Level::Elite && self.known_level(&nick).is_some_and(|l| mine <= l));
+        if denied {
+            let text = format!("{un}muzzle failed: permission denied");
+            return self.bad(conn, &text, now, out);
+        }
+        let target = self.slot_by_nick(nick.as_bytes());
+        let mut rec = self.ops.record(&nick);
+        let current = target.map_or(rec.muzzled, |s| self.user(s).muzzled);
+        if current == on && rec.muzzled == on {
+            return;
+        }
+        rec.muzzled = on;
+        if self.ops.set(&nick, rec).is_err() {
+            let text = format!("{un}muzzle failed: too many entries");
+            return self.bad(conn, &text, now, out);
+        }
+        out.push(Action::SaveOperators);
+        if let Some(s) = target {
+            let u = self.user_mut(s);
+            u.muzzled = on;
+            let text = format!("You have been {un}muzzled by {my_nick}: {reason}");
+            out.push(Action::Send(u.conn, err_frame(t::NOSUCH, text)));
+        }
+        self.notify_mods(&format!("{my_nick} has {un}muzzled {nick}: {reason}"), out);
+    }
+
+    /// 627 `<text>` (to every operator, moderators and above may send it) and
+    /// 628 `<text>` (to everybody, admins and above may send it), each passed
+    /// on as `<nick> <text>`.
+    fn broadcast(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        ty: u16,
+        data: &[u8],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let (needed, to) = if ty == t::WALLOP {
+            (Level::Moderator, Level::Moderator)
+        } else {
+            (Level::Admin, Level::Leech)
+        };
+        let me = self.user(slot);
+        if me.level < needed {
+            return self.bad(conn, "permission denied", now, out);
+        }
+        let mut line = BytesMut::new();
+        line.put_slice(me.nick.as_bytes());
+        line.put_u8(b' ');
+        line.put_slice(data);
+        let frame = Frame::new(ty, line.freeze());
+        for u in self.users.iter().flatten() {
+            if u.level >= to {
+                out.push(Action::Send(u.conn, frame.clone()));
+            }
+        }
+    }
+
     fn whois(&mut self, conn: ConnId, data: &[u8], now: Now, out: &mut Vec<Action>) {
         let nick = first_word(data);
         if nick.is_empty() {
@@ -2378,11 +3009,15 @@ impl Index {
         };
         let line = Line::new()
             .word(&*u.nick)
-            .quoted("User")
+            .quoted(u.level.name())
             .num(now.mono.saturating_duration_since(u.since).as_secs())
             .quoted("")
-            .quoted("Active")
-            .num(u.files.len())
+            .quoted(if u.remote { "Remote" } else { "Active" })
+            .num(if u.remote {
+                u.remote_files as usize
+            } else {
+                u.files.len()
+            })
             .num(u.downloads)
             .num(u.uploads)
             .num(u.link)
@@ -2441,6 +3076,12 @@ mod tests {
         fn run_jobs(&mut self, out: Vec<Action>) -> Vec<Action> {
             let mut done = Vec::new();
             for a in out {
+                if let Some((nick, secret)) = a.run_set_password() {
+                    let mut more = Vec::new();
+                    self.index.password_set(&nick, secret, &mut more);
+                    done.extend(more);
+                    continue;
+                }
                 match a.run_password_job() {
                     Some((conn, result)) => {
                         let mut more = Vec::new();
@@ -2572,7 +3213,7 @@ mod tests {
             [(0, "account registered to another user".to_string())]
         );
         // A registration needs something that looks like an address.
-        for email in ["notanemail", "a@b", "@x.org", "a@@x.org"] {
+        for email in ["notanemail", "a@", "@x.org", "a@@x.org"] {
             let c = h.open();
             let out = h.send(c, t::NEW_USER_LOGIN, &format!("erin x 0 \"x\" 2 {email}"));
             assert_eq!(
@@ -3397,6 +4038,33 @@ mod tests {
                 (t::LIST_CHANNELS, String::new())
             ]
         );
+        // TekNap's /list (827) and /names (830).
+        let out = h.send(b, t::FULL_CHANNEL_LIST, "");
+        assert_eq!(
+            to(&out, b),
+            [
+                (
+                    t::FULL_CHANNEL_INFO,
+                    "#Music 2 1 0 500 \"new tunes\"".into()
+                ),
+                (t::FULL_CHANNEL_LIST, String::new())
+            ]
+        );
+        let out = h.send(b, t::NAMES_LIST, "#music");
+        assert_eq!(
+            to(&out, b),
+            [
+                (t::NAMES_ENTRY, "#Music alice 1 7".into()),
+                (t::NAMES_ENTRY, "#Music bob 0 7".into()),
+                (t::NAMES_LIST, String::new())
+            ]
+        );
+        let c = h.login("carol", 1);
+        let out = h.send(c, t::NAMES_LIST, "#music");
+        assert_eq!(
+            to(&out, c),
+            [(t::NOSUCH, "you're not on channel #Music".into())]
+        );
         // Per-user channel cap.
         h.send(b, t::JOIN, "two");
         let out = h.send(b, t::JOIN, "three");
@@ -3501,5 +4169,575 @@ mod tests {
         assert!(dropped);
         assert_eq!(answered, 64);
         assert_eq!(throttled, 32);
+    }
+
+    /// An index whose `boss` is Elite (and registered, logged in).
+    fn with_boss() -> (Harness, ConnId) {
+        let mut h = Harness::new(IndexConfig::default());
+        let mut ops = Operators::new(100, 3);
+        let elite = Record {
+            level: Level::Elite,
+            muzzled: false,
+        };
+        ops.set("boss", elite).unwrap();
+        // Kept for `fake`, who is not registered: it logs in a User.
+        ops.set("fake", elite).unwrap();
+        h.index.set_operators(ops);
+        let c = h.open();
+        let out = h.send(c, t::NEW_USER_LOGIN, "boss pw 0 \"x\" 7 boss@x.org");
+        let got = to(&out, c);
+        assert_eq!(got[0].0, t::LOGIN_ACK, "{got:?}");
+        assert!(
+            got.contains(&(
+                t::NOSUCH,
+                "Server servent set your user level to Elite (4).".into()
+            )),
+            "{got:?}"
+        );
+        (h, c)
+    }
+
+    fn level_of(h: &mut Harness, asker: ConnId, nick: &str) -> String {
+        let out = h.send(asker, t::WHOIS, nick);
+        let got = to(&out, asker);
+        let text = &got[0].1;
+        text.split('"').nth(1).unwrap().to_string()
+    }
+
+    use crate::napster::operators::Record;
+
+    #[test]
+    fn levels_kill_and_permissions_as_opennap() {
+        let (mut h, boss) = with_boss();
+        let a = h.login("alice", 1);
+        let b = h.login("bob", 1);
+        let f = h.login("fake", 1);
+        // A level above User needs a registered nick.
+        assert_eq!(level_of(&mut h, a, "fake"), "User");
+        assert_eq!(level_of(&mut h, a, "boss"), "Elite");
+        // Users may not use operator commands.
+        for (ty, data, err) in [
+            (t::KILL, "bob", "kill failed: permission denied"),
+            (t::BAN, "bob", "permission denied"),
+            (t::BANLIST, "", "permission denied"),
+            (t::WALLOP, "hi", "permission denied"),
+            (t::ANNOUNCE, "hi", "permission denied"),
+            (t::SERVER_VERSION, "", "permission denied"),
+            (
+                t::SET_LEVEL,
+                "bob leech",
+                "set user level failed: permission denied",
+            ),
+            (t::MUZZLE, "bob", "muzzle failed: permission denied"),
+            (t::UNMUZZLE, "bob", "unmuzzle failed: permission denied"),
+        ] {
+            let out = h.send(f, ty, data);
+            assert_eq!(to(&out, f), [(t::NOSUCH, err.to_string())], "{ty}");
+        }
+        // Elite makes alice a moderator: she is told, and the operators too.
+        let out = h.send(boss, t::SET_LEVEL, "alice mod");
+        // (she is an operator now: she hears of it as one too)
+        assert_eq!(
+            to(&out, a),
+            [
+                (
+                    t::NOSUCH,
+                    "boss changed your user level to Moderator (2)".into()
+                ),
+                (
+                    t::NOSUCH,
+                    "boss changed alice's user level to Moderator (2)".into()
+                )
+            ]
+        );
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "boss changed alice's user level to Moderator (2)".into()
+            )]
+        );
+        assert!(out.contains(&Action::SaveOperators));
+        assert_eq!(h.index.operators().record("Alice").level, Level::Moderator);
+        assert_eq!(level_of(&mut h, b, "alice"), "Moderator");
+        // Again: nothing to say.
+        assert!(h.send(boss, t::SET_LEVEL, "alice moderator").is_empty());
+        let out = h.send(boss, t::SET_LEVEL, "alice god");
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "set user level failed: god: invalid level".into()
+            )]
+        );
+        let out = h.send(boss, t::SET_LEVEL, "a,b user");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "set user level failed: invalid nickname".into())]
+        );
+        // A moderator gives nobody her own level or more, and touches nobody above.
+        for data in ["bob moderator", "bob admin", "boss user"] {
+            let out = h.send(a, t::SET_LEVEL, data);
+            assert_eq!(
+                to(&out, a),
+                [(t::NOSUCH, "set user level failed: permission denied".into())],
+                "{data}"
+            );
+        }
+        let out = h.send(a, t::KILL, "boss");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "kill failed: permission denied".into())]
+        );
+        let out = h.send(a, t::KILL, "nobody");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "kill failed: no such user".into())]
+        );
+        let out = h.send(a, t::KILL, "");
+        assert_eq!(
+            to(&out, a),
+            [(t::NOSUCH, "kill failed: too few parameters".into())]
+        );
+        // She kills bob: he is told why and closed; the operators hear of it.
+        let out = h.send(a, t::KILL, "bob \"go away\"");
+        assert_eq!(
+            to(&out, b),
+            [
+                (t::NOSUCH, "You have been killed by alice: go away".into()),
+                (t::DISCONNECTING, "0".into())
+            ]
+        );
+        assert!(closed(&out, b));
+        assert!(!h.index.is_online("bob"));
+        for c in [a, boss] {
+            assert_eq!(
+                to(&out, c),
+                [(t::NOSUCH, "alice killed bob: go away".into())]
+            );
+        }
+        // She may lower herself; Elite may do anything.
+        let out = h.send(a, t::SET_LEVEL, "alice user");
+        assert_eq!(
+            to(&out, a),
+            [(
+                t::NOSUCH,
+                "alice changed your user level to User (1)".into()
+            )]
+        );
+        assert!(!h.index.operators().knows("alice"));
+        // Moderator+ see the server version; opsay reaches moderators only,
+        // announce everybody.
+        let out = h.send(boss, t::SERVER_VERSION, "");
+        assert_eq!(to(&out, boss).len(), 3);
+        let out = h.send(boss, t::WALLOP, "ops only");
+        assert_eq!(to(&out, boss), [(t::WALLOP, "boss ops only".into())]);
+        assert!(to(&out, a).is_empty());
+        let out = h.send(boss, t::ANNOUNCE, "to all");
+        for c in [boss, a, f] {
+            assert_eq!(to(&out, c), [(t::ANNOUNCE, "boss to all".into())]);
+        }
+    }
+
+    #[test]
+    fn muzzled_users_cannot_talk_and_stay_muzzled() {
+        let (mut h, boss) = with_boss();
+        let c = h.login("carol", 1);
+        let d = h.login("dave", 1);
+        h.send(c, t::JOIN, "room");
+        let out = h.send(boss, t::MUZZLE, "carol \"too loud\"");
+        assert_eq!(
+            to(&out, c),
+            [(t::NOSUCH, "You have been muzzled by boss: too loud".into())]
+        );
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "boss has muzzled carol: too loud".into())]
+        );
+        assert!(h.send(boss, t::MUZZLE, "carol").is_empty());
+        let out = h.send(c, t::PUBLIC, "room hello");
+        assert_eq!(to(&out, c), [(t::NOSUCH, "You are muzzled.".into())]);
+        let out = h.send(c, t::PRIVATE_MESSAGE, "dave hello");
+        assert_eq!(to(&out, c), [(t::NOSUCH, "You are muzzled.".into())]);
+        assert!(to(&out, d).is_empty());
+        // An operator may still be asked why.
+        let out = h.send(c, t::PRIVATE_MESSAGE, "boss why");
+        assert_eq!(to(&out, boss), [(t::PRIVATE_MESSAGE, "carol why".into())]);
+        // Leaving does not lift it.
+        let mut out = Vec::new();
+        h.index.disconnect(c, &mut out);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "carol pw 0 \"x\" 2");
+        assert!(to(&out, c).contains(&(
+            t::NOSUCH,
+            "You have been muzzled by server servent: quit while muzzled".into()
+        )));
+        let out = h.send(c, t::PUBLIC, "room hello");
+        assert_eq!(to(&out, c), [(t::NOSUCH, "You are muzzled.".into())]);
+        let out = h.send(boss, t::UNMUZZLE, "carol");
+        assert_eq!(
+            to(&out, c),
+            [(t::NOSUCH, "You have been unmuzzled by boss: ".into())]
+        );
+        let out = h.send(c, t::PRIVATE_MESSAGE, "dave hello");
+        assert_eq!(to(&out, d), [(t::PRIVATE_MESSAGE, "carol hello".into())]);
+        assert!(!h.index.operators().knows("carol"));
+        // Raising a level lifts a muzzle.
+        h.send(boss, t::MUZZLE, "dave");
+        h.send(boss, t::SET_LEVEL, "dave moderator");
+        assert!(!h.index.operators().record("dave").muzzled);
+        let out = h.send(d, t::PRIVATE_MESSAGE, "carol hi");
+        assert_eq!(to(&out, c), [(t::PRIVATE_MESSAGE, "dave hi".into())]);
+    }
+
+    #[test]
+    fn bans_hold_at_login_by_nick_and_address_and_are_bounded() {
+        let (mut h, boss) = with_boss();
+        let out = h.send(boss, t::BAN, "Eve \"spam\"");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "boss banned eve!*: spam".into())]
+        );
+        assert!(out.contains(&Action::SaveOperators));
+        let out = h.send(boss, t::BAN, "eve");
+        assert_eq!(to(&out, boss), [(t::NOSUCH, "already banned".into())]);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "EVE pw 0 \"x\" 2");
+        assert_eq!(to(&out, c), [(0, "eve!* banned: spam".into())]);
+        assert!(closed(&out, c));
+        // By address: the next connection is 10.0.0.<next + 1>.
+        let ip = format!("10.0.0.{}", h.next + 1);
+        h.send(boss, t::BAN, &format!("{ip} \"\" 60"));
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "frank pw 0 \"x\" 2");
+        assert_eq!(to(&out, c), [(0, format!("*!{ip} banned"))]);
+        // The list: both bans, then an empty 615.
+        let out = h.send(boss, t::BANLIST, "");
+        let got = to(&out, boss);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            got[0],
+            (t::BANLIST_ENTRY, "eve!* boss \"spam\" 1000000 0".into())
+        );
+        assert_eq!(got[2], (t::BANLIST, String::new()));
+        // The third fills the list; a fourth is refused.
+        h.send(boss, t::BAN, "x1");
+        let out = h.send(boss, t::BAN, "x2");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "ban failed: the ban list is full (3)".into())]
+        );
+        // The address ban runs out after 60 s (and makes room).
+        h.now.unix += 60;
+        let c = h.next + 1;
+        let _ = h.login("gus", 1);
+        assert!(h.index.is_online("gus"), "{c}");
+        let out = h.send(boss, t::BAN, "x2");
+        assert_eq!(to(&out, boss)[0].1, "boss banned x2!*: ");
+        // Unban.
+        let out = h.send(boss, t::UNBAN, "eve \"sorry\"");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "boss removed ban on eve!*: sorry".into())]
+        );
+        let out = h.send(boss, t::UNBAN, "eve");
+        assert_eq!(to(&out, boss), [(t::NOSUCH, "no such ban".into())]);
+        let _ = h.login("eve", 1);
+        let out = h.send(boss, t::BAN, "bad\"target");
+        assert_eq!(
+            to(&out, boss),
+            [(t::NOSUCH, "ban failed: invalid target".into())]
+        );
+        let out = h.send(boss, t::BAN, "y \"r\" -5");
+        assert_eq!(to(&out, boss), [(t::NOSUCH, "invalid ban timeout".into())]);
+    }
+
+    #[test]
+    fn an_admin_sets_a_registered_password() {
+        let (mut h, boss) = with_boss();
+        let a = h.open();
+        h.send(a, t::NEW_USER_LOGIN, "alice old 0 \"x\" 7 a@x.org");
+        let u = h.login("user", 1);
+        let out = h.send(u, t::ALTER_PASSWORD, "alice new");
+        assert_eq!(to(&out, u), [(t::NOSUCH, "permission denied".into())]);
+        let out = h.send(boss, t::ALTER_PASSWORD, "nobody new");
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "alter password failed: nobody is not registered".into()
+            )]
+        );
+        let out = h.send(boss, t::ALTER_PASSWORD, "alice new \"forgot it\"");
+        assert!(out.contains(&Action::SaveAccounts), "{out:?}");
+        assert_eq!(
+            to(&out, boss),
+            [(
+                t::NOSUCH,
+                "boss changed the password of alice: forgot it".into()
+            )]
+        );
+        let mut out = Vec::new();
+        h.index.disconnect(a, &mut out);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "alice old 0 \"x\" 7");
+        assert_eq!(to(&out, c), [(0, "Invalid Password".into())]);
+        let c = h.open();
+        let out = h.send(c, t::LOGIN, "alice new 0 \"x\" 7");
+        assert_eq!(to(&out, c)[0].0, t::LOGIN_ACK);
+    }
+
+    #[test]
+    fn leeches_take_no_part_in_sharing() {
+        let (mut h, boss) = with_boss();
+        let a = h.login("alice", 1);
+        let l = h.login("lee", 1);
+        h.send(a, t::SHARE, "\"a\\song.mp3\" abc 5000 128 44100 60");
+        h.send(boss, t::SET_LEVEL, "lee leech");
+        let out = h.send(l, t::SHARE, "\"l\\song.mp3\" abc 5000 128 44100 60");
+        assert!(out.is_empty());
+        assert_eq!(h.index.files_indexed(), 1);
+        let out = h.send(l, t::SEARCH, "FILENAME CONTAINS \"song\"");
+        assert_eq!(to(&out, l), [(t::SEARCH_END, String::new())]);
+        let out = h.send(l, t::DOWNLOAD, "alice \"a\\song.mp3\"");
+        assert_eq!(
+            to(&out, l),
+            [(t::NOSUCH, "permission denied: you are a leech".into())]
+        );
+        let out = h.send(l, t::BROWSE, "alice");
+        assert_eq!(to(&out, l), [(t::BROWSE_END, "alice 0".into())]);
+        assert_eq!(level_of(&mut h, a, "lee"), "Leech");
+    }
+
+    fn linked_cfg(name: &str) -> IndexConfig {
+        IndexConfig {
+            server_name: name.into(),
+            link_password: Some("pw".into()),
+            ..IndexConfig::default()
+        }
+    }
+
+    /// Two indexes and the link between them, driven by hand.
+    struct Pair {
+        a: Harness,
+        b: Harness,
+        /// The link's connection on each side.
+        la: ConnId,
+        lb: ConnId,
+    }
+
+    impl Pair {
+        /// Delivers link traffic both ways until none is left; returns what
+        /// the two sides sent anybody else (a's, b's).
+        fn pump(
+            &mut self,
+            mut a_out: Vec<Action>,
+            mut b_out: Vec<Action>,
+        ) -> (Vec<Action>, Vec<Action>) {
+            let (mut a_rest, mut b_rest) = (Vec::new(), Vec::new());
+            for _ in 0..100 {
+                self.a.index.route(&mut a_out);
+                self.b.index.route(&mut b_out);
+                let mut to_b = Vec::new();
+                let mut to_a = Vec::new();
+                for x in a_out.drain(..) {
+                    match x {
+                        Action::Send(c, f) if c == self.la => to_b.push(f),
+                        other => a_rest.push(other),
+                    }
+                }
+                for x in b_out.drain(..) {
+                    match x {
+                        Action::Send(c, f) if c == self.lb => to_a.push(f),
+                        other => b_rest.push(other),
+                    }
+                }
+                if to_a.is_empty() && to_b.is_empty() {
+                    return (a_rest, b_rest);
+                }
+                for f in to_b {
+                    self.b.index.receive(self.lb, &f, self.b.now, &mut b_out);
+                }
+                for f in to_a {
+                    self.a.index.receive(self.la, &f, self.a.now, &mut a_out);
+                }
+            }
+            panic!("the link never went quiet");
+        }
+
+        fn new(pw_b: &str) -> (Pair, Vec<Action>, Vec<Action>) {
+            let mut a = Harness::new(linked_cfg("east"));
+            let mut cfg = linked_cfg("west");
+            cfg.link_password = Some(pw_b.into());
+            let mut b = Harness::new(cfg);
+            let la = a.open();
+            b.next = 100;
+            let lb = b.open();
+            let mut out = Vec::new();
+            b.index.start_link(lb, &mut out);
+            let mut p = Pair { a, b, la, lb };
+            let (ra, rb) = p.pump(Vec::new(), out);
+            (p, ra, rb)
+        }
+    }
+
+    #[test]
+    fn links_need_the_password_and_misbehaving_links_are_dropped() {
+        let (p, ra, rb) = Pair::new("wrong");
+        assert!(p.a.index.links().is_empty() && p.b.index.links().is_empty());
+        assert!(closed(&ra, p.la) || closed(&rb, p.lb), "{ra:?} {rb:?}");
+        // Without a password nothing links.
+        let mut h = Harness::new(IndexConfig::default());
+        let c = h.open();
+        let out = h.send(c, t::SERVER_LOGIN, "peer abc 0");
+        assert_eq!(
+            to(&out, c),
+            [(0, "link failed: linking is not enabled".into())]
+        );
+        // A good link that then sends garbage is dropped once past its budget.
+        let (mut p, _, _) = Pair::new("pw");
+        assert_eq!(p.a.index.links(), ["west"]);
+        let mut dropped = false;
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            p.a.index
+                .receive(p.la, &Frame::new(12345, &b"junk"[..]), p.a.now, &mut out);
+            if closed(&out, p.la) {
+                dropped = true;
+                break;
+            }
+        }
+        assert!(dropped);
+        assert!(p.a.index.links().is_empty());
+        // Remote users are capped; a login that does not parse is an error.
+        let (mut p, _, _) = Pair::new("pw");
+        p.a.index.cfg.max_remote_users = 1;
+        for nick in ["u1", "u2"] {
+            let f = Frame::new(
+                t::LOGIN,
+                format!("{nick} * 1 \"x\" 7 unknown 0 16777343 west 0").into_bytes(),
+            );
+            let mut out = Vec::new();
+            p.a.index.receive(p.la, &f, p.a.now, &mut out);
+            assert!(out.is_empty(), "{out:?}");
+        }
+        assert!(p.a.index.is_online("u1") && !p.a.index.is_online("u2"));
+        // What the link says of a user we did not take is no error: many
+        // of them cost the link nothing.
+        for _ in 0..100 {
+            for f in [
+                Frame::new(t::DOWNLOAD, &b":u2 u1 \"x\""[..]),
+                Frame::new(t::SERVER_USER_SHARING, &b"u2 5 0"[..]),
+            ] {
+                let mut out = Vec::new();
+                p.a.index.receive(p.la, &f, p.a.now, &mut out);
+                assert!(out.is_empty(), "{out:?}");
+            }
+        }
+        let mut out = Vec::new();
+        p.a.index
+            .receive(p.la, &Frame::new(t::QUIT, &b"u2"[..]), p.a.now, &mut out);
+        assert!(out.is_empty() && p.a.index.links() == ["west"]);
+        let mut out = Vec::new();
+        p.a.index
+            .receive(p.la, &Frame::new(t::LOGIN, &b"x"[..]), p.a.now, &mut out);
+        assert!(out.is_empty());
+        // Searches waiting for links are capped: past it, local results only.
+        p.a.index.cfg.max_remote_searches = 0;
+        let c = p.a.login("carl", 1);
+        let out = p.a.send(c, t::SEARCH, "FILENAME CONTAINS \"x\"");
+        assert_eq!(to(&out, c), [(t::SEARCH_END, String::new())]);
+        // The same name twice is refused.
+        let c = p.a.open();
+        let out = p.a.send(c, t::SERVER_LOGIN, "west xyz 0");
+        assert_eq!(to(&out, c), [(0, "link failed: already linked".into())]);
+    }
+
+    #[test]
+    fn linked_users_search_fetch_and_talk_across() {
+        let (mut p, _, _) = Pair::new("pw");
+        assert_eq!(p.b.index.links(), ["east"]);
+        // Users on both sides, before and after the link came up.
+        let bob = p.b.open();
+        let out = p.b.send(bob, t::LOGIN, "bob pw 6699 \"x\" 7");
+        p.pump(Vec::new(), out);
+        let out =
+            p.b.send(bob, t::SHARE, "\"m\\far away.mp3\" abcd 5000 128 44100 60");
+        assert!(out.is_empty());
+        let alice = p.a.open();
+        let login = p.a.send(alice, t::LOGIN, "alice pw 0 \"x\" 7");
+        let (_, lb_out) = p.pump(login, Vec::new());
+        assert!(lb_out.is_empty());
+        assert!(p.a.index.is_online("bob") && p.b.index.is_online("alice"));
+        assert_eq!(p.a.index.users_online(), 1);
+        // A search: local results, then west's, then one 202.
+        let out = p.a.send(alice, t::SEARCH, "FILENAME CONTAINS \"far away\"");
+        assert!(to(&out, alice).is_empty(), "the 202 waits: {out:?}");
+        let (ra, _) = p.pump(out, Vec::new());
+        assert_eq!(
+            to(&ra, alice),
+            [
+                (
+                    t::SEARCH_RESULT,
+                    "\"m\\far away.mp3\" abcd 5000 128 44100 60 bob 1711276042 7".into()
+                ),
+                (t::SEARCH_END, String::new())
+            ]
+        );
+        // A 203 goes to west, whose bob is asked; his 608 brings the 204 back.
+        let out = p.a.send(alice, t::DOWNLOAD, "bob \"m\\far away.mp3\"");
+        let (_, rb) = p.pump(out, Vec::new());
+        assert_eq!(
+            to(&rb, bob),
+            [(t::UPLOAD_REQUEST, "alice \"m\\far away.mp3\" 7".into())]
+        );
+        let out = p.b.send(bob, t::UPLOAD_ACCEPT, "alice \"m\\far away.mp3\"");
+        let (ra, _) = p.pump(Vec::new(), out);
+        assert_eq!(
+            to(&ra, alice),
+            [(
+                t::DOWNLOAD_ACK,
+                "bob 1711276042 6699 \"m\\far away.mp3\" abcd 7".into()
+            )]
+        );
+        // Private messages both ways; whois answered locally.
+        let out = p.a.send(alice, t::PRIVATE_MESSAGE, "bob hi");
+        let (_, rb) = p.pump(out, Vec::new());
+        assert_eq!(to(&rb, bob), [(t::PRIVATE_MESSAGE, "alice hi".into())]);
+        let out = p.b.send(bob, t::PRIVATE_MESSAGE, "alice yo");
+        let (ra, _) = p.pump(Vec::new(), out);
+        assert_eq!(to(&ra, alice), [(t::PRIVATE_MESSAGE, "bob yo".into())]);
+        // File counts travel at the next tick.
+        let mut out = Vec::new();
+        p.b.index.tick(p.b.now, &mut out);
+        p.pump(Vec::new(), out);
+        let out = p.a.send(alice, t::WHOIS, "bob");
+        assert!(to(&out, alice)[0].1.contains("\"Remote\" 1 "), "{out:?}");
+        // Operators act on their own server's users only.
+        p.a.index
+            .user_mut(p.a.index.slot_by_nick(b"alice").unwrap())
+            .level = Level::Elite;
+        let out = p.a.send(alice, t::KILL, "bob");
+        assert_eq!(
+            to(&out, alice),
+            [(t::NOSUCH, "kill failed: bob is on another server".into())]
+        );
+        // bob leaves: east forgets him.
+        let mut out = Vec::new();
+        p.b.index.disconnect(bob, &mut out);
+        p.pump(Vec::new(), out);
+        assert!(!p.a.index.is_online("bob"));
+        // A search whose link never answers gets its 202 after the timeout.
+        let out = p.a.send(alice, t::SEARCH, "FILENAME CONTAINS \"x\"");
+        assert!(to(&out, alice).is_empty());
+        p.a.now.mono += Duration::from_secs(11);
+        let mut out = Vec::new();
+        p.a.index.tick(p.a.now, &mut out);
+        assert_eq!(to(&out, alice), [(t::SEARCH_END, String::new())]);
+        // The link goes: alice is gone from west.
+        let mut out = Vec::new();
+        p.b.index.disconnect(p.lb, &mut out);
+        assert!(!p.b.index.is_online("alice"));
+        assert!(p.b.index.links().is_empty());
     }
 }

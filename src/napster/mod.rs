@@ -7,6 +7,7 @@
 //!
 //! - [`wire`]: frames, fields, the search grammar, the decimal IP form; no I/O;
 //! - [`accounts`]: registered nicks with salted password hashes; no I/O;
+//! - [`operators`]: user levels, muzzles and bans (OpenNap's operators); no I/O;
 //! - [`index`]: the deciding core (users, files, the inverted keyword index,
 //!   searches, transfer brokering), fed events with the time passed in;
 //! - [`server`]: the async shell of `servent index`;
@@ -19,6 +20,7 @@ pub mod accounts;
 pub mod client;
 pub mod index;
 pub mod mp3;
+pub mod operators;
 pub mod server;
 pub mod transfer;
 pub mod wire;

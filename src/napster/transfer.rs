@@ -236,9 +236,10 @@ impl Part {
         })
     }
 
-    /// Checks the finished `.part` against the SHA-1 prefix in the md5 field
-    /// (when `verify`) and renames it onto `PATH`; a mismatch discards it.
-    pub fn finish(self, verify: bool) -> Result<(), TransferError> {
+    /// Checks the finished `.part` against the md5 field as `check` says and
+    /// renames it onto `PATH`; a mismatch that `check` calls damage discards
+    /// the `.part` and its state.
+    pub fn finish(self, check: Check) -> Result<Verified, TransferError> {
         let len = std::fs::metadata(&self.part)?.len();
         if len != self.state.size {
             return Err(TransferError::Short {
@@ -246,16 +247,45 @@ impl Part {
                 size: self.state.size,
             });
         }
-        if verify {
-            let sha1 = sha1_file(&self.part)?;
-            if !hex_bytes(&sha1[..16]).eq_ignore_ascii_case(&self.state.md5) {
-                let _ = std::fs::remove_file(&self.part);
-                let _ = std::fs::remove_file(&self.state_path);
-                return Err(TransferError::Corrupt {
-                    md5: self.state.md5.clone(),
-                });
+        let corrupt = |this: &Part| {
+            let _ = std::fs::remove_file(&this.part);
+            let _ = std::fs::remove_file(&this.state_path);
+            TransferError::Corrupt {
+                md5: this.state.md5.clone(),
             }
-        }
+        };
+        let verified = match check {
+            Check::None => Verified::Unchecked,
+            Check::Sha1Prefix => {
+                let sha1 = sha1_file(&self.part)?;
+                if !hex_bytes(&sha1[..16]).eq_ignore_ascii_case(&self.state.md5) {
+                    return Err(corrupt(&self));
+                }
+                Verified::Sha1
+            }
+            Check::HeadMd5 { strict } => {
+                let Some((want, _)) = md5_field(&self.state.md5, self.state.size) else {
+                    return self.rename(Verified::Unchecked);
+                };
+                match head_md5s(&self.part)?
+                    .into_iter()
+                    .find(|h| h.digest == want)
+                {
+                    Some(h) => Verified::HeadMd5 {
+                        start: h.start,
+                        len: h.len,
+                    },
+                    None if strict => return Err(corrupt(&self)),
+                    None => Verified::Unmatched,
+                }
+            }
+        };
+        self.rename(verified)
+    }
+
+    /// Moves the finished `.part` onto `PATH` (never over a file that
+    /// appeared meanwhile) and removes the state.
+    fn rename(self, verified: Verified) -> Result<Verified, TransferError> {
         // A hard link fails if PATH appeared meanwhile: it is never replaced.
         match std::fs::hard_link(&self.part, &self.path) {
             Ok(()) => std::fs::remove_file(&self.part)?,
@@ -278,8 +308,127 @@ impl Part {
             }
         }
         let _ = std::fs::remove_file(&self.state_path);
-        Ok(())
+        Ok(verified)
     }
+}
+
+/// How a finished download is checked against its md5 field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Nothing to check against.
+    None,
+    /// A servent's field: the first half of the file's SHA-1; a mismatch is damage.
+    Sha1Prefix,
+    /// An MD5 of the file's head, as the OpenNap-era clients compute it (see
+    /// [`head_md5s`]). A mismatch is damage when `strict` (the uploader's
+    /// convention is known), otherwise only reported.
+    HeadMd5 { strict: bool },
+}
+
+/// What the check of a finished download found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// Nothing said what the content should be.
+    Unchecked,
+    /// A servent's SHA-1 prefix matched.
+    Sha1,
+    /// The MD5 of `len` bytes from `start` matched the md5 field.
+    HeadMd5 { start: u64, len: u64 },
+    /// The field has an MD5's shape but matched no head we know how to hash.
+    Unmatched,
+}
+
+/// The digest in an md5 field that has the shape of one: 32 hex digits,
+/// alone or followed by `-<size>` as TekNap writes it (then `true`, when the
+/// size is the listed one). All zeros (an OpenNap without checksums) is not
+/// a digest.
+pub fn md5_field(md5: &str, size: u64) -> Option<([u8; 16], bool)> {
+    let (hex, suffix) = match md5.split_once('-') {
+        Some((h, s)) => (h, Some(s)),
+        None => (md5, None),
+    };
+    let teknap = match suffix {
+        None => false,
+        Some(s) if s.parse::<u64>().ok() == Some(size) => true,
+        Some(_) => return None,
+    };
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    (out != [0; 16]).then_some((out, teknap))
+}
+
+/// Bytes nap hashes from the start of a file.
+pub const NAP_MD5_BYTES: u64 = 300_000;
+/// Bytes Windows Napster and TekNap hash (292 KiB), after an ID3v2 tag.
+pub const NAPSTER_MD5_BYTES: u64 = 292 * 1024;
+
+/// One head of a file and its MD5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadMd5 {
+    pub start: u64,
+    pub len: u64,
+    pub digest: [u8; 16],
+}
+
+/// The MD5s of a file's head as the clients of the time computed their md5
+/// field: nap the first 300,000 bytes; Windows Napster and TekNap 299,008
+/// bytes from the start, or, for an MP3 with an ID3v2 tag, from the end of
+/// the tag (TekNap also leaves out a trailing ID3v1 tag when the file is
+/// shorter than that). Reads at most about a megabyte.
+pub fn head_md5s(path: &Path) -> std::io::Result<Vec<HeadMd5>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut head = [0u8; 10];
+    let got = f.read(&mut head)?;
+    let id3v2 = if got == 10 && &head[..3] == b"ID3" {
+        let size = head[6..10]
+            .iter()
+            .fold(0u64, |n, &b| (n << 7) | u64::from(b & 0x7f));
+        (size + 10).min(len)
+    } else {
+        0
+    };
+    let id3v1 = len >= 128 && {
+        let mut tail = [0u8; 3];
+        f.seek(SeekFrom::Start(len - 128))?;
+        f.read_exact(&mut tail)?;
+        &tail == b"TAG"
+    };
+    let tail = if id3v1 { 128 } else { 0 };
+    let mut ranges = vec![(0, len.min(NAP_MD5_BYTES)), (0, len.min(NAPSTER_MD5_BYTES))];
+    if id3v2 > 0 {
+        let room = len - id3v2;
+        let room = if id3v1 {
+            room.saturating_sub(128)
+        } else {
+            room
+        };
+        ranges.push((id3v2, room.min(NAPSTER_MD5_BYTES)));
+    } else if id3v1 && len < NAPSTER_MD5_BYTES {
+        ranges.push((0, len - tail));
+    }
+    ranges.sort_unstable();
+    ranges.dedup();
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut buf = Vec::new();
+    for (start, n) in ranges {
+        use md5::{Digest, Md5};
+        buf.resize(n as usize, 0);
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf)?;
+        out.push(HeadMd5 {
+            start,
+            len: n,
+            digest: Md5::digest(&buf).into(),
+        });
+    }
+    Ok(out)
 }
 
 /// Whether an md5 field is what a servent announces: 32 lower-case hex digits
@@ -323,6 +472,11 @@ pub struct Downloaded {
     pub offset: u64,
     /// The remote file's size, now the local one's.
     pub size: u64,
+    /// What checking the content found.
+    pub verified: Verified,
+    /// Other users listing a file of the same size and md5 field (counted for
+    /// an md5 field that has a digest's shape, from a non-servent uploader).
+    pub agreeing: usize,
 }
 
 /// How a head text stands.
@@ -479,7 +633,12 @@ async fn receive_file<R: AsyncRead + Unpin>(
     }
     f.flush().await?;
     f.sync_all().await?;
-    Ok(Downloaded { offset, size })
+    Ok(Downloaded {
+        offset,
+        size,
+        verified: Verified::Unchecked,
+        agreeing: 0,
+    })
 }
 
 /// Serves one connection to our data port: the `GET` of a downloader.
@@ -835,6 +994,92 @@ pub async fn receive_push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use md5::{Digest, Md5};
+
+    fn temp(tag: &str, data: &[u8]) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("servent-head-md5-{tag}-{}", std::process::id()));
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    fn md5_of(b: &[u8]) -> [u8; 16] {
+        Md5::digest(b).into()
+    }
+
+    fn hex(d: &[u8]) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn md5_fields_with_a_digest_shape() {
+        let d = [0xabu8; 16];
+        assert_eq!(md5_field(&hex(&d), 5), Some((d, false)));
+        assert_eq!(md5_field(&hex(&d).to_uppercase(), 5), Some((d, false)));
+        assert_eq!(md5_field(&format!("{}-5", hex(&d)), 5), Some((d, true)));
+        // TekNap's suffix must be the listed size.
+        assert_eq!(md5_field(&format!("{}-6", hex(&d)), 5), None);
+        assert_eq!(md5_field(&"0".repeat(32), 5), None);
+        assert_eq!(md5_field("WMA-FILE", 5), None);
+        assert_eq!(md5_field(&"g".repeat(32), 5), None);
+        assert_eq!(md5_field("abc", 5), None);
+    }
+
+    #[test]
+    fn heads_hashed_as_nap_napster_and_teknap_do() {
+        let body: Vec<u8> = (0..400_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        // No tags: nap's 300,000 bytes and Napster's 299,008.
+        let p = temp("plain", &body);
+        let got = head_md5s(&p).unwrap();
+        assert!(got.contains(&HeadMd5 {
+            start: 0,
+            len: 300_000,
+            digest: md5_of(&body[..300_000])
+        }));
+        assert!(got.contains(&HeadMd5 {
+            start: 0,
+            len: 299_008,
+            digest: md5_of(&body[..299_008])
+        }));
+        assert_eq!(got.len(), 2);
+        // An ID3v2 tag of 1000 + 10 bytes (synchsafe size 1000 = 0x07 0x68).
+        let mut tagged = b"ID3\x03\x00\x00\x00\x00\x07\x68".to_vec();
+        tagged.extend(std::iter::repeat_n(0u8, 1000));
+        tagged.extend(&body);
+        let p2 = temp("v2", &tagged);
+        let got = head_md5s(&p2).unwrap();
+        assert!(got.contains(&HeadMd5 {
+            start: 1010,
+            len: 299_008,
+            digest: md5_of(&body[..299_008])
+        }));
+        // A short file with both tags: TekNap leaves the ID3v1 tag out.
+        let mut short = tagged[..1010 + 5000].to_vec();
+        short.extend(b"TAG");
+        short.extend([0u8; 125]);
+        let p3 = temp("v1v2", &short);
+        let got = head_md5s(&p3).unwrap();
+        assert!(got.contains(&HeadMd5 {
+            start: 1010,
+            len: 5000,
+            digest: md5_of(&body[..5000])
+        }));
+        // A short file with an ID3v1 tag only.
+        let mut v1 = body[..2000].to_vec();
+        v1.extend(b"TAG");
+        v1.extend([0u8; 125]);
+        let p4 = temp("v1", &v1);
+        assert!(head_md5s(&p4).unwrap().contains(&HeadMd5 {
+            start: 0,
+            len: 2000,
+            digest: md5_of(&body[..2000])
+        }));
+        // A tiny file: its whole content.
+        let p5 = temp("tiny", b"abc");
+        assert_eq!(head_md5s(&p5).unwrap()[0].digest, md5_of(b"abc"));
+        for p in [p, p2, p3, p4, p5] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 
     #[test]
     fn a_browse_request_with_or_without_a_line_end() {

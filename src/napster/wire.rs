@@ -63,6 +63,14 @@ pub mod types {
     pub const TOPIC: u16 = 410;
     pub const LIST_CHANNELS: u16 = 617;
     pub const CHANNEL_LIST: u16 = 618;
+    /// Every channel with its details (TekNap's `/list`): 828 per channel,
+    /// then an empty 827.
+    pub const FULL_CHANNEL_LIST: u16 = 827;
+    pub const FULL_CHANNEL_INFO: u16 = 828;
+    /// A channel's members (TekNap's `/names`): 825 per member, then an empty
+    /// 830.
+    pub const NAMES_LIST: u16 = 830;
+    pub const NAMES_ENTRY: u16 = 825;
     pub const DISCONNECTING: u16 = 316;
     pub const NOSUCH: u16 = 404;
     pub const FIREWALL_DOWNLOAD: u16 = 500;
@@ -84,6 +92,26 @@ pub mod types {
     pub const PONG: u16 = 752;
     pub const SHARE_DIR: u16 = 870;
     pub const SHARE_GENERIC: u16 = 10300;
+    pub const QUIT: u16 = 10000;
+    pub const SERVER_LOGIN: u16 = 10010;
+    pub const SERVER_LOGIN_ACK: u16 = 10011;
+    pub const SERVER_USER_SHARING: u16 = 10012;
+    pub const REMOTE_SEARCH: u16 = 10015;
+    pub const REMOTE_SEARCH_RESULT: u16 = 10016;
+    pub const REMOTE_SEARCH_END: u16 = 10017;
+    pub const ENCAPSULATED: u16 = 10018;
+    pub const SET_LEVEL: u16 = 606;
+    pub const KILL: u16 = 610;
+    pub const BAN: u16 = 612;
+    pub const UNBAN: u16 = 614;
+    pub const BANLIST: u16 = 615;
+    pub const BANLIST_ENTRY: u16 = 616;
+    pub const MUZZLE: u16 = 622;
+    pub const UNMUZZLE: u16 = 623;
+    pub const WALLOP: u16 = 627;
+    pub const ANNOUNCE: u16 = 628;
+    pub const ALTER_PASSWORD: u16 = 753;
+    pub const SERVER_VERSION: u16 = 801;
 }
 
 /// The largest frame data we accept unless configured otherwise. Well above the

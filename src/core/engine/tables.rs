@@ -357,6 +357,12 @@ impl<L: Links> Engine<L> {
             result,
         } = done;
         let Some(peer) = self.peers.get_mut(&conn) else {
+            // The link went while its updates were decoded: a refusal is
+            // still counted.
+            if let Err(e) = result {
+                tracing::debug!(conn = conn.0, error = %e, "bad route table update from a closed link");
+                self.stats.table_errors += 1;
+            }
             return;
         };
         let queued = match std::mem::replace(&mut peer.decoding, Decoding::Idle(assembler)) {

@@ -390,6 +390,32 @@ impl Cdp {
         r["result"]["value"].clone()
     }
 
+    /// `expr` is true now; false if it throws or there is no page to ask.
+    async fn holds(&mut self, expr: &str) -> bool {
+        let id = self.next;
+        self.next += 1;
+        let msg = json!({ "id": id, "method": "Runtime.evaluate", "params": {
+            "expression": format!("(() => {{ try {{ return !!({expr}); }} catch (_) {{ return false; }} }})()"),
+            "returnByValue": true } });
+        self.ws
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("an answer to Runtime.evaluate")
+                .expect("DevTools connection open")
+                .unwrap();
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["id"] == id {
+                return v["result"]["result"]["value"] == json!(true);
+            }
+        }
+    }
+
     async fn screenshot(&mut self, name: &str) -> PathBuf {
         let r = self
             .call(
@@ -414,7 +440,8 @@ impl Cdp {
     async fn wait_for(&mut self, what: &str, expr: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
-            if self.eval(&format!("!!({expr})")).await == json!(true) {
+            // Errors count as false: the page may be between two documents.
+            if self.holds(expr).await {
                 return;
             }
             if Instant::now() > deadline {
@@ -593,6 +620,42 @@ async fn search_download_and_shares_in_chromium() {
     let shares = get_json(n.page.api, "/api/v1/shares");
     assert_eq!(shares["items"].as_array().unwrap().len(), 1, "{shares}");
 
+    // Pause, resume and cancel, on a download whose source accepts the
+    // connection and never answers (so it stays running).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(16).flatten() {
+            held.push(s);
+        }
+    });
+    let body = json!({ "url": format!("http://{silent_addr}/get/1/slow%20song.ogg") }).to_string();
+    let (status, answer) = http(
+        n.page.api,
+        &format!(
+            "POST /api/v1/downloads HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            n.page.api,
+            body.len()
+        ),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let slow = "[...document.querySelectorAll('#downloads li')].find(li => li.textContent.includes('slow song'))";
+    p.wait_for("the slow download", slow).await;
+    let button = |label: &str| {
+        format!("[...{slow}.querySelectorAll('button')].find(b => b.textContent === '{label}')")
+    };
+    p.click(&button("Pause")).await;
+    p.wait_for("paused", &format!("{slow}.dataset.state === 'paused'"))
+        .await;
+    p.screenshot("4-paused").await;
+    p.click(&button("Resume")).await;
+    p.wait_for("resumed", &format!("{slow}.dataset.state !== 'paused'"))
+        .await;
+    p.click(&button("Cancel")).await;
+    p.wait_for("cancelled", &format!("!{slow}")).await;
+
     // A phone's screen: nothing wider than the viewport.
     p.viewport(390, 844, true).await;
     p.wait_for(
@@ -600,12 +663,18 @@ async fn search_download_and_shares_in_chromium() {
         "document.documentElement.scrollWidth <= 390",
     )
     .await;
-    p.screenshot("4-phone").await;
+    p.screenshot("5-phone").await;
 
     // A stale token brings the token field back on the next change.
-    p.eval("localStorage.setItem('servent-token', 'wrong'); location.reload()")
+    p.eval("localStorage.setItem('servent-token', 'wrong'); window.oldPage = true")
         .await;
-    p.wait_for("the reloaded page", "document.readyState === 'complete' && document.getElementById('status').textContent.includes('up ')").await;
+    p.call("Page.reload", json!({})).await;
+    p.wait_for(
+        "the reloaded page",
+        "!window.oldPage && document.readyState === 'complete' \
+         && document.getElementById('status').textContent.includes('up ')",
+    )
+    .await;
     p.type_into("#words", "anything").await;
     p.click("document.querySelector('#search button')").await;
     p.wait_for(
@@ -613,5 +682,5 @@ async fn search_download_and_shares_in_chromium() {
         "!document.getElementById('login').hidden && !document.getElementById('error').hidden",
     )
     .await;
-    p.screenshot("5-token-refused").await;
+    p.screenshot("6-token-refused").await;
 }

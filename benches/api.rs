@@ -33,7 +33,7 @@ async fn latencies(addr: std::net::SocketAddr, n: usize) -> Vec<u64> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let req = hyper::Request::get("/api/v1/status")
-            .header("host", "bench")
+            .header("host", addr.to_string())
             .body(Empty::<Bytes>::new())
             .expect("request");
         sender.ready().await.expect("connection ready");

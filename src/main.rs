@@ -283,7 +283,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         } else {
             say!("listening on {}", node.local_addr);
         }
-        if let Some(a) = api_at {
+        if let Some((a, api_token)) = api_at {
             if args.json {
                 say!(
                     "{}",
@@ -295,6 +295,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 );
             } else {
                 say!("control API on http://{a}/api/v1/");
+                say!("web page: {}", page_link(a, api_token.as_deref()));
             }
         }
         let _ = std::io::stdout().flush();
@@ -320,7 +321,7 @@ async fn start_api(
     addr: Option<std::net::SocketAddr>,
     data_dir: Option<&std::path::Path>,
     tasks: &tokio_util::task::TaskTracker,
-) -> Result<Option<std::net::SocketAddr>, Box<dyn std::error::Error>> {
+) -> Result<Option<(std::net::SocketAddr, Option<String>)>, Box<dyn std::error::Error>> {
     let at = addr.unwrap_or_else(|| api::DEFAULT_ADDR.parse().expect("a valid address"));
     let listener = match tokio::net::TcpListener::bind(at).await {
         Ok(l) => l,
@@ -344,8 +345,25 @@ async fn start_api(
         control: node.control(),
         cancel: node.cancelled(),
     });
-    let server = api::serve(listener, handler, token, tasks, node.cancelled())?;
-    Ok(Some(server.local_addr))
+    let server = api::serve(listener, handler, token.clone(), tasks, node.cancelled())?;
+    Ok(Some((server.local_addr, token)))
+}
+
+/// The web page's address, with the token in the fragment: the browser keeps
+/// it (the fragment is never sent to the server, nor in a Referer), and only
+/// whoever sees the node's output has it.
+fn page_link(api: std::net::SocketAddr, token: Option<&str>) -> String {
+    let mut at = api;
+    if at.ip().is_unspecified() {
+        at.set_ip(match at {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    match token {
+        Some(t) => format!("http://{at}/#token={t}"),
+        None => format!("http://{at}/"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -167,7 +167,7 @@ async fn raw(c: &Client, method: Method, path: &str, body: Option<Value>) -> (u1
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "x");
+        .header("host", c.addr.to_string());
     if let Some(t) = &c.token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -1172,7 +1172,7 @@ fn the_index_serves_metrics_and_status() {
         s.set_read_timeout(Some(WAIT)).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut r = String::new();

@@ -11,6 +11,12 @@
 //!   start); without it: 401. GETs are open when the API listens on a
 //!   loopback address, and need the token too otherwise (the index's API,
 //!   which only reads, has no token and is open).
+//! - On a loopback address every request's `Host` must name this machine (a
+//!   loopback IP or `localhost`), else 403: a web site that points its own
+//!   name at 127.0.0.1 (DNS rebinding) gets nothing. A change that carries
+//!   `Origin` (every browser's does) must come from the API's own origin,
+//!   else 403 (cross-site requests; the token is the main guard).
+//! - The node also serves its web page at `/` (see [`web`]), without token.
 //! - Bounded: 64 connections at once (more wait in the backlog), 16 KiB of
 //!   request head read within 10 s, 64 KiB of body, 30 s per answer (event
 //!   streams excepted, which end with their search or the node).
@@ -20,6 +26,7 @@ pub mod index;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod web;
 
 use std::convert::Infallible;
 use std::io;
@@ -121,6 +128,11 @@ impl Req {
 pub trait Handler: Send + Sync + 'static {
     /// The answer to `req`.
     fn handle(&self, req: Req) -> Pin<Box<dyn Future<Output = Response<ApiBody>> + Send + '_>>;
+
+    /// It serves the web page at `/` (the node does, the index does not).
+    fn web_page(&self) -> bool {
+        false
+    }
 }
 
 /// A JSON answer holding `record`.
@@ -218,6 +230,28 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// `host` (a Host header's value) names this machine: `localhost`, a name
+/// under `.localhost`, or a loopback IP, with or without a port.
+pub fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A running API server.
 pub struct ApiServer {
     pub local_addr: SocketAddr,
@@ -300,6 +334,37 @@ async fn answer(
         _ => false,
     };
     let changes = !matches!(req.method(), &Method::GET | &Method::HEAD);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if loopback && host.is_some_and(|h| !loopback_host(h)) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "on a loopback address the API answers only requests for a loopback Host (127.0.0.1, [::1] or localhost)",
+        );
+    }
+    if changes {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let same = match (origin.to_str(), host) {
+                (Ok(o), Some(h)) => o
+                    .strip_prefix("http://")
+                    .is_some_and(|o| o.eq_ignore_ascii_case(h)),
+                _ => false,
+            };
+            if !same {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "a change from a web page must come from the node's own page",
+                );
+            }
+        }
+    }
+    if handler.web_page() {
+        if let Some(r) = web::answer(req.method(), req.uri().path(), req.headers()) {
+            return r;
+        }
+    }
     // Off loopback, reading needs the token too (where there is one: the
     // index's API only reads and has none).
     if (changes || (!loopback && token.is_some())) && !authorized {
@@ -361,4 +426,40 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, Respon
 /// A whole body, for handlers that build their own answers.
 pub fn full(bytes: impl Into<Bytes>) -> ApiBody {
     ApiBody::Full(Some(bytes.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1",
+            "127.0.0.1:6347",
+            "127.1.2.3:80",
+            "localhost",
+            "LOCALHOST:6347",
+            "localhost.:1",
+            "app.localhost:6347",
+            "[::1]",
+            "[::1]:6347",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in [
+            "x",
+            "evil.example:6347",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "10.0.0.1:6347",
+            "0.0.0.0:6347",
+            "[::1]x",
+            "[::2]:1",
+            "127.0.0.1:x",
+            "",
+        ] {
+            assert!(!loopback_host(h), "{h}");
+        }
+    }
 }

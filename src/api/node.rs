@@ -75,6 +75,10 @@ impl Handler for NodeApi {
     fn handle(&self, req: Req) -> Pin<Box<dyn Future<Output = Response<ApiBody>> + Send + '_>> {
         Box::pin(async move { self.route(req) })
     }
+
+    fn web_page(&self) -> bool {
+        true
+    }
 }
 
 /// Results of a listing at most (`limit` parameter).

@@ -237,7 +237,7 @@ fn metrics_path() -> Value {
 
 fn info(title: &str) -> Value {
     json!({ "title": title, "version": "1",
-            "description": "JSON records as `servent ... --json` prints them ({\"v\":1,\"type\":...}). Changes (POST, PUT, DELETE) need `Authorization: Bearer <token>`, the token being in `api-token` in the data directory; GETs are open on a loopback address. See protocol-spec/control-api.md." })
+            "description": "JSON records as `servent ... --json` prints them ({\"v\":1,\"type\":...}). Changes (POST, PUT, DELETE) need `Authorization: Bearer <token>`, the token being in `api-token` in the data directory; GETs are open on a loopback address. On a loopback address a request whose Host is not a loopback name or IP is refused (403, DNS rebinding), and so is a change whose Origin is not the API's own (403, cross-site requests). The node's web page is at `/`. See protocol-spec/control-api.md." })
 }
 
 fn components() -> Value {

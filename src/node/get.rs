@@ -1051,7 +1051,15 @@ pub async fn download(
     if urn.is_none() || size.is_none() {
         let mut errors = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            match probe(spec, urn, route.as_ref(), &cfg).await {
+            // A stop (pause, cancel, Ctrl-C) must not wait out a source that
+            // accepted the connection and says nothing.
+            let probed = tokio::select! {
+                r = probe(spec, urn, route.as_ref(), &cfg) => r,
+                _ = cancel.cancelled() => {
+                    return Err(GetError::Part("interrupted before any source answered".into()));
+                }
+            };
+            match probed {
                 Ok((c, a)) => {
                     if urn.is_none() {
                         urn = a.urn;

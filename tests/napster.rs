@@ -1396,7 +1396,8 @@ async fn a_link_spoken_by_hand_as_opennap_does() {
         for p in parts {
             h.update(p.as_bytes());
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        // Upper case, as opennap-ng writes it and compares it (strcmp).
+        h.finalize().iter().map(|b| format!("{b:02X}")).collect()
     };
     // Theirs: MD5(our nonce, their nonce, password).
     assert_eq!(

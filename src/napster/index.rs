@@ -343,7 +343,16 @@ struct PendingLogin {
     link: u8,
     client: Box<[u8]>,
     email: String,
+    /// What the client sent behind its login, before the password was
+    /// checked (TekNap sends its shares at once): answered once it is in.
+    held: Vec<Frame>,
+    held_bytes: usize,
 }
+
+/// Messages a client may send behind its login before the password is
+/// checked, and their bytes.
+const MAX_HELD: usize = 256;
+const MAX_HELD_BYTES: usize = 64 * 1024;
 
 struct PendingRequest {
     downloader: ConnId,
@@ -1253,6 +1262,25 @@ impl Index {
                 _ => self.drop_conn(conn, "link failed: unexpected message", out),
             };
         }
+        if let Some(pending) = self.conns.get_mut(&conn).and_then(|c| c.login.as_mut()) {
+            if !matches!(frame.ty, t::LOGIN | t::NEW_USER_LOGIN) {
+                // Sent right behind the login: kept until the password is
+                // checked, within bounds.
+                if pending.held.len() >= MAX_HELD
+                    || pending.held_bytes + frame.data.len() > MAX_HELD_BYTES
+                {
+                    self.stats.login_failures += 1;
+                    return self.drop_conn(
+                        conn,
+                        "too much sent before the login was accepted",
+                        out,
+                    );
+                }
+                pending.held_bytes += frame.data.len();
+                pending.held.push(frame.clone());
+                return;
+            }
+        }
         match frame.ty {
             t::SERVER_LOGIN => self.link_login(conn, &frame.data, out),
             t::LOGIN | t::NEW_USER_LOGIN => self.login(conn, frame, now, out),
@@ -1325,6 +1353,8 @@ impl Index {
             link,
             client: client.into(),
             email: String::new(),
+            held: Vec::new(),
+            held_bytes: 0,
         };
         let job = match (self.accounts.get(&nick), new_user) {
             (Some(_), true) => {
@@ -1448,7 +1478,11 @@ impl Index {
                 out.push(Action::SaveAccounts);
             }
         }
+        let held = std::mem::take(&mut pending.held);
         self.finish_login(conn, *pending, now, out);
+        for f in &held {
+            self.receive(conn, f, now, out);
+        }
     }
 
     fn finish_login(&mut self, conn: ConnId, p: PendingLogin, now: Now, out: &mut Vec<Action>) {
@@ -3273,6 +3307,31 @@ mod tests {
         let f = h.open();
         let out = h.send(f, t::LOGIN, "frank pw 0 \"x\" 2");
         assert_eq!(to(&out, f)[0].0, t::LOGIN_ACK);
+        // What a client sends right behind its login (TekNap: its shares and
+        // a stats request) waits for the password check, then is answered.
+        let mut g = Harness::new(IndexConfig::default());
+        let c = g.open();
+        let reg = g.send(c, t::NEW_USER_LOGIN, "tek pw 0 \"x\" 2 blah@opennap");
+        g.run_jobs(reg);
+        g.index.disconnect(c, &mut Vec::new());
+        let c = g.open();
+        let mut out = Vec::new();
+        for f in [
+            Frame::new(t::LOGIN, &b"tek pw 0 \"x\" 2"[..]),
+            Frame::new(t::SHARE, &b"\"d\\a.mp3\" aa 10 128 44100 1"[..]),
+            Frame::new(t::STATS, &b""[..]),
+        ] {
+            g.index.receive(c, &f, g.now, &mut out);
+        }
+        assert!(
+            matches!(&out[..], [Action::CheckPassword { .. }]),
+            "{out:?}"
+        );
+        let out = g.run_jobs(out);
+        let got = to(&out, c);
+        assert_eq!(got[0].0, t::LOGIN_ACK, "{got:?}");
+        assert_eq!(got.last().unwrap().0, t::STATS, "{got:?}");
+        assert!(got.last().unwrap().1.starts_with("1 1 "), "{got:?}");
     }
 
     #[test]
@@ -4645,6 +4704,25 @@ mod tests {
         // Searches waiting for links are capped: past it, local results only.
         p.a.index.cfg.max_remote_searches = 0;
         let c = p.a.login("carl", 1);
+        // opennap-ng relays its users' own messages (`:<sender> <data>`): a
+        // private message reaches ours; its server pings, transfer counters
+        // and kills are no fault of the link.
+        let mut out = Vec::new();
+        let pm = Frame::new(t::PRIVATE_MESSAGE, &b":u1 carl hello there"[..]);
+        p.a.index.receive(p.la, &pm, p.a.now, &mut out);
+        assert_eq!(to(&out, c), [(t::PRIVATE_MESSAGE, "u1 hello there".into())]);
+        for _ in 0..100 {
+            for f in [
+                Frame::new(t::SERVER_PING, &b"west east"[..]),
+                Frame::new(219, &b":u1"[..]),
+                Frame::new(t::KILL, &b":west u9 bye"[..]),
+            ] {
+                let mut out = Vec::new();
+                p.a.index.receive(p.la, &f, p.a.now, &mut out);
+                assert!(!closed(&out, p.la), "{f:?}");
+            }
+        }
+        assert_eq!(p.a.index.links(), ["west"]);
         let out = p.a.send(c, t::SEARCH, "FILENAME CONTAINS \"x\"");
         assert_eq!(to(&out, c), [(t::SEARCH_END, String::new())]);
         // The same name twice is refused.

@@ -62,7 +62,17 @@ pub(super) struct RemoteSearch {
 /// user's server can answer (it knows the files), forwarded there. Everything
 /// else about a remote user (private messages, pings, whois, direct browses)
 /// is answered here, and what goes to the remote user travels encapsulated.
-const FORWARDED: [u16; 3] = [t::DOWNLOAD, t::FIREWALL_DOWNLOAD, t::BROWSE];
+const FORWARDED: [u16; 4] = [
+    t::DOWNLOAD,
+    t::FIREWALL_DOWNLOAD,
+    t::BROWSE,
+    t::BROWSE_DIRECT,
+];
+
+/// What opennap-ng also relays as its users' own messages (a private message,
+/// a ping and its pong), taken from a link as if the user had sent it here;
+/// ours go out encapsulated, after the local checks (muzzle, online).
+const ALSO_ACCEPTED: [u16; 3] = [t::PRIVATE_MESSAGE, t::PING, t::PONG];
 
 /// A server's name: 1-64 printable ASCII characters, no space, quote or
 /// colon (a host name fits).
@@ -79,7 +89,8 @@ fn md5_hex(parts: &[&[u8]]) -> String {
     for p in parts {
         h.update(p);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    // Upper case, as opennap-ng writes it and compares it (with strcmp).
+    h.finalize().iter().map(|b| format!("{b:02X}")).collect()
 }
 
 impl Index {
@@ -408,7 +419,13 @@ impl Index {
                 }
             }
             t::ENCAPSULATED => self.encapsulated(link, data, now, out),
-            ty if FORWARDED.contains(&ty) => {
+            // opennap-ng asks a user behind us for a file with the uploader's
+            // 607 (`:<requester> <uploader> "<file>"`): the requester's 203.
+            t::UPLOAD_REQUEST => {
+                let frame = Frame::new(t::DOWNLOAD, data.to_vec());
+                self.receive_link(link, &frame, now, out)
+            }
+            ty if FORWARDED.contains(&ty) || ALSO_ACCEPTED.contains(&ty) => {
                 // `:<sender> <data>` from a user behind this link.
                 let Some(rest) = data.strip_prefix(b":") else {
                     return self.link_error(
@@ -431,6 +448,11 @@ impl Index {
             // What OpenNap also sends that we do not need (link info, time
             // check, levels, sync end, server pongs): ignored.
             10019 | 10020..=10024 | 10262 | 10263 | t::SET_LEVEL | t::MUZZLE | t::BAN => {}
+            // opennap-ng's server ping, transfer counters (218-221) and kills
+            // of users on its side: nothing for us to do, and no fault.
+            t::SERVER_PING | 218..=221 | t::KILL => {
+                tracing::debug!(link, ty = frame.ty, "ignored a link message");
+            }
             other => self.link_error(link, &format!("unexpected type {other}"), now, out),
         }
     }

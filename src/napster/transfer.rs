@@ -438,6 +438,8 @@ pub fn is_sha1_prefix(md5: &str) -> bool {
         && md5
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        // opennap-ng blanks every md5 field to zeros: no checksum at all.
+        && md5.bytes().any(|b| b != b'0')
 }
 
 fn sha1_file(path: &Path) -> std::io::Result<[u8; 20]> {
@@ -603,14 +605,51 @@ async fn receive_file<R: AsyncRead + Unpin>(
     offset: u64,
     size: u64,
     idle: Duration,
+    overlap: u64,
 ) -> Result<Downloaded, TransferError> {
     // Only ever our own .part (made by `Part::open`), continued at its end.
-    let mut f = fs::OpenOptions::new().write(true).open(out).await?;
-    if f.metadata().await?.len() != offset {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out)
+        .await?;
+    if f.metadata().await?.len() != offset || overlap > offset {
         return Err(TransferError::Part(format!(
             "{} changed under us",
             out.display()
         )));
+    }
+    // A resume asks for `overlap` bytes we have already: they must be the
+    // same, or the uploader is not sending from where we asked (TekNap's
+    // uploads start over at byte 0 whatever the offset), and nothing of it
+    // may reach the .part.
+    let mut head = head;
+    if overlap > 0 {
+        let mut ours = vec![0u8; overlap as usize];
+        f.seek(std::io::SeekFrom::Start(offset - overlap)).await?;
+        f.read_exact(&mut ours).await?;
+        let mut theirs = Vec::with_capacity(overlap as usize);
+        let from_head = head.len().min(overlap as usize);
+        theirs.extend_from_slice(&head[..from_head]);
+        head = &head[from_head..];
+        let mut buf = vec![0u8; overlap as usize];
+        while theirs.len() < overlap as usize {
+            let want = overlap as usize - theirs.len();
+            let n = match timeout(idle, r.read(&mut buf[..want])).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) | Err(_) => 0,
+            };
+            if n == 0 {
+                return Err(TransferError::Short { got: offset, size });
+            }
+            theirs.extend_from_slice(&buf[..n]);
+        }
+        if theirs != ours {
+            return Err(TransferError::Part(format!(
+                "the uploader's bytes before the resume point differ from {}: it is not sending from where we asked; the .part is left as it was",
+                out.display()
+            )));
+        }
     }
     f.seek(std::io::SeekFrom::Start(offset)).await?;
     let mut have = offset;
@@ -640,6 +679,10 @@ async fn receive_file<R: AsyncRead + Unpin>(
         agreeing: 0,
     })
 }
+
+/// Bytes a resume asks for again before the end of the `.part`, to check the
+/// uploader sends from where it is asked.
+const RESUME_OVERLAP: u64 = 4096;
 
 /// Serves one connection to our data port: the `GET` of a downloader.
 /// `find` looks a requested name up among the files we offer. Returns the
@@ -940,17 +983,27 @@ pub async fn download(
     }
     s.write_all(b"GET").await?;
     s.flush().await?;
+    let overlap = offset.min(RESUME_OVERLAP);
     let line = Line::new()
         .word(my_nick)
         .quoted(&part.state.name)
-        .num(offset)
+        .num(offset - overlap)
         .build();
     s.write_all(&line).await?;
     let (said, head) = read_size(&mut s, Some(size), deadline).await?;
     if said != size {
         return Err(TransferError::SizeMismatch { said, listed: size });
     }
-    receive_file(&mut s, &head, &part.part, offset, size, timeouts.idle).await
+    receive_file(
+        &mut s,
+        &head,
+        &part.part,
+        offset,
+        size,
+        timeouts.idle,
+        overlap,
+    )
+    .await
 }
 
 /// A downloader's side of a firewalled transfer: `s` was accepted on our data
@@ -987,8 +1040,19 @@ pub async fn receive_push(
         });
     }
     let offset = part.offset;
-    s.write_all(offset.to_string().as_bytes()).await?;
-    receive_file(&mut s, &[], &part.part, offset, size, timeouts.idle).await
+    let overlap = offset.min(RESUME_OVERLAP);
+    s.write_all((offset - overlap).to_string().as_bytes())
+        .await?;
+    receive_file(
+        &mut s,
+        &[],
+        &part.part,
+        offset,
+        size,
+        timeouts.idle,
+        overlap,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -4785,6 +4785,18 @@ mod tests {
         let out = p.b.send(bob, t::PRIVATE_MESSAGE, "alice yo");
         let (ra, _) = p.pump(Vec::new(), out);
         assert_eq!(to(&ra, alice), [(t::PRIVATE_MESSAGE, "bob yo".into())]);
+        // A direct browse of a remote user goes to its server, which asks it;
+        // its 641 comes back with where to connect.
+        let out = p.a.send(alice, t::BROWSE_DIRECT, "bob");
+        assert!(to(&out, alice).is_empty(), "{out:?}");
+        let (_, rb) = p.pump(out, Vec::new());
+        assert_eq!(to(&rb, bob), [(t::BROWSE_DIRECT, "alice".into())]);
+        let out = p.b.send(bob, t::BROWSE_DIRECT_OK, "alice");
+        let (ra, _) = p.pump(Vec::new(), out);
+        let ok = to(&ra, alice);
+        assert_eq!(ok.len(), 1, "{ok:?}");
+        assert_eq!(ok[0].0, t::BROWSE_DIRECT_OK);
+        assert!(ok[0].1.starts_with("bob "), "{ok:?}");
         // File counts travel at the next tick.
         let mut out = Vec::new();
         p.b.index.tick(p.b.now, &mut out);

@@ -1173,4 +1173,35 @@ mod tests {
             assert_eq!(files[0].2, 10);
         }
     }
+
+    #[tokio::test]
+    async fn a_resume_checks_the_bytes_it_already_has() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        let part = temp("overlap", &data[..8192]);
+        let idle = Duration::from_secs(2);
+        // An uploader that starts over at byte 0 (TekNap): refused, and the
+        // .part is left as it was.
+        let mut from_zero = &data[..];
+        let err = receive_file(&mut from_zero, &[], &part, 8192, 20_000, idle, 4096)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransferError::Part(_)), "{err:?}");
+        assert_eq!(std::fs::read(&part).unwrap(), &data[..8192]);
+        // One that sends from where it was asked (4 KiB before the end, part
+        // of it already read with the size): the file is whole.
+        let mut rest = &data[4096 + 100..];
+        receive_file(
+            &mut rest,
+            &data[4096..4096 + 100],
+            &part,
+            8192,
+            20_000,
+            idle,
+            4096,
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(&part).unwrap(), data);
+        let _ = std::fs::remove_file(part);
+    }
 }

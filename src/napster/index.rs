@@ -1122,12 +1122,13 @@ impl Index {
                 let mut names: Vec<&Channel> = self.channels.values().collect();
                 names.sort_by(|a, b| a.name.cmp(&b.name));
                 for c in names {
-                    // name, users, unregistered (ours all are), level, limit, topic
+                    // name, users, unregistered (ours all are), the level a
+                    // member needs (User, 1, as opennap-ng's default), limit, topic
                     let line = Line::new()
                         .word(&*c.name)
                         .num(c.members.len())
                         .num(1)
-                        .num(0)
+                        .num(1)
                         .num(self.cfg.max_channel_users)
                         .quoted(&c.topic);
                     out.push(Action::Send(conn, line.frame(t::FULL_CHANNEL_INFO)));

@@ -4105,7 +4105,7 @@ mod tests {
             [
                 (
                     t::FULL_CHANNEL_INFO,
-                    "#Music 2 1 0 500 \"new tunes\"".into()
+                    "#Music 2 1 1 500 \"new tunes\"".into()
                 ),
                 (t::FULL_CHANNEL_LIST, String::new())
             ]

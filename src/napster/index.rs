@@ -397,6 +397,46 @@ struct User {
     shares_dirty: bool,
 }
 
+impl User {
+    /// A user just logged in (or announced by a link): no files, no
+    /// transfers, level User.
+    fn new(
+        conn: ConnId,
+        nick: &str,
+        ip: Ipv4Addr,
+        port: u16,
+        link: u8,
+        client: Box<[u8]>,
+        since: Instant,
+    ) -> User {
+        User {
+            conn,
+            nick: nick.into(),
+            ip,
+            port,
+            link,
+            client,
+            since,
+            files: HashTable::new(),
+            arena: Vec::new(),
+            dead: 0,
+            bytes: 0,
+            downloads: 0,
+            uploads: 0,
+            total_downloads: 0,
+            total_uploads: 0,
+            pending: Vec::new(),
+            hotlist: Vec::new(),
+            channels: Vec::new(),
+            level: Level::User,
+            muzzled: false,
+            remote: false,
+            remote_files: 0,
+            shares_dirty: false,
+        }
+    }
+}
+
 /// A chat channel: exists while somebody is in it.
 struct Channel {
     name: Box<str>,
@@ -1504,31 +1544,9 @@ impl Index {
         } else {
             record.level
         };
-        let user = User {
-            conn,
-            nick: nick.clone().into_boxed_str(),
-            ip,
-            port: p.port,
-            link: p.link,
-            client: p.client,
-            since: now.mono,
-            files: HashTable::new(),
-            arena: Vec::new(),
-            dead: 0,
-            bytes: 0,
-            downloads: 0,
-            uploads: 0,
-            total_downloads: 0,
-            total_uploads: 0,
-            pending: Vec::new(),
-            hotlist: Vec::new(),
-            channels: Vec::new(),
-            level,
-            muzzled: record.muzzled,
-            remote: false,
-            remote_files: 0,
-            shares_dirty: false,
-        };
+        let mut user = User::new(conn, &nick, ip, p.port, p.link, p.client, now.mono);
+        user.level = level;
+        user.muzzled = record.muzzled;
         let slot = self.place_user(user);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;

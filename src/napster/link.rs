@@ -523,31 +523,8 @@ impl Index {
                 link: None,
             },
         );
-        let user = User {
-            conn,
-            nick: nick.clone().into_boxed_str(),
-            ip,
-            port,
-            link: speed,
-            client: client.into(),
-            since: now.mono,
-            files: HashTable::new(),
-            arena: Vec::new(),
-            dead: 0,
-            bytes: 0,
-            downloads: 0,
-            uploads: 0,
-            total_downloads: 0,
-            total_uploads: 0,
-            pending: Vec::new(),
-            hotlist: Vec::new(),
-            channels: Vec::new(),
-            level: Level::User,
-            muzzled: false,
-            remote: true,
-            remote_files: 0,
-            shares_dirty: false,
-        };
+        let mut user = User::new(conn, &nick, ip, port, speed, client.into(), now.mono);
+        user.remote = true;
         let slot = self.place_user(user);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.user = Some(slot);

@@ -827,12 +827,8 @@ pub async fn read_listing<R: AsyncRead + Unpin>(
     Ok((nick, files))
 }
 
-/// A direct browse of a reachable user: connect to `addr`, `GETLIST`, read.
-pub async fn fetch_listing(
-    addr: SocketAddr,
-    timeouts: Timeouts,
-) -> Result<(String, Vec<(Vec<u8>, String, u64)>), TransferError> {
-    let deadline = Instant::now() + timeouts.setup;
+/// Connects to a peer's data port by `deadline` and reads its greeting (`1`).
+async fn connect_greeted(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, TransferError> {
     let mut s = timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| TransferError::Timeout("connecting"))?
@@ -840,6 +836,16 @@ pub async fn fetch_listing(
     if read_one(&mut s, deadline).await? != b'1' {
         return Err(TransferError::Protocol("no greeting".into()));
     }
+    Ok(s)
+}
+
+/// A direct browse of a reachable user: connect to `addr`, `GETLIST`, read.
+pub async fn fetch_listing(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+) -> Result<(String, Vec<(Vec<u8>, String, u64)>), TransferError> {
+    let deadline = Instant::now() + timeouts.setup;
+    let mut s = connect_greeted(addr, deadline).await?;
     s.write_all(b"GETLIST").await?;
     read_listing(&mut s, 16 << 20, timeouts.idle).await
 }
@@ -852,13 +858,7 @@ pub async fn push_listing(
     timeouts: Timeouts,
 ) -> Result<(), TransferError> {
     let deadline = Instant::now() + timeouts.setup;
-    let mut s = timeout_at(deadline, TcpStream::connect(addr))
-        .await
-        .map_err(|_| TransferError::Timeout("connecting"))?
-        .map_err(|source| TransferError::Connect { addr, source })?;
-    if read_one(&mut s, deadline).await? != b'1' {
-        return Err(TransferError::Protocol("no greeting".into()));
-    }
+    let mut s = connect_greeted(addr, deadline).await?;
     s.write_all(b"SENDLIST ").await?;
     timeout(timeouts.idle, s.write_all(listing))
         .await
@@ -876,13 +876,7 @@ pub async fn push_upload(
     timeouts: Timeouts,
 ) -> Result<u64, TransferError> {
     let deadline = Instant::now() + timeouts.setup;
-    let mut s = timeout_at(deadline, TcpStream::connect(addr))
-        .await
-        .map_err(|_| TransferError::Timeout("connecting"))?
-        .map_err(|source| TransferError::Connect { addr, source })?;
-    if read_one(&mut s, deadline).await? != b'1' {
-        return Err(TransferError::Protocol("no greeting".into()));
-    }
+    let mut s = connect_greeted(addr, deadline).await?;
     let size = fs::metadata(&file.path).await?.len();
     s.write_all(b"SEND").await?;
     let line = Line::new()
@@ -974,13 +968,7 @@ pub async fn download(
 ) -> Result<Downloaded, TransferError> {
     let (offset, size) = (part.offset, part.state.size);
     let deadline = Instant::now() + timeouts.setup;
-    let mut s = timeout_at(deadline, TcpStream::connect(addr))
-        .await
-        .map_err(|_| TransferError::Timeout("connecting"))?
-        .map_err(|source| TransferError::Connect { addr, source })?;
-    if read_one(&mut s, deadline).await? != b'1' {
-        return Err(TransferError::Protocol("no greeting".into()));
-    }
+    let mut s = connect_greeted(addr, deadline).await?;
     s.write_all(b"GET").await?;
     s.flush().await?;
     let overlap = offset.min(RESUME_OVERLAP);

@@ -324,27 +324,32 @@ impl<L: Links> Engine<L> {
                     self.table_error(conn, "QRP updates faster than they can be read".into());
                 }
             }
-            Decoding::Idle(_) => {
-                let Decoding::Idle(assembler) = std::mem::replace(
-                    &mut peer.decoding,
-                    Decoding::Busy {
-                        queued: Vec::new(),
-                        bytes: 0,
-                    },
-                ) else {
-                    unreachable!("matched Idle")
-                };
-                let job = TableJob {
-                    conn,
-                    assembler,
-                    payloads: vec![(payload.clone(), now)],
-                    leaf: peer.info.link == Link::ToLeaf,
-                    max_fill: self.max_table_fill,
-                };
-                if let Some(done) = self.links.decode_tables(job) {
-                    self.tables_decoded(done);
-                }
-            }
+            Decoding::Idle(_) => self.start_job(conn, vec![(payload.clone(), now)]),
+        }
+    }
+
+    /// Hands `payloads` with `conn`'s assembler to a [`TableJob`]; the link is
+    /// busy until the job is done.
+    fn start_job(&mut self, conn: ConnId, payloads: Vec<(bytes::Bytes, Instant)>) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let busy = Decoding::Busy {
+            queued: Vec::new(),
+            bytes: 0,
+        };
+        let Decoding::Idle(assembler) = std::mem::replace(&mut peer.decoding, busy) else {
+            unreachable!("a job starts only from an idle link")
+        };
+        let job = TableJob {
+            conn,
+            assembler,
+            payloads,
+            leaf: peer.info.link == Link::ToLeaf,
+            max_fill: self.max_table_fill,
+        };
+        if let Some(done) = self.links.decode_tables(job) {
+            self.tables_decoded(done);
         }
     }
 
@@ -385,27 +390,8 @@ impl<L: Links> Engine<L> {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        if queued.is_empty() || peer.closing {
-            return;
-        }
-        let Decoding::Idle(assembler) = std::mem::replace(
-            &mut peer.decoding,
-            Decoding::Busy {
-                queued: Vec::new(),
-                bytes: 0,
-            },
-        ) else {
-            unreachable!("just set Idle")
-        };
-        let job = TableJob {
-            conn,
-            assembler,
-            payloads: queued,
-            leaf: peer.info.link == Link::ToLeaf,
-            max_fill: self.max_table_fill,
-        };
-        if let Some(done) = self.links.decode_tables(job) {
-            self.tables_decoded(done);
+        if !queued.is_empty() && !peer.closing {
+            self.start_job(conn, queued);
         }
     }
 

@@ -34,13 +34,9 @@ pub fn placeholder(n: usize) -> bytes::Bytes {
     bytes::Bytes::from_static(&PLACEHOLDER[..n])
 }
 
-fn is_placeholder(b: &[u8]) -> bool {
-    let start = PLACEHOLDER.as_ptr() as usize;
-    let p = b.as_ptr() as usize;
-    !b.is_empty() && p >= start && p < start + FRAME
-}
-
-/// A piece of a file that placeholder bytes stand for.
+/// A piece of a file that placeholder bytes stand for. (Only a `SendfileStream`
+/// reads one, and there is none where `sendfile` is missing.)
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct Span {
     file: Arc<File>,
     at: u64,
@@ -102,7 +98,13 @@ mod linux {
     use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
     use tokio::net::TcpStream;
 
-    use super::{FRAME, Spans, is_placeholder};
+    use super::{FRAME, PLACEHOLDER, Spans};
+
+    pub(super) fn is_placeholder(b: &[u8]) -> bool {
+        let start = PLACEHOLDER.as_ptr() as usize;
+        let p = b.as_ptr() as usize;
+        !b.is_empty() && p >= start && p < start + FRAME
+    }
 
     /// A TCP stream whose writes turn placeholders into `sendfile` calls.
     pub struct SendfileStream {

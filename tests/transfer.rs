@@ -598,6 +598,19 @@ async fn a_fasttrack_client_downloads_by_fth_as_gift_asks() {
     let a = get(addr, "/get/1/file.bin", "HEAD").await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("x-kazaa-username"), None);
+    // Our hits carry the FTH (GGEP `FTH`), for a FastTrack client to verify.
+    let mut seen = Vec::new();
+    search::search(
+        &addr.to_string(),
+        "file",
+        2,
+        Duration::from_secs(2),
+        1,
+        |h| seen.push((h.name.clone(), h.fth)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, [("file.bin".to_string(), Some(fth))]);
     n.shutdown().await;
 }
 

@@ -926,3 +926,269 @@ fn compressed_result_names_copy_the_earlier_result() {
     assert_eq!(&r.results[1].user[..], b"bob");
     assert_eq!(&r.results[1].network[..], b"KaZaA");
 }
+
+// ---------------------------------------------------------------------------
+// Property round trips
+
+mod props {
+    use std::net::Ipv4Addr;
+
+    use bytes::{Bytes, BytesMut};
+    use proptest::prelude::*;
+
+    use servent::fasttrack::cipher::{KNOWN_SEEDS, SUPPORTED_ENC_TYPES};
+    use servent::fasttrack::session::{ClientSession, Packet, ServerSession};
+    use servent::fasttrack::wire::{
+        FileRecord, Message, NetworkStats, NodeEntry, NodeInfo, PushForward, PushRequest, Query,
+        QueryReply, QueryResult, QueryTerm, Tag, dynint, put_dynint,
+    };
+
+    fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+    }
+
+    fn without(bad: u8, max: usize) -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(
+            any::<u8>().prop_filter("terminator", move |b| *b != bad),
+            0..max,
+        )
+        .prop_map(Bytes::from)
+    }
+
+    fn ip() -> impl Strategy<Value = Ipv4Addr> {
+        any::<u32>().prop_map(Ipv4Addr::from)
+    }
+
+    fn tag() -> impl Strategy<Value = Tag> {
+        (any::<u32>(), bytes(40)).prop_map(|(id, value)| Tag { id, value })
+    }
+
+    fn tags() -> impl Strategy<Value = Vec<Tag>> {
+        proptest::collection::vec(tag(), 0..6)
+    }
+
+    fn file() -> impl Strategy<Value = FileRecord> {
+        (any::<[u8; 20]>(), any::<u32>(), any::<u32>(), tags()).prop_map(
+            |(fth, file_id, size, tags)| FileRecord {
+                fth,
+                file_id,
+                size,
+                tags,
+            },
+        )
+    }
+
+    fn result() -> impl Strategy<Value = QueryResult> {
+        (
+            (ip(), any::<u16>(), any::<u8>()),
+            without(0x01, 20).prop_filter("compressed", |u| u.first() != Some(&0x02)),
+            without(0x00, 12),
+            (any::<[u8; 20]>(), any::<u32>(), any::<u32>(), tags()),
+        )
+            .prop_map(
+                |((ip, port, bandwidth), user, network, (fth, file_id, size, tags))| QueryResult {
+                    ip,
+                    port,
+                    bandwidth,
+                    user,
+                    network,
+                    fth,
+                    file_id,
+                    size,
+                    tags,
+                },
+            )
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            proptest::collection::vec(
+                (ip(), any::<u16>(), any::<u8>(), any::<u8>()).prop_map(
+                    |(ip, port, last_seen, load)| NodeEntry {
+                        ip,
+                        port,
+                        last_seen,
+                        load
+                    }
+                ),
+                0..20
+            )
+            .prop_map(Message::NodeList),
+            (ip(), any::<u16>(), any::<u8>(), bytes(32)).prop_map(|(ip, port, bandwidth, user)| {
+                Message::NodeInfo(NodeInfo {
+                    ip,
+                    port,
+                    bandwidth,
+                    user,
+                })
+            }),
+            (any::<u8>(), file()).prop_map(|(media, file)| Message::ShareFile { media, file }),
+            file().prop_map(Message::UnshareFile),
+            (
+                any::<u16>(),
+                any::<u16>(),
+                any::<u8>(),
+                proptest::collection::vec(
+                    (any::<u8>(), any::<u8>(), bytes(30)).prop_map(|(cmp, tag, value)| QueryTerm {
+                        cmp,
+                        tag,
+                        value
+                    }),
+                    0..4
+                )
+            )
+                .prop_map(|(max_results, id, realm, terms)| Message::Query(Query {
+                    max_results,
+                    id,
+                    realm,
+                    terms
+                })),
+            (
+                ip(),
+                any::<u16>(),
+                any::<u16>(),
+                proptest::collection::vec(result(), 0..5)
+            )
+                .prop_map(|(supernode_ip, supernode_port, id, results)| {
+                    Message::QueryReply(QueryReply {
+                        supernode_ip,
+                        supernode_port,
+                        id,
+                        results,
+                    })
+                }),
+            any::<u16>().prop_map(|id| Message::QueryEnd { id }),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u16>(),
+                any::<u16>(),
+                bytes(60)
+            )
+                .prop_map(|(users, files, size_mantissa, size_exponent, extra)| {
+                    Message::NetworkStats(NetworkStats {
+                        users,
+                        files,
+                        size_mantissa,
+                        size_exponent,
+                        extra,
+                    })
+                }),
+            (
+                (any::<u32>(), ip(), any::<u16>()),
+                (ip(), any::<u16>(), ip(), any::<u16>()),
+                bytes(20)
+            )
+                .prop_map(
+                    |((push_id, requester_ip, requester_port), (ti, tp, si, sp), u)| {
+                        Message::PushRequest(PushRequest {
+                            push_id,
+                            requester_ip,
+                            requester_port,
+                            target_ip: ti,
+                            target_port: tp,
+                            supernode_ip: si,
+                            supernode_port: sp,
+                            target_user: u,
+                        })
+                    }
+                ),
+            (any::<u32>(), ip(), any::<u16>()).prop_map(
+                |(push_id, requester_ip, requester_port)| {
+                    Message::PushForward(PushForward {
+                        push_id,
+                        requester_ip,
+                        requester_port,
+                    })
+                }
+            ),
+            bytes(20).prop_map(Message::NetworkName),
+            any::<u32>().prop_map(Message::ProtocolVersion),
+            ip().prop_map(Message::ExternalIp),
+            (any::<u8>(), bytes(40))
+                .prop_filter("a kind we parse", |(k, _)| ![
+                    0x00u8, 0x02, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0D, 0x1D, 0x22, 0x26, 0x2C
+                ]
+                .contains(k))
+                .prop_map(|(kind, payload)| Message::Unknown { kind, payload }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn dynint_round_trips(v in any::<u32>(), tail in bytes(4)) {
+            let mut out = BytesMut::new();
+            put_dynint(&mut out, v);
+            out.extend_from_slice(&tail);
+            prop_assert_eq!(dynint(&out), Ok((&tail[..], v)));
+        }
+
+        #[test]
+        fn tags_round_trip(t in tag()) {
+            let mut out = BytesMut::new();
+            t.encode(&mut out);
+            let Message::UnshareFile(f) = Message::parse(0x05, &{
+                let mut p = BytesMut::from(&[0u8; 20][..]);
+                p.extend_from_slice(&[0, 0, 1]);
+                p.extend_from_slice(&out);
+                p
+            }).unwrap() else { panic!() };
+            prop_assert_eq!(&f.tags[..], &[t][..]);
+        }
+
+        #[test]
+        fn messages_round_trip(m in message()) {
+            let wire = m.to_bytes();
+            let back = Message::parse(m.kind(), &wire).unwrap();
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(back.to_bytes(), wire);
+        }
+
+        #[test]
+        fn any_payload_parses_or_errs_and_reencodes_stably(kind in any::<u8>(), p in bytes(200)) {
+            if let Ok(m) = Message::parse(kind, &p) {
+                prop_assert_eq!(m.kind(), kind);
+                let wire = m.to_bytes();
+                let again = Message::parse(kind, &wire).unwrap();
+                prop_assert_eq!(again.to_bytes(), wire);
+            }
+        }
+
+        #[test]
+        fn sessions_round_trip(
+            seed_i in 0..KNOWN_SEEDS.len(),
+            client_seed_i in 0..KNOWN_SEEDS.len(),
+            enc_i in 0..SUPPORTED_ENC_TYPES.len(),
+            down in proptest::collection::vec(proptest::option::of(message()), 0..8),
+            up in proptest::collection::vec(proptest::option::of(message()), 0..8),
+            cut in 1usize..64,
+        ) {
+            let mut s = ServerSession::new(KNOWN_SEEDS[seed_i].0, SUPPORTED_ENC_TYPES[enc_i]).unwrap();
+            let mut c = ClientSession::new(KNOWN_SEEDS[client_seed_i].0, 0x29).unwrap();
+            // None = a ping.
+            for m in &down {
+                match m { Some(m) => s.send_message(m).unwrap(), None => s.send_ping() }
+            }
+            for m in &up {
+                match m { Some(m) => c.send_message(m).unwrap(), None => c.send_ping() }
+            }
+            let mut at_server = Vec::new();
+            let mut at_client = Vec::new();
+            for _ in 0..4 {
+                for chunk in c.take_output().chunks(cut) {
+                    s.receive(chunk).unwrap();
+                    while let Some(p) = s.poll_packet().unwrap() { at_server.push(p); }
+                }
+                for chunk in s.take_output().chunks(cut) {
+                    c.receive(chunk).unwrap();
+                    while let Some(p) = c.poll_packet().unwrap() { at_client.push(p); }
+                }
+            }
+            let read = |ps: &[Packet]| -> Vec<Option<Message>> {
+                ps.iter().map(|p| p.parse().map(|r| r.unwrap())).collect()
+            };
+            prop_assert_eq!(read(&at_client), down);
+            prop_assert_eq!(read(&at_server), up);
+        }
+    }
+}

@@ -317,6 +317,13 @@ impl ServerSession {
     pub fn buffered(&self) -> usize {
         self.stream.buffered()
     }
+
+    /// How many more bytes `receive` takes now: read at most this much from the
+    /// socket (after taking every packet), and `BufferFull` never comes from a
+    /// well-behaved user.
+    pub fn room(&self) -> usize {
+        self.stream.limits.max_buffer - self.stream.buffered()
+    }
 }
 
 /// A user node's end of a session (what giFT-FastTrack does), for tests and for
@@ -442,5 +449,10 @@ impl ClientSession {
 
     pub fn buffered(&self) -> usize {
         self.stream.buffered()
+    }
+
+    /// How many more bytes `receive` takes now.
+    pub fn room(&self) -> usize {
+        self.stream.limits.max_buffer - self.stream.buffered()
     }
 }

@@ -8,11 +8,13 @@
 //!   0x08, 0x40 and their combinations) and the masks of the seeds we answer with.
 //! - [`session`]: a sans-I/O session for each role, fed bytes and asked for
 //!   packets, with every buffer bounded.
+//! - [`hash`]: the file hashes (FTH, file id, kzhash).
 //!
 //! `protocol-spec/fasttrack.md` describes the formats and why we support the
-//! encryption types we do.
+//! encryption types we do; `protocol-spec/fasttrack-hashes.md` the hashes.
 
 pub mod cipher;
+pub mod hash;
 pub mod session;
 pub mod wire;
 

@@ -526,8 +526,8 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
         t0,
     );
     let mut rebuilt = QrpTable::new(TABLE_LEN).unwrap();
-    for f in e.library.files() {
-        rebuilt.insert_text(&f.name);
+    for f in e.library.view().files() {
+        rebuilt.insert_text(f.name);
         if let Some(u) = &f.sha1 {
             rebuilt.insert_keyword(&urn_keyword(u));
         }

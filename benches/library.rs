@@ -421,6 +421,12 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 fn main() {
     // `cargo test --benches` runs this without `--bench`: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
+    // `LIBRARY_BENCH=startup` (or `hashing`) runs that part alone, for a profile.
+    match std::env::var("LIBRARY_BENCH").as_deref() {
+        Ok("startup") => return startup(if quick { 2_000 } else { 100_000 }, 3),
+        Ok("hashing") => return hashing(2_000, 64 * 1024, 3),
+        _ => {}
+    }
     let vocab = vocabulary(20_000);
     let sizes: &[usize] = if quick {
         &[20_000]

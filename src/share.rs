@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha1::{Digest, Sha1};
 
+use crate::fasttrack::hash::{self as fthash, Fth, FthHasher};
 use crate::wire::huge::Sha1Urn;
 
 /// A regular file found under a share root.
@@ -193,6 +194,58 @@ pub fn hash_file_until(path: &Path, stop: impl Fn() -> bool) -> io::Result<Sha1U
     Ok(Sha1Urn(hasher.finalize().into()))
 }
 
+/// The SHA-1 and the FastTrack hash of a file, from one read of its content
+/// (64 KiB blocks), giving up with [`io::ErrorKind::Interrupted`] as soon as
+/// `stop` returns true. A file that is not `size` bytes long (the size it was
+/// found with), or whose length changes while it is read, fails with
+/// [`io::ErrorKind::InvalidData`]: hashes are cached for the size and time a
+/// file was found with, so they must be of that content (a rescan sees the
+/// change and hashes it again).
+pub fn hash_file_both_until(
+    path: &Path,
+    size: u64,
+    stop: impl Fn() -> bool,
+) -> io::Result<(Sha1Urn, Fth)> {
+    let mut f = fs::File::open(path)?;
+    if f.metadata()?.len() != size {
+        return Err(changed());
+    }
+    let mut sha = Sha1::new();
+    let mut fth = FthHasher::new(size);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if stop() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        fth.update(&buf[..n]);
+    }
+    let fth = fth.finish().map_err(|_| changed())?;
+    Ok((Sha1Urn(sha.finalize().into()), fth))
+}
+
+fn changed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "file changed size since it was found",
+    )
+}
+
+/// The FastTrack hash alone, for a file whose SHA-1 is known: only the parts
+/// the FTH covers are read (the head, a block per power of two of the size, the
+/// tail). A file not of length `size` any more fails.
+pub fn fth_file(path: &Path, size: u64) -> io::Result<Fth> {
+    let mut f = fs::File::open(path)?;
+    if f.metadata()?.len() != size {
+        return Err(changed());
+    }
+    fthash::fth_of_reader(&mut io::BufReader::with_capacity(64 * 1024, &mut f), size)
+}
+
 /// What a cached hash is valid for: the same path, size and modification time
 /// (in nanoseconds since the Unix epoch, as whole seconds and the rest, so an
 /// entry needs no 16-byte alignment).
@@ -234,14 +287,18 @@ struct Cached {
     has_urn: bool,
     /// Found by the current scans (see [`HashCache::note`]).
     known: bool,
+    has_fth: bool,
     urn: [u8; 20],
+    fth: [u8; 20],
 }
 
 /// Hashes remembered between runs, keyed by path, size and modification time.
 ///
-/// Stored as text, one file per line: `<base32 sha1> <size> <mtime ns> <path>`.
-/// Lines that do not parse are ignored, so a damaged cache costs rehashing, never a
-/// wrong hash: an entry is used only when size and time still match the file.
+/// Stored as text, one file per line: `<base32 sha1>[,<hex fth>] <size> <mtime
+/// ns> <path>`; the FastTrack hash is optional (caches written before it existed
+/// have none: such files get it computed and added later). Lines that do not
+/// parse are ignored, so a damaged cache costs rehashing, never a wrong hash: an
+/// entry is used only when size and time still match the file.
 ///
 /// A node also keeps here what it knows of every shared file (the size and
 /// time it was indexed at, [`HashCache::note`]), so each path is held once
@@ -286,6 +343,13 @@ impl HashCache {
             else {
                 continue;
             };
+            let (sha, fth) = match sha.split_once(',') {
+                Some((sha, fth)) => match Fth::from_hex(fth.as_bytes()) {
+                    Ok(f) => (sha, Some(f)),
+                    Err(_) => continue,
+                },
+                None => (sha, None),
+            };
             let (Ok(urn), Ok(size), Ok(mtime_ns)) = (
                 Sha1Urn::from_base32(sha.as_bytes()),
                 size.parse(),
@@ -302,7 +366,9 @@ impl HashCache {
                     stamp,
                     has_urn: true,
                     known: false,
+                    has_fth: fth.is_some(),
                     urn: urn.0,
+                    fth: fth.map(|f| f.0).unwrap_or_default(),
                 },
             );
         }
@@ -325,8 +391,13 @@ impl HashCache {
                     continue;
                 }
                 let urn = Sha1Urn(c.urn);
-                let st = c.stamp;
-                writeln!(out, "{} {} {} {}", urn.base32(), st.size, st.mtime_ns(), p)?;
+                let fth = if c.has_fth {
+                    format!(",{}", Fth(c.fth).hex())
+                } else {
+                    String::new()
+                };
+                let (size, mtime) = (c.stamp.size, c.stamp.mtime_ns());
+                writeln!(out, "{}{fth} {size} {mtime} {p}", urn.base32())?;
             }
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
@@ -339,14 +410,38 @@ impl HashCache {
         (c.has_urn && c.stamp == stamp(file.size, file.mtime)).then_some(Sha1Urn(c.urn))
     }
 
-    /// Remembers the hash of `file`.
+    /// The cached FastTrack hash of `file`, if it is still valid.
+    pub fn get_fth(&self, file: &FoundFile) -> Option<Fth> {
+        let c = self.entries.get(file.path.as_path())?;
+        (c.has_urn && c.has_fth && c.stamp == stamp(file.size, file.mtime)).then_some(Fth(c.fth))
+    }
+
+    /// Remembers the SHA-1 of `file` (keeping its FastTrack hash if the entry
+    /// is for the same content).
     pub fn insert(&mut self, file: &FoundFile, urn: Sha1Urn) {
+        self.put(file, urn, None);
+    }
+
+    /// Remembers both hashes of `file`.
+    pub fn insert_both(&mut self, file: &FoundFile, urn: Sha1Urn, fth: Fth) {
+        self.put(file, urn, Some(fth));
+    }
+
+    fn put(&mut self, file: &FoundFile, urn: Sha1Urn, fth: Option<Fth>) {
         let stamp = stamp(file.size, file.mtime);
         match self.entries.get_mut(file.path.as_path()) {
             Some(c) => {
+                let same = c.has_urn && c.stamp == stamp && c.urn == urn.0;
                 c.stamp = stamp;
                 c.has_urn = true;
                 c.urn = urn.0;
+                match fth {
+                    Some(f) => {
+                        c.has_fth = true;
+                        c.fth = f.0;
+                    }
+                    None => c.has_fth &= same,
+                }
             }
             None => {
                 self.entries.insert(
@@ -355,7 +450,9 @@ impl HashCache {
                         stamp,
                         has_urn: true,
                         known: false,
+                        has_fth: fth.is_some(),
                         urn: urn.0,
+                        fth: fth.map(|f| f.0).unwrap_or_default(),
                     },
                 );
             }
@@ -377,6 +474,7 @@ impl HashCache {
                 if c.stamp != stamp {
                     c.stamp = stamp;
                     c.has_urn = false;
+                    c.has_fth = false;
                 }
                 c.known = true;
                 noted
@@ -388,7 +486,9 @@ impl HashCache {
                         stamp,
                         has_urn: false,
                         known: true,
+                        has_fth: false,
                         urn: [0; 20],
+                        fth: [0; 20],
                     },
                 );
                 Noted::New
@@ -563,6 +663,76 @@ mod tests {
         let damaged = HashCache::load(&cache_file).unwrap();
         assert_eq!(damaged.len(), 1);
         assert_eq!(damaged.get(file), Some(urn));
+    }
+
+    #[test]
+    fn both_hashes_in_one_read_and_in_the_cache() {
+        let t = TempDir::new("fth");
+        let content: Vec<u8> = (0..700_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+        write(&t.0.join("share/big file.bin"), &content);
+        write(&t.0.join("share/old.txt"), b"old");
+        let (found, _) = scan(&[t.0.join("share")]);
+        let big = found.iter().find(|f| f.name == "big file.bin").unwrap();
+        let old = found.iter().find(|f| f.name == "old.txt").unwrap();
+        let (urn, fth) = hash_file_both_until(&big.path, big.size, || false).unwrap();
+        assert_eq!(urn, Sha1Urn::digest(&content));
+        assert_eq!(fth, fthash::fth(&content));
+        assert_eq!(fth_file(&big.path, big.size).unwrap(), fth);
+        assert_eq!(
+            fth_file(&big.path, big.size + 1).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let stopped = hash_file_both_until(&big.path, big.size, || true).unwrap_err();
+        assert_eq!(stopped.kind(), io::ErrorKind::Interrupted);
+        let grown = hash_file_both_until(&big.path, big.size - 1, || false).unwrap_err();
+        assert_eq!(grown.kind(), io::ErrorKind::InvalidData);
+
+        // A cache written before the FastTrack hash existed: SHA-1 only.
+        let cache_file = t.0.join("hashes");
+        let old_urn = Sha1Urn::digest(b"old");
+        let mtime_ns = |f: &FoundFile| f.mtime.duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        fs::write(
+            &cache_file,
+            format!(
+                "{} {} {} {}\n",
+                old_urn.base32(),
+                old.size,
+                mtime_ns(old),
+                old.path.display()
+            ),
+        )
+        .unwrap();
+        let mut cache = HashCache::load(&cache_file).unwrap();
+        assert_eq!(cache.get(old), Some(old_urn));
+        assert_eq!(cache.get_fth(old), None, "to be filled in");
+        cache.insert_both(big, urn, fth);
+        // Inserting the same SHA-1 again keeps the FTH; another one drops it.
+        cache.insert(big, urn);
+        assert_eq!(cache.get_fth(big), Some(fth));
+        cache.save(&cache_file).unwrap();
+        let text = fs::read_to_string(&cache_file).unwrap();
+        assert!(
+            text.contains(&format!("{},{} ", urn.base32(), fth.hex())),
+            "{text}"
+        );
+        let back = HashCache::load(&cache_file).unwrap();
+        assert_eq!(back.get(big), Some(urn));
+        assert_eq!(back.get_fth(big), Some(fth));
+        assert_eq!((back.get(old), back.get_fth(old)), (Some(old_urn), None));
+        // Stale for a changed file.
+        let touched = FoundFile {
+            mtime: big.mtime + Duration::from_secs(1),
+            ..big.clone()
+        };
+        assert_eq!(back.get_fth(&touched), None);
+        let mut other = back;
+        other.insert(big, old_urn);
+        assert_eq!(other.get_fth(big), None);
+        // A damaged FTH field loses the line, never yields a wrong hash.
+        let bad = text.replace(&format!(",{}", fth.hex()), ",zz");
+        fs::write(&cache_file, bad).unwrap();
+        let damaged = HashCache::load(&cache_file).unwrap();
+        assert_eq!((damaged.get(big), damaged.len()), (None, 1));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The index of shared files: look-ups by keywords and by SHA-1, no I/O.
+//! The index of shared files: look-ups by keywords, by SHA-1 and by FastTrack
+//! hash, no I/O.
 //!
 //! Keywords are folded exactly as for QRP tables ([`crate::wire::qrp`]: NFKD, marks
 //! removed, Unicode lower case, split on anything not alphanumeric), and a file is
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
+use crate::fasttrack::hash::Fth;
 use crate::wire::huge::Sha1Urn;
 use crate::wire::qrp::{for_each_table_keyword, split_keywords};
 
@@ -47,6 +49,8 @@ pub struct SharedFile {
     pub mtime: SystemTime,
     /// Known once the file has been hashed.
     pub sha1: Option<Sha1Urn>,
+    /// The FastTrack hash (FTH), computed with the SHA-1.
+    pub fth: Option<Fth>,
 }
 
 /// One shared file as the library holds it, borrowed.
@@ -58,6 +62,7 @@ pub struct FileRef<'a> {
     pub size: u64,
     pub mtime: SystemTime,
     pub sha1: Option<Sha1Urn>,
+    pub fth: Option<Fth>,
     store: &'a Store,
     slot: u32,
 }
@@ -77,6 +82,7 @@ impl FileRef<'_> {
             size: self.size,
             mtime: self.mtime,
             sha1: self.sha1,
+            fth: self.fth,
         }
     }
 }
@@ -106,8 +112,28 @@ impl Served {
     /// A file with this SHA-1 (the one with the lowest index).
     pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<Arc<SharedFile>> {
         let store = self.read();
-        let slot = store.first_with(urn)?;
+        let slot = store.first_with(SHA1, &urn.0)?;
         store.servable(slot)
+    }
+
+    /// A file with this FastTrack hash (the one with the lowest index).
+    pub fn by_fth(&self, fth: &Fth) -> Option<Arc<SharedFile>> {
+        let store = self.read();
+        let slot = store.first_with(FTH, &fth.0)?;
+        store.servable(slot)
+    }
+
+    /// The file with this FastTrack file id and exactly this name.
+    pub fn by_file_id(&self, id: u16, name: &str) -> Option<Arc<SharedFile>> {
+        let store = self.read();
+        store
+            .by_file_id
+            .get(&id)?
+            .iter()
+            .filter_map(|&i| store.slot_of(i))
+            .filter(|&s| store.records[s].dir != NO_DIR)
+            .find(|&s| store.name(&store.records[s]) == name)
+            .and_then(|s| store.servable(s))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Store> {
@@ -121,7 +147,7 @@ impl Served {
     }
 }
 
-/// A file's fixed-size record (56 bytes).
+/// A file's fixed-size record (80 bytes).
 #[derive(Clone, Copy, Debug)]
 struct Record {
     /// 0 for a free slot (indexes are never 0).
@@ -133,20 +159,46 @@ struct Record {
     name_off: u32,
     name_len: u16,
     file_len: u16,
-    /// The modification time's nanoseconds, and [`HAS_SHA1`].
+    /// The modification time's nanoseconds, and [`HAS_SHA1`], [`HAS_FTH`].
     nanos: u32,
     secs: i64,
     size: u64,
     sha1: [u8; 20],
+    fth: [u8; 20],
 }
 
 /// In `Record::nanos` (which never reach 2^30): the SHA-1 is known.
 const HAS_SHA1: u32 = 1 << 31;
+/// In `Record::nanos`: the FastTrack hash is known.
+const HAS_FTH: u32 = 1 << 30;
+
+/// The digests files are looked up by: which one, in `Store::by_digest`.
+const SHA1: usize = 0;
+const FTH: usize = 1;
 
 impl Record {
     fn has_sha1(&self) -> bool {
         self.nanos & HAS_SHA1 != 0
     }
+
+    fn has_fth(&self) -> bool {
+        self.nanos & HAS_FTH != 0
+    }
+
+    fn digest(&self, which: usize) -> Option<&[u8; 20]> {
+        match which {
+            SHA1 => self.has_sha1().then_some(&self.sha1),
+            _ => self.has_fth().then_some(&self.fth),
+        }
+    }
+}
+
+/// Files by a digest: the lowest index's slot for each, and every index of a
+/// digest several files have.
+#[derive(Debug, Default)]
+struct ByDigest {
+    first: HashTable<u32>,
+    shared: HashMap<[u8; 20], BTreeSet<u32>>,
 }
 
 /// The records, in chunks of a fixed size, so a growing library never holds
@@ -297,10 +349,11 @@ struct Store {
     odd_paths: HashMap<u32, PathBuf>,
     /// Slots by index.
     by_index: HashTable<u32>,
-    /// The slot of the lowest-index file of each SHA-1.
-    by_sha1: HashTable<u32>,
-    /// Every index of a SHA-1 that several files have.
-    shared_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
+    /// By SHA-1 and by FastTrack hash.
+    by_digest: [ByDigest; 2],
+    /// Indexes by FastTrack file id (14 bits of the FTH), for the
+    /// `/<file id>/<name>` requests.
+    by_file_id: HashMap<u16, Vec<u32>>,
     /// Slots by directory and file name (files with a path).
     by_path: HashTable<u32>,
     hasher: RandomState,
@@ -332,8 +385,9 @@ impl Store {
             index: r.index,
             name: self.name(r),
             size: r.size,
-            mtime: from_parts(r.secs, r.nanos & !HAS_SHA1),
+            mtime: from_parts(r.secs, r.nanos & !(HAS_SHA1 | HAS_FTH)),
             sha1: r.has_sha1().then_some(Sha1Urn(r.sha1)),
+            fth: r.has_fth().then_some(Fth(r.fth)),
             store: self,
             slot,
         }
@@ -357,20 +411,21 @@ impl Store {
             .copied()
     }
 
-    fn first_with(&self, urn: &Sha1Urn) -> Option<u32> {
-        self.by_sha1
-            .find(self.hasher.hash_one(urn.0), |&s| {
-                self.records[s].sha1 == urn.0
+    fn first_with(&self, which: usize, d: &[u8; 20]) -> Option<u32> {
+        self.by_digest[which]
+            .first
+            .find(self.hasher.hash_one(d), |&s| {
+                self.records[s].digest(which) == Some(d)
             })
             .copied()
     }
 
     /// Every index with this SHA-1, in order.
     fn indexes_with(&self, urn: &Sha1Urn) -> Vec<u32> {
-        match self.shared_sha1.get(urn) {
+        match self.by_digest[SHA1].shared.get(&urn.0) {
             Some(set) => set.iter().copied().collect(),
             None => self
-                .first_with(urn)
+                .first_with(SHA1, &urn.0)
                 .map(|s| vec![self.records[s].index])
                 .unwrap_or_default(),
         }
@@ -418,6 +473,7 @@ impl Store {
             secs,
             size,
             sha1: sha1.map(|u| u.0).unwrap_or_default(),
+            fth: [0; 20],
         };
         if let Some(path) = path {
             match split_path(path).filter(|(_, f)| f.len() <= usize::from(u16::MAX)) {
@@ -463,59 +519,105 @@ impl Store {
             });
         }
         if let Some(u) = sha1 {
-            self.add_sha1(slot, u);
+            self.add_digest(SHA1, slot, u.0);
         }
     }
 
-    fn add_sha1(&mut self, slot: u32, urn: Sha1Urn) {
+    /// Files `slot` under digest `d` (already in its record).
+    fn add_digest(&mut self, which: usize, slot: u32, d: [u8; 20]) {
         let index = self.records[slot].index;
-        match self.first_with(&urn) {
+        if which == FTH {
+            let ids = self.by_file_id.entry(Fth(d).file_id()).or_default();
+            if let Err(at) = ids.binary_search(&index) {
+                ids.insert(at, index);
+            }
+        }
+        match self.first_with(which, &d) {
             None => {
                 let (records, hasher) = (&self.records, &self.hasher);
-                self.by_sha1
-                    .insert_unique(hasher.hash_one(urn.0), slot, |&s| {
-                        hasher.hash_one(records[s].sha1)
+                self.by_digest[which]
+                    .first
+                    .insert_unique(hasher.hash_one(d), slot, |&s| {
+                        hasher.hash_one(records[s].digest(which).expect("filed"))
                     });
             }
             Some(first) => {
                 let first_index = self.records[first].index;
-                self.shared_sha1
-                    .entry(urn)
+                self.by_digest[which]
+                    .shared
+                    .entry(d)
                     .or_insert_with(|| BTreeSet::from([first_index]))
                     .insert(index);
                 if index < first_index {
-                    self.point_sha1(&urn, slot);
+                    self.point(which, &d, slot);
                 }
             }
         }
     }
 
-    /// Makes the SHA-1 table's entry for `urn` (which exists) name `slot`.
-    fn point_sha1(&mut self, urn: &Sha1Urn, slot: u32) {
-        let h = self.hasher.hash_one(urn.0);
+    /// Makes the table's entry for `d` (which exists) name `slot`.
+    fn point(&mut self, which: usize, d: &[u8; 20], slot: u32) {
+        let h = self.hasher.hash_one(d);
         let records = &self.records;
-        if let Some(s) = self.by_sha1.find_mut(h, |&s| records[s].sha1 == urn.0) {
+        if let Some(s) = self.by_digest[which]
+            .first
+            .find_mut(h, |&s| records[s].digest(which) == Some(d))
+        {
             *s = slot;
         }
     }
 
-    fn remove_sha1(&mut self, slot: u32, urn: &Sha1Urn) {
+    /// Unfiles `slot` from digest `d` (still in its record).
+    fn remove_digest(&mut self, which: usize, slot: u32, d: &[u8; 20]) {
         let index = self.records[slot].index;
-        if let Some(set) = self.shared_sha1.get_mut(urn) {
+        if which == FTH {
+            let id = Fth(*d).file_id();
+            if let Some(ids) = self.by_file_id.get_mut(&id) {
+                ids.retain(|&i| i != index);
+                if ids.is_empty() {
+                    self.by_file_id.remove(&id);
+                }
+            }
+        }
+        if let Some(set) = self.by_digest[which].shared.get_mut(d) {
             set.remove(&index);
             let next = *set.first().expect("two or more");
             if set.len() == 1 {
-                self.shared_sha1.remove(urn);
+                self.by_digest[which].shared.remove(d);
             }
             if let Some(s) = self.slot_of(next) {
-                self.point_sha1(urn, s);
+                self.point(which, d, s);
             }
             return;
         }
-        let h = self.hasher.hash_one(urn.0);
-        if let Ok(e) = self.by_sha1.find_entry(h, |&s| s == slot) {
+        let h = self.hasher.hash_one(d);
+        if let Ok(e) = self.by_digest[which].first.find_entry(h, |&s| s == slot) {
             e.remove();
         }
+    }
+
+    /// Sets (or replaces) a digest of the file in `slot`.
+    fn set_digest(&mut self, which: usize, slot: u32, d: [u8; 20]) {
+        let r = self.records[slot];
+        if let Some(old) = r.digest(which) {
+            if *old == d {
+                return;
+            }
+            let old = *old;
+            self.remove_digest(which, slot, &old);
+        }
+        let r = &mut self.records[slot];
+        match which {
+            SHA1 => {
+                r.sha1 = d;
+                r.nanos |= HAS_SHA1;
+            }
+            _ => {
+                r.fth = d;
+                r.nanos |= HAS_FTH;
+            }
+        }
+        self.add_digest(which, slot, d);
     }
 
     /// Takes the file out; its record as it was.
@@ -524,7 +626,10 @@ impl Store {
         let shared = self.file(slot).to_shared();
         let r = self.records[slot];
         if let Some(u) = shared.sha1 {
-            self.remove_sha1(slot, &u);
+            self.remove_digest(SHA1, slot, &u.0);
+        }
+        if let Some(f) = shared.fth {
+            self.remove_digest(FTH, slot, &f.0);
         }
         if let Ok(e) = self
             .by_index
@@ -822,20 +927,17 @@ impl Library {
     /// Records a file's SHA-1 once it has been computed.
     pub fn set_sha1(&mut self, index: u32, urn: Sha1Urn) {
         let mut store = self.served.write();
-        let Some(slot) = store.slot_of(index) else {
-            return;
-        };
-        let r = store.records[slot];
-        if r.has_sha1() {
-            if r.sha1 == urn.0 {
-                return;
-            }
-            store.remove_sha1(slot, &Sha1Urn(r.sha1));
+        if let Some(slot) = store.slot_of(index) {
+            store.set_digest(SHA1, slot, urn.0);
         }
-        let r = &mut store.records[slot];
-        r.sha1 = urn.0;
-        r.nanos |= HAS_SHA1;
-        store.add_sha1(slot, urn);
+    }
+
+    /// Records a file's FastTrack hash once it has been computed.
+    pub fn set_fth(&mut self, index: u32, fth: Fth) {
+        let mut store = self.served.write();
+        if let Some(slot) = store.slot_of(index) {
+            store.set_digest(FTH, slot, fth.0);
+        }
     }
 
     /// Removes a file; returns it if it was shared.
@@ -861,7 +963,12 @@ impl View<'_> {
 
     /// A file with this SHA-1, if any is shared (the one with the lowest index).
     pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<FileRef<'_>> {
-        Some(self.store.file(self.store.first_with(urn)?))
+        Some(self.store.file(self.store.first_with(SHA1, &urn.0)?))
+    }
+
+    /// A file with this FastTrack hash, if any is shared.
+    pub fn by_fth(&self, fth: &Fth) -> Option<FileRef<'_>> {
+        Some(self.store.file(self.store.first_with(FTH, &fth.0)?))
     }
 
     /// Every file, in index order.
@@ -1031,6 +1138,39 @@ mod tests {
         assert_eq!(l.view().by_sha1(&urn).unwrap().index, three);
         assert_eq!(l.len(), 2);
         assert_eq!(l.total_size(), 105);
+    }
+
+    #[test]
+    fn fth_lookups_follow_the_file() {
+        let mut l = lib(&["one.txt", "two.txt"]);
+        let fth = crate::fasttrack::hash::fth(b"one");
+        let one = l.view().search("one", &[], 10)[0].index;
+        assert!(l.view().by_fth(&fth).is_none());
+        l.set_fth(one, fth);
+        assert_eq!(l.view().by_fth(&fth).unwrap().index, one);
+        assert_eq!(l.view().get(one).unwrap().fth, Some(fth));
+        let served = l.served();
+        assert_eq!(served.by_fth(&fth).unwrap().name, "one.txt");
+        assert_eq!(
+            served.by_file_id(fth.file_id(), "one.txt").unwrap().index,
+            one
+        );
+        assert!(served.by_file_id(fth.file_id(), "two.txt").is_none());
+        assert!(served.by_file_id(fth.file_id() ^ 1, "one.txt").is_none());
+        // A new FTH (the file changed) replaces the old one in both views.
+        let fth2 = crate::fasttrack::hash::fth(b"one, changed");
+        l.set_fth(one, fth2);
+        assert!(l.view().by_fth(&fth).is_none() && served.by_fth(&fth).is_none());
+        assert!(served.by_file_id(fth.file_id(), "one.txt").is_none());
+        assert_eq!(served.by_fth(&fth2).unwrap().index, one);
+        l.remove(one);
+        assert!(l.view().by_fth(&fth2).is_none() && served.by_fth(&fth2).is_none());
+        // Another node's file has no path: never in the served view.
+        l.add_at(77, "theirs.txt", 3, None);
+        l.set_fth(77, fth);
+        assert_eq!(l.view().by_fth(&fth).unwrap().index, 77);
+        assert!(served.by_fth(&fth).is_none());
+        assert!(served.get(77).is_none());
     }
 
     #[test]

@@ -496,6 +496,7 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
                 size: 1,
                 mtime: SystemTime::UNIX_EPOCH,
                 urn,
+                fth: None,
             },
             t0,
         )
@@ -507,6 +508,7 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
             path: PathBuf::from("/s/song of songs.mp3"),
             size: 1,
             urn: Sha1Urn::digest(b"y"),
+            fth: crate::fasttrack::hash::fth(b"y"),
         },
         t0,
     );
@@ -522,6 +524,7 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
             path: PathBuf::from("/s/song of songs.mp3"),
             size: 1,
             urn: Sha1Urn::digest(b"z"),
+            fth: crate::fasttrack::hash::fth(b"z"),
         },
         t0,
     );
@@ -542,6 +545,12 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
         "words other files still have stay"
     );
     assert!(!rebuilt.contains_keyword(&urn_keyword(&Sha1Urn::digest(b"y"))));
+    // The FastTrack hash follows the SHA-1: the new one in, the old one out.
+    let fth = |b: &[u8]| crate::fasttrack::hash::fth(b);
+    let view = e.library.view();
+    let song = view.by_fth(&fth(b"z")).map(|f| f.name);
+    assert_eq!(song, Some("song of songs.mp3"));
+    assert!(view.by_fth(&fth(b"y")).is_none());
 }
 
 #[test]

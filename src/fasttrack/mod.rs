@@ -1,0 +1,3 @@
+//! FastTrack (KaZaA): what servent speaks of it.
+
+pub mod hash;

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod fasttrack;
 pub mod framing;
 pub mod napster;
 pub mod node;

@@ -1,0 +1,4 @@
+//! FastTrack (KaZaA, Grokster, iMesh): the supernode that giFT-FastTrack users
+//! log in to.
+
+pub mod supernode;

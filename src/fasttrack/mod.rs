@@ -1,4 +1,80 @@
-//! FastTrack (KaZaA, Grokster, iMesh): the supernode that giFT-FastTrack users
-//! log in to.
+//! FastTrack (KaZaA, Grokster, iMesh), the user-node ↔ supernode protocol that
+//! giFT-FastTrack clients speak, laid out like `napster`: formats without I/O
+//! here, decisions in a core, sockets in a shell.
+//!
+//! - [`wire`]: `dynint`, tags, the handshake words, the `0x4B` message header with
+//!   its `xinu` permutation, and every message both ways, as typed values.
+//! - [`cipher`]: the session cipher for the encryption types we implement (0x01,
+//!   0x08, 0x40 and their combinations) and the masks of the seeds we answer with.
+//! - [`supernode`]: the supernode's decisions (users, shares, searches, pushes,
+//!   keep-alive), no I/O, fed typed messages with the time passed in;
+//! - [`server`]: its async shell, one task per user session, started by the node;
+//! - [`session`]: a sans-I/O session for each role, fed bytes and asked for
+//!   packets, with every buffer bounded.
+//!
+//! `protocol-spec/fasttrack.md` describes the formats and why we support the
+//! encryption types we do.
 
+pub mod cipher;
+pub mod server;
+pub mod session;
 pub mod supernode;
+pub mod wire;
+
+/// Why FastTrack input was refused. Each variant is one drop reason; [`FtError::reason`]
+/// gives a short stable name for counters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FtError {
+    /// The input ended inside a field.
+    #[error("truncated {what}")]
+    Truncated { what: &'static str },
+    /// Bytes were left after a message that has a fixed end.
+    #[error("{extra} unexpected bytes after {what}")]
+    TrailingBytes { what: &'static str, extra: usize },
+    /// A field had a length this message cannot have.
+    #[error("{what} of {len} bytes")]
+    BadLength { what: &'static str, len: usize },
+    /// A packed integer longer than the five bytes a 32-bit value needs.
+    #[error("packed integer longer than 5 bytes")]
+    DynIntTooLong,
+    /// A packed integer whose value does not fit in 32 bits.
+    #[error("packed integer over 32 bits")]
+    DynIntOverflow,
+    /// An encryption type whose cipher we do not implement.
+    #[error("unsupported encryption type {0:#x}")]
+    UnsupportedEncType(u32),
+    /// A seed whose encryption-type mask we do not know.
+    #[error("no known encryption-type mask for seed {0:#010x}")]
+    UnknownSeed(u32),
+    /// A handshake network name that did not end within the limit.
+    #[error("network name longer than {max} bytes")]
+    NetworkNameTooLong { max: usize },
+    /// A unit that starts with neither 0x50 (ping), 0x52 (pong) nor 0x4B (message).
+    #[error("strange packet starting with {0:#04x}")]
+    StrangePacket(u8),
+    /// A message longer than this session accepts (or than 16 bits can say).
+    #[error("message of {len} bytes over the limit of {max}")]
+    MessageTooLong { len: usize, max: usize },
+    /// More bytes buffered than the session allows.
+    #[error("receive buffer over {max} bytes")]
+    BufferFull { max: usize },
+}
+
+impl FtError {
+    /// A short, stable name for this kind of error, for drop counters and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FtError::Truncated { .. } => "truncated",
+            FtError::TrailingBytes { .. } => "trailing_bytes",
+            FtError::BadLength { .. } => "bad_length",
+            FtError::DynIntTooLong => "dynint_too_long",
+            FtError::DynIntOverflow => "dynint_overflow",
+            FtError::UnsupportedEncType(_) => "unsupported_enc_type",
+            FtError::UnknownSeed(_) => "unknown_seed",
+            FtError::NetworkNameTooLong { .. } => "network_name_too_long",
+            FtError::StrangePacket(_) => "strange_packet",
+            FtError::MessageTooLong { .. } => "message_too_long",
+            FtError::BufferFull { .. } => "buffer_full",
+        }
+    }
+}

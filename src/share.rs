@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha1::{Digest, Sha1};
 
+use crate::fasttrack::hash::{self as fthash, Fth, FthHasher};
 use crate::wire::huge::Sha1Urn;
 
 /// A regular file found under a share root.
@@ -140,6 +141,58 @@ pub fn hash_file_until(path: &Path, stop: impl Fn() -> bool) -> io::Result<Sha1U
     Ok(Sha1Urn(hasher.finalize().into()))
 }
 
+/// The SHA-1 and the FastTrack hash of a file, from one read of its content
+/// (64 KiB blocks), giving up with [`io::ErrorKind::Interrupted`] as soon as
+/// `stop` returns true. A file that is not `size` bytes long (the size it was
+/// found with), or whose length changes while it is read, fails with
+/// [`io::ErrorKind::InvalidData`]: hashes are cached for the size and time a
+/// file was found with, so they must be of that content (a rescan sees the
+/// change and hashes it again).
+pub fn hash_file_both_until(
+    path: &Path,
+    size: u64,
+    stop: impl Fn() -> bool,
+) -> io::Result<(Sha1Urn, Fth)> {
+    let mut f = fs::File::open(path)?;
+    if f.metadata()?.len() != size {
+        return Err(changed());
+    }
+    let mut sha = Sha1::new();
+    let mut fth = FthHasher::new(size);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if stop() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        fth.update(&buf[..n]);
+    }
+    let fth = fth.finish().map_err(|_| changed())?;
+    Ok((Sha1Urn(sha.finalize().into()), fth))
+}
+
+fn changed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "file changed size since it was found",
+    )
+}
+
+/// The FastTrack hash alone, for a file whose SHA-1 is known: only the parts
+/// the FTH covers are read (the head, a block per power of two of the size, the
+/// tail). A file not of length `size` any more fails.
+pub fn fth_file(path: &Path, size: u64) -> io::Result<Fth> {
+    let mut f = fs::File::open(path)?;
+    if f.metadata()?.len() != size {
+        return Err(changed());
+    }
+    fthash::fth_of_reader(&mut io::BufReader::with_capacity(64 * 1024, &mut f), size)
+}
+
 /// What a cached hash is valid for: the same path, size and modification time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Stamp {
@@ -159,12 +212,14 @@ fn stamp(size: u64, mtime: SystemTime) -> Stamp {
 
 /// Hashes remembered between runs, keyed by path, size and modification time.
 ///
-/// Stored as text, one file per line: `<base32 sha1> <size> <mtime ns> <path>`.
-/// Lines that do not parse are ignored, so a damaged cache costs rehashing, never a
-/// wrong hash: an entry is used only when size and time still match the file.
+/// Stored as text, one file per line: `<base32 sha1>[,<hex fth>] <size> <mtime
+/// ns> <path>`; the FastTrack hash is optional (caches written before it existed
+/// have none: such files get it computed and added later). Lines that do not
+/// parse are ignored, so a damaged cache costs rehashing, never a wrong hash: an
+/// entry is used only when size and time still match the file.
 #[derive(Debug, Default)]
 pub struct HashCache {
-    entries: HashMap<PathBuf, (Stamp, Sha1Urn)>,
+    entries: HashMap<PathBuf, (Stamp, Sha1Urn, Option<Fth>)>,
 }
 
 impl HashCache {
@@ -184,6 +239,13 @@ impl HashCache {
             else {
                 continue;
             };
+            let (sha, fth) = match sha.split_once(',') {
+                Some((sha, fth)) => match Fth::from_hex(fth.as_bytes()) {
+                    Ok(f) => (sha, Some(f)),
+                    Err(_) => continue,
+                },
+                None => (sha, None),
+            };
             let (Ok(urn), Ok(size), Ok(mtime_ns)) = (
                 Sha1Urn::from_base32(sha.as_bytes()),
                 size.parse(),
@@ -193,7 +255,7 @@ impl HashCache {
             };
             cache
                 .entries
-                .insert(PathBuf::from(path), (Stamp { size, mtime_ns }, urn));
+                .insert(PathBuf::from(path), (Stamp { size, mtime_ns }, urn, fth));
         }
         Ok(cache)
     }
@@ -207,12 +269,14 @@ impl HashCache {
             let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
             let mut rows: Vec<_> = self.entries.iter().collect();
             rows.sort_by(|a, b| a.0.cmp(b.0));
-            for (path, (st, urn)) in rows {
+            for (path, (st, urn, fth)) in rows {
                 let Some(p) = path.to_str() else { continue };
                 if p.contains('\n') {
                     continue;
                 }
-                writeln!(out, "{} {} {} {}", urn.base32(), st.size, st.mtime_ns, p)?;
+                let fth = fth.map(|f| format!(",{}", f.hex())).unwrap_or_default();
+                let (size, mtime) = (st.size, st.mtime_ns);
+                writeln!(out, "{}{fth} {size} {mtime} {p}", urn.base32())?;
             }
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
@@ -221,14 +285,33 @@ impl HashCache {
 
     /// The cached hash of `file`, if it is still valid for its size and time.
     pub fn get(&self, file: &FoundFile) -> Option<Sha1Urn> {
-        let (st, urn) = self.entries.get(&file.path)?;
+        let (st, urn, _) = self.entries.get(&file.path)?;
         (*st == stamp(file.size, file.mtime)).then_some(*urn)
     }
 
-    /// Remembers the hash of `file`.
+    /// The cached FastTrack hash of `file`, if it is still valid.
+    pub fn get_fth(&self, file: &FoundFile) -> Option<Fth> {
+        let (st, _, fth) = self.entries.get(&file.path)?;
+        (*st == stamp(file.size, file.mtime)).then_some(*fth)?
+    }
+
+    /// Remembers the SHA-1 of `file` (keeping its FastTrack hash if the entry
+    /// is for the same content).
     pub fn insert(&mut self, file: &FoundFile, urn: Sha1Urn) {
-        self.entries
-            .insert(file.path.clone(), (stamp(file.size, file.mtime), urn));
+        let st = stamp(file.size, file.mtime);
+        let fth = match self.entries.get(&file.path) {
+            Some((s, u, f)) if *s == st && *u == urn => *f,
+            _ => None,
+        };
+        self.entries.insert(file.path.clone(), (st, urn, fth));
+    }
+
+    /// Remembers both hashes of `file`.
+    pub fn insert_both(&mut self, file: &FoundFile, urn: Sha1Urn, fth: Fth) {
+        self.entries.insert(
+            file.path.clone(),
+            (stamp(file.size, file.mtime), urn, Some(fth)),
+        );
     }
 
     /// Forgets every path not in `keep` (files that are gone).
@@ -378,6 +461,76 @@ mod tests {
         let damaged = HashCache::load(&cache_file).unwrap();
         assert_eq!(damaged.len(), 1);
         assert_eq!(damaged.get(file), Some(urn));
+    }
+
+    #[test]
+    fn both_hashes_in_one_read_and_in_the_cache() {
+        let t = TempDir::new("fth");
+        let content: Vec<u8> = (0..700_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+        write(&t.0.join("share/big file.bin"), &content);
+        write(&t.0.join("share/old.txt"), b"old");
+        let (found, _) = scan(&[t.0.join("share")]);
+        let big = found.iter().find(|f| f.name == "big file.bin").unwrap();
+        let old = found.iter().find(|f| f.name == "old.txt").unwrap();
+        let (urn, fth) = hash_file_both_until(&big.path, big.size, || false).unwrap();
+        assert_eq!(urn, Sha1Urn::digest(&content));
+        assert_eq!(fth, fthash::fth(&content));
+        assert_eq!(fth_file(&big.path, big.size).unwrap(), fth);
+        assert_eq!(
+            fth_file(&big.path, big.size + 1).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let stopped = hash_file_both_until(&big.path, big.size, || true).unwrap_err();
+        assert_eq!(stopped.kind(), io::ErrorKind::Interrupted);
+        let grown = hash_file_both_until(&big.path, big.size - 1, || false).unwrap_err();
+        assert_eq!(grown.kind(), io::ErrorKind::InvalidData);
+
+        // A cache written before the FastTrack hash existed: SHA-1 only.
+        let cache_file = t.0.join("hashes");
+        let old_urn = Sha1Urn::digest(b"old");
+        let mtime_ns = |f: &FoundFile| f.mtime.duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        fs::write(
+            &cache_file,
+            format!(
+                "{} {} {} {}\n",
+                old_urn.base32(),
+                old.size,
+                mtime_ns(old),
+                old.path.display()
+            ),
+        )
+        .unwrap();
+        let mut cache = HashCache::load(&cache_file).unwrap();
+        assert_eq!(cache.get(old), Some(old_urn));
+        assert_eq!(cache.get_fth(old), None, "to be filled in");
+        cache.insert_both(big, urn, fth);
+        // Inserting the same SHA-1 again keeps the FTH; another one drops it.
+        cache.insert(big, urn);
+        assert_eq!(cache.get_fth(big), Some(fth));
+        cache.save(&cache_file).unwrap();
+        let text = fs::read_to_string(&cache_file).unwrap();
+        assert!(
+            text.contains(&format!("{},{} ", urn.base32(), fth.hex())),
+            "{text}"
+        );
+        let back = HashCache::load(&cache_file).unwrap();
+        assert_eq!(back.get(big), Some(urn));
+        assert_eq!(back.get_fth(big), Some(fth));
+        assert_eq!((back.get(old), back.get_fth(old)), (Some(old_urn), None));
+        // Stale for a changed file.
+        let touched = FoundFile {
+            mtime: big.mtime + Duration::from_secs(1),
+            ..big.clone()
+        };
+        assert_eq!(back.get_fth(&touched), None);
+        let mut other = back;
+        other.insert(big, old_urn);
+        assert_eq!(other.get_fth(big), None);
+        // A damaged FTH field loses the line, never yields a wrong hash.
+        let bad = text.replace(&format!(",{}", fth.hex()), ",zz");
+        fs::write(&cache_file, bad).unwrap();
+        let damaged = HashCache::load(&cache_file).unwrap();
+        assert_eq!((damaged.get(big), damaged.len()), (None, 1));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The index of shared files: look-ups by keywords and by SHA-1, no I/O.
+//! The index of shared files: look-ups by keywords, by SHA-1 and by FastTrack
+//! hash, no I/O.
 //!
 //! Keywords are folded exactly as for QRP tables ([`crate::wire::qrp`]: NFKD, marks
 //! removed, Unicode lower case, split on anything not alphanumeric), and a file is
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use crate::fasttrack::hash::Fth;
 use crate::wire::huge::Sha1Urn;
 use crate::wire::qrp::{split_keywords, table_keywords};
 
@@ -30,6 +32,8 @@ pub struct SharedFile {
     pub mtime: SystemTime,
     /// Known once the file has been hashed.
     pub sha1: Option<Sha1Urn>,
+    /// The FastTrack hash (FTH), computed with the SHA-1.
+    pub fth: Option<Fth>,
 }
 
 /// What the file servers see of the library: every file by index and by SHA-1.
@@ -47,6 +51,7 @@ pub struct Served {
 struct ServedMaps {
     files: HashMap<u32, Arc<SharedFile>>,
     by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
+    by_fth: HashMap<Fth, BTreeSet<u32>>,
 }
 
 impl Served {
@@ -59,6 +64,13 @@ impl Served {
     pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<Arc<SharedFile>> {
         let maps = self.read();
         let index = maps.by_sha1.get(urn)?.first()?;
+        maps.files.get(index).cloned()
+    }
+
+    /// A file with this FastTrack hash.
+    pub fn by_fth(&self, fth: &Fth) -> Option<Arc<SharedFile>> {
+        let maps = self.read();
+        let index = maps.by_fth.get(fth)?.first()?;
         maps.files.get(index).cloned()
     }
 
@@ -78,9 +90,15 @@ impl Served {
             if let Some(u) = old.sha1 {
                 remove_from(&mut maps.by_sha1, &u, file.index);
             }
+            if let Some(f) = old.fth {
+                remove_from(&mut maps.by_fth, &f, file.index);
+            }
         }
         if let Some(u) = file.sha1 {
             maps.by_sha1.entry(u).or_default().insert(file.index);
+        }
+        if let Some(f) = file.fth {
+            maps.by_fth.entry(f).or_default().insert(file.index);
         }
     }
 
@@ -89,6 +107,9 @@ impl Served {
         if let Some(old) = maps.files.remove(&index) {
             if let Some(u) = old.sha1 {
                 remove_from(&mut maps.by_sha1, &u, index);
+            }
+            if let Some(f) = old.fth {
+                remove_from(&mut maps.by_fth, &f, index);
             }
         }
     }
@@ -100,6 +121,7 @@ pub struct Library {
     files: HashMap<u32, SharedFile>,
     by_keyword: HashMap<String, BTreeSet<u32>>,
     by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
+    by_fth: HashMap<Fth, BTreeSet<u32>>,
     by_path: HashMap<PathBuf, u32>,
     last_index: u32,
     served: Served,
@@ -160,6 +182,7 @@ impl Library {
             size,
             mtime,
             sha1,
+            fth: None,
         };
         self.served.put(&file);
         self.files.insert(index, file);
@@ -186,6 +209,7 @@ impl Library {
                 size,
                 mtime: SystemTime::UNIX_EPOCH,
                 sha1,
+                fth: None,
             },
         );
     }
@@ -200,6 +224,26 @@ impl Library {
         }
         self.by_sha1.entry(urn).or_default().insert(index);
         self.served.put(file);
+    }
+
+    /// Records a file's FastTrack hash once it has been computed.
+    pub fn set_fth(&mut self, index: u32, fth: Fth) {
+        let Some(file) = self.files.get_mut(&index) else {
+            return;
+        };
+        if let Some(old) = file.fth.replace(fth) {
+            remove_from(&mut self.by_fth, &old, index);
+        }
+        self.by_fth.entry(fth).or_default().insert(index);
+        if !file.path.as_os_str().is_empty() {
+            self.served.put(file);
+        }
+    }
+
+    /// A file with this FastTrack hash, if any is shared.
+    pub fn by_fth(&self, fth: &Fth) -> Option<&SharedFile> {
+        let index = self.by_fth.get(fth)?.first()?;
+        self.files.get(index)
     }
 
     /// Removes a file; returns it if it was shared.
@@ -224,6 +268,9 @@ impl Library {
         }
         if let Some(urn) = &file.sha1 {
             remove_from(&mut self.by_sha1, urn, index);
+        }
+        if let Some(fth) = &file.fth {
+            remove_from(&mut self.by_fth, fth, index);
         }
         Some(file)
     }
@@ -398,6 +445,32 @@ mod tests {
         assert_eq!(l.by_sha1(&urn).unwrap().index, three);
         assert_eq!(l.len(), 2);
         assert_eq!(l.total_size(), 105);
+    }
+
+    #[test]
+    fn fth_lookups_follow_the_file() {
+        let mut l = lib(&["one.txt", "two.txt"]);
+        let fth = crate::fasttrack::hash::fth(b"one");
+        let one = l.search("one", &[], 10)[0].index;
+        assert!(l.by_fth(&fth).is_none());
+        l.set_fth(one, fth);
+        assert_eq!(l.by_fth(&fth).unwrap().index, one);
+        assert_eq!(l.get(one).unwrap().fth, Some(fth));
+        let served = l.served();
+        assert_eq!(served.by_fth(&fth).unwrap().name, "one.txt");
+        // A new FTH (the file changed) replaces the old one in both views.
+        let fth2 = crate::fasttrack::hash::fth(b"one, changed");
+        l.set_fth(one, fth2);
+        assert!(l.by_fth(&fth).is_none() && served.by_fth(&fth).is_none());
+        assert_eq!(served.by_fth(&fth2).unwrap().index, one);
+        l.remove(one);
+        assert!(l.by_fth(&fth2).is_none() && served.by_fth(&fth2).is_none());
+        // Another node's file has no path: never in the served view.
+        l.add_at(77, "theirs.txt", 3, None);
+        l.set_fth(77, fth);
+        assert_eq!(l.by_fth(&fth).unwrap().index, 77);
+        assert!(served.by_fth(&fth).is_none());
+        assert!(served.get(77).is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   its `xinu` permutation, and every message both ways, as typed values.
 //! - [`cipher`]: the session cipher for the encryption types we implement (0x01,
 //!   0x08, 0x40 and their combinations) and the masks of the seeds we answer with.
+//! - [`hash`]: the FTH ("UUHash"), kzhash and file id of a file's bytes;
 //! - [`supernode`]: the supernode's decisions (users, shares, searches, pushes,
 //!   keep-alive), no I/O, fed typed messages with the time passed in;
 //! - [`server`]: its async shell, one task per user session, started by the node;
@@ -16,6 +17,7 @@
 //! encryption types we do.
 
 pub mod cipher;
+pub mod hash;
 pub mod server;
 pub mod session;
 pub mod supernode;

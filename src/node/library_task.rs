@@ -40,7 +40,7 @@ pub struct Shares {
     cache_file: Option<PathBuf>,
     /// Every file shared, by path, with the size and time it was indexed at.
     known: HashMap<PathBuf, (u64, SystemTime)>,
-    /// Files indexed without a hash yet.
+    /// Files indexed without a hash yet (or without their FastTrack hash).
     to_hash: Vec<FoundFile>,
 }
 
@@ -68,9 +68,13 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
     let mut library = Library::new();
     for f in scan(roots) {
         let urn = shares.cache.get(&f);
-        library.add(&f.name, f.path.clone(), f.size, f.mtime, urn);
+        let fth = shares.cache.get_fth(&f);
+        let index = library.add(&f.name, f.path.clone(), f.size, f.mtime, urn);
+        if let Some(h) = fth {
+            library.set_fth(index, h);
+        }
         shares.known.insert(f.path.clone(), (f.size, f.mtime));
-        if urn.is_none() {
+        if urn.is_none() || fth.is_none() {
             shares.to_hash.push(f);
         }
     }
@@ -138,8 +142,9 @@ pub async fn run(
                 }
             }
             let urn = shares.cache.get(&f);
+            let fth = shares.cache.get_fth(&f);
             shares.known.insert(f.path.clone(), (f.size, f.mtime));
-            if urn.is_none() {
+            if urn.is_none() || fth.is_none() {
                 shares.to_hash.push(f.clone());
             }
             if !events.send(Event::Added {
@@ -148,6 +153,7 @@ pub async fn run(
                 size: f.size,
                 mtime: f.mtime,
                 urn,
+                fth,
             }) {
                 return;
             }
@@ -179,16 +185,22 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
         left -= 1;
         let path = file.path.clone();
         let stop = cancel.clone();
-        let hashing = tokio::task::spawn_blocking(move || {
-            share::hash_file_until(&path, || stop.is_cancelled())
+        // A file whose SHA-1 is cached (from before the FastTrack hash was
+        // kept) gets the FTH alone, which reads only a few blocks of it.
+        let known = shares.cache.get(&file);
+        let size = file.size;
+        let hashing = tokio::task::spawn_blocking(move || match known {
+            Some(urn) => share::fth_file(&path, size).map(|fth| (urn, fth)),
+            None => share::hash_file_both_until(&path, size, || stop.is_cancelled()),
         });
         match hashing.await {
-            Ok(Ok(urn)) => {
-                shares.cache.insert(&file, urn);
+            Ok(Ok((urn, fth))) => {
+                shares.cache.insert_both(&file, urn, fth);
                 let event = Event::Hashed {
                     path: file.path.clone(),
                     size: file.size,
                     urn,
+                    fth,
                 };
                 if !events.send(event) {
                     return false;

@@ -28,6 +28,7 @@ use crate::core::pongs::PongCache;
 use crate::core::router::{Class, Decision, DropReason, Forward, Router, Stats, Targets};
 use crate::core::tier::RoleHeaders;
 use crate::core::tier::{Admit, Link, PeerRole, Role, RoleChange, Tier};
+use crate::fasttrack::hash::Fth;
 use crate::wire::Push;
 use crate::wire::bye;
 use crate::wire::huge::Sha1Urn;
@@ -146,16 +147,19 @@ pub enum Event {
         size: u64,
         mtime: SystemTime,
         urn: Option<Sha1Urn>,
+        /// Its FastTrack hash, when known (from the hash cache).
+        fth: Option<Fth>,
     },
     /// A file left the shares, or changed.
     Removed {
         path: PathBuf,
     },
-    /// A shared file's hash has been computed (for the size it had then).
+    /// A shared file's hashes have been computed (for the size it had then).
     Hashed {
         path: PathBuf,
         size: u64,
         urn: Sha1Urn,
+        fth: Fth,
     },
     /// Time passes (sent by the node every second), with the share of the
     /// machine's CPU in use (0..1) and the wall clock (for the host cache's
@@ -810,12 +814,16 @@ impl<L: Links> Engine<L> {
                 size,
                 mtime,
                 urn,
+                fth,
             } => {
                 self.lib_table.name(&name, 1);
                 if let Some(u) = &urn {
                     self.lib_table.urn(u, 1);
                 }
-                self.library.add(&name, path, size, mtime, urn);
+                let index = self.library.add(&name, path, size, mtime, urn);
+                if let Some(f) = fth {
+                    self.library.set_fth(index, f);
+                }
                 self.library_changed();
             }
             Event::Removed { path } => {
@@ -829,7 +837,12 @@ impl<L: Links> Engine<L> {
                     self.library_changed();
                 }
             }
-            Event::Hashed { path, size, urn } => {
+            Event::Hashed {
+                path,
+                size,
+                urn,
+                fth,
+            } => {
                 // Only if the file is still the one that was hashed.
                 let index = self.library.index_of(&path);
                 if let Some(i) =
@@ -843,6 +856,7 @@ impl<L: Links> Engine<L> {
                         self.lib_table.urn(&urn, 1);
                     }
                     self.library.set_sha1(i, urn);
+                    self.library.set_fth(i, fth);
                     self.library_changed();
                 }
             }

@@ -496,6 +496,7 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
                 size: 1,
                 mtime: SystemTime::UNIX_EPOCH,
                 urn,
+                fth: None,
             },
             t0,
         )
@@ -507,6 +508,7 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
             path: PathBuf::from("/s/song of songs.mp3"),
             size: 1,
             urn: Sha1Urn::digest(b"y"),
+            fth: crate::fasttrack::hash::fth(b"y"),
         },
         t0,
     );
@@ -522,6 +524,7 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
             path: PathBuf::from("/s/song of songs.mp3"),
             size: 1,
             urn: Sha1Urn::digest(b"z"),
+            fth: crate::fasttrack::hash::fth(b"z"),
         },
         t0,
     );

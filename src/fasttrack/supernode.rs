@@ -1059,6 +1059,11 @@ impl Supernode {
         }
     }
 
+    /// A logged-in user with this name (the first one, when several share it).
+    pub fn session_named(&self, name: &[u8]) -> Option<SessionId> {
+        self.by_name.get(name)?.first().copied()
+    }
+
     /// Heap bytes held for users and files, about (for the bench and status).
     pub fn heap_bytes(&self) -> usize {
         let files: usize = self

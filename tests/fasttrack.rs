@@ -397,3 +397,237 @@ async fn two_users_share_search_download_push_and_leave() {
     assert_eq!(st.files, 0);
     node.shutdown().await;
 }
+
+/// The supernode's counter `event`.
+fn counter(node: &node::NodeHandle, event: &str) -> u64 {
+    node.fasttrack()
+        .status()
+        .counters
+        .iter()
+        .find(|(e, _)| *e == event)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no counter {event}"))
+}
+
+/// Waits until `event` has counted at least `n`.
+async fn counted(node: &node::NodeHandle, event: &str, n: u64) {
+    let ok = timeout(WAIT, async {
+        while counter(node, event) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "{event} = {} < {n}", counter(node, event));
+}
+
+/// Reads until the peer closes; false if it stays open past `WAIT`.
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+impl User {
+    async fn closed(&mut self) -> bool {
+        closed(&mut self.stream).await
+    }
+}
+
+/// A user can still log in, share and be found: the node is not stalled.
+async fn still_serves(at: SocketAddr, tag: &str) {
+    let mut s = User::login(at, &format!("{tag}s"), 1000).await;
+    s.share(&format!("{tag} survivor.txt"), b"still here").await;
+    let mut f = User::login(at, &format!("{tag}f"), 1001).await;
+    for id in 0..20 {
+        if !f.search(id, &format!("{tag} survivor")).await.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node no longer answers searches");
+}
+
+async fn hostile_node(dir: &common::Dir) -> node::NodeHandle {
+    let mut fasttrack = servent::fasttrack::server::ServerConfig {
+        handshake_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    fasttrack.core.login_timeout = Duration::from_secs(2);
+    node::start(
+        NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: Some(dir.sub("data")),
+            local_network: true,
+            target_peers: 0,
+            fasttrack,
+            ..NodeConfig::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hostile_handshakes_are_closed_and_counted() {
+    let dir = common::Dir::new("ft-hostile-hs");
+    let node = hostile_node(&dir).await;
+    let at = node.local_addr;
+
+    // Garbage: 12 binary bytes, then noise that decrypts to no name and no unit.
+    let mut s = TcpStream::connect(at).await.unwrap();
+    let noise = data(600, 99);
+    s.write_all(&[0x01, 0x02, 0x03, 0xFF, 0, 0, 0, 1, 0x80, 0, 0, 2])
+        .await
+        .unwrap();
+    s.write_all(&noise).await.unwrap();
+    assert!(closed(&mut s).await, "garbage hello closed");
+
+    // A network name that never ends.
+    let mut c = ClientSession::with_options(
+        0xFACB_1238,
+        0x29,
+        &[b'K'; 500],
+        servent::fasttrack::session::Limits::CLIENT,
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(at).await.unwrap();
+    s.write_all(&c.take_output()).await.unwrap();
+    let mut buf = BytesMut::with_capacity(64);
+    while c.server_hello().is_none() {
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+        c.receive(&buf).unwrap();
+        buf.clear();
+    }
+    s.write_all(&c.take_output()).await.unwrap();
+    assert!(closed(&mut s).await, "endless name closed");
+
+    // A hello and then silence: the handshake times out.
+    let mut s = TcpStream::connect(at).await.unwrap();
+    s.write_all(&ClientSession::new_gift().take_output())
+        .await
+        .unwrap();
+    assert!(closed(&mut s).await, "silent user closed");
+
+    counted(&node, "handshakes_failed", 2).await;
+    counted(&node, "handshakes_timed_out", 1).await;
+    still_serves(at, "hs").await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_sessions_are_dropped_or_closed_and_counted() {
+    let dir = common::Dir::new("ft-hostile");
+    let node = hostile_node(&dir).await;
+    let at = node.local_addr;
+
+    // A 0xFFFF-long message: refused on its header, the session closed.
+    let mut u = User::login(at, "big", 1).await;
+    u.session.send_raw(0x22, &vec![0u8; 0xFFFF]).unwrap();
+    u.flush().await;
+    assert!(u.closed().await, "0xFFFF-long message closed the session");
+    counted(&node, "closed_framing", 1).await;
+
+    // Unknown ids: a push to nobody, an unknown message, an unshare of nothing,
+    // a message that does not parse: counted, the session goes on.
+    let mut u = User::login(at, "odd", 1).await;
+    u.send(Message::PushRequest(wire::PushRequest {
+        push_id: 5,
+        requester_ip: LOCAL,
+        requester_port: 1,
+        target_ip: LOCAL,
+        target_port: 0,
+        supernode_ip: LOCAL,
+        supernode_port: at.port(),
+        target_user: Bytes::from_static(b"nobody"),
+    }))
+    .await;
+    u.session.send_raw(0x77, b"what is this").unwrap();
+    u.send(Message::UnshareFile(FileRecord {
+        fth: [9; 20],
+        file_id: 0,
+        size: 1,
+        tags: vec![],
+    }))
+    .await;
+    u.session.send_raw(0x06, &[0x00]).unwrap();
+    u.flush().await;
+    counted(&node, "pushes_unknown", 1).await;
+    counted(&node, "unknown_messages", 1).await;
+    counted(&node, "unshares_unknown", 1).await;
+    counted(&node, "bad_messages", 1).await;
+    assert!(u.search(1, "anything").await.is_empty(), "still answered");
+
+    // A share flood: over the rate it is dropped, then the user is closed and
+    // its files are gone.
+    let mut f = User::login(at, "flood", 1).await;
+    for i in 0..3000u32 {
+        f.session
+            .send_message(&Message::ShareFile {
+                media: 0,
+                file: FileRecord {
+                    fth: fth(&i.to_be_bytes()),
+                    file_id: 0,
+                    size: 4,
+                    tags: vec![Tag::text(wire::tag::FILENAME, format!("flood {i}"))],
+                },
+            })
+            .unwrap();
+    }
+    f.flush().await;
+    assert!(f.closed().await, "share flood closed");
+    counted(&node, "shares_over_rate", 1).await;
+    counted(&node, "closed_flood", 1).await;
+
+    // A search flood: the first few are answered, then dropped, then closed.
+    let mut q = User::login(at, "asker", 1).await;
+    for id in 0..200u16 {
+        q.session
+            .send_message(&Message::Query(Query {
+                max_results: 1000,
+                id,
+                realm: wire::realm::EVERYTHING,
+                terms: vec![QueryTerm {
+                    cmp: wire::cmp::SUBSTRING,
+                    tag: 0,
+                    value: Bytes::from_static(b"flood"),
+                }],
+            }))
+            .unwrap();
+    }
+    q.flush().await;
+    assert!(q.closed().await, "search flood closed");
+    counted(&node, "searches_over_rate", 1).await;
+    counted(&node, "closed_flood", 2).await;
+
+    // A session that never says who it is goes after the login timeout.
+    let mut n = TcpStream::connect(at).await.unwrap();
+    let mut c = ClientSession::new_gift();
+    n.write_all(&c.take_output()).await.unwrap();
+    let mut buf = BytesMut::with_capacity(4096);
+    while !c.is_established() {
+        assert!(n.read_buf(&mut buf).await.unwrap() > 0);
+        c.receive(&buf).unwrap();
+        buf.clear();
+        while c.poll_packet().unwrap().is_some() {}
+        n.write_all(&c.take_output()).await.unwrap();
+    }
+    assert!(closed(&mut n).await, "no login, closed");
+    counted(&node, "closed_no_login", 1).await;
+
+    assert_eq!(
+        node.fasttrack().status().files,
+        0,
+        "no file of the flooder left"
+    );
+    still_serves(at, "after").await;
+    node.shutdown().await;
+}

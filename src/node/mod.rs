@@ -432,6 +432,14 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         scope,
         fasttrack: fasttrack.clone(),
     });
+    if !shared.config.firewalled {
+        tracker.spawn(bridge::offer_own_files(
+            engine.clone(),
+            fasttrack.clone(),
+            local_addr.port(),
+            cancel.clone(),
+        ));
+    }
     if let Some(l) = fasttrack_listener {
         tracker.spawn(accept_loop(l, shared.clone()));
     }
@@ -486,6 +494,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         max_uploads: shared.config.max_uploads,
         tracker: tracker.clone(),
         cancel: cancel.clone(),
+        fasttrack: fasttrack.clone(),
     });
     Ok(NodeHandle {
         control,

@@ -169,48 +169,40 @@ impl Cipher {
         }
         let t = step(s) >> 16;
         let pos = ((t * 63) >> 16) as usize;
-        Ok(Cipher::from_state(enc_type, pad, pos, None))
-    }
-
-    /// A cipher resumed from the state right after initialisation: the pad before
-    /// its first shuffle, the position, and (for bit 0x08) the lookup, which is
-    /// derived from the pad when not given. This runs any encryption type without
-    /// bit 0x10 (whose re-keying needs a mixing function), including the types we
-    /// cannot initialise ourselves, given a state made elsewhere.
-    pub fn from_state(
-        enc_type: u32,
-        mut pad: [u8; 63],
-        pos: usize,
-        lookup: Option<[u8; 256]>,
-    ) -> Cipher {
         if pad.iter().all(|b| b & 1 == 0) {
             pad[0] |= 0x71;
         }
-        let lookup = lookup.unwrap_or_else(|| {
-            let mut lookup = [0u8; 256];
-            for (i, l) in lookup.iter_mut().enumerate() {
-                *l = i as u8;
+        let mut lookup = [0u8; 256];
+        for (i, l) in lookup.iter_mut().enumerate() {
+            *l = i as u8;
+        }
+        if enc_type & 0x08 != 0 {
+            let digest = Md5::digest(pad);
+            let mut m = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
+            for i in 0..256usize {
+                m = step(m);
+                let j = i + ((((m >> 16) as usize) * (256 - i)) >> 16);
+                lookup.swap(i, j);
             }
-            if enc_type & 0x08 != 0 {
-                let digest = Md5::digest(pad);
-                let mut m = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
-                for i in 0..256usize {
-                    m = step(m);
-                    let j = i + ((((m >> 16) as usize) * (256 - i)) >> 16);
-                    lookup.swap(i, j);
-                }
-            }
-            lookup
-        });
-        let mut c = Cipher {
+        }
+        let mut c = Cipher::from_state(enc_type, pad, pos, lookup);
+        c.shuffle((pos * pos + 2) % 59);
+        Ok(c)
+    }
+
+    /// A cipher resumed from a state: the pad, position and lookup as they are
+    /// right after initialisation (or any later point before the first pad
+    /// wrap). This runs any encryption type without bit 0x10 (whose re-keying
+    /// needs a mixing function), including types we cannot initialise ourselves,
+    /// given a state made elsewhere; the tests replay captured sessions with it.
+    pub fn from_state(enc_type: u32, pad: [u8; 63], pos: usize, lookup: [u8; 256]) -> Cipher {
+        Cipher {
             enc_type,
             pad,
             lookup,
             pos: pos % 63,
             add: 0,
-        };
-        c.shuffle((c.pos * c.pos + 2) % 59);
-        c
+        }
     }
 
     /// The encryption type this stream runs.

@@ -27,9 +27,10 @@ use super::FtError;
 use super::cipher::{
     Cipher, GIFT_CLIENT_SEED, GIFT_REQUESTED_ENC_TYPE, enc_type_mask, is_supported,
 };
+pub use super::wire::Packet;
 use super::wire::{
-    ClientHello, DEFAULT_NETWORK_NAME, GIFT_HELLO_RAND, MESSAGE, Message, PING, PONG, ServerHello,
-    XINU_START, decode_header, encode_header, next_xinu,
+    ClientHello, DEFAULT_NETWORK_NAME, GIFT_HELLO_RAND, Message, PING, PONG, ServerHello,
+    XINU_START, decode_unit, encode_unit,
 };
 
 /// How much a session accepts.
@@ -57,30 +58,6 @@ impl Limits {
         max_message: 0xFFFF,
         max_buffer: 256 * 1024,
     };
-}
-
-/// One unit read from a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Packet {
-    /// `0x50`: answer with a pong.
-    Ping,
-    /// `0x52`.
-    Pong,
-    /// A message: `kind` is the low byte of its type (see `wire::kind`), `flags` the
-    /// high byte (0 between users and supernodes).
-    Message { kind: u8, flags: u8, payload: Bytes },
-}
-
-impl Packet {
-    /// The message this packet holds, parsed; `None` for a ping or pong.
-    pub fn parse(&self) -> Option<Result<Message, FtError>> {
-        match self {
-            Packet::Message { kind, payload, .. } => {
-                Some(Message::parse_bytes(*kind, payload.clone()))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// The part both roles share once the peer's hello is known: the in-stream with its
@@ -176,16 +153,8 @@ impl Stream {
     }
 
     fn send_raw(&mut self, msg_type: u16, payload: &[u8]) -> Result<(), FtError> {
-        let len = u16::try_from(payload.len()).map_err(|_| FtError::MessageTooLong {
-            len: payload.len(),
-            max: 0xFFFF,
-        })?;
-        let header = encode_header(self.out_xinu, msg_type, len);
-        self.out_xinu = next_xinu(self.out_xinu, msg_type, len);
-        let mut unit = Vec::with_capacity(5 + payload.len());
-        unit.push(MESSAGE);
-        unit.extend_from_slice(&header);
-        unit.extend_from_slice(payload);
+        let mut unit = BytesMut::with_capacity(5 + payload.len());
+        encode_unit(&mut self.out_xinu, msg_type, payload, &mut unit)?;
         self.write_plain(&unit);
         Ok(())
     }
@@ -214,45 +183,12 @@ impl Stream {
                 None => return Ok(None),
             }
         }
-        let Some(&first) = self.plain.first() else {
-            return Ok(None);
-        };
-        match first {
-            PING => {
-                self.plain.advance(1);
-                Ok(Some(Packet::Ping))
+        match decode_unit(&mut self.in_xinu, &self.plain, self.limits.max_message)? {
+            Some((packet, used)) => {
+                self.plain.advance(used);
+                Ok(Some(packet))
             }
-            PONG => {
-                self.plain.advance(1);
-                Ok(Some(Packet::Pong))
-            }
-            MESSAGE => {
-                if self.plain.len() < 5 {
-                    return Ok(None);
-                }
-                let h = [self.plain[1], self.plain[2], self.plain[3], self.plain[4]];
-                let (msg_type, len) = decode_header(self.in_xinu, h);
-                let max = self.limits.max_message.min(0xFFFF);
-                if usize::from(len) > max {
-                    return Err(FtError::MessageTooLong {
-                        len: usize::from(len),
-                        max,
-                    });
-                }
-                if self.plain.len() < 5 + usize::from(len) {
-                    return Ok(None);
-                }
-                self.plain.advance(5);
-                let payload = self.plain.split_to(usize::from(len)).freeze();
-                self.in_xinu = next_xinu(self.in_xinu, msg_type, len);
-                let [flags, kind] = msg_type.to_be_bytes();
-                Ok(Some(Packet::Message {
-                    kind,
-                    flags,
-                    payload,
-                }))
-            }
-            other => Err(FtError::StrangePacket(other)),
+            None => Ok(None),
         }
     }
 }

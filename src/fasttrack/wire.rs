@@ -396,6 +396,93 @@ pub fn next_xinu(xinu: u32, msg_type: u16, len: u16) -> u32 {
     xinu ^ !(u32::from(msg_type) + u32::from(len))
 }
 
+/// One unit read from a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// `0x50`: answer with a pong.
+    Ping,
+    /// `0x52`.
+    Pong,
+    /// A message: `kind` is the low byte of its type (see `wire::kind`), `flags` the
+    /// high byte (0 between users and supernodes).
+    Message { kind: u8, flags: u8, payload: Bytes },
+}
+
+impl Packet {
+    /// The message this packet holds, parsed; `None` for a ping or pong.
+    pub fn parse(&self) -> Option<Result<Message, FtError>> {
+        match self {
+            Packet::Message { kind, payload, .. } => {
+                Some(Message::parse_bytes(*kind, payload.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Reads one unit from the front of `buf` (plain bytes after the network names),
+/// with the direction's `xinu`, which it advances past a message. Returns the unit
+/// and the bytes it took, `None` when `buf` does not yet hold a whole one. A
+/// message longer than `max_message` is an error as soon as its header is in.
+pub fn decode_unit(
+    xinu: &mut u32,
+    buf: &[u8],
+    max_message: usize,
+) -> Result<Option<(Packet, usize)>, FtError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    match first {
+        PING => Ok(Some((Packet::Ping, 1))),
+        PONG => Ok(Some((Packet::Pong, 1))),
+        MESSAGE => {
+            if buf.len() < 5 {
+                return Ok(None);
+            }
+            let (msg_type, len) = decode_header(*xinu, [buf[1], buf[2], buf[3], buf[4]]);
+            let max = max_message.min(0xFFFF);
+            let len = usize::from(len);
+            if len > max {
+                return Err(FtError::MessageTooLong { len, max });
+            }
+            if buf.len() < 5 + len {
+                return Ok(None);
+            }
+            *xinu = next_xinu(*xinu, msg_type, len as u16);
+            let [flags, kind] = msg_type.to_be_bytes();
+            let payload = Bytes::copy_from_slice(&buf[5..5 + len]);
+            Ok(Some((
+                Packet::Message {
+                    kind,
+                    flags,
+                    payload,
+                },
+                5 + len,
+            )))
+        }
+        other => Err(FtError::StrangePacket(other)),
+    }
+}
+
+/// Appends a message unit: `0x4B`, the header in `xinu`'s order, the payload;
+/// advances `xinu`. A payload over 0xFFFF bytes cannot be framed.
+pub fn encode_unit(
+    xinu: &mut u32,
+    msg_type: u16,
+    payload: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), FtError> {
+    let len = u16::try_from(payload.len()).map_err(|_| FtError::MessageTooLong {
+        len: payload.len(),
+        max: 0xFFFF,
+    })?;
+    out.put_u8(MESSAGE);
+    out.put_slice(&encode_header(*xinu, msg_type, len));
+    out.put_slice(payload);
+    *xinu = next_xinu(*xinu, msg_type, len);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Messages
 

@@ -16,8 +16,9 @@
 //! - a keyword search walks the posting list of its rarest keyword only,
 //!   checks each candidate against the other keywords' sets, and stops after
 //!   `max_results` matches or `max_scan` candidates;
-//! - removing a file removes it from each of its keywords' sets (a hash set
-//!   each, so a user leaving costs its own files, not the index size);
+//! - removing a file removes it from each of its keywords' lists (recomputed
+//!   from its name; a short list, or a hash set for a common word, so a user
+//!   leaving costs its own files, not the index size);
 //! - everything a session can make us hold is capped: files per user and in
 //!   total, open searches per user, searches, shares and pushes per second
 //!   (token buckets; a user that stays over is closed), and the login must be
@@ -416,7 +417,88 @@ struct FileEntry {
     /// The owning session; [`OWN`] for the node's own files.
     owner: SessionId,
     share: Share,
-    words: Box<[Box<[u8]>]>,
+}
+
+/// A keyword's files: a short list while few have it, a hash set beyond (most
+/// words of most names are in a handful of files).
+enum Posting {
+    Few(Vec<u32>),
+    Many(HashSet<u32>),
+}
+
+/// Files a [`Posting::Few`] holds before it becomes a set.
+const FEW: usize = 16;
+
+impl Posting {
+    fn len(&self) -> usize {
+        match self {
+            Posting::Few(v) => v.len(),
+            Posting::Many(s) => s.len(),
+        }
+    }
+
+    fn contains(&self, slot: u32) -> bool {
+        match self {
+            Posting::Few(v) => v.contains(&slot),
+            Posting::Many(s) => s.contains(&slot),
+        }
+    }
+
+    fn insert(&mut self, slot: u32) {
+        match self {
+            Posting::Few(v) if v.len() < FEW => v.push(slot),
+            Posting::Few(v) => {
+                let mut set: HashSet<u32> = v.drain(..).collect();
+                set.insert(slot);
+                *self = Posting::Many(set);
+            }
+            Posting::Many(s) => {
+                s.insert(slot);
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: u32) {
+        match self {
+            Posting::Few(v) => {
+                if let Some(i) = v.iter().position(|&x| x == slot) {
+                    v.swap_remove(i);
+                }
+            }
+            Posting::Many(s) => {
+                s.remove(&slot);
+            }
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = u32> + '_> {
+        match self {
+            Posting::Few(v) => Box::new(v.iter().copied()),
+            Posting::Many(s) => Box::new(s.iter().copied()),
+        }
+    }
+}
+
+/// The keywords a file is indexed under: those of its name and of its text
+/// tags (title, artist, album, keywords), each once, into `words`.
+fn file_words(
+    share: &Share,
+    buf: &mut Vec<u8>,
+    spans: &mut Vec<(u32, u32)>,
+    words: &mut Vec<Vec<u8>>,
+) {
+    words.clear();
+    for t in &share.tags {
+        if matches!(t.id, 0x02 | 0x04 | 0x06 | 0x08 | 0x0C) {
+            keywords(&t.value, buf, spans);
+            for &(a, b) in spans.iter() {
+                let w = &buf[a as usize..b as usize];
+                if !words.iter().any(|x| x[..] == *w) {
+                    words.push(w.to_vec());
+                }
+            }
+        }
+    }
 }
 
 /// The owner of the node's own files.
@@ -429,7 +511,7 @@ pub struct Supernode {
     by_name: HashMap<Bytes, Vec<SessionId>>,
     files: Vec<Option<FileEntry>>,
     free: Vec<u32>,
-    words: HashMap<Box<[u8]>, HashSet<u32>>,
+    words: HashMap<Box<[u8]>, Posting>,
     by_hash: HashMap<Fth, Vec<u32>>,
     own: Vec<u32>,
     /// Where the node's own files are fetched, and its name in results.
@@ -439,7 +521,7 @@ pub struct Supernode {
     files_total: usize,
     bytes_total: u64,
     stats: Stats,
-    scratch: (Vec<u8>, Vec<(u32, u32)>),
+    scratch: (Vec<u8>, Vec<(u32, u32)>, Vec<Vec<u8>>),
 }
 
 impl Supernode {
@@ -459,7 +541,7 @@ impl Supernode {
             files_total: 0,
             bytes_total: 0,
             stats: Stats::default(),
-            scratch: (Vec::new(), Vec::new()),
+            scratch: (Vec::new(), Vec::new(), Vec::new()),
         }
     }
 
@@ -764,21 +846,17 @@ impl Supernode {
         if kept.first().is_none_or(|t| t.id != TAG_FILENAME) || bytes > self.cfg.max_tag_bytes {
             return None;
         }
-        share.tags = kept;
-        // Keywords of the name and of the text tags (title, artist, album).
-        let (buf, spans) = &mut self.scratch;
-        let mut words: Vec<Box<[u8]>> = Vec::new();
-        for t in &share.tags {
-            if matches!(t.id, 0x02 | 0x04 | 0x06 | 0x08 | 0x0C) {
-                keywords(&t.value, buf, spans);
-                for &(a, b) in spans.iter() {
-                    let w = &buf[a as usize..b as usize];
-                    if !words.iter().any(|x| &x[..] == w) {
-                        words.push(w.into());
-                    }
-                }
-            }
-        }
+        // Values copied out: a value read off the network is a slice of the
+        // whole read buffer, which it would keep alive.
+        share.tags = kept
+            .into_iter()
+            .map(|t| Tag {
+                id: t.id,
+                value: Bytes::copy_from_slice(&t.value),
+            })
+            .collect();
+        let (buf, spans, words) = &mut self.scratch;
+        file_words(&share, buf, spans, words);
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -786,13 +864,11 @@ impl Supernode {
                 u32::try_from(self.files.len() - 1).ok()?
             }
         };
-        for w in &words {
-            match self.words.get_mut(w) {
-                Some(set) => {
-                    set.insert(slot);
-                }
+        for w in words.iter() {
+            match self.words.get_mut(&w[..]) {
+                Some(p) => p.insert(slot),
                 None => {
-                    self.words.insert(w.clone(), HashSet::from([slot]));
+                    self.words.insert(w[..].into(), Posting::Few(vec![slot]));
                 }
             }
         }
@@ -801,11 +877,7 @@ impl Supernode {
             self.files_total += 1;
             self.bytes_total += share.size;
         }
-        self.files[slot as usize] = Some(FileEntry {
-            owner,
-            share,
-            words: words.into_boxed_slice(),
-        });
+        self.files[slot as usize] = Some(FileEntry { owner, share });
         Some(slot)
     }
 
@@ -813,11 +885,13 @@ impl Supernode {
         let Some(f) = self.files.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
-        for w in f.words.iter() {
-            if let Some(set) = self.words.get_mut(w) {
-                set.remove(&slot);
-                if set.is_empty() {
-                    self.words.remove(w);
+        let (buf, spans, words) = &mut self.scratch;
+        file_words(&f.share, buf, spans, words);
+        for w in words.iter() {
+            if let Some(p) = self.words.get_mut(&w[..]) {
+                p.remove(slot);
+                if p.len() == 0 {
+                    self.words.remove(&w[..]);
                 }
             }
         }
@@ -945,11 +1019,11 @@ impl Supernode {
         let Some((rarest, rest)) = sets.split_first() else {
             return hits;
         };
-        for (scanned, &slot) in rarest.iter().enumerate() {
+        for (scanned, slot) in rarest.iter().enumerate() {
             if hits.len() >= max || scanned >= self.cfg.max_scan {
                 break;
             }
-            if !rest.iter().all(|s| s.contains(&slot)) {
+            if !rest.iter().all(|s| s.contains(slot)) {
                 continue;
             }
             if let Some(f) = &self.files[slot as usize] {
@@ -1062,25 +1136,6 @@ impl Supernode {
     /// A logged-in user with this name (the first one, when several share it).
     pub fn session_named(&self, name: &[u8]) -> Option<SessionId> {
         self.by_name.get(name)?.first().copied()
-    }
-
-    /// Heap bytes held for users and files, about (for the bench and status).
-    pub fn heap_bytes(&self) -> usize {
-        let files: usize = self
-            .files
-            .iter()
-            .flatten()
-            .map(|f| {
-                std::mem::size_of::<FileEntry>()
-                    + f.share
-                        .tags
-                        .iter()
-                        .map(|t| t.value.len() + 32)
-                        .sum::<usize>()
-                    + f.words.iter().map(|w| w.len() + 16).sum::<usize>()
-            })
-            .sum();
-        files + self.users.len() * std::mem::size_of::<User>()
     }
 }
 

@@ -504,6 +504,9 @@ fn file_words(
 /// The owner of the node's own files.
 const OWN: SessionId = 0;
 
+/// Buffers reused to fold keywords: bytes, spans, the words of one file.
+type Scratch = (Vec<u8>, Vec<(u32, u32)>, Vec<Vec<u8>>);
+
 /// The supernode.
 pub struct Supernode {
     cfg: Config,
@@ -521,7 +524,7 @@ pub struct Supernode {
     files_total: usize,
     bytes_total: u64,
     stats: Stats,
-    scratch: (Vec<u8>, Vec<(u32, u32)>, Vec<Vec<u8>>),
+    scratch: Scratch,
 }
 
 impl Supernode {

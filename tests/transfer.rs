@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use servent::fasttrack::hash::{self as fasttrack_hash, Fth};
 use servent::node::get::{self as dl, GetConfig, SourceSpec, Wanted};
 use servent::node::{self, NodeConfig, NodeHandle, search};
 use servent::wire::http::HttpUrl;
@@ -487,6 +488,209 @@ async fn upload_slots_are_limited_and_hits_say_busy() {
     )
     .await;
     assert_eq!(a.status, 206);
+    n.shutdown().await;
+}
+
+/// Waits until the node serves `fth` (its FastTrack hash is computed).
+async fn fth_served(addr: SocketAddr, fth: Fth) {
+    let deadline = Instant::now() + WAIT;
+    while get(addr, &fth.http_path(), "HEAD").await.status != 200 {
+        assert!(Instant::now() < deadline, "FTH known in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The identity headers every answer to a FastTrack client carries.
+fn says_kazaa(a: &Answer, addr: SocketAddr) {
+    assert_eq!(a.header("x-kazaa-username"), Some("servent"), "{a:?}");
+    assert_eq!(a.header("x-kazaa-network"), Some("KaZaA"));
+    assert_eq!(a.header("x-kazaa-ip"), Some(addr.to_string().as_str()));
+    assert_eq!(a.header("x-kazaa-supernodeip"), None, "no supernode");
+}
+
+#[tokio::test]
+async fn a_fasttrack_client_downloads_by_fth_as_gift_asks() {
+    let dir = Dir::new("ft-get");
+    let share = dir.sub("share");
+    let data = pattern(400_000, 11);
+    std::fs::write(share.join("file.bin"), &data).unwrap();
+    let fth = fasttrack_hash::fth(&data);
+    let n = node_sharing(&share, vec![], |_| {}).await;
+    let addr = n.local_addr;
+    fth_served(addr, fth).await;
+    // The request giFT-FastTrack 0.8.9 sent, byte for byte but the hash.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /.hash={} HTTP/1.1\r\nRange: bytes=0-399999\r\nUserAgent: giFT-FastTrack 0.8.9\r\n\
+         X-Kazaa-Network: KaZaA\r\nX-Kazaa-Username: B\r\nConnection: Close\r\n\
+         X-Kazaa-XferUid: VvdW4Mtg2a3+fZPPTRUZmIbccHW9F6FmzNwa+98ShQE=\r\nHost: {addr}\r\n\r\n",
+        fth.hex()
+    );
+    let a = exchange(&mut s, &request, false).await;
+    assert_eq!(a.status, 206, "{a:?}");
+    assert_eq!(a.header("content-range"), Some("bytes 0-399999/400000"));
+    assert_eq!(a.header("content-length"), Some("400000"));
+    assert_eq!(a.header("accept-ranges"), Some("bytes"));
+    assert_eq!(a.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(a.header("connection"), Some("close"));
+    says_kazaa(&a, addr);
+    let tag = format!("3={}", fth.kazaa_base64());
+    assert_eq!(a.header("x-kazaatag"), Some(tag.as_str()));
+    assert!(tag.starts_with("3==") && tag.len() == 31);
+    assert_eq!(
+        a.header("x-gnutella-content-urn"),
+        None,
+        "FastTrack headers only"
+    );
+    assert!(a.body == data, "the bytes");
+    // And then the connection is closed, as asked.
+    let mut rest = [0u8; 16];
+    let closed = tokio::time::timeout(WAIT, s.read(&mut rest)).await.unwrap();
+    assert_eq!(closed.unwrap(), 0);
+
+    // Kept alive when not asked to close: a range, HEAD, the older
+    // `/<file id>/<name>` form, one connection.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let path = fth.http_path();
+    let a = exchange(
+        &mut s,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\n\r\n"),
+        false,
+    )
+    .await;
+    assert_eq!((a.status, &a.body[..]), (206, &data[100..200]));
+    assert_eq!(a.header("content-range"), Some("bytes 100-199/400000"));
+    let a = exchange(
+        &mut s,
+        &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.header("content-length")),
+        (200, Some("400000"))
+    );
+    says_kazaa(&a, addr);
+    let legacy = format!("/{}/file.bin", fth.file_id());
+    let a = exchange(
+        &mut s,
+        &format!("GET {legacy} HTTP/1.1\r\nHost: x\r\nRange: bytes=399990-\r\n\r\n"),
+        false,
+    )
+    .await;
+    assert_eq!((a.status, &a.body[..]), (206, &data[399_990..]));
+    says_kazaa(&a, addr);
+
+    // Refusals name us too.
+    let other = fasttrack_hash::fth(b"not shared");
+    let a = get(addr, &other.http_path(), "").await;
+    assert_eq!(a.status, 404);
+    says_kazaa(&a, addr);
+    let a = get(addr, &format!("/{}/other.bin", fth.file_id()), "").await;
+    assert_eq!(a.status, 404, "the name must match exactly");
+    says_kazaa(&a, addr);
+    let a = get(addr, "/.hash=1234", "").await;
+    assert_eq!(a.status, 400);
+    says_kazaa(&a, addr);
+    let a = get(addr, &path, "Range: bytes=400000-\r\n").await;
+    assert_eq!(a.status, 416);
+    // Gnutella requests carry no FastTrack headers.
+    let a = get(addr, "/get/1/file.bin", "HEAD").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-kazaa-username"), None);
+    // Our hits carry the FTH (GGEP `FTH`), for a FastTrack client to verify.
+    let mut seen = Vec::new();
+    search::search(
+        &addr.to_string(),
+        "file",
+        2,
+        Duration::from_secs(2),
+        1,
+        |h| seen.push((h.name.clone(), h.fth)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, [("file.bin".to_string(), Some(fth))]);
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn fasttrack_downloads_share_the_upload_slots() {
+    let dir = Dir::new("ft-slots");
+    let share = dir.sub("share");
+    let data = pattern(8 << 20, 12);
+    std::fs::write(share.join("big.bin"), &data).unwrap();
+    let fth = fasttrack_hash::fth(&data);
+    let n = node_sharing(&share, vec![], |c| c.max_uploads = 1).await;
+    fth_served(n.local_addr, fth).await;
+    // A Gnutella download that reads nothing holds the one slot...
+    let (index, _) = hashed(n.local_addr, "big.bin").await;
+    let mut first = TcpStream::connect(n.local_addr).await.unwrap();
+    first
+        .write_all(format!("GET /get/{index}/big.bin HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // ...so a FastTrack one is told to come back, in FastTrack's words too.
+    let a = get(n.local_addr, &fth.http_path(), "Range: bytes=0-99\r\n").await;
+    assert_eq!(a.status, 503);
+    assert!(a.header("retry-after").is_some());
+    says_kazaa(&a, n.local_addr);
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let a = get(n.local_addr, &fth.http_path(), "Range: bytes=0-99\r\n").await;
+        if a.status == 206 {
+            assert_eq!(a.body, data[..100]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hash_cache_from_before_the_fth_gets_it_filled_in() {
+    let dir = Dir::new("ft-cache");
+    let share = dir.sub("share");
+    let data_dir = dir.sub("data");
+    let data = pattern(3 << 20, 13);
+    let file = share.join("song.ogg");
+    std::fs::write(&file, &data).unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    let mtime_ns = meta
+        .modified()
+        .unwrap()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let urn = Sha1Urn::digest(&data);
+    let canon = std::fs::canonicalize(&file).unwrap();
+    // The line an older servent wrote: SHA-1 only.
+    let cache = data_dir.join("sha1-cache.txt");
+    let old_line = format!(
+        "{} {} {mtime_ns} {}\n",
+        urn.base32(),
+        data.len(),
+        canon.display()
+    );
+    std::fs::write(&cache, &old_line).unwrap();
+    let n = node_sharing(&share, vec![], |c| c.data_dir = Some(data_dir.clone())).await;
+    // Served by SHA-1 at once (the cache is trusted for it)...
+    let a = get(n.local_addr, &format!("/uri-res/N2R?{urn}"), "HEAD").await;
+    assert_eq!(a.status, 200);
+    // ...and by FTH once that is filled in, then kept in the cache.
+    let fth = fasttrack_hash::fth(&data);
+    fth_served(n.local_addr, fth).await;
+    let deadline = Instant::now() + WAIT;
+    let want = format!("{},{} ", urn.base32(), fth.hex());
+    while !std::fs::read_to_string(&cache).unwrap().contains(&want) {
+        assert!(Instant::now() < deadline, "cache rewritten with the FTH");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     n.shutdown().await;
 }
 

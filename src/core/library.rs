@@ -52,6 +52,8 @@ struct ServedMaps {
     files: HashMap<u32, Arc<SharedFile>>,
     by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
     by_fth: HashMap<Fth, BTreeSet<u32>>,
+    /// By the FTH's 14-bit file id, for FastTrack's `/<file id>/<name>` form.
+    by_file_id: HashMap<u16, BTreeSet<u32>>,
 }
 
 impl Served {
@@ -74,6 +76,17 @@ impl Served {
         maps.files.get(index).cloned()
     }
 
+    /// The file with this FastTrack file id and exactly this name.
+    pub fn by_file_id(&self, id: u16, name: &str) -> Option<Arc<SharedFile>> {
+        let maps = self.read();
+        maps.by_file_id
+            .get(&id)?
+            .iter()
+            .filter_map(|i| maps.files.get(i))
+            .find(|f| f.name == name)
+            .cloned()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ServedMaps> {
         // A writer cannot panic while holding the lock (plain map updates), but a
         // poisoned lock still holds consistent maps.
@@ -92,6 +105,7 @@ impl Served {
             }
             if let Some(f) = old.fth {
                 remove_from(&mut maps.by_fth, &f, file.index);
+                remove_from(&mut maps.by_file_id, &f.file_id(), file.index);
             }
         }
         if let Some(u) = file.sha1 {
@@ -99,6 +113,10 @@ impl Served {
         }
         if let Some(f) = file.fth {
             maps.by_fth.entry(f).or_default().insert(file.index);
+            maps.by_file_id
+                .entry(f.file_id())
+                .or_default()
+                .insert(file.index);
         }
     }
 
@@ -110,6 +128,7 @@ impl Served {
             }
             if let Some(f) = old.fth {
                 remove_from(&mut maps.by_fth, &f, index);
+                remove_from(&mut maps.by_file_id, &f.file_id(), index);
             }
         }
     }
@@ -458,10 +477,17 @@ mod tests {
         assert_eq!(l.get(one).unwrap().fth, Some(fth));
         let served = l.served();
         assert_eq!(served.by_fth(&fth).unwrap().name, "one.txt");
+        assert_eq!(
+            served.by_file_id(fth.file_id(), "one.txt").unwrap().index,
+            one
+        );
+        assert!(served.by_file_id(fth.file_id(), "two.txt").is_none());
+        assert!(served.by_file_id(fth.file_id() ^ 1, "one.txt").is_none());
         // A new FTH (the file changed) replaces the old one in both views.
         let fth2 = crate::fasttrack::hash::fth(b"one, changed");
         l.set_fth(one, fth2);
         assert!(l.by_fth(&fth).is_none() && served.by_fth(&fth).is_none());
+        assert!(served.by_file_id(fth.file_id(), "one.txt").is_none());
         assert_eq!(served.by_fth(&fth2).unwrap().index, one);
         l.remove(one);
         assert!(l.by_fth(&fth2).is_none() && served.by_fth(&fth2).is_none());

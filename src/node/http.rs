@@ -1,7 +1,8 @@
 //! Serving shared files over HTTP/1.1 (hyper) on the Gnutella port and on pushed
 //! connections: `GET`/`HEAD` of `/get/<index>/<name>` and
-//! `/uri-res/N2R?urn:sha1:...`, one byte range per request, keep-alive, upload
-//! slots. The rules are in `protocol-spec/http-transfer.md`.
+//! `/uri-res/N2R?urn:sha1:...`, and for FastTrack clients `/.hash=<FTH>` and
+//! `/<file id>/<name>` with the `X-Kazaa-*` headers; one byte range per request,
+//! keep-alive, upload slots. The rules are in `protocol-spec/http-transfer.md`.
 
 use crate::share::read_exact_at;
 use std::convert::Infallible;
@@ -65,7 +66,52 @@ pub struct Uploads {
     next_upload: std::sync::atomic::AtomicU64,
     /// File bytes handed to hyper to send, since the start.
     pub bytes_sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Who we say we are to FastTrack downloaders.
+    pub kazaa: std::sync::RwLock<KazaaIdentity>,
 }
+
+/// What the `X-Kazaa-*` headers of our answers to FastTrack clients say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KazaaIdentity {
+    /// `X-Kazaa-Username`.
+    pub username: String,
+    /// `X-Kazaa-Network` (the network name FastTrack clients accept).
+    pub network: String,
+    /// `X-Kazaa-IP`: our address and HTTP port; the IP is `0.0.0.0` until
+    /// known, as giFT-FastTrack writes it.
+    pub addr: SocketAddr,
+    /// `X-Kazaa-SupernodeIP`: the FastTrack supernode we are reached through
+    /// (our own when we are one); the header is left out when there is none.
+    pub supernode: Option<SocketAddr>,
+}
+
+impl KazaaIdentity {
+    /// An identity for a node whose HTTP port is `port`, address not known.
+    pub fn new(port: u16) -> KazaaIdentity {
+        KazaaIdentity {
+            username: DEFAULT_KAZAA_USERNAME.to_string(),
+            network: "KaZaA".to_string(),
+            addr: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
+            supernode: None,
+        }
+    }
+
+    /// The identity headers, in the order giFT-FastTrack writes them.
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("X-Kazaa-Username", self.username.clone()),
+            ("X-Kazaa-Network", self.network.clone()),
+            ("X-Kazaa-IP", self.addr.to_string()),
+        ];
+        if let Some(sn) = self.supernode {
+            out.push(("X-Kazaa-SupernodeIP", sn.to_string()));
+        }
+        out
+    }
+}
+
+/// The user name FastTrack clients see when none is configured.
+pub const DEFAULT_KAZAA_USERNAME: &str = "servent";
 
 /// An upload in progress, for the control API.
 #[derive(Debug)]
@@ -110,7 +156,20 @@ impl Uploads {
             active: Mutex::default(),
             next_upload: Default::default(),
             bytes_sent: Default::default(),
+            kazaa: std::sync::RwLock::new(KazaaIdentity::new(0)),
         }
+    }
+
+    /// Sets what the `X-Kazaa-*` headers say.
+    pub fn set_kazaa(&self, id: KazaaIdentity) {
+        *self.kazaa.write().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    fn kazaa_headers(&self) -> Vec<(&'static str, String)> {
+        self.kazaa
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .headers()
     }
 }
 
@@ -188,6 +247,33 @@ async fn answer(
     state: &Mutex<ConnState>,
 ) -> Response<FileBody> {
     tracing::debug!(%remote, method = %req.method(), uri = %req.uri(), "HTTP request");
+    let fasttrack = h::parse_target(req.uri().path(), req.uri().query())
+        .is_ok_and(|t| t.is_fasttrack())
+        || req.uri().path().starts_with("/.hash=");
+    let mut r = answer_request(req, remote, uploads, state).await;
+    if fasttrack && r.status() != StatusCode::OK && r.status() != StatusCode::PARTIAL_CONTENT {
+        // giFT-FastTrack names itself on its refusals too.
+        add_kazaa(r.headers_mut(), uploads.kazaa_headers());
+    }
+    r
+}
+
+fn add_kazaa(headers: &mut HeaderMap, kazaa: Vec<(&'static str, String)>) {
+    for (name, value) in kazaa {
+        // A value that cannot be a header (a control character in a
+        // configured user name) is left out rather than sent broken.
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+async fn answer_request(
+    req: Request<hyper::body::Incoming>,
+    remote: SocketAddr,
+    uploads: &Arc<Uploads>,
+    state: &Mutex<ConnState>,
+) -> Response<FileBody> {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD", false);
@@ -210,7 +296,16 @@ async fn answer(
             Some(f) => f,
             None => return text(StatusCode::NOT_FOUND, "URN not found", head),
         },
+        Target::Fth(fth) => match uploads.served.by_fth(fth) {
+            Some(f) => f,
+            None => return text(StatusCode::NOT_FOUND, "Hash not found", head),
+        },
+        Target::FileId { id, name } => match uploads.served.by_file_id(*id, name) {
+            Some(f) => f,
+            None => return text(StatusCode::NOT_FOUND, "No such file id and name", head),
+        },
     };
+    let fasttrack = target.is_fasttrack();
     // A Range that cannot be read is ignored (RFC 9110, 14.2): the whole file.
     let range = req
         .headers()
@@ -232,7 +327,7 @@ async fn answer(
             return r;
         }
     };
-    if let Some(urn) = file.sha1 {
+    if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
         learn_alt_locs(req.headers(), urn, uploads);
     }
     // A slot per request, held until its body is sent (or the client goes):
@@ -291,17 +386,33 @@ async fn answer(
         }
         Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", head),
     };
-    let mut b = base(status)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, len);
+    let mut b = base(status);
+    if fasttrack {
+        // giFT-FastTrack's order: identity, then the hash as a metadata tag
+        // (tag 3, in the `=`-prefixed base64 FastTrack writes).
+        b = b.header(header::ACCEPT_RANGES, "bytes");
+        for (name, value) in uploads.kazaa_headers() {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                b = b.header(name, v);
+            }
+        }
+        if let Some(fth) = file.fth {
+            b = b.header("X-KazaaTag", format!("3={}", fth.kazaa_base64()));
+        }
+        b = b.header(header::CONTENT_TYPE, "application/octet-stream");
+    } else {
+        b = b
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::ACCEPT_RANGES, "bytes");
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(
             header::CONTENT_RANGE,
             format!("bytes {}-{}/{}", start, start + len - 1, file.size),
         );
     }
-    if let Some(urn) = file.sha1 {
+    b = b.header(header::CONTENT_LENGTH, len);
+    if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
         b = b.header("X-Gnutella-Content-URN", urn.to_string());
         // Never the asker itself, where it says where it listens (`X-Node`,
         // as gtk-gnutella and LimeWire send it).

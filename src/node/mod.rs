@@ -335,6 +335,13 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     let (push_tx, push_rx) = mpsc::channel(64);
     let givs = push::GivWaiters::default();
     let bind = Some(local_addr.ip()).filter(|ip| !ip.is_unspecified());
+    // FastTrack downloaders are told our address when we listen on a specific
+    // one (else 0.0.0.0, as giFT-FastTrack says before it knows its own).
+    let mut kazaa = http::KazaaIdentity::new(local_addr.port());
+    if let Some(ip @ IpAddr::V4(_)) = bind {
+        kazaa.addr.set_ip(ip);
+    }
+    uploads.set_kazaa(kazaa);
     tracker.spawn(push::answer_pushes(
         guid,
         push_rx,

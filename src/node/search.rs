@@ -12,6 +12,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
+use crate::fasttrack::hash::Fth;
 use crate::framing::DescriptorCodec;
 use crate::output;
 use crate::wire::bye::{self, Bye};
@@ -28,6 +29,8 @@ pub struct SearchHit {
     pub name: String,
     pub size: u64,
     pub urn: Option<Sha1Urn>,
+    /// The FastTrack hash, when the result carries it (GGEP `FTH`).
+    pub fth: Option<Fth>,
     pub index: u32,
     pub host: Ipv4Addr,
     pub port: u16,
@@ -69,6 +72,7 @@ pub fn hits_of(hit: &QueryHit) -> Vec<SearchHit> {
             name: r.name_lossy(),
             size: r.file_size(),
             urn: r.ext.sha1_urns().next(),
+            fth: r.fth(),
             index: r.index,
             host: hit.ip,
             port: hit.port,
@@ -370,6 +374,7 @@ mod tests {
             name: "a \"b\"\n.mp3".into(),
             size: 3,
             urn: Some(Sha1Urn::digest(b"abc")),
+            fth: None,
             index: 7,
             host: Ipv4Addr::LOCALHOST,
             port: 6346,
@@ -390,6 +395,7 @@ mod tests {
             name: "LimeWire PRO Available at LimeWire.com".into(),
             size: 1024,
             urn: None,
+            fth: None,
             index: u32::MAX,
             host: Ipv4Addr::new(64, 61, 25, 171),
             port: 6346,

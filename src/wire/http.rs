@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use crate::fasttrack::hash::Fth;
 use crate::wire::guid::Guid;
 use crate::wire::huge::{Sha1Urn, UrnError};
 
@@ -138,6 +139,18 @@ pub enum Target {
     Index { index: u32, name: String },
     /// `/uri-res/N2R?urn:sha1:<base32>`.
     Urn(Sha1Urn),
+    /// `/.hash=<40 hex>`: a FastTrack download by FTH.
+    Fth(Fth),
+    /// `/<file id>/<name>`: the older FastTrack form, a file id (the FTH's
+    /// 14-bit checksum, in decimal) and the exact file name.
+    FileId { id: u16, name: String },
+}
+
+impl Target {
+    /// Whether a FastTrack client asks (the answer carries its headers).
+    pub fn is_fasttrack(&self) -> bool {
+        matches!(self, Target::Fth(_) | Target::FileId { .. })
+    }
 }
 
 /// Why a request target was refused.
@@ -218,6 +231,30 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<Target, TargetErr
             return Err(TargetError::NotFound);
         }
         return Ok(Target::Index { index, name });
+    }
+    if let Some(hex) = path.strip_prefix("/.hash=") {
+        return Fth::from_hex(hex.as_bytes())
+            .map(Target::Fth)
+            .map_err(|_| TargetError::Bad("bad FastTrack hash"));
+    }
+    if let Some((id, name)) = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        if id.len() > 5 {
+            return Err(TargetError::Bad("bad file id"));
+        }
+        let name = percent_decode(name).ok_or(TargetError::Bad("bad escape in file name"))?;
+        if is_unsafe_name(&name) {
+            return Err(TargetError::Bad("file name is not a plain name"));
+        }
+        // A file id is 14 bits: a larger number names nothing we share.
+        let id: u16 = match id.parse() {
+            Ok(i) if i <= 0x3FFF => i,
+            _ => return Err(TargetError::NotFound),
+        };
+        return Ok(Target::FileId { id, name });
     }
     if path.eq_ignore_ascii_case("/uri-res/N2R") {
         let q = query.ok_or(TargetError::Bad("no URN"))?;
@@ -525,6 +562,45 @@ mod tests {
         }
         for p in ["/etc/passwd", "/", "/get/0/a", "//get/1/a", "/GET/1/a"] {
             assert_eq!(ok(p, None), Err(TargetError::NotFound), "{p}");
+        }
+    }
+
+    #[test]
+    fn fasttrack_targets() {
+        let ok = |p: &str| parse_target(p, None);
+        let fth = crate::fasttrack::hash::fth(b"abc");
+        assert_eq!(ok(&fth.http_path()), Ok(Target::Fth(fth)));
+        let upper = format!("/.hash={}", fth.hex().to_uppercase());
+        assert_eq!(ok(&upper), Ok(Target::Fth(fth)));
+        assert!(ok(&fth.http_path()).unwrap().is_fasttrack());
+        assert_eq!(
+            ok("/1418/file%20one.bin"),
+            Ok(Target::FileId {
+                id: 1418,
+                name: "file one.bin".into()
+            })
+        );
+        assert!(!ok("/get/1/a").unwrap().is_fasttrack());
+        for p in [
+            "/.hash=",
+            "/.hash=abc",
+            "/.hash=8fc670eaf45c09b7b6783ba20f014efd0342f2f",
+            "/.hash=8fc670eaf45c09b7b6783ba20f014efd0342f2f2a",
+            "/.hash=zfc670eaf45c09b7b6783ba20f014efd0342f2f2",
+            "/123456/a",
+            "/1/..",
+            "/1/a%2Fb",
+            "/1/",
+            "/1/%zz",
+        ] {
+            assert!(
+                matches!(ok(p), Err(TargetError::Bad(_))),
+                "{p}: {:?}",
+                ok(p)
+            );
+        }
+        for p in ["/16384/a", "/99999/a", "/.hash", "/a1/b", "/1"] {
+            assert_eq!(ok(p), Err(TargetError::NotFound), "{p}");
         }
     }
 

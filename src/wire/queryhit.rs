@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::complete::{be_u32, le_u16, le_u32};
 
+use crate::fasttrack::hash::Fth;
 use crate::wire::error::{EncodeError, WireError, WireResult};
 use crate::wire::ext::{AreaEnd, ExtArea, ExtAreaView, ExtItem};
 use crate::wire::ggep::{self, Ggep, GgepExt, GgepView};
@@ -20,6 +21,16 @@ use crate::wire::message::fields;
 /// Value written in the 32-bit size field when the real size is carried in GGEP
 /// `LF` (files of 2 GiB and more).
 pub const SIZE_IN_LF: u32 = 0xFFFF_FFFF;
+
+/// GGEP ID of a result's FastTrack hash: the 20 raw bytes of the file's FTH
+/// (`fasttrack-hashes.md`), so that a FastTrack client given the result can
+/// fetch it by `/.hash=` and verify it.
+pub const GGEP_FTH: &str = "FTH";
+
+/// The FTH in a GGEP value: exactly 20 bytes, anything else is ignored.
+fn fth_of(data: &[u8]) -> Option<Fth> {
+    Some(Fth(data.try_into().ok()?))
+}
 
 /// One result record.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -66,6 +77,41 @@ impl HitResult {
     /// The file name, decoded as UTF-8 with invalid bytes replaced.
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// The result with its file's FastTrack hash (GGEP `FTH`), when known. It
+    /// joins the result's GGEP block if it has one (a result carries one block,
+    /// as the last item, where LimeWire expects it), replacing an earlier `FTH`.
+    pub fn with_fth(mut self, fth: Option<Fth>) -> HitResult {
+        let Some(fth) = fth else {
+            return self;
+        };
+        let ext = GgepExt::new(GGEP_FTH, Bytes::copy_from_slice(&fth.0));
+        let block = self.ext.items.iter_mut().find_map(|i| match i {
+            ExtItem::Ggep(g) => Some(g),
+            _ => None,
+        });
+        match block {
+            Some(g) => {
+                g.exts.retain(|e| e.id.as_bytes() != GGEP_FTH.as_bytes());
+                g.exts.push(ext);
+            }
+            None => self.ext.items.push(ExtItem::Ggep(Ggep::new(vec![ext]))),
+        }
+        self
+    }
+
+    /// The file's FastTrack hash, from the first GGEP `FTH` of 20 bytes in any
+    /// of the result's GGEP blocks.
+    pub fn fth(&self) -> Option<Fth> {
+        self.ext.items.iter().find_map(|i| match i {
+            ExtItem::Ggep(g) => g
+                .exts
+                .iter()
+                .filter(|e| e.id.as_bytes() == GGEP_FTH.as_bytes())
+                .find_map(|e| fth_of(&e.data)),
+            _ => None,
+        })
     }
 }
 
@@ -402,6 +448,19 @@ impl<'a> ResultView<'a> {
             .and_then(|v| ggep::le_int(&v))
             .unwrap_or(self.size as u64)
     }
+
+    /// The file's FastTrack hash (GGEP `FTH`, see [`HitResult::fth`]). Values
+    /// are usually COBS-encoded here (20 raw bytes often hold a NUL).
+    pub fn fth(&self) -> Option<Fth> {
+        let mut budget = ggep::DEFAULT_INFLATE_BUDGET;
+        self.ext.iter().find_map(|i| match i {
+            crate::wire::ext::ItemView::Ggep(g) => g
+                .iter()
+                .filter(|e| e.id == GGEP_FTH.as_bytes())
+                .find_map(|e| fth_of(&e.value(&mut budget).ok()?)),
+            _ => None,
+        })
+    }
 }
 
 /// The trailer of a [`QueryHitView`], borrowed.
@@ -520,5 +579,77 @@ impl<'a> QueryHitView<'a> {
             rest = &rest[used..];
             Some(r)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(results: Vec<HitResult>) -> Bytes {
+        let h = QueryHit {
+            port: 6346,
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            speed: 0,
+            results,
+            trailer: TrailerArea::None,
+            servent: Guid([7; 16]),
+        };
+        let mut out = BytesMut::new();
+        h.encode(&mut out).unwrap();
+        out.freeze()
+    }
+
+    #[test]
+    fn the_fth_travels_in_ggep_and_reads_back_both_ways() {
+        // An FTH with NUL bytes (COBS in the result area) and one without.
+        let mut with_nul = crate::fasttrack::hash::fth(b"x");
+        with_nul.0[3] = 0;
+        with_nul.0[19] = 0;
+        let plain = Fth([0x41; 20]);
+        let urn = Sha1Urn::digest(b"x");
+        let big = 5u64 << 30;
+        let results = vec![
+            HitResult::new(1, 10, "a.txt", Some(&urn)).with_fth(Some(with_nul)),
+            HitResult::new(2, big, "big.iso", None).with_fth(Some(plain)),
+            HitResult::new(3, 10, "none.txt", Some(&urn)).with_fth(None),
+        ];
+        // The large file's FTH shares the block that holds LF.
+        assert_eq!(results[1].ext.items.len(), 1);
+        assert_eq!(results[1].ext.ggep().unwrap().exts.len(), 2);
+        let bytes = hit(results.clone());
+        let parsed = QueryHit::parse(&bytes, &mut ggep::DEFAULT_INFLATE_BUDGET.clone()).unwrap();
+        assert_eq!(parsed.results, results);
+        let got: Vec<_> = parsed.results.iter().map(HitResult::fth).collect();
+        assert_eq!(got, [Some(with_nul), Some(plain), None]);
+        assert_eq!(parsed.results[1].file_size(), big);
+        let view = QueryHitView::parse(&bytes).unwrap();
+        let seen: Vec<_> = view.results().map(|r| (r.fth(), r.file_size())).collect();
+        assert_eq!(seen, [(Some(with_nul), 10), (Some(plain), big), (None, 10)]);
+        // Set twice: one FTH, the last.
+        let twice = results[0].clone().with_fth(Some(plain));
+        assert_eq!(twice.ext.ggep().unwrap().exts.len(), 1);
+        assert_eq!(twice.fth(), Some(plain));
+    }
+
+    #[test]
+    fn an_fth_of_the_wrong_length_is_ignored() {
+        let mut r = HitResult::new(1, 10, "a.txt", None);
+        r.ext.items.push(ExtItem::Ggep(Ggep::new(vec![
+            GgepExt::new(GGEP_FTH, vec![1u8; 19]),
+            GgepExt::new(GGEP_FTH, vec![2u8; 21]),
+        ])));
+        let bytes = hit(vec![r.clone()]);
+        assert_eq!(r.fth(), None);
+        let view = QueryHitView::parse(&bytes).unwrap();
+        assert_eq!(view.results().next().unwrap().fth(), None);
+        // A later good one in the same block is found.
+        if let ExtItem::Ggep(g) = &mut r.ext.items[0] {
+            g.exts.push(GgepExt::new(GGEP_FTH, vec![3u8; 20]));
+        }
+        assert_eq!(r.fth(), Some(Fth([3; 20])));
+        let bytes = hit(vec![r]);
+        let view = QueryHitView::parse(&bytes).unwrap();
+        assert_eq!(view.results().next().unwrap().fth(), Some(Fth([3; 20])));
     }
 }

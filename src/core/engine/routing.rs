@@ -587,7 +587,7 @@ impl<L: Links> Engine<L> {
             .library
             .search(&text, &urns, self.max_results)
             .into_iter()
-            .map(|f| HitResult::new(f.index, f.size, &f.name, f.sha1.as_ref()))
+            .map(|f| HitResult::new(f.index, f.size, &f.name, f.sha1.as_ref()).with_fth(f.fth))
             .collect();
         if found.is_empty() {
             return;

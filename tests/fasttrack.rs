@@ -631,3 +631,115 @@ async fn hostile_sessions_are_dropped_or_closed_and_counted() {
     still_serves(at, "after").await;
     node.shutdown().await;
 }
+
+fn mesh_node(
+    dir: &common::Dir,
+    tag: &str,
+    mode: node::Mode,
+    share: Option<(&str, &[u8])>,
+    peers: Vec<String>,
+) -> NodeConfig {
+    let shares = share
+        .map(|(name, bytes)| {
+            let d = dir.sub(&format!("share-{tag}"));
+            std::fs::write(d.join(name), bytes).unwrap();
+            vec![d]
+        })
+        .unwrap_or_default();
+    let mut fasttrack = servent::fasttrack::server::ServerConfig::default();
+    fasttrack.core.bridge_wait = Duration::from_millis(1500);
+    NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(dir.sub(&format!("data-{tag}"))),
+        local_network: true,
+        target_peers: 0,
+        shares,
+        peers,
+        handshake_timeout: Duration::from_secs(2),
+        fasttrack,
+        tier: node::TierConfig {
+            mode,
+            ultrapeer_qrp: false,
+            // A library offer names files by SHA-1 only: the ultrapeer's hits
+            // for the leaf would have no FTH. The leaf answers itself.
+            offer_library: false,
+            ..node::TierConfig::default()
+        },
+        dq: node::DqConfig {
+            max_searches: 0,
+            ..node::DqConfig::default()
+        },
+        ..NodeConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_fasttrack_user_finds_and_fetches_a_gnutella_leafs_file_through_the_mesh() {
+    let dir = common::Dir::new("ft-bridge");
+    let cancel = CancellationToken::new;
+    let mut b = node::start(
+        mesh_node(&dir, "b", node::Mode::Ultrapeer, None, vec![]),
+        cancel(),
+    )
+    .await
+    .unwrap();
+    let leaf_data = data(350_000, 3);
+    let mut leaf = node::start(
+        mesh_node(
+            &dir,
+            "leaf",
+            node::Mode::Leaf,
+            Some(("bridged gnutella song.mp3", &leaf_data)),
+            vec![b.local_addr.to_string()],
+        ),
+        cancel(),
+    )
+    .await
+    .unwrap();
+    let mut a = node::start(
+        mesh_node(
+            &dir,
+            "a",
+            node::Mode::Ultrapeer,
+            None,
+            vec![b.local_addr.to_string()],
+        ),
+        cancel(),
+    )
+    .await
+    .unwrap();
+    assert!(leaf.wait_for(WAIT, |s| s.to_ultrapeers == 1).await);
+    assert!(a.wait_for(WAIT, |s| s.connections == 1).await);
+    assert!(b.wait_for(WAIT, |s| s.connections == 2).await);
+
+    // A FastTrack user of A searches: the leaf of B answers through the mesh,
+    // with the FTH, and the user fetches the file from the leaf by it.
+    let mut u = User::login(a.local_addr, "U", 1).await;
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut id = 0;
+    while found.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no bridged result: {:?} {:?}",
+            a.fasttrack().status(),
+            a.stats()
+        );
+        found = u.search(id, "bridged gnutella song").await;
+        id += 1;
+    }
+    let (_, r) = &found[0];
+    assert_eq!(r.fth, fth(&leaf_data));
+    assert_eq!((r.ip, r.port), (LOCAL, leaf.local_addr.port()));
+    let conn = TcpStream::connect((r.ip, r.port)).await.unwrap();
+    let got = get_hash(conn, &r.fth, SocketAddr::from((r.ip, r.port))).await;
+    assert_eq!(
+        fth(&got),
+        fth(&leaf_data),
+        "the bridged download checks out"
+    );
+    assert!(counter(&a, "bridged_results") >= 1);
+    for n in [a, leaf, b] {
+        n.shutdown().await;
+    }
+}

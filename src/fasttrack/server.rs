@@ -54,7 +54,11 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            core: Config::default(),
+            core: Config {
+                // Gnutella hits take a few seconds to come back.
+                bridge_wait: Duration::from_secs(4),
+                ..Config::default()
+            },
             max_sessions: 2000,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
@@ -78,6 +82,8 @@ pub struct ShellCounters {
     /// Gnutella hits for a bridged search without a FastTrack hash (giFT could
     /// not verify them): not forwarded.
     pub bridge_hits_without_fth: AtomicU64,
+    /// Gnutella hits from firewalled hosts (a FastTrack user cannot reach them).
+    pub bridge_hits_firewalled: AtomicU64,
 }
 
 /// What the supernode reports (status and metrics).
@@ -226,6 +232,7 @@ impl FastTrack {
                 ("bad_messages", r(&c.bad_messages)),
                 ("closed_slow_reader", r(&c.closed_slow_reader)),
                 ("bridge_hits_without_fth", r(&c.bridge_hits_without_fth)),
+                ("bridge_hits_firewalled", r(&c.bridge_hits_firewalled)),
             ],
         }
     }
@@ -270,12 +277,22 @@ impl FastTrack {
         tx.is_some_and(|tx| tx.send(stream).is_ok())
     }
 
-    /// Counts a bridged Gnutella hit that had no FTH.
-    pub fn count_hit_without_fth(&self, n: u64) {
-        self.inner
-            .counters
-            .bridge_hits_without_fth
-            .fetch_add(n, Ordering::Relaxed);
+    /// Counts a Gnutella hit for a bridged search that a FastTrack user could
+    /// not use: `"no FTH"` (giFT could not verify it) or `"firewalled"`.
+    pub fn count_unbridged(&self, why: &str) {
+        let c = match why {
+            "firewalled" => &self.inner.counters.bridge_hits_firewalled,
+            _ => &self.inner.counters.bridge_hits_without_fth,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A bridged search has nothing more to wait for: the user gets its 0x08.
+    pub fn end_search(&self, session: SessionId, id: u16) {
+        let mut out = Vec::new();
+        let mut st = self.lock();
+        st.core.finish(session, id, &mut out);
+        self.apply(&mut st, out);
     }
 
     /// Hits from the Gnutella network for a user's open search.

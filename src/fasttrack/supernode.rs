@@ -709,6 +709,18 @@ impl Supernode {
         }
     }
 
+    /// Ends an open search now (its bridge has nothing more to give).
+    pub fn finish(&mut self, session: SessionId, id: u16, out: &mut Vec<Action>) {
+        let Some(u) = self.users.get_mut(&session) else {
+            return;
+        };
+        if let Some(i) = u.open.iter().position(|(s, _)| *s == id) {
+            u.open.swap_remove(i);
+            u.sent.retain(|(s, _)| *s != id);
+            out.push(Action::Send(session, Reply::End(id)));
+        }
+    }
+
     /// The earliest time [`Supernode::tick`] has something to do for an open
     /// search (the shell may sleep until then; keep-alive ticks are coarse).
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -1,6 +1,8 @@
 //! Between the FastTrack supernode and the Gnutella side of the node: a
-//! FastTrack user's search run as one of the node's own Gnutella searches, and
-//! the `GIVE` a FastTrack user sends when it answers a push from the node.
+//! FastTrack user's search run as one of the node's own Gnutella searches (its
+//! hits that carry an FTH go back to the user as results), the node's own
+//! files offered to FastTrack users, and the `GIVE` a FastTrack user sends
+//! when it answers a push from the node.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -10,10 +12,126 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
 use super::engine::EngineRef;
+use super::search::{SearchHit, Seen, hits_of};
 use crate::core::library::Library;
-use crate::fasttrack::server::FastTrack;
-use crate::fasttrack::supernode::{Share, TAG_FILENAME, Tag};
+use crate::fasttrack::server::{Bridge, FastTrack};
+use crate::fasttrack::supernode::{Fth, Hit, SessionId, Share, TAG_FILENAME, Tag};
+use crate::wire::{Guid, Hops, Message, Query, QueryFlags, QueryHit, Ttl};
+
+/// Hits one bridged search takes from the Gnutella network (the supernode
+/// caps what reaches the user anyway).
+const MAX_BRIDGED_HITS: usize = 500;
+
+/// Runs FastTrack users' searches as the node's own Gnutella searches.
+pub struct NodeBridge {
+    engine: EngineRef,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    /// How long a search takes hits (the supernode ends the user's search then).
+    wait: Duration,
+}
+
+impl NodeBridge {
+    pub fn new(
+        engine: EngineRef,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+        wait: Duration,
+    ) -> NodeBridge {
+        NodeBridge {
+            engine,
+            tracker,
+            cancel,
+            wait,
+        }
+    }
+}
+
+/// A Gnutella hit as a FastTrack result, when a FastTrack user can fetch and
+/// check it: it carries the FTH, and its host takes connections.
+pub fn as_fasttrack(h: &SearchHit) -> Result<Hit, &'static str> {
+    let fth = h.fth.ok_or("no FTH")?;
+    if h.push || h.port == 0 {
+        return Err("firewalled");
+    }
+    Ok(Hit {
+        addr: SocketAddrV4::new(h.host, h.port),
+        bandwidth: 0,
+        user: Bytes::from_static(b"gnutella"),
+        hash: *fth.as_bytes(),
+        file_id: u32::from(fth.file_id()),
+        size: h.size,
+        tags: vec![Tag {
+            id: TAG_FILENAME,
+            value: Bytes::copy_from_slice(h.name.as_bytes()),
+        }],
+    })
+}
+
+impl Bridge for NodeBridge {
+    fn search(&self, ft: FastTrack, session: SessionId, id: u16, text: String, hash: Option<Fth>) {
+        // A search by FTH has no Gnutella form (hits name files by SHA-1).
+        let text = text.trim().to_string();
+        if hash.is_some() || text.is_empty() || text.len() > 200 {
+            ft.end_search(session, id);
+            return;
+        }
+        let guid = Guid::new_random();
+        let mut out = BytesMut::new();
+        if Message::Query(Query::new(QueryFlags::with_bits(0), &text))
+            .encode_frame(guid, Ttl(7), Hops(0), &mut out)
+            .is_err()
+        {
+            ft.end_search(session, id);
+            return;
+        }
+        let payload = Bytes::from(out).slice(crate::wire::header::HEADER_LEN..);
+        let (engine, cancel, wait) = (self.engine.clone(), self.cancel.clone(), self.wait);
+        self.tracker.spawn(async move {
+            let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+            if engine.search(guid, payload, 7, tx) == 0 {
+                // Nobody to ask: the user need not wait.
+                engine.end_search(guid);
+                ft.end_search(session, id);
+                return;
+            }
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            let mut seen = Seen::default();
+            let mut taken = 0;
+            while taken < MAX_BRIDGED_HITS {
+                let payload = tokio::select! {
+                    p = rx.recv() => match p { Some(p) => p, None => break },
+                    _ = &mut deadline => break,
+                    _ = cancel.cancelled() => break,
+                };
+                let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+                let Ok(hit) = QueryHit::parse(&payload, &mut budget) else {
+                    continue;
+                };
+                let mut hits = Vec::new();
+                for h in hits_of(&hit) {
+                    if !seen.first(&h) {
+                        continue;
+                    }
+                    taken += 1;
+                    match as_fasttrack(&h) {
+                        Ok(x) => hits.push(x),
+                        Err(why) => ft.count_unbridged(why),
+                    }
+                }
+                if !hits.is_empty() {
+                    ft.bridged(session, id, hits);
+                }
+            }
+            engine.end_search(guid);
+        });
+    }
+}
 
 /// How often the library is looked at for files to offer FastTrack users.
 const OFFER_EVERY: Duration = Duration::from_secs(2);

@@ -420,6 +420,12 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         None => None,
     };
     let fasttrack = FastTrack::start(config.fasttrack.clone(), tracker.clone(), cancel.clone());
+    fasttrack.set_bridge(Arc::new(bridge::NodeBridge::new(
+        engine.clone(),
+        tracker.clone(),
+        cancel.clone(),
+        config.fasttrack.core.bridge_wait,
+    )));
 
     let shared = Arc::new(Shared {
         config,

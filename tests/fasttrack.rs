@@ -743,3 +743,111 @@ async fn a_fasttrack_user_finds_and_fetches_a_gnutella_leafs_file_through_the_me
         n.shutdown().await;
     }
 }
+
+/// A user's HTTP side that serves `data` by its FTH to every connection.
+async fn serve_forever(l: TcpListener, data: Vec<u8>) {
+    loop {
+        let Ok((s, _)) = l.accept().await else {
+            return;
+        };
+        tokio::spawn(serve_hash(s, data.clone()));
+    }
+}
+
+/// A plain HTTP GET of `path` from `at`; the body.
+async fn http_get(at: SocketAddr, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(at).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&all[..end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    all[end..].to_vec()
+}
+
+#[tokio::test]
+async fn a_fasttrack_users_file_is_found_and_fetched_from_gnutella_and_from_another_supernode() {
+    let dir = common::Dir::new("ft-bridge-back");
+    let cancel = CancellationToken::new;
+    let mut a = node::start(
+        mesh_node(&dir, "a", node::Mode::Ultrapeer, None, vec![]),
+        cancel(),
+    )
+    .await
+    .unwrap();
+    let mut b = node::start(
+        mesh_node(
+            &dir,
+            "b",
+            node::Mode::Ultrapeer,
+            None,
+            vec![a.local_addr.to_string()],
+        ),
+        cancel(),
+    )
+    .await
+    .unwrap();
+    assert!(a.wait_for(WAIT, |s| s.connections == 1).await);
+    assert!(b.wait_for(WAIT, |s| s.connections == 1).await);
+
+    // U1, a FastTrack user of A, shares a file it serves by FTH.
+    let u1_data = data(120_000, 11);
+    let u1_http = TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let u1_port = u1_http.local_addr().unwrap().port();
+    tokio::spawn(serve_forever(u1_http, u1_data.clone()));
+    let mut u1 = User::login(a.local_addr, "U1", u1_port).await;
+    u1.share("faraway fasttrack tune.mp3", &u1_data).await;
+    timeout(WAIT, async {
+        while a.fasttrack().status().files < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // A Gnutella leaf of B searches: A answers for U1's file, naming itself and
+    // the FTH; the leaf fetches it from A, which passes U1's bytes through.
+    let mut hits = Vec::new();
+    servent::node::search::search(
+        &b.local_addr.to_string(),
+        "faraway fasttrack tune",
+        3,
+        Duration::from_millis(2000),
+        10,
+        |h| hits.push(h),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let h = &hits[0];
+    assert_eq!((h.host, h.port), (LOCAL, a.local_addr.port()));
+    assert_eq!(h.fth.map(|f| f.0), Some(fth(&u1_data)));
+    let got = http_get(
+        SocketAddr::from((h.host, h.port)),
+        &format!("/get/{}/{}", h.index, h.name.replace(' ', "%20")),
+    )
+    .await;
+    assert_eq!(got, u1_data, "the Gnutella download through A is U1's file");
+
+    // U2, a FastTrack user of B, finds U1's file through the mesh and fetches
+    // it from A by FTH.
+    let mut u2 = User::login(b.local_addr, "U2", 1).await;
+    let found = u2.search(0, "faraway tune").await;
+    assert_eq!(found.len(), 1);
+    let (_, r) = &found[0];
+    assert_eq!((r.ip, r.port), (LOCAL, a.local_addr.port()));
+    let conn = TcpStream::connect((r.ip, r.port)).await.unwrap();
+    let got = get_hash(conn, &r.fth, SocketAddr::from((r.ip, r.port))).await;
+    assert_eq!(fth(&got), fth(&u1_data), "U2's download checks out by FTH");
+    for n in [a, b] {
+        n.shutdown().await;
+    }
+}

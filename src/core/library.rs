@@ -16,6 +16,14 @@ use crate::fasttrack::hash::Fth;
 use crate::wire::huge::Sha1Urn;
 use crate::wire::qrp::{split_keywords, table_keywords};
 
+/// Files the node answers queries for that are not on its disk (the files of
+/// its FastTrack users, which it serves by proxy), looked up while the engine
+/// decides: implementations must not call back into the engine.
+pub trait ExtraFiles: Send + Sync {
+    /// Results for the words of a query, at most `max`.
+    fn search(&self, text: &str, max: usize) -> Vec<crate::wire::queryhit::HitResult>;
+}
+
 /// One shared file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedFile {

@@ -34,6 +34,9 @@ use super::supernode::{
 };
 use super::wire::{self, Message};
 
+/// Gnutella file indexes from here up name users' files (the slot below it).
+pub const GNUTELLA_INDEX_BASE: u32 = 0x8000_0000;
+
 /// Pushes waited for at once.
 const MAX_GIVES: usize = 256;
 
@@ -138,6 +141,12 @@ pub fn looks_like_hello(first: &[u8]) -> bool {
         && first[..12]
             .iter()
             .any(|&b| !(b.is_ascii_graphic() || b == b' ' || b == b'\r' || b == b'\n'))
+}
+
+impl crate::core::library::ExtraFiles for FastTrack {
+    fn search(&self, text: &str, max: usize) -> Vec<crate::wire::HitResult> {
+        self.gnutella_results(text, max)
+    }
 }
 
 impl FastTrack {
@@ -275,6 +284,46 @@ impl FastTrack {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&push_id);
         tx.is_some_and(|tx| tx.send(stream).is_ok())
+    }
+
+    /// Users' files matching Gnutella query words, as Gnutella results that
+    /// name the file by an index of ours ([`GNUTELLA_INDEX_BASE`] + slot) and
+    /// carry the FTH; the node serves them by proxy.
+    pub fn gnutella_results(&self, text: &str, max: usize) -> Vec<crate::wire::HitResult> {
+        let q = core::Query {
+            id: 0,
+            max_results: u16::try_from(max).unwrap_or(u16::MAX),
+            realm: 0xBF,
+            terms: vec![core::Term {
+                cmp: 0x05,
+                tag: 0,
+                value: Bytes::copy_from_slice(text.as_bytes()),
+            }],
+        };
+        let found = self.lock().core.matches_for_gnutella(&q, max);
+        found
+            .into_iter()
+            .filter(|(slot, _)| *slot < GNUTELLA_INDEX_BASE)
+            .filter_map(|(slot, h)| {
+                let name = h.tags.iter().find(|t| t.id == core::TAG_FILENAME)?;
+                let name = std::str::from_utf8(&name.value).ok()?;
+                Some(
+                    crate::wire::HitResult::new(GNUTELLA_INDEX_BASE | slot, h.size, name, None)
+                        .with_fth(Some(super::hash::Fth(h.hash))),
+                )
+            })
+            .collect()
+    }
+
+    /// The user's file behind a Gnutella index of ours, if its name matches.
+    pub fn source_by_index(&self, index: u32, name: &str) -> Option<Hit> {
+        let slot = index.checked_sub(GNUTELLA_INDEX_BASE)?;
+        self.lock().core.file_at(slot, name.as_bytes())
+    }
+
+    /// A user's file by its FTH.
+    pub fn source_by_hash(&self, hash: &Fth) -> Option<Hit> {
+        self.lock().core.file_by_hash(hash)
     }
 
     /// Counts a Gnutella hit for a bridged search that a FastTrack user could

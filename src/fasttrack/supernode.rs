@@ -1003,10 +1003,50 @@ impl Supernode {
 
     /// The files matching a query, the asker's own left out.
     pub fn matches(&self, q: &Query, asker: Option<SessionId>, max: usize) -> Vec<Hit> {
+        self.matching(q, max, |f| Some(f.owner) != asker)
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect()
+    }
+
+    /// Users' files (not the node's own) matching a query, with their slots,
+    /// for answering the Gnutella network; only files whose user takes
+    /// connections (a proxied download cannot push yet).
+    pub fn matches_for_gnutella(&self, q: &Query, max: usize) -> Vec<(u32, Hit)> {
+        self.matching(q, max, |f| {
+            f.owner != OWN
+                && self
+                    .users
+                    .get(&f.owner)
+                    .is_some_and(|u| u.fetch_addr().port() != 0)
+        })
+    }
+
+    /// A user's file by slot, with its name checked.
+    pub fn file_at(&self, slot: u32, name: &[u8]) -> Option<Hit> {
+        let f = self.files.get(slot as usize)?.as_ref()?;
+        (f.owner != OWN && f.share.filename() == Some(name)).then(|| self.hit(f))
+    }
+
+    /// A user's file by hash (the first one found).
+    pub fn file_by_hash(&self, hash: &Fth) -> Option<Hit> {
+        self.by_hash
+            .get(hash)?
+            .iter()
+            .filter_map(|&slot| self.files[slot as usize].as_ref())
+            .find(|f| f.owner != OWN)
+            .map(|f| self.hit(f))
+    }
+
+    fn matching(
+        &self,
+        q: &Query,
+        max: usize,
+        keep: impl Fn(&FileEntry) -> bool,
+    ) -> Vec<(u32, Hit)> {
         let media = q.media();
         let mut hits = Vec::new();
-        let wanted =
-            |f: &FileEntry| Some(f.owner) != asker && media.is_none_or(|m| m == f.share.media);
+        let wanted = |f: &FileEntry| keep(f) && media.is_none_or(|m| m == f.share.media);
         if let Some(hash) = q.hash() {
             for &slot in self.by_hash.get(&hash).into_iter().flatten() {
                 if hits.len() >= max {
@@ -1014,7 +1054,7 @@ impl Supernode {
                 }
                 if let Some(f) = &self.files[slot as usize] {
                     if wanted(f) {
-                        hits.push(self.hit(f));
+                        hits.push((slot, self.hit(f)));
                     }
                 }
             }
@@ -1043,7 +1083,7 @@ impl Supernode {
             }
             if let Some(f) = &self.files[slot as usize] {
                 if wanted(f) {
-                    hits.push(self.hit(f));
+                    hits.push((slot, self.hit(f)));
                 }
             }
         }

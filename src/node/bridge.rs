@@ -74,24 +74,25 @@ pub fn as_fasttrack(h: &SearchHit) -> Result<Hit, &'static str> {
 
 impl Bridge for NodeBridge {
     fn search(&self, ft: FastTrack, session: SessionId, id: u16, text: String, hash: Option<Fth>) {
-        // A search by FTH has no Gnutella form (hits name files by SHA-1).
-        let text = text.trim().to_string();
-        if hash.is_some() || text.is_empty() || text.len() > 200 {
-            ft.end_search(session, id);
-            return;
-        }
-        let guid = Guid::new_random();
-        let mut out = BytesMut::new();
-        if Message::Query(Query::new(QueryFlags::with_bits(0), &text))
-            .encode_frame(guid, Ttl(7), Hops(0), &mut out)
-            .is_err()
-        {
-            ft.end_search(session, id);
-            return;
-        }
-        let payload = Bytes::from(out).slice(crate::wire::header::HEADER_LEN..);
+        // Called while the supernode decides: everything happens in a task of
+        // its own, which may then call back into the supernode.
         let (engine, cancel, wait) = (self.engine.clone(), self.cancel.clone(), self.wait);
         self.tracker.spawn(async move {
+            // A search by FTH has no Gnutella form (hits name files by SHA-1).
+            let text = text.trim().to_string();
+            let guid = Guid::new_random();
+            let mut out = BytesMut::new();
+            if hash.is_some()
+                || text.is_empty()
+                || text.len() > 200
+                || Message::Query(Query::new(QueryFlags::with_bits(0), &text))
+                    .encode_frame(guid, Ttl(7), Hops(0), &mut out)
+                    .is_err()
+            {
+                ft.end_search(session, id);
+                return;
+            }
+            let payload = Bytes::from(out).slice(crate::wire::header::HEADER_LEN..);
             let (tx, mut rx) = mpsc::channel::<Bytes>(64);
             if engine.search(guid, payload, 7, tx) == 0 {
                 // Nobody to ask: the user need not wait.

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod control;
 mod deflate;
 mod engine;
+mod ft_proxy;
 pub mod get;
 pub mod handshake;
 pub mod http;
@@ -420,6 +421,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         None => None,
     };
     let fasttrack = FastTrack::start(config.fasttrack.clone(), tracker.clone(), cancel.clone());
+    engine.set_extra(Arc::new(fasttrack.clone()));
+    uploads.set_fasttrack(fasttrack.clone());
     fasttrack.set_bridge(Arc::new(bridge::NodeBridge::new(
         engine.clone(),
         tracker.clone(),

@@ -759,7 +759,11 @@ fn a_garbage_hello_gives_garbage_that_is_refused_boundedly() {
 #[test]
 fn the_receive_buffer_is_bounded() {
     let (mut s, mut key) = server_after_hello();
-    let big = vec![0x50u8; Limits::SERVER.max_buffer + 1];
+    assert_eq!(s.room(), Limits::SERVER.max_buffer);
+    send(&mut s, &mut key, b"KaZaA\0\x4b").unwrap();
+    assert_eq!(drain(&mut s).unwrap(), vec![]);
+    assert_eq!(s.room(), Limits::SERVER.max_buffer - 1);
+    let big = vec![0x50u8; Limits::SERVER.max_buffer];
     assert_eq!(
         send(&mut s, &mut key, &big).unwrap_err(),
         FtError::BufferFull {

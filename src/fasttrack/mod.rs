@@ -80,3 +80,32 @@ impl FtError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FtError;
+
+    #[test]
+    fn every_reason_names_one_kind_of_error() {
+        let all = [
+            FtError::Truncated { what: "x" },
+            FtError::TrailingBytes { what: "x", extra: 1 },
+            FtError::BadLength { what: "x", len: 1 },
+            FtError::DynIntTooLong,
+            FtError::DynIntOverflow,
+            FtError::UnsupportedEncType(0x29),
+            FtError::UnknownSeed(1),
+            FtError::NetworkNameTooLong { max: 64 },
+            FtError::StrangePacket(0),
+            FtError::MessageTooLong { len: 2, max: 1 },
+            FtError::BufferFull { max: 1 },
+        ];
+        let mut reasons: Vec<_> = all.iter().map(FtError::reason).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), all.len());
+        for e in &all {
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}

@@ -62,7 +62,7 @@ impl Limits {
 
 /// The part both roles share once the peer's hello is known: the in-stream with its
 /// name and framing, and the out-stream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Stream {
     limits: Limits,
     /// Raw bytes before the peer's hello is complete.
@@ -194,7 +194,7 @@ impl Stream {
 }
 
 /// The supernode's end of a session.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServerSession {
     seed: u32,
     enc_type: u32,
@@ -317,11 +317,18 @@ impl ServerSession {
     pub fn buffered(&self) -> usize {
         self.stream.buffered()
     }
+
+    /// How many more bytes `receive` takes now: read at most this much from the
+    /// socket (after taking every packet), and `BufferFull` never comes from a
+    /// well-behaved user.
+    pub fn room(&self) -> usize {
+        self.stream.limits.max_buffer - self.stream.buffered()
+    }
 }
 
 /// A user node's end of a session (what giFT-FastTrack does), for tests and for
 /// connecting to a supernode.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClientSession {
     seed: u32,
     server: Option<ServerHello>,
@@ -442,5 +449,10 @@ impl ClientSession {
 
     pub fn buffered(&self) -> usize {
         self.stream.buffered()
+    }
+
+    /// How many more bytes `receive` takes now.
+    pub fn room(&self) -> usize {
+        self.stream.limits.max_buffer - self.stream.buffered()
     }
 }

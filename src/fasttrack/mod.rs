@@ -89,7 +89,10 @@ mod tests {
     fn every_reason_names_one_kind_of_error() {
         let all = [
             FtError::Truncated { what: "x" },
-            FtError::TrailingBytes { what: "x", extra: 1 },
+            FtError::TrailingBytes {
+                what: "x",
+                extra: 1,
+            },
             FtError::BadLength { what: "x", len: 1 },
             FtError::DynIntTooLong,
             FtError::DynIntOverflow,

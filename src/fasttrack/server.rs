@@ -482,7 +482,7 @@ impl FastTrack {
                 .map(Ok)
                 .chain(std::iter::from_fn(|| session.poll_packet().transpose())),
         );
-        let mut buf = BytesMut::with_capacity(4096);
+        let mut buf = vec![0u8; 4096];
         while result.is_ok() {
             let out = session.take_output();
             if !out.is_empty() {
@@ -491,12 +491,14 @@ impl FastTrack {
                     _ => break,
                 }
             }
-            buf.clear();
+            // Never more than the session takes: a user that keeps sending
+            // without a whole unit ends on the session's limit, not ours.
+            let room = session.room().clamp(1, buf.len());
             tokio::select! {
-                r = stream.read_buf(&mut buf) => match r {
+                r = stream.read(&mut buf[..room]) => match r {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        result = session.receive(&buf).and_then(|()| {
+                    Ok(n) => {
+                        result = session.receive(&buf[..n]).and_then(|()| {
                             self.feed(id, std::iter::from_fn(|| session.poll_packet().transpose()))
                         });
                     }

@@ -851,3 +851,66 @@ async fn a_fasttrack_users_file_is_found_and_fetched_from_gnutella_and_from_anot
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_firewalled_users_file_reaches_a_gnutella_downloader_by_push() {
+    let dir = common::Dir::new("ft-bridge-push");
+    let a = node::start(
+        mesh_node(&dir, "a", node::Mode::Ultrapeer, None, vec![]),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    // U3 takes no connections (port 0): the node must push it.
+    let u3_data = data(90_000, 5);
+    let mut u3 = User::login(a.local_addr, "U3", 0).await;
+    u3.share("walled garden tune.mp3", &u3_data).await;
+    timeout(WAIT, async {
+        while a.fasttrack().status().files < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let d = u3_data.clone();
+    let giver = tokio::spawn(async move {
+        let p = u3
+            .expect(|m| match m {
+                Message::PushForward(p) => Some(*p),
+                _ => None,
+            })
+            .await;
+        let mut s = TcpStream::connect((p.requester_ip, p.requester_port))
+            .await
+            .unwrap();
+        s.write_all(format!("GIVE {}\r\n", p.push_id).as_bytes())
+            .await
+            .unwrap();
+        serve_hash(s, d).await;
+        u3
+    });
+    let mut hits = Vec::new();
+    servent::node::search::search(
+        &a.local_addr.to_string(),
+        "walled garden",
+        2,
+        Duration::from_millis(1500),
+        10,
+        |h| hits.push(h),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let h = &hits[0];
+    let got = http_get(
+        SocketAddr::from((h.host, h.port)),
+        &format!("/get/{}/{}", h.index, h.name.replace(' ', "%20")),
+    )
+    .await;
+    assert_eq!(
+        got, u3_data,
+        "the pushed user's bytes came through the node"
+    );
+    drop(giver.await.unwrap());
+    a.shutdown().await;
+}

@@ -110,6 +110,8 @@ struct State {
 
 struct SessionHandle {
     tx: mpsc::Sender<Reply>,
+    /// Our end of the session: where the user reaches us (for a GIVE).
+    local: SocketAddrV4,
     /// Closing the session (the core forgot it, or the shell gave up on it).
     close: CancellationToken,
 }
@@ -246,10 +248,11 @@ impl FastTrack {
         }
     }
 
-    /// Asks the user sharing `hash` at `addr` to connect to `to` and say
-    /// `GIVE <id>`; the connection is handed over after that line. None when
-    /// no user shares it there, or too many pushes are waited for.
-    pub fn push_for(&self, user: &[u8], to: SocketAddrV4) -> Option<oneshot::Receiver<TcpStream>> {
+    /// Asks the user named `user` (the first of that name) to connect back to
+    /// the address its session reached us at and say `GIVE <id>`; the
+    /// connection is handed over after that line. None when no such user is
+    /// logged in, or too many pushes are waited for.
+    pub fn push_for(&self, user: &[u8]) -> Option<oneshot::Receiver<TcpStream>> {
         let push_id = self.inner.next_push.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -263,6 +266,7 @@ impl FastTrack {
         let mut out = Vec::new();
         let mut st = self.lock();
         let target = st.core.session_named(user)?;
+        let to = st.sessions.get(&target)?.local;
         out.push(Action::Send(
             target,
             Reply::Push {
@@ -468,6 +472,7 @@ impl FastTrack {
                 id,
                 SessionHandle {
                     tx,
+                    local: local4,
                     close: close.clone(),
                 },
             );

@@ -1010,16 +1010,9 @@ impl Supernode {
     }
 
     /// Users' files (not the node's own) matching a query, with their slots,
-    /// for answering the Gnutella network; only files whose user takes
-    /// connections (a proxied download cannot push yet).
+    /// for answering the Gnutella network.
     pub fn matches_for_gnutella(&self, q: &Query, max: usize) -> Vec<(u32, Hit)> {
-        self.matching(q, max, |f| {
-            f.owner != OWN
-                && self
-                    .users
-                    .get(&f.owner)
-                    .is_some_and(|u| u.fetch_addr().port() != 0)
-        })
+        self.matching(q, max, |f| f.owner != OWN)
     }
 
     /// A user's file by slot, with its name checked.

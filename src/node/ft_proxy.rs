@@ -3,7 +3,11 @@
 //! node fetches it from the user with giFT's own request (`GET /.hash=<FTH>`,
 //! the range passed on) and streams the answer through.
 //!
-//! Bounds: the time to connect and to get the head, the head's size, an idle
+//! A user that takes no connections is pushed (0x0D naming the address its
+//! session reached us at); its `GIVE <id>` on that port hands us the
+//! connection, on which we send the same request.
+//!
+//! Bounds: the time to connect (or to be given the connection) and to get the head, the head's size, an idle
 //! limit on the body, and the body's length as the user announced it.
 
 use std::net::SocketAddrV4;
@@ -14,9 +18,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::fasttrack::server::FastTrack;
 use crate::fasttrack::supernode::Hit;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pushed user has to connect back and say `GIVE`.
+const GIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD: usize = 8192;
@@ -32,16 +39,25 @@ pub struct Fetched {
     pub body: mpsc::Receiver<std::io::Result<Bytes>>,
 }
 
-/// Fetches `file` from its user, asking for `range` (a `Range` header value).
-pub async fn fetch(file: &Hit, range: Option<&str>) -> Result<Fetched, String> {
+/// Fetches `file` from its user, asking for `range` (a `Range` header value):
+/// directly, or, when the user takes no connections, on the connection it
+/// opens to us after a push (`GIVE`).
+pub async fn fetch(ft: &FastTrack, file: &Hit, range: Option<&str>) -> Result<Fetched, String> {
     let addr: SocketAddrV4 = file.addr;
-    if addr.port() == 0 {
-        return Err("the user takes no connections".into());
-    }
-    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    let mut s = if addr.port() == 0 {
+        let rx = ft
+            .push_for(&file.user)
+            .ok_or("the user is gone, or too many pushes wait")?;
+        tokio::time::timeout(GIVE_TIMEOUT, rx)
+            .await
+            .map_err(|_| "no GIVE in time".to_string())?
+            .map_err(|_| "the push was dropped".to_string())?
+    } else {
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?
+    };
     let hex: String = file.hash.iter().map(|b| format!("{b:02x}")).collect();
     let mut req = format!(
         "GET /.hash={hex} HTTP/1.1\r\nHost: {addr}\r\nUserAgent: {}\r\nX-Kazaa-Network: KaZaA\r\nX-Kazaa-Username: servent\r\nConnection: close\r\n",

@@ -269,13 +269,14 @@ async fn answer(
 /// Answers with what the FastTrack user sharing `source` sends for the same
 /// range.
 async fn proxied(
+    ft: &crate::fasttrack::server::FastTrack,
     source: &crate::fasttrack::supernode::Hit,
     headers: &HeaderMap,
     head: bool,
     uploads: &Arc<Uploads>,
 ) -> Response<FileBody> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    match super::ft_proxy::fetch(source, range).await {
+    match super::ft_proxy::fetch(ft, source, range).await {
         Ok(mut f) => {
             // giFT answers 206 even to a request without a range: the whole
             // file asked for is a 200 here.
@@ -353,7 +354,7 @@ async fn answer_request(
             _ => None,
         };
         if let Some(source) = source {
-            return proxied(&source, req.headers(), head, uploads).await;
+            return proxied(ft, &source, req.headers(), head, uploads).await;
         }
     }
     let file = match &target {

@@ -565,6 +565,25 @@ async fn hostile_sessions_are_dropped_or_closed_and_counted() {
     counted(&node, "unshares_unknown", 1).await;
     counted(&node, "bad_messages", 1).await;
     assert!(u.search(1, "anything").await.is_empty(), "still answered");
+    // A search by hash (giFT's LOCATE) has no Gnutella form: it ends at once,
+    // and the session goes on.
+    u.send(Message::Query(Query {
+        max_results: 1000,
+        id: 2,
+        realm: wire::realm::EVERYTHING,
+        terms: vec![QueryTerm {
+            cmp: wire::cmp::EQUALS,
+            tag: 3,
+            value: Bytes::copy_from_slice(&[7u8; 20]),
+        }],
+    }))
+    .await;
+    u.expect(|m| matches!(m, Message::QueryEnd { id: 2 }).then_some(()))
+        .await;
+    assert!(
+        u.search(3, "anything").await.is_empty(),
+        "answered after LOCATE"
+    );
 
     // A share flood: over the rate it is dropped, then the user is closed and
     // its files are gone.

@@ -99,6 +99,10 @@ pub struct FastTrackStatus {
 
 /// Runs a search on the Gnutella network for a user; the hits with an FTH go
 /// back through [`FastTrack::bridged`]. Implemented by the node.
+///
+/// `search` is called while the supernode's lock is held: it must return at
+/// once and call back into the [`FastTrack`] (`bridged`, `end_search`) only
+/// from a task of its own, or the supernode deadlocks.
 pub trait Bridge: Send + Sync + 'static {
     fn search(&self, ft: FastTrack, session: SessionId, id: u16, text: String, hash: Option<Fth>);
 }

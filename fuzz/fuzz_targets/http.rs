@@ -15,7 +15,10 @@
 //!    `%XX`; text without `%` decodes to itself.
 //! 3. `parse_target` (path and query split at the first `?`): a file target has a
 //!    non-zero index and a safe name, and `/get/<index>/<encoded name>` reads back
-//!    to it; a URN target reads back from `/uri-res/N2R?<urn>`.
+//!    to it; a URN target reads back from `/uri-res/N2R?<urn>`; a FastTrack hash
+//!    from `/.hash=<hex>`; a FastTrack file id is at most 0x3FFF, its name is safe,
+//!    and `/<id>/<encoded name>` reads back to it; `is_fasttrack_path` says
+//!    FastTrack exactly for the FastTrack targets.
 //! 4. `parse_x_alt` / `format_x_alt`: at most `max` (byte 1) usable IPv4 entries,
 //!    a prefix of the unbounded list, and formatting them parses back to them.
 //! 5. `Giv::parse` / `Giv::encode` (raw bytes): a GIV takes the bytes up to the
@@ -33,8 +36,8 @@ use std::net::SocketAddr;
 use libfuzzer_sys::fuzz_target;
 use servent::wire::http::{
     Giv, HttpUrl, MAX_GIV_LEN, RangeAnswer, RangeSpec, Target, answer_range, format_x_alt,
-    is_unsafe_name, parse_content_range, parse_range, parse_target, parse_x_alt, percent_decode,
-    percent_encode,
+    is_fasttrack_path, is_unsafe_name, parse_content_range, parse_range, parse_target, parse_x_alt,
+    percent_decode, percent_encode,
 };
 use servent_fuzz::hex;
 
@@ -153,7 +156,11 @@ fn target(s: &str) {
         Some((p, q)) => (p, Some(q)),
         None => (s, None),
     };
-    match parse_target(path, query) {
+    let parsed = parse_target(path, query);
+    if let Ok(t) = &parsed {
+        assert_eq!(t.is_fasttrack(), is_fasttrack_path(path), "{path}");
+    }
+    match parsed {
         Ok(Target::Index { index, name }) => {
             assert!(index > 0);
             assert!(!is_unsafe_name(&name), "unsafe name {name:?}");
@@ -167,6 +174,19 @@ fn target(s: &str) {
         Ok(Target::Urn(u)) => {
             let q = u.to_string();
             assert_eq!(parse_target("/uri-res/N2R", Some(&q)), Ok(Target::Urn(u)));
+        }
+        Ok(Target::Fth(h)) => {
+            assert_eq!(parse_target(&h.http_path(), None), Ok(Target::Fth(h)));
+        }
+        Ok(Target::FileId { id, name }) => {
+            assert!(id <= 0x3FFF);
+            assert!(!is_unsafe_name(&name), "unsafe name {name:?}");
+            let path = format!("/{id}/{}", percent_encode(&name));
+            assert_eq!(
+                parse_target(&path, None),
+                Ok(Target::FileId { id, name }),
+                "{path}"
+            );
         }
         Err(_) => {}
     }

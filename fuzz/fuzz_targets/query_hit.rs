@@ -37,6 +37,7 @@ fn views_agree(data: &[u8]) {
     for (v, o) in view.results().zip(&owned.results) {
         assert_eq!((v.index, v.size, v.name), (o.index, o.size, &o.name[..]));
         assert_eq!(v.file_size(), o.file_size(), "file size");
+        assert_eq!(v.fth(), o.fth(), "FastTrack hash");
         assert_eq!(
             v.ext.sha1_urns().collect::<Vec<_>>(),
             o.ext.sha1_urns().collect::<Vec<_>>()

@@ -255,9 +255,7 @@ async fn answer(
     state: &Mutex<ConnState>,
 ) -> Response<FileBody> {
     tracing::debug!(%remote, method = %req.method(), uri = %req.uri(), "HTTP request");
-    let fasttrack = h::parse_target(req.uri().path(), req.uri().query())
-        .is_ok_and(|t| t.is_fasttrack())
-        || req.uri().path().starts_with("/.hash=");
+    let fasttrack = h::is_fasttrack_path(req.uri().path());
     let mut r = answer_request(req, remote, uploads, state).await;
     if fasttrack && r.status() != StatusCode::OK && r.status() != StatusCode::PARTIAL_CONTENT {
         // giFT-FastTrack names itself on its refusals too.

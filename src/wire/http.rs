@@ -153,6 +153,17 @@ impl Target {
     }
 }
 
+/// Whether a request path is in one of FastTrack's forms (`/.hash=...` or
+/// `/<digits>/...`), whether or not it reads as a valid target: its refusals
+/// are worded for a FastTrack client too.
+pub fn is_fasttrack_path(path: &str) -> bool {
+    path.starts_with("/.hash=")
+        || path
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Why a request target was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -581,6 +592,20 @@ mod tests {
             })
         );
         assert!(!ok("/get/1/a").unwrap().is_fasttrack());
+        for p in ["/.hash=", "/.hash=zz", "/1/a", "/123456/..", "/1/"] {
+            assert!(is_fasttrack_path(p), "{p}");
+        }
+        for p in [
+            "/get/1/a",
+            "/uri-res/N2R",
+            "/",
+            "/1",
+            "//1/a",
+            "/a1/b",
+            "/.hash",
+        ] {
+            assert!(!is_fasttrack_path(p), "{p}");
+        }
         for p in [
             "/.hash=",
             "/.hash=abc",

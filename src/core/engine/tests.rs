@@ -545,6 +545,11 @@ fn our_table_is_kept_file_by_file_and_equals_a_rebuild() {
         "words other files still have stay"
     );
     assert!(!rebuilt.contains_keyword(&urn_keyword(&Sha1Urn::digest(b"y"))));
+    // The FastTrack hash follows the SHA-1: the new one in, the old one out.
+    let fth = |b: &[u8]| crate::fasttrack::hash::fth(b);
+    let song = e.library.by_fth(&fth(b"z")).map(|f| f.name.as_str());
+    assert_eq!(song, Some("song of songs.mp3"));
+    assert!(e.library.by_fth(&fth(b"y")).is_none());
 }
 
 #[test]

@@ -15,6 +15,8 @@
 //! buffer limit.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use servent::fasttrack::FtError;
@@ -31,21 +33,68 @@ const TINY: Limits = Limits {
     max_buffer: 1 << 20,
 };
 
+/// A session right after a giFT hello, for each limit, seed and type: set up
+/// once (two 2048-bit cubes each) and cloned for every input.
+fn template(tiny: bool, seed_i: usize, enc: u32) -> ServerSession {
+    static ALL: OnceLock<Vec<(bool, usize, u32, ServerSession, Cipher)>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        let mut v = Vec::new();
+        for tiny in [false, true] {
+            for (i, &seed) in SEEDS.iter().enumerate() {
+                for &enc in SUPPORTED_ENC_TYPES {
+                    let limits = if tiny { TINY } else { Limits::SERVER };
+                    let mut s =
+                        ServerSession::with_options(seed, enc, DEFAULT_NETWORK_NAME, limits)
+                            .expect("session");
+                    let hello = ClientHello {
+                        rand: GIFT_HELLO_RAND,
+                        seed: GIFT_CLIENT_SEED,
+                        enc_wire: 0,
+                    };
+                    s.receive(&hello.encode()).expect("hello");
+                    assert!(s.take_output().len() >= 8);
+                    let c = Cipher::new(GIFT_CLIENT_SEED ^ seed, enc).expect("cipher");
+                    v.push((tiny, i, enc, s, c));
+                }
+            }
+        }
+        v
+    });
+    all.iter()
+        .find(|t| t.0 == tiny && t.1 == seed_i && t.2 == enc)
+        .map(|t| t.3.clone())
+        .expect("a template")
+}
+
+/// The user's keystream for a seed and type.
+fn user_cipher(seed_i: usize, enc: u32) -> Cipher {
+    static ALL: OnceLock<Vec<(usize, u32, Cipher)>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        let mut v = Vec::new();
+        for (i, &seed) in SEEDS.iter().enumerate() {
+            for &enc in SUPPORTED_ENC_TYPES {
+                v.push((
+                    i,
+                    enc,
+                    Cipher::new(GIFT_CLIENT_SEED ^ seed, enc).expect("cipher"),
+                ));
+            }
+        }
+        v
+    });
+    all.iter()
+        .find(|t| t.0 == seed_i && t.1 == enc)
+        .map(|t| t.2.clone())
+        .expect("a cipher")
+}
+
+const SEEDS: [u32; 2] = [0x8BAD_F00D, 0x2A1B_3C4D];
+
 fn run(
-    seed: u32,
-    enc: u32,
+    mut s: ServerSession,
     limits: Limits,
     pieces: impl Iterator<Item = Vec<u8>>,
 ) -> (Vec<Packet>, Option<FtError>) {
-    let mut s =
-        ServerSession::with_options(seed, enc, DEFAULT_NETWORK_NAME, limits).expect("session");
-    let hello = ClientHello {
-        rand: GIFT_HELLO_RAND,
-        seed: GIFT_CLIENT_SEED,
-        enc_wire: 0,
-    };
-    s.receive(&hello.encode()).expect("hello");
-    assert!(s.take_output().len() >= 8);
     let mut packets = Vec::new();
     for piece in pieces {
         if let Err(e) = s.receive(&piece) {
@@ -78,18 +127,22 @@ fuzz_target!(|data: &[u8]| {
         Limits::SERVER
     };
     let enc = SUPPORTED_ENC_TYPES[(control >> 4) as usize % SUPPORTED_ENC_TYPES.len()];
-    let seed = if control & 0x80 != 0 {
-        0x2A1B_3C4D
-    } else {
-        0x8BAD_F00D
-    };
+    let seed_i = usize::from(control >> 7);
+    let tiny = control & 8 != 0;
 
-    let mut cipher = Cipher::new(GIFT_CLIENT_SEED ^ seed, enc).expect("cipher");
     let mut wire = plain.to_vec();
-    cipher.apply(&mut wire);
+    user_cipher(seed_i, enc).apply(&mut wire);
 
-    let whole = run(seed, enc, limits, std::iter::once(wire.clone()));
-    let chunked = run(seed, enc, limits, chunks(&wire, sizes).map(|c| c.to_vec()));
+    let whole = run(
+        template(tiny, seed_i, enc),
+        limits,
+        std::iter::once(wire.clone()),
+    );
+    let chunked = run(
+        template(tiny, seed_i, enc),
+        limits,
+        chunks(&wire, sizes).map(|c| c.to_vec()),
+    );
     assert_eq!(whole, chunked, "the chunking changed what was read");
 
     // The same stream read directly.

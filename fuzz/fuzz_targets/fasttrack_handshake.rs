@@ -14,6 +14,8 @@
 //! buffer limit.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use servent::fasttrack::FtError;
 use servent::fasttrack::cipher::{enc_type_mask, is_supported};
@@ -38,8 +40,15 @@ struct Run {
 }
 
 fn server<'a>(limits: Limits, pieces: impl Iterator<Item = &'a [u8]>) -> Run {
-    let mut s = ServerSession::with_options(0x1BAD_F00D, 0x09, DEFAULT_NETWORK_NAME, limits)
-        .expect("session");
+    // Set up once (a 2048-bit cube), cloned for every run.
+    static SERVERS: OnceLock<[ServerSession; 2]> = OnceLock::new();
+    let servers = SERVERS.get_or_init(|| {
+        [Limits::CLIENT, TINY].map(|l| {
+            ServerSession::with_options(0x1BAD_F00D, 0x09, DEFAULT_NETWORK_NAME, l)
+                .expect("session")
+        })
+    });
+    let mut s = servers[usize::from(limits == TINY)].clone();
     let mut run = Run {
         packets: Vec::new(),
         error: None,

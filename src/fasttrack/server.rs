@@ -129,6 +129,8 @@ struct Inner {
     /// Connections waited for: a `GIVE <push id>` from a user we pushed.
     gives: Mutex<HashMap<u32, oneshot::Sender<TcpStream>>>,
     next_push: std::sync::atomic::AtomicU32,
+    /// Sessions being served, handshakes included.
+    live: std::sync::atomic::AtomicUsize,
     cancel: CancellationToken,
 }
 
@@ -170,6 +172,7 @@ impl FastTrack {
                 bridge: Mutex::new(None),
                 gives: Mutex::new(HashMap::new()),
                 next_push: std::sync::atomic::AtomicU32::new(1),
+                live: std::sync::atomic::AtomicUsize::new(0),
                 cancel: cancel.clone(),
             }),
         };
@@ -413,7 +416,10 @@ impl FastTrack {
     /// been read already. Returns when the session ends.
     pub async fn serve(&self, mut stream: TcpStream, first: Bytes, peer: SocketAddr) {
         let cfg = &self.inner.cfg;
-        if self.lock().sessions.len() >= cfg.max_sessions {
+        // Sessions still in their handshake count too.
+        let live = self.inner.live.fetch_add(1, Ordering::Relaxed);
+        let _live = Live(&self.inner.live);
+        if live >= cfg.max_sessions {
             self.inner
                 .counters
                 .sessions_refused_full
@@ -583,6 +589,15 @@ impl FastTrack {
         }
         self.apply(&mut st, out);
         result
+    }
+}
+
+/// Counts a session as served while it lives.
+struct Live<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -856,9 +856,32 @@ async fn a_fasttrack_users_file_is_found_and_fetched_from_gnutella_and_from_anot
     .await;
     assert_eq!(got, u1_data, "the Gnutella download through A is U1's file");
 
-    // U2, a FastTrack user of B, finds U1's file through the mesh and fetches
-    // it from A by FTH.
-    let mut u2 = User::login(b.local_addr, "U2", 1).await;
+    // U2, a FastTrack user of B, is told of A as another supernode (0x00).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut u2 = loop {
+        let mut u = User::login(b.local_addr, "U2", 1).await;
+        let listed = timeout(Duration::from_millis(500), async {
+            loop {
+                if u.inbox.iter().any(|m| {
+                    matches!(m, Message::NodeList(v)
+                    if v.iter().any(|n| (n.ip, n.port) == (LOCAL, a.local_addr.port())))
+                }) {
+                    return;
+                }
+                u.read_some().await;
+            }
+        })
+        .await
+        .is_ok();
+        if listed {
+            break u;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never listed to B's users"
+        );
+    };
+    // U2 finds U1's file through the mesh and fetches it from A by FTH.
     let found = u2.search(0, "faraway tune").await;
     assert_eq!(found.len(), 1);
     let (_, r) = &found[0];

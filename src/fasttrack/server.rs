@@ -209,6 +209,11 @@ impl FastTrack {
         self.lock().core.set_own_files(addr, b"servent", files);
     }
 
+    /// Other supernodes, for the 0x00 sent at login.
+    pub fn set_nodes(&self, nodes: Vec<core::NodeEntry>) {
+        self.lock().core.set_nodes(nodes);
+    }
+
     /// Counters and sizes, for status and metrics.
     pub fn status(&self) -> FastTrackStatus {
         let st = self.lock();

@@ -19,7 +19,7 @@ use super::engine::EngineRef;
 use super::search::{SearchHit, Seen, hits_of};
 use crate::core::library::Library;
 use crate::fasttrack::server::{Bridge, FastTrack};
-use crate::fasttrack::supernode::{Fth, Hit, SessionId, Share, TAG_FILENAME, Tag};
+use crate::fasttrack::supernode::{Fth, Hit, NodeEntry, SessionId, Share, TAG_FILENAME, Tag};
 use crate::wire::{Guid, Hops, Message, Query, QueryFlags, QueryHit, Ttl};
 
 /// Hits one bridged search takes from the Gnutella network (the supernode
@@ -136,6 +136,41 @@ impl Bridge for NodeBridge {
 
 /// How often the library is looked at for files to offer FastTrack users.
 const OFFER_EVERY: Duration = Duration::from_secs(2);
+
+/// Other supernodes to tell FastTrack users about (0x00): our Gnutella links
+/// to other servent ultrapeers, which take FastTrack sessions on their
+/// Gnutella port. Refreshed every few seconds.
+pub async fn tell_nodes(engine: EngineRef, ft: FastTrack, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let nodes = engine
+            .links()
+            .into_iter()
+            .filter(|(r, meta)| {
+                r.info.link != crate::core::tier::Link::ToLeaf
+                    && meta
+                        .as_ref()
+                        .and_then(|m| m.user_agent.as_deref())
+                        .is_some_and(|ua| ua.starts_with("servent/"))
+            })
+            .filter_map(|(r, _)| match r.info.remote_listen? {
+                std::net::SocketAddr::V4(a) => Some(NodeEntry {
+                    addr: a,
+                    // Seen a minute ago at most; "0" would tell giFT the node
+                    // is near this one and not worth a session of its own.
+                    last_seen: 1,
+                    load: 50,
+                }),
+                std::net::SocketAddr::V6(_) => None,
+            })
+            .collect();
+        ft.set_nodes(nodes);
+    }
+}
 
 /// The FastTrack media type of a file name, by its extension.
 pub fn media_of(name: &str) -> u8 {

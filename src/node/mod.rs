@@ -456,6 +456,11 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             cancel.clone(),
         ));
     }
+    tracker.spawn(bridge::tell_nodes(
+        engine.clone(),
+        fasttrack.clone(),
+        cancel.clone(),
+    ));
     if let Some(l) = fasttrack_listener {
         tracker.spawn(accept_loop(l, shared.clone()));
     }

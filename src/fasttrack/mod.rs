@@ -14,7 +14,7 @@
 //!   packets, with every buffer bounded.
 //!
 //! `protocol-spec/fasttrack.md` describes the formats and why we support the
-//! encryption types we do.
+//! encryption types we do; `protocol-spec/fasttrack-hashes.md` the hashes.
 
 pub mod cipher;
 pub mod hash;

@@ -944,11 +944,26 @@ async fn a_firewalled_users_file_reaches_a_gnutella_downloader_by_push() {
     .unwrap();
     assert_eq!(hits.len(), 1, "{hits:?}");
     let h = &hits[0];
-    let got = http_get(
-        SocketAddr::from((h.host, h.port)),
-        &format!("/get/{}/{}", h.index, h.name.replace(' ', "%20")),
-    )
-    .await;
+    let path = format!("/get/{}/{}", h.index, h.name.replace(' ', "%20"));
+    // A HEAD is answered from what U3 announced, without a push (U3 answers
+    // one push only here: a HEAD that pushed would leave the GET without).
+    let mut s = TcpStream::connect((h.host, h.port)).await.unwrap();
+    s.write_all(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", u3_data.len())),
+        "{head}"
+    );
+    let got = http_get(SocketAddr::from((h.host, h.port)), &path).await;
     assert_eq!(
         got, u3_data,
         "the pushed user's bytes came through the node"

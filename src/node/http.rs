@@ -274,6 +274,36 @@ async fn proxied(
     uploads: &Arc<Uploads>,
 ) -> Response<FileBody> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    if head {
+        // Answered from what the user announced: a HEAD cannot be passed on
+        // (giFT serves only GET), and a GET for it would take one of the
+        // user's upload slots for nothing.
+        let (status, len, content_range) = match h::answer_range(range, source.size) {
+            RangeAnswer::Whole => (StatusCode::OK, source.size, None),
+            RangeAnswer::Part { start, end } => (
+                StatusCode::PARTIAL_CONTENT,
+                end - start + 1,
+                Some(format!("bytes {start}-{end}/{}", source.size)),
+            ),
+            RangeAnswer::Unsatisfiable => {
+                return text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "Range not satisfiable",
+                    head,
+                );
+            }
+        };
+        let mut r = base(status)
+            .header(header::CONTENT_LENGTH, len)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(FileBody::Empty)
+            .expect("valid response");
+        if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            r.headers_mut().insert(header::CONTENT_RANGE, cr);
+        }
+        add_kazaa(r.headers_mut(), uploads.kazaa_headers());
+        return r;
+    }
     match super::ft_proxy::fetch(ft, source, range).await {
         Ok(mut f) => {
             // giFT answers 206 even to a request without a range: the whole
@@ -284,13 +314,9 @@ async fn proxied(
                 f.content_range = None;
                 StatusCode::OK
             };
-            let body = if head {
-                FileBody::Empty
-            } else {
-                FileBody::Stream {
-                    rx: f.body,
-                    left: f.len,
-                }
+            let body = FileBody::Stream {
+                rx: f.body,
+                left: f.len,
             };
             let mut r = base(status)
                 .header(header::CONTENT_LENGTH, f.len)

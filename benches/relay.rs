@@ -3,7 +3,8 @@
 //! rewritten (no handshake, no validation, no routing); and the memory a `servent
 //! run` process spends per idle connection.
 //!
-//! Run with `cargo bench --bench relay`.
+//! Run with `cargo bench --bench relay`; `RELAY_THREADS=n` runs it on `n` tokio
+//! worker threads (default: one per core), to see how relaying scales.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -243,10 +244,34 @@ async fn base_round(senders: usize, burst: &[u8], n: usize) -> (usize, Duration)
     got
 }
 
-#[tokio::main]
-async fn main() {
+/// Worker threads of the runtime everything runs on (the node and the load
+/// alike): `RELAY_THREADS`, else one per core as `#[tokio::main]` would.
+fn worker_threads() -> usize {
+    std::env::var("RELAY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+        })
+}
+
+fn main() {
+    let threads = worker_threads();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(threads));
+}
+
+async fn run(threads: usize) {
     // `cargo test --benches` runs this without `--bench`: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
+    println!("{threads} worker threads (RELAY_THREADS to choose)");
     let (n, rounds, connections) = if quick {
         (2_000, 1, 50)
     } else {

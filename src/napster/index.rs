@@ -619,6 +619,46 @@ pub fn keywords(text: &[u8], buf: &mut Vec<u8>, spans: &mut Vec<(u32, u32)>) {
     }
 }
 
+/// Whether the sorted `list` holds `id`, looking from `*pos` on and leaving
+/// `*pos` at the first entry not below `id`: ids asked for in rising order
+/// walk the list once, in steps that double (galloping), so a short list
+/// checked against a long one costs about log(long / short) per check.
+fn gallop_to(list: &[u32], pos: &mut usize, id: u32) -> bool {
+    let mut lo = *pos;
+    match list.get(lo) {
+        None => return false,
+        Some(&x) if x >= id => return x == id,
+        Some(_) => {}
+    }
+    // Here list[lo] < id; widen until list[hi] >= id or the end.
+    let mut step = 1;
+    let mut hi = lo + 1;
+    while hi < list.len() && list[hi] < id {
+        lo = hi;
+        step *= 2;
+        hi = lo + step;
+    }
+    let hi = hi.min(list.len());
+    let p = lo + 1 + list[lo + 1..hi].partition_point(|&x| x < id);
+    *pos = p;
+    list.get(p) == Some(&id)
+}
+
+/// Appends `n` in decimal.
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
 fn lower_hex_bytes(s: &[u8]) -> Option<Vec<u8>> {
     if s.is_empty() || s.len() % 2 != 0 {
         return None;
@@ -689,11 +729,11 @@ pub struct Index {
     pending_logins: usize,
     /// Memory was handed back (see [`Index::take_trimmed`]).
     trimmed: bool,
+    /// Every file slot, live or emptied, in the order the files were shared;
+    /// a slot's number is its file's id in the posting lists.
     files: Vec<File>,
-    /// Slots free for reuse (purged from every posting list).
-    free_files: Vec<u32>,
-    /// Slots emptied since the last purge; not reusable yet.
-    dead_files: Vec<u32>,
+    /// Slots emptied since the last purge (which drops them).
+    dead_files: usize,
     live_files: usize,
     total_bytes: u64,
     words: HashMap<Box<[u8]>, Vec<u32>>,
@@ -717,8 +757,6 @@ pub struct Index {
     // Scratch buffers, kept to avoid allocating per message.
     buf: Vec<u8>,
     spans: Vec<(u32, u32)>,
-    buf2: Vec<u8>,
-    spans2: Vec<(u32, u32)>,
 }
 
 impl Index {
@@ -739,8 +777,7 @@ impl Index {
             pending_logins: 0,
             trimmed: false,
             files: Vec::new(),
-            free_files: Vec::new(),
-            dead_files: Vec::new(),
+            dead_files: 0,
             live_files: 0,
             total_bytes: 0,
             words: HashMap::new(),
@@ -757,8 +794,6 @@ impl Index {
             shares_dirty: Vec::new(),
             buf: Vec::new(),
             spans: Vec::new(),
-            buf2: Vec::new(),
-            spans2: Vec::new(),
         }
     }
 
@@ -1790,17 +1825,11 @@ impl Index {
             kind: f.kind as u8,
             md5: md5.len() as u8 | if md5_bin.is_some() { MD5_HEX } else { 0 },
         };
-        let id = match self.free_files.pop() {
-            Some(id) => {
-                self.files[id as usize] = file;
-                id
-            }
-            None => {
-                reserve_slim(&mut self.files, 1);
-                self.files.push(file);
-                (self.files.len() - 1) as u32
-            }
-        };
+        // Always a new slot at the end: the highest id, so every posting list
+        // stays sorted by pushing (a purge renumbers without reordering).
+        reserve_slim(&mut self.files, 1);
+        self.files.push(file);
+        let id = (self.files.len() - 1) as u32;
         keywords(f.name, &mut self.buf, &mut self.spans);
         for &(a, b) in &self.spans {
             let word = &self.buf[a as usize..b as usize];
@@ -1874,7 +1903,7 @@ impl Index {
                 u.bytes = u.bytes.saturating_sub(f.size());
                 u.dead += f.stored_len() as u32;
             }
-            self.dead_files.push(id);
+            self.dead_files += 1;
         }
     }
 
@@ -1901,7 +1930,7 @@ impl Index {
     }
 
     /// Purges emptied slots from every posting list once they are a quarter of
-    /// the slots (and at least a few thousand), then makes them reusable.
+    /// the slots (and at least a few thousand), then drops them.
     fn maybe_compact(&mut self) {
         // A purge walks every posting list: it waits for dead slots worth a
         // quarter of the live ones, or as many as the live ones while the
@@ -1909,34 +1938,45 @@ impl Index {
         // necessary; with no live file left it is nearly free and runs at once.
         let live = self.live_files;
         let threshold = (live / 4).max(live.min(4096)).max(64);
-        if self.dead_files.is_empty() || (self.dead_files.len() < threshold && live > 0) {
+        if self.dead_files == 0 || (self.dead_files < threshold && live > 0) {
             return;
         }
         self.compact();
     }
 
     /// Purges emptied slots from every posting list now, and hands back the
-    /// memory the departed files held: empty slots at the end of the file
-    /// table, slack in the posting lists and in the keyword map.
+    /// memory the departed files held: the emptied slots of the file table,
+    /// slack in the posting lists and in the keyword map. The live slots are
+    /// renumbered in their order, so the posting lists stay sorted.
     pub fn compact(&mut self) {
+        // A live slot's new number: how many live slots come before it.
+        let mut renumber = Vec::with_capacity(self.files.len());
+        let mut next = 0u32;
+        for f in &self.files {
+            renumber.push(next);
+            next += f.is_live() as u32;
+        }
         let files = &self.files;
         self.words.retain(|_, list| {
-            list.retain(|&id| files[id as usize].is_live());
+            list.retain_mut(|id| {
+                let live = files[*id as usize].is_live();
+                *id = renumber[*id as usize];
+                live
+            });
             if list.capacity() > list.len() + list.len() / 8 + 4 {
                 list.shrink_to_fit();
             }
             !list.is_empty()
         });
         shrink_map(&mut self.words);
-        self.free_files.append(&mut self.dead_files);
-        while self.files.last().is_some_and(|f| !f.is_live()) {
-            self.files.pop();
+        for user in self.users.iter_mut().flatten() {
+            for id in user.files.iter_mut() {
+                *id = renumber[*id as usize];
+            }
         }
-        let n = self.files.len() as u32;
-        self.free_files.retain(|&id| id < n);
+        self.files.retain(File::is_live);
+        self.dead_files = 0;
         shrink_vec(&mut self.files);
-        shrink_vec(&mut self.free_files);
-        shrink_vec(&mut self.dead_files);
         self.stats.compactions += 1;
         self.trimmed = true;
     }
@@ -1965,7 +2005,6 @@ impl Index {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let mut n = self.files.capacity() * size_of::<File>()
-            + (self.free_files.capacity() + self.dead_files.capacity()) * 4
             + self.users.capacity() * size_of::<Option<User>>()
             + self.free_users.capacity() * 4
             + self.conns.capacity() * (size_of::<Conn>() + 8)
@@ -2026,58 +2065,65 @@ impl Index {
             .max_results
             .unwrap_or(self.cfg.max_results)
             .min(self.cfg.max_results) as usize;
-        // The query's keywords, folded like the names.
-        let mut qbuf = Vec::new();
-        let mut qspans = Vec::new();
-        let mut query: Vec<Vec<u8>> = Vec::new();
+        // The query's keywords, folded like the names, each with its posting
+        // list; a keyword no file has means no result.
+        let words = &self.words;
+        let mut lists: Vec<&[u32]> = Vec::new();
+        let mut missing = false;
         for clause in &req.contains {
-            keywords(clause, &mut qbuf, &mut qspans);
-            for &(a, b) in &qspans {
-                let w = &qbuf[a as usize..b as usize];
-                if !query.iter().any(|q| q == w) {
-                    query.push(w.to_vec());
+            keywords(clause, &mut self.buf, &mut self.spans);
+            for &(a, b) in &self.spans {
+                match words.get(&self.buf[a as usize..b as usize]) {
+                    Some(list) => {
+                        if !lists.iter().any(|l| std::ptr::eq(*l, &list[..])) {
+                            lists.push(list);
+                        }
+                    }
+                    None => missing = true,
                 }
             }
         }
-        if query.is_empty() {
+        if lists.is_empty() && !missing {
             return false;
         }
-        if limit == 0 {
+        if limit == 0 || missing {
             return true;
         }
-        let mut excluded: Vec<Vec<u8>> = Vec::new();
+        let mut excluded: Vec<&[u32]> = Vec::new();
         for clause in &req.excludes {
-            keywords(clause, &mut qbuf, &mut qspans);
-            for &(a, b) in &qspans {
-                excluded.push(qbuf[a as usize..b as usize].to_vec());
+            keywords(clause, &mut self.buf, &mut self.spans);
+            for &(a, b) in &self.spans {
+                if let Some(list) = words.get(&self.buf[a as usize..b as usize]) {
+                    excluded.push(list);
+                }
             }
         }
-        // The rarest keyword's list drives the search.
-        let mut rarest: Option<(&Vec<u32>, usize)> = None;
-        for (i, w) in query.iter().enumerate() {
-            let Some(list) = self.words.get(&w[..]) else {
-                return true;
-            };
-            if rarest.is_none_or(|(l, _)| list.len() < l.len()) {
-                rarest = Some((list, i));
-            }
-        }
-        let Some((list, driver)) = rarest else {
-            return true;
-        };
-        let others: Vec<&[u8]> = query
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != driver)
-            .map(|(_, w)| &w[..])
-            .collect();
+        // The rarest keyword's list drives the search; the others are sorted
+        // lists too, so a candidate is checked against each by galloping from
+        // where the previous candidate left off, never by reading its name.
+        lists.sort_unstable_by_key(|l| l.len());
+        let (driver, others) = lists.split_first().expect("not empty");
+        let mut at = vec![0usize; others.len()];
+        let mut ex_at = vec![0usize; excluded.len()];
         let mut found = 0;
         let mut examined = 0u64;
-        for &id in list.iter() {
+        // All the results' lines share one buffer: one allocation for most searches.
+        let mut lines = BytesMut::new();
+        'candidates: for &id in driver.iter() {
             if found >= limit || examined as usize >= self.cfg.max_scan {
                 break;
             }
             examined += 1;
+            for (list, pos) in others.iter().zip(at.iter_mut()) {
+                if !gallop_to(list, pos, id) {
+                    continue 'candidates;
+                }
+            }
+            for (list, pos) in excluded.iter().zip(ex_at.iter_mut()) {
+                if gallop_to(list, pos, id) {
+                    continue 'candidates;
+                }
+            }
             let file = &self.files[id as usize];
             if !file.is_live() {
                 continue;
@@ -2100,38 +2146,33 @@ impl Index {
             if !req.linespeed.contains(owner.link as u32) {
                 continue;
             }
-            let name = file.name(&owner.arena);
-            if !others.is_empty() || !excluded.is_empty() {
-                keywords(name, &mut self.buf2, &mut self.spans2);
-                let has = |w: &[u8]| {
-                    self.spans2
-                        .iter()
-                        .any(|&(a, b)| &self.buf2[a as usize..b as usize] == w)
-                };
-                if !others.iter().all(|w| has(w)) || excluded.iter().any(|w| has(w)) {
-                    continue;
-                }
-            }
             found += 1;
-            let mut line = BytesMut::with_capacity(file.stored_len() + 96);
-            line.put_u8(b'"');
-            line.put_slice(name);
-            line.put_slice(b"\" ");
-            file.write_md5(&owner.arena, &mut line);
-            let tail = format!(
-                " {} {} {} {} {} {} {}",
+            let need = file.stored_len() * 2 + owner.nick.len() + 80;
+            if lines.capacity() < need {
+                lines.reserve(need.max(4096));
+            }
+            lines.put_u8(b'"');
+            lines.put_slice(file.name(&owner.arena));
+            lines.put_slice(b"\" ");
+            file.write_md5(&owner.arena, &mut lines);
+            for n in [
                 file.size(),
-                file.bitrate,
-                file.freq,
-                file.seconds,
-                owner.nick,
-                ip_to_decimal(owner.ip),
-                owner.link
-            );
-            line.put_slice(tail.as_bytes());
+                file.bitrate as u64,
+                file.freq as u64,
+                file.seconds as u64,
+            ] {
+                lines.put_u8(b' ');
+                put_decimal(&mut lines, n);
+            }
+            lines.put_u8(b' ');
+            lines.put_slice(owner.nick.as_bytes());
+            lines.put_u8(b' ');
+            put_decimal(&mut lines, ip_to_decimal(owner.ip) as u64);
+            lines.put_u8(b' ');
+            put_decimal(&mut lines, owner.link as u64);
             out.push(Action::Send(
                 conn,
-                Frame::new(t::SEARCH_RESULT, line.freeze()),
+                Frame::new(t::SEARCH_RESULT, lines.split().freeze()),
             ));
         }
         self.stats.candidates += examined;
@@ -3474,6 +3515,107 @@ mod tests {
             .filter(|(ty, _)| *ty == t::SEARCH_RESULT)
             .map(|(_, s)| s)
             .collect()
+    }
+
+    #[test]
+    fn galloping_finds_exactly_the_members() {
+        let mut seed = 0x1234_5678u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..200 {
+            let n = (next() % 300) as usize;
+            let spread = 1 + round as u64 * 5;
+            let mut list: Vec<u32> = (0..n)
+                .map(|_| (next() % (n as u64 * spread + 1)) as u32)
+                .collect();
+            list.sort_unstable();
+            list.dedup();
+            let mut asks: Vec<u32> = (0..50)
+                .map(|_| (next() % (n as u64 * spread + 2)) as u32)
+                .collect();
+            asks.sort_unstable();
+            asks.dedup();
+            let mut pos = 0;
+            for id in asks {
+                assert_eq!(
+                    gallop_to(&list, &mut pos, id),
+                    list.binary_search(&id).is_ok()
+                );
+                assert_eq!(pos, list.partition_point(|&x| x < id), "{list:?} {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn searches_stay_exact_through_purges() {
+        let mut h = Harness::new(IndexConfig {
+            max_results: 100_000,
+            request_burst: 1e9,
+            request_rate: 1e9,
+            ..IndexConfig::default()
+        });
+        let s = h.login("searcher", 1);
+        let users: Vec<ConnId> = (0..4).map(|u| h.login(&format!("u{u}"), 1)).collect();
+        let words = ["red", "green", "blue", "gold", "grey"];
+        let name = |u: usize, i: usize| {
+            format!(
+                "{} {} track{i} by u{u}.mp3",
+                words[i % 5],
+                words[(i / 5 + u) % 5]
+            )
+        };
+        // Live files as (user, i).
+        let mut live = std::collections::BTreeSet::new();
+        for round in 0..3 {
+            for (u, &c) in users.iter().enumerate() {
+                for i in round * 300..(round + 1) * 300 {
+                    h.send(c, t::SHARE, &format!("\"{}\" aa 1 1 1 1", name(u, i)));
+                    live.insert((u, i));
+                }
+            }
+            // Remove most of the older files, in an order unlike the sharing.
+            let old: Vec<(usize, usize)> = live
+                .iter()
+                .copied()
+                .filter(|&(u, i)| i < (round + 1) * 300 && (i * 7 + u) % 10 < 8)
+                .collect();
+            for (u, i) in old {
+                h.send(users[u], t::UNSHARE, &name(u, i));
+                live.remove(&(u, i));
+            }
+            for (a, b, x) in [
+                ("red", "green", None),
+                ("blue", "blue", None),
+                ("gold", "grey", Some("u2")),
+                ("grey", "red", Some("u0")),
+            ] {
+                let mut q = format!("FILENAME CONTAINS \"{a} {b}\" MAX_RESULTS 10000");
+                if let Some(x) = x {
+                    q += &format!(" FILENAME EXCLUDES \"{x}\"");
+                }
+                let mut got: Vec<String> = search(&mut h, s, &q)
+                    .into_iter()
+                    .map(|r| r.split('"').nth(1).unwrap().to_string())
+                    .collect();
+                got.sort();
+                let mut want: Vec<String> = live
+                    .iter()
+                    .map(|&(u, i)| name(u, i))
+                    .filter(|n| {
+                        let w: Vec<&str> = n.split([' ', '.']).collect();
+                        w.contains(&a) && w.contains(&b) && x.is_none_or(|x| !w.contains(&x))
+                    })
+                    .collect();
+                want.sort();
+                assert_eq!(got, want, "round {round}: {q}");
+            }
+        }
+        assert!(h.index.stats().compactions >= 2);
+        assert_eq!(h.index.files_indexed(), live.len());
     }
 
     #[test]

@@ -16,33 +16,94 @@ pub enum CobsError {
     Truncated,
 }
 
+/// A buffer COBS output can be appended to and patched in.
+pub trait Sink {
+    /// Bytes written so far (where the next byte goes).
+    fn pos(&self) -> usize;
+    fn push(&mut self, b: u8);
+    fn set(&mut self, at: usize, b: u8);
+    fn reserve(&mut self, n: usize);
+}
+
+impl Sink for Vec<u8> {
+    fn pos(&self) -> usize {
+        self.len()
+    }
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b)
+    }
+    fn set(&mut self, at: usize, b: u8) {
+        self[at] = b;
+    }
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n)
+    }
+}
+
+impl Sink for bytes::BytesMut {
+    fn pos(&self) -> usize {
+        self.len()
+    }
+    fn push(&mut self, b: u8) {
+        bytes::BufMut::put_u8(self, b)
+    }
+    fn set(&mut self, at: usize, b: u8) {
+        self[at] = b;
+    }
+    fn reserve(&mut self, n: usize) {
+        bytes::BytesMut::reserve(self, n)
+    }
+}
+
 /// Appends the COBS encoding of `data` to `out`. Never writes a zero byte.
 ///
 /// A full group (code 0xFF) that ends exactly at the end of the data is not
 /// followed by an empty group, so the output is the shortest standard form.
-pub fn encode_into(data: &[u8], out: &mut Vec<u8>) {
+pub fn encode_into(data: &[u8], out: &mut impl Sink) {
     out.reserve(data.len() + data.len() / 254 + 1);
-    let mut code_pos = out.len();
+    let mut code_pos = out.pos();
     out.push(0); // placeholder for the current group's code byte
     let mut code: u8 = 1;
     for (i, &b) in data.iter().enumerate() {
         if b == 0 {
-            out[code_pos] = code;
-            code_pos = out.len();
+            out.set(code_pos, code);
+            code_pos = out.pos();
             out.push(0);
             code = 1;
         } else {
             out.push(b);
             code += 1;
             if code == 0xFF && i + 1 < data.len() {
-                out[code_pos] = code;
-                code_pos = out.len();
+                out.set(code_pos, code);
+                code_pos = out.pos();
                 out.push(0);
                 code = 1;
             }
         }
     }
-    out[code_pos] = code;
+    out.set(code_pos, code);
+}
+
+/// The length of the COBS encoding of `data` (what [`encode_into`] appends).
+pub fn encoded_len(data: &[u8]) -> usize {
+    // One code byte per group; a group ends at each zero (which it replaces)
+    // and after 254 non-zero bytes when more data follows.
+    let mut len = 1;
+    let mut run = 0;
+    for (i, &b) in data.iter().enumerate() {
+        if b == 0 {
+            len += 1;
+            run = 0;
+        } else {
+            len += 1;
+            run += 1;
+            if run == 254 && i + 1 < data.len() {
+                len += 1;
+                run = 0;
+            }
+        }
+    }
+    len
 }
 
 /// The COBS encoding of `data`.
@@ -81,17 +142,31 @@ pub fn decoded_len(data: &[u8]) -> Result<usize, CobsError> {
 /// Decodes COBS data into a buffer of exactly the decoded size.
 pub fn decode(data: &[u8]) -> Result<Vec<u8>, CobsError> {
     let mut out = Vec::with_capacity(decoded_len(data)?);
+    decode_valid(data, |part| out.extend_from_slice(part));
+    Ok(out)
+}
+
+/// Decodes COBS data, appending it to `out`; returns the decoded length.
+/// Nothing is written when the data is malformed.
+pub fn decode_into(data: &[u8], out: &mut bytes::BytesMut) -> Result<usize, CobsError> {
+    let n = decoded_len(data)?;
+    out.reserve(n);
+    decode_valid(data, |part| out.extend_from_slice(part));
+    Ok(n)
+}
+
+/// Hands the decoded bytes of well-formed COBS data to `put`, in order.
+fn decode_valid(data: &[u8], mut put: impl FnMut(&[u8])) {
     let mut i = 0;
     while i < data.len() {
         let code = data[i] as usize;
         let end = i + code;
-        out.extend_from_slice(&data[i + 1..end]);
+        put(&data[i + 1..end]);
         i = end;
         if code < 0xFF && i < data.len() {
-            out.push(0);
+            put(&[0]);
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -113,6 +188,7 @@ mod tests {
         ];
         for (plain, coded) in cases {
             assert_eq!(decoded_len(coded), Ok(plain.len()));
+            assert_eq!(encoded_len(plain), coded.len());
             assert_eq!(encode(plain), coded.to_vec(), "encode {plain:02x?}");
             assert_eq!(
                 decode(coded).unwrap(),
@@ -154,6 +230,13 @@ mod tests {
         fn round_trip(data in proptest::collection::vec(proptest::num::u8::ANY, 0..1200)) {
             let enc = encode(&data);
             proptest::prop_assert!(!enc.contains(&0));
+            proptest::prop_assert_eq!(encoded_len(&data), enc.len());
+            let mut b = bytes::BytesMut::new();
+            encode_into(&data, &mut b);
+            proptest::prop_assert_eq!(&b[..], &enc[..]);
+            let mut d = bytes::BytesMut::from(&b"x"[..]);
+            proptest::prop_assert_eq!(decode_into(&enc, &mut d), Ok(data.len()));
+            proptest::prop_assert_eq!(&d[1..], &data[..]);
             proptest::prop_assert_eq!(decode(&enc).unwrap(), data);
         }
     }

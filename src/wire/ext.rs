@@ -8,7 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::error::{EncodeError, WireError};
-use crate::wire::ggep::{self, Ggep, GgepView};
+use crate::wire::ggep::{self, DecodedValues, Ggep, GgepView};
 use crate::wire::huge::{Sha1Urn, strip_prefix_ci};
 
 /// The item separator.
@@ -216,13 +216,26 @@ impl ExtArea {
         view: &ExtAreaView<'_>,
         budget: &mut usize,
     ) -> Result<ExtArea, WireError> {
+        ExtArea::from_view_in(buf, view, budget, None)
+    }
+
+    /// As [`ExtArea::from_view`], COBS values decoded into `values` (see
+    /// `Ggep::from_view_in`).
+    pub(crate) fn from_view_in(
+        buf: &Bytes,
+        view: &ExtAreaView<'_>,
+        budget: &mut usize,
+        mut values: Option<&mut DecodedValues>,
+    ) -> Result<ExtArea, WireError> {
         let mut items = Vec::new();
         for item in view.iter() {
             items.push(match item {
                 ItemView::Urn(b) => ExtItem::Urn(buf.slice_ref(b)),
                 ItemView::Xml(b) => ExtItem::Xml(buf.slice_ref(b)),
                 ItemView::Other(b) => ExtItem::Other(buf.slice_ref(b)),
-                ItemView::Ggep(g) => ExtItem::Ggep(Ggep::from_view(buf, &g, budget)?),
+                ItemView::Ggep(g) => {
+                    ExtItem::Ggep(Ggep::from_view_in(buf, &g, budget, values.as_deref_mut())?)
+                }
             });
         }
         Ok(ExtArea { items })

@@ -204,11 +204,25 @@ impl Ggep {
         view: &GgepView<'_>,
         budget: &mut usize,
     ) -> Result<Ggep, GgepError> {
+        Ggep::from_view_in(buf, view, budget, None)
+    }
+
+    /// As [`Ggep::from_view`], COBS values decoded into `values` (shared by the
+    /// blocks of one message) rather than into an allocation each.
+    pub(crate) fn from_view_in(
+        buf: &Bytes,
+        view: &GgepView<'_>,
+        budget: &mut usize,
+        mut values: Option<&mut DecodedValues>,
+    ) -> Result<Ggep, GgepError> {
         let mut exts = Vec::with_capacity(view.len());
         for e in view.iter() {
-            let data = match e.value(budget)? {
-                Cow::Borrowed(plain) => buf.slice_ref(plain),
-                Cow::Owned(decoded) => Bytes::from(decoded),
+            let data = match values.as_deref_mut() {
+                Some(values) if e.is_cobs() && !e.is_compressed() => values.cobs(e.raw)?,
+                _ => match e.value(budget)? {
+                    Cow::Borrowed(plain) => buf.slice_ref(plain),
+                    Cow::Owned(decoded) => Bytes::from(decoded),
+                },
             };
             exts.push(GgepExt {
                 id: GgepId::new(e.id).ok_or(GgepError::EmptyId)?,
@@ -245,23 +259,29 @@ impl Ggep {
                 compressed = zlib(value);
                 value = &compressed;
             }
-            let stuffed;
-            if nul_free && value.contains(&0) {
+            // COBS is written straight into `out`, its length known beforehand.
+            let stuff = nul_free && value.contains(&0);
+            let len = if stuff {
                 flags |= FLAG_COBS;
-                stuffed = cobs::encode(value);
-                value = &stuffed;
-            }
-            if value.len() > MAX_DATA_LEN {
+                cobs::encoded_len(value)
+            } else {
+                value.len()
+            };
+            if len > MAX_DATA_LEN {
                 return Err(EncodeError::TooLong {
                     what: "GGEP value",
-                    len: value.len(),
+                    len,
                     limit: MAX_DATA_LEN,
                 });
             }
             out.put_u8(flags);
             out.put_slice(ext.id.as_bytes());
-            encode_len(value.len(), out);
-            out.put_slice(value);
+            encode_len(len, out);
+            if stuff {
+                cobs::encode_into(value, out);
+            } else {
+                out.put_slice(value);
+            }
         }
         Ok(())
     }
@@ -271,6 +291,34 @@ impl Ggep {
         let mut out = BytesMut::new();
         self.encode(&mut out, nul_free)?;
         Ok(out.freeze())
+    }
+}
+
+/// One buffer for the COBS-decoded values of a message: sliced per value, so
+/// a hit whose results each carry a COBS value costs one allocation for them
+/// all instead of one each.
+pub(crate) struct DecodedValues {
+    buf: BytesMut,
+    /// What to reserve when the buffer runs out: decoded COBS is never longer
+    /// than its wire form, so a message's payload length holds all of them.
+    chunk: usize,
+}
+
+impl DecodedValues {
+    pub(crate) fn new(chunk: usize) -> DecodedValues {
+        DecodedValues {
+            buf: BytesMut::new(),
+            chunk,
+        }
+    }
+
+    fn cobs(&mut self, raw: &[u8]) -> Result<Bytes, GgepError> {
+        let n = cobs::decoded_len(raw).map_err(|_| GgepError::BadCobs)?;
+        if self.buf.capacity() < n {
+            self.buf = BytesMut::with_capacity(n.max(self.chunk));
+        }
+        cobs::decode_into(raw, &mut self.buf).map_err(|_| GgepError::BadCobs)?;
+        Ok(self.buf.split().freeze())
     }
 }
 

@@ -13,7 +13,7 @@ use nom::number::complete::{be_u32, le_u16, le_u32};
 use crate::fasttrack::hash::Fth;
 use crate::wire::error::{EncodeError, WireError, WireResult};
 use crate::wire::ext::{AreaEnd, ExtArea, ExtAreaView, ExtItem};
-use crate::wire::ggep::{self, Ggep, GgepExt, GgepView};
+use crate::wire::ggep::{self, DecodedValues, Ggep, GgepExt, GgepView};
 use crate::wire::guid::Guid;
 use crate::wire::huge::Sha1Urn;
 use crate::wire::message::fields;
@@ -342,12 +342,13 @@ impl QueryHit {
     pub fn parse(payload: &Bytes, budget: &mut usize) -> WireResult<QueryHit> {
         let v = QueryHitView::parse(payload)?;
         let mut results = Vec::with_capacity(v.count as usize);
+        let mut values = DecodedValues::new(payload.len());
         for r in v.results() {
             results.push(HitResult {
                 index: r.index,
                 size: r.size,
                 name: payload.slice_ref(r.name),
-                ext: ExtArea::from_view(payload, &r.ext, budget)?,
+                ext: ExtArea::from_view_in(payload, &r.ext, budget, Some(&mut values))?,
             });
         }
         Ok(QueryHit {

@@ -140,6 +140,10 @@ pub struct RunArgs {
     /// Downloads of the queue running at once.
     #[arg(long, env = "SERVENT_RUN_MAX_DOWNLOADS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub max_downloads: usize,
+    /// A second port for FastTrack users (KaZaA's was 1214); the node's own
+    /// port takes FastTrack sessions too.
+    #[arg(long, env = "SERVENT_RUN_FASTTRACK_LISTEN", value_name = "ADDR")]
+    pub fasttrack_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

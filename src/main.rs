@@ -243,6 +243,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         local_network: args.local_network,
         download_dir: args.download_dir.clone(),
         max_downloads: args.max_downloads,
+        fasttrack_listen: args.fasttrack_listen,
         tier: TierConfig {
             mode: match args.mode {
                 Mode::Leaf => node::Mode::Leaf,
@@ -282,6 +283,20 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             say!("firewalled: no inbound connections, reachable by push only");
         } else {
             say!("listening on {}", node.local_addr);
+        }
+        if let Some(a) = node.fasttrack_addr {
+            if args.json {
+                say!(
+                    "{}",
+                    output::json_line(&Listening {
+                        role: "fasttrack".into(),
+                        addr: Some(a.to_string()),
+                        files: None,
+                    })
+                );
+            } else {
+                say!("FastTrack users on {a}");
+            }
         }
         if let Some((a, api_token)) = api_at {
             if args.json {

@@ -622,6 +622,8 @@ async fn every_route_answers_as_documented() {
         "servent_dynamic_queries_total",
         "servent_qrp_table_slots",
         "servent_host_cache_hosts",
+        "servent_fasttrack_users",
+        "servent_fasttrack_events_total",
     ] {
         assert!(families.contains_key(f), "{f} missing");
     }

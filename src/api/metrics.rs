@@ -201,5 +201,27 @@ pub fn node(c: &Control) -> String {
         "Hosts in the host cache.",
         s.hosts as u64,
     );
+    let ft = c.fasttrack().status();
+    p.one(
+        "servent_fasttrack_users",
+        "gauge",
+        "FastTrack users logged in to the supernode.",
+        ft.users as u64,
+    );
+    p.one(
+        "servent_fasttrack_files",
+        "gauge",
+        "Files FastTrack users share with the supernode.",
+        ft.files as u64,
+    );
+    let name = "servent_fasttrack_events_total";
+    p.family(
+        name,
+        "counter",
+        "FastTrack supernode events: sessions, shares, searches, pushes, and every drop by reason.",
+    );
+    for (event, v) in &ft.counters {
+        p.sample(name, &[("event", event)], *v);
+    }
     p.finish()
 }

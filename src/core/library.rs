@@ -33,6 +33,14 @@ use crate::wire::qrp::{for_each_table_keyword, split_keywords};
 
 use postings::Postings;
 
+/// Files the node answers queries for that are not on its disk (the files of
+/// its FastTrack users, which it serves by proxy), looked up while the engine
+/// decides: implementations must not call back into the engine.
+pub trait ExtraFiles: Send + Sync {
+    /// Results for the words of a query, at most `max`.
+    fn search(&self, text: &str, max: usize) -> Vec<crate::wire::queryhit::HitResult>;
+}
+
 /// One shared file, as an owned value (what a file server is handed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedFile {

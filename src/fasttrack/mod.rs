@@ -6,16 +6,21 @@
 //!   its `xinu` permutation, and every message both ways, as typed values.
 //! - [`cipher`]: the session cipher for the encryption types we implement (0x01,
 //!   0x08, 0x40 and their combinations) and the masks of the seeds we answer with.
+//! - [`hash`]: the FTH ("UUHash"), kzhash and file id of a file's bytes;
+//! - [`supernode`]: the supernode's decisions (users, shares, searches, pushes,
+//!   keep-alive), no I/O, fed typed messages with the time passed in;
+//! - [`server`]: its async shell, one task per user session, started by the node;
 //! - [`session`]: a sans-I/O session for each role, fed bytes and asked for
 //!   packets, with every buffer bounded.
-//! - [`hash`]: the file hashes (FTH, file id, kzhash).
 //!
 //! `protocol-spec/fasttrack.md` describes the formats and why we support the
 //! encryption types we do; `protocol-spec/fasttrack-hashes.md` the hashes.
 
 pub mod cipher;
 pub mod hash;
+pub mod server;
 pub mod session;
+pub mod supernode;
 pub mod wire;
 
 /// Why FastTrack input was refused. Each variant is one drop reason; [`FtError::reason`]

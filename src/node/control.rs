@@ -53,6 +53,7 @@ struct Inner {
     searches: Mutex<Searches>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    fasttrack: crate::fasttrack::server::FastTrack,
 }
 
 #[derive(Default)]
@@ -130,6 +131,7 @@ pub(super) struct Parts {
     pub max_uploads: usize,
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
+    pub fasttrack: crate::fasttrack::server::FastTrack,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -162,6 +164,7 @@ impl Control {
                 searches: Mutex::default(),
                 tracker: p.tracker,
                 cancel: p.cancel,
+                fasttrack: p.fasttrack,
             }),
         }
     }
@@ -536,6 +539,11 @@ impl Control {
     /// Messages in and out per kind, over every link.
     pub fn message_types(&self) -> Arc<super::engine::TypeCounts> {
         self.inner.engine.message_types()
+    }
+
+    /// The FastTrack supernode.
+    pub fn fasttrack(&self) -> &crate::fasttrack::server::FastTrack {
+        &self.inner.fasttrack
     }
 
     /// How the engine's counters and the shell's look now, for `/metrics`.

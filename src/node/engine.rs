@@ -445,6 +445,11 @@ impl EngineRef {
         f(self.lock().engine.library())
     }
 
+    /// Queries are answered for `extra`'s files too.
+    pub fn set_extra(&self, extra: Arc<dyn crate::core::library::ExtraFiles>) {
+        self.lock().engine.set_extra(extra);
+    }
+
     /// Starts a search of our own (see `Engine::search`); its hits' payloads go
     /// to `hits` until [`EngineRef::end_search`]. Returns the links it went to.
     pub fn search(&self, guid: Guid, query: Bytes, ttl: u8, hits: mpsc::Sender<Bytes>) -> usize {

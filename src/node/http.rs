@@ -76,6 +76,8 @@ pub struct Uploads {
     pub bytes_sent: Arc<std::sync::atomic::AtomicU64>,
     /// Who we say we are to FastTrack downloaders.
     pub kazaa: std::sync::RwLock<KazaaIdentity>,
+    /// The supernode whose users' files are served by proxy.
+    fasttrack: std::sync::OnceLock<crate::fasttrack::server::FastTrack>,
 }
 
 /// What the `X-Kazaa-*` headers of our answers to FastTrack clients say.
@@ -165,7 +167,13 @@ impl Uploads {
             next_upload: Default::default(),
             bytes_sent: Default::default(),
             kazaa: std::sync::RwLock::new(KazaaIdentity::new(0)),
+            fasttrack: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The supernode whose users' files are served by proxy.
+    pub fn set_fasttrack(&self, ft: crate::fasttrack::server::FastTrack) {
+        let _ = self.fasttrack.set(ft);
     }
 
     /// Sets what the `X-Kazaa-*` headers say.
@@ -299,6 +307,82 @@ async fn answer(
     r
 }
 
+/// Answers with what the FastTrack user sharing `source` sends for the same
+/// range.
+async fn proxied(
+    ft: &crate::fasttrack::server::FastTrack,
+    source: &crate::fasttrack::supernode::Hit,
+    headers: &HeaderMap,
+    head: bool,
+    uploads: &Arc<Uploads>,
+) -> Response<FileBody> {
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    if head {
+        // Answered from what the user announced: a HEAD cannot be passed on
+        // (giFT serves only GET), and a GET for it would take one of the
+        // user's upload slots for nothing.
+        let (status, len, content_range) = match h::answer_range(range, source.size) {
+            RangeAnswer::Whole => (StatusCode::OK, source.size, None),
+            RangeAnswer::Part { start, end } => (
+                StatusCode::PARTIAL_CONTENT,
+                end - start + 1,
+                Some(format!("bytes {start}-{end}/{}", source.size)),
+            ),
+            RangeAnswer::Unsatisfiable => {
+                return text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "Range not satisfiable",
+                    head,
+                );
+            }
+        };
+        let mut r = base(status)
+            .header(header::CONTENT_LENGTH, len)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(FileBody::Empty)
+            .expect("valid response");
+        if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            r.headers_mut().insert(header::CONTENT_RANGE, cr);
+        }
+        add_kazaa(r.headers_mut(), uploads.kazaa_headers());
+        return r;
+    }
+    match super::ft_proxy::fetch(ft, source, range).await {
+        Ok(mut f) => {
+            // giFT answers 206 even to a request without a range: the whole
+            // file asked for is a 200 here.
+            let status = if f.status == 206 && range.is_some() {
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                f.content_range = None;
+                StatusCode::OK
+            };
+            let body = FileBody::Stream {
+                rx: f.body,
+                left: f.len,
+            };
+            let mut r = base(status)
+                .header(header::CONTENT_LENGTH, f.len)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(body)
+                .expect("valid response");
+            if let Some(cr) = f.content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                r.headers_mut().insert(header::CONTENT_RANGE, cr);
+            }
+            add_kazaa(r.headers_mut(), uploads.kazaa_headers());
+            r
+        }
+        Err(why) => {
+            tracing::debug!(why, "proxied FastTrack download failed");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Source not reachable",
+                head,
+            )
+        }
+    }
+}
+
 fn add_kazaa(headers: &mut HeaderMap, kazaa: Vec<(&'static str, String)>) {
     for (name, value) in kazaa {
         // A value that cannot be a header (a control character in a
@@ -327,6 +411,19 @@ async fn answer_request(
         Err(TargetError::NotFound) => return text(StatusCode::NOT_FOUND, "Not Found", head),
         Err(TargetError::Bad(why)) => return text(StatusCode::BAD_REQUEST, why, head),
     };
+    // A FastTrack user's file: fetched from the user and passed through.
+    if let Some(ft) = uploads.fasttrack.get() {
+        let source = match &target {
+            Target::Index { index, name } if uploads.served.get(*index).is_none() => {
+                ft.source_by_index(*index, name)
+            }
+            Target::Fth(fth) if uploads.served.by_fth(fth).is_none() => ft.source_by_hash(&fth.0),
+            _ => None,
+        };
+        if let Some(source) = source {
+            return proxied(ft, &source, req.headers(), head, uploads).await;
+        }
+    }
     let file = match &target {
         Target::Index { index, name } => match uploads.served.get(*index) {
             Some(f) if f.name == *name => f,

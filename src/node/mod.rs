@@ -6,10 +6,12 @@
 //! [`start`] (or call [`NodeHandle::shutdown`]); every peer gets a Bye 200 and every
 //! task ends.
 
+mod bridge;
 pub mod conn;
 pub mod control;
 mod deflate;
 mod engine;
+mod ft_proxy;
 pub mod get;
 pub mod handshake;
 pub mod http;
@@ -41,6 +43,7 @@ use crate::core::hosts::{HostCache, Refusal};
 use crate::core::router::{Router, RouterConfig};
 use crate::core::tier::{Admit, Link, PeerRole, Tier};
 pub use crate::core::tier::{Mode, TierConfig};
+use crate::fasttrack::server::{self as ft_server, FastTrack};
 use crate::wire::Guid;
 use crate::wire::handshake::{self as hs, Headers};
 
@@ -101,6 +104,12 @@ pub struct NodeConfig {
     pub download_dir: Option<PathBuf>,
     /// Downloads of the queue running at once.
     pub max_downloads: usize,
+    /// A second port taking every kind of connection the node's port takes,
+    /// for FastTrack users (who expect 1214); FastTrack sessions are taken on
+    /// the node's own port too.
+    pub fasttrack_listen: Option<SocketAddr>,
+    /// The FastTrack supernode's limits and timers.
+    pub fasttrack: crate::fasttrack::server::ServerConfig,
 }
 
 impl Default for NodeConfig {
@@ -128,6 +137,8 @@ impl Default for NodeConfig {
             max_table_fill: engine::DEFAULT_MAX_TABLE_FILL,
             download_dir: None,
             max_downloads: 4,
+            fasttrack_listen: None,
+            fasttrack: crate::fasttrack::server::ServerConfig::default(),
         }
     }
 }
@@ -143,12 +154,20 @@ pub struct NodeHandle {
     givs: push::GivWaiters,
     engine: EngineRef,
     control: control::Control,
+    fasttrack: FastTrack,
+    /// Where the `--fasttrack-listen` port took connections.
+    pub fasttrack_addr: Option<SocketAddr>,
 }
 
 impl NodeHandle {
     /// What the control API sees of the node and asks of it.
     pub fn control(&self) -> control::Control {
         self.control.clone()
+    }
+
+    /// The FastTrack supernode.
+    pub fn fasttrack(&self) -> &FastTrack {
+        &self.fasttrack
     }
 
     /// A token cancelled when the node stops.
@@ -210,6 +229,7 @@ struct Shared {
     external: Mutex<ExternalIp>,
     /// Which addresses count as peers (reserved ones only on a local mesh).
     scope: Scope,
+    fasttrack: FastTrack,
 }
 
 impl Shared {
@@ -393,6 +413,24 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         uploads.rescan.clone(),
     ));
 
+    let fasttrack_listener = match config.fasttrack_listen {
+        Some(a) => Some(TcpListener::bind(a).await?),
+        None => None,
+    };
+    let fasttrack_addr = match &fasttrack_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let fasttrack = FastTrack::start(config.fasttrack.clone(), tracker.clone(), cancel.clone());
+    engine.set_extra(Arc::new(fasttrack.clone()));
+    uploads.set_fasttrack(fasttrack.clone());
+    fasttrack.set_bridge(Arc::new(bridge::NodeBridge::new(
+        engine.clone(),
+        tracker.clone(),
+        cancel.clone(),
+        config.fasttrack.core.bridge_wait,
+    )));
+
     let shared = Arc::new(Shared {
         config,
         engine: engine.clone(),
@@ -409,7 +447,24 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         bind,
         external: Mutex::new(ExternalIp::new(2)),
         scope,
+        fasttrack: fasttrack.clone(),
     });
+    if !shared.config.firewalled {
+        tracker.spawn(bridge::offer_own_files(
+            engine.clone(),
+            fasttrack.clone(),
+            local_addr.port(),
+            cancel.clone(),
+        ));
+    }
+    tracker.spawn(bridge::tell_nodes(
+        engine.clone(),
+        fasttrack.clone(),
+        cancel.clone(),
+    ));
+    if let Some(l) = fasttrack_listener {
+        tracker.spawn(accept_loop(l, shared.clone()));
+    }
     if shared.config.firewalled {
         // Behind a firewall nothing reaches us: the port is given up, and peers
         // and downloaders must wait for us to connect out.
@@ -461,6 +516,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         max_uploads: shared.config.max_uploads,
         tracker: tracker.clone(),
         cancel: cancel.clone(),
+        fasttrack: fasttrack.clone(),
     });
     Ok(NodeHandle {
         control,
@@ -471,6 +527,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         stats,
         givs,
         engine: shared.engine.clone(),
+        fasttrack,
+        fasttrack_addr,
     })
 }
 
@@ -789,7 +847,30 @@ async fn inbound(
             tracing::debug!(%remote, servent = %giv.servent.to_hex(), "GIV nobody waits for");
         }
         Ok(())
+    } else if buf.starts_with(b"GIVE ") {
+        // A FastTrack user answering a push the node sent for a proxied download.
+        let give = bridge::read_give(&mut stream, buf)
+            .await
+            .map_err(HandshakeFailure::Unexpected)?;
+        if !shared.fasttrack.deliver_give(give, stream) {
+            tracing::debug!(%remote, give, "GIVE nobody waits for");
+        }
+        Ok(())
     } else {
+        // None of the text protocols: a FastTrack hello is 12 binary bytes.
+        while buf.len() < 12 {
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(HandshakeFailure::Closed);
+            }
+        }
+        if ft_server::looks_like_hello(&buf) {
+            let ft = shared.fasttrack.clone();
+            shared.tracker.spawn(async move {
+                let _ip_slot = ip_slot;
+                ft.serve(stream, buf.freeze(), remote).await;
+            });
+            return Ok(());
+        }
         Err(HandshakeFailure::Unexpected(
             String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned(),
         ))

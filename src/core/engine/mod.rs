@@ -427,6 +427,9 @@ pub struct Engine<L: Links> {
     me: Guid,
     router: Router,
     library: Library,
+    /// Files answered for that are not on our disk (FastTrack users' files,
+    /// served by proxy).
+    extra: Option<std::sync::Arc<dyn crate::core::library::ExtraFiles>>,
     peers: crate::core::ConnMap<Peer>,
     max_results: usize,
     stats: EngineStats,
@@ -492,6 +495,7 @@ impl<L: Links> Engine<L> {
             me: config.me,
             router: config.router,
             library: config.library,
+            extra: None,
             peers: Default::default(),
             max_results: config.max_results,
             stats: EngineStats::default(),
@@ -704,6 +708,11 @@ impl<L: Links> Engine<L> {
     /// The shared files.
     pub fn library(&self) -> &Library {
         &self.library
+    }
+
+    /// Queries are answered for these files too (after our own).
+    pub fn set_extra(&mut self, extra: std::sync::Arc<dyn crate::core::library::ExtraFiles>) {
+        self.extra = Some(extra);
     }
 
     /// Starts a query of our own (`query`: an encoded Query payload) with id

@@ -583,13 +583,20 @@ impl<L: Links> Engine<L> {
     pub(super) fn answer_query(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
         let text = String::from_utf8_lossy(q.text);
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
-        let found: Vec<HitResult> = self
+        let mut found: Vec<HitResult> = self
             .library
             .view()
             .search(&text, &urns, self.max_results)
             .into_iter()
             .map(|f| HitResult::new(f.index, f.size, f.name, f.sha1.as_ref()).with_fth(f.fth))
             .collect();
+        // Files of others we serve by proxy; they have no SHA-1 to match a URN.
+        if let Some(extra) = self.extra.as_ref().filter(|_| urns.is_empty()) {
+            let room = self.max_results.saturating_sub(found.len());
+            if room > 0 {
+                found.extend(extra.search(&text, room));
+            }
+        }
         if found.is_empty() {
             return;
         }

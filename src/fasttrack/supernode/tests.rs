@@ -1,0 +1,327 @@
+use super::*;
+
+fn addr(a: u8, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, a), port)
+}
+
+fn node() -> Supernode {
+    Supernode::new(Config {
+        me: addr(1, 1214),
+        ..Config::default()
+    })
+}
+
+fn login(s: &mut Supernode, id: SessionId, name: &str, t: Instant) -> Vec<Action> {
+    let mut out = Vec::new();
+    s.connect(id, addr(id as u8 + 10, 40000), t, &mut out);
+    s.receive(
+        id,
+        Request::NodeInfo(NodeInfo {
+            ip: *addr(id as u8 + 10, 0).ip(),
+            port: 2000 + id as u16,
+            bandwidth: 0x60,
+            name: Bytes::copy_from_slice(name.as_bytes()),
+        }),
+        t,
+        &mut out,
+    );
+    out
+}
+
+fn share(name: &str, n: u8) -> Share {
+    let mut hash = [n; 20];
+    hash[0] = name.len() as u8;
+    Share {
+        media: 1,
+        hash,
+        file_id: 7,
+        size: 1000 + u64::from(n),
+        tags: vec![Tag {
+            id: TAG_FILENAME,
+            value: Bytes::copy_from_slice(name.as_bytes()),
+        }],
+    }
+}
+
+fn query(id: u16, text: &str) -> Request {
+    Request::Query(Query {
+        id,
+        max_results: 1000,
+        realm: 0xBF,
+        terms: vec![Term {
+            cmp: 0x05,
+            tag: 0,
+            value: Bytes::copy_from_slice(text.as_bytes()),
+        }],
+    })
+}
+
+fn hits_of(out: &[Action], to: SessionId) -> Vec<Hit> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send(s, Reply::Results { hits, .. }) if *s == to => Some(hits.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn login_sends_external_ip_and_stats_gift_accepts() {
+    let mut s = node();
+    let t = Instant::now();
+    let mut out = Vec::new();
+    s.connect(5, addr(9, 4000), t, &mut out);
+    assert!(out.contains(&Action::Send(5, Reply::ExternalIp(*addr(9, 0).ip()))));
+    let users = out.iter().find_map(|a| match a {
+        Action::Send(_, Reply::Stats { users, .. }) => Some(*users),
+        _ => None,
+    });
+    assert!(users.expect("stats sent") >= MIN_ADVERTISED_USERS);
+    assert!(out.contains(&Action::Send(
+        5,
+        Reply::NetworkName(Bytes::from_static(NETWORK_NAME))
+    )));
+}
+
+#[test]
+fn a_search_finds_another_users_file_then_ends() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "alice", t);
+    login(&mut s, 2, "bob", t);
+    let mut out = Vec::new();
+    s.receive(
+        1,
+        Request::Share(share("Needle Test File.bin", 1)),
+        t,
+        &mut out,
+    );
+    s.receive(1, Request::Share(share("other.mp3", 2)), t, &mut out);
+    s.receive(2, query(0, "needle file"), t, &mut out);
+    let hits = hits_of(&out, 2);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].user, Bytes::from_static(b"alice"));
+    assert_eq!(hits[0].addr, SocketAddrV4::new(*addr(11, 0).ip(), 2001));
+    assert_eq!(hits[0].tags[0].id, TAG_FILENAME);
+    assert_eq!(out.last(), Some(&Action::Send(2, Reply::End(0))));
+    // The sharer does not find its own file; a word that nobody has finds nothing.
+    out.clear();
+    s.receive(1, query(1, "needle"), t, &mut out);
+    s.receive(2, query(2, "needle haystack"), t, &mut out);
+    assert!(hits_of(&out, 1).is_empty() && hits_of(&out, 2).is_empty());
+    // By hash.
+    out.clear();
+    let h = share("other.mp3", 2).hash;
+    s.receive(
+        2,
+        Request::Query(Query {
+            id: 3,
+            max_results: 10,
+            realm: 0xBF,
+            terms: vec![Term {
+                cmp: 0,
+                tag: TAG_HASH,
+                value: Bytes::copy_from_slice(&h),
+            }],
+        }),
+        t,
+        &mut out,
+    );
+    assert_eq!(hits_of(&out, 2).len(), 1);
+}
+
+#[test]
+fn a_user_leaving_takes_its_files_and_unshare_removes_one() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "alice", t);
+    login(&mut s, 2, "bob", t);
+    let mut out = Vec::new();
+    s.receive(1, Request::Share(share("song one.mp3", 1)), t, &mut out);
+    s.receive(1, Request::Share(share("song two.mp3", 2)), t, &mut out);
+    assert_eq!(s.files_indexed(), 2);
+    s.receive(
+        1,
+        Request::Unshare(share("song one.mp3", 1).hash),
+        t,
+        &mut out,
+    );
+    s.receive(2, query(0, "song"), t, &mut out);
+    assert_eq!(hits_of(&out, 2).len(), 1);
+    s.disconnect(1);
+    assert_eq!(s.files_indexed(), 0);
+    out.clear();
+    s.receive(2, query(1, "song"), t, &mut out);
+    assert!(hits_of(&out, 2).is_empty());
+    assert!(s.words.is_empty() && s.by_hash.is_empty());
+}
+
+#[test]
+fn shares_are_capped_per_user_and_in_total() {
+    let mut s = Supernode::new(Config {
+        max_files_per_user: 3,
+        max_files_total: 5,
+        share_rate: Rate::new(1000.0, 1000.0),
+        ..Config::default()
+    });
+    let t = Instant::now();
+    login(&mut s, 1, "a", t);
+    login(&mut s, 2, "b", t);
+    let mut out = Vec::new();
+    for i in 0..10 {
+        s.receive(1, Request::Share(share(&format!("f{i}"), i)), t, &mut out);
+    }
+    assert_eq!(s.stats().shares_over_user_cap, 7);
+    for i in 0..10 {
+        s.receive(2, Request::Share(share(&format!("g{i}"), i)), t, &mut out);
+    }
+    assert_eq!(s.files_indexed(), 5);
+    assert_eq!(s.stats().shares_over_total_cap, 8);
+    // Before the login, or without a name: refused.
+    s.connect(3, addr(3, 1), t, &mut out);
+    s.receive(3, Request::Share(share("x", 1)), t, &mut out);
+    assert_eq!(s.stats().shares_refused, 1);
+}
+
+#[test]
+fn a_share_flood_is_dropped_then_closed() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "a", t);
+    let mut out = Vec::new();
+    for i in 0..5000u32 {
+        s.receive(
+            1,
+            Request::Share(share(&format!("f{i}"), i as u8)),
+            t,
+            &mut out,
+        );
+    }
+    assert!(s.stats().shares_over_rate > 0);
+    assert!(out.contains(&Action::Close(1, CloseReason::Flood)));
+    assert_eq!(s.users_online(), 0);
+    assert_eq!(s.files_indexed(), 0);
+}
+
+#[test]
+fn a_search_flood_is_answered_empty_then_closed() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "a", t);
+    let mut out = Vec::new();
+    for i in 0..100 {
+        s.receive(1, query(i, "x"), t, &mut out);
+    }
+    assert_eq!(s.stats().searches, 10);
+    assert!(s.stats().searches_over_rate > 0);
+    assert!(out.contains(&Action::Close(1, CloseReason::Flood)));
+}
+
+#[test]
+fn a_push_goes_to_the_named_user_and_an_unknown_one_is_counted() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "alice", t);
+    login(&mut s, 2, "bob", t);
+    let mut out = Vec::new();
+    let push = |user: &str| {
+        Request::Push(PushRequest {
+            push_id: 9,
+            requester: addr(12, 5555),
+            target: SocketAddrV4::new(*addr(11, 0).ip(), 0),
+            target_supernode: addr(1, 1214),
+            target_user: Bytes::copy_from_slice(user.as_bytes()),
+        })
+    };
+    s.receive(2, push("alice"), t, &mut out);
+    assert_eq!(
+        out,
+        vec![Action::Send(
+            1,
+            Reply::Push {
+                push_id: 9,
+                requester: addr(12, 5555)
+            }
+        )]
+    );
+    out.clear();
+    s.receive(2, push("carol"), t, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.stats().pushes_unknown, 1);
+}
+
+#[test]
+fn quiet_users_are_pinged_and_dead_ones_dropped() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "a", t);
+    let mut out = Vec::new();
+    s.receive(1, Request::Ping, t, &mut out);
+    assert_eq!(out, vec![Action::Send(1, Reply::Pong)]);
+    out.clear();
+    s.tick(t + Duration::from_secs(100), &mut out);
+    assert_eq!(out, vec![Action::Send(1, Reply::Ping)]);
+    out.clear();
+    s.tick(t + Duration::from_secs(200), &mut out);
+    assert_eq!(out, vec![Action::Close(1, CloseReason::Dead)]);
+    // A session that never logs in goes too.
+    s.connect(2, addr(2, 1), t, &mut out);
+    out.clear();
+    s.tick(t + Duration::from_secs(31), &mut out);
+    assert_eq!(out, vec![Action::Close(2, CloseReason::NoLogin)]);
+}
+
+#[test]
+fn bridged_hits_arrive_while_the_search_is_open() {
+    let mut s = Supernode::new(Config {
+        bridge_wait: Duration::from_secs(5),
+        max_results: 3,
+        ..Config::default()
+    });
+    let t = Instant::now();
+    login(&mut s, 1, "a", t);
+    let mut out = Vec::new();
+    s.receive(1, query(4, "far away"), t, &mut out);
+    assert!(out.contains(&Action::Bridge {
+        session: 1,
+        id: 4,
+        text: "far away".into(),
+        hash: None
+    }));
+    assert!(!out.contains(&Action::Send(1, Reply::End(4))));
+    let hit = Hit {
+        addr: addr(50, 6346),
+        bandwidth: 0,
+        user: Bytes::from_static(b"g"),
+        hash: [3; 20],
+        file_id: 1,
+        size: 9,
+        tags: vec![],
+    };
+    out.clear();
+    s.bridged(1, 4, vec![hit.clone(); 5], &mut out);
+    assert_eq!(hits_of(&out, 1).len(), 3);
+    assert_eq!(s.stats().bridged_late, 2);
+    out.clear();
+    s.tick(t + Duration::from_secs(6), &mut out);
+    assert_eq!(out, vec![Action::Send(1, Reply::End(4))]);
+    s.bridged(1, 4, vec![hit], &mut out);
+    assert_eq!(s.stats().bridged_late, 3);
+}
+
+#[test]
+fn the_nodes_own_files_answer_searches() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "a", t);
+    s.set_own_files(addr(1, 6346), b"servent", vec![share("own file.txt", 1)]);
+    let mut out = Vec::new();
+    s.receive(1, query(0, "own"), t, &mut out);
+    let hits = hits_of(&out, 1);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].addr, addr(1, 6346));
+    assert_eq!(s.files_indexed(), 0);
+    s.set_own_files(addr(1, 6346), b"servent", vec![]);
+    assert!(s.words.is_empty());
+}

@@ -707,6 +707,7 @@ mod tests {
             name: "a \"b\"\n\x1b.mp3".into(),
             size: 3,
             urn: None,
+            fth: None,
             host: "127.0.0.1".into(),
             port: Some(6346),
             gnutella: Some(GnutellaHit {
@@ -726,6 +727,19 @@ mod tests {
         );
         let back: Versioned<Hit> = serde_json::from_str(&line).unwrap();
         assert_eq!((back.v, back.kind.as_str()), (1, "hit"));
+        assert_eq!(back.record, hit);
+        assert!(!line.contains("fth"), "absent when unknown: {line}");
+        // A hit with an FTH says it, and reads back.
+        let hit = Hit {
+            fth: Some("ab".repeat(20)),
+            ..hit
+        };
+        let line = json_line(&hit);
+        assert!(
+            line.contains(&format!(r#""fth":"{}""#, "ab".repeat(20))),
+            "{line}"
+        );
+        let back: Versioned<Hit> = serde_json::from_str(&line).unwrap();
         assert_eq!(back.record, hit);
     }
 }

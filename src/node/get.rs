@@ -279,7 +279,7 @@ impl std::str::FromStr for Expected {
     type Err = ();
     fn from_str(s: &str) -> Result<Expected, ()> {
         match s.get(..8) {
-            Some(p) if p.eq_ignore_ascii_case("urn:fth:") => Fth::from_hex(s[8..].as_bytes())
+            Some(p) if p.eq_ignore_ascii_case("urn:fth:") => Fth::from_hex(&s.as_bytes()[8..])
                 .map(Expected::Fth)
                 .map_err(|_| ()),
             _ => s.parse().map(Expected::Sha1).map_err(|_| ()),

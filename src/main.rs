@@ -818,7 +818,7 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .await?;
             jobs = group_hits(hits);
             if jobs.is_empty() {
-                return Err(format!("no results with a SHA-1 for {words:?}").into());
+                return Err(format!("no results with a SHA-1 or FastTrack hash for {words:?}").into());
             }
             if !args.all {
                 jobs.truncate(1);
@@ -837,6 +837,7 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
                 jobs.push(Wanted {
                     urn: Some(m.urn),
+                    fth: None,
                     size: m.size,
                     name: m.name,
                     sources: m.sources.into_iter().map(SourceSpec::Url).collect(),
@@ -847,6 +848,7 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 };
                 jobs.push(Wanted {
                     urn: u.urn(),
+                    fth: None,
                     size: None,
                     name: u.file_name(),
                     sources: vec![SourceSpec::Url(u)],
@@ -881,6 +883,9 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 job.urn.map(|u| u.to_string()),
                 job.size,
             );
+            if job.urn.is_none() {
+                record.fth = job.fth.map(|f| f.hex());
+            }
             let outcome = dl::download(
                 job,
                 single.clone(),
@@ -919,7 +924,8 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     if args.json {
                         record.state = DownloadState::Done;
                         record.path = Some(path);
-                        record.urn = Some(o.urn.to_string());
+                        record.urn = o.urn.map(|u| u.to_string());
+                        record.fth = o.fth.map(|f| f.hex());
                         record.size = Some(o.size);
                         record.done = o.size;
                         record.sources = o
@@ -929,7 +935,13 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                             .collect();
                         println!("{}", output::json_line(&record));
                     } else {
-                        println!("{}\t{}\t{}", output::escape(&path), o.size, o.urn);
+                        // The hash the file was checked by.
+                        let hash = match (o.urn, o.fth) {
+                            (Some(u), _) => u.to_string(),
+                            (None, Some(f)) => format!("fth:{}", f.hex()),
+                            (None, None) => String::new(),
+                        };
+                        println!("{}\t{}\t{hash}", output::escape(&path), o.size);
                     }
                 }
                 Err(e) => {
@@ -977,12 +989,26 @@ fn get(args: GetArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 /// Hits grouped into downloads by SHA-1, the file with the most sources first
-/// (then the larger); hits without a SHA-1 cannot be verified and are left out.
+/// (then the larger). A hit without a SHA-1 but with a FastTrack hash (a
+/// FastTrack user's file, answered by a bridging supernode) is grouped by that
+/// hash and its size, and checked by it; hits with neither cannot be verified
+/// and are left out.
 fn group_hits(hits: Vec<node::search::SearchHit>) -> Vec<servent::node::get::Wanted> {
+    use servent::fasttrack::hash::Fth;
     use servent::node::get::{SourceSpec, Wanted};
-    let mut groups: Vec<(servent::wire::huge::Sha1Urn, Wanted)> = Vec::new();
+    use servent::wire::huge::Sha1Urn;
+    #[derive(PartialEq)]
+    enum Key {
+        Sha1(Sha1Urn),
+        Fth(Fth, u64),
+    }
+    let mut groups: Vec<(Key, Wanted)> = Vec::new();
     for h in hits {
-        let Some(urn) = h.urn else { continue };
+        let key = match (h.urn, h.fth) {
+            (Some(urn), _) => Key::Sha1(urn),
+            (None, Some(fth)) => Key::Fth(fth, h.size),
+            (None, None) => continue,
+        };
         let spec = SourceSpec::Hit {
             addr: std::net::SocketAddrV4::new(h.host, h.port),
             index: h.index,
@@ -990,7 +1016,7 @@ fn group_hits(hits: Vec<node::search::SearchHit>) -> Vec<servent::node::get::Wan
             servent: h.servent_guid,
             push: h.push,
         };
-        match groups.iter_mut().find(|(u, _)| *u == urn) {
+        match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, w)) => {
                 // Each source once, however many paths its hit came by.
                 let here = std::net::SocketAddrV4::new(h.host, h.port);
@@ -1003,9 +1029,10 @@ fn group_hits(hits: Vec<node::search::SearchHit>) -> Vec<servent::node::get::Wan
                 }
             }
             None => groups.push((
-                urn,
+                key,
                 Wanted {
-                    urn: Some(urn),
+                    urn: h.urn,
+                    fth: h.fth,
                     size: Some(h.size),
                     name: Some(h.name),
                     sources: vec![spec],

@@ -72,6 +72,10 @@ pub struct Hit {
     pub size: u64,
     /// `urn:sha1:<BASE32>`, when the responder gave one.
     pub urn: Option<String>,
+    /// The FastTrack hash (40 hex digits), when the hit carried one (GGEP
+    /// `FTH`): `get` checks the file by it when there is no `urn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fth: Option<String>,
     /// The responder's IPv4 address.
     pub host: String,
     /// The responder's port, where the network tells it.
@@ -138,7 +142,12 @@ pub struct Download {
     pub name: Option<String>,
     /// Where the file is written, once known.
     pub path: Option<String>,
+    /// The SHA-1 URN the file is checked by, when known.
     pub urn: Option<String>,
+    /// The FastTrack hash (40 hex digits) the file is checked by when it has
+    /// no SHA-1 URN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fth: Option<String>,
     /// The file's size, once known.
     pub size: Option<u64>,
     /// Bytes on disk so far.
@@ -175,6 +184,7 @@ impl Download {
             name,
             path: None,
             urn,
+            fth: None,
             size,
             done: 0,
             bytes_per_sec: 0,
@@ -638,6 +648,7 @@ mod tests {
             name: "\x1b[31mred\x1b[0m\tx\n.mp3".into(),
             size: 5,
             urn: Some("urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5".into()),
+            fth: None,
             host: "10.0.0.1".into(),
             port: (network == Network::Gnutella).then_some(6346),
             gnutella: (network == Network::Gnutella).then(|| GnutellaHit {
@@ -696,6 +707,7 @@ mod tests {
             name: "a \"b\"\n\x1b.mp3".into(),
             size: 3,
             urn: None,
+            fth: None,
             host: "127.0.0.1".into(),
             port: Some(6346),
             gnutella: Some(GnutellaHit {
@@ -715,6 +727,19 @@ mod tests {
         );
         let back: Versioned<Hit> = serde_json::from_str(&line).unwrap();
         assert_eq!((back.v, back.kind.as_str()), (1, "hit"));
+        assert_eq!(back.record, hit);
+        assert!(!line.contains("fth"), "absent when unknown: {line}");
+        // A hit with an FTH says it, and reads back.
+        let hit = Hit {
+            fth: Some("ab".repeat(20)),
+            ..hit
+        };
+        let line = json_line(&hit);
+        assert!(
+            line.contains(&format!(r#""fth":"{}""#, "ab".repeat(20))),
+            "{line}"
+        );
+        let back: Versioned<Hit> = serde_json::from_str(&line).unwrap();
         assert_eq!(back.record, hit);
     }
 }

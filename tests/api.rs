@@ -529,6 +529,56 @@ async fn every_route_answers_as_documented() {
     .await;
     let path = done["path"].as_str().unwrap();
     assert_eq!(std::fs::read(path).unwrap(), pattern(100_000, 1));
+    // The same hit as a bridged FastTrack file comes: an FTH and no SHA-1.
+    // Fetched by index, checked by the FTH, which the queue keeps.
+    let fth = hit["fth"]
+        .as_str()
+        .expect("a sharing node's hit carries its FTH");
+    let mut ft_hit = hit.clone();
+    ft_hit["urn"] = Value::Null;
+    let (s, d) = api
+        .call(
+            Method::POST,
+            "/api/v1/downloads",
+            Some(serde_json::json!({ "hit": ft_hit, "name": "alpha by fth.ogg" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{d}");
+    assert_eq!(
+        (d["urn"].is_null(), d["fth"].as_str()),
+        (true, Some(fth)),
+        "{d}"
+    );
+    let ft_id = d["id"].as_u64().unwrap();
+    let done = until("the download by FTH done", async || {
+        let (_, d) = api
+            .call(Method::GET, &format!("/api/v1/downloads/{ft_id}"), None)
+            .await;
+        assert_ne!(d["state"], "failed", "{d}");
+        (d["state"] == "done").then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (done["urn"].is_null(), done["fth"].as_str()),
+        (true, Some(fth)),
+        "{done}"
+    );
+    let path = done["path"].as_str().unwrap();
+    assert!(path.ends_with("alpha by fth.ogg"), "{path}");
+    assert_eq!(std::fs::read(path).unwrap(), pattern(100_000, 1));
+    // (The queue's file is written just after the state changes.)
+    until("the queue's file naming the FTH", async || {
+        let saved: Value =
+            serde_json::from_slice(&std::fs::read(data_b.join("downloads.json")).ok()?).ok()?;
+        saved["downloads"]
+            .as_array()?
+            .iter()
+            .any(|d| {
+                d["id"] == ft_id && d["fth"] == fth && d["urn"].is_null() && d["state"] == "done"
+            })
+            .then_some(())
+    })
+    .await;
     // Paused, resumed, cancelled: a download nobody can serve.
     let (s, d) = api
         .call(
@@ -573,7 +623,7 @@ async fn every_route_answers_as_documented() {
         409
     );
     let (_, list) = api.call(Method::GET, "/api/v1/downloads", None).await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
     assert_eq!(
         api.call(
             Method::DELETE,

@@ -354,6 +354,7 @@ async fn fake_alternate_sources_and_a_huge_size_are_contained() {
         dl::download(
             Wanted {
                 urn: Some(urn),
+                fth: None,
                 size: Some(data.len() as u64),
                 name: None,
                 sources: vec![SourceSpec::Url(url.clone())],
@@ -380,6 +381,7 @@ async fn fake_alternate_sources_and_a_huge_size_are_contained() {
     let r = dl::download(
         Wanted {
             urn: Some(urn),
+            fth: None,
             size: Some(1 << 62),
             name: None,
             sources: vec![SourceSpec::Url(url)],

@@ -252,6 +252,7 @@ async fn fetch(
         dl::download(
             Wanted {
                 urn: Some(urn),
+                fth: None,
                 size: Some(size),
                 name: None,
                 sources,

@@ -701,6 +701,14 @@ struct TestSource {
     addr: SocketAddr,
     sent: Arc<AtomicU64>,
     requests: Arc<AtomicUsize>,
+    /// The head of every request, as received.
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestSource {
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
 }
 
 async fn test_source(
@@ -713,10 +721,16 @@ async fn test_source(
     let addr = listener.local_addr().unwrap();
     let sent = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
-    let (sent2, requests2) = (sent.clone(), requests.clone());
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (sent2, requests2, heads2) = (sent.clone(), requests.clone(), heads.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let (data, sent, requests) = (data.clone(), sent2.clone(), requests2.clone());
+            let (data, sent, requests, heads) = (
+                data.clone(),
+                sent2.clone(),
+                requests2.clone(),
+                heads2.clone(),
+            );
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -736,6 +750,7 @@ async fn test_source(
                     let req = String::from_utf8_lossy(&buf[..end]).to_string();
                     buf.drain(..end);
                     requests.fetch_add(1, Ordering::Relaxed);
+                    heads.lock().unwrap().push(req.clone());
                     let size = data.len() as u64;
                     let (a, b) = req
                         .lines()
@@ -784,6 +799,7 @@ async fn test_source(
         addr,
         sent,
         requests,
+        heads,
     }
 }
 
@@ -868,6 +884,7 @@ async fn a_swarm_of_three_drops_the_liar_and_delivers_the_right_bytes() {
         .collect();
     let wanted = Wanted {
         urn: Some(urn),
+        fth: None,
         size: Some(data.len() as u64),
         name: Some("swarm.bin".into()),
         sources,
@@ -945,6 +962,7 @@ async fn a_slow_source_loses_its_range_to_a_fast_one() {
     let fast = test_source(data.clone(), Some(urn), false, Duration::ZERO).await;
     let wanted = Wanted {
         urn: Some(urn),
+        fth: None,
         size: Some(data.len() as u64),
         name: None,
         sources: [slow.addr, fast.addr]
@@ -1090,4 +1108,321 @@ async fn ranges_past_4_gib_in_a_sparse_file() {
     .unwrap();
     assert_eq!(sizes, [size]);
     n.shutdown().await;
+}
+
+/// A download of `name` known by its FTH alone (no SHA-1), from hits at `sources`.
+fn by_fth(fth: Fth, size: usize, name: &str, sources: &[&TestSource]) -> Wanted {
+    Wanted {
+        urn: None,
+        fth: Some(fth),
+        size: Some(size as u64),
+        name: Some(name.into()),
+        sources: sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SourceSpec::Hit {
+                addr: match s.addr {
+                    SocketAddr::V4(a) => a,
+                    SocketAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
+                },
+                index: 1,
+                name: name.into(),
+                servent: servent::wire::Guid([i as u8 + 1; 16]),
+                push: false,
+            })
+            .collect(),
+    }
+}
+
+async fn fetch(wanted: Wanted, out: &Path) -> Result<dl::Outcome, dl::GetError> {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        dl::download(
+            wanted,
+            None,
+            out,
+            None,
+            GetConfig::default(),
+            CancellationToken::new(),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("in time")
+}
+
+#[tokio::test]
+async fn a_file_known_by_its_fth_alone_is_fetched_by_index_and_checked_by_it() {
+    let dir = Dir::new("fthget");
+    let out = dir.sub("out");
+    // Over 1 MiB, so the FTH's sampled blocks are in play.
+    let data = Arc::new(pattern(2_500_000, 21));
+    let fth = fasttrack_hash::fth(&data);
+    // Like a FastTrack bridge: no URN header at all.
+    let src = test_source(data.clone(), None, false, Duration::ZERO).await;
+    let o = fetch(by_fth(fth, data.len(), "ft song.mp3", &[&src]), &out)
+        .await
+        .expect("downloaded");
+    assert_eq!(std::fs::read(&o.path).unwrap(), *data);
+    assert_eq!(o.path, out.join("ft song.mp3"));
+    assert_eq!((o.urn, o.fth), (None, Some(fth)));
+    let heads = src.heads();
+    assert!(!heads.is_empty());
+    for h in &heads {
+        assert!(
+            h.starts_with("GET /get/1/ft%20song.mp3 HTTP/1.1\r\n"),
+            "{h}"
+        );
+        // No URN to name, and no alternate sources to trade without one.
+        assert!(
+            !h.to_ascii_lowercase().contains("x-gnutella-content-urn"),
+            "{h}"
+        );
+        assert!(!h.to_ascii_lowercase().contains("x-alt"), "{h}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert_eq!(left.len(), 1, "no .part or state left: {left:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_fth_fails_as_a_hash_mismatch_and_keeps_nothing() {
+    let dir = Dir::new("fthbad");
+    let out = dir.sub("out");
+    let data = Arc::new(pattern(1_500_000, 22));
+    let mut fth = fasttrack_hash::fth(&data);
+    fth.0[0] ^= 1;
+    // The source even names the bytes' true SHA-1: the FTH decides.
+    let src = test_source(
+        data.clone(),
+        Some(Sha1Urn::digest(&data)),
+        false,
+        Duration::ZERO,
+    )
+    .await;
+    let r = fetch(by_fth(fth, data.len(), "bad.bin", &[&src]), &out).await;
+    let Err(dl::GetError::HashMismatch(why)) = r else {
+        panic!("not a mismatch: {r:?}");
+    };
+    assert!(why.contains("FTH") && why.contains(&fth.hex()), "{why}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_sha1_a_source_names_does_not_override_the_fth() {
+    let dir = Dir::new("fthsha");
+    let out = dir.sub("out");
+    let data = Arc::new(pattern(700_000, 23));
+    let fth = fasttrack_hash::fth(&data);
+    // A source naming a SHA-1 that is not the file's: only its word, the bytes
+    // are checked by the FTH the hit gave, and they are right.
+    let other = Sha1Urn::digest(b"another file");
+    let src = test_source(data.clone(), Some(other), false, Duration::ZERO).await;
+    let o = fetch(by_fth(fth, data.len(), "named.bin", &[&src]), &out)
+        .await
+        .expect("downloaded");
+    assert_eq!(std::fs::read(&o.path).unwrap(), *data);
+    assert_eq!((o.urn, o.fth), (None, Some(fth)));
+}
+
+#[tokio::test]
+async fn a_lying_source_is_found_by_block_checks_when_checking_by_fth() {
+    let dir = Dir::new("fthswarm");
+    let out = dir.sub("out");
+    let data = Arc::new(pattern(2 << 20, 24));
+    let fth = fasttrack_hash::fth(&data);
+    let liar = test_source(data.clone(), None, true, Duration::ZERO).await;
+    let a = test_source(data.clone(), None, false, Duration::ZERO).await;
+    let b = test_source(data.clone(), None, false, Duration::ZERO).await;
+    let o = fetch(by_fth(fth, data.len(), "swarm.bin", &[&liar, &a, &b]), &out)
+        .await
+        .expect("downloaded");
+    assert_eq!(std::fs::read(&o.path).unwrap(), *data);
+    assert!(
+        liar.requests.load(Ordering::Relaxed) > 0,
+        "the liar was used"
+    );
+}
+
+#[tokio::test]
+async fn an_fth_download_resumes_and_its_state_names_the_fth() {
+    let dir = Dir::new("fthresume");
+    let out = dir.sub("out");
+    let data = Arc::new(pattern(3 << 20, 25));
+    let fth = fasttrack_hash::fth(&data);
+    let slow = test_source(data.clone(), None, false, Duration::from_millis(10)).await;
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        dl::download(
+            by_fth(fth, data.len(), "r.bin", &[&slow]),
+            None,
+            &out,
+            None,
+            GetConfig::default(),
+            cancel,
+            move |p| {
+                if p.done > 0 {
+                    stop.cancel();
+                }
+            },
+        ),
+    )
+    .await
+    .expect("in time");
+    assert!(matches!(r, Err(dl::GetError::Interrupted(_))), "{r:?}");
+    let state = std::fs::read_to_string(out.join("r.bin.part.state")).unwrap();
+    assert!(
+        state.contains(&format!("\nurn urn:fth:{}\n", fth.hex())),
+        "{state}"
+    );
+    let first_run = slow.sent.load(Ordering::Relaxed);
+    assert!(first_run < data.len() as u64);
+
+    // Another FTH under the same name is another file: the .part is left alone.
+    let mut other = fth;
+    other.0[19] ^= 1;
+    let fast = test_source(data.clone(), None, false, Duration::ZERO).await;
+    let r = fetch(by_fth(other, data.len(), "r.bin", &[&fast]), &out).await;
+    assert!(
+        matches!(&r, Err(dl::GetError::Part(m)) if m.contains("another download")),
+        "{r:?}"
+    );
+    assert!(out.join("r.bin.part").exists());
+
+    // The same FTH resumes: only what is missing is fetched.
+    let o = fetch(by_fth(fth, data.len(), "r.bin", &[&fast]), &out)
+        .await
+        .expect("resumed");
+    assert_eq!(std::fs::read(&o.path).unwrap(), *data);
+    let second_run = fast.sent.load(Ordering::Relaxed);
+    assert!(
+        second_run < data.len() as u64,
+        "resumed: {second_run} bytes fetched again"
+    );
+    assert!(!out.join("r.bin.part").exists() && !out.join("r.bin.part.state").exists());
+}
+
+#[tokio::test]
+async fn get_peer_fetches_an_fth_only_hit_by_its_fth_and_a_hit_with_a_sha1_by_that() {
+    use common::raw::accept_raw;
+    use servent::wire::{Function, HitResult, Message, OpenDataFlags, QueryHit, Trailer};
+    let dir = Dir::new("fthcli");
+    let out = dir.sub("out");
+    let ft_data = Arc::new(pattern(1_200_000, 26));
+    let gn_data = Arc::new(pattern(600_000, 27));
+    let (ft_fth, gn_fth) = (fasttrack_hash::fth(&ft_data), fasttrack_hash::fth(&gn_data));
+    let gn_urn = Sha1Urn::digest(&gn_data);
+    // The bridged FastTrack user's file: no URN anywhere. The Gnutella file:
+    // SHA-1 and FTH both, as a sharing node answers.
+    let ft = test_source(ft_data.clone(), None, false, Duration::ZERO).await;
+    let gn = test_source(gn_data.clone(), Some(gn_urn), false, Duration::ZERO).await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let hits = [
+        (
+            ft.addr,
+            "bridged tune.mp3",
+            ft_data.len(),
+            None,
+            ft_fth,
+            1u8,
+        ),
+        (
+            gn.addr,
+            "gnutella tune.mp3",
+            gn_data.len(),
+            Some(gn_urn),
+            gn_fth,
+            2,
+        ),
+    ];
+    let server = tokio::spawn(async move {
+        let (_, raw) = accept_raw(
+            &l,
+            "200 OK",
+            "User-Agent: test/1\r\nX-Ultrapeer: True\r\nX-Query-Routing: 0.1\r\nX-Ultrapeer-Query-Routing: 0.1\r\n",
+        )
+        .await;
+        let mut c = raw.unwrap();
+        let q = c.until(|f| f.header.function == Function::Query).await;
+        for (addr, name, size, urn, fth, g) in hits {
+            let SocketAddr::V4(a) = addr else {
+                unreachable!()
+            };
+            let hit = Message::QueryHit(QueryHit {
+                port: a.port(),
+                ip: *a.ip(),
+                speed: 0,
+                results: vec![
+                    HitResult::new(1, size as u64, name, urn.as_ref()).with_fth(Some(fth)),
+                ],
+                trailer: servent::wire::TrailerArea::Qhd(Trailer::new(
+                    *b"TEST",
+                    OpenDataFlags::default(),
+                    None,
+                )),
+                servent: servent::wire::Guid([g; 16]),
+            });
+            c.send_msg(q.header.guid, 3, 0, &hit).await;
+        }
+        c.frames_for(Duration::from_secs(10)).await;
+    });
+    let o = tokio::task::spawn_blocking({
+        let out = out.clone();
+        move || {
+            servent_cmd(
+                &["get", "--json", "--all", "--peer", &up.to_string(), "tune"],
+                &out,
+            )
+            .output()
+            .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    server.abort();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(out.join("bridged tune.mp3")).unwrap(),
+        *ft_data
+    );
+    assert_eq!(
+        std::fs::read(out.join("gnutella tune.mp3")).unwrap(),
+        *gn_data
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let done: Vec<_> = stdout
+        .lines()
+        .map(common::download_record)
+        .filter(|d| d.state == servent::output::DownloadState::Done)
+        .collect();
+    assert_eq!(done.len(), 2, "{stdout}");
+    let rec = |n: &str| done.iter().find(|d| d.name.as_deref() == Some(n)).unwrap();
+    let b = rec("bridged tune.mp3");
+    assert_eq!(
+        (b.urn.as_deref(), b.fth.clone()),
+        (None, Some(ft_fth.hex()))
+    );
+    let g = rec("gnutella tune.mp3");
+    assert_eq!(
+        (g.urn.clone(), g.fth.as_deref()),
+        (Some(gn_urn.to_string()), None)
+    );
+    // Each asked for as its hash allows: by index without a SHA-1, by SHA-1 with one.
+    assert!(
+        ft.heads()
+            .iter()
+            .all(|h| h.starts_with("GET /get/1/bridged%20tune.mp3 ")),
+        "{:?}",
+        ft.heads()
+    );
+    assert!(
+        gn.heads()
+            .iter()
+            .all(|h| h.contains(&format!("/uri-res/N2R?{gn_urn} "))),
+        "{:?}",
+        gn.heads()
+    );
 }

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiBody, Handler, Req, error, json, json_raw, no_content, parse_body, text};
+use crate::fasttrack::hash::Fth;
 use crate::node::control::{Control, SearchFor};
 use crate::node::get::{SourceSpec, Wanted};
 use crate::node::queue::QueueError;
@@ -339,8 +340,13 @@ fn wanted_of(b: &NewDownload) -> Result<Wanted, String> {
                 Some(u) => Some(u.parse::<Sha1Urn>().map_err(|_| "bad urn")?),
                 None => None,
             };
+            let fth = match &h.fth {
+                Some(f) => Some(Fth::from_hex(f.as_bytes()).map_err(|_| "bad fth")?),
+                None => None,
+            };
             Ok(Wanted {
                 urn,
+                fth,
                 size: Some(h.size),
                 name: Some(h.name.clone()),
                 sources: vec![SourceSpec::Hit {
@@ -359,6 +365,7 @@ fn wanted_of(b: &NewDownload) -> Result<Wanted, String> {
             }
             Ok(Wanted {
                 urn: Some(m.urn),
+                fth: None,
                 size: m.size,
                 name: m.name,
                 sources: m.sources.into_iter().map(SourceSpec::Url).collect(),
@@ -368,6 +375,7 @@ fn wanted_of(b: &NewDownload) -> Result<Wanted, String> {
             let url = HttpUrl::parse(u).ok_or("not an http:// URL")?;
             Ok(Wanted {
                 urn: url.urn(),
+                fth: None,
                 size: None,
                 name: url.file_name(),
                 sources: vec![SourceSpec::Url(url)],

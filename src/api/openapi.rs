@@ -170,6 +170,7 @@ fn schemas() -> Value {
             "properties": {
                 "network": { "type": "string", "enum": ["gnutella", "napster"] },
                 "name": string(), "size": int(), "urn": nullable("string"),
+                "fth": { "type": "string", "pattern": "^[0-9a-fA-F]{40}$" },
                 "host": string(), "port": nullable("integer"),
                 "gnutella": r("GnutellaHit")
             }
@@ -189,6 +190,7 @@ fn schemas() -> Value {
                 "state": { "type": "string",
                            "enum": ["queued", "paused", "running", "done", "failed", "interrupted"] },
                 "name": nullable("string"), "path": nullable("string"), "urn": nullable("string"),
+                "fth": { "type": "string", "pattern": "^[0-9a-f]{40}$" },
                 "size": nullable("integer"), "done": int(), "bytes_per_sec": int(),
                 "sources_active": int(), "sources_known": int(),
                 "sources": { "type": "array", "items": r("SourceBytes") },

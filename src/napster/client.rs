@@ -736,6 +736,7 @@ pub fn hit_record(r: &super::wire::SearchResult) -> crate::output::Hit {
         name: String::from_utf8_lossy(&r.name).into_owned(),
         size: r.size,
         urn: None,
+        fth: None,
         host: r.ip.to_string(),
         port: None,
         gnutella: None,

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! servent-partial 1
-//! urn urn:sha1:<base32>
+//! urn urn:sha1:<base32>        (or urn:fth:<hex> for a download checked by FTH)
 //! size <bytes>
 //! block <bytes>
 //! have <first>-<last>,...      (block numbers, inclusive runs)
@@ -21,6 +21,12 @@
 //! second, and only after the `.part` has been flushed to disk, so it never
 //! claims a block that is not there. `PATH` appears, by rename, only once the
 //! whole file's SHA-1 matches.
+//!
+//! A file no source names a SHA-1 for (a FastTrack user's file answered by a
+//! bridging supernode) is checked by its FastTrack hash instead, when the hit
+//! carried one (GGEP `FTH`): its sources are asked by `/get/<index>/<name>`,
+//! no `X-Alt` is traded (alternate sources are asked by SHA-1), and a SHA-1 a
+//! source names is not taken as the file's (the FTH decides).
 
 use crate::share::read_exact_at;
 use std::collections::HashSet;
@@ -45,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::download::{
     Action, Digest, PlanConfig, Planner, SourceId, Verdict, block_size_for,
 };
+use crate::fasttrack::hash::{Fth, fth_of_reader};
 use crate::wire::Guid;
 use crate::wire::http::{self as h, HttpUrl};
 use crate::wire::huge::Sha1Urn;
@@ -118,6 +125,9 @@ impl SourceSpec {
 #[derive(Clone, Debug, Default)]
 pub struct Wanted {
     pub urn: Option<Sha1Urn>,
+    /// The FastTrack hash, checked instead of a SHA-1 when no SHA-1 is known
+    /// (here or from the first source to answer).
+    pub fth: Option<Fth>,
     pub size: Option<u64>,
     pub name: Option<String>,
     pub sources: Vec<SourceSpec>,
@@ -221,10 +231,60 @@ pub struct Progress {
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub path: PathBuf,
-    pub urn: Sha1Urn,
+    /// The SHA-1 the file was checked by; `None` when it was checked by `fth`.
+    pub urn: Option<Sha1Urn>,
+    /// The FTH the file was checked by.
+    pub fth: Option<Fth>,
     pub size: u64,
     /// Sources and the bytes each supplied.
     pub sources: Vec<(String, u64)>,
+}
+
+/// What the finished file is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    Sha1(Sha1Urn),
+    Fth(Fth),
+}
+
+impl Expected {
+    /// The SHA-1 sources are asked by, when there is one.
+    fn sha1(self) -> Option<Sha1Urn> {
+        match self {
+            Expected::Sha1(u) => Some(u),
+            Expected::Fth(_) => None,
+        }
+    }
+
+    /// The name of the hash, in messages.
+    fn kind(self) -> &'static str {
+        match self {
+            Expected::Sha1(_) => "SHA-1",
+            Expected::Fth(_) => "FastTrack hash (FTH)",
+        }
+    }
+}
+
+impl std::fmt::Display for Expected {
+    /// As in the state file: `urn:sha1:<base32>` or `urn:fth:<hex>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::Sha1(u) => write!(f, "{u}"),
+            Expected::Fth(h) => write!(f, "urn:fth:{}", h.hex()),
+        }
+    }
+}
+
+impl std::str::FromStr for Expected {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Expected, ()> {
+        match s.get(..8) {
+            Some(p) if p.eq_ignore_ascii_case("urn:fth:") => Fth::from_hex(&s.as_bytes()[8..])
+                .map(Expected::Fth)
+                .map_err(|_| ()),
+            _ => s.parse().map(Expected::Sha1).map_err(|_| ()),
+        }
+    }
 }
 
 /// Why a download failed.
@@ -232,7 +292,9 @@ pub struct Outcome {
 pub enum GetError {
     #[error("no source could be reached: {0}")]
     NoSource(String),
-    #[error("cannot verify the file: no source names its SHA-1 (X-Gnutella-Content-URN)")]
+    #[error(
+        "cannot verify the file: no source names its SHA-1 (X-Gnutella-Content-URN) and no FastTrack hash is known"
+    )]
     NoUrn,
     #[error("{0} already exists")]
     Exists(PathBuf),
@@ -492,7 +554,8 @@ enum Ev {
 }
 
 struct Shared {
-    urn: Sha1Urn,
+    /// The SHA-1 sources are asked by (none for a download checked by FTH).
+    urn: Option<Sha1Urn>,
     size: u64,
     block: u64,
     part: Arc<File>,
@@ -743,7 +806,7 @@ impl Ranged {
         }
         let c = client.as_mut().expect("connected above");
         let alts = sh.alts_for(spec);
-        let req = request(spec, Some(sh.urn), false, Some((self.pos, self.end)), &alts);
+        let req = request(spec, sh.urn, false, Some((self.pos, self.end)), &alts);
         let resp = c
             .send
             .send_request(req)
@@ -756,8 +819,12 @@ impl Ranged {
                 a.size, sh.size
             ))));
         }
-        if a.urn.is_some_and(|u| u != sh.urn) {
-            return Err(Some(SrcError::Drop("a different SHA-1".into())));
+        // (Checked by FTH, a SHA-1 a source names is its word only: the
+        // FTH of the finished file decides.)
+        if let (Some(want), Some(got)) = (sh.urn, a.urn) {
+            if got != want {
+                return Err(Some(SrcError::Drop("a different SHA-1".into())));
+            }
         }
         if !a.alts.is_empty() {
             let _ = events.try_send(Ev::Alts(a.alts));
@@ -818,7 +885,7 @@ fn write_all_at(f: &File, mut buf: &[u8], mut at: u64) -> io::Result<()> {
 /// The resume state next to a `.part` file.
 #[derive(Debug, PartialEq, Eq)]
 struct PartState {
-    urn: Sha1Urn,
+    urn: Expected,
     size: u64,
     block: u64,
     have: Vec<bool>,
@@ -894,7 +961,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// state matches the file, created otherwise.
 fn open_part(
     path: &Path,
-    urn: Sha1Urn,
+    urn: Expected,
     size: u64,
     block: u64,
 ) -> Result<(File, Vec<bool>), GetError> {
@@ -1044,11 +1111,12 @@ pub async fn download(
         specs.push(s.clone());
     }
     let mut urn = wanted.urn;
+    let fth = wanted.fth;
     let mut size = wanted.size;
     // Learn what is not known yet from the first source that answers.
     let mut clients: Vec<Option<Client>> = (0..specs.len()).map(|_| None).collect();
     let mut extra_alts = Vec::new();
-    if urn.is_none() || size.is_none() {
+    if (urn.is_none() && fth.is_none()) || size.is_none() {
         let mut errors = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             // A stop (pause, cancel, Ctrl-C) must not wait out a source that
@@ -1061,10 +1129,10 @@ pub async fn download(
             };
             match probed {
                 Ok((c, a)) => {
-                    if urn.is_none() {
+                    if urn.is_none() && fth.is_none() {
                         urn = a.urn;
                     }
-                    if urn.is_none() {
+                    if urn.is_none() && fth.is_none() {
                         return Err(GetError::NoUrn);
                     }
                     size.get_or_insert(a.size);
@@ -1075,11 +1143,18 @@ pub async fn download(
                 Err(e) => errors.push(format!("{}: {e}", spec.label())),
             }
         }
-        if urn.is_none() || size.is_none() {
+        if (urn.is_none() && fth.is_none()) || size.is_none() {
             return Err(GetError::NoSource(errors.join("; ")));
         }
     }
-    let (urn, size) = (urn.expect("known"), size.expect("known"));
+    // A SHA-1 when one is known (the SHA-1 path as ever), else the FTH.
+    let expected = match (urn, fth) {
+        (Some(u), _) => Expected::Sha1(u),
+        (None, Some(f)) => Expected::Fth(f),
+        (None, None) => return Err(GetError::NoUrn),
+    };
+    let urn = expected.sha1();
+    let size = size.expect("known");
     let name = wanted
         .name
         .as_deref()
@@ -1096,7 +1171,10 @@ pub async fn download(
                 _ => None,
             })
         })
-        .unwrap_or_else(|| urn.base32());
+        .unwrap_or_else(|| match expected {
+            Expected::Sha1(u) => u.base32(),
+            Expected::Fth(f) => f.hex(),
+        });
     let path = output.unwrap_or_else(|| dir.join(name));
     let part_path = with_suffix(&path, ".part");
     if size > cfg.max_size {
@@ -1106,7 +1184,7 @@ pub async fn download(
         });
     }
     let block = block_size_for(size);
-    let (part, have) = open_part(&path, urn, size, block)?;
+    let (part, have) = open_part(&path, expected, size, block)?;
     let present: u64 = (0..have.len() as u64)
         .filter(|b| have[*b as usize])
         .map(|b| ((b + 1) * block).min(size) - b * block)
@@ -1170,8 +1248,10 @@ pub async fn download(
     let mut dirty = false;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let result = loop {
-        // Sources named in X-Alt join (by URN), up to the limit.
+        // Sources named in X-Alt join (by URN), up to the limit; with no
+        // SHA-1 to ask them by, they cannot.
         for a in pending_alts.drain(..) {
+            let Some(urn) = urn else { continue };
             let url = HttpUrl {
                 authority: a.to_string(),
                 host: a.ip().to_string(),
@@ -1266,13 +1346,17 @@ pub async fn download(
                     let part = part.clone();
                     let hashed = tokio::task::spawn_blocking(move || {
                         part.sync_data()?;
-                        hash_part(&part, size)
+                        match expected {
+                            Expected::Sha1(u) => Ok::<_, io::Error>(hash_part(&part, size)? == u.0),
+                            Expected::Fth(f) => Ok(fth_of_reader(&mut &*part, size)? == f),
+                        }
                     })
                     .await;
-                    let ok = matches!(hashed, Ok(Ok(d)) if d == urn.0);
+                    let ok = matches!(hashed, Ok(Ok(true)));
                     if !ok {
                         tracing::warn!(
-                            "the file's SHA-1 does not match; checking its blocks against other sources"
+                            hash = expected.kind(),
+                            "the file's hash does not match; checking its blocks against other sources"
                         );
                     }
                     planner.verified(ok);
@@ -1324,7 +1408,7 @@ pub async fn download(
             dirty = false;
             last_save = Instant::now();
             let st = PartState {
-                urn,
+                urn: expected,
                 size,
                 block,
                 have: planner.have(),
@@ -1420,6 +1504,10 @@ pub async fn download(
             Ok(Outcome {
                 path,
                 urn,
+                fth: match expected {
+                    Expected::Fth(f) => Some(f),
+                    Expected::Sha1(_) => None,
+                },
                 size,
                 sources: srcs
                     .iter()
@@ -1430,7 +1518,7 @@ pub async fn download(
         }
         Err(why) => {
             let st = PartState {
-                urn,
+                urn: expected,
                 size,
                 block,
                 have: planner.have(),
@@ -1439,8 +1527,10 @@ pub async fn download(
                 // Known bad somewhere and not repairable: nothing is kept.
                 let _ = std::fs::remove_file(&part_path);
                 let _ = std::fs::remove_file(&state_path);
+                // (The planner speaks of the SHA-1, the usual check.)
+                let why = why.replace("SHA-1", expected.kind());
                 return Err(GetError::HashMismatch(format!(
-                    "{why} ({urn}); the sources were: {}",
+                    "{why} ({expected}); the sources were: {}",
                     srcs.iter()
                         .map(|s| s.spec.label())
                         .collect::<Vec<_>>()
@@ -1496,7 +1586,7 @@ mod tests {
     #[test]
     fn state_round_trip_and_damage() {
         let st = PartState {
-            urn: Sha1Urn::digest(b"x"),
+            urn: Expected::Sha1(Sha1Urn::digest(b"x")),
             size: 10 * 64 + 5,
             block: 64,
             have: vec![
@@ -1506,10 +1596,24 @@ mod tests {
         let text = st.encode();
         assert!(text.contains("have 0-1,3-3,6-8,10-10\n"), "{text}");
         assert_eq!(PartState::parse(&text), Some(st));
+        // Checked by FTH: the state names it, and reads back.
+        let st = PartState {
+            urn: Expected::Fth(Fth([0xab; 20])),
+            size: 5,
+            block: 64,
+            have: vec![true],
+        };
+        let text = st.encode();
+        assert!(
+            text.contains(&format!("\nurn urn:fth:{}\n", "ab".repeat(20))),
+            "{text}"
+        );
+        assert_eq!(PartState::parse(&text), Some(st));
         for bad in [
             "",
             "servent-partial 2\n",
             "servent-partial 1\nurn x\nsize 1\nblock 1\nhave \n",
+            "servent-partial 1\nurn urn:fth:abcd\nsize 1\nblock 1\nhave \n",
             "servent-partial 1\nurn urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\nsize 10\nblock 0\nhave \n",
             "servent-partial 1\nurn urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\nsize 10\nblock 5\nhave 0-2\n",
             "servent-partial 1\nurn urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5\nsize 10\nblock 5\nhave 1-0\n",

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::get::{self, GetConfig, GetError, SourceSpec, Wanted};
+use crate::fasttrack::hash::Fth;
 use crate::output::{Download, DownloadState, SourceBytes};
 use crate::wire::Guid;
 use crate::wire::http::HttpUrl;
@@ -97,6 +98,10 @@ struct Saved {
     id: u64,
     name: String,
     urn: Option<String>,
+    /// The FTH (hex) the file is checked by when it has no SHA-1 (absent in
+    /// files written before there was one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fth: Option<String>,
     size: Option<u64>,
     sources: Vec<SavedSource>,
     /// Where the file goes (its `.part` beside it).
@@ -249,6 +254,7 @@ impl Queue {
             .map(str::to_string)
             .or_else(|| wanted.name.clone())
             .or_else(|| wanted.urn.map(|u| u.base32()))
+            .or_else(|| wanted.fth.map(|f| f.hex()))
             .ok_or_else(|| QueueError::Bad("the file has no name: give one".into()))?;
         let file = get::safe_file_name(&name)
             .ok_or_else(|| QueueError::Bad(format!("not a usable file name: {name:?}")))?;
@@ -286,6 +292,7 @@ impl Queue {
                 id,
                 name,
                 urn: wanted.urn.map(|u| u.to_string()),
+                fth: wanted.fth.map(|f| f.hex()),
                 size: wanted.size,
                 sources: wanted.sources.iter().map(SavedSource::of).collect(),
                 path,
@@ -456,6 +463,11 @@ impl Queue {
                             .urn
                             .as_deref()
                             .and_then(|u| u.parse::<Sha1Urn>().ok()),
+                        fth: e
+                            .saved
+                            .fth
+                            .as_deref()
+                            .and_then(|f| Fth::from_hex(f.as_bytes()).ok()),
                         size: e.saved.size,
                         name: Some(e.saved.name.clone()),
                         sources: e
@@ -526,9 +538,11 @@ impl Queue {
             match outcome {
                 Ok(o) => {
                     e.saved.state = DownloadState::Done;
-                    e.saved.urn = Some(o.urn.to_string());
+                    e.saved.urn = o.urn.map(|u| u.to_string());
+                    e.saved.fth = o.fth.map(|f| f.hex());
                     e.record.state = DownloadState::Done;
-                    e.record.urn = Some(o.urn.to_string());
+                    e.record.urn = o.urn.map(|u| u.to_string());
+                    e.record.fth = o.fth.map(|f| f.hex());
                     e.record.size = Some(o.size);
                     e.record.done = o.size;
                     e.record.sources = o
@@ -578,6 +592,7 @@ impl Queue {
 
 fn record_of(s: &Saved) -> Download {
     let mut d = Download::new(Some(s.name.clone()), s.urn.clone(), s.size);
+    d.fth = s.fth.clone();
     d.id = Some(s.id);
     d.state = s.state;
     d.path = Some(s.path.display().to_string());

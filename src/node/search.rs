@@ -49,6 +49,7 @@ impl SearchHit {
             name: self.name.clone(),
             size: self.size,
             urn: self.urn.map(|u| u.to_string()),
+            fth: self.fth.map(|f| f.hex()),
             host: self.host.to_string(),
             port: Some(self.port),
             gnutella: Some(output::GnutellaHit {

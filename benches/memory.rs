@@ -115,6 +115,7 @@ fn big_offer(leaf: u64) -> Vec<u8> {
                 index: i + 1,
                 size: 1_000_000 + i as u64,
                 sha1: None,
+                fth: None,
                 name,
             }
         })

@@ -679,9 +679,8 @@ fn mesh_node(
         tier: node::TierConfig {
             mode,
             ultrapeer_qrp: false,
-            // A library offer names files by SHA-1 only: the ultrapeer's hits
-            // for the leaf would have no FTH. The leaf answers itself.
-            offer_library: false,
+            // Library offers stay on (the default): the ultrapeer answers for
+            // its leaf, with the FTH the offer carries.
             ..node::TierConfig::default()
         },
         dq: node::DqConfig {

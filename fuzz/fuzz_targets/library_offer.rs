@@ -1,4 +1,4 @@
-//! Library offers (`SRVT/1v1` vendor bodies): `OfferChunk::parse` and
+//! Library offers (`SRVT/1v2` vendor bodies, which read `1v1` too): `OfferChunk::parse` and
 //! `OfferChunk::encode_all`. Every input is used twice.
 //!
 //! * As a chunk body. When `parse` accepts it: no proper prefix parses (the count
@@ -12,13 +12,14 @@
 //!   control byte `c`, a length byte `n` and `n` bytes of name material. The name
 //!   is the material (lossily made UTF-8) repeated `1 + (c >> 4) * 5` times, so
 //!   names may be empty, hold NUL or be longer than `MAX_NAME`; bit 0 of `c` gives
-//!   a SHA-1. Bit 0 of the first byte is the firewalled flag. `encode_all` must
+//!   a SHA-1, bit 1 an FTH. Bit 0 of the first byte is the firewalled flag. `encode_all` must
 //!   keep exactly the files with a sendable name, in order, cut into chunks that
 //!   parse, are offers, stay within `CHUNK_BYTES`, are non-empty (but for an empty
 //!   library's single chunk), and carry first/last/firewalled correctly.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use servent::fasttrack::hash::Fth;
 use servent::wire::huge::Sha1Urn;
 use servent::wire::library_offer::{CHUNK_BYTES, MAX_NAME, OfferChunk, OfferedFile};
 use servent_fuzz::hex;
@@ -75,7 +76,7 @@ fn check_body(data: &[u8]) {
             hex(body)
         );
     } else {
-        // `encode_all` budgets 16 bytes per entry besides the SHA-1 and the name
+        // `encode_all` budgets 16 bytes per entry besides the hashes and the name
         // (one more than it writes), so only a body near CHUNK_BYTES may split.
         assert!(
             data.len() + chunk.files.len() > CHUNK_BYTES,
@@ -106,6 +107,7 @@ fn check_library(data: &[u8]) {
             index: i.wrapping_mul(0x9e37_79b9),
             size: (*c as u64) << (i % 57),
             sha1: (c & 1 != 0).then_some(Sha1Urn([*c ^ i as u8; 20])),
+            fth: (c & 2 != 0).then_some(Fth([*c ^ 0x5a ^ i as u8; 20])),
             name: material.repeat(1 + (*c >> 4) as usize * 5),
         });
     }

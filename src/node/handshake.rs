@@ -169,8 +169,8 @@ pub fn our_headers(
     h.push(hs::GGEP, "0.5");
     h.push(hs::VENDOR_MESSAGE, "0.2");
     h.push(hs::X_MAX_TTL, max_ttl.min(ANNOUNCED_MAX_TTL).to_string());
-    // We send and read the library offer vendor message (SRVT/1v1).
-    h.push(X_LIBRARY_OFFER, "1");
+    // We send the library offer vendor message as SRVT/1v2 and read 1v1 too.
+    h.push(X_LIBRARY_OFFER, "2");
     h
 }
 
@@ -179,7 +179,7 @@ pub const X_LIBRARY_OFFER: &str = "X-Library-Offer";
 
 /// Whether a peer speaks the library offer.
 pub fn peer_offers(h: &Headers) -> bool {
-    h.get(X_LIBRARY_OFFER) == Some("1")
+    matches!(h.get(X_LIBRARY_OFFER).map(str::trim), Some("1" | "2"))
 }
 
 /// The server side (compressing what it sends when `compress` is set and the

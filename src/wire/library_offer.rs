@@ -1,4 +1,4 @@
-//! Our vendor message `SRVT/1v1`: a leaf offers its ultrapeer the full list of
+//! Our vendor message `SRVT/1v2` (and `SRVT/1v1` before it): a leaf offers its ultrapeer the full list of
 //! the files it shares, so the ultrapeer can answer queries for it (QRP alone
 //! only tells it which keywords may match). See `protocol-spec/library-offer.md`.
 //!
@@ -11,14 +11,17 @@
 //! count   u16 LE  entries in this chunk
 //! entry:  index   u32 LE   the leaf's file index (for /get/<index>/<name>)
 //!         size    u64 LE
-//!         has_urn u8       0 or 1
-//!         sha1    20 bytes (only when has_urn is 1)
+//!         hashes  u8       bit 0: a SHA-1 follows; bit 1: an FTH follows (sent from
+//!                          version 2 on); other bits must be 0
+//!         sha1    20 bytes (only when bit 0 is set)
+//!         fth     20 bytes, the FastTrack hash (only when bit 1 is set)
 //!         len     u16 LE   name length in bytes, 1..=MAX_NAME
 //!         name    UTF-8, no NUL
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::fasttrack::hash::Fth;
 use crate::wire::error::{WireError, WireResult};
 use crate::wire::huge::Sha1Urn;
 use crate::wire::vendor::VendorMsg;
@@ -27,8 +30,12 @@ use crate::wire::vendor::VendorMsg;
 pub const VENDOR: [u8; 4] = *b"SRVT";
 /// The selector of the library offer.
 pub const SELECTOR: u16 = 1;
-/// Its version.
-pub const VERSION: u16 = 1;
+/// The version we send: 2 adds each file's FTH, so an ultrapeer answering for
+/// the leaf gives FastTrack users hits they can verify. Version 1 bodies (no
+/// FTH) are still read.
+pub const VERSION: u16 = 2;
+/// The oldest version read.
+pub const OLDEST_VERSION: u16 = 1;
 /// Longest file name carried.
 pub const MAX_NAME: usize = 1024;
 /// Largest chunk body we send (well inside every peer's message size limit).
@@ -37,6 +44,8 @@ pub const CHUNK_BYTES: usize = 16 * 1024;
 const FIRST: u8 = 0x01;
 const LAST: u8 = 0x02;
 const FIREWALLED: u8 = 0x04;
+const HAS_SHA1: u8 = 0x01;
+const HAS_FTH: u8 = 0x02;
 
 /// One shared file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +53,8 @@ pub struct OfferedFile {
     pub index: u32,
     pub size: u64,
     pub sha1: Option<Sha1Urn>,
+    /// The FastTrack hash (version 2).
+    pub fth: Option<Fth>,
     pub name: String,
 }
 
@@ -60,7 +71,7 @@ pub struct OfferChunk {
 impl OfferChunk {
     /// Whether a vendor message is a library offer.
     pub fn is_offer(m: &VendorMsg) -> bool {
-        m.is(&VENDOR, SELECTOR) && m.version == VERSION
+        m.is(&VENDOR, SELECTOR) && (OLDEST_VERSION..=VERSION).contains(&m.version)
     }
 
     /// Reads a chunk from a vendor message body.
@@ -90,20 +101,26 @@ impl OfferChunk {
             need(b, 13)?;
             let index = b.get_u32_le();
             let size = b.get_u64_le();
-            let sha1 = match b.get_u8() {
+            let hashes = b.get_u8();
+            if hashes & !(HAS_SHA1 | HAS_FTH) != 0 {
+                return Err(WireError::BadValue {
+                    what: "library offer URN flag",
+                    value: hashes as u64,
+                });
+            }
+            let mut read_hash = |b: &mut &[u8]| -> WireResult<[u8; 20]> {
+                need(b, 20)?;
+                let mut h = [0u8; 20];
+                b.copy_to_slice(&mut h);
+                Ok(h)
+            };
+            let sha1 = match hashes & HAS_SHA1 {
                 0 => None,
-                1 => {
-                    need(b, 20)?;
-                    let mut h = [0u8; 20];
-                    b.copy_to_slice(&mut h);
-                    Some(Sha1Urn(h))
-                }
-                v => {
-                    return Err(WireError::BadValue {
-                        what: "library offer URN flag",
-                        value: v as u64,
-                    });
-                }
+                _ => Some(Sha1Urn(read_hash(&mut b)?)),
+            };
+            let fth = match hashes & HAS_FTH {
+                0 => None,
+                _ => Some(Fth(read_hash(&mut b)?)),
             };
             need(b, 2)?;
             let len = b.get_u16_le() as usize;
@@ -130,6 +147,7 @@ impl OfferChunk {
                 index,
                 size,
                 sha1,
+                fth,
                 name,
             });
         }
@@ -157,7 +175,7 @@ impl OfferChunk {
         let mut chunks: Vec<Vec<&OfferedFile>> = vec![Vec::new()];
         let mut bytes = 0;
         for f in usable {
-            let len = 16 + f.sha1.map_or(0, |_| 20) + f.name.len();
+            let len = 16 + f.sha1.map_or(0, |_| 20) + f.fth.map_or(0, |_| 20) + f.name.len();
             let current = chunks.last_mut().expect("one chunk at least");
             if !current.is_empty()
                 && (bytes + len > CHUNK_BYTES || current.len() == u16::MAX as usize)
@@ -186,12 +204,14 @@ impl OfferChunk {
                 for f in files {
                     body.put_u32_le(f.index);
                     body.put_u64_le(f.size);
-                    match &f.sha1 {
-                        Some(u) => {
-                            body.put_u8(1);
-                            body.put_slice(&u.0);
-                        }
-                        None => body.put_u8(0),
+                    let hashes = if f.sha1.is_some() { HAS_SHA1 } else { 0 }
+                        | if f.fth.is_some() { HAS_FTH } else { 0 };
+                    body.put_u8(hashes);
+                    if let Some(u) = &f.sha1 {
+                        body.put_slice(&u.0);
+                    }
+                    if let Some(h) = &f.fth {
+                        body.put_slice(&h.0);
                     }
                     body.put_u16_le(f.name.len() as u16);
                     body.put_slice(f.name.as_bytes());
@@ -216,6 +236,7 @@ mod tests {
             index: i,
             size: i as u64 * 1000 + (1 << 33),
             sha1: urn.then_some(Sha1Urn([i as u8; 20])),
+            fth: (i % 2 == 0).then_some(Fth([i as u8 ^ 0x5a; 20])),
             name: name.to_string(),
         }
     }
@@ -246,6 +267,7 @@ mod tests {
             index: 7,
             size: 5,
             sha1: None,
+            fth: None,
             name: "a.txt".to_string(),
         };
         let msgs = OfferChunk::encode_all(std::slice::from_ref(&f), false);
@@ -253,6 +275,37 @@ mod tests {
             &msgs[0].body[..],
             b"\x03\x01\x00\x07\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00a.txt"
         );
+    }
+
+    #[test]
+    fn version_2_carries_the_fth_and_version_1_bodies_still_read() {
+        let f = OfferedFile {
+            index: 7,
+            size: 5,
+            sha1: Some(Sha1Urn([0x11; 20])),
+            fth: Some(Fth([0x22; 20])),
+            name: "a.txt".to_string(),
+        };
+        let msgs = OfferChunk::encode_all(std::slice::from_ref(&f), false);
+        assert_eq!(msgs[0].version, 2);
+        let mut want = b"\x03\x01\x00\x07\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x03".to_vec();
+        want.extend_from_slice(&[0x11; 20]);
+        want.extend_from_slice(&[0x22; 20]);
+        want.extend_from_slice(b"\x05\x00a.txt");
+        assert_eq!(&msgs[0].body[..], &want[..]);
+        assert_eq!(OfferChunk::parse(&msgs[0].body).unwrap().files, vec![f]);
+        // What a version 1 sender wrote: a SHA-1 flag of 1, no FTH.
+        let mut v1 = b"\x03\x01\x00\x07\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x01".to_vec();
+        v1.extend_from_slice(&[0x11; 20]);
+        v1.extend_from_slice(b"\x05\x00a.txt");
+        let back = OfferChunk::parse(&v1).unwrap();
+        assert_eq!(back.files[0].sha1, Some(Sha1Urn([0x11; 20])));
+        assert_eq!(back.files[0].fth, None);
+        let mut m = msgs[0].clone();
+        for (version, offer) in [(0, false), (1, true), (2, true), (3, false)] {
+            m.version = version;
+            assert_eq!(OfferChunk::is_offer(&m), offer, "version {version}");
+        }
     }
 
     #[test]
@@ -275,7 +328,7 @@ mod tests {
         lying[2] = 0xFF;
         assert!(OfferChunk::parse(&lying).is_err(), "count beyond the body");
         let mut bad_flag = body.to_vec();
-        bad_flag[3 + 12] = 7;
+        bad_flag[3 + 12] = 4;
         assert!(OfferChunk::parse(&bad_flag).is_err());
         let mut trailing = body.to_vec();
         trailing.push(0);

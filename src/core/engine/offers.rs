@@ -232,6 +232,9 @@ impl<L: Links> Engine<L> {
                 return;
             }
             lib.add_at(f.index, &f.name, f.size, f.sha1);
+            if let Some(fth) = f.fth {
+                lib.set_fth(f.index, fth);
+            }
         }
         if chunk.last {
             *complete = true;
@@ -261,7 +264,7 @@ impl<L: Links> Engine<L> {
                 .view()
                 .search(&text, &urns, self.max_results)
                 .into_iter()
-                .map(|f| HitResult::new(f.index, f.size, f.name, f.sha1.as_ref()))
+                .map(|f| HitResult::new(f.index, f.size, f.name, f.sha1.as_ref()).with_fth(f.fth))
                 .collect();
             if !found.is_empty() {
                 hits.push((guid, addr, p.offered_firewalled, found));
@@ -356,6 +359,7 @@ impl<L: Links> Engine<L> {
                 index: f.index,
                 size: f.size,
                 sha1: f.sha1,
+                fth: f.fth,
                 name: f.name.to_string(),
             })
             .collect();

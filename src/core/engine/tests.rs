@@ -689,6 +689,7 @@ fn offers_are_bounded_per_leaf_and_for_all_leaves_together() {
                 index: i + 1,
                 size: 10,
                 sha1: None,
+                fth: None,
                 name: format!("leaf{leaf} file{i}.txt"),
             })
             .collect();

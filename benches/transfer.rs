@@ -6,11 +6,18 @@
 //! - random 64 KiB ranges of the same file,
 //! - whole GETs of a 4 KiB file.
 //!
+//! nginx gets a production file server's settings (`sendfile`, `tcp_nopush`,
+//! `open_file_cache`, long keep-alive) and runs a second time with `tcp_nopush`
+//! off; servent is held against the better of the two. Each server's CPU time
+//! (user + system, from `/proc`) is reported per GiB served. The whole run is
+//! repeated with 1, 2, ... worker threads for servent (`TOKIO_WORKER_THREADS`)
+//! and as many worker processes for nginx, up to the machine's cores.
+//!
 //! Run with `cargo bench --bench transfer`. Without `--bench` (as `cargo test
 //! --benches` runs it) it is a quick smoke run over a small file that checks every
-//! answer's status, length and bytes. nginx is started with its own configuration
-//! on a loopback port when the `nginx` binary is found; otherwise it says so and
-//! reports ours alone.
+//! answer's status, length and bytes, nginx's too. nginx is started with its own
+//! configuration on a loopback port when the `nginx` binary is found; otherwise
+//! it says so and reports ours alone.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
@@ -233,7 +240,9 @@ async fn measure(
     t
 }
 
-fn start_servent(share: &Path, data: &Path) -> (Child, SocketAddr) {
+/// Starts `servent run` with `threads` runtime worker threads (tokio reads
+/// `TOKIO_WORKER_THREADS`).
+fn start_servent(share: &Path, data: &Path, threads: usize) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
         // No config file: the bench's flags and nothing of the user's.
         .args([
@@ -250,6 +259,7 @@ fn start_servent(share: &Path, data: &Path) -> (Child, SocketAddr) {
         .arg(share)
         .arg("--data-dir")
         .arg(data)
+        .env("TOKIO_WORKER_THREADS", threads.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .expect("servent run");
@@ -295,23 +305,39 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts nginx (master and workers, one per core like our runtime's threads)
-/// serving `root`, with sendfile as its distributions ship it.
-fn start_nginx(nginx: &Path, root: &Path, tmp: &Path) -> (Child, SocketAddr) {
+/// Starts nginx (a master and `workers` worker processes) serving `root`, with
+/// the settings a production file server is given: `sendfile`, `tcp_nopush`
+/// (the head and the first bytes of the body in full packets) when `nopush`,
+/// an open-file cache, and long keep-alive.
+///
+/// Both ways of `tcp_nopush` are measured because on loopback (MSS 65,483) it
+/// costs nginx dearly where an answer is a little over one segment: the 64 KiB
+/// ranges wait about 40 ms each for the corked tail (25 answers/s on one
+/// connection instead of 7,400). Each load is held against the better of the two.
+fn start_nginx(
+    nginx: &Path,
+    root: &Path,
+    tmp: &Path,
+    workers: usize,
+    nopush: bool,
+) -> (Child, SocketAddr) {
     let port = free_port();
     for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         std::fs::create_dir_all(tmp.join(d)).expect("nginx temp dir");
     }
     let conf = format!(
-        "daemon off;\nworker_processes auto;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log warn;\n\
+        "daemon off;\nworker_processes {workers};\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  sendfile on;\n  tcp_nodelay on;\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush {nopush};\n  tcp_nodelay on;\n\
+           open_file_cache max=1000 inactive=60s;\n  open_file_cache_valid 60s;\n\
+           open_file_cache_errors on;\n\
            keepalive_requests 1000000;\n  keepalive_timeout 60;\n  default_type application/octet-stream;\n\
            client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fastcgi;\n\
            uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n\
            server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
         tmp = tmp.display(),
         root = root.display(),
+        nopush = if nopush { "on" } else { "off" },
     );
     let conf_path = tmp.join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("nginx.conf");
@@ -334,12 +360,98 @@ fn start_nginx(nginx: &Path, root: &Path, tmp: &Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// CPU time (user + system, in clock ticks) used so far by process `pid` and,
+/// when `children` is set, by its live children (nginx's workers), read from
+/// `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32, children: bool) -> u64 {
+    // The fields after the command name: state is field 3, ppid 4, utime 14,
+    // stime 15 (proc(5)).
+    let fields = |p: &str| -> Option<(u32, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ppid = rest.get(1)?.parse().ok()?;
+        let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        Some((ppid, ticks))
+    };
+    let mut total = fields(&pid.to_string()).map_or(0, |f| f.1);
+    if children {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            if let Some((ppid, ticks)) = fields(name) {
+                if ppid == pid {
+                    total += ticks;
+                }
+            }
+        }
+    }
+    total
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
 fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
 }
+
+/// One server under measurement: where it answers and which process to charge.
+struct Running {
+    label: &'static str,
+    server: Arc<Server>,
+    child: Child,
+    /// Count its children's CPU too (nginx's workers).
+    tree: bool,
+}
+
+impl Running {
+    fn ticks(&self) -> u64 {
+        cpu_ticks(self.child.id(), self.tree)
+    }
+}
+
+/// The best round of one server on one load, and its CPU over all rounds.
+#[derive(Default, Clone, Copy)]
+struct Measured {
+    best: Tally,
+    ticks: u64,
+    bytes: u64,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.best.requests as f64 / self.best.secs.max(1e-9)
+    }
+    fn mbps(&self) -> f64 {
+        self.best.bytes as f64 / self.best.secs.max(1e-9) / 1e6
+    }
+    /// CPU seconds per GiB served.
+    fn cpu_per_gib(&self) -> f64 {
+        self.ticks as f64 / ticks_per_sec() / (self.bytes as f64 / (1u64 << 30) as f64).max(1e-12)
+    }
+    fn add(&mut self, t: Tally, ticks: u64) {
+        if t.requests as f64 / t.secs > self.rate() {
+            self.best = t;
+        }
+        self.ticks += ticks;
+        self.bytes += t.bytes;
+    }
+}
+
+const LOADS: [(&str, Load); 3] = [
+    ("1 MiB random ranges", Load::Ranges(1 << 20)),
+    ("64 KiB random ranges", Load::Ranges(64 << 10)),
+    ("4 KiB whole file", Load::Small),
+];
 
 #[tokio::main]
 async fn main() {
@@ -349,93 +461,121 @@ async fn main() {
     } else {
         (1u64 << 30, Duration::from_secs(4), 3)
     };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Worker threads (servent) and worker processes (nginx): 1, 2, 4, ... up to
+    // the cores there are; the quick run uses all of them once.
+    let threads: Vec<usize> = if quick {
+        vec![cores]
+    } else {
+        std::iter::successors(Some(1usize), |n| Some(n * 2))
+            .take_while(|n| *n <= cores.max(2))
+            .collect()
+    };
     let conns = 8;
     let root = std::env::temp_dir().join(format!("servent-transfer-bench-{}", std::process::id()));
     let share = root.join("share");
     let files = Arc::new(make_files(&share, big_size));
-    let (ours_child, ours_addr) = start_servent(&share, &root.join("data"));
-    // Indexes follow the sorted paths: big.bin is 1, small.txt is 2.
-    let ours = Arc::new(Server {
-        name: "servent",
-        addr: ours_addr,
-        big: "/get/1/big.bin".into(),
-        small: "/get/2/small.txt".into(),
-    });
-    wait_hashed(ours_addr, &ours.big).await;
-    wait_hashed(ours_addr, &ours.small).await;
-    let nginx = find_nginx().map(|bin| {
-        let (child, addr) = start_nginx(&bin, &share, &root.join("nginx"));
-        (
-            child,
-            Arc::new(Server {
-                name: "nginx",
-                addr,
-                big: "/big.bin".into(),
-                small: "/small.txt".into(),
-            }),
-        )
-    });
-    if nginx.is_none() {
+    let nginx_bin = find_nginx();
+    if nginx_bin.is_none() {
         println!("nginx not found (Debian package `nginx`): reporting servent alone");
     }
     println!(
-        "{} connections, keep-alive; {} per measurement, best of {rounds}; big file {} MiB",
+        "{} connections, keep-alive; {} per measurement, best of {rounds}; big file {} MiB\n\
+         CPU: user + system time of the server's processes over all rounds, per GiB served\n\
+         ratio: servent's requests/s over the better nginx's",
         conns,
         if quick { "0.3 s" } else { "4 s" },
         big_size >> 20
     );
-    println!(
-        "{:<22} {:>12} {:>10} {:>12} {:>10} {:>8}",
-        "load", "servent r/s", "MB/s", "nginx r/s", "MB/s", "ratio"
-    );
-    for (label, load) in [
-        ("1 MiB random ranges", Load::Ranges(1 << 20)),
-        ("64 KiB random ranges", Load::Ranges(64 << 10)),
-        ("4 KiB whole file", Load::Small),
-    ] {
-        let mut best_ours = Tally::default();
-        let mut best_nginx = Tally::default();
-        for _ in 0..rounds {
-            // Alternate, so that neither always runs on a warmer machine.
-            let t = measure(&ours, &files, load, conns, time, quick).await;
-            if t.requests as f64 / t.secs > best_ours.requests as f64 / best_ours.secs.max(1e-9) {
-                best_ours = t;
+    // (threads, load, servent's rate, the better nginx's rate) for the summary.
+    let mut results: Vec<(usize, &str, f64, Option<f64>)> = Vec::new();
+    for &n in &threads {
+        let (child, addr) = start_servent(&share, &root.join("data"), n);
+        // Indexes follow the sorted paths: big.bin is 1, small.txt is 2.
+        let ours = Running {
+            label: "servent",
+            server: Arc::new(Server {
+                name: "servent",
+                addr,
+                big: "/get/1/big.bin".into(),
+                small: "/get/2/small.txt".into(),
+            }),
+            child,
+            tree: false,
+        };
+        wait_hashed(addr, &ours.server.big).await;
+        wait_hashed(addr, &ours.server.small).await;
+        let mut servers = vec![ours];
+        if let Some(bin) = &nginx_bin {
+            for (label, nopush) in [("nginx", true), ("nginx, tcp_nopush off", false)] {
+                let dir = root.join(format!("nginx-{n}-{nopush}"));
+                let (child, addr) = start_nginx(bin, &share, &dir, n, nopush);
+                servers.push(Running {
+                    label,
+                    server: Arc::new(Server {
+                        name: label,
+                        addr,
+                        big: "/big.bin".into(),
+                        small: "/small.txt".into(),
+                    }),
+                    child,
+                    tree: true,
+                });
             }
-            if let Some((_, n)) = &nginx {
-                let t = measure(n, &files, load, conns, time, quick).await;
-                if t.requests as f64 / t.secs
-                    > best_nginx.requests as f64 / best_nginx.secs.max(1e-9)
-                {
-                    best_nginx = t;
+        }
+        println!(
+            "\nservent with {n} worker thread(s), nginx with {n} worker process(es)\n\
+             {:<22} {:<22} {:>9} {:>8} {:>10} {:>7}",
+            "load", "server", "r/s", "MB/s", "CPU s/GiB", "ratio"
+        );
+        for (label, load) in LOADS {
+            let mut m = vec![Measured::default(); servers.len()];
+            for _ in 0..rounds {
+                // In turn, so that none always runs on a warmer machine.
+                for (s, m) in servers.iter().zip(m.iter_mut()) {
+                    let before = s.ticks();
+                    let t = measure(&s.server, &files, load, conns, time, quick).await;
+                    m.add(t, s.ticks().saturating_sub(before));
                 }
             }
+            assert!(m[0].best.requests > 0, "servent answered {label}");
+            let nginx_best = m[1..].iter().map(Measured::rate).reduce(f64::max);
+            for (i, (s, m)) in servers.iter().zip(&m).enumerate() {
+                let ratio = match (i, nginx_best) {
+                    (0, Some(b)) => format!("{:.2}", m.rate() / b),
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<22} {:<22} {:>9.0} {:>8.0} {:>10.2} {:>7}",
+                    if i == 0 { label } else { "" },
+                    s.label,
+                    m.rate(),
+                    m.mbps(),
+                    m.cpu_per_gib(),
+                    ratio
+                );
+            }
+            results.push((n, label, m[0].rate(), nginx_best));
         }
-        assert!(best_ours.requests > 0, "servent answered {label}");
-        let rate = |t: &Tally| t.requests as f64 / t.secs;
-        let mbps = |t: &Tally| t.bytes as f64 / t.secs / 1e6;
-        if nginx.is_some() {
-            println!(
-                "{label:<22} {:>12.0} {:>10.0} {:>12.0} {:>10.0} {:>8.2}",
-                rate(&best_ours),
-                mbps(&best_ours),
-                rate(&best_nginx),
-                mbps(&best_nginx),
-                rate(&best_ours) / rate(&best_nginx)
-            );
-        } else {
-            println!(
-                "{label:<22} {:>12.0} {:>10.0} {:>12} {:>10} {:>8}",
-                rate(&best_ours),
-                mbps(&best_ours),
-                "-",
-                "-",
-                "-"
-            );
+        for s in servers {
+            stop(s.child);
         }
     }
-    if let Some((child, _)) = nginx {
-        stop(child);
+    if threads.len() > 1 {
+        println!("\nscaling: requests/s at n workers over requests/s at 1");
+        for (label, _) in LOADS {
+            let of = |n: usize| results.iter().find(|r| r.0 == n && r.1 == label);
+            let Some(one) = of(1) else { continue };
+            let mut line = format!("{label:<22}");
+            for &n in &threads[1..] {
+                let Some(r) = of(n) else { continue };
+                line += &format!("  {n}: servent {:.2}x", r.2 / one.2);
+                if let (Some(a), Some(b)) = (r.3, one.3) {
+                    line += &format!(", nginx {:.2}x", a / b);
+                }
+            }
+            println!("{line}");
+        }
     }
-    stop(ours_child);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -36,7 +36,6 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
     let mut seen_dirs = HashSet::new();
-    let mut seen_files = HashSet::new();
     for root in roots {
         let root = match fs::canonicalize(root) {
             Ok(r) => r,
@@ -73,6 +72,37 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
                 if name.starts_with('.') {
                     continue;
                 }
+                // The directory is canonical and inside the root, so an entry
+                // that is no link is too, at `dir/name`: its type comes with
+                // the directory listing, and only a file needs one `stat`
+                // (size and time). Links take the long way.
+                let kind = match entry.file_type() {
+                    Ok(k) => k,
+                    Err(e) => {
+                        errors.push((entry.path(), e));
+                        continue;
+                    }
+                };
+                if kind.is_dir() {
+                    stack.push(dir.join(name));
+                    continue;
+                }
+                if kind.is_file() {
+                    match entry.metadata() {
+                        Ok(meta) => found.push(FoundFile {
+                            name: name.to_string(),
+                            size: meta.len(),
+                            mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+                            path: dir.join(name),
+                        }),
+                        Err(e) => errors.push((entry.path(), e)),
+                    }
+                    continue;
+                }
+                if !kind.is_symlink() {
+                    // Sockets, pipes, devices.
+                    continue;
+                }
                 // Resolve links, and keep only what stays inside this root.
                 let real = match fs::canonicalize(entry.path()) {
                     Ok(r) => r,
@@ -101,7 +131,7 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
                 };
                 if meta.is_dir() {
                     stack.push(real);
-                } else if meta.is_file() && seen_files.insert(real.clone()) {
+                } else if meta.is_file() {
                     found.push(FoundFile {
                         name: name.to_string(),
                         size: meta.len(),
@@ -112,8 +142,31 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
             }
         }
     }
-    found.sort_by(|a, b| a.path.cmp(&b.path));
+    // A file reached twice (directly and through a link, or through two
+    // links) is found once, under the name it was first found by: the sort
+    // is stable and keeps the walk's order among equal paths.
+    found.sort_by(|a, b| path_order(&a.path, &b.path));
+    found.dedup_by(|later, first| later.path == first.path);
     (found, errors)
+}
+
+/// The order of [`Path`]s (component by component), fast for the normal
+/// paths a scan finds: there, comparing the bytes with the separator taken
+/// as the least byte gives the same order.
+#[cfg(unix)]
+fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    let (x, y) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    match x.iter().zip(y).find(|(p, q)| p != q) {
+        Some((p, q)) => key(*p).cmp(&key(*q)),
+        None => x.len().cmp(&y.len()),
+    }
+}
+
+#[cfg(not(unix))]
+fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    a.cmp(b)
 }
 
 /// The SHA-1 of a file's content, read in 64 KiB blocks.
@@ -193,21 +246,50 @@ pub fn fth_file(path: &Path, size: u64) -> io::Result<Fth> {
     fthash::fth_of_reader(&mut io::BufReader::with_capacity(64 * 1024, &mut f), size)
 }
 
-/// What a cached hash is valid for: the same path, size and modification time.
+/// What a cached hash is valid for: the same path, size and modification time
+/// (in nanoseconds since the Unix epoch, as whole seconds and the rest, so an
+/// entry needs no 16-byte alignment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Stamp {
     size: u64,
-    mtime_ns: u128,
+    secs: u64,
+    nanos: u32,
+}
+
+impl Stamp {
+    fn new(size: u64, mtime_ns: u128) -> Option<Stamp> {
+        Some(Stamp {
+            size,
+            secs: u64::try_from(mtime_ns / 1_000_000_000).ok()?,
+            nanos: (mtime_ns % 1_000_000_000) as u32,
+        })
+    }
+
+    fn mtime_ns(&self) -> u128 {
+        u128::from(self.secs) * 1_000_000_000 + u128::from(self.nanos)
+    }
 }
 
 fn stamp(size: u64, mtime: SystemTime) -> Stamp {
+    let d = mtime.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     Stamp {
         size,
-        mtime_ns: mtime
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos(),
+        secs: d.as_secs(),
+        nanos: d.subsec_nanos(),
     }
+}
+
+/// One path's entry: the stamp it was last seen or hashed at, and the hash
+/// when it is valid for that stamp.
+#[derive(Clone, Copy, Debug)]
+struct Cached {
+    stamp: Stamp,
+    has_urn: bool,
+    /// Found by the current scans (see [`HashCache::note`]).
+    known: bool,
+    has_fth: bool,
+    urn: [u8; 20],
+    fth: [u8; 20],
 }
 
 /// Hashes remembered between runs, keyed by path, size and modification time.
@@ -217,9 +299,24 @@ fn stamp(size: u64, mtime: SystemTime) -> Stamp {
 /// have none: such files get it computed and added later). Lines that do not
 /// parse are ignored, so a damaged cache costs rehashing, never a wrong hash: an
 /// entry is used only when size and time still match the file.
+///
+/// A node also keeps here what it knows of every shared file (the size and
+/// time it was indexed at, [`HashCache::note`]), so each path is held once
+/// for both. The file is read line by line into the table, never whole.
 #[derive(Debug, Default)]
 pub struct HashCache {
-    entries: HashMap<PathBuf, (Stamp, Sha1Urn, Option<Fth>)>,
+    entries: HashMap<Box<Path>, Cached>,
+}
+
+/// What [`HashCache::note`] found about a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Noted {
+    /// Not known before.
+    New,
+    /// Known with the same size and time.
+    Same,
+    /// Known with another size or time: its old hash no longer holds.
+    Changed,
 }
 
 impl HashCache {
@@ -231,8 +328,15 @@ impl HashCache {
             Err(e) => return Err(e),
         };
         let mut cache = HashCache::default();
-        for line in BufReader::new(f).lines() {
-            let line = line?;
+        let mut reader = BufReader::with_capacity(64 * 1024, f);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
             let mut parts = line.splitn(4, ' ');
             let (Some(sha), Some(size), Some(mtime), Some(path)) =
                 (parts.next(), parts.next(), parts.next(), parts.next())
@@ -253,10 +357,22 @@ impl HashCache {
             ) else {
                 continue;
             };
-            cache
-                .entries
-                .insert(PathBuf::from(path), (Stamp { size, mtime_ns }, urn, fth));
+            let Some(stamp) = Stamp::new(size, mtime_ns) else {
+                continue;
+            };
+            cache.entries.insert(
+                Box::from(Path::new(path)),
+                Cached {
+                    stamp,
+                    has_urn: true,
+                    known: false,
+                    has_fth: fth.is_some(),
+                    urn: urn.0,
+                    fth: fth.map(|f| f.0).unwrap_or_default(),
+                },
+            );
         }
+        cache.entries.shrink_to_fit();
         Ok(cache)
     }
 
@@ -267,15 +383,20 @@ impl HashCache {
         let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
         {
             let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
-            let mut rows: Vec<_> = self.entries.iter().collect();
+            let mut rows: Vec<_> = self.entries.iter().filter(|(_, c)| c.has_urn).collect();
             rows.sort_by(|a, b| a.0.cmp(b.0));
-            for (path, (st, urn, fth)) in rows {
+            for (path, c) in rows {
                 let Some(p) = path.to_str() else { continue };
                 if p.contains('\n') {
                     continue;
                 }
-                let fth = fth.map(|f| format!(",{}", f.hex())).unwrap_or_default();
-                let (size, mtime) = (st.size, st.mtime_ns);
+                let urn = Sha1Urn(c.urn);
+                let fth = if c.has_fth {
+                    format!(",{}", Fth(c.fth).hex())
+                } else {
+                    String::new()
+                };
+                let (size, mtime) = (c.stamp.size, c.stamp.mtime_ns());
                 writeln!(out, "{}{fth} {size} {mtime} {p}", urn.base32())?;
             }
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -285,38 +406,119 @@ impl HashCache {
 
     /// The cached hash of `file`, if it is still valid for its size and time.
     pub fn get(&self, file: &FoundFile) -> Option<Sha1Urn> {
-        let (st, urn, _) = self.entries.get(&file.path)?;
-        (*st == stamp(file.size, file.mtime)).then_some(*urn)
+        let c = self.entries.get(file.path.as_path())?;
+        (c.has_urn && c.stamp == stamp(file.size, file.mtime)).then_some(Sha1Urn(c.urn))
     }
 
     /// The cached FastTrack hash of `file`, if it is still valid.
     pub fn get_fth(&self, file: &FoundFile) -> Option<Fth> {
-        let (st, _, fth) = self.entries.get(&file.path)?;
-        (*st == stamp(file.size, file.mtime)).then_some(*fth)?
+        let c = self.entries.get(file.path.as_path())?;
+        (c.has_urn && c.has_fth && c.stamp == stamp(file.size, file.mtime)).then_some(Fth(c.fth))
     }
 
     /// Remembers the SHA-1 of `file` (keeping its FastTrack hash if the entry
     /// is for the same content).
     pub fn insert(&mut self, file: &FoundFile, urn: Sha1Urn) {
-        let st = stamp(file.size, file.mtime);
-        let fth = match self.entries.get(&file.path) {
-            Some((s, u, f)) if *s == st && *u == urn => *f,
-            _ => None,
-        };
-        self.entries.insert(file.path.clone(), (st, urn, fth));
+        self.put(file, urn, None);
     }
 
     /// Remembers both hashes of `file`.
     pub fn insert_both(&mut self, file: &FoundFile, urn: Sha1Urn, fth: Fth) {
-        self.entries.insert(
-            file.path.clone(),
-            (stamp(file.size, file.mtime), urn, Some(fth)),
-        );
+        self.put(file, urn, Some(fth));
+    }
+
+    fn put(&mut self, file: &FoundFile, urn: Sha1Urn, fth: Option<Fth>) {
+        let stamp = stamp(file.size, file.mtime);
+        match self.entries.get_mut(file.path.as_path()) {
+            Some(c) => {
+                let same = c.has_urn && c.stamp == stamp && c.urn == urn.0;
+                c.stamp = stamp;
+                c.has_urn = true;
+                c.urn = urn.0;
+                match fth {
+                    Some(f) => {
+                        c.has_fth = true;
+                        c.fth = f.0;
+                    }
+                    None => c.has_fth &= same,
+                }
+            }
+            None => {
+                self.entries.insert(
+                    Box::from(file.path.as_path()),
+                    Cached {
+                        stamp,
+                        has_urn: true,
+                        known: false,
+                        has_fth: fth.is_some(),
+                        urn: urn.0,
+                        fth: fth.map(|f| f.0).unwrap_or_default(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records that `file` is shared as it is now (size and time), and says
+    /// how that compares with what was known of it. A hash cached for another
+    /// size or time is dropped.
+    pub fn note(&mut self, file: &FoundFile) -> Noted {
+        let stamp = stamp(file.size, file.mtime);
+        match self.entries.get_mut(file.path.as_path()) {
+            Some(c) => {
+                let noted = match (c.known, c.stamp == stamp) {
+                    (false, _) => Noted::New,
+                    (true, true) => Noted::Same,
+                    (true, false) => Noted::Changed,
+                };
+                if c.stamp != stamp {
+                    c.stamp = stamp;
+                    c.has_urn = false;
+                    c.has_fth = false;
+                }
+                c.known = true;
+                noted
+            }
+            None => {
+                self.entries.insert(
+                    Box::from(file.path.as_path()),
+                    Cached {
+                        stamp,
+                        has_urn: false,
+                        known: true,
+                        has_fth: false,
+                        urn: [0; 20],
+                        fth: [0; 20],
+                    },
+                );
+                Noted::New
+            }
+        }
+    }
+
+    /// Forgets every known path `seen` says is gone from the shares, and
+    /// returns them.
+    pub fn forget_unseen(&mut self, seen: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
+        self.entries.retain(|p, c| {
+            if c.known && !seen(p) {
+                gone.push(p.to_path_buf());
+                false
+            } else {
+                true
+            }
+        });
+        gone
+    }
+
+    /// Forgets every entry not noted as shared (files that are gone).
+    pub fn retain_known(&mut self) {
+        self.entries.retain(|_, c| c.known);
     }
 
     /// Forgets every path not in `keep` (files that are gone).
     pub fn retain_paths(&mut self, keep: &HashSet<&Path>) {
-        self.entries.retain(|p, _| keep.contains(p.as_path()));
+        self.entries.retain(|p, _| keep.contains(&**p));
     }
 
     /// Number of entries.
@@ -531,6 +733,31 @@ mod tests {
         fs::write(&cache_file, bad).unwrap();
         let damaged = HashCache::load(&cache_file).unwrap();
         assert_eq!((damaged.get(big), damaged.len()), (None, 1));
+    }
+
+    #[test]
+    fn the_fast_path_order_is_the_component_order() {
+        let paths = [
+            "/a/b",
+            "/a/b/c",
+            "/a/b-c",
+            "/a/bc",
+            "/a/b c",
+            "/a",
+            "/ab",
+            "/a/b/c/d",
+            "/a/b.c/d",
+            "/",
+            "/z",
+            "/a/\u{e9}",
+            "/a/e",
+        ];
+        for x in paths {
+            for y in paths {
+                let (x, y) = (Path::new(x), Path::new(y));
+                assert_eq!(path_order(x, y), x.cmp(y), "{x:?} {y:?}");
+            }
+        }
     }
 
     #[test]

@@ -6,17 +6,34 @@
 //! indexed under the same keywords its QRP table entry gets (words plus their
 //! stemming prefixes). So whenever a neighbour's view of our QRP table says a query
 //! may match, the index answers it the same way.
+//!
+//! Built to hold a large share in little memory (about 100 bytes per file besides
+//! its name; `cargo bench --bench library`): each file is one fixed-size record,
+//! its name in one byte arena shared by all files, its path as an interned
+//! directory plus the name (the file name on disk is stored only when it differs
+//! from the name offered), the look-ups by index, SHA-1 and path are hash tables
+//! of 4-byte record numbers, and each keyword's files are a compact sorted list
+//! ([`postings`]). The records are what the file servers read too ([`Served`]):
+//! there is one copy of each file, behind a lock that only the engine task writes.
+
+mod postings;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use crate::fasttrack::hash::Fth;
 use crate::wire::huge::Sha1Urn;
-use crate::wire::qrp::{split_keywords, table_keywords};
+use crate::wire::qrp::{for_each_table_keyword, split_keywords};
 
-/// One shared file.
+use postings::Postings;
+
+/// One shared file, as an owned value (what a file server is handed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedFile {
     /// The file's index in hits and `/get/<index>/<name>` requests. Never 0 and
@@ -36,100 +53,787 @@ pub struct SharedFile {
     pub fth: Option<Fth>,
 }
 
-/// What the file servers see of the library: every file by index and by SHA-1.
-///
-/// The engine task owns the [`Library`] and is its only writer; it keeps this
-/// view up to date on every change, one entry at a time. Readers (HTTP uploads,
-/// push answers, in other tasks) take the read lock for one map look-up and leave
-/// with a clone of the entry; nobody holds it across an `.await`.
-#[derive(Clone, Debug, Default)]
-pub struct Served {
-    inner: Arc<RwLock<ServedMaps>>,
+/// One shared file as the library holds it, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct FileRef<'a> {
+    pub index: u32,
+    /// The name offered in hits.
+    pub name: &'a str,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub sha1: Option<Sha1Urn>,
+    pub fth: Option<Fth>,
+    store: &'a Store,
+    slot: u32,
 }
 
-#[derive(Debug, Default)]
-struct ServedMaps {
-    files: HashMap<u32, Arc<SharedFile>>,
-    by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
-    by_fth: HashMap<Fth, BTreeSet<u32>>,
-    /// By the FTH's 14-bit file id, for FastTrack's `/<file id>/<name>` form.
-    by_file_id: HashMap<u16, BTreeSet<u32>>,
+impl FileRef<'_> {
+    /// Where the file is on disk (empty for a file listed by another node).
+    pub fn path(&self) -> PathBuf {
+        self.store.path(self.slot)
+    }
+
+    /// The file as an owned value.
+    pub fn to_shared(&self) -> SharedFile {
+        SharedFile {
+            index: self.index,
+            name: self.name.to_string(),
+            path: self.path(),
+            size: self.size,
+            mtime: self.mtime,
+            sha1: self.sha1,
+            fth: self.fth,
+        }
+    }
+}
+
+/// What the file servers see of the library: every file by index and by SHA-1.
+///
+/// The same records the library searches, behind a read-write lock: the engine
+/// task owns the [`Library`] and is its only writer. Readers (HTTP uploads,
+/// push answers, in other tasks) take the read lock for one look-up and leave
+/// with an owned copy of the entry; nobody holds it across an `.await`.
+///
+/// Files listed by another node ([`Library::add_at`]) have no path and are
+/// never served.
+#[derive(Clone, Debug, Default)]
+pub struct Served {
+    inner: Arc<RwLock<Store>>,
 }
 
 impl Served {
     /// The file with this index.
     pub fn get(&self, index: u32) -> Option<Arc<SharedFile>> {
-        self.read().files.get(&index).cloned()
+        let store = self.read();
+        let slot = store.slot_of(index)?;
+        store.servable(slot)
     }
 
-    /// A file with this SHA-1.
+    /// A file with this SHA-1 (the one with the lowest index).
     pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<Arc<SharedFile>> {
-        let maps = self.read();
-        let index = maps.by_sha1.get(urn)?.first()?;
-        maps.files.get(index).cloned()
+        let store = self.read();
+        let slot = store.first_with(SHA1, &urn.0)?;
+        store.servable(slot)
     }
 
-    /// A file with this FastTrack hash.
+    /// A file with this FastTrack hash (the one with the lowest index).
     pub fn by_fth(&self, fth: &Fth) -> Option<Arc<SharedFile>> {
-        let maps = self.read();
-        let index = maps.by_fth.get(fth)?.first()?;
-        maps.files.get(index).cloned()
+        let store = self.read();
+        let slot = store.first_with(FTH, &fth.0)?;
+        store.servable(slot)
     }
 
     /// The file with this FastTrack file id and exactly this name.
     pub fn by_file_id(&self, id: u16, name: &str) -> Option<Arc<SharedFile>> {
-        let maps = self.read();
-        maps.by_file_id
+        let store = self.read();
+        store
+            .by_file_id
             .get(&id)?
             .iter()
-            .filter_map(|i| maps.files.get(i))
-            .find(|f| f.name == name)
-            .cloned()
+            .filter_map(|&i| store.slot_of(i))
+            .filter(|&s| store.records[s].dir != NO_DIR)
+            .find(|&s| store.name(&store.records[s]) == name)
+            .and_then(|s| store.servable(s))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, ServedMaps> {
-        // A writer cannot panic while holding the lock (plain map updates), but a
-        // poisoned lock still holds consistent maps.
+    fn read(&self) -> RwLockReadGuard<'_, Store> {
+        // A writer cannot panic while holding the lock (plain table updates),
+        // but a poisoned lock still holds consistent tables.
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ServedMaps> {
+    fn write(&self) -> RwLockWriteGuard<'_, Store> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    fn put(&self, file: &SharedFile) {
-        let mut maps = self.write();
-        if let Some(old) = maps.files.insert(file.index, Arc::new(file.clone())) {
-            if let Some(u) = old.sha1 {
-                remove_from(&mut maps.by_sha1, &u, file.index);
-            }
-            if let Some(f) = old.fth {
-                remove_from(&mut maps.by_fth, &f, file.index);
-                remove_from(&mut maps.by_file_id, &f.file_id(), file.index);
+/// A file's fixed-size record (80 bytes).
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    /// 0 for a free slot (indexes are never 0).
+    index: u32,
+    /// [`NO_DIR`], [`ODD_DIR`] or a directory id.
+    dir: u32,
+    /// The name's bytes in the arena; the file name on disk follows it when
+    /// `file_len` is not 0.
+    name_off: u32,
+    name_len: u16,
+    file_len: u16,
+    /// The modification time's nanoseconds, and [`HAS_SHA1`], [`HAS_FTH`].
+    nanos: u32,
+    secs: i64,
+    size: u64,
+    sha1: [u8; 20],
+    fth: [u8; 20],
+}
+
+/// In `Record::nanos` (which never reach 2^30): the SHA-1 is known.
+const HAS_SHA1: u32 = 1 << 31;
+/// In `Record::nanos`: the FastTrack hash is known.
+const HAS_FTH: u32 = 1 << 30;
+
+/// The digests files are looked up by: which one, in `Store::by_digest`.
+const SHA1: usize = 0;
+const FTH: usize = 1;
+
+impl Record {
+    fn has_sha1(&self) -> bool {
+        self.nanos & HAS_SHA1 != 0
+    }
+
+    fn has_fth(&self) -> bool {
+        self.nanos & HAS_FTH != 0
+    }
+
+    fn digest(&self, which: usize) -> Option<&[u8; 20]> {
+        match which {
+            SHA1 => self.has_sha1().then_some(&self.sha1),
+            _ => self.has_fth().then_some(&self.fth),
+        }
+    }
+}
+
+/// Files by a digest: the lowest index's slot for each, and every index of a
+/// digest several files have.
+#[derive(Debug, Default)]
+struct ByDigest {
+    first: HashTable<u32>,
+    shared: HashMap<[u8; 20], BTreeSet<u32>>,
+}
+
+/// The records, in chunks of a fixed size, so a growing library never holds
+/// spare room for more than one chunk (a vector doubling would leave up to
+/// half of it unused).
+#[derive(Debug, Default)]
+struct Records {
+    chunks: Vec<Vec<Record>>,
+    len: u32,
+}
+
+const CHUNK: u32 = 4096;
+
+impl Records {
+    fn push(&mut self, r: Record) -> u32 {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK as usize));
+        }
+        self.chunks.last_mut().expect("a chunk").push(r);
+        self.len += 1;
+        self.len - 1
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Record> {
+        self.chunks.iter_mut().flatten()
+    }
+}
+
+impl std::ops::Index<u32> for Records {
+    type Output = Record;
+
+    fn index(&self, slot: u32) -> &Record {
+        &self.chunks[(slot / CHUNK) as usize][(slot % CHUNK) as usize]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Records {
+    fn index_mut(&mut self, slot: u32) -> &mut Record {
+        &mut self.chunks[(slot / CHUNK) as usize][(slot % CHUNK) as usize]
+    }
+}
+
+/// `name`, cut to at most 65,535 bytes at a character boundary (a longer name
+/// cannot be offered in a hit anyway).
+fn clamp_name(name: &str) -> &str {
+    let mut end = name.len().min(usize::from(u16::MAX));
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// A file with no path (listed by another node).
+const NO_DIR: u32 = u32::MAX;
+/// A path that cannot be split into a directory and a UTF-8 file name: kept
+/// whole in `Store::odd_paths`.
+const ODD_DIR: u32 = u32::MAX - 1;
+
+fn to_parts(t: SystemTime) -> (i64, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs().min(i64::MAX as u64) as i64, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            let (s, n) = (
+                d.as_secs().min(i64::MAX as u64 - 1) as i64,
+                d.subsec_nanos(),
+            );
+            if n == 0 {
+                (-s, 0)
+            } else {
+                (-s - 1, 1_000_000_000 - n)
             }
         }
-        if let Some(u) = file.sha1 {
-            maps.by_sha1.entry(u).or_default().insert(file.index);
+    }
+}
+
+fn from_parts(secs: i64, nanos: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nanos.into())
+    }
+}
+
+/// Interned directories, counted by the files in them.
+#[derive(Debug, Default)]
+struct Dirs {
+    paths: Vec<(PathBuf, u32)>,
+    free: Vec<u32>,
+    table: HashTable<u32>,
+}
+
+impl Dirs {
+    fn find(&self, hasher: &RandomState, dir: &Path) -> Option<u32> {
+        let h = hasher.hash_one(dir);
+        self.table
+            .find(h, |&id| self.paths[id as usize].0 == dir)
+            .copied()
+    }
+
+    fn intern(&mut self, hasher: &RandomState, dir: &Path) -> u32 {
+        if let Some(id) = self.find(hasher, dir) {
+            self.paths[id as usize].1 += 1;
+            return id;
         }
-        if let Some(f) = file.fth {
-            maps.by_fth.entry(f).or_default().insert(file.index);
-            maps.by_file_id
-                .entry(f.file_id())
-                .or_default()
-                .insert(file.index);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.paths[id as usize] = (dir.to_path_buf(), 1);
+                id
+            }
+            None => {
+                self.paths.push((dir.to_path_buf(), 1));
+                self.paths.len() as u32 - 1
+            }
+        };
+        let paths = &self.paths;
+        self.table.insert_unique(hasher.hash_one(dir), id, |&i| {
+            hasher.hash_one(&paths[i as usize].0)
+        });
+        id
+    }
+
+    fn release(&mut self, hasher: &RandomState, id: u32) {
+        let entry = &mut self.paths[id as usize];
+        entry.1 -= 1;
+        if entry.1 > 0 {
+            return;
+        }
+        let path = std::mem::take(&mut entry.0);
+        if let Ok(e) = self.table.find_entry(hasher.hash_one(&path), |&i| i == id) {
+            e.remove();
+        }
+        self.free.push(id);
+    }
+}
+
+/// The files' records and every look-up but the keywords'.
+#[derive(Debug, Default)]
+struct Store {
+    records: Records,
+    /// Slots of `records` free for reuse.
+    free: Vec<u32>,
+    /// Names (and differing file names), back to back.
+    arena: Vec<u8>,
+    /// Arena bytes no record uses any more.
+    garbage: usize,
+    dirs: Dirs,
+    odd_paths: HashMap<u32, PathBuf>,
+    /// Slots by index.
+    by_index: HashTable<u32>,
+    /// By SHA-1 and by FastTrack hash.
+    by_digest: [ByDigest; 2],
+    /// Indexes by FastTrack file id (14 bits of the FTH), for the
+    /// `/<file id>/<name>` requests.
+    by_file_id: HashMap<u16, Vec<u32>>,
+    /// Slots by directory and file name (files with a path).
+    by_path: HashTable<u32>,
+    hasher: RandomState,
+    total_size: u64,
+}
+
+impl Store {
+    fn name(&self, r: &Record) -> &str {
+        name_in(&self.arena, r)
+    }
+
+    /// The file name on disk (the last component of the path).
+    fn file_name(&self, r: &Record) -> &str {
+        file_name_in(&self.arena, r)
+    }
+
+    fn path(&self, slot: u32) -> PathBuf {
+        let r = &self.records[slot];
+        match r.dir {
+            NO_DIR => PathBuf::new(),
+            ODD_DIR => self.odd_paths.get(&r.index).cloned().unwrap_or_default(),
+            d => self.dirs.paths[d as usize].0.join(self.file_name(r)),
         }
     }
 
-    fn remove(&self, index: u32) {
-        let mut maps = self.write();
-        if let Some(old) = maps.files.remove(&index) {
-            if let Some(u) = old.sha1 {
-                remove_from(&mut maps.by_sha1, &u, index);
+    fn file(&self, slot: u32) -> FileRef<'_> {
+        let r = &self.records[slot];
+        FileRef {
+            index: r.index,
+            name: self.name(r),
+            size: r.size,
+            mtime: from_parts(r.secs, r.nanos & !(HAS_SHA1 | HAS_FTH)),
+            sha1: r.has_sha1().then_some(Sha1Urn(r.sha1)),
+            fth: r.has_fth().then_some(Fth(r.fth)),
+            store: self,
+            slot,
+        }
+    }
+
+    fn servable(&self, slot: u32) -> Option<Arc<SharedFile>> {
+        (self.records[slot].dir != NO_DIR).then(|| Arc::new(self.file(slot).to_shared()))
+    }
+
+    fn hash_index(&self, index: u32) -> u64 {
+        self.hasher.hash_one(index)
+    }
+
+    fn hash_path(&self, dir: u32, file_name: &str) -> u64 {
+        path_hash(&self.hasher, dir, file_name)
+    }
+
+    fn slot_of(&self, index: u32) -> Option<u32> {
+        self.by_index
+            .find(self.hash_index(index), |&s| self.records[s].index == index)
+            .copied()
+    }
+
+    fn first_with(&self, which: usize, d: &[u8; 20]) -> Option<u32> {
+        self.by_digest[which]
+            .first
+            .find(self.hasher.hash_one(d), |&s| {
+                self.records[s].digest(which) == Some(d)
+            })
+            .copied()
+    }
+
+    /// Every index with this SHA-1, in order.
+    fn indexes_with(&self, urn: &Sha1Urn) -> Vec<u32> {
+        match self.by_digest[SHA1].shared.get(&urn.0) {
+            Some(set) => set.iter().copied().collect(),
+            None => self
+                .first_with(SHA1, &urn.0)
+                .map(|s| vec![self.records[s].index])
+                .unwrap_or_default(),
+        }
+    }
+
+    fn slot_of_path(&self, path: &Path) -> Option<u32> {
+        let (dir, file) = split_path(path)?;
+        let Some(dir) = self.dirs.find(&self.hasher, dir) else {
+            return self.odd_slot(path);
+        };
+        self.by_path
+            .find(self.hash_path(dir, file), |&s| {
+                let r = &self.records[s];
+                r.dir == dir && self.file_name(r) == file
+            })
+            .copied()
+            .or_else(|| self.odd_slot(path))
+    }
+
+    fn odd_slot(&self, path: &Path) -> Option<u32> {
+        let (index, _) = self.odd_paths.iter().find(|(_, p)| p.as_path() == path)?;
+        self.slot_of(*index)
+    }
+
+    fn insert(
+        &mut self,
+        index: u32,
+        name: &str,
+        path: Option<&Path>,
+        size: u64,
+        mtime: SystemTime,
+        sha1: Option<Sha1Urn>,
+    ) {
+        let (secs, nanos) = to_parts(mtime);
+        let name_off = self.arena.len() as u32;
+        reserve_quarter(&mut self.arena, name.len());
+        self.arena.extend_from_slice(name.as_bytes());
+        let mut record = Record {
+            index,
+            dir: NO_DIR,
+            name_off,
+            name_len: name.len() as u16,
+            file_len: 0,
+            nanos: nanos | if sha1.is_some() { HAS_SHA1 } else { 0 },
+            secs,
+            size,
+            sha1: sha1.map(|u| u.0).unwrap_or_default(),
+            fth: [0; 20],
+        };
+        if let Some(path) = path {
+            match split_path(path).filter(|(_, f)| f.len() <= usize::from(u16::MAX)) {
+                Some((dir, file)) => {
+                    record.dir = self.dirs.intern(&self.hasher, dir);
+                    if file != name {
+                        reserve_quarter(&mut self.arena, file.len());
+                        self.arena.extend_from_slice(file.as_bytes());
+                        record.file_len = file.len() as u16;
+                    }
+                }
+                None => {
+                    record.dir = ODD_DIR;
+                    self.odd_paths.insert(index, path.to_path_buf());
+                }
             }
-            if let Some(f) = old.fth {
-                remove_from(&mut maps.by_fth, &f, index);
-                remove_from(&mut maps.by_file_id, &f.file_id(), index);
+        }
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.records[s] = record;
+                s
             }
+            None => self.records.push(record),
+        };
+        self.total_size += size;
+        let (records, hasher) = (&self.records, &self.hasher);
+        self.by_index
+            .insert_unique(hasher.hash_one(index), slot, |&s| {
+                hasher.hash_one(records[s].index)
+            });
+        if record.dir != NO_DIR && record.dir != ODD_DIR {
+            let Store {
+                by_path,
+                records,
+                arena,
+                hasher,
+                ..
+            } = self;
+            let h = path_hash(hasher, record.dir, file_name_in(arena, &record));
+            by_path.insert_unique(h, slot, |&s| {
+                let r = &records[s];
+                path_hash(hasher, r.dir, file_name_in(arena, r))
+            });
+        }
+        if let Some(u) = sha1 {
+            self.add_digest(SHA1, slot, u.0);
+        }
+    }
+
+    /// Files `slot` under digest `d` (already in its record).
+    fn add_digest(&mut self, which: usize, slot: u32, d: [u8; 20]) {
+        let index = self.records[slot].index;
+        if which == FTH {
+            let ids = self.by_file_id.entry(Fth(d).file_id()).or_default();
+            if let Err(at) = ids.binary_search(&index) {
+                ids.insert(at, index);
+            }
+        }
+        match self.first_with(which, &d) {
+            None => {
+                let (records, hasher) = (&self.records, &self.hasher);
+                self.by_digest[which]
+                    .first
+                    .insert_unique(hasher.hash_one(d), slot, |&s| {
+                        hasher.hash_one(records[s].digest(which).expect("filed"))
+                    });
+            }
+            Some(first) => {
+                let first_index = self.records[first].index;
+                self.by_digest[which]
+                    .shared
+                    .entry(d)
+                    .or_insert_with(|| BTreeSet::from([first_index]))
+                    .insert(index);
+                if index < first_index {
+                    self.point(which, &d, slot);
+                }
+            }
+        }
+    }
+
+    /// Makes the table's entry for `d` (which exists) name `slot`.
+    fn point(&mut self, which: usize, d: &[u8; 20], slot: u32) {
+        let h = self.hasher.hash_one(d);
+        let records = &self.records;
+        if let Some(s) = self.by_digest[which]
+            .first
+            .find_mut(h, |&s| records[s].digest(which) == Some(d))
+        {
+            *s = slot;
+        }
+    }
+
+    /// Unfiles `slot` from digest `d` (still in its record).
+    fn remove_digest(&mut self, which: usize, slot: u32, d: &[u8; 20]) {
+        let index = self.records[slot].index;
+        if which == FTH {
+            let id = Fth(*d).file_id();
+            if let Some(ids) = self.by_file_id.get_mut(&id) {
+                ids.retain(|&i| i != index);
+                if ids.is_empty() {
+                    self.by_file_id.remove(&id);
+                }
+            }
+        }
+        if let Some(set) = self.by_digest[which].shared.get_mut(d) {
+            set.remove(&index);
+            let next = *set.first().expect("two or more");
+            if set.len() == 1 {
+                self.by_digest[which].shared.remove(d);
+            }
+            if let Some(s) = self.slot_of(next) {
+                self.point(which, d, s);
+            }
+            return;
+        }
+        let h = self.hasher.hash_one(d);
+        if let Ok(e) = self.by_digest[which].first.find_entry(h, |&s| s == slot) {
+            e.remove();
+        }
+    }
+
+    /// Sets (or replaces) a digest of the file in `slot`.
+    fn set_digest(&mut self, which: usize, slot: u32, d: [u8; 20]) {
+        let r = self.records[slot];
+        if let Some(old) = r.digest(which) {
+            if *old == d {
+                return;
+            }
+            let old = *old;
+            self.remove_digest(which, slot, &old);
+        }
+        let r = &mut self.records[slot];
+        match which {
+            SHA1 => {
+                r.sha1 = d;
+                r.nanos |= HAS_SHA1;
+            }
+            _ => {
+                r.fth = d;
+                r.nanos |= HAS_FTH;
+            }
+        }
+        self.add_digest(which, slot, d);
+    }
+
+    /// Takes the file out; its record as it was.
+    fn remove(&mut self, index: u32) -> Option<SharedFile> {
+        let slot = self.slot_of(index)?;
+        let shared = self.file(slot).to_shared();
+        let r = self.records[slot];
+        if let Some(u) = shared.sha1 {
+            self.remove_digest(SHA1, slot, &u.0);
+        }
+        if let Some(f) = shared.fth {
+            self.remove_digest(FTH, slot, &f.0);
+        }
+        if let Ok(e) = self
+            .by_index
+            .find_entry(self.hash_index(index), |&s| s == slot)
+        {
+            e.remove();
+        }
+        match r.dir {
+            NO_DIR => {}
+            ODD_DIR => {
+                self.odd_paths.remove(&index);
+            }
+            dir => {
+                let h = self.hash_path(dir, self.file_name(&r));
+                if let Ok(e) = self.by_path.find_entry(h, |&s| s == slot) {
+                    e.remove();
+                }
+                self.dirs.release(&self.hasher, dir);
+            }
+        }
+        self.total_size -= r.size;
+        self.garbage += r.name_len as usize + r.file_len as usize;
+        self.records[slot].index = 0;
+        self.free.push(slot);
+        if self.garbage > 4096 && self.garbage > self.arena.len() / 4 {
+            self.compact_arena();
+        }
+        if self.by_index.is_empty() {
+            // Nothing left: give every table's memory back.
+            let hasher = self.hasher.clone();
+            *self = Store {
+                hasher,
+                ..Store::default()
+            };
+        }
+        Some(shared)
+    }
+
+    /// Copies the names still in use into a new arena.
+    fn compact_arena(&mut self) {
+        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        for r in self.records.iter_mut().filter(|r| r.index != 0) {
+            let len = r.name_len as usize + r.file_len as usize;
+            let off = arena.len() as u32;
+            arena.extend_from_slice(&self.arena[r.name_off as usize..][..len]);
+            r.name_off = off;
+        }
+        self.arena = arena;
+        self.garbage = 0;
+    }
+}
+
+fn name_in<'a>(arena: &'a [u8], r: &Record) -> &'a str {
+    let bytes = &arena[r.name_off as usize..][..r.name_len as usize];
+    // Only ever copied in from a `&str`.
+    std::str::from_utf8(bytes).expect("names are UTF-8")
+}
+
+fn file_name_in<'a>(arena: &'a [u8], r: &Record) -> &'a str {
+    if r.file_len == 0 {
+        return name_in(arena, r);
+    }
+    let start = r.name_off as usize + r.name_len as usize;
+    std::str::from_utf8(&arena[start..][..r.file_len as usize]).expect("file names are UTF-8")
+}
+
+fn path_hash(hasher: &RandomState, dir: u32, file_name: &str) -> u64 {
+    hasher.hash_one((dir, file_name))
+}
+
+/// Grows `v` by a quarter when `more` bytes do not fit: a library grows one
+/// name at a time, and doubling would leave up to half the arena unused.
+fn reserve_quarter(v: &mut Vec<u8>, more: usize) {
+    if v.capacity() - v.len() < more {
+        v.reserve_exact(more.max(4096).max(v.len() / 4));
+    }
+}
+
+/// A path's directory and its file name, when the name is UTF-8 and the two
+/// give the path back byte for byte (no trailing `/` or `/.` dropped).
+fn split_path(path: &Path) -> Option<(&Path, &str)> {
+    let file = path.file_name()?.to_str()?;
+    let dir = path.parent()?;
+    let (whole, d) = (path.as_os_str().len(), dir.as_os_str().len());
+    let exact = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .ends_with(file.as_bytes())
+        && (whole == d + file.len() || whole == d + 1 + file.len());
+    exact.then_some((dir, file))
+}
+
+/// The words of the files' names, each with its files.
+#[derive(Debug, Default)]
+struct Keywords {
+    /// Keyword ids, by text.
+    table: HashTable<u32>,
+    words: Vec<Word>,
+    free: Vec<u32>,
+    /// The keywords' text, back to back.
+    text: Vec<u8>,
+    garbage: usize,
+    hasher: RandomState,
+}
+
+#[derive(Debug, Default)]
+struct Word {
+    off: u32,
+    len: u32,
+    files: Postings,
+}
+
+impl Keywords {
+    fn text(&self, id: u32) -> &[u8] {
+        let w = &self.words[id as usize];
+        &self.text[w.off as usize..][..w.len as usize]
+    }
+
+    fn id(&self, word: &str) -> Option<u32> {
+        self.table
+            .find(self.hasher.hash_one(word.as_bytes()), |&id| {
+                self.text(id) == word.as_bytes()
+            })
+            .copied()
+    }
+
+    fn files(&self, word: &str) -> Option<&Postings> {
+        self.id(word).map(|id| &self.words[id as usize].files)
+    }
+
+    fn add(&mut self, word: &str, index: u32) {
+        let id = match self.id(word) {
+            Some(id) => id,
+            None => {
+                let off = self.text.len() as u32;
+                reserve_quarter(&mut self.text, word.len());
+                self.text.extend_from_slice(word.as_bytes());
+                let w = Word {
+                    off,
+                    len: word.len() as u32,
+                    files: Postings::default(),
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.words[id as usize] = w;
+                        id
+                    }
+                    None => {
+                        if self.words.len() == self.words.capacity() {
+                            let extra = 16 + self.words.len() / 4;
+                            self.words.reserve_exact(extra);
+                        }
+                        self.words.push(w);
+                        self.words.len() as u32 - 1
+                    }
+                };
+                let Keywords {
+                    table,
+                    words,
+                    text,
+                    hasher,
+                    ..
+                } = self;
+                table.insert_unique(hasher.hash_one(word.as_bytes()), id, |&i| {
+                    let w = &words[i as usize];
+                    hasher.hash_one(&text[w.off as usize..][..w.len as usize])
+                });
+                id
+            }
+        };
+        self.words[id as usize].files.insert(index);
+    }
+
+    fn remove(&mut self, word: &str, index: u32) {
+        let Some(id) = self.id(word) else {
+            return;
+        };
+        let w = &mut self.words[id as usize];
+        w.files.remove(index);
+        if !w.files.is_empty() {
+            return;
+        }
+        self.garbage += w.len as usize;
+        *w = Word::default();
+        let h = self.hasher.hash_one(word.as_bytes());
+        if let Ok(e) = self.table.find_entry(h, |&i| i == id) {
+            e.remove();
+        }
+        self.free.push(id);
+        if self.table.is_empty() {
+            let hasher = self.hasher.clone();
+            *self = Keywords {
+                hasher,
+                ..Keywords::default()
+            };
+        } else if self.garbage > 4096 && self.garbage > self.text.len() / 4 {
+            let mut text = Vec::with_capacity(self.text.len() - self.garbage);
+            for w in self.words.iter_mut().filter(|w| !w.files.is_empty()) {
+                let off = text.len() as u32;
+                text.extend_from_slice(&self.text[w.off as usize..][..w.len as usize]);
+                w.off = off;
+            }
+            self.text = text;
+            self.garbage = 0;
         }
     }
 }
@@ -137,13 +841,17 @@ impl Served {
 /// The shared-file index.
 #[derive(Debug, Default)]
 pub struct Library {
-    files: HashMap<u32, SharedFile>,
-    by_keyword: HashMap<String, BTreeSet<u32>>,
-    by_sha1: HashMap<Sha1Urn, BTreeSet<u32>>,
-    by_fth: HashMap<Fth, BTreeSet<u32>>,
-    by_path: HashMap<PathBuf, u32>,
-    last_index: u32,
     served: Served,
+    keywords: Keywords,
+    last_index: u32,
+}
+
+/// A look at the library: its files, searches. Holds the read side of the
+/// lock the file servers share, so it is kept for one task's step, never
+/// across an `.await`.
+pub struct View<'a> {
+    keywords: &'a Keywords,
+    store: RwLockReadGuard<'a, Store>,
 }
 
 impl Library {
@@ -154,22 +862,30 @@ impl Library {
 
     /// Number of files.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.served.read().by_index.len()
     }
 
     /// Whether no file is shared.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.len() == 0
     }
 
     /// Total size of the shared files in bytes.
     pub fn total_size(&self) -> u64 {
-        self.files.values().map(|f| f.size).sum()
+        self.served.read().total_size
     }
 
     /// The view file servers read, kept in step with every change.
     pub fn served(&self) -> Served {
         self.served.clone()
+    }
+
+    /// A look at the files.
+    pub fn view(&self) -> View<'_> {
+        View {
+            keywords: &self.keywords,
+            store: self.served.read(),
+        }
     }
 
     /// Adds a file, as it was on disk (`size`, `mtime`) when found, and returns its
@@ -182,178 +898,132 @@ impl Library {
         mtime: SystemTime,
         sha1: Option<Sha1Urn>,
     ) -> u32 {
+        let name = clamp_name(name);
         self.last_index = self.last_index.wrapping_add(1).max(1);
         let index = self.last_index;
-        for word in table_keywords(name) {
-            self.by_keyword.entry(word).or_default().insert(index);
-        }
-        if let Some(urn) = sha1 {
-            self.by_sha1.entry(urn).or_default().insert(index);
-        }
-        if let Some(old) = self.by_path.insert(path.clone(), index) {
+        if let Some(old) = self.index_of(&path) {
             // The same path again: the new entry replaces the old one.
-            self.remove_entry(old);
+            self.remove(old);
         }
-        let file = SharedFile {
-            index,
-            name: name.to_string(),
-            path,
-            size,
-            mtime,
-            sha1,
-            fth: None,
-        };
-        self.served.put(&file);
-        self.files.insert(index, file);
+        for_each_table_keyword(name, |word| self.keywords.add(word, index));
+        self.served
+            .write()
+            .insert(index, name, Some(&path), size, mtime, sha1);
         index
     }
 
     /// Adds a file under an index chosen by someone else (another node's file
-    /// list), replacing any file with that index. Such files have no path.
+    /// list), replacing any file with that index. Such files have no path and
+    /// are never served.
     pub fn add_at(&mut self, index: u32, name: &str, size: u64, sha1: Option<Sha1Urn>) {
-        self.remove_entry(index);
-        for word in table_keywords(name) {
-            self.by_keyword.entry(word).or_default().insert(index);
-        }
-        if let Some(urn) = sha1 {
-            self.by_sha1.entry(urn).or_default().insert(index);
-        }
-        self.files.insert(
-            index,
-            // Not in the served view: such a file is never ours to serve.
-            SharedFile {
-                index,
-                name: name.to_string(),
-                path: PathBuf::new(),
-                size,
-                mtime: SystemTime::UNIX_EPOCH,
-                sha1,
-                fth: None,
-            },
-        );
+        let name = clamp_name(name);
+        self.remove(index);
+        for_each_table_keyword(name, |word| self.keywords.add(word, index));
+        self.served
+            .write()
+            .insert(index, name, None, size, UNIX_EPOCH, sha1);
     }
 
     /// Records a file's SHA-1 once it has been computed.
     pub fn set_sha1(&mut self, index: u32, urn: Sha1Urn) {
-        let Some(file) = self.files.get_mut(&index) else {
-            return;
-        };
-        if let Some(old) = file.sha1.replace(urn) {
-            remove_from(&mut self.by_sha1, &old, index);
+        let mut store = self.served.write();
+        if let Some(slot) = store.slot_of(index) {
+            store.set_digest(SHA1, slot, urn.0);
         }
-        self.by_sha1.entry(urn).or_default().insert(index);
-        self.served.put(file);
     }
 
     /// Records a file's FastTrack hash once it has been computed.
     pub fn set_fth(&mut self, index: u32, fth: Fth) {
-        let Some(file) = self.files.get_mut(&index) else {
-            return;
-        };
-        if let Some(old) = file.fth.replace(fth) {
-            remove_from(&mut self.by_fth, &old, index);
+        let mut store = self.served.write();
+        if let Some(slot) = store.slot_of(index) {
+            store.set_digest(FTH, slot, fth.0);
         }
-        self.by_fth.entry(fth).or_default().insert(index);
-        if !file.path.as_os_str().is_empty() {
-            self.served.put(file);
-        }
-    }
-
-    /// A file with this FastTrack hash, if any is shared.
-    pub fn by_fth(&self, fth: &Fth) -> Option<&SharedFile> {
-        let index = self.by_fth.get(fth)?.first()?;
-        self.files.get(index)
     }
 
     /// Removes a file; returns it if it was shared.
     pub fn remove(&mut self, index: u32) -> Option<SharedFile> {
-        let file = self.remove_entry(index)?;
-        if self.by_path.get(&file.path) == Some(&index) {
-            self.by_path.remove(&file.path);
-        }
+        let file = self.served.write().remove(index)?;
+        for_each_table_keyword(&file.name, |word| self.keywords.remove(word, index));
         Some(file)
     }
 
     /// The index of the file at `path`, if it is shared.
-    pub fn index_of(&self, path: &std::path::Path) -> Option<u32> {
-        self.by_path.get(path).copied()
+    pub fn index_of(&self, path: &Path) -> Option<u32> {
+        let store = self.served.read();
+        let slot = store.slot_of_path(path)?;
+        Some(store.records[slot].index)
     }
+}
 
-    fn remove_entry(&mut self, index: u32) -> Option<SharedFile> {
-        let file = self.files.remove(&index)?;
-        self.served.remove(index);
-        for word in table_keywords(&file.name) {
-            remove_from(&mut self.by_keyword, &word, index);
-        }
-        if let Some(urn) = &file.sha1 {
-            remove_from(&mut self.by_sha1, urn, index);
-        }
-        if let Some(fth) = &file.fth {
-            remove_from(&mut self.by_fth, fth, index);
-        }
-        Some(file)
-    }
-
+impl View<'_> {
     /// The file with this index.
-    pub fn get(&self, index: u32) -> Option<&SharedFile> {
-        self.files.get(&index)
+    pub fn get(&self, index: u32) -> Option<FileRef<'_>> {
+        Some(self.store.file(self.store.slot_of(index)?))
     }
 
-    /// A file with this SHA-1, if any is shared.
-    pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<&SharedFile> {
-        let index = self.by_sha1.get(urn)?.first()?;
-        self.files.get(index)
+    /// A file with this SHA-1, if any is shared (the one with the lowest index).
+    pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<FileRef<'_>> {
+        Some(self.store.file(self.store.first_with(SHA1, &urn.0)?))
+    }
+
+    /// A file with this FastTrack hash, if any is shared.
+    pub fn by_fth(&self, fth: &Fth) -> Option<FileRef<'_>> {
+        Some(self.store.file(self.store.first_with(FTH, &fth.0)?))
     }
 
     /// Every file, in index order.
-    pub fn files(&self) -> impl Iterator<Item = &SharedFile> {
-        let mut v: Vec<_> = self.files.values().collect();
-        v.sort_by_key(|f| f.index);
-        v.into_iter()
+    pub fn files(&self) -> impl Iterator<Item = FileRef<'_>> {
+        let mut slots: Vec<(u32, u32)> = self
+            .store
+            .by_index
+            .iter()
+            .map(|&s| (self.store.records[s].index, s))
+            .collect();
+        slots.sort_unstable();
+        slots.into_iter().map(|(_, s)| self.store.file(s))
     }
 
     /// The files a query matches, in index order, at most `max`: those whose name
     /// holds every keyword of `text`, and those whose SHA-1 is one of `urns`. A
     /// text with no keywords (such as the URN-only `\`) matches by URN alone.
-    pub fn search(&self, text: &str, urns: &[Sha1Urn], max: usize) -> Vec<&SharedFile> {
+    pub fn search(&self, text: &str, urns: &[Sha1Urn], max: usize) -> Vec<FileRef<'_>> {
         let mut found = BTreeSet::new();
         for urn in urns.iter().take(MAX_URNS) {
-            if let Some(set) = self.by_sha1.get(urn) {
-                found.extend(set.iter().take(max).copied());
-            }
+            found.extend(self.store.indexes_with(urn).into_iter().take(max));
         }
         let words = split_keywords(text);
         if !words.is_empty() {
-            let mut sets = Vec::with_capacity(words.len());
+            let mut lists = Vec::with_capacity(words.len());
             for w in &words {
-                match self.by_keyword.get(w) {
-                    Some(set) => sets.push(set),
+                match self.keywords.files(w) {
+                    Some(list) => lists.push(list),
                     None => {
-                        sets.clear();
+                        lists.clear();
                         break;
                     }
                 }
             }
-            sets.sort_by_key(|s| s.len());
-            if let Some((smallest, rest)) = sets.split_first() {
+            lists.sort_by_key(|l| l.len());
+            if let Some((smallest, rest)) = lists.split_first() {
                 // In index order, the rarest keyword's files are checked against
                 // the others until `max` match: the work is bounded by the cap
                 // (and by MAX_SCAN candidates), not by how many files match, so
-                // a flood of queries for a common word costs little each.
+                // a flood of queries for a common word costs little each. The
+                // other lists are walked forward once, skipping whole blocks.
+                let mut others: Vec<_> = rest.iter().map(|l| l.iter()).collect();
                 found.extend(
                     smallest
                         .iter()
                         .take(MAX_SCAN)
-                        .filter(|i| rest.iter().all(|s| s.contains(i)))
-                        .take(max)
-                        .copied(),
+                        .filter(|&i| others.iter_mut().all(|c| c.seek(i)))
+                        .take(max),
                 );
             }
         }
         found
             .into_iter()
             .take(max)
-            .filter_map(|i| self.files.get(&i))
+            .filter_map(|i| self.get(i))
             .collect()
     }
 }
@@ -362,15 +1032,6 @@ impl Library {
 pub const MAX_SCAN: usize = 20_000;
 /// URNs of one query looked up, at most.
 const MAX_URNS: usize = 8;
-
-fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, BTreeSet<u32>>, key: &K, index: u32) {
-    if let Some(set) = map.get_mut(key) {
-        set.remove(&index);
-        if set.is_empty() {
-            map.remove(key);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -391,8 +1052,8 @@ mod tests {
         l
     }
 
-    fn names(found: Vec<&SharedFile>) -> Vec<&str> {
-        found.iter().map(|f| f.name.as_str()).collect()
+    fn names(found: Vec<FileRef<'_>>) -> Vec<String> {
+        found.iter().map(|f| f.name.to_string()).collect()
     }
 
     #[test]
@@ -403,54 +1064,67 @@ mod tests {
             "Linux Install Guide.pdf",
         ]);
         assert_eq!(
-            names(l.search("free", &[], 10)),
+            names(l.view().search("free", &[], 10)),
             ["Free Software Song.ogg", "free_jazz-live.mp3"]
         );
         assert_eq!(
-            names(l.search("FREE song", &[], 10)),
+            names(l.view().search("FREE song", &[], 10)),
             ["Free Software Song.ogg"]
         );
-        assert_eq!(names(l.search("free linux", &[], 10)), Vec::<&str>::new());
-        assert_eq!(names(l.search("jazz", &[], 10)), ["free_jazz-live.mp3"]);
-        assert_eq!(l.search("free", &[], 1).len(), 1, "capped");
-        assert!(l.search("", &[], 10).is_empty());
-        assert!(l.search("\\", &[], 10).is_empty());
+        assert_eq!(
+            names(l.view().search("free linux", &[], 10)),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            names(l.view().search("jazz", &[], 10)),
+            ["free_jazz-live.mp3"]
+        );
+        assert_eq!(l.view().search("free", &[], 1).len(), 1, "capped");
+        assert!(l.view().search("", &[], 10).is_empty());
+        assert!(l.view().search("\\", &[], 10).is_empty());
     }
 
     #[test]
     fn unicode_case_and_accents_fold() {
         let l = lib(&["ÉTÉ à Paris.flac", "Ｆｕｌｌｗｉｄｔｈ.txt", "Straße.mp3"]);
-        assert_eq!(names(l.search("été", &[], 10)), ["ÉTÉ à Paris.flac"]);
-        assert_eq!(names(l.search("ete PARIS", &[], 10)), ["ÉTÉ à Paris.flac"]);
+        assert_eq!(names(l.view().search("été", &[], 10)), ["ÉTÉ à Paris.flac"]);
         assert_eq!(
-            names(l.search("fullwidth", &[], 10)),
+            names(l.view().search("ete PARIS", &[], 10)),
+            ["ÉTÉ à Paris.flac"]
+        );
+        assert_eq!(
+            names(l.view().search("fullwidth", &[], 10)),
             ["Ｆｕｌｌｗｉｄｔｈ.txt"]
         );
-        assert_eq!(names(l.search("STRAßE", &[], 10)), ["Straße.mp3"]);
+        assert_eq!(names(l.view().search("STRAßE", &[], 10)), ["Straße.mp3"]);
         // Lower-casing, not full case folding: "ß" does not become "ss", because
         // QRP tables are hashed from lower-cased words by every servent, and the
         // index must not find what a neighbour's copy of our table would refuse.
-        assert!(l.search("strasse", &[], 10).is_empty());
+        assert!(l.view().search("strasse", &[], 10).is_empty());
     }
 
     #[test]
     fn urns_match_alone_or_beside_the_text() {
         let l = lib(&["a.txt", "b.txt"]);
         let b = Sha1Urn::digest(b"b.txt");
-        assert_eq!(names(l.search("\\", &[b], 10)), ["b.txt"]);
+        assert_eq!(names(l.view().search("\\", &[b], 10)), ["b.txt"]);
         // Text OR URN.
-        assert_eq!(names(l.search("a", &[b], 10)), ["a.txt", "b.txt"]);
-        assert!(l.search("", &[Sha1Urn::digest(b"zzz")], 10).is_empty());
-        assert_eq!(l.by_sha1(&b).unwrap().name, "b.txt");
+        assert_eq!(names(l.view().search("a", &[b], 10)), ["a.txt", "b.txt"]);
+        assert!(
+            l.view()
+                .search("", &[Sha1Urn::digest(b"zzz")], 10)
+                .is_empty()
+        );
+        assert_eq!(l.view().by_sha1(&b).unwrap().name, "b.txt");
     }
 
     #[test]
     fn add_remove_and_rehash() {
         let mut l = lib(&["one.txt", "two.txt"]);
-        let two = l.search("two", &[], 10)[0].index;
+        let two = l.view().search("two", &[], 10)[0].index;
         assert_eq!(l.remove(two).unwrap().name, "two.txt");
-        assert!(l.search("two", &[], 10).is_empty());
-        assert!(l.by_sha1(&Sha1Urn::digest(b"two.txt")).is_none());
+        assert!(l.view().search("two", &[], 10).is_empty());
+        assert!(l.view().by_sha1(&Sha1Urn::digest(b"two.txt")).is_none());
         let three = l.add(
             "two.txt",
             PathBuf::from("new/two.txt"),
@@ -461,7 +1135,7 @@ mod tests {
         assert_ne!(three, two, "indexes are never reused");
         let urn = Sha1Urn::digest(b"new content");
         l.set_sha1(three, urn);
-        assert_eq!(l.by_sha1(&urn).unwrap().index, three);
+        assert_eq!(l.view().by_sha1(&urn).unwrap().index, three);
         assert_eq!(l.len(), 2);
         assert_eq!(l.total_size(), 105);
     }
@@ -470,11 +1144,11 @@ mod tests {
     fn fth_lookups_follow_the_file() {
         let mut l = lib(&["one.txt", "two.txt"]);
         let fth = crate::fasttrack::hash::fth(b"one");
-        let one = l.search("one", &[], 10)[0].index;
-        assert!(l.by_fth(&fth).is_none());
+        let one = l.view().search("one", &[], 10)[0].index;
+        assert!(l.view().by_fth(&fth).is_none());
         l.set_fth(one, fth);
-        assert_eq!(l.by_fth(&fth).unwrap().index, one);
-        assert_eq!(l.get(one).unwrap().fth, Some(fth));
+        assert_eq!(l.view().by_fth(&fth).unwrap().index, one);
+        assert_eq!(l.view().get(one).unwrap().fth, Some(fth));
         let served = l.served();
         assert_eq!(served.by_fth(&fth).unwrap().name, "one.txt");
         assert_eq!(
@@ -486,15 +1160,15 @@ mod tests {
         // A new FTH (the file changed) replaces the old one in both views.
         let fth2 = crate::fasttrack::hash::fth(b"one, changed");
         l.set_fth(one, fth2);
-        assert!(l.by_fth(&fth).is_none() && served.by_fth(&fth).is_none());
+        assert!(l.view().by_fth(&fth).is_none() && served.by_fth(&fth).is_none());
         assert!(served.by_file_id(fth.file_id(), "one.txt").is_none());
         assert_eq!(served.by_fth(&fth2).unwrap().index, one);
         l.remove(one);
-        assert!(l.by_fth(&fth2).is_none() && served.by_fth(&fth2).is_none());
+        assert!(l.view().by_fth(&fth2).is_none() && served.by_fth(&fth2).is_none());
         // Another node's file has no path: never in the served view.
         l.add_at(77, "theirs.txt", 3, None);
         l.set_fth(77, fth);
-        assert_eq!(l.by_fth(&fth).unwrap().index, 77);
+        assert_eq!(l.view().by_fth(&fth).unwrap().index, 77);
         assert!(served.by_fth(&fth).is_none());
         assert!(served.get(77).is_none());
     }
@@ -520,10 +1194,10 @@ mod tests {
         assert_eq!(l.len(), 1);
         assert_eq!(l.index_of(std::path::Path::new("/s/song.mp3")), Some(new));
         assert!(
-            l.by_sha1(&Sha1Urn::digest(b"v1")).is_none(),
+            l.view().by_sha1(&Sha1Urn::digest(b"v1")).is_none(),
             "old hash gone"
         );
-        assert_eq!(l.search("song", &[], 10)[0].index, new);
+        assert_eq!(l.view().search("song", &[], 10)[0].index, new);
         l.remove(new);
         assert_eq!(l.index_of(std::path::Path::new("/s/song.mp3")), None);
         assert!(l.is_empty());
@@ -535,19 +1209,25 @@ mod tests {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let l = lib(&refs);
         // The first ten in index order, as a full scan would give.
-        let got: Vec<u32> = l.search("mp3", &[], 10).iter().map(|f| f.index).collect();
+        let got: Vec<u32> = l
+            .view()
+            .search("mp3", &[], 10)
+            .iter()
+            .map(|f| f.index)
+            .collect();
         let all: Vec<u32> = {
-            let mut v: Vec<u32> = l.files().map(|f| f.index).collect();
+            let mut v: Vec<u32> = l.view().files().map(|f| f.index).collect();
             v.sort();
             v
         };
         assert_eq!(got, all[..10]);
         // A rare word among common ones is still found, with a URN's match.
         let urn = Sha1Urn::digest(b"song 3 mp3");
-        let found: Vec<&str> = l
+        let found: Vec<String> = l
+            .view()
             .search("mp3 song 29999", &[urn], 10)
             .iter()
-            .map(|f| f.name.as_str())
+            .map(|f| f.name.to_string())
             .collect();
         assert_eq!(found, ["song 3 mp3", "song 29999 mp3"]);
     }
@@ -566,7 +1246,7 @@ mod tests {
             table.insert_text(n);
         }
         for q in ["free", "song free", "ete", "paris", "good", "goods", "goo"] {
-            let found = !l.search(q, &[], 10).is_empty();
+            let found = !l.view().search(q, &[], 10).is_empty();
             assert!(found, "{q} found");
             assert!(table.matches_query_text(q), "{q} passes the table");
         }

@@ -274,11 +274,12 @@ impl Control {
     /// The shared files, in index order, `offset` skipped, at most `limit`.
     pub fn library(&self, offset: usize, limit: usize) -> Vec<output::SharedFile> {
         let mut v: Vec<output::SharedFile> = self.inner.engine.library(|l| {
-            l.files()
+            l.view()
+                .files()
                 .map(|f| output::SharedFile {
                     index: f.index,
-                    name: f.name.clone(),
-                    path: f.path.display().to_string(),
+                    name: f.name.to_string(),
+                    path: f.path().display().to_string(),
                     size: f.size,
                     urn: f.sha1.map(|u| u.to_string()),
                 })

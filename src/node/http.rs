@@ -21,6 +21,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,9 @@ use crate::wire::http::{self as h, RangeAnswer, Target, TargetError};
 use crate::wire::huge::Sha1Urn;
 
 use super::USER_AGENT;
+#[cfg(target_os = "linux")]
+use super::sendfile::SendfileStream;
+use super::sendfile::{self, Spans};
 
 /// A connection on which no byte moves, either way, for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,6 +48,10 @@ pub const CHUNK: usize = 256 * 1024;
 const INLINE: u64 = 1024 * 1024;
 /// Inline answers up to this size are read into a connection's reused buffer.
 const POOLED: usize = 256 * 1024;
+/// Bodies from this size on go out with `sendfile` where the connection can;
+/// smaller ones are read into the connection's buffer and leave with their head
+/// in one write, which costs less than a `sendfile` of a few pages.
+const SENDFILE_MIN: u64 = 16 * 1024;
 /// Body frames read ahead of the socket per upload.
 const READ_AHEAD: usize = 2;
 /// What a busy server asks a client to wait, in seconds.
@@ -173,21 +181,54 @@ impl Uploads {
     }
 }
 
-/// Serves HTTP requests on `io` until the client closes, the connection idles
-/// out, or the node stops. `prefix` holds bytes already read from `io`.
-pub async fn serve<S>(io: S, prefix: Bytes, remote: SocketAddr, uploads: Arc<Uploads>)
+/// Serves HTTP requests on a TCP connection until the client closes, the
+/// connection idles out, or the node stops. `prefix` holds bytes already read
+/// from `stream`. Where the platform has `sendfile` (Linux), file bodies go
+/// from the page cache to the socket without a copy (`sendfile.rs`).
+pub async fn serve(stream: TcpStream, prefix: Bytes, remote: SocketAddr, uploads: Arc<Uploads>) {
+    #[cfg(target_os = "linux")]
+    {
+        let (stream, spans) = SendfileStream::new(stream);
+        serve_with(stream, prefix, remote, uploads, Some(spans)).await
+    }
+    #[cfg(not(target_os = "linux"))]
+    serve_with(stream, prefix, remote, uploads, None).await
+}
+
+/// Serves HTTP requests on any byte stream, file bodies read into buffers.
+pub async fn serve_io<S>(io: S, prefix: Bytes, remote: SocketAddr, uploads: Arc<Uploads>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_with(io, prefix, remote, uploads, None).await
+}
+
+/// Serves `io`; `spans` is set when `io` sends placeholder bodies with
+/// `sendfile`.
+async fn serve_with<S>(
+    io: S,
+    prefix: Bytes,
+    remote: SocketAddr,
+    uploads: Arc<Uploads>,
+    spans: Option<Arc<Spans>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(Guarded::new(io, prefix, IDLE_TIMEOUT));
-    let state: Arc<Mutex<ConnState>> = Arc::default();
+    let state = Arc::new(Mutex::new(ConnState {
+        open: None,
+        spare: Arc::default(),
+        spans,
+    }));
     let cancel = uploads.cancel.clone();
     let service = hyper::service::service_fn(move |req| {
         let uploads = uploads.clone();
         let state = state.clone();
         async move { Ok::<_, Infallible>(answer(req, remote, &uploads, &state).await) }
     });
-    // Header names in the capitalisation every servent writes.
+    // Header names in the capitalisation every servent writes. `writev`:
+    // body frames reach the stream as they were yielded, never copied into one
+    // buffer, which is what lets `SendfileStream` see its placeholders.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .title_case_headers(true)
@@ -205,12 +246,14 @@ where
 }
 
 /// What one connection keeps between its requests.
-#[derive(Default)]
 struct ConnState {
     /// The file it last read, still open (checked again at every request).
     open: Option<OpenFile>,
     /// The buffer of its last inline answer, back once the answer was sent.
     spare: Arc<Mutex<Option<Vec<u8>>>>,
+    /// Set when the connection sends file bodies with `sendfile`: what the
+    /// placeholders of its bodies stand for.
+    spans: Option<Arc<Spans>>,
 }
 
 /// A shared file held open by a connection, and which file on disk it is.
@@ -223,7 +266,7 @@ struct OpenFile {
 fn base(status: StatusCode) -> hyper::http::response::Builder {
     Response::builder()
         .status(status)
-        .header(header::SERVER, USER_AGENT)
+        .header(header::SERVER, HeaderValue::from_static(USER_AGENT))
 }
 
 /// A short plain-text answer (errors, refusals).
@@ -347,15 +390,26 @@ async fn answer_request(
             }
         }
     };
-    // An answer of up to INLINE bytes is read right here, as an event-loop
-    // server reads (shared files are local, their pages mostly cached); a larger
-    // one is opened and streamed by a blocking task, so a long read never holds
-    // up the connections this thread serves.
+    // With sendfile, a body of SENDFILE_MIN bytes or more is sent from the
+    // page cache as the socket takes it; the file is opened (or its held handle checked) here, or for a large
+    // answer on a blocking task, whose reads are advised ahead (`FileBody::File`).
+    // Without it, an answer of up to INLINE bytes is read right here, as an
+    // event-loop server reads (shared files are local, their pages mostly
+    // cached); a larger one is opened and streamed by a blocking task, so a
+    // long read never holds up the connections this thread serves.
+    let spans = match head || len < SENDFILE_MIN {
+        true => None,
+        false => state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spans
+            .clone(),
+    };
     let opened = if len <= INLINE {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let st = &mut *st;
         Ok(open_checked(&file, &mut st.open).and_then(|f| {
-            let small = if head {
+            let small = if head || spans.is_some() {
                 None
             } else {
                 Some(read_pooled(&f, start, len as usize, &st.spare).map_err(OpenError::Io)?)
@@ -436,6 +490,14 @@ async fn answer_request(
         FileBody::Empty
     } else if let Some(bytes) = small {
         FileBody::Full(Some(bytes))
+    } else if let Some(spans) = spans {
+        FileBody::File {
+            file: handle,
+            at: start,
+            left: len,
+            spans,
+            advise: len > INLINE,
+        }
     } else {
         FileBody::stream(handle, start, len)
     };
@@ -618,11 +680,22 @@ impl Drop for Pooled {
     }
 }
 
-/// A response body: nothing, one buffer, or a file range read ahead in large
-/// chunks by a blocking task and handed over without copying.
+/// A response body: nothing, one buffer, a file range read ahead in large
+/// chunks by a blocking task and handed over without copying, or a file range
+/// sent by the connection's stream with `sendfile`.
 pub enum FileBody {
     Empty,
     Full(Option<Bytes>),
+    /// Yields placeholder frames of up to `sendfile::FRAME` bytes, each after
+    /// pushing the piece of `file` it stands for onto `spans`.
+    File {
+        file: Arc<File>,
+        at: u64,
+        left: u64,
+        spans: Arc<Spans>,
+        /// Ask the kernel to read the next frame ahead (large bodies).
+        advise: bool,
+    },
     Stream {
         rx: mpsc::Receiver<io::Result<Bytes>>,
         left: u64,
@@ -683,6 +756,25 @@ impl Body for FileBody {
                 }
                 Poll::Ready(frame)
             }
+            FileBody::File {
+                file,
+                at,
+                left,
+                spans,
+                advise,
+            } => {
+                if *left == 0 {
+                    return Poll::Ready(None);
+                }
+                let n = (*left).min(sendfile::FRAME as u64);
+                spans.push(file.clone(), *at, n);
+                *at += n;
+                *left -= n;
+                if *advise && *left > 0 {
+                    sendfile::advise_willneed(file, *at, (*left).min(sendfile::FRAME as u64));
+                }
+                Poll::Ready(Some(Ok(Frame::data(sendfile::placeholder(n as usize)))))
+            }
             FileBody::Stream { rx, left } => {
                 if *left == 0 {
                     return Poll::Ready(None);
@@ -703,7 +795,7 @@ impl Body for FileBody {
         match self {
             FileBody::Empty => true,
             FileBody::Full(b) => b.is_none(),
-            FileBody::Stream { left, .. } => *left == 0,
+            FileBody::Stream { left, .. } | FileBody::File { left, .. } => *left == 0,
             FileBody::Slotted(inner, ..) => inner.is_end_stream(),
         }
     }
@@ -712,7 +804,9 @@ impl Body for FileBody {
         match self {
             FileBody::Empty => SizeHint::with_exact(0),
             FileBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            FileBody::Stream { left, .. } => SizeHint::with_exact(*left),
+            FileBody::Stream { left, .. } | FileBody::File { left, .. } => {
+                SizeHint::with_exact(*left)
+            }
             FileBody::Slotted(inner, ..) => inner.size_hint(),
         }
     }

@@ -2,10 +2,10 @@
 //! persistent cache, and rescanning the shares now and then to notice files added,
 //! changed or removed while the node runs.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::library::Library;
-use crate::share::{self, FoundFile, HashCache};
+use crate::share::{self, FoundFile, HashCache, Noted};
 
 use super::engine::{EngineRef, Event};
 
@@ -36,10 +36,10 @@ impl LibraryState {
 /// What the task knows of the shares.
 pub struct Shares {
     pub state: Arc<LibraryState>,
+    /// The hashes, and every file shared, by path, with the size and time it
+    /// was indexed at (one entry per path for both).
     cache: HashCache,
     cache_file: Option<PathBuf>,
-    /// Every file shared, by path, with the size and time it was indexed at.
-    known: HashMap<PathBuf, (u64, SystemTime)>,
     /// Files indexed without a hash yet (or without their FastTrack hash).
     to_hash: Vec<FoundFile>,
 }
@@ -62,18 +62,17 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
         }),
         cache,
         cache_file,
-        known: HashMap::new(),
         to_hash: Vec::new(),
     };
     let mut library = Library::new();
     for f in scan(roots) {
+        shares.cache.note(&f);
         let urn = shares.cache.get(&f);
         let fth = shares.cache.get_fth(&f);
         let index = library.add(&f.name, f.path.clone(), f.size, f.mtime, urn);
         if let Some(h) = fth {
             library.set_fth(index, h);
         }
-        shares.known.insert(f.path.clone(), (f.size, f.mtime));
         if urn.is_none() || fth.is_none() {
             shares.to_hash.push(f);
         }
@@ -126,14 +125,14 @@ pub async fn run(
         let Ok(found) = tokio::task::spawn_blocking(move || scan(&roots)).await else {
             return;
         };
-        let mut seen = HashMap::with_capacity(found.len());
+        let mut seen = HashSet::with_capacity(found.len());
         for f in found {
-            let same = shares.known.get(&f.path) == Some(&(f.size, f.mtime));
-            seen.insert(f.path.clone(), ());
-            if same {
+            let noted = shares.cache.note(&f);
+            seen.insert(f.path.clone());
+            if noted == Noted::Same {
                 continue;
             }
-            if shares.known.contains_key(&f.path) {
+            if noted == Noted::Changed {
                 // Changed on disk: its old hash must never be offered again.
                 if !events.send(Event::Removed {
                     path: f.path.clone(),
@@ -143,7 +142,6 @@ pub async fn run(
             }
             let urn = shares.cache.get(&f);
             let fth = shares.cache.get_fth(&f);
-            shares.known.insert(f.path.clone(), (f.size, f.mtime));
             if urn.is_none() || fth.is_none() {
                 shares.to_hash.push(f.clone());
             }
@@ -158,14 +156,7 @@ pub async fn run(
                 return;
             }
         }
-        let gone: Vec<PathBuf> = shares
-            .known
-            .keys()
-            .filter(|p| !seen.contains_key(*p))
-            .cloned()
-            .collect();
-        for path in gone {
-            shares.known.remove(&path);
+        for path in shares.cache.forget_unseen(|p| seen.contains(p)) {
             if !events.send(Event::Removed { path }) {
                 return;
             }
@@ -216,8 +207,7 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
             .store(left, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(f) = &shares.cache_file {
-        let keep = shares.known.keys().map(PathBuf::as_path).collect();
-        shares.cache.retain_paths(&keep);
+        shares.cache.retain_known();
         if let Err(e) = shares.cache.save(f) {
             tracing::warn!(file = %f.display(), error = %e, "cannot save the hash cache");
         }

@@ -17,6 +17,7 @@ mod library_task;
 pub mod push;
 pub mod queue;
 pub mod search;
+mod sendfile;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

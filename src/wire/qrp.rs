@@ -262,6 +262,41 @@ pub fn table_keywords(text: &str) -> Vec<String> {
     out
 }
 
+/// Calls `f` with every keyword of [`table_keywords`]`(text)`, in the same
+/// order, possibly more than once each; without allocating for an ASCII text.
+pub fn for_each_table_keyword(text: &str, mut f: impl FnMut(&str)) {
+    if !text.is_ascii() {
+        for k in table_keywords(text) {
+            f(&k);
+        }
+        return;
+    }
+    let mut lower = [0u8; 64];
+    for word in text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if word.len() > lower.len() {
+            let w = word.to_ascii_lowercase();
+            f(&w);
+            if w.len() > 4 {
+                f(&w[..w.len() - 1]);
+                f(&w[..w.len() - 2]);
+            }
+            continue;
+        }
+        let w = &mut lower[..word.len()];
+        w.copy_from_slice(word.as_bytes());
+        w.make_ascii_lowercase();
+        let w = std::str::from_utf8(w).expect("ASCII");
+        f(w);
+        if w.len() > 4 {
+            f(&w[..w.len() - 1]);
+            f(&w[..w.len() - 2]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Patch entries, packing, compression
 // ---------------------------------------------------------------------------------
@@ -1248,6 +1283,21 @@ mod tests {
     #[test]
     fn stemming_prefixes() {
         assert_eq!(table_keywords("goods"), ["goods", "good", "goo"]);
+        for text in [
+            "goods good goo Goods",
+            "ÉTÉ à Paris",
+            "a_b-c.Mp3 x",
+            "long".repeat(30).as_str(),
+            "",
+        ] {
+            let mut seen = Vec::new();
+            for_each_table_keyword(text, |k| {
+                if !seen.iter().any(|s: &String| s == k) {
+                    seen.push(k.to_string());
+                }
+            });
+            assert_eq!(seen, table_keywords(text), "{text}");
+        }
         assert_eq!(table_keywords("hey"), ["hey"]);
         assert_eq!(table_keywords("good"), ["good"]);
         // De-duplicated, first occurrence kept.

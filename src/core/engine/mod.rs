@@ -844,11 +844,12 @@ impl<L: Links> Engine<L> {
                 fth,
             } => {
                 // Only if the file is still the one that was hashed.
-                let index = self.library.index_of(&path);
-                if let Some(i) =
-                    index.filter(|i| self.library.get(*i).is_some_and(|f| f.size == size))
-                {
-                    let old = self.library.get(i).and_then(|f| f.sha1);
+                let still = self.library.index_of(&path).and_then(|i| {
+                    let view = self.library.view();
+                    let f = view.get(i).filter(|f| f.size == size)?;
+                    Some((i, f.sha1))
+                });
+                if let Some((i, old)) = still {
                     if old != Some(urn) {
                         if let Some(o) = &old {
                             self.lib_table.urn(o, -1);

@@ -258,9 +258,10 @@ impl<L: Links> Engine<L> {
                 continue;
             };
             let found: Vec<HitResult> = lib
+                .view()
                 .search(&text, &urns, self.max_results)
                 .into_iter()
-                .map(|f| HitResult::new(f.index, f.size, &f.name, f.sha1.as_ref()))
+                .map(|f| HitResult::new(f.index, f.size, f.name, f.sha1.as_ref()))
                 .collect();
             if !found.is_empty() {
                 hits.push((guid, addr, p.offered_firewalled, found));
@@ -340,7 +341,7 @@ impl<L: Links> Engine<L> {
         }
         // A library larger than an ultrapeer takes (ours take 10,000 files and
         // 1 MiB of names) is not offered: it is found through our table alone.
-        let name_bytes: usize = self.library.files().map(|f| f.name.len()).sum();
+        let name_bytes: usize = self.library.view().files().map(|f| f.name.len()).sum();
         if self.library.len() > Self::MAX_OFFERED || name_bytes > Self::MAX_OFFERED_BYTES {
             for p in self.peers.values_mut().filter(|p| wanting(p)) {
                 p.offered_version = Some(version);
@@ -349,12 +350,13 @@ impl<L: Links> Engine<L> {
         }
         let files: Vec<OfferedFile> = self
             .library
+            .view()
             .files()
             .map(|f| OfferedFile {
                 index: f.index,
                 size: f.size,
                 sha1: f.sha1,
-                name: f.name.clone(),
+                name: f.name.to_string(),
             })
             .collect();
         let mut out = BytesMut::new();

@@ -585,9 +585,10 @@ impl<L: Links> Engine<L> {
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
         let found: Vec<HitResult> = self
             .library
+            .view()
             .search(&text, &urns, self.max_results)
             .into_iter()
-            .map(|f| HitResult::new(f.index, f.size, &f.name, f.sha1.as_ref()).with_fth(f.fth))
+            .map(|f| HitResult::new(f.index, f.size, f.name, f.sha1.as_ref()).with_fth(f.fth))
             .collect();
         if found.is_empty() {
             return;

@@ -240,8 +240,8 @@ impl LibraryTable {
         let mut t = LibraryTable {
             counts: HashMap::new(),
         };
-        for f in library.files() {
-            t.name(&f.name, 1);
+        for f in library.view().files() {
+            t.name(f.name, 1);
             if let Some(u) = &f.sha1 {
                 t.urn(u, 1);
             }

@@ -113,6 +113,19 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether `data` holds a zero byte. GGEP values, COBS groups and names are
+/// short (a group is at most 254 bytes): a branch-free pass over them is cheaper
+/// than an early-exit search (`memchr`, `<[u8]>::contains`), whose dispatch
+/// costs more than the scan itself at these lengths. Long inputs still use
+/// `memchr`.
+#[inline]
+pub fn has_nul(data: &[u8]) -> bool {
+    if data.len() > 256 {
+        return memchr::memchr(0, data).is_some();
+    }
+    data.iter().fold(false, |seen, &b| seen | (b == 0))
+}
+
 /// Checks that `data` is well-formed COBS and returns the length it decodes to,
 /// without writing anything.
 pub fn decoded_len(data: &[u8]) -> Result<usize, CobsError> {
@@ -127,7 +140,7 @@ pub fn decoded_len(data: &[u8]) -> Result<usize, CobsError> {
         if end > data.len() {
             return Err(CobsError::Truncated);
         }
-        if memchr::memchr(0, &data[i + 1..end]).is_some() {
+        if has_nul(&data[i + 1..end]) {
             return Err(CobsError::ZeroByte);
         }
         len += code - 1;
@@ -216,6 +229,21 @@ mod tests {
         let enc = encode(&with_zero);
         assert!(!enc.contains(&0));
         assert_eq!(decode(&enc).unwrap(), with_zero);
+    }
+
+    #[test]
+    fn has_nul_at_every_length_and_position() {
+        for len in [0usize, 1, 7, 31, 32, 33, 255, 256, 257, 1000] {
+            let mut v = vec![0x5Au8; len];
+            assert!(!has_nul(&v), "{len}");
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if at < len {
+                    v[at] = 0;
+                    assert!(has_nul(&v), "{len} {at}");
+                    v[at] = 0x5A;
+                }
+            }
+        }
     }
 
     #[test]

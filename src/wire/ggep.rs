@@ -260,7 +260,7 @@ impl Ggep {
                 value = &compressed;
             }
             // COBS is written straight into `out`, its length known beforehand.
-            let stuff = nul_free && value.contains(&0);
+            let stuff = nul_free && cobs::has_nul(value);
             let len = if stuff {
                 flags |= FLAG_COBS;
                 cobs::encoded_len(value)
@@ -379,11 +379,18 @@ fn parse_ext(b: &[u8]) -> Result<(RawExt<'_>, usize), GgepError> {
         return Err(GgepError::EmptyId);
     }
     let id = b.get(1..1 + id_len).ok_or(GgepError::Truncated)?;
-    if let Some(&bad) = id.iter().find(|b| !is_id_byte(**b)) {
+    // All bytes checked without branching per byte; the culprit is looked for
+    // only when there is one.
+    if !id.iter().fold(true, |ok, &c| ok & is_id_byte(c)) {
+        let bad = id.iter().copied().find(|&c| !is_id_byte(c)).unwrap_or(0);
         return Err(GgepError::BadIdByte(bad));
     }
     let pos = 1 + id_len;
-    let (len, used) = decode_len(&b[pos..])?;
+    // The common one-byte length (values under 64 bytes) without the loop.
+    let (len, used) = match b.get(pos) {
+        Some(&l) if l & 0xC0 == 0x40 => ((l & 0x3F) as usize, 1),
+        _ => decode_len(&b[pos..])?,
+    };
     let start = pos + used;
     let raw = b.get(start..start + len).ok_or(GgepError::Truncated)?;
     Ok((RawExt { id, flags, raw }, start + len))

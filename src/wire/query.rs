@@ -104,7 +104,7 @@ impl Query {
     /// Appends the payload: flags, text, NUL, the items separated by FS, and one
     /// terminating NUL (so a query with no items ends in two NULs).
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        if self.text.contains(&0) {
+        if crate::wire::cobs::has_nul(&self.text) {
             return Err(EncodeError::ForbiddenByte {
                 what: "query text",
                 byte: 0,

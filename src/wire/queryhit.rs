@@ -375,7 +375,7 @@ impl QueryHit {
         out.put_slice(&self.ip.octets());
         out.put_u32_le(self.speed);
         for r in &self.results {
-            if r.name.contains(&0) {
+            if crate::wire::cobs::has_nul(&r.name) {
                 return Err(EncodeError::ForbiddenByte {
                     what: "result name",
                     byte: 0,

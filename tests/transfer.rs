@@ -717,6 +717,17 @@ async fn test_source(
     lie: bool,
     pause: Duration,
 ) -> TestSource {
+    test_source_with(data, urn, None, lie, pause).await
+}
+
+/// As [`test_source`], with one more header line (`Name: value`) in every answer.
+async fn test_source_with(
+    data: Arc<Vec<u8>>,
+    urn: Option<Sha1Urn>,
+    extra: Option<String>,
+    lie: bool,
+    pause: Duration,
+) -> TestSource {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sent = Arc::new(AtomicU64::new(0));
@@ -725,11 +736,12 @@ async fn test_source(
     let (sent2, requests2, heads2) = (sent.clone(), requests.clone(), heads.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let (data, sent, requests, heads) = (
+            let (data, sent, requests, heads, extra) = (
                 data.clone(),
                 sent2.clone(),
                 requests2.clone(),
                 heads2.clone(),
+                extra.clone(),
             );
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -770,6 +782,9 @@ async fn test_source(
                     );
                     if let Some(u) = urn {
                         head.push_str(&format!("X-Gnutella-Content-URN: {u}\r\n"));
+                    }
+                    if let Some(x) = &extra {
+                        head.push_str(&format!("{x}\r\n"));
                     }
                     head.push_str("\r\n");
                     if s.write_all(head.as_bytes()).await.is_err() {
@@ -1182,6 +1197,60 @@ async fn a_file_known_by_its_fth_alone_is_fetched_by_index_and_checked_by_it() {
     }
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
     assert_eq!(left.len(), 1, "no .part or state left: {left:?}");
+}
+
+/// A URL alone (as a user copies it from a hit) names no hash; a source that
+/// names the file's FTH in `X-KazaaTag: 3==...` (as the node does for a
+/// FastTrack user's file it serves by proxy) is checked by it, and a lie is a
+/// mismatch.
+#[tokio::test]
+async fn a_url_is_checked_by_the_fth_its_source_names_in_a_kazaa_tag() {
+    let dir = Dir::new("fthtag");
+    let data = Arc::new(pattern(1_300_000, 24));
+    let fth = fasttrack_hash::fth(&data);
+    let mut wrong = fth;
+    wrong.0[5] ^= 0x40;
+    for (tag, ok) in [(fth, true), (wrong, false)] {
+        let out = dir.sub(if ok { "good" } else { "bad" });
+        let src = test_source_with(
+            data.clone(),
+            None,
+            Some(format!("X-KazaaTag: 3={}", tag.kazaa_base64())),
+            false,
+            Duration::ZERO,
+        )
+        .await;
+        let url = format!("http://{}/get/7/tagged.bin", src.addr);
+        let wanted = Wanted {
+            sources: vec![SourceSpec::Url(HttpUrl::parse(&url).unwrap())],
+            ..Wanted::default()
+        };
+        let r = fetch(wanted, &out).await;
+        if ok {
+            let o = r.expect("downloaded");
+            assert_eq!(std::fs::read(&o.path).unwrap(), *data);
+            assert_eq!((o.urn, o.fth), (None, Some(fth)));
+        } else {
+            let Err(dl::GetError::HashMismatch(why)) = r else {
+                panic!("not a mismatch: {r:?}");
+            };
+            assert!(why.contains(&wrong.hex()), "{why}");
+            let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+    // With no tag and no URN there is still nothing to check by.
+    let out = dir.sub("none");
+    let src = test_source(data.clone(), None, false, Duration::ZERO).await;
+    let url = format!("http://{}/get/7/tagged.bin", src.addr);
+    let wanted = Wanted {
+        sources: vec![SourceSpec::Url(HttpUrl::parse(&url).unwrap())],
+        ..Wanted::default()
+    };
+    assert!(matches!(
+        fetch(wanted, &out).await,
+        Err(dl::GetError::NoUrn)
+    ));
 }
 
 #[tokio::test]

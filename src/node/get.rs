@@ -422,7 +422,24 @@ enum SrcError {
 struct Answer {
     size: u64,
     urn: Option<Sha1Urn>,
+    /// The FastTrack hash, from an `X-KazaaTag: 3==<base64>` line (what giFT
+    /// and servent send for files served by FTH).
+    fth: Option<Fth>,
     alts: Vec<SocketAddr>,
+}
+
+/// The FTH in a source's `X-KazaaTag` lines (`<tag id>=<value>`, tag 3 being the
+/// hash in FastTrack's `=`-prefixed base64).
+fn fth_of_tags(hd: &HeaderMap) -> Option<Fth> {
+    hd.get_all("X-KazaaTag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (id, value) = v.trim().split_once('=')?;
+            (id.trim() == "3")
+                .then(|| Fth::from_base64(value.trim().as_bytes()).ok())
+                .flatten()
+        })
 }
 
 fn read_headers(status: StatusCode, hd: &HeaderMap) -> Result<Answer, SrcError> {
@@ -457,7 +474,13 @@ fn read_headers(status: StatusCode, hd: &HeaderMap) -> Result<Answer, SrcError> 
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| SrcError::Drop("no Content-Length".into()))?
     };
-    Ok(Answer { size, urn, alts })
+    let fth = fth_of_tags(hd);
+    Ok(Answer {
+        size,
+        urn,
+        fth,
+        alts,
+    })
 }
 
 fn request(
@@ -1111,7 +1134,7 @@ pub async fn download(
         specs.push(s.clone());
     }
     let mut urn = wanted.urn;
-    let fth = wanted.fth;
+    let mut fth = wanted.fth;
     let mut size = wanted.size;
     // Learn what is not known yet from the first source that answers.
     let mut clients: Vec<Option<Client>> = (0..specs.len()).map(|_| None).collect();
@@ -1130,7 +1153,12 @@ pub async fn download(
             match probed {
                 Ok((c, a)) => {
                     if urn.is_none() && fth.is_none() {
+                        // The source's own word, as for its SHA-1: a SHA-1 when
+                        // it names one, else its FastTrack hash.
                         urn = a.urn;
+                        if urn.is_none() {
+                            fth = a.fth;
+                        }
                     }
                     if urn.is_none() && fth.is_none() {
                         return Err(GetError::NoUrn);

@@ -307,6 +307,15 @@ async fn answer(
     r
 }
 
+/// The file's FTH as FastTrack names it in an answer (tag 3, `=`-prefixed
+/// base64): a proxied file has no SHA-1, and this lets a downloader given only
+/// its URL check it.
+fn add_fth_tag(headers: &mut HeaderMap, fth: &crate::fasttrack::hash::Fth) {
+    if let Ok(v) = HeaderValue::from_str(&format!("3={}", fth.kazaa_base64())) {
+        headers.append("X-KazaaTag", v);
+    }
+}
+
 /// Answers with what the FastTrack user sharing `source` sends for the same
 /// range.
 async fn proxied(
@@ -345,6 +354,7 @@ async fn proxied(
             r.headers_mut().insert(header::CONTENT_RANGE, cr);
         }
         add_kazaa(r.headers_mut(), uploads.kazaa_headers());
+        add_fth_tag(r.headers_mut(), &crate::fasttrack::hash::Fth(source.hash));
         return r;
     }
     match super::ft_proxy::fetch(ft, source, range).await {
@@ -370,6 +380,7 @@ async fn proxied(
                 r.headers_mut().insert(header::CONTENT_RANGE, cr);
             }
             add_kazaa(r.headers_mut(), uploads.kazaa_headers());
+            add_fth_tag(r.headers_mut(), &crate::fasttrack::hash::Fth(source.hash));
             r
         }
         Err(why) => {

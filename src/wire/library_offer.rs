@@ -108,7 +108,7 @@ impl OfferChunk {
                     value: hashes as u64,
                 });
             }
-            let mut read_hash = |b: &mut &[u8]| -> WireResult<[u8; 20]> {
+            let read_hash = |b: &mut &[u8]| -> WireResult<[u8; 20]> {
                 need(b, 20)?;
                 let mut h = [0u8; 20];
                 b.copy_to_slice(&mut h);

@@ -216,6 +216,7 @@ fuzz_target!(|data: &[u8]| {
                             size: b as u64,
                             mtime: SystemTime::UNIX_EPOCH,
                             urn: None,
+                            fth: None,
                         },
                         now,
                     );

@@ -370,6 +370,16 @@ pub struct Stats {
     pub unknown_messages: u64,
 }
 
+/// Charges one request of `kind` to the user's budget; a refusal is counted in
+/// `over` (the caller drops the request, or closes the session on `Close`).
+fn charge(user: &mut User, kind: BudgetKind, now: Instant, over: &mut u64) -> Verdict {
+    let verdict = user.budget.admit(kind, now);
+    if verdict != Verdict::Take {
+        *over += 1;
+    }
+    verdict
+}
+
 struct User {
     peer: SocketAddrV4,
     info: Option<NodeInfo>,
@@ -763,16 +773,15 @@ impl Supernode {
             }
             Request::Share(share) => self.share(session, share, now, out),
             Request::Unshare(hash) => {
-                match user.budget.admit(BudgetKind::Table, now) {
+                match charge(
+                    user,
+                    BudgetKind::Table,
+                    now,
+                    &mut self.stats.shares_over_rate,
+                ) {
                     Verdict::Take => {}
-                    Verdict::Drop => {
-                        self.stats.shares_over_rate += 1;
-                        return;
-                    }
-                    Verdict::Close => {
-                        self.stats.shares_over_rate += 1;
-                        return self.close(session, CloseReason::Flood, out);
-                    }
+                    Verdict::Drop => return,
+                    Verdict::Close => return self.close(session, CloseReason::Flood, out),
                 }
                 let found = user.files.iter().position(|&slot| {
                     self.files[slot as usize]
@@ -797,16 +806,15 @@ impl Supernode {
         let Some(user) = self.users.get_mut(&session) else {
             return;
         };
-        match user.budget.admit(BudgetKind::Table, now) {
+        match charge(
+            user,
+            BudgetKind::Table,
+            now,
+            &mut self.stats.shares_over_rate,
+        ) {
             Verdict::Take => {}
-            Verdict::Drop => {
-                self.stats.shares_over_rate += 1;
-                return;
-            }
-            Verdict::Close => {
-                self.stats.shares_over_rate += 1;
-                return self.close(session, CloseReason::Flood, out);
-            }
+            Verdict::Drop => return,
+            Verdict::Close => return self.close(session, CloseReason::Flood, out),
         }
         if user.info.is_none() || share.filename().is_none_or(<[u8]>::is_empty) {
             self.stats.shares_refused += 1;
@@ -927,16 +935,15 @@ impl Supernode {
         let Some(user) = self.users.get_mut(&session) else {
             return;
         };
-        match user.budget.admit(BudgetKind::Query, now) {
+        match charge(
+            user,
+            BudgetKind::Query,
+            now,
+            &mut self.stats.searches_over_rate,
+        ) {
             Verdict::Take => {}
-            Verdict::Drop => {
-                self.stats.searches_over_rate += 1;
-                return out.push(Action::Send(session, Reply::End(q.id)));
-            }
-            Verdict::Close => {
-                self.stats.searches_over_rate += 1;
-                return self.close(session, CloseReason::Flood, out);
-            }
+            Verdict::Drop => return out.push(Action::Send(session, Reply::End(q.id))),
+            Verdict::Close => return self.close(session, CloseReason::Flood, out),
         }
         if user.info.is_none() {
             self.stats.searches_refused += 1;
@@ -1137,16 +1144,15 @@ impl Supernode {
         let Some(user) = self.users.get_mut(&session) else {
             return;
         };
-        match user.budget.admit(BudgetKind::Push, now) {
+        match charge(
+            user,
+            BudgetKind::Push,
+            now,
+            &mut self.stats.pushes_over_rate,
+        ) {
             Verdict::Take => {}
-            Verdict::Drop => {
-                self.stats.pushes_over_rate += 1;
-                return;
-            }
-            Verdict::Close => {
-                self.stats.pushes_over_rate += 1;
-                return self.close(session, CloseReason::Flood, out);
-            }
+            Verdict::Drop => return,
+            Verdict::Close => return self.close(session, CloseReason::Flood, out),
         }
         // The requester's address: what it says, or the socket's when it
         // never learnt its own.

@@ -28,6 +28,7 @@ pub mod query;
 pub mod queryhit;
 pub mod route_table;
 pub mod vendor;
+pub mod webcache;
 
 pub use bye::Bye;
 pub use error::{EncodeError, WireError};

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::wire::webcache::CacheUrl;
+
 /// A Gnutella servent: share a directory, join a mesh, search and download, or run
 /// a Napster-style central index.
 #[derive(Debug, Parser)]
@@ -57,6 +59,9 @@ pub enum Command {
     Peers(PeersArgs),
     /// A running node's download queue: list, add, pause, resume or cancel.
     Downloads(DownloadsArgs),
+    /// Run a small HTTP host cache (GWebCache spec 1 and 2, gtk-gnutella's
+    /// `/list4`) that nodes bootstrap from.
+    Webcache(WebcacheArgs),
 }
 
 /// How log lines are written.
@@ -144,6 +149,78 @@ pub struct RunArgs {
     /// port takes FastTrack sessions too.
     #[arg(long, env = "SERVENT_RUN_FASTTRACK_LISTEN", value_name = "ADDR")]
     pub fasttrack_listen: Option<SocketAddr>,
+    /// HTTP host cache asked for hosts when there is none to dial, and told
+    /// our address once we are a reachable ultrapeer (repeatable;
+    /// comma-separated in the variable): a GWebCache URL, gtk-gnutella's GHC
+    /// (a URL ending in `/list4`), or `list:URL` for any URL whose answer is
+    /// `ip:port` lines (LimeWire's bootstrap). The built-in list is not used
+    /// by a node listening on loopback.
+    #[arg(
+        long,
+        env = "SERVENT_RUN_WEBCACHE",
+        value_name = "URL",
+        value_delimiter = ',',
+        default_values = crate::bootstrap::DEFAULT_CACHES,
+        value_parser = parse_cache_url
+    )]
+    pub webcache: Vec<CacheUrl>,
+    /// Ask no HTTP host cache.
+    #[arg(long, env = "SERVENT_RUN_NO_WEBCACHE")]
+    pub no_webcache: bool,
+}
+
+fn parse_cache_url(s: &str) -> Result<CacheUrl, String> {
+    CacheUrl::parse(s).map_err(|e| e.to_string())
+}
+
+impl RunArgs {
+    /// The HTTP host caches to use: none with --no-webcache; none from the
+    /// built-in list when listening on loopback (nothing outside could be
+    /// reached from there).
+    pub fn webcaches(&self) -> Vec<CacheUrl> {
+        let builtin: Vec<CacheUrl> = crate::bootstrap::DEFAULT_CACHES
+            .iter()
+            .filter_map(|u| CacheUrl::parse(u).ok())
+            .collect();
+        if self.no_webcache || (self.listen.ip().is_loopback() && self.webcache == builtin) {
+            Vec::new()
+        } else {
+            self.webcache.clone()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WebcacheArgs {
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "SERVENT_WEBCACHE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Hosts listed at most (the oldest go first).
+    #[arg(long, env = "SERVENT_WEBCACHE_MAX_HOSTS", default_value_t = 200, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_hosts: usize,
+    /// Cache URLs listed at most.
+    #[arg(long, env = "SERVENT_WEBCACHE_MAX_URLS", default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000))]
+    pub max_urls: usize,
+    /// Seconds a host stays listed after its last update.
+    #[arg(long, env = "SERVENT_WEBCACHE_HOST_TTL", default_value_t = 7200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub host_ttl: u64,
+    /// Seconds a cache URL stays listed after it was last named.
+    #[arg(long, env = "SERVENT_WEBCACHE_URL_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub url_ttl: u64,
+    /// Least seconds between two updates from one client (one address on the
+    /// Internet, one listed host on a local network).
+    #[arg(long, env = "SERVENT_WEBCACHE_UPDATE_PERIOD", default_value_t = 3600)]
+    pub update_period: u64,
+    /// Hosts given in one answer, newest first.
+    #[arg(long, env = "SERVENT_WEBCACHE_ANSWER_HOSTS", default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=500))]
+    pub answer_hosts: usize,
+    /// The cache serves a local network: private and loopback addresses are
+    /// listed (always so when --listen is such an address).
+    #[arg(long, env = "SERVENT_WEBCACHE_LOCAL_NETWORK")]
+    pub local_network: bool,
+    /// Say where the cache listens as a JSON record instead of a sentence.
+    #[arg(long, env = "SERVENT_WEBCACHE_JSON")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -458,6 +535,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Peers(_) => "peers",
             Command::Downloads(_) => "downloads",
+            Command::Webcache(_) => "webcache",
         }
     }
 }
@@ -622,6 +700,39 @@ mod tests {
             panic!("not index")
         };
         assert_eq!(args.admin, ["boss", "chief"]);
+    }
+
+    #[test]
+    fn webcaches_built_in_given_or_none() {
+        let run = |args: &[&str]| {
+            let mut all = vec!["servent", "run"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).unwrap().command {
+                Command::Run(r) => r,
+                _ => panic!("not run"),
+            }
+        };
+        let r = run(&[]);
+        assert_eq!(r.webcache.len(), crate::bootstrap::DEFAULT_CACHES.len());
+        assert_eq!(r.webcaches(), r.webcache, "the built-in list on 0.0.0.0");
+        assert!(run(&["--listen", "127.0.0.1:0"]).webcaches().is_empty());
+        let given = run(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--webcache",
+            "http://127.0.0.1:9/gwc.php",
+            "--webcache",
+            "list:http://127.0.0.1:9/hosts",
+        ]);
+        assert_eq!(
+            given.webcaches().len(),
+            2,
+            "given ones are used on loopback"
+        );
+        assert!(run(&["--no-webcache"]).webcaches().is_empty());
+        assert!(Cli::try_parse_from(["servent", "run", "--webcache", "https://x/"]).is_err());
+        let cli = Cli::try_parse_from(["servent", "webcache", "--listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(cli.command.name(), "webcache");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! end in `main.rs`. See `ARCHITECTURE.md` for the map of the parts.
 
 pub mod api;
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -10,7 +10,7 @@ mod node_cmds;
 use servent::api;
 use servent::cli::{
     Cli, Command, ConfigArgs, ConfigCommand, GetArgs, IndexArgs, LogFormat, Mode, NapsterCommand,
-    NapsterType, RunArgs, SearchArgs,
+    NapsterType, RunArgs, SearchArgs, WebcacheArgs,
 };
 use servent::config::{self, LoadError};
 use servent::napster::client::{self, DataPort, GetConfig, Login, Session, ShareConfig};
@@ -112,6 +112,7 @@ fn main() -> ExitCode {
             Command::Status(args) => node_cmds::status(args),
             Command::Peers(args) => node_cmds::peers(args),
             Command::Downloads(args) => node_cmds::downloads(args),
+            Command::Webcache(args) => webcache(args),
             Command::Config(_) => unreachable!("handled above"),
         },
     };
@@ -227,11 +228,13 @@ fn check_shares<'a>(
 
 fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     check_shares(&args.share)?;
+    let webcaches = args.webcaches();
     let data_dir = args.data_dir.or_else(config::default_data_dir);
     if let Some(d) = &data_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
     let config = NodeConfig {
+        webcaches,
         listen: args.listen,
         shares: args.share,
         peers: args.peer,
@@ -319,6 +322,51 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         api_tasks.close();
         let stop = node.shutdown();
         if tokio::time::timeout(Duration::from_secs(10), stop)
+            .await
+            .is_err()
+        {
+            return Err("shutdown took too long".into());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn webcache(args: WebcacheArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use servent::bootstrap::server as cache;
+    let config = cache::ServerConfig {
+        listen: args.listen,
+        local_network: args.local_network,
+        store: servent::core::webcache::StoreConfig {
+            max_hosts: args.max_hosts,
+            max_urls: args.max_urls,
+            host_ttl: Duration::from_secs(args.host_ttl),
+            url_ttl: Duration::from_secs(args.url_ttl),
+            update_every: Duration::from_secs(args.update_period),
+            answer_hosts: args.answer_hosts,
+            ..Default::default()
+        },
+    };
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        let handle = cache::start(config, cancel)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        if args.json {
+            say!(
+                "{}",
+                output::json_line(&Listening {
+                    role: "webcache".into(),
+                    addr: Some(handle.local_addr.to_string()),
+                    files: None,
+                })
+            );
+        } else {
+            say!("listening on {}", handle.local_addr);
+        }
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        if tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
             .await
             .is_err()
         {

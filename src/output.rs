@@ -208,7 +208,7 @@ pub struct SourceBytes {
 /// A server or node that has started (`type` "listening").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listening {
-    /// "node", "index" or "napster_share".
+    /// "node", "index", "napster_share", "api", "fasttrack" or "webcache".
     pub role: String,
     /// The address it accepts connections on (none when firewalled).
     pub addr: Option<String>,

@@ -6,6 +6,7 @@
 //! [`start`] (or call [`NodeHandle::shutdown`]); every peer gets a Bye 200 and every
 //! task ends.
 
+mod bootstrap;
 mod bridge;
 pub mod conn;
 pub mod control;
@@ -110,6 +111,12 @@ pub struct NodeConfig {
     pub fasttrack_listen: Option<SocketAddr>,
     /// The FastTrack supernode's limits and timers.
     pub fasttrack: crate::fasttrack::server::ServerConfig,
+    /// HTTP host caches asked for hosts when there is none to dial, and told
+    /// our address once we are a reachable ultrapeer (none by default here;
+    /// `servent run` gives the built-in list).
+    pub webcaches: Vec<crate::wire::webcache::CacheUrl>,
+    /// How long the node has had nothing to dial before it asks them.
+    pub webcache_after: Duration,
 }
 
 impl Default for NodeConfig {
@@ -139,6 +146,8 @@ impl Default for NodeConfig {
             max_downloads: 4,
             fasttrack_listen: None,
             fasttrack: crate::fasttrack::server::ServerConfig::default(),
+            webcaches: Vec::new(),
+            webcache_after: Duration::ZERO,
         }
     }
 }
@@ -157,6 +166,7 @@ pub struct NodeHandle {
     fasttrack: FastTrack,
     /// Where the `--fasttrack-listen` port took connections.
     pub fasttrack_addr: Option<SocketAddr>,
+    webcaches: crate::bootstrap::WebCaches,
 }
 
 impl NodeHandle {
@@ -179,6 +189,11 @@ impl NodeHandle {
     /// the connection is handed over as it is after the GIV line.
     pub fn expect_giv(&self, servent: Guid) -> tokio::sync::oneshot::Receiver<TcpStream> {
         self.givs.expect(servent)
+    }
+
+    /// What the node's HTTP bootstrap has done.
+    pub fn webcache_stats(&self) -> crate::core::webcache::ClientStats {
+        self.webcaches.stats()
     }
 
     /// The engine's counters as last published.
@@ -230,6 +245,8 @@ struct Shared {
     /// Which addresses count as peers (reserved ones only on a local mesh).
     scope: Scope,
     fasttrack: FastTrack,
+    /// HTTP host caches: asked when there is nothing to dial, updated.
+    boot: bootstrap::Boot,
 }
 
 impl Shared {
@@ -431,7 +448,14 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         config.fasttrack.core.bridge_wait,
     )));
 
+    let webcaches = crate::bootstrap::WebCaches::new(
+        config.webcaches.clone(),
+        scope,
+        bind,
+        u64::from_le_bytes(guid.0[8..].try_into().expect("8 bytes")),
+    );
     let shared = Arc::new(Shared {
+        boot: bootstrap::Boot::new(webcaches.clone()),
         config,
         engine: engine.clone(),
         cancel: cancel.clone(),
@@ -529,6 +553,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         engine: shared.engine.clone(),
         fasttrack,
         fasttrack_addr,
+        webcaches,
     })
 }
 
@@ -668,9 +693,11 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                         .saturating_sub(shared.open.load(Ordering::Relaxed)),
                 )
         };
+        let mut nothing_to_dial = wanted > 0;
         for _ in 0..wanted {
             let next = shared.engine.hosts(|h| h.next_to_dial(Instant::now()));
             let Some(addr) = next else { break };
+            nothing_to_dial = false;
             shared.dialing.fetch_add(1, Ordering::Relaxed);
             let s = shared.clone();
             shared.tracker.spawn(async move {
@@ -680,6 +707,11 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                 s.dialing.fetch_sub(1, Ordering::Relaxed);
             });
         }
+        // Nothing to dial, nothing under way, no link: HTTP host caches.
+        let starving = nothing_to_dial
+            && shared.dialing.load(Ordering::Relaxed) == 0
+            && shared.open.load(Ordering::Relaxed) == 0;
+        shared.boot.tick(&shared, starving);
     }
     save_hosts(&shared, hosts_file.as_deref());
 }
@@ -1052,6 +1084,9 @@ async fn open_connection(
     ip_slot: Option<IpSlot>,
 ) {
     let inbound = ip_slot.is_some();
+    if inbound {
+        shared.boot.inbound_seen.store(true, Ordering::Relaxed);
+    }
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     // The peer reaches us at the address we advertise, and our listening port
     // (a dialed connection's own port is an ephemeral one nobody can connect to).

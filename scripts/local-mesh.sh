@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Starts N servent nodes on loopback sharing the given directories, joins them in a
-# mesh, runs one search through the first node, and stops them all.
+# Starts a `servent webcache` and N servent nodes on loopback sharing the given
+# directories; the nodes find each other through the cache (no --peer), the way a
+# fresh node finds the network through a public cache. Runs one search through the
+# first node, and stops them all.
 #
 #   scripts/local-mesh.sh N DIR [DIR...]
 #
@@ -34,34 +36,56 @@ stop() {
 }
 trap stop EXIT
 
-addrs=()
-for ((i = 0; i < n; i++)); do
-  peers=()
-  # Every fifth node is an ultrapeer, chained to the one before it; the others
-  # start in the default `auto` mode and join their group's ultrapeer (and the
-  # first) as leaves.
-  if ((i % 5 == 0)); then
-    role=(--mode ultrapeer)
-    if ((i > 0)); then peers+=(--peer "${addrs[$((i - 5))]}"); fi
-  else
-    role=()
-    peers+=(--peer "${addrs[$((i - i % 5))]}")
-    if ((i >= 5)); then peers+=(--peer "${addrs[0]}"); fi
-  fi
-  dir=${dirs[$((i % ${#dirs[@]}))]}
-  # --config /dev/null: the mesh is made of these flags only, not the user's
-  # config file (a [run] json = true or firewalled = true would break it).
-  "$SERVENT" --config /dev/null -q run --listen 127.0.0.1:0 --share "$dir" --data-dir "$work/node$i" \
-    "${role[@]}" "${peers[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
-  pids+=($!)
+# Waits for a line "listening on ADDR" in $1 and prints ADDR.
+listening() {
+  local addr=
   for _ in $(seq 100); do
-    addr=$(sed -n 's/^listening on //p' "$work/node$i.out")
+    addr=$(sed -n 's/^listening on //p' "$1")
     [ -n "$addr" ] && break
     sleep 0.05
   done
+  echo "$addr"
+}
+
+# The hosts the cache lists (gtk-gnutella's /list4 form), one per line.
+listed() {
+  local body
+  exec 3<>"/dev/tcp/${cache%:*}/${cache##*:}" || return 0
+  printf 'GET /list4 HTTP/1.0\r\nHost: %s\r\n\r\n' "$cache" >&3
+  body=$(cat <&3)
+  exec 3<&-
+  printf '%s\n' "$body" | tr -d '\r' | grep -E '^[0-9.]+:[0-9]+$' || true
+}
+
+# --config /dev/null: the mesh is made of these flags only, not the user's config
+# file (a [run] json = true or firewalled = true would break it).
+"$SERVENT" --config /dev/null -q webcache --listen 127.0.0.1:0 >"$work/webcache.out" 2>"$work/webcache.err" &
+pids+=($!)
+cache=$(listening "$work/webcache.out")
+[ -n "$cache" ] || { echo "$0: the webcache did not start:" >&2; cat "$work/webcache.err" >&2; exit 1; }
+echo "webcache: http://$cache/"
+
+addrs=()
+for ((i = 0; i < n; i++)); do
+  # Every fifth node is an ultrapeer: it lists itself in the cache. The others
+  # start in the default `auto` mode and join ultrapeers the cache names.
+  if ((i % 5 == 0)); then role=(--mode ultrapeer); else role=(); fi
+  dir=${dirs[$((i % ${#dirs[@]}))]}
+  "$SERVENT" --config /dev/null -q run --listen 127.0.0.1:0 --share "$dir" --data-dir "$work/node$i" \
+    --webcache "http://$cache/" "${role[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
+  pids+=($!)
+  addr=$(listening "$work/node$i.out")
   [ -n "$addr" ] || { echo "$0: node $i did not start:" >&2; cat "$work/node$i.err" >&2; exit 1; }
   addrs+=("$addr")
   echo "node $i: $addr sharing $dir"
+  if ((i == 0)); then
+    # The others can join once the first ultrapeer is listed.
+    for _ in $(seq 100); do
+      listed | grep -qx "$addr" && break
+      sleep 0.05
+    done
+    listed | grep -qx "$addr" || { echo "$0: node 0 is not listed in the webcache" >&2; exit 1; }
+  fi
 done
 
 words=${SEARCH:-}
@@ -69,6 +93,11 @@ if [ -z "$words" ]; then
   first=$(find "${dirs[0]}" -type f ! -name '.*' | head -n 1)
   words=$(basename "${first:-file}" | tr -c '[:alnum:]\n' ' ' | awk '{print $1}')
 fi
+# Every ultrapeer listed (at most 10 s), then a second for the leaves to join them.
+for _ in $(seq 100); do
+  [ "$(listed | wc -l)" -ge $(((n + 4) / 5)) ] && break
+  sleep 0.1
+done
 sleep 1
 echo "searching for: $words"
 "$SERVENT" search --peer "${addrs[0]}" --timeout 3 "$words"

@@ -25,6 +25,8 @@ pub(super) struct Boot {
     pub inbound_seen: AtomicBool,
     /// "Nothing to ask" was said for this spell without hosts.
     said: AtomicBool,
+    /// Wakes the maintainer when a round brought hosts.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Boot {
@@ -37,6 +39,7 @@ impl Boot {
             reachable_since: Mutex::new(None),
             inbound_seen: AtomicBool::new(false),
             said: AtomicBool::new(false),
+            wake: Arc::default(),
         }
     }
 
@@ -92,11 +95,13 @@ impl Boot {
         self.said.store(false, Ordering::Relaxed);
         self.asking.store(true, Ordering::Relaxed);
         let (caches, asking, s) = (self.caches.clone(), self.asking.clone(), shared.clone());
+        let wake = self.wake.clone();
         shared.tracker.spawn(async move {
             let hosts = tokio::select! {
                 h = http_round(&caches) => h,
                 _ = s.cancel.cancelled() => Vec::new(),
             };
+            let learned = !hosts.is_empty();
             s.engine.hosts(|h| {
                 let seen = SystemTime::now();
                 for a in hosts {
@@ -104,6 +109,9 @@ impl Boot {
                 }
             });
             asking.store(false, Ordering::Relaxed);
+            if learned {
+                wake.notify_one();
+            }
         });
     }
 

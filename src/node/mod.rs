@@ -670,16 +670,20 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut saved = Instant::now();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        // Woken early when a bootstrap brought hosts: they are dialed at once.
+        let woken = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shared.boot.wake.notified() => true,
             _ = shared.cancel.cancelled() => break,
+        };
+        if !woken {
+            // Saved now and then too, not only at a clean shutdown.
+            if saved.elapsed() >= SAVE_HOSTS_EVERY {
+                saved = Instant::now();
+                save_hosts(&shared, hosts_file.as_deref());
+            }
+            shared.engine.tick(cpu_busy());
         }
-        // Saved now and then too, not only at a clean shutdown.
-        if saved.elapsed() >= SAVE_HOSTS_EVERY {
-            saved = Instant::now();
-            save_hosts(&shared, hosts_file.as_deref());
-        }
-        shared.engine.tick(cpu_busy());
         let wanted = if target == 0 {
             0
         } else {

@@ -138,13 +138,18 @@ impl CacheUrl {
         } else {
             Kind::Gwc
         };
-        Ok(CacheUrl {
+        let url = CacheUrl {
             kind,
             host: host.to_ascii_lowercase(),
             port,
             target,
             explicit_list,
-        })
+        };
+        // As we write it (a `/` added, a default port dropped) too.
+        if url.http().len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong);
+        }
+        Ok(url)
     }
 
     /// `host:port` as a socket address would be written (brackets for IPv6).
@@ -254,8 +259,16 @@ pub struct Answer {
     pub truncated: bool,
 }
 
-/// Parses one line (without its line end); none when it is junk.
+/// Parses one line (without its line end); none when it is junk. What it
+/// accepts, [`encode_line`] writes back within [`MAX_LINE_LEN`].
 pub fn parse_line(line: &str) -> Option<Line> {
+    let parsed = read_line(line)?;
+    let mut written = String::new();
+    encode_line(&parsed, &mut written);
+    (written.len() <= MAX_LINE_LEN + 1).then_some(parsed)
+}
+
+fn read_line(line: &str) -> Option<Line> {
     if line.len() > MAX_LINE_LEN {
         return None;
     }

@@ -674,6 +674,7 @@ async fn every_route_answers_as_documented() {
         "servent_host_cache_hosts",
         "servent_fasttrack_users",
         "servent_fasttrack_events_total",
+        "servent_webcache_events_total",
     ] {
         assert!(families.contains_key(f), "{f} missing");
     }

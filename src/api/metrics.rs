@@ -223,5 +223,14 @@ pub fn node(c: &Control) -> String {
     for (event, v) in &ft.counters {
         p.sample(name, &[("event", event)], *v);
     }
+    let name = "servent_webcache_events_total";
+    p.family(
+        name,
+        "counter",
+        "HTTP bootstrap: requests to host caches and how they went, hosts and caches learned or dropped by reason, updates.",
+    );
+    for (event, v) in c.webcache_stats().counters() {
+        p.sample(name, &[("event", event)], v);
+    }
     p.finish()
 }

@@ -106,6 +106,27 @@ pub struct ClientStats {
     pub updates_ok: u64,
 }
 
+impl ClientStats {
+    /// Every counter by name (for `/metrics`).
+    pub fn counters(&self) -> [(&'static str, u64); 13] {
+        [
+            ("asked", self.asked),
+            ("answered", self.answered),
+            ("failed", self.failed),
+            ("empty", self.empty),
+            ("hosts", self.hosts),
+            ("hosts_out_of_scope", self.hosts_out_of_scope),
+            ("hosts_over_limit", self.hosts_over_limit),
+            ("urls", self.urls),
+            ("urls_dropped", self.urls_dropped),
+            ("junk_lines", self.junk_lines),
+            ("removed", self.removed),
+            ("updates", self.updates),
+            ("updates_ok", self.updates_ok),
+        ]
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
     url: CacheUrl,

@@ -54,6 +54,7 @@ struct Inner {
     tracker: TaskTracker,
     cancel: CancellationToken,
     fasttrack: crate::fasttrack::server::FastTrack,
+    webcaches: crate::bootstrap::WebCaches,
 }
 
 #[derive(Default)]
@@ -132,6 +133,7 @@ pub(super) struct Parts {
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
     pub fasttrack: crate::fasttrack::server::FastTrack,
+    pub webcaches: crate::bootstrap::WebCaches,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -165,6 +167,7 @@ impl Control {
                 tracker: p.tracker,
                 cancel: p.cancel,
                 fasttrack: p.fasttrack,
+                webcaches: p.webcaches,
             }),
         }
     }
@@ -544,6 +547,11 @@ impl Control {
     /// The FastTrack supernode.
     pub fn fasttrack(&self) -> &crate::fasttrack::server::FastTrack {
         &self.inner.fasttrack
+    }
+
+    /// What the node's HTTP bootstrap has done.
+    pub fn webcache_stats(&self) -> crate::core::webcache::ClientStats {
+        self.inner.webcaches.stats()
     }
 
     /// How the engine's counters and the shell's look now, for `/metrics`.

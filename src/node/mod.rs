@@ -541,6 +541,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         tracker: tracker.clone(),
         cancel: cancel.clone(),
         fasttrack: fasttrack.clone(),
+        webcaches: webcaches.clone(),
     });
     Ok(NodeHandle {
         control,

@@ -368,14 +368,12 @@ fn parse_info(text: &str) -> Info {
 /// read.
 pub fn parse_answer(body: &[u8]) -> Answer {
     let mut answer = Answer::default();
-    let mut seen = 0;
-    for raw in body.split(|&b| b == b'\n') {
+    for (seen, raw) in body.split(|&b| b == b'\n').enumerate() {
         if seen == MAX_LINES {
             // Only an empty piece after the last line end is no more line.
             answer.truncated = !raw.is_empty();
             break;
         }
-        seen += 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;

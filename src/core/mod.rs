@@ -16,6 +16,7 @@ pub mod pongs;
 pub mod router;
 pub mod tier;
 mod timed;
+pub mod udp;
 pub mod webcache;
 
 /// A connection to a neighbour, named by the shell. Identifiers are never reused

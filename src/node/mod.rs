@@ -21,6 +21,7 @@ pub mod push;
 pub mod queue;
 pub mod search;
 mod sendfile;
+mod udp;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -117,6 +118,8 @@ pub struct NodeConfig {
     pub webcaches: Vec<crate::wire::webcache::CacheUrl>,
     /// How long the node has had nothing to dial before it asks them.
     pub webcache_after: Duration,
+    /// Open the Gnutella UDP port (the TCP port's number).
+    pub udp: bool,
 }
 
 impl Default for NodeConfig {
@@ -148,6 +151,7 @@ impl Default for NodeConfig {
             fasttrack: crate::fasttrack::server::ServerConfig::default(),
             webcaches: Vec::new(),
             webcache_after: Duration::ZERO,
+            udp: true,
         }
     }
 }
@@ -167,6 +171,8 @@ pub struct NodeHandle {
     /// Where the `--fasttrack-listen` port took connections.
     pub fasttrack_addr: Option<SocketAddr>,
     webcaches: crate::bootstrap::WebCaches,
+    /// The Gnutella UDP port (same address as `local_addr`), when open.
+    pub udp_addr: Option<SocketAddr>,
 }
 
 impl NodeHandle {
@@ -430,6 +436,23 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         uploads.rescan.clone(),
     ));
 
+    let udp_addr = if config.udp {
+        match udp::start(local_addr, engine.clone(), &tracker, cancel.clone()).await {
+            Ok((addr, tx)) => {
+                engine.set_udp(tx);
+                Some(addr)
+            }
+            Err(e) => {
+                // TCP still works without it; say so, as peers will miss
+                // what only travels by UDP.
+                tracing::warn!(addr = %local_addr, error = %e, "cannot open the UDP port; running without UDP");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let fasttrack_listener = match config.fasttrack_listen {
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
@@ -555,6 +578,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         fasttrack,
         fasttrack_addr,
         webcaches,
+        udp_addr,
     })
 }
 

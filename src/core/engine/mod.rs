@@ -45,11 +45,13 @@ mod dynamic;
 mod offers;
 mod routing;
 mod tables;
+mod udp;
 
 use offers::*;
 use routing::*;
 use tables::*;
 pub use tables::{TableDone, TableJob};
+pub use udp::UdpStats;
 
 /// Where the core's decisions go: the shell's connections and tasks (or a
 /// test's record of them).
@@ -76,6 +78,13 @@ pub trait Links {
     /// is the query's, `payload` the hit's, validated.
     fn own_hit(&mut self, guid: Guid, payload: Bytes) {
         let _ = (guid, payload);
+    }
+    /// Sends one datagram from the Gnutella UDP port to `to`; false when it
+    /// cannot (no UDP socket, or its queue is full: the datagram is lost,
+    /// as datagrams may be).
+    fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
+        let _ = (to, bytes);
+        false
     }
 }
 
@@ -172,6 +181,11 @@ pub enum Event {
     PerIpRefused,
     /// A [`TableJob`] handed to [`Links::decode_tables`] is over.
     TablesDecoded(TableDone),
+    /// A datagram read on the Gnutella UDP port, as it came.
+    Datagram {
+        from: SocketAddr,
+        bytes: Bytes,
+    },
     /// A link broke one of its time limits (it is being closed).
     Fault {
         conn: ConnId,
@@ -273,6 +287,8 @@ pub struct EngineStats {
     pub hosts: usize,
     /// Inbound sockets closed at once: their address had too many open.
     pub per_ip_refused: u64,
+    /// The UDP port's counters.
+    pub udp: UdpStats,
 }
 
 impl EngineStats {
@@ -460,6 +476,8 @@ pub struct Engine<L: Links> {
     leaf_slots: LibraryTable,
     /// The wall clock as of the last event that told it (host-cache ages).
     wall: SystemTime,
+    /// What each UDP source may still send.
+    udp_sources: crate::core::udp::Sources,
     links: L,
 }
 
@@ -517,6 +535,7 @@ impl<L: Links> Engine<L> {
             lib_table,
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
+            udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
             links,
         }
     }
@@ -904,6 +923,7 @@ impl<L: Links> Engine<L> {
                 }
             }
             Event::PerIpRefused => self.stats.per_ip_refused += 1,
+            Event::Datagram { from, bytes } => self.datagram(from, bytes, now),
             Event::TablesDecoded(done) => self.tables_decoded(done),
             Event::Fault { conn, fault } => {
                 tracing::debug!(conn = conn.0, ?fault, "link broke a time limit");

@@ -67,6 +67,7 @@ async fn network() -> (NodeHandle, WebcacheHandle) {
             listen: "127.0.0.1:0".parse().unwrap(),
             store: StoreConfig::default(),
             local_network: false,
+            data_dir: None,
         },
         CancellationToken::new(),
     )

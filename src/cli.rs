@@ -222,6 +222,10 @@ pub struct WebcacheArgs {
     /// listed (always so when --listen is such an address).
     #[arg(long, env = "SERVENT_WEBCACHE_LOCAL_NETWORK")]
     pub local_network: bool,
+    /// Where the list is kept across restarts (`webcache.txt`; default: in
+    /// memory only).
+    #[arg(long, env = "SERVENT_WEBCACHE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Say where the cache listens as a JSON record instead of a sentence.
     #[arg(long, env = "SERVENT_WEBCACHE_JSON")]
     pub json: bool,

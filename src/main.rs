@@ -337,6 +337,7 @@ fn webcache(args: WebcacheArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     let config = cache::ServerConfig {
         listen: args.listen,
         local_network: args.local_network,
+        data_dir: args.data_dir.clone(),
         store: servent::core::webcache::StoreConfig {
             max_hosts: args.max_hosts,
             max_urls: args.max_urls,

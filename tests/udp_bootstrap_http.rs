@@ -33,6 +33,7 @@ async fn webcache(store: StoreConfig) -> WebcacheHandle {
             listen: "127.0.0.1:0".parse().unwrap(),
             store,
             local_network: false,
+            data_dir: None,
         },
         CancellationToken::new(),
     )
@@ -232,6 +233,40 @@ async fn the_cache_is_bounded_aged_and_rate_limited() {
     );
     assert!(st.hosts_expired >= 3, "{st:?}");
     cache.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cache_keeps_its_list_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("servent-webcache-{}", std::process::id()));
+    let start = || {
+        cache::start(
+            ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                store: StoreConfig::default(),
+                local_network: false,
+                data_dir: Some(dir.clone()),
+            },
+            CancellationToken::new(),
+        )
+    };
+    let first = start().await.unwrap();
+    get(
+        first.local_addr,
+        "/?ip=127.0.0.1:6346&url=http://127.0.0.1:1/g.php",
+    )
+    .await;
+    first.shutdown().await;
+    let second = start().await.unwrap();
+    assert_eq!(second.hosts(), 1);
+    let (_, body) = get(second.local_addr, "/?get=1").await;
+    let a = parse_answer(body.as_bytes());
+    assert_eq!(
+        a.hosts().map(|(h, _)| h).collect::<Vec<_>>(),
+        ["127.0.0.1:6346".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(a.urls().collect::<Vec<_>>(), ["http://127.0.0.1:1/g.php"]);
+    second.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

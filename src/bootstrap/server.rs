@@ -5,8 +5,9 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -40,6 +41,9 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Take private and loopback addresses (always so when `listen` is one).
     pub local_network: bool,
+    /// Where the list is kept across restarts (`webcache.txt`); none: in
+    /// memory only.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             store: StoreConfig::default(),
             local_network: false,
+            data_dir: None,
         }
     }
 }
@@ -58,6 +63,7 @@ pub struct WebcacheHandle {
     store: Arc<Mutex<Store>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    file: Option<PathBuf>,
 }
 
 impl WebcacheHandle {
@@ -71,11 +77,35 @@ impl WebcacheHandle {
         lock(&self.store).hosts()
     }
 
-    /// Stops taking connections and waits for those served to end.
+    /// Stops taking connections, waits for those served to end, and saves
+    /// the list.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        save(&self.store, self.file.as_deref());
+    }
+}
+
+/// How often the list is written to the data directory.
+const SAVE_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// The store's clock: seconds since the Unix epoch, so that saved ages hold
+/// across restarts.
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Writes the list to `file` (through a temporary file and a rename).
+fn save(store: &Mutex<Store>, file: Option<&Path>) {
+    let Some(file) = file else { return };
+    let text = lock(store).save();
+    let tmp = file.with_extension("txt.tmp");
+    let written = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, file));
+    if let Err(e) = written {
+        tracing::warn!(file = %file.display(), error = %e, "cannot save the webcache's list");
     }
 }
 
@@ -88,9 +118,39 @@ pub async fn start(config: ServerConfig, cancel: CancellationToken) -> io::Resul
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
     let scope = Scope::of(local_addr.ip(), config.local_network);
-    let store = Arc::new(Mutex::new(Store::new(config.store, scope)));
+    let mut store = Store::new(config.store, scope);
+    let file = match &config.data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            Some(d.join("webcache.txt"))
+        }
+        None => None,
+    };
+    if let Some(f) = &file {
+        match std::fs::read_to_string(f) {
+            Ok(text) => {
+                let n = store.load(&text, now());
+                tracing::info!(file = %f.display(), entries = n, "webcache list read");
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %f.display(), error = %e, "cannot read the webcache's list")
+            }
+        }
+    }
+    let store = Arc::new(Mutex::new(store));
     let tracker = TaskTracker::new();
-    let started = Instant::now();
+    if file.is_some() {
+        let (store, cancel, file) = (store.clone(), cancel.clone(), file.clone());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(SAVE_EVERY) => save(&store, file.as_deref()),
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        });
+    }
     let per_ip = Arc::new(Mutex::new(PerIp::new(match scope {
         Scope::Internet => MAX_PER_IP,
         Scope::Local => MAX_PER_IP_LOCAL,
@@ -128,7 +188,7 @@ pub async fn start(config: ServerConfig, cancel: CancellationToken) -> io::Resul
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let store = store.clone();
-                        async move { Ok::<_, Infallible>(answer(&req, &store, remote, started)) }
+                        async move { Ok::<_, Infallible>(answer(&req, &store, remote)) }
                     });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -158,25 +218,16 @@ pub async fn start(config: ServerConfig, cancel: CancellationToken) -> io::Resul
         store,
         cancel,
         tracker,
+        file,
     })
 }
 
-fn answer<B>(
-    req: &Request<B>,
-    store: &Mutex<Store>,
-    remote: SocketAddr,
-    started: Instant,
-) -> Response<Full<Bytes>> {
+fn answer<B>(req: &Request<B>, store: &Mutex<Store>, remote: SocketAddr) -> Response<Full<Bytes>> {
     let (status, body) = match *req.method() {
         Method::GET | Method::HEAD => {
             // The client is the connection's address: no header (X-Forwarded-For,
             // X-Remote-IP) speaks for it.
-            let reply = lock(store).handle(
-                req.uri().path(),
-                req.uri().query(),
-                remote.ip(),
-                started.elapsed(),
-            );
+            let reply = lock(store).handle(req.uri().path(), req.uri().query(), remote.ip(), now());
             (
                 StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
                 reply.body,

@@ -492,7 +492,9 @@ enum Client {
     Listed(SocketAddr),
 }
 
-/// The host cache `servent webcache` serves.
+/// The host cache `servent webcache` serves. Times (`now`) are offsets from an
+/// epoch the caller chooses; the shell uses the Unix epoch, so that what
+/// [`Store::save`] writes keeps its ages across a restart.
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
@@ -531,6 +533,72 @@ impl Store {
     /// Cache URLs listed now.
     pub fn urls(&self) -> usize {
         self.urls.len()
+    }
+
+    /// The hosts and URLs as text to keep in a file: lines `host IP:PORT T`
+    /// and `url URL T`, `T` the time of the last update in seconds.
+    pub fn save(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut hosts: Vec<_> = self.hosts.iter().collect();
+        hosts.sort_by_key(|(a, t)| (std::cmp::Reverse(**t), **a));
+        for (a, t) in hosts {
+            let _ = writeln!(out, "host {a} {}", t.as_secs());
+        }
+        let mut urls: Vec<_> = self.urls.iter().collect();
+        urls.sort();
+        for (u, t) in urls {
+            let _ = writeln!(out, "url {u} {}", t.as_secs());
+        }
+        out
+    }
+
+    /// Takes back what [`Store::save`] wrote, as far as it is still young, in
+    /// scope and within bounds (bad lines are skipped); returns the entries
+    /// taken.
+    pub fn load(&mut self, text: &str, now: Duration) -> usize {
+        let mut taken = 0;
+        for line in text.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(kind), Some(what), Some(t), None) = (f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            let Ok(t) = t.parse::<u64>().map(Duration::from_secs) else {
+                continue;
+            };
+            let t = t.min(now);
+            match kind {
+                "host" => {
+                    let Ok(a) = what.parse::<SocketAddr>() else {
+                        continue;
+                    };
+                    if !self.scope.allows(a) || now - t >= self.config.host_ttl {
+                        continue;
+                    }
+                    if !self.hosts.contains_key(&a) && self.hosts.len() >= self.config.max_hosts {
+                        evict_oldest(&mut self.hosts);
+                    }
+                    self.hosts.insert(a, t);
+                }
+                "url" => {
+                    let Ok(u) = CacheUrl::parse(what) else {
+                        continue;
+                    };
+                    if !self.url_in_scope(&u) || now - t >= self.config.url_ttl {
+                        continue;
+                    }
+                    let u = u.to_string();
+                    if !self.urls.contains_key(&u) && self.urls.len() >= self.config.max_urls {
+                        evict_oldest(&mut self.urls);
+                    }
+                    self.urls.insert(u, t);
+                }
+                _ => continue,
+            }
+            taken += 1;
+        }
+        taken
     }
 
     /// Forgets what aged out.
@@ -1079,6 +1147,40 @@ mod tests {
             upd(&mut s, "ip=8.8.8.8:3", ip("::ffff:8.8.8.8"), 300),
             "OK\n"
         );
+    }
+
+    #[test]
+    fn a_saved_store_comes_back_with_its_ages() {
+        let mut s = store(Scope::Internet);
+        let t0 = secs(1_000_000);
+        s.handle(
+            "/",
+            Some("ip=8.8.8.8:1&url=http://c.example/g.php"),
+            ip("8.8.8.8"),
+            t0,
+        );
+        s.handle("/", Some("ip=8.8.4.4:2"), ip("8.8.4.4"), t0 + secs(50));
+        let text = s.save();
+        assert_eq!(
+            text,
+            "host 8.8.4.4:2 1000050\nhost 8.8.8.8:1 1000000\nurl http://c.example/g.php 1000000\n"
+        );
+        let mut back = store(Scope::Internet);
+        let junk = "host 10.0.0.1:1 1000000\nhost nonsense 5\nurl https://x/ 1000000\nwhat 1 2\nhost 8.8.8.8:9\n";
+        assert_eq!(back.load(&format!("{text}{junk}"), t0 + secs(70)), 3);
+        assert_eq!(
+            back.handle("/", Some("get=1"), ip("8.8.8.8"), t0 + secs(70))
+                .body,
+            "I|pong|servent 0|gnutella\nH|8.8.4.4:2|20\nH|8.8.8.8:1|70\nU|http://c.example/g.php|70\n"
+        );
+        // What aged out meanwhile is not taken back.
+        let mut late = store(Scope::Internet);
+        assert_eq!(
+            late.load(&text, t0 + secs(140)),
+            1,
+            "one host and the URL are too old"
+        );
+        assert_eq!(late.hosts(), 1);
     }
 
     #[test]

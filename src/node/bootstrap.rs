@@ -116,6 +116,9 @@ impl Boot {
     }
 
     fn update_if_reachable(&self, shared: &Arc<Shared>, now: Instant) {
+        if self.caches.is_empty() {
+            return;
+        }
         let ultrapeer = shared.engine.role_headers().ultrapeer;
         // On a local mesh the cache is ours and its nodes reach each other;
         // on the Internet only a peer that connected to us proves it.

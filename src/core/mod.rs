@@ -13,6 +13,7 @@ pub mod flow;
 pub mod hosts;
 pub mod library;
 pub mod pongs;
+pub mod reach;
 pub mod router;
 pub mod tier;
 mod timed;

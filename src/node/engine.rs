@@ -187,6 +187,10 @@ impl Links for ShellLinks {
             .is_some_and(|tx| tx.try_send((to, bytes)).is_ok())
     }
 
+    fn has_udp(&self) -> bool {
+        self.udp.is_some()
+    }
+
     fn uploads_busy(&self) -> bool {
         self.slots.available_permits() == 0
     }
@@ -452,6 +456,31 @@ impl EngineRef {
     /// Runs `f` on the library (held by the core).
     pub fn library<T>(&self, f: impl FnOnce(&crate::core::library::Library) -> T) -> T {
         f(self.lock().engine.library())
+    }
+
+    /// Our external IP, once several peers agree on it.
+    pub fn external_ip(&self) -> Option<std::net::IpAddr> {
+        self.lock().engine.external_ip()
+    }
+
+    /// A peer's handshake said where it sees us.
+    pub fn remote_ip_said(&self, voter: std::net::IpAddr, said: std::net::IpAddr) {
+        self.lock().engine.remote_ip_said(voter, said);
+    }
+
+    /// Whether we accept no connections (said, or learned).
+    pub fn tcp_firewalled(&self) -> bool {
+        self.lock().engine.tcp_firewalled()
+    }
+
+    /// A TCP connection came in from `from` to `local`.
+    pub fn tcp_inbound(&self, from: SocketAddr, local: SocketAddr) {
+        let mut running = self.lock();
+        if running.stopped {
+            return;
+        }
+        running.engine.tcp_inbound(from, local, Instant::now());
+        self.publish(&mut running);
     }
 
     /// The core's datagrams go to `udp` from now on.

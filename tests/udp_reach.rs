@@ -422,3 +422,127 @@ async fn peers_agree_on_our_address_from_ip_pongs() {
     drop(rb);
     tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
 }
+
+/// Runs `ip` with `args` (inside the test's own namespace).
+fn ip_cmd(args: &str) {
+    let out = std::process::Command::new("ip")
+        .args(args.split_whitespace())
+        .output()
+        .expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// In a network namespace of its own with only `lo` (addresses 11.0.0.x,
+/// which count as the Internet), an outside host — a servent node at
+/// 11.0.0.2 — answers connect-backs. A node at 11.0.0.1 is reached and
+/// decides it is not firewalled; a node at 11.0.0.3, whose port a policy
+/// rule makes unreachable (`ip rule ... prohibit`, the namespace's own
+/// firewall, no iptables), decides it is firewalled for TCP and UDP.
+#[test]
+fn an_outside_host_that_can_or_cannot_reach_us() {
+    const INNER: &str = "SERVENT_REACH_IN_NAMESPACE";
+    if std::env::var_os(INNER).is_some() {
+        return in_namespace();
+    }
+    let can = std::process::Command::new("unshare")
+        .args(["-Urn", "ip", "link", "set", "lo", "up"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !can {
+        eprintln!(
+            "skipped: network namespaces are not available here (`unshare -Urn` failed); \
+             the loopback tests above still decide reachability"
+        );
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .args(["unshare", "-Urn"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "an_outside_host_that_can_or_cannot_reach_us",
+            "--nocapture",
+        ])
+        .env(INNER, "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+}
+
+fn in_namespace() {
+    ip_cmd("link set lo up");
+    for a in ["11.0.0.1", "11.0.0.2", "11.0.0.3"] {
+        ip_cmd(&format!("addr add {a}/32 dev lo"));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = Dir::new("reach-ns");
+        let helper_dir = Dir::new("reach-ns-helper");
+        let helper = node_at(&helper_dir, "11.0.0.2:0", vec![]).await;
+        let h = helper.local_addr.to_string();
+
+        // Reachable: the helper's connect-backs arrive.
+        let mut open = node_at(&dir, "11.0.0.1:0", vec![h.clone()]).await;
+        let reached = open
+            .wait_for(WAIT, |s| {
+                s.reach.tcp == Some("yes") && s.reach.udp == Some("yes")
+            })
+            .await;
+        assert!(reached, "{:?}", open.stats().reach);
+        assert!(!open.control().status().firewalled);
+
+        // Unreachable: nothing may connect or send to 11.0.0.3's port.
+        let port = std::net::TcpListener::bind("11.0.0.3:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        ip_cmd("rule del pref 0 lookup local");
+        ip_cmd("rule add pref 100 lookup local");
+        for proto in ["tcp", "udp"] {
+            ip_cmd(&format!(
+                "rule add to 11.0.0.3 ipproto {proto} dport {port} prohibit pref 10"
+            ));
+        }
+        let mut walled = node_at(
+            &Dir::new("reach-ns-walled"),
+            &format!("11.0.0.3:{port}"),
+            vec![h],
+        )
+        .await;
+        let decided = walled
+            .wait_for(WAIT, |s| {
+                s.reach.tcp == Some("no") && s.reach.udp == Some("no")
+            })
+            .await;
+        assert!(decided, "{:?}", walled.stats().reach);
+        let status = walled.control().status();
+        assert!(status.firewalled);
+        assert_eq!(status.reach.tcp, "no");
+        // It asked; the helper answered (and could not get through).
+        let asked = &walled.stats().reach.asked;
+        assert_eq!(
+            (asked.get("bear7"), asked.get("gtkg7v1")),
+            (Some(&1), Some(&1))
+        );
+        // The open node is still reachable.
+        assert_eq!(open.stats().reach.tcp, Some("yes"));
+        for n in [walled, open, helper] {
+            tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
+        }
+    });
+}

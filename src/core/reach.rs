@@ -284,6 +284,10 @@ impl Reach {
         self.clock
     }
 
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
     fn counts(&self, ip: IpAddr) -> bool {
         match self.scope {
             Scope::Internet => is_routable(ip),
@@ -304,10 +308,15 @@ impl Reach {
     }
 
     /// A TCP connection came in from `from` to our `local` address: from
-    /// another host, it proves we accept connections.
+    /// another host, it proves we accept connections. On a local mesh every
+    /// connection counts (its nodes share an address: one machine's loopback).
     pub fn tcp_inbound(&mut self, from: IpAddr, local: IpAddr, now: Instant) {
         self.clock = Some(now);
-        if from != local && self.counts(from) {
+        let counts = match self.scope {
+            Scope::Internet => from != local && is_routable(from),
+            Scope::Local => true,
+        };
+        if counts {
             self.tcp.evidence(now);
         }
     }
@@ -483,9 +492,13 @@ mod tests {
         assert_eq!(r.tcp.verdict(), Verdict::Unknown);
         r.tcp_inbound(ip("11.0.0.4"), ip("12.0.0.9"), now);
         assert_eq!(r.tcp.verdict(), Verdict::Yes);
-        // On a local mesh a neighbour on the LAN counts.
+        // On a local mesh a neighbour on the LAN counts, and so does another
+        // node on our own loopback address.
         let mut l = Reach::new(Scope::Local, ReachTimers::default());
         l.tcp_inbound(ip("127.0.0.2"), ip("127.0.0.1"), now);
+        assert_eq!(l.tcp.verdict(), Verdict::Yes);
+        let mut l = Reach::new(Scope::Local, ReachTimers::default());
+        l.tcp_inbound(ip("127.0.0.1"), ip("127.0.0.1"), now);
         assert_eq!(l.tcp.verdict(), Verdict::Yes);
     }
 

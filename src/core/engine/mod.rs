@@ -497,9 +497,10 @@ pub struct Engine<L: Links> {
     udp_sources: crate::core::udp::Sources,
     /// Whether we can be reached, and our external address.
     reach: crate::core::reach::Reach,
-    /// Connect-backs we make per IP (TCP, and UDP ping-backs).
-    tcp_backs: crate::core::udp::Throttle<IpAddr>,
-    udp_backs: crate::core::udp::Throttle<IpAddr>,
+    /// Connect-backs we make per IP (TCP, and UDP ping-backs); on a local
+    /// mesh per address and port (its nodes share one IP).
+    tcp_backs: crate::core::udp::Throttle<SocketAddr>,
+    udp_backs: crate::core::udp::Throttle<SocketAddr>,
     links: L,
 }
 

@@ -327,6 +327,15 @@ impl<L: Links> Engine<L> {
         true
     }
 
+    /// What connect-backs are throttled by: the IP, as gtk-gnutella does; on
+    /// a local mesh the address and port.
+    fn throttle_key(&self, to: SocketAddr) -> SocketAddr {
+        match self.reach.scope() {
+            crate::core::addr::Scope::Internet => SocketAddr::new(to.ip(), 0),
+            crate::core::addr::Scope::Local => to,
+        }
+    }
+
     /// Connects back to `ip:port` by TCP (once per link, once a minute per IP).
     fn tcp_connect_back(
         &mut self,
@@ -336,6 +345,7 @@ impl<L: Links> Engine<L> {
         kind: &'static str,
         now: Instant,
     ) {
+        let key = self.throttle_key(SocketAddr::new(ip, port));
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
@@ -343,7 +353,7 @@ impl<L: Links> Engine<L> {
             Some("port-zero")
         } else if peer.connected_back {
             Some("once-per-link")
-        } else if !self.tcp_backs.allow(ip, now) {
+        } else if !self.tcp_backs.allow(key, now) {
             Some("throttled")
         } else {
             None
@@ -365,7 +375,7 @@ impl<L: Links> Engine<L> {
             Some("port-zero")
         } else if !self.links.has_udp() {
             Some("no-udp")
-        } else if !self.udp_backs.allow(to.ip(), now) {
+        } else if !self.udp_backs.allow(self.throttle_key(to), now) {
             Some("throttled")
         } else {
             None

@@ -264,6 +264,97 @@ mod tests {
         }
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap()
+    }
+
+    fn framed(m: crate::wire::Message, muid: &str) -> Vec<u8> {
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&hex(muid));
+        let mut out = BytesMut::new();
+        m.encode_frame(Guid(g), crate::wire::Ttl(1), crate::wire::Hops(0), &mut out)
+            .unwrap();
+        out.to_vec()
+    }
+
+    /// The frames of udp-facts section 12 (constructed.json), byte for
+    /// byte, both ways.
+    #[test]
+    fn golden_vectors() {
+        use crate::wire::{Message, Ping, Pong};
+        const MUID: &str = "0123456789abcdefff00112233445500";
+        const ZERO: &str = "00000000000000000000000000000000";
+        let bear7 = "000000000000000000000000000000003101000a0000004245415207000100ca18";
+        assert_eq!(
+            framed(
+                Message::Vendor(TcpConnectBack { port: 6346 }.to_vendor()),
+                ZERO
+            ),
+            hex(bear7)
+        );
+        let gtkg7v2 = "0123456789abcdefff001122334455003101000a00000047544b4707000200ca18";
+        let v2 = UdpConnectBack {
+            port: 6346,
+            guid: None,
+        };
+        assert_eq!(framed(Message::Vendor(v2.to_vendor()), MUID), hex(gtkg7v2));
+        let gtkg7v1 = "000000000000000000000000000000003101001a00000047544b4707000100ca18a1b2c3d4e5f60718ff293a4b5c6d7e00";
+        let g = Guid(hex("a1b2c3d4e5f60718ff293a4b5c6d7e00").try_into().unwrap());
+        let v1 = UdpConnectBack {
+            port: 6346,
+            guid: Some(g),
+        };
+        assert_eq!(framed(Message::Vendor(v1.to_vendor()), ZERO), hex(gtkg7v1));
+        // And read back from the vectors' bodies.
+        for (v, want) in [
+            (gtkg7v1, ConnectBack::Udp(v1)),
+            (gtkg7v2, ConnectBack::Udp(v2)),
+        ] {
+            let m = VendorMsg::parse(&Bytes::from(hex(v)[23..].to_vec())).unwrap();
+            assert_eq!(connect_back(&m), Some(Ok(want)));
+        }
+        let cb_ping = "a1b2c3d4e5f60718ff293a4b5c6d7e0000010000000000";
+        assert_eq!(
+            framed(
+                Message::Ping(Ping::default()),
+                "a1b2c3d4e5f60718ff293a4b5c6d7e00"
+            ),
+            hex(cb_ping)
+        );
+        let ip_ping = "0123456789abcdefff0011223344550000010005000000c382495040";
+        assert_eq!(
+            framed(
+                Message::Ping(Ping {
+                    ggep: Some(ip_request())
+                }),
+                MUID
+            ),
+            hex(ip_ping)
+        );
+        let ip_pong = "0123456789abcdefff0011223344550001010019000000ca18c63364010000000008000000c382495046cb00714d409c";
+        let seen: SocketAddr = "203.0.113.77:40000".parse().unwrap();
+        let pong = Pong {
+            port: 6346,
+            ip: Ipv4Addr::new(198, 51, 100, 1),
+            files: 0,
+            kbytes: 8,
+            ggep: Some(Ggep::new(vec![ip_answer(seen)])),
+        };
+        assert_eq!(framed(Message::Pong(pong), MUID), hex(ip_pong));
+        let mut budget = 1 << 16;
+        let read = Pong::parse(&Bytes::from(hex(ip_pong)[23..].to_vec()), &mut budget).unwrap();
+        assert_eq!(read.ggep.as_ref().and_then(ip_seen), Some(seen));
+        // LIME/7 and LIME/8 (not in the vectors): vendor, selector, version 1,
+        // then IPv4 big-endian and port little-endian, as udp-facts 7.3 says.
+        let addr = "198.51.100.7:6346".parse().unwrap();
+        let lime7 = "0123456789abcdefff001122334455003101000e0000004c494d4507000100c6336407ca18";
+        let lime8 = "0123456789abcdefff001122334455003101000e0000004c494d4508000100c6336407ca18";
+        for (udp, v) in [(false, lime7), (true, lime8)] {
+            let r = ConnectBackRedirect { udp, addr };
+            assert_eq!(framed(Message::Vendor(r.to_vendor()), MUID), hex(v));
+        }
+    }
+
     #[test]
     fn short_and_odd_bodies_are_errors_not_panics() {
         assert!(TcpConnectBack::parse(&[1]).is_err());

@@ -141,19 +141,18 @@ impl<L: Links> Engine<L> {
     /// A link opened: ask it for connect-backs we still need, and ping its UDP
     /// port for our address.
     pub(super) fn reach_opened(&mut self, conn: ConnId, now: Instant) {
-        self.ask_connect_backs(conn, now, false);
+        let (tcp, udp) = (self.reach.tcp.wanted(now), self.reach.udp.wanted(now));
+        self.ask_connect_backs(conn, now, tcp, udp);
         self.ip_ping(conn, now);
     }
 
-    /// Sends `conn` the connect-back requests we need (all of them when
-    /// `recheck`: a round was due): BEAR/7 while not known reachable by TCP,
-    /// GTKG/7v1 while not by unsolicited UDP. gtk-gnutella sends both to
-    /// every peer that reads vendor messages.
-    fn ask_connect_backs(&mut self, conn: ConnId, now: Instant, recheck: bool) -> bool {
+    /// Sends `conn` the connect-back requests asked for: BEAR/7 (`tcp`) and
+    /// GTKG/7v1 (`udp`). gtk-gnutella sends both to every peer that reads
+    /// vendor messages while it thinks it is firewalled.
+    fn ask_connect_backs(&mut self, conn: ConnId, now: Instant, tcp: bool, udp: bool) -> bool {
         let me = self.me;
-        let udp = self.links.has_udp();
-        let want_tcp = !self.firewalled && (recheck || self.reach.tcp.wanted(now));
-        let want_udp = udp && (recheck || self.reach.udp.wanted(now));
+        let want_tcp = tcp && !self.firewalled;
+        let want_udp = udp && self.links.has_udp();
         let Some(peer) = self.peers.get(&conn) else {
             return false;
         };
@@ -242,7 +241,13 @@ impl<L: Links> Engine<L> {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
-        let Some(to) = peer.info.remote_listen else {
+        // Only where the peer's own address is: a listening address it
+        // claims elsewhere could aim our pings at a third host.
+        let Some(to) = peer
+            .info
+            .remote_listen
+            .filter(|a| a.ip() == peer.info.remote.ip())
+        else {
             return;
         };
         // Not a peer we asked for a ping-back: the pong's way in would let
@@ -445,11 +450,12 @@ impl<L: Links> Engine<L> {
         };
         let tcp_conn = tcp.then(|| pick(|r| r.tcp_asked)).flatten();
         let udp_conn = udp.then(|| pick(|r| r.udp_asked)).flatten();
-        for conn in [tcp_conn, udp_conn].into_iter().flatten() {
-            if self.ask_connect_backs(conn, now, true) {
-                // One request per check per round.
-                break;
-            }
+        // One request per check that is due.
+        if let Some(conn) = tcp_conn {
+            self.ask_connect_backs(conn, now, true, false);
+        }
+        if let Some(conn) = udp_conn {
+            self.ask_connect_backs(conn, now, false, true);
         }
     }
 

@@ -257,8 +257,8 @@ impl ReachStats {
 
 impl Reach {
     /// Nothing known yet. In `Scope::Internet` only routable peers count as
-    /// evidence and voters (a host on our own LAN proves nothing about the
-    /// Internet); on a local mesh every host does.
+    /// evidence (a host on our own LAN proves nothing about the Internet); on
+    /// a local mesh every host does.
     pub fn new(scope: Scope, timers: ReachTimers) -> Reach {
         Reach {
             tcp: Check::new(timers.tcp),
@@ -295,11 +295,11 @@ impl Reach {
         }
     }
 
-    /// A peer said where it sees us (`Remote-IP`, or `IP` in a pong).
+    /// A peer said where it sees us (`Remote-IP`, or `IP` in a pong). Every
+    /// peer votes, a LAN neighbour too: it sees the address it reaches us at,
+    /// and the majority decides.
     pub fn vote(&mut self, voter: IpAddr, said: IpAddr) {
-        if self.counts(voter) {
-            self.external.vote(voter, said);
-        }
+        self.external.vote(voter, said);
     }
 
     /// Our external address, once enough peers agree.
@@ -540,8 +540,8 @@ mod tests {
         let mut r = Reach::new(Scope::Internet, ReachTimers::default());
         r.vote(ip("11.0.0.1"), ip("12.0.0.77"));
         assert_eq!(r.external(), None);
-        r.vote(ip("10.0.0.1"), ip("12.0.0.77"));
-        assert_eq!(r.external(), None, "a LAN host does not vote");
+        r.vote(ip("11.0.0.1"), ip("12.0.0.77"));
+        assert_eq!(r.external(), None, "nor by saying it twice");
         r.vote(ip("11.0.0.2"), ip("12.0.0.77"));
         assert_eq!(r.external(), Some(ip("12.0.0.77")));
         let mut n = 0;

@@ -248,16 +248,23 @@ struct Shared {
 
 impl Shared {
     /// The IP to advertise on a connection whose local end is `local`: the
-    /// connection's own when the world can reach it, else the external address
-    /// several peers agree on (we are behind NAT), else the listening IP when
-    /// specific, else the connection's own.
+    /// connection's own when the world can reach it; else (behind NAT) the
+    /// external address several peers agree on when the world can reach that;
+    /// else the listening IP when specific; else the agreed address, else the
+    /// connection's own.
     fn advertised(&self, local: IpAddr) -> IpAddr {
         if crate::core::addr::is_routable(local) {
             return local;
         }
-        match self.engine.external_ip() {
-            Some(ip) if ip.is_ipv4() == local.is_ipv4() && crate::core::addr::is_routable(ip) => ip,
-            _ => self.bind.unwrap_or(local),
+        let agreed = self
+            .engine
+            .external_ip()
+            .filter(|ip| ip.is_ipv4() == local.is_ipv4());
+        match (agreed, self.bind) {
+            (Some(ip), _) if crate::core::addr::is_routable(ip) => ip,
+            (_, Some(bind)) => bind,
+            (Some(ip), None) => ip,
+            (None, None) => local,
         }
     }
 

@@ -108,9 +108,10 @@ impl<L: Links> Engine<L> {
         self.reach.stats()
     }
 
-    /// The address to advertise to a peer that reaches us at `local`: our
-    /// external address instead when `local` is one the world cannot reach
-    /// (behind NAT) and peers agree on a routable one.
+    /// The address to advertise to a peer that reaches us at `local` (what
+    /// the shell chose when the link opened): our external address instead
+    /// when `local` is one the world cannot reach (behind NAT) and peers agree
+    /// on a routable one.
     pub(super) fn our_addr(&self, local: SocketAddr) -> SocketAddr {
         if crate::core::addr::is_routable(local.ip()) {
             return local;

@@ -932,6 +932,7 @@ impl<L: Links> Engine<L> {
                     .values()
                     .any(|p| p.info.link == Link::Peer && p.info.guid.is_some_and(|g| g > self.me));
                 self.tier.set_outranked(outranked);
+                self.tier.set_unreachable(self.tcp_firewalled());
                 if self.stats.shed > self.shed_at_tick {
                     self.tier.congested(now);
                 }

@@ -13,19 +13,20 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use common::Dir;
 use servent::core::ConnId;
-use servent::core::engine::{Config, Engine, Event, Links};
+use servent::core::engine::{Config, Engine, Event, LinkInfo, Links};
 use servent::core::flow::{Offer, Priority};
 use servent::core::guess::GuessConfig;
 use servent::core::library::Library;
-use servent::core::tier::{Mode, Tier, TierConfig};
+use servent::core::tier::{Link, Mode, Tier, TierConfig};
 use servent::node::control::SearchFor;
 use servent::node::{self, NodeConfig, NodeHandle};
 use servent::wire::guess::{self as g, GuessPong, QueryKey};
 use servent::wire::huge::Sha1Urn;
+use servent::wire::qrp::{self, QrpTable};
 use servent::wire::udp;
 use servent::wire::{
     ExtArea, ExtItem, Frame, Function, Ggep, GgepExt, Guid, Hops, Message, Ping, Pong, Push, Query,
-    QueryFlags, QueryHit, Ttl,
+    QueryFlags, QueryHit, RouteTableUpdate, Ttl,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -43,16 +44,22 @@ const MUID: &str = "0123456789abcdefff00112233445500";
 // ---------------------------------------------------------------------------
 // The core, driven by hand.
 
-/// Datagrams the core sent.
+/// Datagrams (and frames on links) the core sent.
 #[derive(Default)]
 struct Wire {
     sent: Vec<(SocketAddr, Bytes)>,
+    frames: Vec<(ConnId, Frame)>,
     own_hits: Vec<Guid>,
     udp: bool,
 }
 
 impl Links for Wire {
-    fn send(&mut self, _: ConnId, _: Priority, _: Bytes) -> Offer {
+    fn send(&mut self, conn: ConnId, _: Priority, bytes: Bytes) -> Offer {
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut codec = servent::framing::DescriptorCodec::default();
+        while let Ok(Some(f)) = tokio_util::codec::Decoder::decode(&mut codec, &mut buf) {
+            self.frames.push((conn, f));
+        }
         Offer::Queued
     }
     fn close(&mut self, _: ConnId, _: u16, _: &str) {}
@@ -376,6 +383,124 @@ fn introductions_and_tcp_pongs_teach_guess_hosts_for_acks() {
     let ack = pong_of(&got[0]);
     assert_eq!((ack.ip, ack.port), (Ipv4Addr::new(11, 0, 0, 1), 19104));
     assert_eq!(got[0].frame.header.hops, Hops(1), "another host's pong");
+}
+
+#[test]
+fn a_leaf_reached_by_its_table_answers_through_us_by_udp() {
+    let (mut e, t0) = core(Mode::Ultrapeer, &[]);
+    let leaf = ConnId(2);
+    let leaf_addr: SocketAddr = "10.0.0.2:6002".parse().unwrap();
+    e.open_link(
+        leaf,
+        LinkInfo {
+            local: HERE.parse().unwrap(),
+            remote_listen: Some(leaf_addr),
+            link: Link::ToLeaf,
+            up_qrp: false,
+            offers: false,
+            degree: 0,
+            guid: None,
+            remote: leaf_addr,
+            vendor_messages: false,
+            inbound: true,
+        },
+        t0,
+    );
+    // The leaf's table: "holiday" present.
+    let mut t = QrpTable::new(1024).unwrap();
+    t.insert_keyword("holiday");
+    let diff = t
+        .diff(&QrpTable::new(1024).unwrap(), qrp::DEFAULT_INFINITY)
+        .unwrap();
+    let mut table = vec![
+        Frame::new(
+            &Message::RouteTable(RouteTableUpdate::Reset {
+                table_len: 1024,
+                infinity: qrp::DEFAULT_INFINITY,
+            }),
+            Guid([9; 16]),
+            Ttl(1),
+            Hops(0),
+        )
+        .unwrap(),
+    ];
+    for c in qrp::build_patch_chunks(&diff, 4, true, 4096).unwrap() {
+        table.push(
+            Frame::new(
+                &Message::RouteTable(c.into()),
+                Guid([10; 16]),
+                Ttl(1),
+                Hops(0),
+            )
+            .unwrap(),
+        );
+    }
+    e.handle(
+        Event::Frames {
+            conn: leaf,
+            frames: table,
+        },
+        t0,
+    );
+    assert_eq!(e.stats().tables_received, 1);
+    let key = key_from(&mut e, ASKER, t0);
+    e.links_mut().frames.clear();
+    let muid = Guid::new_random();
+    let q = guess_query("holiday", Some(key.as_bytes()), true);
+    let got = feed(&mut e, ASKER, datagram(muid, &q, 1), t0);
+    assert_eq!(
+        got.len(),
+        1,
+        "the acknowledgement only: we have no such file"
+    );
+    // The leaf gets the query, TTL 1, without the GUESS extensions.
+    let to_leaf: Vec<&Frame> = e
+        .links_mut()
+        .frames
+        .iter()
+        .filter(|(c, f)| *c == leaf && f.header.function == Function::Query)
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(to_leaf.len(), 1);
+    let f = to_leaf[0].clone();
+    assert_eq!((f.header.guid, f.header.ttl), (muid, Ttl(1)));
+    let v = servent::wire::query::QueryView::parse(&f.payload).unwrap();
+    assert_eq!(v.text, b"holiday");
+    assert_eq!(g::GuessQuery::of(&v), g::GuessQuery::default());
+    // Not "work": that query goes to no leaf.
+    let q = guess_query("work", Some(key.as_bytes()), false);
+    feed(&mut e, ASKER, datagram(Guid::new_random(), &q, 1), t0);
+    assert_eq!(e.stats().guess.to_leaves, 1);
+    // The leaf's hit comes back over TCP and goes on by UDP to the asker.
+    let hit = Message::QueryHit(QueryHit {
+        port: 6002,
+        ip: Ipv4Addr::new(10, 0, 0, 2),
+        speed: 0,
+        results: vec![servent::wire::HitResult::new(
+            3,
+            4096,
+            "holiday photos.zip",
+            None,
+        )],
+        trailer: servent::wire::TrailerArea::None,
+        servent: Guid([0x1e; 16]),
+    });
+    let hit = Frame::new(&hit, muid, Ttl(3), Hops(0)).unwrap();
+    e.handle(
+        Event::Frames {
+            conn: leaf,
+            frames: vec![hit],
+        },
+        t0,
+    );
+    let sent = std::mem::take(&mut e.links_mut().sent);
+    assert_eq!(sent.len(), 1, "sent on by UDP");
+    assert_eq!(sent[0].0, ASKER.parse::<SocketAddr>().unwrap());
+    let d = udp::parse(sent[0].1.clone()).unwrap();
+    assert_eq!(d.frame.header.guid, muid);
+    assert_eq!(hit_of(&d).results[0].name_lossy(), "holiday photos.zip");
+    assert_eq!(e.stats().guess.leaf_hits_relayed, 1);
+    assert!(e.links_mut().own_hits.is_empty(), "not taken as ours");
 }
 
 // ---------------------------------------------------------------------------

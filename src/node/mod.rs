@@ -13,6 +13,7 @@ mod deflate;
 mod engine;
 mod ft_proxy;
 pub mod get;
+mod guess_search;
 pub mod handshake;
 pub mod http;
 mod library_task;

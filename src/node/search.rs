@@ -403,7 +403,22 @@ pub async fn search(
     max_results: usize,
     on_hit: impl FnMut(SearchHit),
 ) -> Result<usize, SearchError> {
-    let link = LeafLink::connect(peer, timeout).await?;
+    search_guess(peer, words, ttl, timeout, max_results, true, on_hit).await
+}
+
+/// As [`search`], going on by GUESS when the TCP query goes quiet only when
+/// `guess` is set.
+pub async fn search_guess(
+    peer: &str,
+    words: &str,
+    ttl: u8,
+    timeout: Duration,
+    max_results: usize,
+    guess: bool,
+    on_hit: impl FnMut(SearchHit),
+) -> Result<usize, SearchError> {
+    let mut link = LeafLink::connect(peer, timeout).await?;
+    link.guess_config.client = guess;
     let count = link.query(words, ttl, timeout, max_results, on_hit).await;
     link.close().await;
     count

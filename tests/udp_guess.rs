@@ -356,7 +356,7 @@ fn z_gets_deflated_hits_and_big_answers_are_split() {
 }
 
 #[test]
-fn introductions_and_tcp_pongs_teach_guess_hosts_for_acks() {
+fn introductions_and_pongs_teach_guess_hosts_named_in_acks() {
     let (mut e, t0) = core(Mode::Ultrapeer, &["x.txt"]);
     // gtk's introduction ping (captured guess-intro-ping-and-qk): QK and
     // GUE {0x02, port 19104}, from 11.0.0.1.
@@ -383,6 +383,85 @@ fn introductions_and_tcp_pongs_teach_guess_hosts_for_acks() {
     let ack = pong_of(&got[0]);
     assert_eq!((ack.ip, ack.port), (Ipv4Addr::new(11, 0, 0, 1), 19104));
     assert_eq!(got[0].frame.header.hops, Hops(1), "another host's pong");
+    // A second GUESS host is named in the IPP of the next ack with SCP.
+    e.guess_learn("11.0.0.3:6346".parse().unwrap(), t0);
+    let mut q = Query::new(QueryFlags::with_bits(0), "x");
+    q.ext.items.push(ExtItem::Ggep(Ggep::new(vec![
+        GgepExt::new("QK", Bytes::copy_from_slice(key.as_bytes())),
+        GgepExt::flag("SCP"),
+    ])));
+    let got = feed(
+        &mut e,
+        ASKER,
+        datagram(Guid::new_random(), &Message::Query(q), 1),
+        t0,
+    );
+    let gp = GuessPong::of(&pong_of(&got[0]));
+    let acked = SocketAddr::from((pong_of(&got[0]).ip, pong_of(&got[0]).port));
+    let named: Vec<SocketAddr> = gp.hosts.iter().map(|a| SocketAddr::V4(*a)).collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_ne!(named[0], acked, "the ack's host is not named twice");
+    assert!(!named.contains(&ASKER.parse().unwrap()), "never the asker");
+    // An empty GUE ping ("GUESS hosts, please", as gtk leaves send it) is
+    // answered with IPP (from another address: one answer a minute per IP).
+    let ping = Message::Ping(Ping {
+        ggep: Some(Ggep::new(vec![GgepExt::flag("GUE")])),
+    });
+    let got = feed(
+        &mut e,
+        "11.0.0.40:6346",
+        datagram(Guid::new_random(), &ping, 1),
+        t0,
+    );
+    let gp = GuessPong::of(&pong_of(&got[0]));
+    assert!(gp.key.is_none(), "no key asked for");
+    assert_eq!(gp.hosts.len(), 2);
+    // A pong over TCP answering our ping, saying GUE: one more GUESS host;
+    // one without GUE is not.
+    let before = e.stats().guess.hosts;
+    let up = ConnId(1);
+    let up_addr: SocketAddr = "11.0.0.50:6346".parse().unwrap();
+    e.open_link(
+        up,
+        LinkInfo {
+            local: HERE.parse().unwrap(),
+            remote_listen: Some(up_addr),
+            link: Link::Peer,
+            up_qrp: false,
+            offers: false,
+            degree: 0,
+            guid: None,
+            remote: up_addr,
+            vendor_messages: false,
+            inbound: false,
+        },
+        t0,
+    );
+    let ping = e
+        .links_mut()
+        .frames
+        .iter()
+        .find(|(c, f)| *c == up && f.header.function == Function::Ping)
+        .map(|(_, f)| f.header.guid)
+        .expect("a new link is pinged");
+    let pong = |port: u16, gue: bool| {
+        let p = Message::Pong(Pong {
+            port,
+            ip: Ipv4Addr::new(11, 0, 0, 60),
+            files: 0,
+            kbytes: 8,
+            ggep: gue.then(|| Ggep::new(vec![g::Gue::ours()])),
+        });
+        Frame::new(&p, ping, Ttl(1), Hops(1)).unwrap()
+    };
+    e.handle(
+        Event::Frames {
+            conn: up,
+            frames: vec![pong(6346, true), pong(6347, false)],
+        },
+        t0,
+    );
+    assert_eq!(e.stats().guess.hosts, before + 1);
 }
 
 #[test]

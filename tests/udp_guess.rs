@@ -802,6 +802,8 @@ async fn a_leaf_finds_by_guess_what_its_tcp_search_cannot_reach() {
     assert_eq!(found.name, "guessrare only here.txt");
     assert_eq!(found.port, Some(c.local_addr.port()), "from c");
     let ls = leaf.stats().guess;
+    eprintln!("leaf GUESS client: {:?}", ls.client);
+    eprintln!("c GUESS server: {:?}", c.stats().guess);
     // a, then b (named in a's acknowledgement), then c (in b's).
     assert!(ls.client.started == 1 && ls.client.queries >= 3, "{ls:?}");
     assert!(ls.client.hits >= 1);

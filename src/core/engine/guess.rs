@@ -515,7 +515,13 @@ impl<L: Links> Engine<L> {
             named.push(host);
         }
         let Guess { client, hosts, .. } = &mut self.guess;
-        client.pong(hosts, from, &d.frame.header.guid, gp.key, &named, now)
+        let ours = client.pong(hosts, from, &d.frame.header.guid, gp.key, &named, now);
+        if ours {
+            // A key or an acknowledgement frees a place: the next request goes
+            // now rather than at the next tick.
+            self.guess_tick(now);
+        }
+        ours
     }
 
     /// A QueryHit by UDP: taken when it answers a GUESS query of ours, from a

@@ -1118,7 +1118,11 @@ async fn open_connection(
         traffic: Default::default(),
     };
     // An ultrapeer saying X-Guess answers GUESS queries where it listens.
-    if let (Some(addr), true) = (remote_listen, est.headers.get(hs::X_GUESS).is_some()) {
+    let ultrapeer = matches!(link, Link::Peer | Link::ToUltrapeer);
+    if let (Some(addr), true) = (
+        remote_listen,
+        ultrapeer && est.headers.get(hs::X_GUESS).is_some(),
+    ) {
         shared.engine.guess_host(addr);
     }
     if !shared.engine.open(conn, tx.clone(), info, meta) {

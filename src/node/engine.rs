@@ -187,12 +187,12 @@ impl Links for ShellLinks {
             .is_some_and(|tx| tx.try_send((to, bytes)).is_ok())
     }
 
-    fn has_udp(&self) -> bool {
-        self.udp.is_some()
-    }
-
     fn uploads_busy(&self) -> bool {
         self.slots.available_permits() == 0
+    }
+
+    fn udp_open(&self) -> bool {
+        self.udp.is_some()
     }
 
     fn decode_tables(&mut self, job: TableJob) -> Option<TableDone> {
@@ -483,9 +483,16 @@ impl EngineRef {
         self.publish(&mut running);
     }
 
-    /// The core's datagrams go to `udp` from now on.
-    pub fn set_udp(&self, udp: super::udp::UdpTx) {
-        self.lock().engine.links_mut().udp = Some(udp);
+    /// The core's datagrams go to `udp` from now on (the port bound at `addr`).
+    pub fn set_udp(&self, udp: super::udp::UdpTx, addr: SocketAddr) {
+        let mut running = self.lock();
+        running.engine.links_mut().udp = Some(udp);
+        running.engine.set_udp_local(addr);
+    }
+
+    /// `addr` answers GUESS queries (it said so in its handshake).
+    pub fn guess_host(&self, addr: SocketAddr) {
+        self.lock().engine.guess_learn(addr, Instant::now());
     }
 
     /// Queries are answered for `extra`'s files too.
@@ -510,6 +517,7 @@ impl EngineRef {
     pub fn end_search(&self, guid: Guid) {
         let mut running = self.lock();
         running.engine.links_mut().searches.remove(&guid);
+        running.engine.end_search(guid);
     }
 
     /// Says Bye to every peer; later events are refused.

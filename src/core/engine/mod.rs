@@ -42,12 +42,14 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod guess;
 mod offers;
 mod reach;
 mod routing;
 mod tables;
 mod udp;
 
+pub use guess::GuessStats;
 use offers::*;
 use routing::*;
 use tables::*;
@@ -87,8 +89,8 @@ pub trait Links {
         let _ = (to, bytes);
         false
     }
-    /// Whether datagrams can be sent at all (the UDP port is open).
-    fn has_udp(&self) -> bool {
+    /// Whether the node has a UDP port (datagrams can be sent and received).
+    fn udp_open(&self) -> bool {
         false
     }
 }
@@ -296,6 +298,8 @@ pub struct EngineStats {
     pub udp: UdpStats,
     /// Reachability: verdicts, our address, connect-backs asked and answered.
     pub reach: crate::core::reach::ReachStats,
+    /// GUESS, as server and client.
+    pub guess: GuessStats,
 }
 
 impl EngineStats {
@@ -427,6 +431,8 @@ pub struct Config {
     /// How long reachability evidence stays fresh, and how long a round of
     /// connect-back requests waits.
     pub reach: crate::core::reach::ReachTimers,
+    /// GUESS, as server and client.
+    pub guess: crate::core::guess::GuessConfig,
 }
 
 impl Config {
@@ -450,6 +456,7 @@ impl Config {
             seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
             scope: crate::core::addr::Scope::Local,
             reach: Default::default(),
+            guess: Default::default(),
         }
     }
 }
@@ -501,6 +508,8 @@ pub struct Engine<L: Links> {
     /// mesh per address and port (its nodes share one IP).
     tcp_backs: crate::core::udp::Throttle<SocketAddr>,
     udp_backs: crate::core::udp::Throttle<SocketAddr>,
+    /// GUESS: query keys, GUESS hosts, our searches run by GUESS.
+    guess: guess::Guess,
     links: L,
 }
 
@@ -568,6 +577,7 @@ impl<L: Links> Engine<L> {
                 reach::CONNECT_BACK_EVERY,
                 reach::CONNECT_BACK_IPS,
             ),
+            guess: guess::Guess::new(config.guess, config.seed),
             links,
         }
     }
@@ -727,6 +737,7 @@ impl<L: Links> Engine<L> {
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
         self.stats.reach = self.reach.stats();
+        self.stats.guess = self.guess.report();
         self.stats.clone()
     }
 
@@ -793,6 +804,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
+        self.guess_watch(guid, &query, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {
@@ -943,6 +955,7 @@ impl<L: Links> Engine<L> {
                 self.send_tables();
                 self.dq_steps(now);
                 self.reach_tick(now);
+                self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

@@ -76,12 +76,12 @@ impl<L: Links> Engine<L> {
     /// stranger's ping): what out-of-band hits and GUESS need of a host
     /// others send to first.
     pub fn udp_reachable(&self) -> bool {
-        self.links.has_udp() && self.reach.udp.verdict() == Verdict::Yes
+        self.links.udp_open() && self.reach.udp.verdict() == Verdict::Yes
     }
 
     /// Whether replies to our own datagrams reach us (pongs to our pings).
     pub fn udp_solicited(&self) -> bool {
-        self.links.has_udp()
+        self.links.udp_open()
             && (self.reach.solicited.verdict() == Verdict::Yes || self.udp_reachable())
     }
 
@@ -153,7 +153,7 @@ impl<L: Links> Engine<L> {
     fn ask_connect_backs(&mut self, conn: ConnId, now: Instant, tcp: bool, udp: bool) -> bool {
         let me = self.me;
         let want_tcp = tcp && !self.firewalled;
-        let want_udp = udp && self.links.has_udp();
+        let want_udp = udp && self.links.udp_open();
         let Some(peer) = self.peers.get(&conn) else {
             return false;
         };
@@ -192,7 +192,7 @@ impl<L: Links> Engine<L> {
     /// listed) are asked by redirect too.
     pub(super) fn reach_supported(&mut self, conn: ConnId) {
         let Some(now) = self.reach.now() else { return };
-        let udp = self.links.has_udp();
+        let udp = self.links.udp_open();
         let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
             return;
         };
@@ -236,7 +236,7 @@ impl<L: Links> Engine<L> {
     /// the window allows: its pong says where it sees our datagrams from,
     /// and that replies reach us.
     fn ip_ping(&mut self, conn: ConnId, now: Instant) {
-        if !self.links.has_udp() {
+        if !self.links.udp_open() {
             return;
         }
         let Some(peer) = self.peers.get(&conn) else {
@@ -379,7 +379,7 @@ impl<L: Links> Engine<L> {
     fn udp_ping_back(&mut self, to: SocketAddr, muid: Guid, kind: &'static str, now: Instant) {
         let reason = if to.port() == 0 {
             Some("port-zero")
-        } else if !self.links.has_udp() {
+        } else if !self.links.udp_open() {
             Some("no-udp")
         } else if !self.udp_backs.allow(self.throttle_key(to), now) {
             Some("throttled")

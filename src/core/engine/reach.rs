@@ -252,9 +252,11 @@ impl<L: Links> Engine<L> {
             return;
         };
         // Not a peer we asked for a ping-back: the pong's way in would let
-        // its ping-back through a NAT that admits only replies.
+        // its ping-back through a NAT that admits only replies. Not a leaf
+        // either: leaves are often firewalled, and an ultrapeer has many.
         if peer.reach.ip_pinged
             || peer.reach.udp_asked.is_some()
+            || peer.info.link == Link::ToLeaf
             || !self.reach.ip_ping_allowed(now)
         {
             return;

@@ -157,6 +157,87 @@ pub fn node(c: &Control) -> String {
     for (reason, v) in &s.udp.dropped {
         p.sample(name, &[("reason", reason)], *v);
     }
+    let name = "servent_reachable";
+    p.family(
+        name,
+        "gauge",
+        "Reachability as learned (tcp, udp unsolicited, udp solicited): 1 for the state it is in (unknown, yes, no).",
+    );
+    for (what, v) in [
+        ("tcp", s.reach.tcp),
+        ("udp", s.reach.udp),
+        ("udp_solicited", s.reach.solicited),
+    ] {
+        let now = v.unwrap_or("unknown");
+        for state in ["unknown", "yes", "no"] {
+            p.sample(
+                name,
+                &[("what", what), ("state", state)],
+                u64::from(now == state),
+            );
+        }
+    }
+    let name = "servent_connect_backs_total";
+    p.family(
+        name,
+        "counter",
+        "Connect-back requests: asked of peers, answered for peers, refused, by kind or reason.",
+    );
+    for (kind, v) in &s.reach.asked {
+        p.sample(name, &[("direction", "asked"), ("kind", kind)], *v);
+    }
+    for (kind, v) in &s.reach.answered {
+        p.sample(name, &[("direction", "answered"), ("kind", kind)], *v);
+    }
+    for (reason, v) in &s.reach.refused {
+        p.sample(name, &[("direction", "refused"), ("kind", reason)], *v);
+    }
+    let name = "servent_guess_server_total";
+    p.family(
+        name,
+        "counter",
+        "GUESS as a server: keys handed out, queries answered, hits sent, refusals by reason.",
+    );
+    let gs = &s.guess;
+    for (what, v) in [
+        ("keys_sent", gs.keys_sent),
+        ("queries_answered", gs.queries_answered),
+        ("hits_sent", gs.hits_sent),
+        ("to_leaves", gs.to_leaves),
+        ("leaf_hits_relayed", gs.leaf_hits_relayed),
+        ("bad_key", gs.bad_keys),
+        ("no_key", gs.no_keys),
+        ("not_served", gs.refused),
+        ("throttled", gs.throttled),
+        ("repeated", gs.repeated),
+    ] {
+        p.sample(name, &[("event", what)], v);
+    }
+    let name = "servent_guess_client_total";
+    p.family(
+        name,
+        "counter",
+        "GUESS as a client: searches gone on by GUESS, key requests, queries, answers.",
+    );
+    let gc = &s.guess.client;
+    for (what, v) in [
+        ("searches", gc.started),
+        ("key_requests", gc.key_requests),
+        ("keys", gc.keys),
+        ("queries", gc.queries),
+        ("acks", gc.acks),
+        ("hits", gc.hits),
+        ("results", gc.results),
+        ("timeouts", gc.timeouts),
+    ] {
+        p.sample(name, &[("event", what)], v);
+    }
+    p.one(
+        "servent_guess_hosts",
+        "gauge",
+        "GUESS ultrapeers known.",
+        s.guess.hosts as u64,
+    );
     let name = "servent_links";
     p.family(name, "gauge", "Open Gnutella links, by kind.");
     p.sample(name, &[("kind", "to_ultrapeer")], s.to_ultrapeers as u64);

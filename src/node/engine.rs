@@ -191,6 +191,10 @@ impl Links for ShellLinks {
         self.slots.available_permits() == 0
     }
 
+    fn udp_open(&self) -> bool {
+        self.udp.is_some()
+    }
+
     fn decode_tables(&mut self, job: TableJob) -> Option<TableDone> {
         // Decoding a table costs up to milliseconds: it runs on the blocking
         // pool, not under the core's lock on a worker thread.
@@ -454,9 +458,41 @@ impl EngineRef {
         f(self.lock().engine.library())
     }
 
-    /// The core's datagrams go to `udp` from now on.
-    pub fn set_udp(&self, udp: super::udp::UdpTx) {
-        self.lock().engine.links_mut().udp = Some(udp);
+    /// Our external IP, once several peers agree on it.
+    pub fn external_ip(&self) -> Option<std::net::IpAddr> {
+        self.lock().engine.external_ip()
+    }
+
+    /// A peer's handshake said where it sees us.
+    pub fn remote_ip_said(&self, voter: std::net::IpAddr, said: std::net::IpAddr) {
+        self.lock().engine.remote_ip_said(voter, said);
+    }
+
+    /// Whether we accept no connections (said, or learned).
+    pub fn tcp_firewalled(&self) -> bool {
+        self.lock().engine.tcp_firewalled()
+    }
+
+    /// A TCP connection came in from `from` to `local`.
+    pub fn tcp_inbound(&self, from: SocketAddr, local: SocketAddr) {
+        let mut running = self.lock();
+        if running.stopped {
+            return;
+        }
+        running.engine.tcp_inbound(from, local, Instant::now());
+        self.publish(&mut running);
+    }
+
+    /// The core's datagrams go to `udp` from now on (the port bound at `addr`).
+    pub fn set_udp(&self, udp: super::udp::UdpTx, addr: SocketAddr) {
+        let mut running = self.lock();
+        running.engine.links_mut().udp = Some(udp);
+        running.engine.set_udp_local(addr);
+    }
+
+    /// `addr` answers GUESS queries (it said so in its handshake).
+    pub fn guess_host(&self, addr: SocketAddr) {
+        self.lock().engine.guess_learn(addr, Instant::now());
     }
 
     /// Queries are answered for `extra`'s files too.
@@ -481,6 +517,7 @@ impl EngineRef {
     pub fn end_search(&self, guid: Guid) {
         let mut running = self.lock();
         running.engine.links_mut().searches.remove(&guid);
+        running.engine.end_search(guid);
     }
 
     /// Says Bye to every peer; later events are refused.

@@ -42,11 +42,14 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod guess;
 mod offers;
+mod reach;
 mod routing;
 mod tables;
 mod udp;
 
+pub use guess::GuessStats;
 use offers::*;
 use routing::*;
 use tables::*;
@@ -84,6 +87,10 @@ pub trait Links {
     /// as datagrams may be).
     fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
         let _ = (to, bytes);
+        false
+    }
+    /// Whether the node has a UDP port (datagrams can be sent and received).
+    fn udp_open(&self) -> bool {
         false
     }
 }
@@ -289,6 +296,10 @@ pub struct EngineStats {
     pub per_ip_refused: u64,
     /// The UDP port's counters.
     pub udp: UdpStats,
+    /// Reachability: verdicts, our address, connect-backs asked and answered.
+    pub reach: crate::core::reach::ReachStats,
+    /// GUESS, as server and client.
+    pub guess: GuessStats,
 }
 
 impl EngineStats {
@@ -366,6 +377,8 @@ struct Peer {
     leaf_part: Option<QrpTable>,
     /// Messages from it dropped, by reason (a fixed set of names).
     drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Connect-backs and address pings exchanged with it.
+    reach: reach::LinkReach,
 }
 
 impl Peer {
@@ -412,6 +425,14 @@ pub struct Config {
     pub max_table_fill: f64,
     /// Seed of the core's randomness (message GUIDs).
     pub seed: u64,
+    /// Which hosts count as peers: in `Internet`, only routable ones prove
+    /// that we are reachable or tell our address.
+    pub scope: crate::core::addr::Scope,
+    /// How long reachability evidence stays fresh, and how long a round of
+    /// connect-back requests waits.
+    pub reach: crate::core::reach::ReachTimers,
+    /// GUESS, as server and client.
+    pub guess: crate::core::guess::GuessConfig,
 }
 
 impl Config {
@@ -433,6 +454,9 @@ impl Config {
             budgets: Budgets::default(),
             max_table_fill: DEFAULT_MAX_TABLE_FILL,
             seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
+            scope: crate::core::addr::Scope::Local,
+            reach: Default::default(),
+            guess: Default::default(),
         }
     }
 }
@@ -478,6 +502,14 @@ pub struct Engine<L: Links> {
     wall: SystemTime,
     /// What each UDP source may still send.
     udp_sources: crate::core::udp::Sources,
+    /// Whether we can be reached, and our external address.
+    reach: crate::core::reach::Reach,
+    /// Connect-backs we make per IP (TCP, and UDP ping-backs); on a local
+    /// mesh per address and port (its nodes share one IP).
+    tcp_backs: crate::core::udp::Throttle<SocketAddr>,
+    udp_backs: crate::core::udp::Throttle<SocketAddr>,
+    /// GUESS: query keys, GUESS hosts, our searches run by GUESS.
+    guess: guess::Guess,
     links: L,
 }
 
@@ -536,6 +568,16 @@ impl<L: Links> Engine<L> {
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
+            reach: crate::core::reach::Reach::new(config.scope, config.reach),
+            tcp_backs: crate::core::udp::Throttle::new(
+                reach::CONNECT_BACK_EVERY,
+                reach::CONNECT_BACK_IPS,
+            ),
+            udp_backs: crate::core::udp::Throttle::new(
+                reach::CONNECT_BACK_EVERY,
+                reach::CONNECT_BACK_IPS,
+            ),
+            guess: guess::Guess::new(config.guess, config.seed),
             links,
         }
     }
@@ -694,6 +736,8 @@ impl<L: Links> Engine<L> {
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
+        self.stats.reach = self.reach.stats();
+        self.stats.guess = self.guess.report();
         self.stats.clone()
     }
 
@@ -760,6 +804,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
+        self.guess_watch(guid, &query, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {
@@ -776,6 +821,7 @@ impl<L: Links> Engine<L> {
 
     /// Takes one event at `now`.
     pub fn handle(&mut self, event: Event, now: Instant) {
+        self.reach.set_clock(now);
         match event {
             Event::Opened { conn, mut info } => {
                 tracing::debug!(conn = conn.0, remote_listen = ?info.remote_listen, local = %info.local, link = info.link.name(), "connection opened");
@@ -812,11 +858,13 @@ impl<L: Links> Engine<L> {
                         closing: false,
                         leaf_part: None,
                         drops: Default::default(),
+                        reach: Default::default(),
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
                 self.ping(conn, now);
                 self.send_supported(conn);
+                self.reach_opened(conn, now);
             }
             Event::Closed { conn } => {
                 tracing::debug!(conn = conn.0, "connection closed");
@@ -896,6 +944,7 @@ impl<L: Links> Engine<L> {
                     .values()
                     .any(|p| p.info.link == Link::Peer && p.info.guid.is_some_and(|g| g > self.me));
                 self.tier.set_outranked(outranked);
+                self.tier.set_unreachable(self.tcp_firewalled());
                 if self.stats.shed > self.shed_at_tick {
                     self.tier.congested(now);
                 }
@@ -905,6 +954,8 @@ impl<L: Links> Engine<L> {
                 }
                 self.send_tables();
                 self.dq_steps(now);
+                self.reach_tick(now);
+                self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

@@ -81,6 +81,7 @@ impl<L: Links> Engine<L> {
                         peer.supported = e;
                         self.stats.supported_received += 1;
                         self.ask_push_proxy(conn);
+                        self.reach_supported(conn);
                     }
                     Err(e) => {
                         tracing::debug!(conn = conn.0, error = %e, "bad Messages-Supported");
@@ -140,20 +141,12 @@ impl<L: Links> Engine<L> {
             }
             return;
         }
-        if m.is(b"BEAR", 7) {
-            // TCP connect-back: the peer wants to know whether it can be reached
-            // at its address and this port; once per link.
-            if m.body.len() >= 2 && !peer.connected_back {
-                let port = u16::from_le_bytes([m.body[0], m.body[1]]);
-                peer.connected_back = true;
-                if port != 0 {
-                    let to = SocketAddr::new(peer.info.remote.ip(), port);
-                    self.stats.connect_backs += 1;
-                    self.links.connect_back(to);
-                }
-            }
+        if self.reach_vendor(conn, id, &m) {
             return;
         }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         if m.is(b"LIME", 21) && role == Role::Ultrapeer && peer.info.link == Link::ToLeaf {
             // A firewalled leaf asks us to be its push proxy; the message id is
             // its servent GUID. Pushes for that GUID now go to it, and the ack
@@ -242,17 +235,19 @@ impl<L: Links> Engine<L> {
         }
     }
 
-    /// Answers a query for every leaf whose offered files match it: a hit naming
-    /// the leaf, with us as its push proxy.
-    pub(super) fn answer_for_leaves(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
-        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
-            return;
-        };
+    /// The files leaves offered us that answer `q`, leaf by leaf (all but
+    /// `except`'s): the leaf's GUID, address, whether it needs a Push, and
+    /// the results.
+    pub(super) fn offered_results(
+        &self,
+        except: Option<ConnId>,
+        q: &QueryView<'_>,
+    ) -> Vec<(Guid, SocketAddr, bool, Vec<HitResult>)> {
         let text = String::from_utf8_lossy(q.text);
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
         let mut hits = Vec::new();
         for (c, p) in &self.peers {
-            if *c == conn || !answers_for(p) {
+            if Some(*c) == except || !answers_for(p) {
                 continue;
             }
             let (Some((lib, _)), Some(guid), Some(addr)) =
@@ -270,6 +265,16 @@ impl<L: Links> Engine<L> {
                 hits.push((guid, addr, p.offered_firewalled, found));
             }
         }
+        hits
+    }
+
+    /// Answers a query for every leaf whose offered files match it: a hit naming
+    /// the leaf, with us as its push proxy.
+    pub(super) fn answer_for_leaves(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
+        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
+            return;
+        };
+        let hits = self.offered_results(Some(conn), q);
         let mut proxy = Vec::with_capacity(6);
         proxy.extend_from_slice(&ipv4_of(local.ip()).octets());
         proxy.extend_from_slice(&local.port().to_le_bytes());
@@ -364,7 +369,7 @@ impl<L: Links> Engine<L> {
             })
             .collect();
         let mut out = BytesMut::new();
-        for m in OfferChunk::encode_all(&files, self.firewalled) {
+        for m in OfferChunk::encode_all(&files, self.tcp_firewalled()) {
             let _ = Message::Vendor(m).encode_frame(self.rng.guid(), Ttl(1), Hops(0), &mut out);
         }
         let bytes = out.freeze();
@@ -401,12 +406,14 @@ impl<L: Links> Engine<L> {
             // Whether we took an incoming connection (we are reachable).
             Capability {
                 name: *b"TCPI",
-                version: u32::from(!self.firewalled && self.inbound_seen),
+                version: u32::from(self.tcp_reachable() || (!self.firewalled && self.inbound_seen)),
             },
         ];
         let mut out = BytesMut::new();
         for m in [
-            crate::wire::VendorMsg::messages_supported(&OUR_SUPPORTED),
+            crate::wire::VendorMsg::messages_supported(
+                &[&OUR_SUPPORTED[..], &reach::REACH_SUPPORTED[..]].concat(),
+            ),
             crate::wire::VendorMsg::capabilities(&caps),
         ] {
             let _ = Message::Vendor(m).encode_frame(self.rng.guid(), Ttl(1), Hops(0), &mut out);
@@ -418,10 +425,11 @@ impl<L: Links> Engine<L> {
     /// proxy (LIME/21v1, whose MUID is our servent GUID).
     pub(super) fn ask_push_proxy(&mut self, conn: ConnId) {
         let me = self.me;
+        let firewalled = self.tcp_firewalled();
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        if !self.firewalled
+        if !firewalled
             || peer.info.link != Link::ToUltrapeer
             || peer.asked_proxy
             || !peer.supports(b"LIME", 21)

@@ -76,14 +76,29 @@ impl<L: Links> Engine<L> {
             return;
         }
         *self.stats.udp.taken.entry(function.name()).or_default() += 1;
+        if self.reach_datagram(from, &d, now) {
+            return;
+        }
         match function {
             Function::Push => self.udp_push(d),
             // Parts of the UDP protocol not answered yet: counted, by what
             // they are.
-            Function::Ping => self.stats.udp.drop("ping-unanswered"),
-            Function::Pong => self.stats.udp.drop("pong-unsolicited"),
-            Function::Query => self.stats.udp.drop("query-unanswered"),
-            Function::QueryHit => self.stats.udp.drop("hit-unsolicited"),
+            Function::Ping => {
+                if !self.guess_ping(from, &d, now) {
+                    self.stats.udp.drop("ping-unanswered")
+                }
+            }
+            Function::Pong => {
+                if !self.guess_pong(from, &d, now) {
+                    self.stats.udp.drop("pong-unsolicited")
+                }
+            }
+            Function::Query => self.guess_query(from, d, now),
+            Function::QueryHit => {
+                if !self.guess_hit(from, &d, now) {
+                    self.stats.udp.drop("hit-unsolicited")
+                }
+            }
             Function::Vendor | Function::StandardVendor => self.stats.udp.drop("vendor-unknown"),
             Function::Bye | Function::RouteTable | Function::Unknown(_) => {}
         }
@@ -102,6 +117,7 @@ impl<L: Links> Engine<L> {
     /// Sends `frame` to `to` as one datagram, deflated when `deflate` (the
     /// request allowed it) and that makes it shorter.
     pub fn send_datagram(&mut self, to: SocketAddr, frame: &Frame, deflate: bool) {
+        self.reach.sent_to(to.ip());
         let bytes = udp::encode(frame, deflate);
         let len = bytes.len() as u64;
         if self.links.send_datagram(to, bytes) {

@@ -124,6 +124,8 @@ impl Boot {
         // on the Internet only a peer that connected to us proves it.
         let reachable = !shared.config.firewalled
             && ultrapeer
+            // Connect-backs found us firewalled: nobody could reach what we list.
+            && !shared.engine.tcp_firewalled()
             && (shared.scope == Scope::Local || self.inbound_seen.load(Ordering::Relaxed));
         let mut since = self
             .reachable_since

@@ -322,9 +322,12 @@ fn read_line(line: &str) -> Option<Line> {
     parse_addr(host).map(Line::BareHost)
 }
 
-/// The text after a keyword: a leading `:` and blanks dropped.
+/// The text after a keyword: leading colons and white space dropped (so the
+/// text written back after `: ` reads the same).
 fn rest_of(s: &str) -> String {
-    s.trim_start_matches([':', ' ', '\t']).trim().to_string()
+    s.trim_start_matches(|c: char| c == ':' || c.is_whitespace())
+        .trim_end()
+        .to_string()
 }
 
 /// `ip:port` (numeric; IPv6 in brackets).
@@ -760,6 +763,23 @@ mod tests {
         // Exactly MAX_LINES lines, the last one LF-terminated: nothing cut.
         let exact: String = (0..MAX_LINES).map(|_| "1.2.3.4:1\n").collect();
         assert!(!parse_answer(exact.as_bytes()).truncated);
+    }
+
+    /// What the fuzz target checks, on inputs it found and their kin.
+    #[test]
+    fn answers_written_back_read_the_same() {
+        let found: &[u8] =
+            b"`\x1e\n\xd233EERupdateRRR\nERRoR\x0b:\n\n\x10\nERROR:\x0b :x\nWARNING\t::\x0c y\n\
+            PONG \x0bx\nI|update|WARNING| a |b\nH| 1.2.3.4:5 |07\n";
+        let a = parse_answer(found);
+        let text = a.encode();
+        let again = parse_answer(text.as_bytes());
+        assert_eq!(again.lines, a.lines, "{text:?}");
+        assert_eq!(again.junk, 0);
+        assert_eq!(again.encode(), text);
+        assert!(a.lines.contains(&Line::Error(String::new())));
+        assert!(a.lines.contains(&Line::Error("x".into())));
+        assert!(a.lines.contains(&Line::Warning("y".into())));
     }
 
     #[test]

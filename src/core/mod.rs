@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod altloc;
+pub mod browse;
 pub mod budget;
 pub mod download;
 pub mod dq;

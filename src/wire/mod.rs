@@ -7,6 +7,7 @@
 //!
 //! The byte layouts are described in `protocol-spec/` at the root of the repository.
 
+pub mod browse;
 pub mod bye;
 pub mod cobs;
 pub mod error;

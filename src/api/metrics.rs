@@ -175,6 +175,12 @@ pub fn node(c: &Control) -> String {
         &[("kind", "file"), ("direction", "in")],
         extra["download"],
     );
+    let name = "servent_browses_total";
+    p.family(name, "counter", "Browses of our shared files, by outcome.");
+    let (served, too_often, busy) = c.browse_counts();
+    p.sample(name, &[("outcome", "served")], served);
+    p.sample(name, &[("outcome", "too_often")], too_often);
+    p.sample(name, &[("outcome", "busy")], busy);
     let name = "servent_upload_slots";
     p.family(name, "gauge", "Upload slots, in use and in all.");
     p.sample(name, &[("state", "used")], slots_used as u64);

@@ -237,6 +237,12 @@ impl Control {
         }
     }
 
+    /// Browses of our files: answered, refused for coming too often from
+    /// one address, refused for too many at once.
+    pub fn browse_counts(&self) -> (u64, u64, u64) {
+        self.inner.uploads.browse.counts()
+    }
+
     /// Upload slots taken now.
     pub fn upload_slots_used(&self) -> usize {
         self.inner

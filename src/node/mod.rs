@@ -7,6 +7,7 @@
 //! task ends.
 
 mod bridge;
+pub mod browse;
 pub mod conn;
 pub mod control;
 mod deflate;
@@ -344,6 +345,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         kazaa.addr.set_ip(ip);
     }
     uploads.set_kazaa(kazaa);
+    uploads.browse.set_identity(guid, config.firewalled);
     tracker.spawn(push::answer_pushes(
         guid,
         push_rx,

@@ -7,7 +7,9 @@
 use bytes::{Buf, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
 
-use crate::wire::{Frame, Function, Guid, HEADER_LEN, Header, Hops, Message, QueryHit, Ttl};
+use crate::wire::{
+    Frame, Function, Ggep, GgepExt, Guid, HEADER_LEN, Header, Hops, Message, QueryHit, Ttl,
+};
 
 /// The media type of a browse answer (and of what a browser asks for).
 pub const PACKETS: &str = "application/x-gnutella-packets";
@@ -15,6 +17,15 @@ pub const PACKETS: &str = "application/x-gnutella-packets";
 pub const FEATURE: &str = "browse/1.0";
 /// GGEP extension of a hit's trailer saying "this host can be browsed".
 pub const GGEP_BH: &str = "BH";
+
+/// `ggep` with the `BH` flag added (a block holding only it when `None`).
+pub fn with_bh(ggep: Option<Ggep>) -> Ggep {
+    let mut g = ggep.unwrap_or_default();
+    if g.get(GGEP_BH).is_none() {
+        g.exts.push(GgepExt::flag(GGEP_BH));
+    }
+    g
+}
 
 /// What a `GET /` asks for, by its `Accept` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -610,7 +610,10 @@ impl<L: Links> Engine<L> {
         };
         // Behind a firewall, the ultrapeers that agreed to be our push proxies
         // are listed (GGEP `PUSH`), so a downloader can reach us through them.
+        // Every hit says we can be browsed (GGEP `BH`, as gtk-gnutella and
+        // LimeWire mark theirs).
         let ggep = self.firewalled.then(|| self.push_proxies()).flatten();
+        let ggep = Some(crate::wire::browse::with_bh(ggep));
         for chunk in found.chunks(RESULTS_PER_HIT) {
             let hit = Message::QueryHit(QueryHit {
                 port: local.port(),

@@ -1078,6 +1078,10 @@ async fn open_connection(
         guid: est.headers.get("GUID").and_then(Guid::from_hex),
         remote,
         vendor_messages: est.headers.get(hs::VENDOR_MESSAGE).is_some(),
+        hsep: est
+            .headers
+            .get(hs::X_FEATURES)
+            .is_some_and(|f| crate::core::capabilities::has_feature(f, crate::wire::hsep::FEATURE)),
         inbound,
     };
     let meta = engine::LinkMeta {

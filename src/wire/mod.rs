@@ -16,6 +16,7 @@ pub mod ggep;
 pub mod guid;
 pub mod handshake;
 pub mod header;
+pub mod hsep;
 pub mod http;
 pub mod huge;
 pub mod library_offer;

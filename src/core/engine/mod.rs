@@ -37,11 +37,12 @@ use crate::wire::qrp::{self, PatchDecoder, QrpTable};
 use crate::wire::query::QueryView;
 use crate::wire::queryhit::OpenDataFlags;
 use crate::wire::{
-    Frame, Function, Guid, Header, HitResult, Hops, Message, Ping, Pong, QueryHit,
+    Frame, Function, Guid, HEADER_LEN, Header, HitResult, Hops, Message, Ping, Pong, QueryHit,
     RouteTableUpdate, Trailer, TrailerArea, Ttl,
 };
 
 mod dynamic;
+mod hsep;
 mod offers;
 mod routing;
 mod tables;
@@ -124,6 +125,8 @@ pub struct LinkInfo {
     pub vendor_messages: bool,
     /// The peer connected to us (rather than we to it).
     pub inbound: bool,
+    /// The peer exchanges HSEP (`HSEP/0.2` in its `X-Features`).
+    pub hsep: bool,
 }
 
 /// What connections and the node tell the engine.
@@ -273,6 +276,14 @@ pub struct EngineStats {
     pub hosts: usize,
     /// Inbound sockets closed at once: their address had too many open.
     pub per_ip_refused: u64,
+    /// HSEP messages taken, sent, and dropped (malformed ones count as
+    /// `malformed`).
+    pub hsep_received: u64,
+    pub hsep_sent: u64,
+    pub hsep_dropped: u64,
+    /// What our HSEP links reach within 1, 2, ... 10 hops (ourselves not
+    /// counted).
+    pub horizon: [crate::wire::hsep::Triple; crate::wire::hsep::MAX_TRIPLES],
 }
 
 impl EngineStats {
@@ -454,6 +465,8 @@ pub struct Engine<L: Links> {
     budgets: Budgets,
     max_table_fill: f64,
     rng: Rng,
+    /// HSEP tables of the links that speak it.
+    hsep: crate::core::hsep::Hsep,
     /// Our library's part of our QRP table, kept file by file.
     lib_table: LibraryTable,
     /// Our leaves' part of it, kept leaf by leaf (their tables at our size).
@@ -514,6 +527,7 @@ impl<L: Links> Engine<L> {
             budgets: config.budgets,
             max_table_fill: config.max_table_fill.clamp(0.0, 1.0),
             rng: Rng(config.seed),
+            hsep: crate::core::hsep::Hsep::new(),
             lib_table,
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
@@ -762,6 +776,9 @@ impl<L: Links> Engine<L> {
                 tracing::debug!(conn = conn.0, remote_listen = ?info.remote_listen, local = %info.local, link = info.link.name(), "connection opened");
                 self.stats.opened += 1;
                 self.inbound_seen |= info.inbound;
+                if info.hsep {
+                    self.hsep.opened(conn, info.link == Link::ToLeaf, now);
+                }
                 self.router.connection_opened(conn);
                 info.up_qrp &= self.tier.config().ultrapeer_qrp;
                 let rates = match info.link {
@@ -803,6 +820,7 @@ impl<L: Links> Engine<L> {
                 tracing::debug!(conn = conn.0, "connection closed");
                 self.router.connection_closed(conn);
                 self.dq.closed(conn);
+                self.hsep.closed(conn);
                 self.leaf_part(conn, None);
                 if let Some(peer) = self.peers.remove(&conn) {
                     if peer.proxy.is_some() {
@@ -886,6 +904,7 @@ impl<L: Links> Engine<L> {
                 }
                 self.send_tables();
                 self.dq_steps(now);
+                self.hsep_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

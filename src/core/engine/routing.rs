@@ -130,6 +130,8 @@ impl<L: Links> Engine<L> {
             Function::Push => Some(BudgetKind::Push),
             Function::RouteTable => Some(BudgetKind::Table),
             Function::Vendor | Function::StandardVendor => Some(BudgetKind::Vendor),
+            // HSEP is charged as a vendor message (a few a minute).
+            Function::Unknown(crate::wire::hsep::FUNCTION) => Some(BudgetKind::Vendor),
             Function::Bye | Function::Unknown(_) => None,
         };
         if let Some(kind) = kind {
@@ -214,6 +216,10 @@ impl<L: Links> Engine<L> {
                 return;
             }
             Function::StandardVendor => return,
+            Function::Unknown(crate::wire::hsep::FUNCTION) => {
+                self.hsep_frame(conn, &frame.payload, now);
+                return;
+            }
             Function::Unknown(f) => {
                 tracing::debug!(
                     conn = conn.0,

@@ -105,6 +105,7 @@ fn info(link: Link, port: u16) -> LinkInfo {
         guid: None,
         remote: SocketAddr::from(([10, 0, 0, 2], port)),
         vendor_messages: false,
+        hsep: false,
         inbound: true,
     }
 }

@@ -265,6 +265,16 @@ pub struct Status {
     pub downloads: QueueCounts,
     /// Hosts in the host cache.
     pub hosts: usize,
+    /// What the node reaches (HSEP), itself not counted.
+    pub horizon: Horizon,
+}
+
+/// What a node reaches within HSEP's ten hops, as its HSEP links report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Horizon {
+    pub hosts: u64,
+    pub files: u64,
+    pub kib: u64,
 }
 
 impl Record for Status {

@@ -293,3 +293,49 @@ fn servent_browse_prints_hits_and_says_what_went_wrong() {
     assert!(err.contains("ends inside a descriptor"), "{err}");
     rt.block_on(stop(n));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_nodes_exchange_their_horizon() {
+    let dir_a = Dir::new("hsep-a");
+    let dir_b = Dir::new("hsep-b");
+    let a = sharing(&dir_a, 3).await;
+    let share = dir_b.sub("share");
+    for i in 0..2 {
+        std::fs::write(share.join(format!("b{i}.txt")), vec![0u8; 2048]).unwrap();
+    }
+    let b = node::start(
+        NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shares: vec![share],
+            peers: vec![a.local_addr.to_string()],
+            target_peers: 0,
+            ..NodeConfig::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    // Each hears of the other within a tick or two of linking: one host, its
+    // files and KiB within one hop, and nothing farther.
+    let mut a = a;
+    let mut b = b;
+    assert!(
+        a.wait_for(WAIT, |s| s.horizon[0].hosts == 1 && s.horizon[0].files == 2)
+            .await,
+        "a hears of b"
+    );
+    assert!(
+        b.wait_for(WAIT, |s| s.horizon[0].hosts == 1 && s.horizon[0].files == 3)
+            .await,
+        "b hears of a"
+    );
+    let s = a.control().status();
+    assert_eq!((s.horizon.hosts, s.horizon.files, s.horizon.kib), (1, 2, 4));
+    let metrics = servent::api::metrics::node(&a.control());
+    assert!(
+        metrics.contains("servent_hsep_horizon{hops=\"1\",kind=\"files\"} 2"),
+        "{metrics}"
+    );
+    stop(a).await;
+    stop(b).await;
+}

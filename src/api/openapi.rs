@@ -71,7 +71,7 @@ fn schemas() -> Value {
         "Status": {
             "type": "object",
             "required": ["role", "uptime_secs", "guid", "listen", "firewalled", "links", "library",
-                         "bandwidth", "uploads", "downloads", "hosts"],
+                         "bandwidth", "uploads", "downloads", "hosts", "horizon"],
             "properties": {
                 "role": { "type": "string", "enum": ["leaf", "ultrapeer"] },
                 "uptime_secs": int(),
@@ -83,8 +83,15 @@ fn schemas() -> Value {
                 "bandwidth": r("Bandwidth"),
                 "uploads": r("SlotCounts"),
                 "downloads": r("QueueCounts"),
-                "hosts": int()
+                "hosts": int(),
+                "horizon": r("Horizon")
             }
+        },
+        "Horizon": {
+            "type": "object",
+            "description": "What the node reaches within HSEP's ten hops, itself not counted.",
+            "required": ["hosts", "files", "kib"],
+            "properties": { "hosts": int(), "files": int(), "kib": int() }
         },
         "LinkCounts": {
             "type": "object",

@@ -234,6 +234,14 @@ impl Control {
                 max_running: self.inner.queue.max_running(),
             },
             hosts: s.hosts,
+            horizon: {
+                let h = s.horizon[s.horizon.len() - 1];
+                output::Horizon {
+                    hosts: h.hosts,
+                    files: h.files,
+                    kib: h.kib,
+                }
+            },
         }
     }
 

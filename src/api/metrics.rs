@@ -197,6 +197,16 @@ pub fn node(c: &Control) -> String {
         "HSEP messages dropped: from a link that did not announce HSEP, too soon, or a leaf's with more than its own triple.",
         s.hsep_dropped,
     );
+    let name = "servent_leaf_guidance_total";
+    p.family(
+        name,
+        "counter",
+        "Leaf-guided dynamic querying: status requests (BEAR/11) sent to leaves, answers (BEAR/12) taken from them, requests answered as a leaf, and either dropped.",
+    );
+    p.sample(name, &[("event", "asked")], s.guidance_asked);
+    p.sample(name, &[("event", "received")], s.guidance_received);
+    p.sample(name, &[("event", "answered")], s.guidance_answered);
+    p.sample(name, &[("event", "dropped")], s.guidance_dropped);
     let name = "servent_browses_total";
     p.family(name, "counter", "Browses of our shared files, by outcome.");
     let (served, too_often, busy) = c.browse_counts();

@@ -19,6 +19,10 @@ const fn m(vendor: &[u8; 4], selector: u16, version: u16) -> Supported {
 pub const MESSAGES: &[Supported] = &[
     // TCP connect-back (we connect back and say "\n\n").
     m(b"BEAR", 7, 1),
+    // Leaf-guided dynamic querying: query status request (answered as a
+    // leaf) and response (read as an ultrapeer).
+    m(b"BEAR", 11, 1),
+    m(b"BEAR", 12, 1),
     // Push-proxy request (answered as an ultrapeer) and its ack (read as a
     // leaf, v1 and v2).
     m(b"LIME", 21, 1),

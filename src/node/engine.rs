@@ -467,6 +467,7 @@ impl EngineRef {
     pub fn end_search(&self, guid: Guid) {
         let mut running = self.lock();
         running.engine.links_mut().searches.remove(&guid);
+        running.engine.end_search(guid);
     }
 
     /// Says Bye to every peer; later events are refused.

@@ -49,8 +49,5 @@ impl<L: Links> Engine<L> {
             out.extend_from_slice(&payload);
             self.links.send(conn, Priority::Own, out.freeze());
         }
-        self.stats.hsep_sent = self.hsep.sent;
-        self.stats.hsep_received = self.hsep.received;
-        self.stats.horizon = self.hsep.horizon();
     }
 }

@@ -42,6 +42,7 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod guidance;
 mod hsep;
 mod offers;
 mod routing;
@@ -281,6 +282,14 @@ pub struct EngineStats {
     pub hsep_received: u64,
     pub hsep_sent: u64,
     pub hsep_dropped: u64,
+    /// Leaf-guided dynamic querying: status requests (BEAR/11) we sent our
+    /// leaves and answers (BEAR/12) taken from them; requests from our
+    /// ultrapeers we answered; and either dropped (from the wrong kind of
+    /// link, or for no search of that link's).
+    pub guidance_asked: u64,
+    pub guidance_received: u64,
+    pub guidance_answered: u64,
+    pub guidance_dropped: u64,
     /// What our HSEP links reach within 1, 2, ... 10 hops (ourselves not
     /// counted).
     pub horizon: [crate::wire::hsep::Triple; crate::wire::hsep::MAX_TRIPLES],
@@ -465,6 +474,8 @@ pub struct Engine<L: Links> {
     budgets: Budgets,
     max_table_fill: f64,
     rng: Rng,
+    /// Searches of our own, with the results they got (for BEAR/11).
+    own_searches: HashMap<Guid, guidance::OwnSearch>,
     /// HSEP tables of the links that speak it.
     hsep: crate::core::hsep::Hsep,
     /// Our library's part of our QRP table, kept file by file.
@@ -528,6 +539,7 @@ impl<L: Links> Engine<L> {
             max_table_fill: config.max_table_fill.clamp(0.0, 1.0),
             rng: Rng(config.seed),
             hsep: crate::core::hsep::Hsep::new(),
+            own_searches: HashMap::new(),
             lib_table,
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
@@ -689,6 +701,9 @@ impl<L: Links> Engine<L> {
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
+        self.stats.hsep_sent = self.hsep.sent;
+        self.stats.hsep_received = self.hsep.received;
+        self.stats.horizon = self.hsep.horizon();
         self.stats.clone()
     }
 
@@ -734,6 +749,10 @@ impl<L: Links> Engine<L> {
     /// ultrapeer or flat neighbour and to the leaves whose table matches. Its
     /// hits come back through [`Links::own_hit`]. Returns the links it went to.
     pub fn search(&mut self, guid: Guid, query: Bytes, ttl: u8, now: Instant) -> usize {
+        if crate::wire::query::QueryView::parse(&query).is_err() {
+            return 0;
+        }
+        let query = self.own_search_started(guid, query, now);
         let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
             return 0;
         };

@@ -74,6 +74,12 @@ impl<L: Links> Engine<L> {
             }
             return;
         }
+        if self.guidance(conn, id, &m) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         if m.is(b"LIME", 22) && peer.info.link == Link::ToUltrapeer {
             // Our ultrapeer agreed to be our push proxy: v2 names its address
             // (IPv4 big-endian, port little-endian), v1 only its port.

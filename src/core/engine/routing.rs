@@ -377,7 +377,10 @@ impl<L: Links> Engine<L> {
                 }
                 // A hit for a query of our own (one for a leaf's is forwarded,
                 // not delivered).
-                Function::QueryHit => self.links.own_hit(h.guid, payload.clone()),
+                Function::QueryHit => {
+                    self.own_results(h.guid, payload);
+                    self.links.own_hit(h.guid, payload.clone())
+                }
                 Function::Push => {
                     let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
                     if let Ok(p) = Push::parse(payload, &mut budget) {

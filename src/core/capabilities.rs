@@ -30,6 +30,7 @@ pub const MESSAGES: &[Supported] = &[
     m(b"LIME", 22, 2),
     // The library offer (`protocol-spec/library-offer.md`).
     m(b"SRVT", 1, 1),
+    m(b"SRVT", 1, 2),
 ];
 
 /// Our Capabilities entries. `accepted_incoming`: we took an incoming TCP

@@ -162,7 +162,10 @@ async fn a_node_is_browsed_plain_and_deflated_then_limited() {
     let err = node::browse::browse(&addr.to_string(), WAIT, Limits::default(), |_| {})
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("429"), "{err}");
+    assert!(
+        err.to_string().contains("429 Cannot Browse Too Often"),
+        "{err}"
+    );
     assert_eq!(n.control().browse_counts(), (3, 2, 0));
     stop(n).await;
 }
@@ -280,7 +283,10 @@ fn servent_browse_prints_hits_and_says_what_went_wrong() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refused the browse: 403"), "{err}");
+    assert!(
+        err.contains("refused the browse: 403 Browse Host Disabled"),
+        "{err}"
+    );
     // A stream cut inside a descriptor.
     let cut = fake_server(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/x-gnutella-packets\r\nConnection: close\r\n\r\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x81\x01\x00\x40\x00\x00\x00abc",

@@ -97,8 +97,14 @@ fn refusal(status: StatusCode, msg: &str, retry: Option<&'static str>) -> Respon
     if let Some(r) = retry {
         b = b.header(header::RETRY_AFTER, r);
     }
-    b.body(FileBody::Full(Some(Bytes::from(body))))
-        .expect("static headers are valid")
+    let mut r = b
+        .body(FileBody::Full(Some(Bytes::from(body))))
+        .expect("static headers are valid");
+    // The status line says it in words too, as gtk-gnutella's does.
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(msg.as_bytes().to_vec()) {
+        r.extensions_mut().insert(phrase);
+    }
+    r
 }
 
 /// Answers a `GET /` or `HEAD /` that asks for Gnutella packets; `None` when
@@ -273,15 +279,15 @@ pub async fn browse(
     let status = res.status();
     if !status.is_success() {
         conn.abort();
+        // The peer's own words ("429 Cannot Browse Too Often", "403 Browse
+        // Host Disabled"), else the standard ones.
+        let reason = match res.extensions().get::<hyper::ext::ReasonPhrase>() {
+            Some(r) => crate::output::escape(&String::from_utf8_lossy(r.as_bytes())).into_owned(),
+            None => status.canonical_reason().unwrap_or("").to_string(),
+        };
         return Err(BrowseFailure::Refused {
             peer: p(),
-            status: format!(
-                "{} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            )
-            .trim()
-            .to_string(),
+            status: format!("{} {reason}", status.as_u16()).trim().to_string(),
         });
     }
     let h = res.headers();

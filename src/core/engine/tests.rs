@@ -976,3 +976,33 @@ fn hsep_goes_only_to_links_that_announced_it() {
     assert_eq!(s.horizon[9].files, 7);
     assert_eq!(s.unknown, 0);
 }
+
+#[test]
+fn our_hits_say_we_can_be_browsed() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &["browsable song.ogg"]);
+    let n = open(&mut e, 1, Link::Peer, t0);
+    frames(
+        &mut e,
+        n,
+        vec![frame([0x66; 16], &query("browsable"), 3, 0)],
+        t0,
+    );
+    let hit = e
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(c, _, f) if *c == n && f.header.function == Function::QueryHit => {
+                Some(f.clone())
+            }
+            _ => None,
+        })
+        .expect("a hit");
+    let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+    let hit = QueryHit::parse(&hit.payload, &mut budget).unwrap();
+    let ggep = hit
+        .qhd()
+        .and_then(|t| t.private.ggep.as_ref())
+        .expect("GGEP");
+    assert!(ggep.get(crate::wire::browse::GGEP_BH).is_some());
+}

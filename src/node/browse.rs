@@ -70,11 +70,6 @@ impl Browse {
         *self.who.write().unwrap_or_else(|e| e.into_inner()) = (guid, firewalled);
     }
 
-    /// Sets the per-address rate (tests use a tight one).
-    pub fn set_rate(&self, rate: Rate) {
-        *self.limiter.lock().unwrap_or_else(|e| e.into_inner()) = Limiter::new(rate);
-    }
-
     /// Served, refused too often, refused busy.
     pub fn counts(&self) -> (u64, u64, u64) {
         let r = Ordering::Relaxed;

@@ -143,8 +143,9 @@ impl<L: Links> Engine<L> {
     }
 
     /// A search of our own is over (stopped, or its time ran out): our
-    /// ultrapeers' status requests for it are answered "stop".
-    pub fn end_search(&mut self, guid: Guid) {
+    /// ultrapeers' status requests for it are answered "stop". Called by
+    /// [`Engine::end_search`].
+    pub(super) fn own_search_ended(&mut self, guid: Guid) {
         self.own_searches.remove(&guid);
     }
 }

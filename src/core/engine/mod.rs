@@ -42,6 +42,7 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod guess;
 mod guidance;
 mod hsep;
 mod offers;
@@ -49,6 +50,7 @@ mod routing;
 mod tables;
 mod udp;
 
+pub use guess::GuessStats;
 use offers::*;
 use routing::*;
 use tables::*;
@@ -86,6 +88,10 @@ pub trait Links {
     /// as datagrams may be).
     fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
         let _ = (to, bytes);
+        false
+    }
+    /// Whether the node has a UDP port (datagrams can be sent and received).
+    fn udp_open(&self) -> bool {
         false
     }
 }
@@ -309,6 +315,8 @@ pub struct EngineStats {
     pub horizon: [crate::wire::hsep::Triple; crate::wire::hsep::MAX_TRIPLES],
     /// The UDP port's counters.
     pub udp: UdpStats,
+    /// GUESS, as server and client.
+    pub guess: GuessStats,
 }
 
 impl EngineStats {
@@ -432,6 +440,8 @@ pub struct Config {
     pub max_table_fill: f64,
     /// Seed of the core's randomness (message GUIDs).
     pub seed: u64,
+    /// GUESS, as server and client.
+    pub guess: crate::core::guess::GuessConfig,
 }
 
 impl Config {
@@ -453,6 +463,7 @@ impl Config {
             budgets: Budgets::default(),
             max_table_fill: DEFAULT_MAX_TABLE_FILL,
             seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
+            guess: Default::default(),
         }
     }
 }
@@ -502,6 +513,8 @@ pub struct Engine<L: Links> {
     wall: SystemTime,
     /// What each UDP source may still send.
     udp_sources: crate::core::udp::Sources,
+    /// GUESS: query keys, GUESS hosts, our searches run by GUESS.
+    guess: guess::Guess,
     links: L,
 }
 
@@ -562,6 +575,7 @@ impl<L: Links> Engine<L> {
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
+            guess: guess::Guess::new(config.guess, config.seed),
             links,
         }
     }
@@ -723,6 +737,7 @@ impl<L: Links> Engine<L> {
         self.stats.hsep_sent = self.hsep.sent;
         self.stats.hsep_received = self.hsep.received;
         self.stats.horizon = self.hsep.horizon();
+        self.stats.guess = self.guess.report();
         self.stats.clone()
     }
 
@@ -793,6 +808,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
+        self.guess_watch(guid, &query, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {
@@ -943,6 +959,7 @@ impl<L: Links> Engine<L> {
                 self.send_tables();
                 self.dq_steps(now);
                 self.hsep_tick(now);
+                self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

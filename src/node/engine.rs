@@ -109,6 +109,8 @@ pub struct ShellLinks {
     decoded: mpsc::UnboundedSender<TableDone>,
     /// The UDP port's send queue, once it is bound.
     udp: Option<super::udp::UdpTx>,
+    /// Votes for our external address.
+    external: Option<Arc<Mutex<crate::core::external::ExternalIp>>>,
 }
 
 impl ShellLinks {
@@ -129,6 +131,7 @@ impl ShellLinks {
             slots,
             decoded,
             udp: None,
+            external: None,
         };
         (links, rx)
     }
@@ -185,6 +188,14 @@ impl Links for ShellLinks {
         self.udp
             .as_ref()
             .is_some_and(|tx| tx.try_send((to, bytes)).is_ok())
+    }
+
+    fn address_seen(&mut self, by: std::net::IpAddr, said: SocketAddr) {
+        if let Some(e) = &self.external {
+            e.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .vote(by, said.ip());
+        }
     }
 
     fn uploads_busy(&self) -> bool {
@@ -457,6 +468,43 @@ impl EngineRef {
     /// The core's datagrams go to `udp` from now on.
     pub fn set_udp(&self, udp: super::udp::UdpTx) {
         self.lock().engine.links_mut().udp = Some(udp);
+    }
+
+    /// Votes for our external address go to `external`.
+    pub fn set_external(&self, external: Arc<Mutex<crate::core::external::ExternalIp>>) {
+        self.lock().engine.links_mut().external = Some(external);
+    }
+
+    /// The UDP host caches to ask, how, whether we say we are one, and
+    /// where we listen (for our pongs by UDP).
+    pub fn set_udp_host_caches(
+        &self,
+        names: Vec<String>,
+        config: crate::core::uhc::UhcConfig,
+        mode: crate::core::engine::CacheMode,
+        me: std::net::SocketAddrV4,
+    ) {
+        let mut running = self.lock();
+        running.engine.set_udp_host_caches(names, config, mode);
+        running.engine.set_udp_address(me);
+    }
+
+    /// See [`crate::core::engine::Engine::uhc_round`].
+    pub fn uhc_round(&self, need_hosts: bool) -> crate::core::uhc::Round {
+        self.lock().engine.uhc_round(Instant::now(), need_hosts)
+    }
+
+    /// See [`crate::core::engine::Engine::uhc_ping`].
+    pub fn uhc_ping(&self, name: &str, addrs: &[SocketAddr]) -> usize {
+        let mut running = self.lock();
+        let sent = running.engine.uhc_ping(name, addrs, Instant::now());
+        self.publish(&mut running);
+        sent
+    }
+
+    /// A host cache's name did not resolve.
+    pub fn uhc_unresolved(&self, name: &str) {
+        self.lock().engine.uhc_unresolved(name, Instant::now());
     }
 
     /// Queries are answered for `extra`'s files too.

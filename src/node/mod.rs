@@ -113,7 +113,30 @@ pub struct NodeConfig {
     pub fasttrack: crate::fasttrack::server::ServerConfig,
     /// Open the Gnutella UDP port (the TCP port's number).
     pub udp: bool,
+    /// UDP host caches asked for hosts when there is nothing left to dial
+    /// (`host:port` each, resolved at each use; asked in this order, those
+    /// that failed least first). None by default here; `servent run` gives
+    /// [`DEFAULT_UDP_HOST_CACHES`].
+    pub udp_host_caches: Vec<String>,
+    /// How the host-cache client paces its pings.
+    pub uhc: crate::core::uhc::UhcConfig,
+    /// Whether our pongs by UDP say we are a UDP host cache (`UDPHC`).
+    pub udp_host_cache_mode: crate::core::engine::CacheMode,
 }
+
+/// The UDP host caches `servent run` asks unless told others: the ones
+/// gtk-gnutella ships (GhostWhiteCrab caches and peers acting as caches).
+pub const DEFAULT_UDP_HOST_CACHES: [&str; 9] = [
+    "useast.gnutella.dyslexicfish.net:3558",
+    "uswest.gnutella.dyslexicfish.net:3558",
+    "uk.gnutella.dyslexicfish.net:3558",
+    "au.gnutella.dyslexicfish.net:3558",
+    "1.uhc.gtk-gnutella.nl:19104",
+    "2.uhc.gtk-gnutella.nl:4876",
+    "useast.gnutella.dyslexicfish.net:15321",
+    "uswest.gnutella.dyslexicfish.net:18037",
+    "uk.gnutella.dyslexicfish.net:41481",
+];
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -143,6 +166,9 @@ impl Default for NodeConfig {
             fasttrack_listen: None,
             fasttrack: crate::fasttrack::server::ServerConfig::default(),
             udp: true,
+            udp_host_caches: Vec::new(),
+            uhc: crate::core::uhc::UhcConfig::default(),
+            udp_host_cache_mode: crate::core::engine::CacheMode::default(),
         }
     }
 }
@@ -231,8 +257,9 @@ struct Shared {
     /// The listening IP when it is a specific one: outgoing connections are made
     /// from it, and it is the address we advertise.
     bind: Option<IpAddr>,
-    /// Our address as peers report it (`Remote-IP`), when several agree.
-    external: Mutex<ExternalIp>,
+    /// Our address as peers report it (`Remote-IP`, `IP` in pongs by UDP),
+    /// when several agree.
+    external: Arc<Mutex<ExternalIp>>,
     /// Which addresses count as peers (reserved ones only on a local mesh).
     scope: Scope,
     fasttrack: FastTrack,
@@ -419,10 +446,20 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         uploads.rescan.clone(),
     ));
 
+    let external = Arc::new(Mutex::new(ExternalIp::new(2)));
+    engine.set_external(external.clone());
     let udp_addr = if config.udp {
         match udp::start(local_addr, engine.clone(), &tracker, cancel.clone()).await {
             Ok((addr, tx)) => {
                 engine.set_udp(tx);
+                if let SocketAddr::V4(me) = local_addr {
+                    engine.set_udp_host_caches(
+                        config.udp_host_caches.clone(),
+                        config.uhc.clone(),
+                        config.udp_host_cache_mode,
+                        me,
+                    );
+                }
                 Some(addr)
             }
             Err(e) => {
@@ -468,7 +505,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         http_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
         givs: givs.clone(),
         bind,
-        external: Mutex::new(ExternalIp::new(2)),
+        external,
         scope,
         fasttrack: fasttrack.clone(),
     });
@@ -668,6 +705,8 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
     let target = shared.config.target_peers.min(shared.config.max_peers);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut saved = Instant::now();
+    // Said once until a host cache is pinged again.
+    let mut said_alone = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -692,9 +731,13 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                         .saturating_sub(shared.open.load(Ordering::Relaxed)),
                 )
         };
+        let mut nothing_to_dial = false;
         for _ in 0..wanted {
             let next = shared.engine.hosts(|h| h.next_to_dial(Instant::now()));
-            let Some(addr) = next else { break };
+            let Some(addr) = next else {
+                nothing_to_dial = true;
+                break;
+            };
             shared.dialing.fetch_add(1, Ordering::Relaxed);
             let s = shared.clone();
             shared.tracker.spawn(async move {
@@ -704,9 +747,71 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                 s.dialing.fetch_sub(1, Ordering::Relaxed);
             });
         }
+        bootstrap(&shared, nothing_to_dial, &mut said_alone);
     }
     save_hosts(&shared, hosts_file.as_deref());
 }
+
+/// Asks the UDP host caches for hosts when there is nothing left to dial
+/// (`need`), and says on the log what it does when it cannot join: which
+/// caches it pings (info), which did not answer and when they all gave
+/// nothing (warn, so `-q` still shows it).
+fn bootstrap(shared: &Arc<Shared>, need: bool, said_alone: &mut bool) {
+    let round = shared.engine.uhc_round(need);
+    for name in &round.timed_out {
+        tracing::warn!(cache = %name, "no answer from UDP host cache {name}");
+    }
+    if !round.ping.is_empty() {
+        tracing::info!(
+            caches = %round.ping.join(","),
+            "pinging {} UDP host caches",
+            round.ping.len()
+        );
+        *said_alone = false;
+    }
+    for name in round.ping {
+        let s = shared.clone();
+        shared.tracker.spawn(async move {
+            let looked_up = tokio::select! {
+                r = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())) => r,
+                _ = s.cancel.cancelled() => return,
+            };
+            match looked_up {
+                Ok(Ok(addrs)) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if s.engine.uhc_ping(&name, &addrs) == 0 {
+                        tracing::debug!(cache = %name, ?addrs, "UDP host cache not pinged: no IPv4 address to ping now");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(cache = %name, error = %e, "cannot resolve UDP host cache {name}");
+                    s.engine.uhc_unresolved(&name);
+                }
+                Err(_) => {
+                    tracing::warn!(cache = %name, "cannot resolve UDP host cache {name}: timed out");
+                    s.engine.uhc_unresolved(&name);
+                }
+            }
+        });
+    }
+    if round.fallback && !*said_alone {
+        // The HTTP host caches (gtk's GHC, LimeWire-style URLs, GWebCaches)
+        // are asked here, after the UDP ones gave nothing.
+        if shared.config.udp_host_caches.is_empty() || !shared.config.udp {
+            tracing::warn!(
+                "nothing to connect to: no known host, no --peer, and no UDP host cache to ask"
+            );
+        } else {
+            tracing::warn!(
+                "no hosts from the UDP host caches yet; still asking them (--peer HOST:PORT joins at once)"
+            );
+        }
+        *said_alone = true;
+    }
+}
+
+/// How long a host cache's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the host cache is written to the data directory.
 const SAVE_HOSTS_EVERY: Duration = Duration::from_secs(5 * 60);

@@ -28,6 +28,7 @@ pub mod query;
 pub mod queryhit;
 pub mod route_table;
 pub mod udp;
+pub mod uhc;
 pub mod vendor;
 
 pub use bye::Bye;

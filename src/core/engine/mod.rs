@@ -46,12 +46,14 @@ mod offers;
 mod routing;
 mod tables;
 mod udp;
+mod uhc;
 
 use offers::*;
 use routing::*;
 use tables::*;
 pub use tables::{TableDone, TableJob};
 pub use udp::UdpStats;
+pub use uhc::CacheMode;
 
 /// Where the core's decisions go: the shell's connections and tasks (or a
 /// test's record of them).
@@ -85,6 +87,11 @@ pub trait Links {
     fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
         let _ = (to, bytes);
         false
+    }
+    /// `by` says it sees us at `said` (GGEP `IP` in a pong answering our
+    /// ping): one vote for our external address.
+    fn address_seen(&mut self, by: IpAddr, said: SocketAddr) {
+        let _ = (by, said);
     }
 }
 
@@ -289,6 +296,8 @@ pub struct EngineStats {
     pub per_ip_refused: u64,
     /// The UDP port's counters.
     pub udp: UdpStats,
+    /// UDP host caches: ours as a client, and the pings we answered as one.
+    pub uhc: crate::core::uhc::UhcStats,
 }
 
 impl EngineStats {
@@ -478,6 +487,8 @@ pub struct Engine<L: Links> {
     wall: SystemTime,
     /// What each UDP source may still send.
     udp_sources: crate::core::udp::Sources,
+    /// UDP host caches, as a client and as one.
+    uhc: uhc::UhcState,
     links: L,
 }
 
@@ -536,6 +547,7 @@ impl<L: Links> Engine<L> {
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
+            uhc: uhc::UhcState::new(),
             links,
         }
     }
@@ -694,6 +706,7 @@ impl<L: Links> Engine<L> {
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
+        self.stats.uhc = self.uhc.stats();
         self.stats.clone()
     }
 

@@ -80,8 +80,8 @@ impl<L: Links> Engine<L> {
             Function::Push => self.udp_push(d),
             // Parts of the UDP protocol not answered yet: counted, by what
             // they are.
-            Function::Ping => self.stats.udp.drop("ping-unanswered"),
-            Function::Pong => self.stats.udp.drop("pong-unsolicited"),
+            Function::Ping => self.udp_ping(from, d, now),
+            Function::Pong => self.udp_pong(from, d, now),
             Function::Query => self.stats.udp.drop("query-unanswered"),
             Function::QueryHit => self.stats.udp.drop("hit-unsolicited"),
             Function::Vendor | Function::StandardVendor => self.stats.udp.drop("vendor-unknown"),

@@ -300,7 +300,7 @@ impl<L: Links> Engine<L> {
         let mut out = Vec::new();
         for a in linked.chain(cached) {
             let SocketAddr::V4(v4) = a else { continue };
-            if a.ip() == asker.ip() || self.is_me(a) || !seen.insert(v4) {
+            if a == asker || self.is_me(a) || !seen.insert(v4) {
                 continue;
             }
             out.push(v4);

@@ -137,8 +137,14 @@ pub struct UhcClient {
     last_round: Option<Instant>,
     /// Since when rounds have brought no host (while hosts were needed).
     dry_since: Option<Instant>,
+    /// How long a dry spell lasts before the next fallback: doubled after
+    /// each, up to [`MAX_FALLBACK_WAIT`].
+    fallback_wait: Duration,
     stats: UhcStats,
 }
+
+/// The longest pause between two fallbacks of one dry spell.
+const MAX_FALLBACK_WAIT: Duration = Duration::from_secs(600);
 
 impl UhcClient {
     /// A client for `names` (`host:port` each), in the order given: the
@@ -146,11 +152,12 @@ impl UhcClient {
     /// every node does not ask the same cache first.
     pub fn new(names: Vec<String>, config: UhcConfig) -> UhcClient {
         let mut c = UhcClient {
-            config,
+            config: config.clone(),
             caches: Vec::new(),
             pending: Vec::new(),
             last_round: None,
             dry_since: None,
+            fallback_wait: config.fallback_after,
             stats: UhcStats::default(),
         };
         for n in names {
@@ -208,16 +215,23 @@ impl UhcClient {
         }
         if !need_hosts {
             self.dry_since = None;
+            self.fallback_wait = self.config.fallback_after;
             return r;
         }
-        let dry_since = *self.dry_since.get_or_insert(now);
-        if now.saturating_duration_since(dry_since) >= self.config.fallback_after
-            || (self.caches.is_empty() && self.pending.is_empty())
+        let (dry_since, first) = match self.dry_since {
+            Some(t) => (t, false),
+            None => (now, true),
+        };
+        self.dry_since = Some(dry_since);
+        let nothing_to_ask = self.caches.is_empty() && self.pending.is_empty();
+        if now.saturating_duration_since(dry_since) >= self.fallback_wait
+            || (first && nothing_to_ask)
         {
-            // Said once per dry spell of `fallback_after`.
+            // Then again after twice as long, while the spell lasts.
             r.fallback = true;
             self.stats.fallbacks += 1;
             self.dry_since = Some(now);
+            self.fallback_wait = (self.fallback_wait * 2).min(MAX_FALLBACK_WAIT);
         }
         let round_due = self.pending.is_empty()
             && self
@@ -293,6 +307,7 @@ impl UhcClient {
         if hosts > 0 {
             self.stats.useful += 1;
             self.dry_since = None;
+            self.fallback_wait = self.config.fallback_after;
         } else {
             self.failed(&p.name, now);
         }
@@ -446,10 +461,17 @@ mod tests {
         let r = c.round(t + 20 * s, true);
         assert!(r.fallback, "20 s without hosts");
         assert!(r.ping.is_empty(), "the only cache backs off");
-        assert!(!c.round(t + 21 * s, true).fallback, "said once per spell");
-        // No cache at all: the HTTP caches at once.
+        assert!(!c.round(t + 21 * s, true).fallback, "not every second");
+        assert!(!c.round(t + 59 * s, true).fallback);
+        assert!(
+            c.round(t + 60 * s, true).fallback,
+            "then after twice as long"
+        );
+        // No cache at all: the HTTP caches at once, then as pacing allows.
         let mut none = UhcClient::new(Vec::new(), UhcConfig::default());
         assert!(none.round(t, true).fallback);
+        assert!(!none.round(t + s, true).fallback);
+        assert!(none.round(t + 40 * s, true).fallback);
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct ShellLinks {
     udp: Option<super::udp::UdpTx>,
     /// Votes for our external address.
     external: Option<Arc<Mutex<crate::core::external::ExternalIp>>>,
+    /// Wakes the maintainer when hosts to dial were learned.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl ShellLinks {
@@ -132,6 +134,7 @@ impl ShellLinks {
             decoded,
             udp: None,
             external: None,
+            wake: None,
         };
         (links, rx)
     }
@@ -195,6 +198,12 @@ impl Links for ShellLinks {
             e.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .vote(by, said.ip());
+        }
+    }
+
+    fn hosts_learned(&mut self) {
+        if let Some(w) = &self.wake {
+            w.notify_one();
         }
     }
 
@@ -468,6 +477,11 @@ impl EngineRef {
     /// The core's datagrams go to `udp` from now on.
     pub fn set_udp(&self, udp: super::udp::UdpTx) {
         self.lock().engine.links_mut().udp = Some(udp);
+    }
+
+    /// `wake` is notified when hosts to dial were learned.
+    pub fn set_wake(&self, wake: Arc<tokio::sync::Notify>) {
+        self.lock().engine.links_mut().wake = Some(wake);
     }
 
     /// Votes for our external address go to `external`.

@@ -263,6 +263,9 @@ struct Shared {
     /// Which addresses count as peers (reserved ones only on a local mesh).
     scope: Scope,
     fasttrack: FastTrack,
+    /// Wakes the maintainer when a host cache brought hosts: they are dialed
+    /// at once.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -448,6 +451,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
 
     let external = Arc::new(Mutex::new(ExternalIp::new(2)));
     engine.set_external(external.clone());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    engine.set_wake(wake.clone());
     let udp_addr = if config.udp {
         match udp::start(local_addr, engine.clone(), &tracker, cancel.clone()).await {
             Ok((addr, tx)) => {
@@ -506,6 +511,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         givs: givs.clone(),
         bind,
         external,
+        wake,
         scope,
         fasttrack: fasttrack.clone(),
     });
@@ -705,19 +711,21 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
     let target = shared.config.target_peers.min(shared.config.max_peers);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut saved = Instant::now();
-    // Said once until a host cache is pinged again.
-    let mut said_alone = false;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        // Woken early when a bootstrap brought hosts: they are dialed at once.
+        let woken = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shared.wake.notified() => true,
             _ = shared.cancel.cancelled() => break,
+        };
+        if !woken {
+            // Saved now and then too, not only at a clean shutdown.
+            if saved.elapsed() >= SAVE_HOSTS_EVERY {
+                saved = Instant::now();
+                save_hosts(&shared, hosts_file.as_deref());
+            }
+            shared.engine.tick(cpu_busy());
         }
-        // Saved now and then too, not only at a clean shutdown.
-        if saved.elapsed() >= SAVE_HOSTS_EVERY {
-            saved = Instant::now();
-            save_hosts(&shared, hosts_file.as_deref());
-        }
-        shared.engine.tick(cpu_busy());
         let wanted = if target == 0 {
             0
         } else {
@@ -731,13 +739,11 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                         .saturating_sub(shared.open.load(Ordering::Relaxed)),
                 )
         };
-        let mut nothing_to_dial = false;
+        let mut nothing_to_dial = wanted > 0;
         for _ in 0..wanted {
             let next = shared.engine.hosts(|h| h.next_to_dial(Instant::now()));
-            let Some(addr) = next else {
-                nothing_to_dial = true;
-                break;
-            };
+            let Some(addr) = next else { break };
+            nothing_to_dial = false;
             shared.dialing.fetch_add(1, Ordering::Relaxed);
             let s = shared.clone();
             shared.tracker.spawn(async move {
@@ -747,7 +753,8 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                 s.dialing.fetch_sub(1, Ordering::Relaxed);
             });
         }
-        bootstrap(&shared, nothing_to_dial, &mut said_alone);
+        // Nothing to dial: UDP host caches.
+        uhc_round(&shared, nothing_to_dial);
     }
     save_hosts(&shared, hosts_file.as_deref());
 }
@@ -756,7 +763,7 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
 /// (`need`), and says on the log what it does when it cannot join: which
 /// caches it pings (info), which did not answer and when they all gave
 /// nothing (warn, so `-q` still shows it).
-fn bootstrap(shared: &Arc<Shared>, need: bool, said_alone: &mut bool) {
+fn uhc_round(shared: &Arc<Shared>, need: bool) {
     let round = shared.engine.uhc_round(need);
     for name in &round.timed_out {
         tracing::warn!(cache = %name, "no answer from UDP host cache {name}");
@@ -767,7 +774,6 @@ fn bootstrap(shared: &Arc<Shared>, need: bool, said_alone: &mut bool) {
             "pinging {} UDP host caches",
             round.ping.len()
         );
-        *said_alone = false;
     }
     for name in round.ping {
         let s = shared.clone();
@@ -794,7 +800,7 @@ fn bootstrap(shared: &Arc<Shared>, need: bool, said_alone: &mut bool) {
             }
         });
     }
-    if round.fallback && !*said_alone {
+    if round.fallback {
         // The HTTP host caches (gtk's GHC, LimeWire-style URLs, GWebCaches)
         // are asked here, after the UDP ones gave nothing.
         if shared.config.udp_host_caches.is_empty() || !shared.config.udp {
@@ -806,7 +812,6 @@ fn bootstrap(shared: &Arc<Shared>, need: bool, said_alone: &mut bool) {
                 "no hosts from the UDP host caches yet; still asking them (--peer HOST:PORT joins at once)"
             );
         }
-        *said_alone = true;
     }
 }
 

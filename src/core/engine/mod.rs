@@ -93,6 +93,9 @@ pub trait Links {
     fn address_seen(&mut self, by: IpAddr, said: SocketAddr) {
         let _ = (by, said);
     }
+    /// A host cache's answer brought hosts to dial: the shell may dial now
+    /// rather than at its next round.
+    fn hosts_learned(&mut self) {}
 }
 
 /// What the core knows of one link, for the control API.

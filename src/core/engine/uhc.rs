@@ -254,6 +254,7 @@ impl<L: Links> Engine<L> {
         if let Some(seen) = extras.ip {
             self.links.address_seen(from.ip(), SocketAddr::V4(seen));
         }
+        self.links.hosts_learned();
     }
 
     /// Whether we say `UDPHC`.

@@ -455,6 +455,14 @@ fn one_answer_per_minute_per_address_and_a_flood_is_bounded() {
         t0 + 59 * s,
     );
     assert!(sent(&mut e).is_empty());
+    // On a local mesh nodes share an address: each port is a node.
+    dg(
+        &mut e,
+        "11.0.0.7:6347",
+        uhc_ping(Some(0), false, 1, 0),
+        t0 + 59 * s,
+    );
+    assert_eq!(sent(&mut e).len(), 1);
     dg(
         &mut e,
         "11.0.0.7:6346",
@@ -488,6 +496,38 @@ fn one_answer_per_minute_per_address_and_a_flood_is_bounded() {
     // Sources past the 4,096 remembered share one small budget.
     let n = sent(&mut e).len();
     assert!((4090..=4096 + 10).contains(&n), "{n}");
+}
+
+#[test]
+fn on_the_internet_the_minute_is_per_address_whatever_the_port() {
+    let (mut e, t0) = core(TierMode::Ultrapeer);
+    e.hosts_mut()
+        .set_scope(servent::core::addr::Scope::Internet);
+    dg(&mut e, "8.8.8.8:6346", uhc_ping(Some(0), false, 1, 0), t0);
+    dg(&mut e, "8.8.8.8:6347", uhc_ping(Some(0), false, 1, 0), t0);
+    dg(&mut e, "8.8.4.4:6347", uhc_ping(Some(0), false, 1, 0), t0);
+    assert_eq!(sent(&mut e).len(), 2);
+    // Nor are two caches on one address pinged within the minute.
+    e.set_udp_host_caches(
+        vec!["a.test:1".into(), "b.test:2".into()],
+        UhcConfig::default(),
+        CacheMode::Auto,
+    );
+    let r = e.uhc_round(t0, true);
+    assert_eq!(r.ping.len(), 2);
+    assert_eq!(
+        e.uhc_ping("a.test:1", &["9.9.9.9:1".parse().unwrap()], t0),
+        1
+    );
+    assert_eq!(
+        e.uhc_ping("b.test:2", &["9.9.9.9:2".parse().unwrap()], t0),
+        0
+    );
+    // And a learned cache at a private address is not pinged at all.
+    assert_eq!(
+        e.uhc_ping("c.test:3", &["10.0.0.1:3".parse().unwrap()], t0),
+        0
+    );
 }
 
 #[test]

@@ -457,14 +457,18 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         match udp::start(local_addr, engine.clone(), &tracker, cancel.clone()).await {
             Ok((addr, tx)) => {
                 engine.set_udp(tx);
-                if let SocketAddr::V4(me) = local_addr {
-                    engine.set_udp_host_caches(
-                        config.udp_host_caches.clone(),
-                        config.uhc.clone(),
-                        config.udp_host_cache_mode,
-                        me,
-                    );
-                }
+                // Pongs by UDP advertise IPv4 only; listening on IPv6, a
+                // link's local IPv4 address stands in.
+                let ip = match local_addr.ip() {
+                    IpAddr::V4(ip) => ip,
+                    IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+                };
+                engine.set_udp_host_caches(
+                    config.udp_host_caches.clone(),
+                    config.uhc.clone(),
+                    config.udp_host_cache_mode,
+                    std::net::SocketAddrV4::new(ip, local_addr.port()),
+                );
                 Some(addr)
             }
             Err(e) => {

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::core::addr::Scope;
 use crate::core::udp::Throttle;
 use crate::core::uhc::{Answer, Round, UhcClient, UhcConfig, UhcStats};
 use crate::wire::udp::Datagram;
@@ -35,9 +36,9 @@ pub enum CacheMode {
 pub(super) struct UhcState {
     client: UhcClient,
     /// Pings answered per source address.
-    answered: Throttle<IpAddr>,
+    answered: Throttle<SocketAddr>,
     /// Our pings per cache address.
-    pinged: Throttle<IpAddr>,
+    pinged: Throttle<SocketAddr>,
     mode: CacheMode,
     /// Where we listen, as pongs advertise it (the IP may be unspecified:
     /// then a link's local address stands in).
@@ -89,19 +90,20 @@ impl<L: Links> Engine<L> {
     }
 
     /// Pings cache `name`, resolved by the shell to `addrs`: a UHC ping to
-    /// each IPv4 address we may send to, no more than once a minute each.
-    /// Returns how many went.
+    /// each IPv4 address we may send to (at most 4), no more than once a
+    /// minute each. Returns how many went.
     pub fn uhc_ping(&mut self, name: &str, addrs: &[SocketAddr], now: Instant) -> usize {
         let configured = self.uhc.client.configured(name);
         let ultrapeer = self.tier.role() == Role::Ultrapeer;
-        let mut sent = 0;
+        let (mut sent, mut throttled) = (0, false);
         for to in addrs.iter().filter(|a| a.is_ipv4()).take(4) {
             // Learned caches only within our scope (no private addresses
             // from the Internet); the user's own, wherever they are.
             if !configured && !self.hosts.scope().allows(*to) {
                 continue;
             }
-            if !self.uhc.pinged.allow(to.ip(), now) {
+            if !self.uhc.pinged.allow(self.throttle_key(*to), now) {
+                throttled = true;
                 continue;
             }
             let muid = self.rng.guid();
@@ -123,7 +125,9 @@ impl<L: Links> Engine<L> {
             self.uhc.client.sent(name, *to, muid, now);
             sent += 1;
         }
-        if sent == 0 && !addrs.is_empty() {
+        // No address we may ping: as good as a name that does not resolve.
+        // (One pinged within the minute under another name is not a failure.)
+        if sent == 0 && !throttled {
             self.uhc.client.unresolved(name, now);
         }
         sent
@@ -143,7 +147,7 @@ impl<L: Links> Engine<L> {
             Ok(p) => p,
             Err(_) => return self.stats.udp.drop("malformed"),
         };
-        if !self.uhc.answered.allow(from.ip(), now) {
+        if !self.uhc.answered.allow(self.throttle_key(from), now) {
             self.uhc.stats.throttled += 1;
             return self.stats.udp.drop("ping-throttled");
         }
@@ -255,6 +259,16 @@ impl<L: Links> Engine<L> {
             self.links.address_seen(from.ip(), SocketAddr::V4(seen));
         }
         self.links.hosts_learned();
+    }
+
+    /// What the once-a-minute rules count by: the IP address (as the
+    /// deployed servents count), or on a local mesh, where many nodes share
+    /// one address, the address and port (a node's UDP port is its own).
+    fn throttle_key(&self, a: SocketAddr) -> SocketAddr {
+        match self.hosts.scope() {
+            Scope::Internet => SocketAddr::new(a.ip(), 0),
+            Scope::Local => a,
+        }
     }
 
     /// Whether we say `UDPHC`.

@@ -770,7 +770,7 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
 fn uhc_round(shared: &Arc<Shared>, need: bool) {
     let round = shared.engine.uhc_round(need);
     for name in &round.timed_out {
-        tracing::warn!(cache = %name, "no answer from UDP host cache {name}");
+        tracing::warn!(cache = %name, "no answer from a UDP host cache");
     }
     if !round.ping.is_empty() {
         tracing::info!(
@@ -794,17 +794,21 @@ fn uhc_round(shared: &Arc<Shared>, need: bool) {
                     }
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(cache = %name, error = %e, "cannot resolve UDP host cache {name}");
+                    tracing::warn!(cache = %name, error = %e, "cannot resolve a UDP host cache");
                     s.engine.uhc_unresolved(&name);
                 }
                 Err(_) => {
-                    tracing::warn!(cache = %name, "cannot resolve UDP host cache {name}: timed out");
+                    tracing::warn!(cache = %name, "cannot resolve a UDP host cache: timed out");
                     s.engine.uhc_unresolved(&name);
                 }
             }
         });
     }
-    if round.fallback {
+    // Said only while the node has no link at all (a node that has some
+    // and wants more is not stuck).
+    let alone =
+        shared.open.load(Ordering::Relaxed) == 0 && shared.dialing.load(Ordering::Relaxed) == 0;
+    if round.fallback && alone {
         // The HTTP host caches (gtk's GHC, LimeWire-style URLs, GWebCaches)
         // are asked here, after the UDP ones gave nothing.
         if shared.config.udp_host_caches.is_empty() || !shared.config.udp {

@@ -114,8 +114,9 @@ impl<L: Links> Engine<L> {
                     0
                 },
                 vendor: Some((wire_uhc::VENDOR, wire_uhc::our_version_byte())),
-                // Never reached from outside: ask where the cache sees us.
-                ip: !self.inbound_seen,
+                // No `IP` with `SCP`: gtk-gnutella 1.2.3 answers no ping that
+                // carries both (checked against it; either alone is answered).
+                ip: false,
             }
             .ping();
             let Some(frame) = datagram_frame(muid, &Message::Ping(ping)) else {

@@ -338,6 +338,9 @@ fn learn_ultrapeers(e: &mut Engine<Sent>, n: u32) {
 fn an_scp_ping_gets_our_pong_with_packed_hosts_but_never_the_askers_own() {
     let (mut e, t0) = core(TierMode::Ultrapeer);
     learn_ultrapeers(&mut e, 40);
+    // One whose dial failed is not handed out.
+    let dead = e.hosts_mut().next_to_dial(t0).unwrap();
+    e.hosts_mut().dialed(dead, false, t0);
     // The asker's own address is in our cache too (and another host on its
     // IP, which may be handed out).
     e.hosts_mut()
@@ -358,6 +361,7 @@ fn an_scp_ping_gets_our_pong_with_packed_hosts_but_never_the_askers_own() {
     let x = PongExtras::of(&p);
     assert_eq!(x.ipp.len(), uhc::MAX_IPP);
     assert!(!x.ipp.contains(&a4("11.0.0.200:6346")));
+    assert!(x.ipp.iter().all(|h| SocketAddr::V4(*h) != dead));
     assert!(x.ipp.contains(&a4("11.0.0.200:6347")), "the freshest");
     assert_eq!(x.vendor.map(|v| v.0), Some(*b"SRVT"));
     assert!(

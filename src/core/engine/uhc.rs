@@ -309,7 +309,7 @@ impl<L: Links> Engine<L> {
         });
         let cached = self
             .hosts
-            .sample_ultrapeers(wire_uhc::MAX_IPP * 2)
+            .sample_live_ultrapeers(wire_uhc::MAX_IPP * 2)
             .into_iter()
             .chain(self.hosts.sample(wire_uhc::MAX_IPP * 2));
         let mut seen = HashSet::new();

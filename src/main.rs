@@ -271,6 +271,11 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             servent::cli::CacheMode::Always => servent::core::engine::CacheMode::Always,
             servent::cli::CacheMode::Never => servent::core::engine::CacheMode::Never,
         },
+        guess: servent::core::guess::GuessConfig {
+            serve: !args.no_guess,
+            client: !args.no_guess,
+            ..Default::default()
+        },
         download_dir: args.download_dir.clone(),
         max_downloads: args.max_downloads,
         fasttrack_listen: args.fasttrack_listen,
@@ -462,12 +467,13 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .peer
         .as_deref()
         .expect("clap requires --peer without --node");
-    let count = runtime()?.block_on(node::search::search(
+    let count = runtime()?.block_on(node::search::search_guess(
         peer,
         &words,
         args.ttl,
         Duration::from_secs(args.timeout),
         args.max_results,
+        !args.no_guess,
         |hit| {
             let hit = hit.record();
             let line = if args.json {

@@ -42,12 +42,14 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod guess;
 mod offers;
 mod routing;
 mod tables;
 mod udp;
 mod uhc;
 
+pub use guess::GuessStats;
 use offers::*;
 use routing::*;
 use tables::*;
@@ -96,6 +98,10 @@ pub trait Links {
     /// A host cache's answer brought hosts to dial: the shell may dial now
     /// rather than at its next round.
     fn hosts_learned(&mut self) {}
+    /// Whether the node has a UDP port (datagrams can be sent and received).
+    fn udp_open(&self) -> bool {
+        false
+    }
 }
 
 /// What the core knows of one link, for the control API.
@@ -301,6 +307,8 @@ pub struct EngineStats {
     pub udp: UdpStats,
     /// UDP host caches: ours as a client, and the pings we answered as one.
     pub uhc: crate::core::uhc::UhcStats,
+    /// GUESS, as server and client.
+    pub guess: GuessStats,
 }
 
 impl EngineStats {
@@ -424,6 +432,8 @@ pub struct Config {
     pub max_table_fill: f64,
     /// Seed of the core's randomness (message GUIDs).
     pub seed: u64,
+    /// GUESS, as server and client.
+    pub guess: crate::core::guess::GuessConfig,
 }
 
 impl Config {
@@ -445,6 +455,7 @@ impl Config {
             budgets: Budgets::default(),
             max_table_fill: DEFAULT_MAX_TABLE_FILL,
             seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
+            guess: Default::default(),
         }
     }
 }
@@ -492,6 +503,8 @@ pub struct Engine<L: Links> {
     udp_sources: crate::core::udp::Sources,
     /// UDP host caches, as a client and as one.
     uhc: uhc::UhcState,
+    /// GUESS: query keys, GUESS hosts, our searches run by GUESS.
+    guess: guess::Guess,
     links: L,
 }
 
@@ -551,6 +564,7 @@ impl<L: Links> Engine<L> {
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
             uhc: uhc::UhcState::new(),
+            guess: guess::Guess::new(config.guess, config.seed),
             links,
         }
     }
@@ -710,6 +724,7 @@ impl<L: Links> Engine<L> {
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
         self.stats.uhc = self.uhc.stats();
+        self.stats.guess = self.guess.report();
         self.stats.clone()
     }
 
@@ -776,6 +791,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
+        self.guess_watch(guid, &query, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {
@@ -921,6 +937,7 @@ impl<L: Links> Engine<L> {
                 }
                 self.send_tables();
                 self.dq_steps(now);
+                self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

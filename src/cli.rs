@@ -155,6 +155,11 @@ pub struct RunArgs {
     /// ultrapeer that takes connections).
     #[arg(long, env = "SERVENT_RUN_ACT_AS_UDP_HOST_CACHE", value_enum, default_value_t = CacheMode::Auto)]
     pub act_as_udp_host_cache: CacheMode,
+    /// Ask no router to forward our port (NAT-PMP / PCP). By default a node
+    /// listening on a private address asks the default gateway, unless
+    /// --local-network.
+    #[arg(long, env = "SERVENT_RUN_NO_PORT_MAPPING")]
+    pub no_port_mapping: bool,
     /// Neither answer GUESS queries (as an ultrapeer) nor send our quiet
     /// searches on by GUESS.
     #[arg(long, env = "SERVENT_RUN_NO_GUESS")]

@@ -271,6 +271,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             servent::cli::CacheMode::Always => servent::core::engine::CacheMode::Always,
             servent::cli::CacheMode::Never => servent::core::engine::CacheMode::Never,
         },
+        port_mapping: !args.no_port_mapping,
         guess: servent::core::guess::GuessConfig {
             serve: !args.no_guess,
             client: !args.no_guess,

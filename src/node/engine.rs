@@ -109,8 +109,6 @@ pub struct ShellLinks {
     decoded: mpsc::UnboundedSender<TableDone>,
     /// The UDP port's send queue, once it is bound.
     udp: Option<super::udp::UdpTx>,
-    /// Votes for our external address.
-    external: Option<Arc<Mutex<crate::core::external::ExternalIp>>>,
     /// Wakes the maintainer when hosts to dial were learned.
     wake: Option<Arc<tokio::sync::Notify>>,
 }
@@ -133,7 +131,6 @@ impl ShellLinks {
             slots,
             decoded,
             udp: None,
-            external: None,
             wake: None,
         };
         (links, rx)
@@ -191,14 +188,6 @@ impl Links for ShellLinks {
         self.udp
             .as_ref()
             .is_some_and(|tx| tx.try_send((to, bytes)).is_ok())
-    }
-
-    fn address_seen(&mut self, by: std::net::IpAddr, said: SocketAddr) {
-        if let Some(e) = &self.external {
-            e.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .vote(by, said.ip());
-        }
     }
 
     fn hosts_learned(&mut self) {
@@ -478,6 +467,31 @@ impl EngineRef {
         f(self.lock().engine.library())
     }
 
+    /// Our external IP, once several peers agree on it.
+    pub fn external_ip(&self) -> Option<std::net::IpAddr> {
+        self.lock().engine.external_ip()
+    }
+
+    /// A peer's handshake said where it sees us.
+    pub fn remote_ip_said(&self, voter: std::net::IpAddr, said: std::net::IpAddr) {
+        self.lock().engine.remote_ip_said(voter, said);
+    }
+
+    /// Whether we accept no connections (said, or learned).
+    pub fn tcp_firewalled(&self) -> bool {
+        self.lock().engine.tcp_firewalled()
+    }
+
+    /// A TCP connection came in from `from` to `local`.
+    pub fn tcp_inbound(&self, from: SocketAddr, local: SocketAddr) {
+        let mut running = self.lock();
+        if running.stopped {
+            return;
+        }
+        running.engine.tcp_inbound(from, local, Instant::now());
+        self.publish(&mut running);
+    }
+
     /// The core's datagrams go to `udp` from now on (the port bound at `addr`).
     pub fn set_udp(&self, udp: super::udp::UdpTx, addr: SocketAddr) {
         let mut running = self.lock();
@@ -493,11 +507,6 @@ impl EngineRef {
     /// `wake` is notified when hosts to dial were learned.
     pub fn set_wake(&self, wake: Arc<tokio::sync::Notify>) {
         self.lock().engine.links_mut().wake = Some(wake);
-    }
-
-    /// Votes for our external address go to `external`.
-    pub fn set_external(&self, external: Arc<Mutex<crate::core::external::ExternalIp>>) {
-        self.lock().engine.links_mut().external = Some(external);
     }
 
     /// The UDP host caches to ask, how, whether we say we are one, and

@@ -102,7 +102,7 @@ impl<L: Links> Engine<L> {
             if !configured && !self.hosts.scope().allows(*to) {
                 continue;
             }
-            if !self.uhc.pinged.allow(self.throttle_key(*to), now) {
+            if !self.uhc.pinged.allow(self.uhc_throttle_key(*to), now) {
                 throttled = true;
                 continue;
             }
@@ -148,7 +148,7 @@ impl<L: Links> Engine<L> {
             Ok(p) => p,
             Err(_) => return self.stats.udp.drop("malformed"),
         };
-        if !self.uhc.answered.allow(self.throttle_key(from), now) {
+        if !self.uhc.answered.allow(self.uhc_throttle_key(from), now) {
             self.uhc.stats.throttled += 1;
             return self.stats.udp.drop("ping-throttled");
         }
@@ -257,7 +257,8 @@ impl<L: Links> Engine<L> {
             self.uhc.client.learn(n);
         }
         if let Some(seen) = extras.ip {
-            self.links.address_seen(from.ip(), SocketAddr::V4(seen));
+            self.reach.vote(from.ip(), IpAddr::V4(*seen.ip()));
+            self.reach.stats.ip_votes += 1;
         }
         self.links.hosts_learned();
     }
@@ -265,7 +266,7 @@ impl<L: Links> Engine<L> {
     /// What the once-a-minute rules count by: the IP address (as the
     /// deployed servents count), or on a local mesh, where many nodes share
     /// one address, the address and port (a node's UDP port is its own).
-    fn throttle_key(&self, a: SocketAddr) -> SocketAddr {
+    fn uhc_throttle_key(&self, a: SocketAddr) -> SocketAddr {
         match self.hosts.scope() {
             Scope::Internet => SocketAddr::new(a.ip(), 0),
             Scope::Local => a,

@@ -81,6 +81,14 @@ pub enum Mode {
     Auto,
 }
 
+/// Whether the node says it is a UDP host cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheMode {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Address to listen on for Gnutella, HTTP and push connections.
@@ -133,6 +141,27 @@ pub struct RunArgs {
     /// datagrams too).
     #[arg(long, env = "SERVENT_RUN_NO_UDP")]
     pub no_udp: bool,
+    /// UDP host cache to ask for hosts when there is nothing to dial
+    /// (repeatable; comma-separated in the variable; default: the caches
+    /// gtk-gnutella ships).
+    #[arg(
+        long,
+        env = "SERVENT_RUN_UDP_HOST_CACHE",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub udp_host_cache: Vec<String>,
+    /// Ask no UDP host cache.
+    #[arg(
+        long,
+        env = "SERVENT_RUN_NO_UDP_HOST_CACHE",
+        conflicts_with = "udp_host_cache"
+    )]
+    pub no_udp_host_cache: bool,
+    /// Whether our pongs by UDP say we are a UDP host cache (auto: as an
+    /// ultrapeer that takes connections).
+    #[arg(long, env = "SERVENT_RUN_ACT_AS_UDP_HOST_CACHE", value_enum, default_value_t = CacheMode::Auto)]
+    pub act_as_udp_host_cache: CacheMode,
     /// Ask no router to forward our port (NAT-PMP / PCP). By default a node
     /// listening on a private address asks the default gateway, unless
     /// --local-network.

@@ -227,6 +227,30 @@ fn check_shares<'a>(
     Ok(())
 }
 
+/// The UDP host caches to ask: those given, else the built-in ones in an
+/// order of this run's own (so that nodes started together do not all ask
+/// the same cache first), or none (asked for, or listening on loopback:
+/// nothing outside could be reached from there).
+fn udp_host_caches(given: &[String], none: bool, loopback: bool) -> Vec<String> {
+    if none || (loopback && given.is_empty()) {
+        return Vec::new();
+    }
+    if !given.is_empty() {
+        return given
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+            .collect();
+    }
+    let mut v: Vec<String> = node::DEFAULT_UDP_HOST_CACHES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let turn = servent::wire::Guid::new_random().0[0] as usize % v.len();
+    v.rotate_left(turn);
+    v
+}
+
 fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     check_shares(&args.share)?;
     let webcaches = args.webcaches();
@@ -246,6 +270,16 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         max_uploads: args.max_uploads,
         local_network: args.local_network,
         udp: !args.no_udp,
+        udp_host_caches: udp_host_caches(
+            &args.udp_host_cache,
+            args.no_udp_host_cache,
+            args.listen.ip().is_loopback(),
+        ),
+        udp_host_cache_mode: match args.act_as_udp_host_cache {
+            servent::cli::CacheMode::Auto => servent::core::engine::CacheMode::Auto,
+            servent::cli::CacheMode::Always => servent::core::engine::CacheMode::Always,
+            servent::cli::CacheMode::Never => servent::core::engine::CacheMode::Never,
+        },
         port_mapping: !args.no_port_mapping,
         guess: servent::core::guess::GuessConfig {
             serve: !args.no_guess,

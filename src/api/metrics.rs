@@ -157,6 +157,39 @@ pub fn node(c: &Control) -> String {
     for (reason, v) in &s.udp.dropped {
         p.sample(name, &[("reason", reason)], *v);
     }
+    let name = "servent_uhc_client_total";
+    p.family(
+        name,
+        "counter",
+        "UDP host caches asked by us: pings, answers, answers with hosts, timeouts, names not resolved, caches learned and forgotten, times the HTTP caches were due.",
+    );
+    let u = &s.uhc;
+    for (event, v) in [
+        ("ping", u.pings),
+        ("answer", u.answers),
+        ("useful", u.useful),
+        ("timeout", u.timeouts),
+        ("unresolved", u.unresolved),
+        ("learned", u.learned),
+        ("forgotten", u.forgotten),
+        ("fallback", u.fallbacks),
+    ] {
+        p.sample(name, &[("event", event)], v);
+    }
+    let name = "servent_uhc_served_total";
+    p.family(
+        name,
+        "counter",
+        "Pings by UDP answered as a host cache, hosts packed in the answers, addresses echoed, pings throttled.",
+    );
+    for (event, v) in [
+        ("answered", u.served),
+        ("packed_host", u.packed),
+        ("echoed", u.echoed),
+        ("throttled", u.throttled),
+    ] {
+        p.sample(name, &[("event", event)], v);
+    }
     let name = "servent_reachable";
     p.family(
         name,

@@ -174,6 +174,12 @@ impl HostCache {
         self.newest(n, |e| e.ultrapeer)
     }
 
+    /// Up to `n` known ultrapeers whose last dial did not fail, most recently
+    /// heard of first (for packed hosts in pongs).
+    pub fn sample_live_ultrapeers(&self, n: usize) -> Vec<SocketAddr> {
+        self.newest(n, |e| e.ultrapeer && e.failures == 0)
+    }
+
     /// Up to `n` hosts whose entry passes `keep`, most recently heard of first.
     fn newest(&self, n: usize, keep: impl Fn(&Entry) -> bool) -> Vec<SocketAddr> {
         let mut v: Vec<_> = self.hosts.iter().filter(|(_, e)| keep(e)).collect();

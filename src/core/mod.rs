@@ -22,6 +22,7 @@ pub mod router;
 pub mod tier;
 mod timed;
 pub mod udp;
+pub mod uhc;
 pub mod webcache;
 
 /// A connection to a neighbour, named by the shell. Identifiers are never reused

@@ -205,6 +205,11 @@ impl Tier {
         &self.config
     }
 
+    /// When the node started (its uptime counts from here).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Role changes so far.
     pub fn changes(&self) -> u64 {
         self.changes

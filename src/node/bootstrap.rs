@@ -29,8 +29,13 @@ pub(super) struct Boot {
     pub wake: Arc<tokio::sync::Notify>,
 }
 
+/// How long the UDP host caches are given before the HTTP ones are asked
+/// (the UDP caches' own wait for an answer).
+const UHC_FIRST: Duration = Duration::from_secs(20);
+
 impl Boot {
-    pub fn new(caches: WebCaches) -> Boot {
+    /// `wake`: the maintainer's, notified when a round brought hosts.
+    pub fn new(caches: WebCaches, wake: Arc<tokio::sync::Notify>) -> Boot {
         Boot {
             caches,
             asking: Arc::default(),
@@ -39,7 +44,7 @@ impl Boot {
             reachable_since: Mutex::new(None),
             inbound_seen: AtomicBool::new(false),
             said: AtomicBool::new(false),
-            wake: Arc::default(),
+            wake,
         }
     }
 
@@ -65,6 +70,9 @@ impl Boot {
         // Configured peers are dialed outside the maintainer: they get a
         // handshake's time first. The UDP host caches get `webcache_after`.
         let mut wait = shared.config.webcache_after;
+        if shared.config.udp && !shared.config.udp_host_caches.is_empty() {
+            wait = wait.max(UHC_FIRST);
+        }
         if !shared.config.peers.is_empty() {
             wait = wait.max(shared.config.handshake_timeout);
         }

@@ -109,6 +109,8 @@ pub struct ShellLinks {
     decoded: mpsc::UnboundedSender<TableDone>,
     /// The UDP port's send queue, once it is bound.
     udp: Option<super::udp::UdpTx>,
+    /// Wakes the maintainer when hosts to dial were learned.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl ShellLinks {
@@ -129,6 +131,7 @@ impl ShellLinks {
             slots,
             decoded,
             udp: None,
+            wake: None,
         };
         (links, rx)
     }
@@ -185,6 +188,12 @@ impl Links for ShellLinks {
         self.udp
             .as_ref()
             .is_some_and(|tx| tx.try_send((to, bytes)).is_ok())
+    }
+
+    fn hosts_learned(&mut self) {
+        if let Some(w) = &self.wake {
+            w.notify_one();
+        }
     }
 
     fn uploads_busy(&self) -> bool {
@@ -493,6 +502,43 @@ impl EngineRef {
     /// `addr` answers GUESS queries (it said so in its handshake).
     pub fn guess_host(&self, addr: SocketAddr) {
         self.lock().engine.guess_learn(addr, Instant::now());
+    }
+
+    /// `wake` is notified when hosts to dial were learned.
+    pub fn set_wake(&self, wake: Arc<tokio::sync::Notify>) {
+        self.lock().engine.links_mut().wake = Some(wake);
+    }
+
+    /// The UDP host caches to ask, how, whether we say we are one, and
+    /// where we listen (for our pongs by UDP).
+    pub fn set_udp_host_caches(
+        &self,
+        names: Vec<String>,
+        config: crate::core::uhc::UhcConfig,
+        mode: crate::core::engine::CacheMode,
+        me: std::net::SocketAddrV4,
+    ) {
+        let mut running = self.lock();
+        running.engine.set_udp_host_caches(names, config, mode);
+        running.engine.set_udp_address(me);
+    }
+
+    /// See [`crate::core::engine::Engine::uhc_round`].
+    pub fn uhc_round(&self, need_hosts: bool) -> crate::core::uhc::Round {
+        self.lock().engine.uhc_round(Instant::now(), need_hosts)
+    }
+
+    /// See [`crate::core::engine::Engine::uhc_ping`].
+    pub fn uhc_ping(&self, name: &str, addrs: &[SocketAddr]) -> usize {
+        let mut running = self.lock();
+        let sent = running.engine.uhc_ping(name, addrs, Instant::now());
+        self.publish(&mut running);
+        sent
+    }
+
+    /// A host cache's name did not resolve.
+    pub fn uhc_unresolved(&self, name: &str) {
+        self.lock().engine.uhc_unresolved(name, Instant::now());
     }
 
     /// Queries are answered for `extra`'s files too.

@@ -122,6 +122,15 @@ pub struct NodeConfig {
     pub webcache_after: Duration,
     /// Open the Gnutella UDP port (the TCP port's number).
     pub udp: bool,
+    /// UDP host caches asked for hosts when there is nothing left to dial
+    /// (`host:port` each, resolved at each use; asked in this order, those
+    /// that failed least first). None by default here; `servent run` gives
+    /// [`DEFAULT_UDP_HOST_CACHES`].
+    pub udp_host_caches: Vec<String>,
+    /// How the host-cache client paces its pings.
+    pub uhc: crate::core::uhc::UhcConfig,
+    /// Whether our pongs by UDP say we are a UDP host cache (`UDPHC`).
+    pub udp_host_cache_mode: crate::core::engine::CacheMode,
     /// Ask the default gateway to forward our port (PCP / NAT-PMP) when we
     /// listen on a private address and the mesh is not a local one. Off by
     /// default here (tests never ask a router); `servent run` turns it on
@@ -133,6 +142,20 @@ pub struct NodeConfig {
     /// GUESS, as server (an ultrapeer with UDP) and client (our searches).
     pub guess: crate::core::guess::GuessConfig,
 }
+
+/// The UDP host caches `servent run` asks unless told others: the ones
+/// gtk-gnutella ships (GhostWhiteCrab caches and peers acting as caches).
+pub const DEFAULT_UDP_HOST_CACHES: [&str; 9] = [
+    "useast.gnutella.dyslexicfish.net:3558",
+    "uswest.gnutella.dyslexicfish.net:3558",
+    "uk.gnutella.dyslexicfish.net:3558",
+    "au.gnutella.dyslexicfish.net:3558",
+    "1.uhc.gtk-gnutella.nl:19104",
+    "2.uhc.gtk-gnutella.nl:4876",
+    "useast.gnutella.dyslexicfish.net:15321",
+    "uswest.gnutella.dyslexicfish.net:18037",
+    "uk.gnutella.dyslexicfish.net:41481",
+];
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -164,6 +187,9 @@ impl Default for NodeConfig {
             webcaches: Vec::new(),
             webcache_after: Duration::ZERO,
             udp: true,
+            udp_host_caches: Vec::new(),
+            uhc: crate::core::uhc::UhcConfig::default(),
+            udp_host_cache_mode: crate::core::engine::CacheMode::default(),
             port_mapping: false,
             reach: Default::default(),
             guess: Default::default(),
@@ -266,6 +292,9 @@ struct Shared {
     fasttrack: FastTrack,
     /// HTTP host caches: asked when there is nothing to dial, updated.
     boot: bootstrap::Boot,
+    /// Wakes the maintainer when a host cache brought hosts: they are dialed
+    /// at once.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -460,10 +489,24 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         uploads.rescan.clone(),
     ));
 
+    let wake = Arc::new(tokio::sync::Notify::new());
+    engine.set_wake(wake.clone());
     let udp_addr = if config.udp {
         match udp::start(local_addr, engine.clone(), &tracker, cancel.clone()).await {
             Ok((addr, tx)) => {
                 engine.set_udp(tx, addr);
+                // Pongs by UDP advertise IPv4 only; listening on IPv6, a
+                // link's local IPv4 address stands in.
+                let ip = match local_addr.ip() {
+                    IpAddr::V4(ip) => ip,
+                    IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+                };
+                engine.set_udp_host_caches(
+                    config.udp_host_caches.clone(),
+                    config.uhc.clone(),
+                    config.udp_host_cache_mode,
+                    std::net::SocketAddrV4::new(ip, local_addr.port()),
+                );
                 Some(addr)
             }
             Err(e) => {
@@ -506,7 +549,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         u64::from_le_bytes(guid.0[8..].try_into().expect("8 bytes")),
     );
     let shared = Arc::new(Shared {
-        boot: bootstrap::Boot::new(webcaches.clone()),
+        boot: bootstrap::Boot::new(webcaches.clone(), wake.clone()),
         config,
         engine: engine.clone(),
         cancel: cancel.clone(),
@@ -520,6 +563,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         http_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
         givs: givs.clone(),
         bind,
+        wake,
         scope,
         fasttrack: fasttrack.clone(),
     });
@@ -729,7 +773,7 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
         // Woken early when a bootstrap brought hosts: they are dialed at once.
         let woken = tokio::select! {
             _ = tick.tick() => false,
-            _ = shared.boot.wake.notified() => true,
+            _ = shared.wake.notified() => true,
             _ = shared.cancel.cancelled() => break,
         };
         if !woken {
@@ -767,7 +811,9 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
                 s.dialing.fetch_sub(1, Ordering::Relaxed);
             });
         }
-        // Nothing to dial, nothing under way, no link: HTTP host caches.
+        // Nothing to dial: UDP host caches; nothing under way and no link
+        // either: HTTP host caches too (after the UDP ones had their time).
+        uhc_round(&shared, nothing_to_dial);
         let starving = nothing_to_dial
             && shared.dialing.load(Ordering::Relaxed) == 0
             && shared.open.load(Ordering::Relaxed) == 0;
@@ -775,6 +821,62 @@ async fn maintain(shared: Arc<Shared>, hosts_file: Option<PathBuf>) {
     }
     save_hosts(&shared, hosts_file.as_deref());
 }
+
+/// Asks the UDP host caches for hosts when there is nothing left to dial
+/// (`need`), and says on the log what it does when it cannot join: which
+/// caches it pings (info), which did not answer and when they all gave
+/// nothing (warn, so `-q` still shows it).
+fn uhc_round(shared: &Arc<Shared>, need: bool) {
+    let round = shared.engine.uhc_round(need);
+    for name in &round.timed_out {
+        tracing::warn!(cache = %name, "no answer from a UDP host cache");
+    }
+    if !round.ping.is_empty() {
+        tracing::info!(
+            caches = %round.ping.join(","),
+            "pinging {} UDP host caches",
+            round.ping.len()
+        );
+    }
+    for name in round.ping {
+        let s = shared.clone();
+        shared.tracker.spawn(async move {
+            let looked_up = tokio::select! {
+                r = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())) => r,
+                _ = s.cancel.cancelled() => return,
+            };
+            match looked_up {
+                Ok(Ok(addrs)) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if s.engine.uhc_ping(&name, &addrs) == 0 {
+                        tracing::debug!(cache = %name, ?addrs, "UDP host cache not pinged: no IPv4 address to ping now");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(cache = %name, error = %e, "cannot resolve a UDP host cache");
+                    s.engine.uhc_unresolved(&name);
+                }
+                Err(_) => {
+                    tracing::warn!(cache = %name, "cannot resolve a UDP host cache: timed out");
+                    s.engine.uhc_unresolved(&name);
+                }
+            }
+        });
+    }
+    // Said only while the node has no link at all (a node that has some
+    // and wants more is not stuck).
+    let alone =
+        shared.open.load(Ordering::Relaxed) == 0 && shared.dialing.load(Ordering::Relaxed) == 0;
+    if round.fallback && alone && shared.config.udp && !shared.config.udp_host_caches.is_empty() {
+        // Without UDP host caches the HTTP ones (`Boot`) say what they do.
+        tracing::warn!(
+            "no hosts from the UDP host caches yet; still asking them, and the HTTP host caches (--peer HOST:PORT joins at once)"
+        );
+    }
+}
+
+/// How long a host cache's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the host cache is written to the data directory.
 const SAVE_HOSTS_EVERY: Duration = Duration::from_secs(5 * 60);

@@ -32,6 +32,7 @@ pub mod queryhit;
 pub mod reach;
 pub mod route_table;
 pub mod udp;
+pub mod uhc;
 pub mod vendor;
 pub mod webcache;
 

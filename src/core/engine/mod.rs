@@ -50,6 +50,7 @@ mod reach;
 mod routing;
 mod tables;
 mod udp;
+mod uhc;
 
 pub use guess::GuessStats;
 use offers::*;
@@ -57,6 +58,7 @@ use routing::*;
 use tables::*;
 pub use tables::{TableDone, TableJob};
 pub use udp::UdpStats;
+pub use uhc::CacheMode;
 
 /// Where the core's decisions go: the shell's connections and tasks (or a
 /// test's record of them).
@@ -91,6 +93,9 @@ pub trait Links {
         let _ = (to, bytes);
         false
     }
+    /// A host cache's answer brought hosts to dial: the shell may dial now
+    /// rather than at its next round.
+    fn hosts_learned(&mut self) {}
     /// Whether the node has a UDP port (datagrams can be sent and received).
     fn udp_open(&self) -> bool {
         false
@@ -316,6 +321,8 @@ pub struct EngineStats {
     pub horizon: [crate::wire::hsep::Triple; crate::wire::hsep::MAX_TRIPLES],
     /// The UDP port's counters.
     pub udp: UdpStats,
+    /// UDP host caches: ours as a client, and the pings we answered as one.
+    pub uhc: crate::core::uhc::UhcStats,
     /// Reachability: verdicts, our address, connect-backs asked and answered.
     pub reach: crate::core::reach::ReachStats,
     /// GUESS, as server and client.
@@ -526,6 +533,8 @@ pub struct Engine<L: Links> {
     wall: SystemTime,
     /// What each UDP source may still send.
     udp_sources: crate::core::udp::Sources,
+    /// UDP host caches, as a client and as one.
+    uhc: uhc::UhcState,
     /// Whether we can be reached, and our external address.
     reach: crate::core::reach::Reach,
     /// Connect-backs we make per IP (TCP, and UDP ping-backs); on a local
@@ -594,6 +603,7 @@ impl<L: Links> Engine<L> {
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
+            uhc: uhc::UhcState::new(),
             reach: crate::core::reach::Reach::new(config.scope, config.reach),
             tcp_backs: crate::core::udp::Throttle::new(
                 reach::CONNECT_BACK_EVERY,
@@ -762,6 +772,7 @@ impl<L: Links> Engine<L> {
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
+        self.stats.uhc = self.uhc.stats();
         self.stats.reach = self.reach.stats();
         self.stats.hsep_sent = self.hsep.sent;
         self.stats.hsep_received = self.hsep.received;

@@ -85,12 +85,12 @@ impl<L: Links> Engine<L> {
             // they are.
             Function::Ping => {
                 if !self.guess_ping(from, &d, now) {
-                    self.stats.udp.drop("ping-unanswered")
+                    self.udp_ping(from, d, now)
                 }
             }
             Function::Pong => {
                 if !self.guess_pong(from, &d, now) {
-                    self.stats.udp.drop("pong-unsolicited")
+                    self.udp_pong(from, d, now)
                 }
             }
             Function::Query => self.guess_query(from, d, now),

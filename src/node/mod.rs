@@ -16,6 +16,7 @@ pub mod get;
 pub mod handshake;
 pub mod http;
 mod library_task;
+pub mod listen;
 pub mod push;
 pub mod queue;
 pub mod search;
@@ -230,6 +231,8 @@ struct Shared {
     /// Which addresses count as peers (reserved ones only on a local mesh).
     scope: Scope,
     fasttrack: FastTrack,
+    /// The address families we take connections on (IPv4, IPv6).
+    families: (bool, bool),
 }
 
 impl Shared {
@@ -269,11 +272,25 @@ impl Shared {
             .then(|| SocketAddr::new(self.advertised(local.ip()), self.listen_port));
         let mut h = handshake::our_headers(USER_AGENT, me, Some(remote), self.config.max_ttl, role);
         h.push("GUID", self.guid.to_hex());
+        if let (v4, true) = self.families {
+            // IPv6-Ready: we read IPv6 addresses in headers and GGEP.
+            h.push(X_FEATURES, crate::wire::http::ip_feature(v4));
+        }
         if self.config.compress {
             h.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
         }
         h
     }
+}
+
+/// The feature list header (`X-Features`); we say only `IP/6.x` in it, on a
+/// line of its own (other features may come on other lines).
+const X_FEATURES: &str = "X-Features";
+
+/// Whether a peer's headers say it is IPv6-Ready (`X-Features: IP/6.x`).
+fn reads_ipv6(h: &Headers) -> bool {
+    h.get_all(X_FEATURES)
+        .any(crate::wire::http::features_ipv6)
 }
 
 /// Connects to `to`, from `bind` when it is given (and of the same family), so
@@ -295,8 +312,9 @@ const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// Binds the listener and starts the node's tasks.
 pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<NodeHandle> {
-    let listener = TcpListener::bind(config.listen).await?;
-    let local_addr = listener.local_addr()?;
+    let listeners = listen::tcp(config.listen)?;
+    let local_addr = listeners.local;
+    let families = (listeners.ipv4, listeners.ipv6);
     let guid = servent_guid(config.data_dir.as_deref());
     let tracker = TaskTracker::new();
     let (stats_tx, stats) = watch::channel(EngineStats::default());
@@ -448,6 +466,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         external: Mutex::new(ExternalIp::new(2)),
         scope,
         fasttrack: fasttrack.clone(),
+        families,
     });
     if !shared.config.firewalled {
         tracker.spawn(bridge::offer_own_files(
@@ -468,10 +487,11 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     if shared.config.firewalled {
         // Behind a firewall nothing reaches us: the port is given up, and peers
         // and downloaders must wait for us to connect out.
-        drop(listener);
+        drop(listeners);
     } else {
-        let shared = shared.clone();
-        tracker.spawn(accept_loop(listener, shared));
+        for listener in listeners.sockets {
+            tracker.spawn(accept_loop(listener, shared.clone()));
+        }
     }
     for peer in shared.config.peers.clone() {
         let shared = shared.clone();
@@ -604,7 +624,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             _ = shared.cancel.cancelled() => return,
         };
         let (stream, remote) = match accepted {
-            Ok(a) => a,
+            // A dual-stack socket gives IPv4 peers as IPv4-mapped addresses.
+            Ok((s, remote)) => (s, listen::canonical(remote)),
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -729,7 +750,7 @@ async fn inbound(
     }
     if buf.starts_with(b"GNUTELLA") {
         let request = handshake::read_block(&mut stream, &mut buf).await?;
-        let local = stream.local_addr()?;
+        let local = listen::canonical(stream.local_addr()?);
         let their_listen = handshake::listen_addr(&request.headers);
         let peer = handshake::peer_role(&request.headers);
         let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
@@ -755,17 +776,22 @@ async fn inbound(
         });
         shared.remote_ip_said(remote, &request.headers);
         let mut ours = shared.our_headers(local, remote, role);
+        // IPv6 hosts only to a peer that reads them (IPv6-Ready `IP/6.x`, or
+        // it came to us over IPv6).
+        let v6_ok = remote.is_ipv6() || reads_ipv6(&request.headers);
         let list = |v: &[SocketAddr]| {
             v.iter()
+                .filter(|a| v6_ok || a.is_ipv4())
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let (suggested, ultrapeers) = (list(&suggested), list(&ultrapeers));
         if !suggested.is_empty() {
-            ours.push(hs::X_TRY, list(&suggested));
+            ours.push(hs::X_TRY, suggested);
         }
         if !ultrapeers.is_empty() {
-            ours.push(hs::X_TRY_ULTRAPEERS, list(&ultrapeers));
+            ours.push(hs::X_TRY_ULTRAPEERS, ultrapeers);
         }
         let answer = match admit {
             Admit::Refuse(reason) => Err((hs::STATUS_UNAVAILABLE, reason.to_string(), ours)),
@@ -918,8 +944,8 @@ async fn dial(
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?,
         };
         let mut stream = connect_from(shared.bind, to).await?;
-        let local = stream.local_addr()?;
-        let remote = stream.peer_addr()?;
+        let local = listen::canonical(stream.local_addr()?);
+        let remote = listen::canonical(stream.peer_addr()?);
         // Peers may hand this address (our end of their link) back to us as a
         // host to try: it is ours, never to be dialed.
         shared.engine.hosts(|h| h.also_me(local));

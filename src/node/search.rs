@@ -1,7 +1,7 @@
 //! Searching as a leaf: connect to a node, send a query, collect hits; the same
 //! link carries the Pushes a download sends to firewalled hosts.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -32,7 +32,9 @@ pub struct SearchHit {
     /// The FastTrack hash, when the result carries it (GGEP `FTH`).
     pub fth: Option<Fth>,
     pub index: u32,
-    pub host: Ipv4Addr,
+    /// Where to download from: the IPv4 field, or the IPv6 address of GGEP
+    /// `6` when the responder has no IPv4 (127.0.0.0 in the field).
+    pub host: IpAddr,
     pub port: u16,
     pub servent_guid: Guid,
     /// The responder says it must be reached by a Push.
@@ -75,7 +77,7 @@ pub fn hits_of(hit: &QueryHit) -> Vec<SearchHit> {
             urn: r.ext.sha1_urns().next(),
             fth: r.fth(),
             index: r.index,
-            host: hit.ip,
+            host: hit.host().ip(),
             port: hit.port,
             servent_guid: hit.servent,
             push: flags.push == Some(true),
@@ -281,14 +283,9 @@ impl LeafLink {
     }
 
     /// Asks `servent` (through the node) to connect to `to` and offer file `index`.
-    pub async fn push(&self, servent: Guid, index: u32, to: SocketAddrV4) -> std::io::Result<()> {
-        let push = Message::Push(Push {
-            servent,
-            index,
-            ip: *to.ip(),
-            port: to.port(),
-            ggep: None,
-        });
+    /// An IPv6 `to` goes in GGEP `6`, with 127.0.0.0 in the IPv4 field.
+    pub async fn push(&self, servent: Guid, index: u32, to: SocketAddr) -> std::io::Result<()> {
+        let push = Message::Push(Push::to(servent, index, to));
         self.send(&push, 7).await
     }
 
@@ -307,7 +304,7 @@ impl LeafLink {
 /// shown once however many paths it came by.
 #[derive(Default)]
 pub struct Seen {
-    by_host: std::collections::HashSet<(Ipv4Addr, u16, FileKey)>,
+    by_host: std::collections::HashSet<(IpAddr, u16, FileKey)>,
     by_servent: std::collections::HashSet<(Guid, FileKey)>,
 }
 
@@ -377,7 +374,7 @@ mod tests {
             urn: Some(Sha1Urn::digest(b"abc")),
             fth: None,
             index: 7,
-            host: Ipv4Addr::LOCALHOST,
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
             port: 6346,
             servent_guid: Guid([0xab; 16]),
             push: true,
@@ -398,7 +395,7 @@ mod tests {
             urn: None,
             fth: None,
             index: u32::MAX,
-            host: Ipv4Addr::new(64, 61, 25, 171),
+            host: std::net::Ipv4Addr::new(64, 61, 25, 171).into(),
             port: 6346,
             servent_guid: Guid([0; 16]),
             push: false,

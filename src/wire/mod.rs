@@ -17,6 +17,7 @@ pub mod handshake;
 pub mod header;
 pub mod http;
 pub mod huge;
+pub mod ipv6;
 pub mod library_offer;
 pub mod magnet;
 pub mod message;

@@ -289,8 +289,7 @@ const X_FEATURES: &str = "X-Features";
 
 /// Whether a peer's headers say it is IPv6-Ready (`X-Features: IP/6.x`).
 fn reads_ipv6(h: &Headers) -> bool {
-    h.get_all(X_FEATURES)
-        .any(crate::wire::http::features_ipv6)
+    h.get_all(X_FEATURES).any(crate::wire::http::features_ipv6)
 }
 
 /// Connects to `to`, from `bind` when it is given (and of the same family), so

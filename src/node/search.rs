@@ -179,7 +179,7 @@ impl LeafLink {
     /// Connects to `peer` and completes the handshake within `timeout`.
     pub async fn connect(peer: &str, timeout: Duration) -> Result<LeafLink, SearchError> {
         let (stream, est) = connect_leaf(peer, timeout).await?;
-        let local = stream.local_addr()?;
+        let local = super::listen::canonical(stream.local_addr()?);
         let (r, w) = stream.into_split();
         let input = std::io::Cursor::new(est.leftover.to_vec()).chain(r);
         let source: Box<dyn AsyncRead + Unpin + Send> = if est.deflate_in {
@@ -235,7 +235,17 @@ impl LeafLink {
     ) -> Result<usize, SearchError> {
         let mut out = BytesMut::new();
         let id = Guid::new_random();
-        Message::Query(Query::new(QueryFlags::with_bits(0), words))
+        let mut query = Query::new(QueryFlags::with_bits(0), words);
+        if self.local.is_ipv6() {
+            // IPv6-Ready: on an IPv6 link we take IPv6 hosts in the hits.
+            query
+                .ext
+                .items
+                .push(crate::wire::ExtItem::Ggep(crate::wire::Ggep::new(
+                    crate::wire::ipv6::I6::Also.ext().into_iter().collect(),
+                )));
+        }
+        Message::Query(query)
             .encode_frame(id, Ttl(ttl.max(1)), Hops(0), &mut out)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         {

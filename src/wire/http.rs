@@ -300,7 +300,10 @@ fn alt_entry(e: &str) -> Option<SocketAddr> {
         let ip: Ipv6Addr = ip.parse().ok()?;
         match after {
             "" => (IpAddr::V6(ip), ""),
-            _ => (IpAddr::V6(ip), after.strip_prefix(':').filter(|p| !p.is_empty())?),
+            _ => (
+                IpAddr::V6(ip),
+                after.strip_prefix(':').filter(|p| !p.is_empty())?,
+            ),
         }
     } else if let Ok(ip) = e.parse::<Ipv6Addr>() {
         (IpAddr::V6(ip), "")
@@ -739,7 +742,9 @@ mod tests {
         );
         assert_eq!(format_x_alt(&v, false), "5.6.7.8:4600,1.2.3.4:7");
         assert_eq!(parse_x_alt(&format_x_alt(&v, true), 10), v);
-        assert!(features_ipv6("tls/1.0, browse/1.0, sflag/0.1, HSEP/0.2, IP/6.0"));
+        assert!(features_ipv6(
+            "tls/1.0, browse/1.0, sflag/0.1, HSEP/0.2, IP/6.0"
+        ));
         assert!(features_ipv6("ip/6.4"));
         assert!(!features_ipv6("sflag/0.1, HSEP/0.2"));
         assert!(!features_ipv6("IP/4.0, IPX/6.0"));

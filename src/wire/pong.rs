@@ -60,9 +60,9 @@ impl Pong {
 
     /// The hosts packed in `IPP` and `IPP6` (a UDP host cache's answer).
     pub fn packed_hosts(&self) -> Vec<SocketAddr> {
-        self.ggep.as_ref().map_or_else(Vec::new, |g| {
-            ipv6::packed_of(g, "IPP", ipv6::GGEP_IPP6)
-        })
+        self.ggep
+            .as_ref()
+            .map_or_else(Vec::new, |g| ipv6::packed_of(g, "IPP", ipv6::GGEP_IPP6))
     }
 
     /// The asker's address as the host saw it (GGEP `IP`, 6 or 18 bytes).

@@ -105,9 +105,9 @@ impl HitResult {
     /// Other hosts with the file: GGEP `ALT` (IPv4) and `ALT6` (IPv6) of the
     /// result's block, IPv4 first.
     pub fn alt_locs(&self) -> Vec<SocketAddr> {
-        self.ext.ggep().map_or_else(Vec::new, |g| {
-            ipv6::packed_of(g, "ALT", ipv6::GGEP_ALT6)
-        })
+        self.ext
+            .ggep()
+            .map_or_else(Vec::new, |g| ipv6::packed_of(g, "ALT", ipv6::GGEP_ALT6))
     }
 
     /// The result with alternate locations added to its GGEP block: `ALT` for
@@ -389,9 +389,8 @@ impl QueryHit {
     /// The responder's push proxies: trailer GGEP `PUSH` (IPv4) and `PUSH6`
     /// (IPv6), IPv4 first.
     pub fn push_proxies(&self) -> Vec<SocketAddr> {
-        self.trailer_ggep().map_or_else(Vec::new, |g| {
-            ipv6::packed_of(g, "PUSH", ipv6::GGEP_PUSH6)
-        })
+        self.trailer_ggep()
+            .map_or_else(Vec::new, |g| ipv6::packed_of(g, "PUSH", ipv6::GGEP_PUSH6))
     }
 
     /// Parses a QueryHit payload.

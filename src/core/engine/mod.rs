@@ -42,6 +42,7 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod ipv6;
 mod offers;
 mod routing;
 mod tables;
@@ -334,7 +335,7 @@ struct Peer {
     /// Its capabilities (Capabilities / Features-Supported).
     capabilities: Vec<crate::wire::vendor::Capability>,
     /// As our ultrapeer: the address it acked as our push proxy (LIME/22).
-    proxy: Option<std::net::SocketAddrV4>,
+    proxy: Option<SocketAddr>,
     /// We asked it to be our push proxy (LIME/21 sent).
     asked_proxy: bool,
     /// A connect-back it asked for was passed on (one per link).
@@ -720,6 +721,8 @@ impl<L: Links> Engine<L> {
     /// ultrapeer or flat neighbour and to the leaves whose table matches. Its
     /// hits come back through [`Links::own_hit`]. Returns the links it went to.
     pub fn search(&mut self, guid: Guid, query: Bytes, ttl: u8, now: Instant) -> usize {
+        // IPv6-Ready: say we take IPv6 hosts when we have an IPv6 address.
+        let query = self.with_i6(query);
         let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
             return 0;
         };

@@ -56,13 +56,6 @@ pub(super) fn reencode(frame: &Frame, ttl: u8, hops: u8) -> bytes::Bytes {
     out.freeze()
 }
 
-pub(super) fn ipv4_of(ip: IpAddr) -> Ipv4Addr {
-    match ip {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-    }
-}
-
 /// A query's QRP keywords, split once per query and matched against as many
 /// tables as it meets (every leaf's, and ultrapeers' on its last hop).
 /// A query's keywords and URNs as QRP keys, split the first time a table is
@@ -266,10 +259,8 @@ impl<L: Links> Engine<L> {
             // A Pong answering one of our own Pings names a host we may dial
             // later, and one we may tell others about; only so many per Ping, so
             // one neighbour cannot fill the cache with addresses of its choice.
-            let p = &frame.payload;
-            let port = u16::from_le_bytes([p[0], p[1]]);
-            let ip = Ipv4Addr::new(p[2], p[3], p[4], p[5]);
-            let addr = SocketAddr::new(IpAddr::V4(ip), port);
+            // IPv6-Ready: an IPv6 host in `6` (127.0.0.0 when it has no IPv4).
+            let addrs = super::ipv6::pong_addrs(&frame.payload);
             // Not a leaf's (a leaf takes no connections from other nodes; handing
             // it out makes leaves dial each other), and not our own address
             // coming back to us from another host's cache.
@@ -285,12 +276,18 @@ impl<L: Links> Engine<L> {
                 p.pongs_taken += 1;
                 p.pongs_taken > MAX_PONGS_PER_PING
             });
-            let unlisted = from_leaf || over || self.is_me(addr);
+            let unlisted = from_leaf || over || addrs.iter().any(|a| self.is_me(*a));
             if unlisted {
                 self.stats.pongs_unlisted += 1;
             }
-            if port != 0 && !ip.is_unspecified() && !unlisted {
-                self.hosts.learn_reachable(addr, self.wall);
+            let usable: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+                .collect();
+            if !usable.is_empty() && !unlisted {
+                for a in usable {
+                    self.hosts.learn_reachable(a, self.wall);
+                }
                 self.pongs
                     .insert(now, frame.payload.clone(), h.hops.0, conn);
             }
@@ -565,13 +562,7 @@ impl<L: Links> Engine<L> {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
-        let pong = Message::Pong(Pong {
-            port: peer.info.local.port(),
-            ip: ipv4_of(peer.info.local.ip()),
-            files: self.library.len() as u32,
-            kbytes: (self.library.total_size() / 1024).min(u32::MAX as u64) as u32,
-            ggep: None,
-        });
+        let pong = Message::Pong(self.own_pong(peer.info.local));
         self.reply(conn, h, &pong, Priority::Own);
     }
 
@@ -609,12 +600,13 @@ impl<L: Links> Engine<L> {
             ..OpenDataFlags::default()
         };
         // Behind a firewall, the ultrapeers that agreed to be our push proxies
-        // are listed (GGEP `PUSH`), so a downloader can reach us through them.
-        let ggep = self.firewalled.then(|| self.push_proxies()).flatten();
+        // are listed (GGEP `PUSH`/`PUSH6`), so a downloader can reach us
+        // through them; our IPv6 address goes in `6`.
+        let (ip, ggep) = self.hit_trailer_ggep(local, q.i6());
         for chunk in found.chunks(RESULTS_PER_HIT) {
             let hit = Message::QueryHit(QueryHit {
                 port: local.port(),
-                ip: ipv4_of(local.ip()),
+                ip,
                 speed: 0,
                 results: chunk.to_vec(),
                 trailer: TrailerArea::Qhd(Trailer::new(VENDOR, flags, ggep.clone())),

@@ -647,3 +647,36 @@ async fn x_alt_gives_ipv6_locations_only_to_those_who_read_them() {
     assert_eq!(alt(&legacy), "203.0.113.9:6347", "{legacy}");
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_servent_reached_by_both_families_is_linked_once() {
+    needs_ipv6!();
+    let mut hub = node_on("[::]:0", None, vec![], |_| {}).await;
+    let port = hub.local_addr.port();
+    // One node told of the hub's IPv4 and IPv6 addresses dials both.
+    let mut both = node_on(
+        "127.0.0.1:0",
+        None,
+        vec![format!("127.0.0.1:{port}"), format!("[::1]:{port}")],
+        |_| {},
+    )
+    .await;
+    assert!(hub.wait_for(WAIT, |s| s.connections == 1).await, "linked");
+    assert!(both.wait_for(WAIT, |s| s.connections == 1).await);
+    // The second handshake was refused by GUID (409), whichever came second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hub.stats().connections, 1);
+    assert_eq!(both.stats().connections, 1);
+    // A raw peer naming the hub's own GUID is refused the same way.
+    let (answer, raw) = dial_raw(
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        &format!("User-Agent: t\r\nGUID: {}\r\n", hub.guid.to_hex()),
+    )
+    .await;
+    assert!(
+        raw.is_none() && answer.starts_with("GNUTELLA/0.6 409"),
+        "{answer}"
+    );
+    both.shutdown().await;
+    hub.shutdown().await;
+}

@@ -283,6 +283,10 @@ impl Shared {
     }
 }
 
+/// The handshake refusal of a second link to one servent (gtk-gnutella's).
+const STATUS_DUPLICATE: u16 = 409;
+const DUPLICATE_GUID: &str = "Already connected to this GUID";
+
 /// The feature list header (`X-Features`); we say only `IP/6.x` in it, on a
 /// line of its own (other features may come on other lines).
 const X_FEATURES: &str = "X-Features";
@@ -792,7 +796,15 @@ async fn inbound(
         if !ultrapeers.is_empty() {
             ours.push(hs::X_TRY_ULTRAPEERS, ultrapeers);
         }
+        // A servent we are linked to already (by its other address family):
+        // refused as gtk-gnutella refuses it.
+        let duplicate = request
+            .headers
+            .get("GUID")
+            .and_then(Guid::from_hex)
+            .is_some_and(|g| shared.engine.linked_to(g));
         let answer = match admit {
+            _ if duplicate => Err((STATUS_DUPLICATE, DUPLICATE_GUID.to_string(), ours)),
             Admit::Refuse(reason) => Err((hs::STATUS_UNAVAILABLE, reason.to_string(), ours)),
             Admit::Accept(_) | Admit::Guide => Ok(ours),
         };
@@ -951,6 +963,13 @@ async fn dial(
         let headers = shared.our_headers(local, remote, shared.engine.role_headers());
         let result =
             handshake::connect_deciding(&mut stream, headers, shared.config.compress, |answer| {
+                if answer
+                    .get("GUID")
+                    .and_then(Guid::from_hex)
+                    .is_some_and(|g| shared.engine.linked_to(g))
+                {
+                    return Err((STATUS_DUPLICATE, DUPLICATE_GUID));
+                }
                 let (link, ultrapeer) = shared
                     .engine
                     .dialed(handshake::peer_role(answer))

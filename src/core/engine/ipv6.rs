@@ -8,9 +8,54 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::*;
 use crate::wire::ggep::GgepExt;
+
+/// The Bye code closing a second link to one servent (gtk-gnutella refuses
+/// such a handshake with 409).
+const DUPLICATE_BYE: u16 = 409;
 use crate::wire::ipv6::{self, I6};
 
 impl<L: Links> Engine<L> {
+    /// Whether a link to the servent `guid` is open: a host listening on
+    /// IPv4 and IPv6 is reached by either, and a second link to it is
+    /// refused (IPv6-Ready's reason for the `GUID` header), as is one to
+    /// ourselves.
+    pub fn linked_to(&self, guid: Guid) -> bool {
+        guid == self.me || self.peers.values().any(|p| p.info.guid == Some(guid))
+    }
+
+    /// Two links to one servent opened at once (each side's check in the
+    /// handshake passed before either link opened): one is closed, the same
+    /// one at both ends. Kept: the IPv4 link before the IPv6 one, then the
+    /// one dialed by the servent with the lower GUID.
+    pub(super) fn drop_duplicate(&mut self, conn: ConnId) {
+        let Some(guid) = self.peers.get(&conn).and_then(|p| p.info.guid) else {
+            return;
+        };
+        let me = self.me;
+        let mut twins: Vec<((bool, Guid, ConnId), ConnId)> = self
+            .peers
+            .values()
+            .filter(|p| p.info.guid == Some(guid) && !p.closing)
+            .map(|p| {
+                let dialer = if p.info.inbound { guid } else { me };
+                ((p.info.remote.is_ipv6(), dialer, p.conn), p.conn)
+            })
+            .collect();
+        if twins.len() < 2 {
+            return;
+        }
+        twins.sort();
+        for (_, c) in twins.into_iter().skip(1) {
+            if let Some(p) = self.peers.get_mut(&c) {
+                tracing::debug!(conn = c.0, "closing a second link to one servent");
+                p.closing = true;
+                self.stats.duplicates_closed += 1;
+                self.links
+                    .close(c, DUPLICATE_BYE, "Already connected to this GUID");
+            }
+        }
+    }
+
     /// An IPv6 address peers reach us at (a link's local end), if any.
     pub(super) fn own_v6(&self) -> Option<Ipv6Addr> {
         self.peers

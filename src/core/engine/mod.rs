@@ -274,6 +274,9 @@ pub struct EngineStats {
     pub hosts: usize,
     /// Inbound sockets closed at once: their address had too many open.
     pub per_ip_refused: u64,
+    /// Second links to one servent (by GUID, often its other address family)
+    /// closed when both opened at once.
+    pub duplicates_closed: u64,
 }
 
 impl EngineStats {
@@ -798,6 +801,10 @@ impl<L: Links> Engine<L> {
                         drops: Default::default(),
                     },
                 );
+                self.drop_duplicate(conn);
+                if self.peers.get(&conn).is_some_and(|p| p.closing) {
+                    return;
+                }
                 // Ask the new neighbour for itself and the hosts it knows.
                 self.ping(conn, now);
                 self.send_supported(conn);

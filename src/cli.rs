@@ -122,6 +122,10 @@ pub struct RunArgs {
     /// loopback addresses too (always so when --listen is such an address).
     #[arg(long, env = "SERVENT_RUN_LOCAL_NETWORK")]
     pub local_network: bool,
+    /// Open no UDP port (by default the node's port number takes Gnutella
+    /// datagrams too).
+    #[arg(long, env = "SERVENT_RUN_NO_UDP")]
+    pub no_udp: bool,
     /// Say where the node listens as a JSON record instead of a sentence.
     #[arg(long, env = "SERVENT_RUN_JSON")]
     pub json: bool,

@@ -241,6 +241,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         firewalled: args.firewalled,
         max_uploads: args.max_uploads,
         local_network: args.local_network,
+        udp: !args.no_udp,
         download_dir: args.download_dir.clone(),
         max_downloads: args.max_downloads,
         fasttrack_listen: args.fasttrack_listen,

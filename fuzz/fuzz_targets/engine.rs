@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
             open.sort();
             (!open.is_empty()).then(|| open[b as usize % open.len()])
         };
-        match op % 6 {
+        match op % 7 {
             // A link opens.
             0 if e.links_mut().open.len() < 16 => {
                 let Some((&k, tail)) = rest.split_first() else {
@@ -197,6 +197,24 @@ fuzz_target!(|data: &[u8]| {
                     Event::Tick {
                         busy: 0.0,
                         wall: SystemTime::UNIX_EPOCH,
+                    },
+                    now,
+                );
+            }
+            // A datagram: source, length, bytes as they came.
+            6 => {
+                if rest.len() < 2 {
+                    break;
+                }
+                let (head, tail) = rest.split_at(2);
+                let len = (head[1] as usize).min(tail.len());
+                let (bytes, tail) = tail.split_at(len);
+                rest = tail;
+                let from = SocketAddr::from(([11, 0, 0, head[0] % 4], 6346));
+                e.handle(
+                    Event::Datagram {
+                        from,
+                        bytes: Bytes::copy_from_slice(bytes),
                     },
                     now,
                 );

@@ -130,6 +130,33 @@ pub fn node(c: &Control) -> String {
         &[("reason", "over_budget")],
         s.over_budget.iter().sum(),
     );
+    let name = "servent_udp_datagrams_total";
+    p.family(
+        name,
+        "counter",
+        "Datagrams on the Gnutella UDP port, by direction.",
+    );
+    p.sample(name, &[("direction", "received")], s.udp.received);
+    p.sample(name, &[("direction", "sent")], s.udp.sent);
+    p.sample(name, &[("direction", "send_refused")], s.udp.send_refused);
+    let name = "servent_udp_bytes_total";
+    p.family(name, "counter", "Bytes of datagrams, by direction.");
+    p.sample(name, &[("direction", "received")], s.udp.bytes_in);
+    p.sample(name, &[("direction", "sent")], s.udp.bytes_out);
+    let name = "servent_udp_taken_total";
+    p.family(
+        name,
+        "counter",
+        "Datagrams read and taken for handling, by message kind.",
+    );
+    for (kind, v) in &s.udp.taken {
+        p.sample(name, &[("kind", kind)], *v);
+    }
+    let name = "servent_udp_dropped_total";
+    p.family(name, "counter", "Datagrams dropped, by reason.");
+    for (reason, v) in &s.udp.dropped {
+        p.sample(name, &[("reason", reason)], *v);
+    }
     let name = "servent_links";
     p.family(name, "gauge", "Open Gnutella links, by kind.");
     p.sample(name, &[("kind", "to_ultrapeer")], s.to_ultrapeers as u64);

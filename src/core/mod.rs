@@ -16,6 +16,7 @@ pub mod pongs;
 pub mod router;
 pub mod tier;
 mod timed;
+pub mod udp;
 
 /// A connection to a neighbour, named by the shell. Identifiers are never reused
 /// while a node runs, so a stale route can never point at a new connection.

@@ -107,6 +107,8 @@ pub struct ShellLinks {
     /// Where QRP decoding jobs, run on the blocking pool, report (at most one
     /// job per link is out at a time).
     decoded: mpsc::UnboundedSender<TableDone>,
+    /// The UDP port's send queue, once it is bound.
+    udp: Option<super::udp::UdpTx>,
 }
 
 impl ShellLinks {
@@ -126,6 +128,7 @@ impl ShellLinks {
             connect_backs,
             slots,
             decoded,
+            udp: None,
         };
         (links, rx)
     }
@@ -176,6 +179,12 @@ impl Links for ShellLinks {
 
     fn connect_back(&mut self, to: SocketAddr) {
         let _ = self.connect_backs.try_send(to);
+    }
+
+    fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
+        self.udp
+            .as_ref()
+            .is_some_and(|tx| tx.try_send((to, bytes)).is_ok())
     }
 
     fn uploads_busy(&self) -> bool {
@@ -448,6 +457,11 @@ impl EngineRef {
     /// Runs `f` on the library (held by the core).
     pub fn library<T>(&self, f: impl FnOnce(&crate::core::library::Library) -> T) -> T {
         f(self.lock().engine.library())
+    }
+
+    /// The core's datagrams go to `udp` from now on.
+    pub fn set_udp(&self, udp: super::udp::UdpTx) {
+        self.lock().engine.links_mut().udp = Some(udp);
     }
 
     /// Queries are answered for `extra`'s files too.

@@ -21,6 +21,7 @@ pub mod push;
 pub mod queue;
 pub mod search;
 mod sendfile;
+mod udp;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -111,6 +112,8 @@ pub struct NodeConfig {
     pub fasttrack_listen: Option<SocketAddr>,
     /// The FastTrack supernode's limits and timers.
     pub fasttrack: crate::fasttrack::server::ServerConfig,
+    /// Open the Gnutella UDP port (the TCP port's number).
+    pub udp: bool,
 }
 
 impl Default for NodeConfig {
@@ -140,6 +143,7 @@ impl Default for NodeConfig {
             max_downloads: 4,
             fasttrack_listen: None,
             fasttrack: crate::fasttrack::server::ServerConfig::default(),
+            udp: true,
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct NodeHandle {
     fasttrack: FastTrack,
     /// Where the `--fasttrack-listen` port took connections.
     pub fasttrack_addr: Option<SocketAddr>,
+    /// The Gnutella UDP port (same address as `local_addr`), when open.
+    pub udp_addr: Option<SocketAddr>,
 }
 
 impl NodeHandle {
@@ -434,6 +440,23 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         uploads.rescan.clone(),
     ));
 
+    let udp_addr = if config.udp {
+        match udp::start(local_addr, engine.clone(), &tracker, cancel.clone()).await {
+            Ok((addr, tx)) => {
+                engine.set_udp(tx);
+                Some(addr)
+            }
+            Err(e) => {
+                // TCP still works without it; say so, as peers will miss
+                // what only travels by UDP.
+                tracing::warn!(addr = %local_addr, error = %e, "cannot open the UDP port; running without UDP");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let fasttrack_listener = match config.fasttrack_listen {
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
@@ -552,6 +575,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         engine: shared.engine.clone(),
         fasttrack,
         fasttrack_addr,
+        udp_addr,
     })
 }
 

@@ -28,6 +28,7 @@ pub mod qrp;
 pub mod query;
 pub mod queryhit;
 pub mod route_table;
+pub mod udp;
 pub mod vendor;
 
 pub use bye::Bye;

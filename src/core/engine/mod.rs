@@ -46,11 +46,13 @@ mod ipv6;
 mod offers;
 mod routing;
 mod tables;
+mod udp;
 
 use offers::*;
 use routing::*;
 use tables::*;
 pub use tables::{TableDone, TableJob};
+pub use udp::UdpStats;
 
 /// Where the core's decisions go: the shell's connections and tasks (or a
 /// test's record of them).
@@ -77,6 +79,13 @@ pub trait Links {
     /// is the query's, `payload` the hit's, validated.
     fn own_hit(&mut self, guid: Guid, payload: Bytes) {
         let _ = (guid, payload);
+    }
+    /// Sends one datagram from the Gnutella UDP port to `to`; false when it
+    /// cannot (no UDP socket, or its queue is full: the datagram is lost,
+    /// as datagrams may be).
+    fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
+        let _ = (to, bytes);
+        false
     }
 }
 
@@ -173,6 +182,11 @@ pub enum Event {
     PerIpRefused,
     /// A [`TableJob`] handed to [`Links::decode_tables`] is over.
     TablesDecoded(TableDone),
+    /// A datagram read on the Gnutella UDP port, as it came.
+    Datagram {
+        from: SocketAddr,
+        bytes: Bytes,
+    },
     /// A link broke one of its time limits (it is being closed).
     Fault {
         conn: ConnId,
@@ -277,6 +291,8 @@ pub struct EngineStats {
     /// Second links to one servent (by GUID, often its other address family)
     /// closed when both opened at once.
     pub duplicates_closed: u64,
+    /// The UDP port's counters.
+    pub udp: UdpStats,
 }
 
 impl EngineStats {
@@ -464,6 +480,8 @@ pub struct Engine<L: Links> {
     leaf_slots: LibraryTable,
     /// The wall clock as of the last event that told it (host-cache ages).
     wall: SystemTime,
+    /// What each UDP source may still send.
+    udp_sources: crate::core::udp::Sources,
     links: L,
 }
 
@@ -521,6 +539,7 @@ impl<L: Links> Engine<L> {
             lib_table,
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
+            udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
             links,
         }
     }
@@ -914,6 +933,7 @@ impl<L: Links> Engine<L> {
                 }
             }
             Event::PerIpRefused => self.stats.per_ip_refused += 1,
+            Event::Datagram { from, bytes } => self.datagram(from, bytes, now),
             Event::TablesDecoded(done) => self.tables_decoded(done),
             Event::Fault { conn, fault } => {
                 tracing::debug!(conn = conn.0, ?fault, "link broke a time limit");

@@ -680,3 +680,55 @@ async fn one_servent_reached_by_both_families_is_linked_once() {
     both.shutdown().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_push_by_udp_over_ipv6_is_answered_at_its_6_address() {
+    needs_ipv6!();
+    let dir = Dir::new("v6-udp-push");
+    let share = dir.sub("s");
+    std::fs::write(share.join("udp six.txt"), b"pushed by datagram").unwrap();
+    for wildcard in ["[::]:0", "0.0.0.0:0"] {
+        let mut n = node_on(wildcard, Some(&share), vec![], |_| {}).await;
+        let port = n.local_addr.port();
+        let giv = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let to = giv.local_addr().unwrap();
+        let mut out = BytesMut::new();
+        // 127.0.0.0 and `6`: push to an IPv6 host.
+        Message::Push(Push::to(n.guid, 0, to))
+            .encode_frame(
+                Guid::new_random(),
+                servent::wire::Ttl(1),
+                servent::wire::Hops(0),
+                &mut out,
+            )
+            .unwrap();
+        let s = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+        s.send_to(&out, SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port))
+            .await
+            .unwrap();
+        let (mut c, from) = tokio::time::timeout(WAIT, giv.accept())
+            .await
+            .expect("the node connects back over IPv6")
+            .unwrap();
+        assert!(from.is_ipv6());
+        let mut line = vec![0u8; 64];
+        let got = tokio::time::timeout(WAIT, c.read(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(line[..got].starts_with(b"GIV "), "{wildcard}");
+        // An IPv4 datagram reaches the same port, and counts as IPv4.
+        let s4 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s4.send_to(
+            &out[..10],
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        )
+        .await
+        .unwrap();
+        assert!(
+            n.wait_for(WAIT, |st| st.udp.received >= 2).await,
+            "{wildcard}: both datagrams read"
+        );
+        n.shutdown().await;
+    }
+}

@@ -127,6 +127,11 @@ impl HostCache {
         self.hosts.retain(|a, _| scope.allows(*a));
     }
 
+    /// Which addresses count as peers.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
     /// Shorter pauses before redialing than the deployed network tolerates; for
     /// meshes of our own nodes (tests) only.
     pub fn set_redial_pause(&mut self, pause: Duration) {

@@ -263,10 +263,11 @@ impl Shared {
     /// A peer's handshake said where it sees us (`Remote-IP`).
     fn remote_ip_said(&self, peer: SocketAddr, h: &Headers) {
         if let Some(said) = h.get(hs::REMOTE_IP).and_then(hs::parse_remote_ip) {
+            // A dual-stack peer may see our IPv4 address as IPv4-mapped.
             self.external
                 .lock()
                 .expect("external")
-                .vote(peer.ip(), said);
+                .vote(peer.ip(), said.to_canonical());
         }
     }
 

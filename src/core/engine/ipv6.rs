@@ -56,24 +56,32 @@ impl<L: Links> Engine<L> {
         }
     }
 
-    /// An IPv6 address peers reach us at (a link's local end), if any.
+    /// An IPv6 address peers reach us at (a link's local end), if any; only
+    /// one the host cache's scope allows (no link-local or unique-local
+    /// address said to the Internet because a neighbour reached us by it).
     pub(super) fn own_v6(&self) -> Option<Ipv6Addr> {
-        self.peers
-            .values()
-            .find_map(|p| match p.info.local.ip().to_canonical() {
-                IpAddr::V6(v6) if !v6.is_unspecified() => Some(v6),
-                _ => None,
-            })
+        self.own_addrs().find_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        })
     }
 
-    /// An IPv4 address peers reach us at, if any.
+    /// An IPv4 address peers reach us at, if any (in scope, as above).
     pub(super) fn own_v4(&self) -> Option<Ipv4Addr> {
+        self.own_addrs().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// Our links' local addresses that the scope allows.
+    fn own_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let scope = self.hosts.scope();
         self.peers
             .values()
-            .find_map(|p| match p.info.local.ip().to_canonical() {
-                IpAddr::V4(v4) if !v4.is_unspecified() => Some(v4),
-                _ => None,
-            })
+            .map(|p| SocketAddr::new(p.info.local.ip().to_canonical(), p.info.local.port()))
+            .filter(move |a| scope.allows(*a))
+            .map(|a| a.ip())
     }
 
     /// What to write for ourselves to the peer that reaches us at `local`:

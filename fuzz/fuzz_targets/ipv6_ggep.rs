@@ -116,10 +116,10 @@ fn packed(d: &[u8], entry: usize, read: impl Fn(&[u8]) -> Result<(usize, Bytes),
         Err(PackedError::Empty) => assert!(d.is_empty()),
         Err(PackedError::Ragged { len, entry: e }) => {
             assert_eq!((len, e), (d.len(), entry));
-            assert!(d.len() % entry != 0);
+            assert!(!d.len().is_multiple_of(entry));
         }
         Ok((n, wire)) => {
-            assert!(!d.is_empty() && d.len() % entry == 0);
+            assert!(!d.is_empty() && d.len().is_multiple_of(entry));
             assert_eq!(n, (d.len() / entry).min(ipv6::MAX_PACKED));
             assert_eq!(&wire[..], &d[..n * entry]);
         }

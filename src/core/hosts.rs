@@ -120,16 +120,16 @@ impl HostCache {
         }
     }
 
+    /// Which addresses the cache takes.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
     /// Which addresses may be learned from now on (a cache starts in
     /// [`Scope::Local`], taking any address that names a host).
     pub fn set_scope(&mut self, scope: Scope) {
         self.scope = scope;
         self.hosts.retain(|a, _| scope.allows(*a));
-    }
-
-    /// Which addresses count as peers.
-    pub fn scope(&self) -> Scope {
-        self.scope
     }
 
     /// Shorter pauses before redialing than the deployed network tolerates; for

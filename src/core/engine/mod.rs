@@ -42,12 +42,14 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod guess;
 mod ipv6;
 mod offers;
 mod routing;
 mod tables;
 mod udp;
 
+pub use guess::GuessStats;
 use offers::*;
 use routing::*;
 use tables::*;
@@ -85,6 +87,10 @@ pub trait Links {
     /// as datagrams may be).
     fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
         let _ = (to, bytes);
+        false
+    }
+    /// Whether the node has a UDP port (datagrams can be sent and received).
+    fn udp_open(&self) -> bool {
         false
     }
 }
@@ -293,6 +299,8 @@ pub struct EngineStats {
     pub duplicates_closed: u64,
     /// The UDP port's counters.
     pub udp: UdpStats,
+    /// GUESS, as server and client.
+    pub guess: GuessStats,
 }
 
 impl EngineStats {
@@ -416,6 +424,8 @@ pub struct Config {
     pub max_table_fill: f64,
     /// Seed of the core's randomness (message GUIDs).
     pub seed: u64,
+    /// GUESS, as server and client.
+    pub guess: crate::core::guess::GuessConfig,
 }
 
 impl Config {
@@ -437,6 +447,7 @@ impl Config {
             budgets: Budgets::default(),
             max_table_fill: DEFAULT_MAX_TABLE_FILL,
             seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
+            guess: Default::default(),
         }
     }
 }
@@ -482,6 +493,8 @@ pub struct Engine<L: Links> {
     wall: SystemTime,
     /// What each UDP source may still send.
     udp_sources: crate::core::udp::Sources,
+    /// GUESS: query keys, GUESS hosts, our searches run by GUESS.
+    guess: guess::Guess,
     links: L,
 }
 
@@ -540,6 +553,7 @@ impl<L: Links> Engine<L> {
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
+            guess: guess::Guess::new(config.guess, config.seed),
             links,
         }
     }
@@ -698,6 +712,7 @@ impl<L: Links> Engine<L> {
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
+        self.stats.guess = self.guess.report();
         self.stats.clone()
     }
 
@@ -766,6 +781,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
+        self.guess_watch(guid, &query, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {
@@ -915,6 +931,7 @@ impl<L: Links> Engine<L> {
                 }
                 self.send_tables();
                 self.dq_steps(now);
+                self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

@@ -285,9 +285,11 @@ impl<L: Links> Engine<L> {
                 .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
                 .collect();
             if !usable.is_empty() && !unlisted {
-                for a in usable {
-                    self.hosts.learn_reachable(a, self.wall);
+                for a in &usable {
+                    self.hosts.learn_reachable(*a, self.wall);
                 }
+                // The host's primary address (IPv4 when it has one).
+                self.guess_learn_pong(usable[0], &frame.payload, now);
                 self.pongs
                     .insert(now, frame.payload.clone(), h.hops.0, conn);
             }
@@ -368,7 +370,7 @@ impl<L: Links> Engine<L> {
                 }
                 // A hit for a query of our own (one for a leaf's is forwarded,
                 // not delivered).
-                Function::QueryHit => self.links.own_hit(h.guid, payload.clone()),
+                Function::QueryHit => self.own_or_relayed_hit(h, payload, now),
                 Function::Push => {
                     let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
                     if let Ok(p) = Push::parse(payload, &mut budget) {
@@ -562,7 +564,14 @@ impl<L: Links> Engine<L> {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
-        let pong = Message::Pong(self.own_pong(peer.info.local));
+        let mut pong = self.own_pong(peer.info.local);
+        if let Some(g) = self.guess_pong_ggep() {
+            match &mut pong.ggep {
+                Some(ours) => ours.exts.extend(g.exts),
+                None => pong.ggep = Some(g),
+            }
+        }
+        let pong = Message::Pong(pong);
         self.reply(conn, h, &pong, Priority::Own);
     }
 
@@ -571,7 +580,8 @@ impl<L: Links> Engine<L> {
         self.peers.values().any(|p| p.info.local == addr)
     }
 
-    pub(super) fn answer_query(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
+    /// Our files (and those we serve by proxy) that answer `q`.
+    pub(super) fn local_results(&self, q: &QueryView<'_>) -> Vec<HitResult> {
         let text = String::from_utf8_lossy(q.text);
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
         let mut found: Vec<HitResult> = self
@@ -588,6 +598,11 @@ impl<L: Links> Engine<L> {
                 found.extend(extra.search(&text, room));
             }
         }
+        found
+    }
+
+    pub(super) fn answer_query(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
+        let found = self.local_results(q);
         if found.is_empty() {
             return;
         }

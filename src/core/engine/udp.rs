@@ -80,10 +80,22 @@ impl<L: Links> Engine<L> {
             Function::Push => self.udp_push(d),
             // Parts of the UDP protocol not answered yet: counted, by what
             // they are.
-            Function::Ping => self.stats.udp.drop("ping-unanswered"),
-            Function::Pong => self.stats.udp.drop("pong-unsolicited"),
-            Function::Query => self.stats.udp.drop("query-unanswered"),
-            Function::QueryHit => self.stats.udp.drop("hit-unsolicited"),
+            Function::Ping => {
+                if !self.guess_ping(from, &d, now) {
+                    self.stats.udp.drop("ping-unanswered")
+                }
+            }
+            Function::Pong => {
+                if !self.guess_pong(from, &d, now) {
+                    self.stats.udp.drop("pong-unsolicited")
+                }
+            }
+            Function::Query => self.guess_query(from, d, now),
+            Function::QueryHit => {
+                if !self.guess_hit(from, &d, now) {
+                    self.stats.udp.drop("hit-unsolicited")
+                }
+            }
             Function::Vendor | Function::StandardVendor => self.stats.udp.drop("vendor-unknown"),
             Function::Bye | Function::RouteTable | Function::Unknown(_) => {}
         }

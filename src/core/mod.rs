@@ -14,6 +14,7 @@ pub mod guess;
 pub mod hosts;
 pub mod library;
 pub mod pongs;
+pub mod reach;
 pub mod router;
 pub mod tier;
 mod timed;

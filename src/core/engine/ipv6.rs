@@ -79,7 +79,8 @@ impl<L: Links> Engine<L> {
         let scope = self.hosts.scope();
         self.peers
             .values()
-            .map(|p| SocketAddr::new(p.info.local.ip().to_canonical(), p.info.local.port()))
+            .map(|p| self.our_addr(p.info.local))
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
             .filter(move |a| scope.allows(*a))
             .map(|a| a.ip())
     }
@@ -108,16 +109,17 @@ impl<L: Links> Engine<L> {
     }
 
     /// The trailer GGEP of our hits to the peer at `local`: our push proxies
-    /// when firewalled (`PUSH`, and `PUSH6` when the query takes IPv6), and
+    /// when `firewalled` (`PUSH`, and `PUSH6` when the query takes IPv6), and
     /// our IPv6 address (`6`) when we have one.
     pub(super) fn hit_trailer_ggep(
         &self,
         local: SocketAddr,
         i6: I6,
+        firewalled: bool,
     ) -> (Ipv4Addr, Option<crate::wire::Ggep>) {
         let (ip, v6) = self.our_address(local);
         let mut exts: Vec<GgepExt> = Vec::new();
-        if self.firewalled {
+        if firewalled {
             let proxies: Vec<SocketAddr> = self
                 .peers
                 .values()

@@ -564,7 +564,8 @@ impl<L: Links> Engine<L> {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
-        let mut pong = self.own_pong(peer.info.local);
+        let local = self.our_addr(peer.info.local);
+        let mut pong = self.own_pong(local);
         if let Some(g) = self.guess_pong_ggep() {
             match &mut pong.ggep {
                 Some(ours) => ours.exts.extend(g.exts),
@@ -606,18 +607,19 @@ impl<L: Links> Engine<L> {
         if found.is_empty() {
             return;
         }
-        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
+        let Some(local) = self.peers.get(&conn).map(|p| self.our_addr(p.info.local)) else {
             return;
         };
+        let firewalled = self.tcp_firewalled();
         let flags = OpenDataFlags {
-            push: Some(self.firewalled),
+            push: Some(firewalled),
             busy: Some(self.links.uploads_busy()),
             ..OpenDataFlags::default()
         };
         // Behind a firewall, the ultrapeers that agreed to be our push proxies
         // are listed (GGEP `PUSH`/`PUSH6`), so a downloader can reach us
         // through them; our IPv6 address goes in `6`.
-        let (ip, ggep) = self.hit_trailer_ggep(local, q.i6());
+        let (ip, ggep) = self.hit_trailer_ggep(local, q.i6(), firewalled);
         for chunk in found.chunks(RESULTS_PER_HIT) {
             let hit = Message::QueryHit(QueryHit {
                 port: local.port(),

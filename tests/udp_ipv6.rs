@@ -497,7 +497,9 @@ async fn a_dual_stack_node_takes_an_ipv4_and_an_ipv6_peer() {
             "User-Agent: t\r\n",
         )
         .await;
-        assert_eq!(header(&answer, "X-Features"), Some("IP/6.0"), "{answer}");
+        let features = header(&answer, "X-Features").unwrap_or_default();
+        assert!(features.ends_with(", IP/6.0"), "{answer}");
+        assert_eq!(answer.matches("X-Features").count(), 1, "one line");
         six.shutdown().await;
         four.shutdown().await;
         hub.shutdown().await;
@@ -518,7 +520,8 @@ async fn a_node_on_ipv6_answers_pings_and_queries_with_6() {
     )
     .await;
     let mut raw = raw.unwrap_or_else(|| panic!("{answer}"));
-    assert_eq!(header(&answer, "X-Features"), Some("IP/6.4"), "IPv6 only");
+    let features = header(&answer, "X-Features").unwrap_or_default();
+    assert!(features.ends_with(", IP/6.4"), "IPv6 only: {answer}");
     assert_eq!(
         header(&answer, "Listen-IP"),
         Some(format!("[::1]:{}", n.local_addr.port()).as_str())

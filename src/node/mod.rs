@@ -7,6 +7,7 @@
 //! task ends.
 
 mod bridge;
+pub mod browse;
 pub mod conn;
 pub mod control;
 mod deflate;
@@ -299,8 +300,14 @@ impl Shared {
         }
         h.push("GUID", self.guid.to_hex());
         if let (v4, true) = self.families {
-            // IPv6-Ready: we read IPv6 addresses in headers and GGEP.
-            h.push(X_FEATURES, crate::wire::http::ip_feature(v4));
+            // IPv6-Ready: we read IPv6 addresses in headers and GGEP. One
+            // X-Features line (peers read the first one only).
+            let ip = crate::wire::http::ip_feature(v4);
+            let all = match h.get(hs::X_FEATURES) {
+                Some(f) if !f.is_empty() => format!("{f}, {ip}"),
+                _ => ip.to_string(),
+            };
+            h.insert(hs::X_FEATURES, all);
         }
         if self.config.compress {
             h.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
@@ -313,13 +320,11 @@ impl Shared {
 const STATUS_DUPLICATE: u16 = 409;
 const DUPLICATE_GUID: &str = "Already connected to this GUID";
 
-/// The feature list header (`X-Features`); we say only `IP/6.x` in it, on a
-/// line of its own (other features may come on other lines).
-const X_FEATURES: &str = "X-Features";
-
-/// Whether a peer's headers say it is IPv6-Ready (`X-Features: IP/6.x`).
+/// Whether a peer's headers say it is IPv6-Ready (`X-Features: IP/6.x`, on
+/// any of its lines).
 fn reads_ipv6(h: &Headers) -> bool {
-    h.get_all(X_FEATURES).any(crate::wire::http::features_ipv6)
+    h.get_all(hs::X_FEATURES)
+        .any(crate::wire::http::features_ipv6)
 }
 
 /// Connects to `to`, from `bind` when it is given (and of the same family), so
@@ -391,6 +396,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         kazaa.addr.set_ip(ip);
     }
     uploads.set_kazaa(kazaa);
+    uploads.browse.set_identity(guid, config.firewalled);
     tracker.spawn(push::answer_pushes(
         guid,
         push_rx,
@@ -1174,6 +1180,10 @@ async fn open_connection(
         guid: est.headers.get("GUID").and_then(Guid::from_hex),
         remote,
         vendor_messages: est.headers.get(hs::VENDOR_MESSAGE).is_some(),
+        hsep: est
+            .headers
+            .get(hs::X_FEATURES)
+            .is_some_and(|f| crate::core::capabilities::has_feature(f, crate::wire::hsep::FEATURE)),
         inbound,
     };
     let meta = engine::LinkMeta {

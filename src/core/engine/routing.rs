@@ -123,6 +123,8 @@ impl<L: Links> Engine<L> {
             Function::Push => Some(BudgetKind::Push),
             Function::RouteTable => Some(BudgetKind::Table),
             Function::Vendor | Function::StandardVendor => Some(BudgetKind::Vendor),
+            // HSEP is charged as a vendor message (a few a minute).
+            Function::Unknown(crate::wire::hsep::FUNCTION) => Some(BudgetKind::Vendor),
             Function::Bye | Function::Unknown(_) => None,
         };
         if let Some(kind) = kind {
@@ -207,6 +209,10 @@ impl<L: Links> Engine<L> {
                 return;
             }
             Function::StandardVendor => return,
+            Function::Unknown(crate::wire::hsep::FUNCTION) => {
+                self.hsep_frame(conn, &frame.payload, now);
+                return;
+            }
             Function::Unknown(f) => {
                 tracing::debug!(
                     conn = conn.0,
@@ -370,7 +376,10 @@ impl<L: Links> Engine<L> {
                 }
                 // A hit for a query of our own (one for a leaf's is forwarded,
                 // not delivered).
-                Function::QueryHit => self.own_or_relayed_hit(h, payload, now),
+                Function::QueryHit => {
+                    self.own_results(h.guid, payload);
+                    self.own_or_relayed_hit(h, payload, now)
+                }
                 Function::Push => {
                     let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
                     if let Ok(p) = Push::parse(payload, &mut budget) {
@@ -618,8 +627,10 @@ impl<L: Links> Engine<L> {
         };
         // Behind a firewall, the ultrapeers that agreed to be our push proxies
         // are listed (GGEP `PUSH`/`PUSH6`), so a downloader can reach us
-        // through them; our IPv6 address goes in `6`.
+        // through them; our IPv6 address goes in `6`. Every hit says we can be
+        // browsed (GGEP `BH`, as gtk-gnutella and LimeWire mark theirs).
         let (ip, ggep) = self.hit_trailer_ggep(local, q.i6(), firewalled);
+        let ggep = Some(crate::wire::browse::with_bh(ggep));
         for chunk in found.chunks(RESULTS_PER_HIT) {
             let hit = Message::QueryHit(QueryHit {
                 port: local.port(),

@@ -91,7 +91,9 @@ pub enum CacheMode {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Address to listen on for Gnutella, HTTP and push connections.
+    /// Address to listen on for Gnutella, HTTP and push connections. A
+    /// wildcard (0.0.0.0 or [::]) takes IPv4 and IPv6 peers alike; [::1]:6346
+    /// listens on IPv6 only.
     #[arg(long, env = "SERVENT_RUN_LISTEN", default_value = "0.0.0.0:6346")]
     pub listen: SocketAddr,
     /// Directory to share (repeatable).

@@ -1139,7 +1139,7 @@ fn group_hits(hits: Vec<node::search::SearchHit>) -> Vec<servent::node::get::Wan
             (None, None) => continue,
         };
         let spec = SourceSpec::Hit {
-            addr: std::net::SocketAddrV4::new(h.host, h.port),
+            addr: std::net::SocketAddr::new(h.host, h.port),
             index: h.index,
             name: h.name.clone(),
             servent: h.servent_guid,
@@ -1148,7 +1148,7 @@ fn group_hits(hits: Vec<node::search::SearchHit>) -> Vec<servent::node::get::Wan
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, w)) => {
                 // Each source once, however many paths its hit came by.
-                let here = std::net::SocketAddrV4::new(h.host, h.port);
+                let here = std::net::SocketAddr::new(h.host, h.port);
                 let dup = w.sources.iter().any(|s| {
                     matches!(s, SourceSpec::Hit { servent, addr, push, .. }
                         if *servent == h.servent_guid || (*addr == here && !*push && !h.push))

@@ -560,6 +560,16 @@ pub enum Text {
     Tsv,
 }
 
+/// `host:port`, an IPv6 host in brackets (`[::1]:6346`), as URLs and
+/// `--peer` take it.
+fn host_port(host: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) if host.contains(':') => format!("[{host}]:{p}"),
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
 impl Text {
     /// A table when `stdout_is_terminal`, else tab-separated.
     pub fn for_stdout(stdout_is_terminal: bool) -> Text {
@@ -594,15 +604,12 @@ impl Text {
         let urn = hit.urn.as_deref().unwrap_or("");
         match (&hit.napster, self) {
             (None, Text::Table) => {
-                let host = match hit.port {
-                    Some(p) => format!("{}:{p}", hit.host),
-                    None => hit.host.clone(),
-                };
+                let host = host_port(&hit.host, hit.port);
                 format!("{name:<48} {:>12}  {host:<21}  {urn}", hit.size)
             }
             (None, Text::Tsv) => {
-                let port = hit.port.map_or(String::new(), |p| format!(":{p}"));
-                format!("{name}\t{}\t{}{port}\t{urn}", hit.size, hit.host)
+                let host = host_port(&hit.host, hit.port);
+                format!("{name}\t{}\t{host}\t{urn}", hit.size)
             }
             (Some(n), Text::Table) => format!(
                 "{name:<48} {:>12} {:>5} {:>6}  {:<16} {:<15}",

@@ -846,7 +846,7 @@ async fn a_fasttrack_users_file_is_found_and_fetched_from_gnutella_and_from_anot
     .unwrap();
     assert_eq!(hits.len(), 1, "{hits:?}");
     let h = &hits[0];
-    assert_eq!((h.host, h.port), (LOCAL, a.local_addr.port()));
+    assert_eq!((h.host, h.port), (LOCAL.into(), a.local_addr.port()));
     assert_eq!(h.fth.map(|f| f.0), Some(fth(&u1_data)));
     let got = http_get(
         SocketAddr::from((h.host, h.port)),

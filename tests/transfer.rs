@@ -1136,10 +1136,7 @@ fn by_fth(fth: Fth, size: usize, name: &str, sources: &[&TestSource]) -> Wanted 
             .iter()
             .enumerate()
             .map(|(i, s)| SourceSpec::Hit {
-                addr: match s.addr {
-                    SocketAddr::V4(a) => a,
-                    SocketAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
-                },
+                addr: s.addr,
                 index: 1,
                 name: name.into(),
                 servent: servent::wire::Guid([i as u8 + 1; 16]),

@@ -109,7 +109,7 @@ async fn a_node_is_browsed_plain_and_deflated_then_limited() {
     for h in &got {
         assert_eq!(
             (h.host, h.port),
-            (std::net::Ipv4Addr::LOCALHOST, addr.port())
+            (std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
         );
         assert_eq!(h.servent_guid, n.guid);
         assert!(!h.push);

@@ -19,8 +19,10 @@
 //!    from `/.hash=<hex>`; a FastTrack file id is at most 0x3FFF, its name is safe,
 //!    and `/<id>/<encoded name>` reads back to it; `is_fasttrack_path` says
 //!    FastTrack exactly for the FastTrack targets.
-//! 4. `parse_x_alt` / `format_x_alt`: at most `max` (byte 1) usable IPv4 entries,
-//!    a prefix of the unbounded list, and formatting them parses back to them.
+//! 4. `parse_x_alt` / `format_x_alt`: at most `max` (byte 1) usable entries (IPv4,
+//!    or IPv6 that is not IPv4-mapped), a prefix of the unbounded list, and
+//!    formatting them parses back to them (with IPv6, or to the IPv4 ones
+//!    without).
 //! 5. `Giv::parse` / `Giv::encode` (raw bytes): a GIV takes the bytes up to the
 //!    first blank line, within the input and `MAX_GIV_LEN`; parsing just those
 //!    bytes gives the same, one byte fewer gives none; the encoding parses back to
@@ -197,13 +199,14 @@ fn x_alt(max: usize, s: &str) {
     let some = parse_x_alt(s, max);
     assert_eq!(some[..], all[..max.min(all.len())], "max {max}");
     for a in &all {
-        assert!(
-            matches!(a, SocketAddr::V4(v4) if !v4.ip().is_unspecified() && v4.port() != 0),
-            "{a}"
-        );
+        assert!(!a.ip().is_unspecified() && a.port() != 0, "{a}");
+        assert_eq!(a.ip(), a.ip().to_canonical(), "{a}");
     }
-    let written = format_x_alt(&all);
+    let written = format_x_alt(&all, true);
     assert_eq!(parse_x_alt(&written, usize::MAX), all, "{written}");
+    let four: Vec<SocketAddr> = all.iter().filter(|a| a.is_ipv4()).copied().collect();
+    let written = format_x_alt(&all, false);
+    assert_eq!(parse_x_alt(&written, usize::MAX), four, "{written}");
 }
 
 fn giv(data: &[u8]) {

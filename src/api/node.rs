@@ -1,6 +1,6 @@
 //! The node's routes.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -333,7 +333,12 @@ fn wanted_of(b: &NewDownload) -> Result<Wanted, String> {
                         .into(),
                 );
             }
-            let ip: Ipv4Addr = h.host.parse().map_err(|_| "the hit's host is not IPv4")?;
+            let ip: IpAddr = h
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| "the hit's host is not an IP address")?;
             let port = h.port.ok_or("the hit has no port")?;
             let servent = Guid::from_hex(&g.servent_guid).ok_or("bad servent_guid")?;
             let urn = match &h.urn {
@@ -350,7 +355,7 @@ fn wanted_of(b: &NewDownload) -> Result<Wanted, String> {
                 size: Some(h.size),
                 name: Some(h.name.clone()),
                 sources: vec![SourceSpec::Hit {
-                    addr: SocketAddrV4::new(ip, port),
+                    addr: SocketAddr::new(ip, port),
                     index: g.index,
                     name: h.name.clone(),
                     servent,

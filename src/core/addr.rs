@@ -79,11 +79,23 @@ pub fn is_routable(ip: IpAddr) -> bool {
             Some(v4) => is_routable(IpAddr::V4(v4)),
             None => {
                 let s = v6.segments();
+                let o = v6.octets();
+                // Tunnels that carry an IPv4 address (6to4 2002::/16, Teredo
+                // 2001::/32, whose client address is inverted) are no better
+                // than that address, as gtk-gnutella judges them.
+                let tunnelled = match (s[0], s[1]) {
+                    (0x2002, _) => Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+                    (0x2001, 0) => Some(Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15])),
+                    _ => None,
+                };
                 !(v6.is_loopback()
+                    || o[0] == 0 // ::/8: loopback, IPv4-compatible, reserved
                     || (s[0] & 0xfe00) == 0xfc00 // unique local
                     || (s[0] & 0xffc0) == 0xfe80 // link-local
+                    || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
                     || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                    || v6 == Ipv6Addr::UNSPECIFIED)
+                    || v6 == Ipv6Addr::UNSPECIFIED
+                    || tunnelled.is_some_and(|v4| !is_routable(IpAddr::V4(v4))))
             }
         },
     }
@@ -108,8 +120,10 @@ impl PerIp {
 
     /// Counts a new socket from `ip`; false (nothing counted) when it has
     /// `max` open already.
+    /// An IPv4 peer on a dual-stack socket (an IPv4-mapped address) counts as
+    /// its IPv4 address.
     pub fn take(&mut self, ip: IpAddr) -> bool {
-        let n = self.open.entry(ip).or_insert(0);
+        let n = self.open.entry(ip.to_canonical()).or_insert(0);
         if *n >= self.max {
             return false;
         }
@@ -119,6 +133,7 @@ impl PerIp {
 
     /// A socket from `ip` counted by [`PerIp::take`] has closed.
     pub fn give_back(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
         if let Some(n) = self.open.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -149,6 +164,12 @@ mod tests {
             "[fd00::1]:6346",
             "[fe80::1]:6346",
             "[::ffff:10.0.0.1]:6346",
+            "[fec0::1]:6346",
+            "[2001:db8::1]:6346",
+            "[::10.0.0.1]:6346",
+            // 6to4 of 192.168.1.1, Teredo of 10.0.0.1 (inverted).
+            "[2002:c0a8:101::1]:6346",
+            "[2001:0:4136:e378:8000:63bf:f5ff:fffe]:6346",
         ];
         let never = [
             "0.1.2.3:6346",
@@ -164,6 +185,10 @@ mod tests {
             "8.8.8.8:6346",
             "[2a00:1450::1]:6346",
             "[::ffff:8.8.8.8]:6346",
+            "[2a02:11::3]:6346",
+            // 6to4 of 8.8.8.8, Teredo of 8.8.4.4.
+            "[2002:808:808::1]:6346",
+            "[2001:0:4136:e378:8000:63bf:f7f7:fbfb]:6346",
         ];
         for s in reserved {
             assert!(!Scope::Internet.allows(a(s)), "{s}");
@@ -198,6 +223,12 @@ mod tests {
         assert!(p.take(ip("8.8.8.8")));
         assert!(p.take(ip("127.0.0.1")) && p.take(ip("127.0.0.1")));
         assert!(!p.take(ip("127.0.0.1")), "loopback is counted too");
+        assert!(
+            !p.take(ip("::ffff:127.0.0.1")),
+            "an IPv4 peer on a dual-stack socket is the same host"
+        );
+        p.give_back(ip("::ffff:127.0.0.1"));
+        assert!(p.take(ip("127.0.0.1")));
         p.give_back(ip("8.8.4.4"));
         assert!(
             !p.open.contains_key(&ip("8.8.4.4")),

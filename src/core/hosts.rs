@@ -234,8 +234,10 @@ impl HostCache {
         self.insert(addr, seen);
     }
 
-    /// [`HostCache::learn`] without the scope check.
+    /// [`HostCache::learn`] without the scope check. An IPv4-mapped IPv6
+    /// address is kept as the IPv4 address it is.
     fn insert(&mut self, addr: SocketAddr, seen: SystemTime) {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         if addr.port() == 0
             || addr.ip().is_unspecified()
             || is_me(self.me, &addr)
@@ -536,6 +538,29 @@ mod tests {
         let mut text = std::fs::read_to_string(&file).unwrap();
         text.push_str("junk\n9.9.9.9:9 notanumber\n");
         std::fs::write(&file, text).unwrap();
+        let mut back = HostCache::new(10);
+        back.load(&file).unwrap();
+        assert_eq!(back.sample(5), c.sample(5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ipv6_hosts_are_saved_bracketed_and_read_back() {
+        let t = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut c = HostCache::new(10);
+        c.learn(a("[2a02:11::3]:6346"), t);
+        c.learn(a("[::ffff:11.0.0.1]:19104"), t + Duration::from_secs(1));
+        assert_eq!(
+            c.sample(5),
+            [a("11.0.0.1:19104"), a("[2a02:11::3]:6346")],
+            "a mapped address is its IPv4 one"
+        );
+        let dir = std::env::temp_dir().join(format!("servent-hosts6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hosts.txt");
+        c.save(&file).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("[2a02:11::3]:6346 "), "{text}");
         let mut back = HostCache::new(10);
         back.load(&file).unwrap();
         assert_eq!(back.sample(5), c.sample(5));

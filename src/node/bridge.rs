@@ -58,8 +58,12 @@ pub fn as_fasttrack(h: &SearchHit) -> Result<Hit, &'static str> {
     if h.push || h.port == 0 {
         return Err("firewalled");
     }
+    // FastTrack results name IPv4 hosts only.
+    let std::net::IpAddr::V4(ip) = h.host.to_canonical() else {
+        return Err("IPv6 host");
+    };
     Ok(Hit {
-        addr: SocketAddrV4::new(h.host, h.port),
+        addr: SocketAddrV4::new(ip, h.port),
         bandwidth: 0,
         user: Bytes::from_static(b"gnutella"),
         hash: *fth.as_bytes(),

@@ -312,10 +312,8 @@ pub async fn browse(
     let mut reader = Reader::new(deflated, limits);
     let mut body = BodyStream::new(res.into_body());
     let mut out = Browsed::default();
-    let fallback = remote.and_then(|a| match a.ip() {
-        IpAddr::V4(ip) => Some((ip, a.port())),
-        IpAddr::V6(ip) => ip.to_ipv4_mapped().map(|ip| (ip, a.port())),
-    });
+    // Hit hosts may be IPv6 now (GGEP `6`): the one reached serves as it is.
+    let fallback = remote.map(|a| (a.ip().to_canonical(), a.port()));
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.next()).await {
             Err(_) => {

@@ -409,6 +409,11 @@ impl EngineRef {
         self.lock().engine.dialed(peer, Instant::now())
     }
 
+    /// See [`crate::core::engine::Engine::linked_to`].
+    pub fn linked_to(&self, guid: Guid) -> bool {
+        self.lock().engine.linked_to(guid)
+    }
+
     /// An ultrapeer turned us away and said it wants more ultrapeers.
     pub fn ultrapeers_wanted(&self) {
         self.lock().engine.ultrapeers_wanted();

@@ -32,7 +32,7 @@ use crate::share::read_exact_at;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,7 +72,7 @@ pub enum SourceSpec {
     /// A host from a QueryHit: reached directly unless it asked for a Push, and
     /// pushed (when a leaf link is at hand) if it cannot be reached.
     Hit {
-        addr: SocketAddrV4,
+        addr: SocketAddr,
         index: u32,
         name: String,
         servent: Guid,
@@ -93,10 +93,10 @@ impl SourceSpec {
     /// The address to tell others in `X-Alt`, when it can be reached directly.
     fn alt(&self) -> Option<SocketAddr> {
         match self {
-            SourceSpec::Url(u) => format!("{}:{}", u.host, u.port).parse().ok(),
+            SourceSpec::Url(u) => u.socket_addr(),
             SourceSpec::Hit {
                 addr, push: false, ..
-            } => Some(SocketAddr::V4(*addr)),
+            } => Some(*addr),
             SourceSpec::Hit { .. } => None,
         }
     }
@@ -138,7 +138,7 @@ pub struct Wanted {
 #[derive(Clone)]
 pub struct PushRoute {
     pub link: Arc<LeafLink>,
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub givs: GivWaiters,
 }
 
@@ -146,14 +146,10 @@ impl PushRoute {
     /// Binds a listener for GIVs on the link's local address and serves it until
     /// `cancel`.
     pub async fn start(link: Arc<LeafLink>, cancel: CancellationToken) -> io::Result<PushRoute> {
-        let ip = match link.local.ip() {
-            std::net::IpAddr::V4(v4) => v4,
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::Unsupported, "a Push needs an IPv4 address")
-            })?,
-        };
+        // On an IPv6 link the Push names an IPv6 address (GGEP `6`).
+        let ip = link.local.ip().to_canonical();
         let listener = TcpListener::bind((ip, 0)).await?;
-        let listen = SocketAddrV4::new(ip, listener.local_addr()?.port());
+        let listen = SocketAddr::new(ip, listener.local_addr()?.port());
         let givs = GivWaiters::default();
         let g = givs.clone();
         tokio::spawn(async move {
@@ -375,7 +371,7 @@ async fn connect(
         }
     };
     let stream = match spec {
-        SourceSpec::Url(u) => direct(format!("{}:{}", u.host, u.port)).await?,
+        SourceSpec::Url(u) => direct(u.dial_target()).await?,
         SourceSpec::Hit {
             addr,
             index,
@@ -595,7 +591,9 @@ impl Shared {
         let me = spec.alt();
         let alts = self.alts.lock().unwrap_or_else(|e| e.into_inner());
         let others: Vec<SocketAddr> = alts.iter().filter(|a| Some(**a) != me).copied().collect();
-        h::format_x_alt(&others)
+        // IPv6 entries only to a source we reach over IPv6: it reads them.
+        let v6 = me.is_some_and(|a| a.is_ipv6());
+        h::format_x_alt(&others, v6)
     }
 }
 
@@ -1280,12 +1278,7 @@ pub async fn download(
         // SHA-1 to ask them by, they cannot.
         for a in pending_alts.drain(..) {
             let Some(urn) = urn else { continue };
-            let url = HttpUrl {
-                authority: a.to_string(),
-                host: a.ip().to_string(),
-                port: a.port(),
-                target: format!("/uri-res/N2R?{urn}"),
-            };
+            let url = HttpUrl::for_addr(a, format!("/uri-res/N2R?{urn}"));
             let spec = SourceSpec::Url(url);
             if srcs.len() < MAX_SOURCES && known.insert(spec.label()) {
                 tracing::debug!(source = %spec.label(), "source from X-Alt");

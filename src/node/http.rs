@@ -602,7 +602,7 @@ async fn answer_request(
             .headers()
             .get("X-Node")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<SocketAddr>().ok());
+            .and_then(|v| h::parse_x_alt(v, 1).pop());
         let alts: Vec<SocketAddr> = uploads
             .altlocs
             .lock()
@@ -613,7 +613,14 @@ async fn answer_request(
             .take(ALT_PER_ANSWER)
             .collect();
         if !alts.is_empty() {
-            b = b.header("X-Alt", h::format_x_alt(&alts));
+            // IPv6 entries only to a downloader that says it reads them.
+            let v6 = req
+                .headers()
+                .get_all("X-Features")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(h::features_ipv6);
+            b = b.header("X-Alt", h::format_x_alt(&alts, v6));
         }
     }
     let body = if head || len == 0 {

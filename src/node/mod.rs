@@ -19,6 +19,7 @@ mod guess_search;
 pub mod handshake;
 pub mod http;
 mod library_task;
+pub mod listen;
 pub mod portmap;
 pub mod push;
 pub mod queue;
@@ -295,6 +296,8 @@ struct Shared {
     /// Wakes the maintainer when a host cache brought hosts: they are dialed
     /// at once.
     wake: Arc<tokio::sync::Notify>,
+    /// The address families we take connections on (IPv4, IPv6).
+    families: (bool, bool),
 }
 
 impl Shared {
@@ -323,7 +326,8 @@ impl Shared {
     /// external address (the engine's reachability counts them).
     fn remote_ip_said(&self, peer: SocketAddr, h: &Headers) {
         if let Some(said) = h.get(hs::REMOTE_IP).and_then(hs::parse_remote_ip) {
-            self.engine.remote_ip_said(peer.ip(), said);
+            // A dual-stack peer may see our IPv4 address as IPv4-mapped.
+            self.engine.remote_ip_said(peer.ip(), said.to_canonical());
         }
     }
 
@@ -341,11 +345,32 @@ impl Shared {
             h.push(hs::X_GUESS, "0.2");
         }
         h.push("GUID", self.guid.to_hex());
+        if let (v4, true) = self.families {
+            // IPv6-Ready: we read IPv6 addresses in headers and GGEP. One
+            // X-Features line (peers read the first one only).
+            let ip = crate::wire::http::ip_feature(v4);
+            let all = match h.get(hs::X_FEATURES) {
+                Some(f) if !f.is_empty() => format!("{f}, {ip}"),
+                _ => ip.to_string(),
+            };
+            h.insert(hs::X_FEATURES, all);
+        }
         if self.config.compress {
             h.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
         }
         h
     }
+}
+
+/// The handshake refusal of a second link to one servent (gtk-gnutella's).
+const STATUS_DUPLICATE: u16 = 409;
+const DUPLICATE_GUID: &str = "Already connected to this GUID";
+
+/// Whether a peer's headers say it is IPv6-Ready (`X-Features: IP/6.x`, on
+/// any of its lines).
+fn reads_ipv6(h: &Headers) -> bool {
+    h.get_all(hs::X_FEATURES)
+        .any(crate::wire::http::features_ipv6)
 }
 
 /// Connects to `to`, from `bind` when it is given (and of the same family), so
@@ -367,8 +392,9 @@ const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// Binds the listener and starts the node's tasks.
 pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<NodeHandle> {
-    let listener = TcpListener::bind(config.listen).await?;
-    let local_addr = listener.local_addr()?;
+    let listeners = listen::tcp(config.listen)?;
+    let local_addr = listeners.local;
+    let families = (listeners.ipv4, listeners.ipv6);
     let guid = servent_guid(config.data_dir.as_deref());
     let tracker = TaskTracker::new();
     let (stats_tx, stats) = watch::channel(EngineStats::default());
@@ -566,6 +592,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         wake,
         scope,
         fasttrack: fasttrack.clone(),
+        families,
     });
     if !shared.config.firewalled {
         tracker.spawn(bridge::offer_own_files(
@@ -586,10 +613,11 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     if shared.config.firewalled {
         // Behind a firewall nothing reaches us: the port is given up, and peers
         // and downloaders must wait for us to connect out.
-        drop(listener);
+        drop(listeners);
     } else {
-        let shared = shared.clone();
-        tracker.spawn(accept_loop(listener, shared));
+        for listener in listeners.sockets {
+            tracker.spawn(accept_loop(listener, shared.clone()));
+        }
     }
     for peer in shared.config.peers.clone() {
         let shared = shared.clone();
@@ -725,7 +753,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             _ = shared.cancel.cancelled() => return,
         };
         let (stream, remote) = match accepted {
-            Ok(a) => a,
+            // A dual-stack socket gives IPv4 peers as IPv4-mapped addresses.
+            Ok((s, remote)) => (s, listen::canonical(remote)),
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -923,7 +952,7 @@ async fn inbound(
     }
     if buf.starts_with(b"GNUTELLA") {
         let request = handshake::read_block(&mut stream, &mut buf).await?;
-        let local = stream.local_addr()?;
+        let local = listen::canonical(stream.local_addr()?);
         let their_listen = handshake::listen_addr(&request.headers);
         let peer = handshake::peer_role(&request.headers);
         let full = shared.open.load(Ordering::Relaxed) >= shared.config.max_peers;
@@ -949,19 +978,32 @@ async fn inbound(
         });
         shared.remote_ip_said(remote, &request.headers);
         let mut ours = shared.our_headers(local, remote, role);
+        // IPv6 hosts only to a peer that reads them (IPv6-Ready `IP/6.x`, or
+        // it came to us over IPv6).
+        let v6_ok = remote.is_ipv6() || reads_ipv6(&request.headers);
         let list = |v: &[SocketAddr]| {
             v.iter()
+                .filter(|a| v6_ok || a.is_ipv4())
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let (suggested, ultrapeers) = (list(&suggested), list(&ultrapeers));
         if !suggested.is_empty() {
-            ours.push(hs::X_TRY, list(&suggested));
+            ours.push(hs::X_TRY, suggested);
         }
         if !ultrapeers.is_empty() {
-            ours.push(hs::X_TRY_ULTRAPEERS, list(&ultrapeers));
+            ours.push(hs::X_TRY_ULTRAPEERS, ultrapeers);
         }
+        // A servent we are linked to already (by its other address family):
+        // refused as gtk-gnutella refuses it.
+        let duplicate = request
+            .headers
+            .get("GUID")
+            .and_then(Guid::from_hex)
+            .is_some_and(|g| shared.engine.linked_to(g));
         let answer = match admit {
+            _ if duplicate => Err((STATUS_DUPLICATE, DUPLICATE_GUID.to_string(), ours)),
             Admit::Refuse(reason) => Err((hs::STATUS_UNAVAILABLE, reason.to_string(), ours)),
             Admit::Accept(_) | Admit::Guide => Ok(ours),
         };
@@ -1112,14 +1154,21 @@ async fn dial(
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?,
         };
         let mut stream = connect_from(shared.bind, to).await?;
-        let local = stream.local_addr()?;
-        let remote = stream.peer_addr()?;
+        let local = listen::canonical(stream.local_addr()?);
+        let remote = listen::canonical(stream.peer_addr()?);
         // Peers may hand this address (our end of their link) back to us as a
         // host to try: it is ours, never to be dialed.
         shared.engine.hosts(|h| h.also_me(local));
         let headers = shared.our_headers(local, remote, shared.engine.role_headers());
         let result =
             handshake::connect_deciding(&mut stream, headers, shared.config.compress, |answer| {
+                if answer
+                    .get("GUID")
+                    .and_then(Guid::from_hex)
+                    .is_some_and(|g| shared.engine.linked_to(g))
+                {
+                    return Err((STATUS_DUPLICATE, DUPLICATE_GUID));
+                }
                 let (link, ultrapeer) = shared
                     .engine
                     .dialed(handshake::peer_role(answer))

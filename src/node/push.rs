@@ -43,7 +43,8 @@ pub async fn answer_pushes(
             _ = uploads.cancel.cancelled() => None,
         };
         let Some(push) = push else { break };
-        let to = SocketAddr::new(push.ip.into(), push.port);
+        // IPv6-Ready: an IPv6 address in GGEP `6` (127.0.0.0 in the field).
+        let to = push.target();
         if push.servent != me || !scope.allows(to) {
             tracing::debug!(%to, "Push refused: not for us, or to an address we do not connect to");
             continue;

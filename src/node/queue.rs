@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,7 +41,7 @@ pub enum SavedSource {
         url: String,
     },
     Hit {
-        addr: SocketAddrV4,
+        addr: SocketAddr,
         index: u32,
         name: String,
         /// 32 hex digits.

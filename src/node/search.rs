@@ -1,7 +1,7 @@
 //! Searching as a leaf: connect to a node, send a query, collect hits; the same
 //! link carries the Pushes a download sends to firewalled hosts.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,7 +32,9 @@ pub struct SearchHit {
     /// The FastTrack hash, when the result carries it (GGEP `FTH`).
     pub fth: Option<Fth>,
     pub index: u32,
-    pub host: Ipv4Addr,
+    /// Where to download from: the IPv4 field, or the IPv6 address of GGEP
+    /// `6` when the responder has no IPv4 (127.0.0.0 in the field).
+    pub host: IpAddr,
     pub port: u16,
     pub servent_guid: Guid,
     /// The responder says it must be reached by a Push.
@@ -75,7 +77,7 @@ pub fn hits_of(hit: &QueryHit) -> Vec<SearchHit> {
             urn: r.ext.sha1_urns().next(),
             fth: r.fth(),
             index: r.index,
-            host: hit.ip,
+            host: hit.host().ip(),
             port: hit.port,
             servent_guid: hit.servent,
             push: flags.push == Some(true),
@@ -181,9 +183,9 @@ impl LeafLink {
     /// Connects to `peer` and completes the handshake within `timeout`.
     pub async fn connect(peer: &str, timeout: Duration) -> Result<LeafLink, SearchError> {
         let (stream, est) = connect_leaf(peer, timeout).await?;
-        let local = stream.local_addr()?;
+        let local = super::listen::canonical(stream.local_addr()?);
         let guess = match est.headers.get(hs::X_GUESS) {
-            Some(_) => stream.peer_addr().ok(),
+            Some(_) => stream.peer_addr().ok().map(super::listen::canonical),
             None => None,
         };
         let (r, w) = stream.into_split();
@@ -243,7 +245,17 @@ impl LeafLink {
     ) -> Result<usize, SearchError> {
         let mut out = BytesMut::new();
         let id = Guid::new_random();
-        Message::Query(Query::new(QueryFlags::with_bits(0), words))
+        let mut query = Query::new(QueryFlags::with_bits(0), words);
+        if self.local.is_ipv6() {
+            // IPv6-Ready: on an IPv6 link we take IPv6 hosts in the hits.
+            query
+                .ext
+                .items
+                .push(crate::wire::ExtItem::Ggep(crate::wire::Ggep::new(
+                    crate::wire::ipv6::I6::Also.ext().into_iter().collect(),
+                )));
+        }
+        Message::Query(query)
             .encode_frame(id, Ttl(ttl.max(1)), Hops(0), &mut out)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         {
@@ -325,14 +337,9 @@ impl LeafLink {
     }
 
     /// Asks `servent` (through the node) to connect to `to` and offer file `index`.
-    pub async fn push(&self, servent: Guid, index: u32, to: SocketAddrV4) -> std::io::Result<()> {
-        let push = Message::Push(Push {
-            servent,
-            index,
-            ip: *to.ip(),
-            port: to.port(),
-            ggep: None,
-        });
+    /// An IPv6 `to` goes in GGEP `6`, with 127.0.0.0 in the IPv4 field.
+    pub async fn push(&self, servent: Guid, index: u32, to: SocketAddr) -> std::io::Result<()> {
+        let push = Message::Push(Push::to(servent, index, to));
         self.send(&push, 7).await
     }
 
@@ -351,7 +358,7 @@ impl LeafLink {
 /// shown once however many paths it came by.
 #[derive(Default)]
 pub struct Seen {
-    by_host: std::collections::HashSet<(Ipv4Addr, u16, FileKey)>,
+    by_host: std::collections::HashSet<(IpAddr, u16, FileKey)>,
     by_servent: std::collections::HashSet<(Guid, FileKey)>,
 }
 
@@ -436,7 +443,7 @@ mod tests {
             urn: Some(Sha1Urn::digest(b"abc")),
             fth: None,
             index: 7,
-            host: Ipv4Addr::LOCALHOST,
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
             port: 6346,
             servent_guid: Guid([0xab; 16]),
             push: true,
@@ -457,7 +464,7 @@ mod tests {
             urn: None,
             fth: None,
             index: u32::MAX,
-            host: Ipv4Addr::new(64, 61, 25, 171),
+            host: std::net::Ipv4Addr::new(64, 61, 25, 171).into(),
             port: 6346,
             servent_guid: Guid([0; 16]),
             push: false,

@@ -4,7 +4,7 @@
 //! What each form means and which variants we accept is described in
 //! `protocol-spec/http-transfer.md`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::fasttrack::hash::Fth;
 use crate::wire::guid::Guid;
@@ -280,39 +280,83 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<Target, TargetErr
     Err(TargetError::NotFound)
 }
 
-/// Reads an `X-Alt` value: comma-separated `a.b.c.d[:port]` (port 6346 when
-/// omitted). Entries we cannot read (TLS markers, host names, IPv6) are skipped;
-/// at most `max` are returned.
+/// Reads an `X-Alt` value: comma-separated `a.b.c.d[:port]` and
+/// `[ipv6]:port` entries (port 6346 when omitted), as gtk-gnutella writes them
+/// (its IPv6-Ready specification brackets IPv6 addresses; a bare IPv6 address
+/// is read as one with no port). Entries we cannot read (TLS markers, host
+/// names) are skipped; at most `max` are returned. IPv4-mapped IPv6 addresses
+/// are read as IPv4.
 pub fn parse_x_alt(value: &str, max: usize) -> Vec<SocketAddr> {
     value
         .split(',')
-        .filter_map(|e| {
-            let e = e.trim();
-            let (ip, port) = match e.split_once(':') {
-                Some((ip, port)) => (ip, port.parse::<u16>().ok()?),
-                None => (e, DEFAULT_GNUTELLA_PORT),
-            };
-            let ip: Ipv4Addr = ip.parse().ok()?;
-            (port != 0 && !ip.is_unspecified()).then_some(SocketAddr::new(IpAddr::V4(ip), port))
-        })
+        .filter_map(|e| alt_entry(e.trim()))
         .take(max)
         .collect()
 }
 
-/// Writes an `X-Alt` value for IPv4 addresses (others are left out).
-pub fn format_x_alt(addrs: &[SocketAddr]) -> String {
+fn alt_entry(e: &str) -> Option<SocketAddr> {
+    let (ip, port): (IpAddr, &str) = if let Some(inner) = e.strip_prefix('[') {
+        let (ip, after) = inner.split_once(']')?;
+        let ip: Ipv6Addr = ip.parse().ok()?;
+        match after {
+            "" => (IpAddr::V6(ip), ""),
+            _ => (
+                IpAddr::V6(ip),
+                after.strip_prefix(':').filter(|p| !p.is_empty())?,
+            ),
+        }
+    } else if let Ok(ip) = e.parse::<Ipv6Addr>() {
+        (IpAddr::V6(ip), "")
+    } else {
+        match e.split_once(':') {
+            Some((ip, port)) => (IpAddr::V4(ip.parse::<Ipv4Addr>().ok()?), port),
+            None => (IpAddr::V4(e.parse::<Ipv4Addr>().ok()?), ""),
+        }
+    };
+    let port = match port {
+        "" => DEFAULT_GNUTELLA_PORT,
+        p => p.parse::<u16>().ok()?,
+    };
+    let ip = ip.to_canonical();
+    (port != 0 && !ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
+}
+
+/// Writes an `X-Alt` value: IPv4 entries, and IPv6 ones in brackets when
+/// `with_v6` (the receiver said `IP/6.x` in `X-Features`; to others only IPv4
+/// is given, as the IPv6-Ready specification asks). The port is left out
+/// when it is 6346.
+pub fn format_x_alt(addrs: &[SocketAddr], with_v6: bool) -> String {
     let mut out = String::new();
-    for a in addrs.iter().filter(|a| a.is_ipv4()) {
+    for a in addrs {
+        let ip = a.ip().to_canonical();
+        if ip.is_ipv6() && !with_v6 {
+            continue;
+        }
         if !out.is_empty() {
             out.push(',');
         }
-        if a.port() == DEFAULT_GNUTELLA_PORT {
-            out.push_str(&a.ip().to_string());
-        } else {
-            out.push_str(&a.to_string());
+        match (ip, a.port()) {
+            (IpAddr::V4(v4), DEFAULT_GNUTELLA_PORT) => out.push_str(&v4.to_string()),
+            (ip, port) => out.push_str(&SocketAddr::new(ip, port).to_string()),
         }
     }
     out
+}
+
+/// Whether an `X-Features` value names the IPv6-Ready feature (`IP/6.0`:
+/// IPv4 and IPv6; `IP/6.4`: IPv6 only): the sender reads IPv6 addresses in
+/// headers.
+pub fn features_ipv6(x_features: &str) -> bool {
+    x_features.split(',').any(|f| {
+        let f = f.trim();
+        f.len() > 3 && f[..3].eq_ignore_ascii_case("IP/") && f[3..].starts_with('6')
+    })
+}
+
+/// Our `IP` feature for `X-Features`: `IP/6.0` when we have both families,
+/// `IP/6.4` with IPv6 alone.
+pub fn ip_feature(has_v4: bool) -> &'static str {
+    if has_v4 { "IP/6.0" } else { "IP/6.4" }
 }
 
 /// A `GIV` line: a pushed host offering file `index`.
@@ -422,6 +466,34 @@ impl HttpUrl {
             port,
             target: target.to_string(),
         })
+    }
+
+    /// The host and port to connect to, as `ToSocketAddrs` reads them: an
+    /// IPv6 literal in brackets.
+    pub fn dial_target(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The address, when the host is an IP literal (not a name).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        let ip: IpAddr = self.host.parse().ok()?;
+        Some(SocketAddr::new(ip.to_canonical(), self.port))
+    }
+
+    /// An `http://` URL for `addr` and `target` (an IPv6 address in
+    /// brackets).
+    pub fn for_addr(addr: SocketAddr, target: String) -> HttpUrl {
+        let host = addr.ip().to_canonical();
+        HttpUrl {
+            authority: SocketAddr::new(host, addr.port()).to_string(),
+            host: host.to_string(),
+            port: addr.port(),
+            target,
+        }
     }
 
     /// The URN the URL names, if it is a `/uri-res/N2R?` URL.
@@ -642,8 +714,58 @@ mod tests {
                 "6.7.8.9:6346".parse().unwrap()
             ]
         );
-        assert_eq!(format_x_alt(&v), "1.2.3.4:5,6.7.8.9");
+        assert_eq!(format_x_alt(&v, false), "1.2.3.4:5,6.7.8.9");
         assert_eq!(parse_x_alt("1.2.3.4,1.2.3.5,1.2.3.6", 2).len(), 2);
+    }
+
+    #[test]
+    fn x_alt_with_ipv6_entries() {
+        // As the IPv6-Ready specification writes them, mixed with IPv4.
+        let v = parse_x_alt(
+            "[2001:3d4:12aa:200::5]:5400, 5.6.7.8:4600,[::1],2001:db8::9, [::ffff:1.2.3.4]:7, [::]:5, [::1]:, [::1]x, [zz::1]:5",
+            10,
+        );
+        let want: Vec<SocketAddr> = [
+            "[2001:3d4:12aa:200::5]:5400",
+            "5.6.7.8:4600",
+            "[::1]:6346",
+            "[2001:db8::9]:6346",
+            "1.2.3.4:7",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(v, want);
+        assert_eq!(
+            format_x_alt(&v, true),
+            "[2001:3d4:12aa:200::5]:5400,5.6.7.8:4600,[::1]:6346,[2001:db8::9]:6346,1.2.3.4:7"
+        );
+        assert_eq!(format_x_alt(&v, false), "5.6.7.8:4600,1.2.3.4:7");
+        assert_eq!(parse_x_alt(&format_x_alt(&v, true), 10), v);
+        assert!(features_ipv6(
+            "tls/1.0, browse/1.0, sflag/0.1, HSEP/0.2, IP/6.0"
+        ));
+        assert!(features_ipv6("ip/6.4"));
+        assert!(!features_ipv6("sflag/0.1, HSEP/0.2"));
+        assert!(!features_ipv6("IP/4.0, IPX/6.0"));
+        assert_eq!(ip_feature(true), "IP/6.0");
+        assert_eq!(ip_feature(false), "IP/6.4");
+    }
+
+    #[test]
+    fn ipv6_urls_dial_in_brackets() {
+        let u = HttpUrl::parse("http://[::1]:6346/uri-res/N2R?urn:sha1:X").unwrap();
+        assert_eq!(u.dial_target(), "[::1]:6346");
+        assert_eq!(u.socket_addr(), Some("[::1]:6346".parse().unwrap()));
+        let back = HttpUrl::for_addr("[::1]:6346".parse().unwrap(), u.target.clone());
+        assert_eq!(back, u);
+        let four = HttpUrl::parse("http://127.0.0.1:80/").unwrap();
+        assert_eq!(four.dial_target(), "127.0.0.1:80");
+        let named = HttpUrl::parse("http://example.com/").unwrap();
+        assert_eq!(named.socket_addr(), None);
+        assert_eq!(named.dial_target(), "example.com:80");
+        let mapped = HttpUrl::for_addr("[::ffff:1.2.3.4]:5".parse().unwrap(), "/".into());
+        assert_eq!(mapped.authority, "1.2.3.4:5");
     }
 
     #[test]

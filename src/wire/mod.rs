@@ -20,6 +20,7 @@ pub mod header;
 pub mod hsep;
 pub mod http;
 pub mod huge;
+pub mod ipv6;
 pub mod library_offer;
 pub mod magnet;
 pub mod message;

@@ -1,6 +1,6 @@
 //! Push (0x40): asks a firewalled servent to connect out and offer a file.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::bytes::complete::take;
@@ -9,6 +9,7 @@ use nom::number::complete::{be_u32, le_u16, le_u32};
 use crate::wire::error::{EncodeError, WireResult};
 use crate::wire::ggep::Ggep;
 use crate::wire::guid::Guid;
+use crate::wire::ipv6;
 use crate::wire::message::{fields, ggep_tail};
 
 /// File index meaning "any file" (the download is then named by URN).
@@ -38,6 +39,30 @@ impl Push {
             port,
             ggep: ggep_tail(payload, 26, budget)?,
         })
+    }
+
+    /// A Push asking `servent` to connect to `to` (an IPv6 address is written
+    /// as 127.0.0.0 with GGEP `6`, as gtk-gnutella does).
+    pub fn to(servent: Guid, index: u32, to: SocketAddr) -> Push {
+        let (ip, v6) = ipv6::advertise(to.ip(), None);
+        Push {
+            servent,
+            index,
+            ip,
+            port: to.port(),
+            ggep: v6.map(|a| Ggep::new(vec![ipv6::ipv6_ext(a)])),
+        }
+    }
+
+    /// The IPv6 address in GGEP `6` (or `GTKG.IPV6`).
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.ggep.as_ref().and_then(ipv6::ipv6_of)
+    }
+
+    /// Where the target must connect: the IPv6 address when the IPv4 field
+    /// says "IPv6 only", else the IPv4 field.
+    pub fn target(&self) -> SocketAddr {
+        SocketAddr::new(ipv6::host_ip(self.ip, self.ipv6()), self.port)
     }
 
     /// Appends the payload to `out`.

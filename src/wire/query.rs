@@ -85,6 +85,19 @@ impl Query {
         }
     }
 
+    /// What the query's `I6` says about the addresses its sender takes.
+    pub fn i6(&self) -> crate::wire::ipv6::I6 {
+        self.ext
+            .ggep()
+            .map_or(crate::wire::ipv6::I6::Absent, crate::wire::ipv6::i6_of)
+    }
+
+    /// The IPv6 address out-of-band hits go to (GGEP `6`; the GUID's IPv4
+    /// part is then 127.0.0.0).
+    pub fn oob_ipv6(&self) -> Option<std::net::Ipv6Addr> {
+        self.ext.ggep().and_then(crate::wire::ipv6::ipv6_of)
+    }
+
     /// The search text, decoded as UTF-8 with invalid bytes replaced.
     pub fn text_lossy(&self) -> String {
         String::from_utf8_lossy(&self.text).into_owned()
@@ -128,6 +141,19 @@ pub struct QueryView<'a> {
 }
 
 impl<'a> QueryView<'a> {
+    /// What the query's `I6` says (see [`Query::i6`]), without allocating.
+    pub fn i6(&self) -> crate::wire::ipv6::I6 {
+        use crate::wire::ipv6::{GGEP_I6, I6};
+        let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+        self.ext
+            .ggep()
+            .and_then(|g| g.get(GGEP_I6))
+            .map_or(I6::Absent, |e| {
+                e.value(&mut budget)
+                    .map_or(I6::Also, |v| I6::from_value(&v))
+            })
+    }
+
     /// Validates a Query payload without allocating.
     pub fn parse(payload: &'a [u8]) -> WireResult<QueryView<'a>> {
         if payload.len() < 2 {

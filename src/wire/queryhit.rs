@@ -5,7 +5,7 @@
 //! servent GUID in the last 16 bytes. The result set has no length field, so the
 //! trailer is whatever lies between the last record and the GUID.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::complete::{be_u32, le_u16, le_u32};
@@ -16,6 +16,7 @@ use crate::wire::ext::{AreaEnd, ExtArea, ExtAreaView, ExtItem};
 use crate::wire::ggep::{self, DecodedValues, Ggep, GgepExt, GgepView};
 use crate::wire::guid::Guid;
 use crate::wire::huge::Sha1Urn;
+use crate::wire::ipv6;
 use crate::wire::message::fields;
 
 /// Value written in the 32-bit size field when the real size is carried in GGEP
@@ -97,6 +98,37 @@ impl HitResult {
                 g.exts.push(ext);
             }
             None => self.ext.items.push(ExtItem::Ggep(Ggep::new(vec![ext]))),
+        }
+        self
+    }
+
+    /// Other hosts with the file: GGEP `ALT` (IPv4) and `ALT6` (IPv6) of the
+    /// result's block, IPv4 first.
+    pub fn alt_locs(&self) -> Vec<SocketAddr> {
+        self.ext
+            .ggep()
+            .map_or_else(Vec::new, |g| ipv6::packed_of(g, "ALT", ipv6::GGEP_ALT6))
+    }
+
+    /// The result with alternate locations added to its GGEP block: `ALT` for
+    /// the IPv4 ones, `ALT6` for the IPv6 ones when `with_v6` (the query
+    /// carried `I6`).
+    pub fn with_alt_locs(mut self, alts: &[SocketAddr], with_v6: bool) -> HitResult {
+        let exts = ipv6::packed_exts(alts, "ALT", ipv6::GGEP_ALT6, with_v6, false);
+        if exts.is_empty() {
+            return self;
+        }
+        let block = self.ext.items.iter_mut().find_map(|i| match i {
+            ExtItem::Ggep(g) => Some(g),
+            _ => None,
+        });
+        match block {
+            Some(g) => {
+                g.exts
+                    .retain(|e| e.id.as_bytes() != b"ALT" && e.id.as_bytes() != b"ALT6");
+                g.exts.extend(exts);
+            }
+            None => self.ext.items.push(ExtItem::Ggep(Ggep::new(exts))),
         }
         self
     }
@@ -338,6 +370,29 @@ impl QueryHit {
         }
     }
 
+    /// The trailer's GGEP block, when there is one.
+    pub fn trailer_ggep(&self) -> Option<&Ggep> {
+        self.qhd().and_then(|t| t.private.ggep.as_ref())
+    }
+
+    /// The responder's IPv6 address (trailer GGEP `6` or `GTKG.IPV6`).
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.trailer_ggep().and_then(ipv6::ipv6_of)
+    }
+
+    /// Where to download from: the IPv6 address when the IPv4 field says
+    /// "IPv6 only" (127.0.0.0), else the IPv4 field and port.
+    pub fn host(&self) -> SocketAddr {
+        SocketAddr::new(ipv6::host_ip(self.ip, self.ipv6()), self.port)
+    }
+
+    /// The responder's push proxies: trailer GGEP `PUSH` (IPv4) and `PUSH6`
+    /// (IPv6), IPv4 first.
+    pub fn push_proxies(&self) -> Vec<SocketAddr> {
+        self.trailer_ggep()
+            .map_or_else(Vec::new, |g| ipv6::packed_of(g, "PUSH", ipv6::GGEP_PUSH6))
+    }
+
     /// Parses a QueryHit payload.
     pub fn parse(payload: &Bytes, budget: &mut usize) -> WireResult<QueryHit> {
         let v = QueryHitView::parse(payload)?;
@@ -564,6 +619,22 @@ impl<'a> QueryHitView<'a> {
     /// Number of results.
     pub fn len(&self) -> usize {
         self.count as usize
+    }
+
+    /// The responder's IPv6 address (trailer GGEP `6` or `GTKG.IPV6`).
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        match &self.trailer {
+            TrailerView::Qhd {
+                ggep: Some((_, g, _)),
+                ..
+            } => ipv6::ipv6_of_view(g),
+            _ => None,
+        }
+    }
+
+    /// Where to download from (see [`QueryHit::host`]).
+    pub fn host(&self) -> SocketAddr {
+        SocketAddr::new(ipv6::host_ip(self.ip, self.ipv6()), self.port)
     }
 
     /// Whether the hit has no results.

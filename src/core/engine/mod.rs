@@ -45,6 +45,7 @@ mod dynamic;
 mod guess;
 mod guidance;
 mod hsep;
+mod ipv6;
 mod offers;
 mod reach;
 mod routing;
@@ -303,6 +304,9 @@ pub struct EngineStats {
     pub hosts: usize,
     /// Inbound sockets closed at once: their address had too many open.
     pub per_ip_refused: u64,
+    /// Second links to one servent (by GUID, often its other address family)
+    /// closed when both opened at once.
+    pub duplicates_closed: u64,
     /// HSEP messages taken, sent, and dropped (malformed ones count as
     /// `malformed`).
     pub hsep_received: u64,
@@ -388,7 +392,7 @@ struct Peer {
     /// Its capabilities (Capabilities / Features-Supported).
     capabilities: Vec<crate::wire::vendor::Capability>,
     /// As our ultrapeer: the address it acked as our push proxy (LIME/22).
-    proxy: Option<std::net::SocketAddrV4>,
+    proxy: Option<SocketAddr>,
     /// We asked it to be our push proxy (LIME/21 sent).
     asked_proxy: bool,
     /// A connect-back it asked for was passed on (one per link).
@@ -826,6 +830,8 @@ impl<L: Links> Engine<L> {
         if crate::wire::query::QueryView::parse(&query).is_err() {
             return 0;
         }
+        // IPv6-Ready: say we take IPv6 hosts when we have an IPv6 address.
+        let query = self.with_i6(query);
         let query = self.own_search_started(guid, query, now);
         let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
             return 0;
@@ -908,6 +914,10 @@ impl<L: Links> Engine<L> {
                         reach: Default::default(),
                     },
                 );
+                self.drop_duplicate(conn);
+                if self.peers.get(&conn).is_some_and(|p| p.closing) {
+                    return;
+                }
                 // Ask the new neighbour for itself and the hosts it knows.
                 self.ping(conn, now);
                 self.send_supported(conn);

@@ -84,10 +84,12 @@ impl<L: Links> Engine<L> {
         if m.is(b"LIME", 22) && peer.info.link == Link::ToUltrapeer {
             // Our ultrapeer agreed to be our push proxy: v2 names its address
             // (IPv4 big-endian, port little-endian), v1 only its port.
+            // An ultrapeer reached over IPv6 sends v1: its address is the
+            // one we reach it at.
             let b = &m.body[..];
             let addr = if b.len() >= 6 {
-                Some(std::net::SocketAddrV4::new(
-                    Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+                Some(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
                     u16::from_le_bytes([b[4], b[5]]),
                 ))
             } else if b.len() >= 2 {
@@ -95,8 +97,8 @@ impl<L: Links> Engine<L> {
                     .info
                     .remote_listen
                     .map_or(peer.info.remote.ip(), |a| a.ip());
-                Some(std::net::SocketAddrV4::new(
-                    ipv4_of(ip),
+                Some(SocketAddr::new(
+                    ip.to_canonical(),
                     u16::from_le_bytes([b[0], b[1]]),
                 ))
             } else {
@@ -124,14 +126,23 @@ impl<L: Links> Engine<L> {
             // A firewalled leaf asks us to be its push proxy; the message id is
             // its servent GUID. Pushes for that GUID now go to it, and the ack
             // (LIME/22v2) gives the address it should list: IPv4 BE, port LE.
+            // v2 has no room for IPv6: over IPv6 the ack is v1 (the port; the
+            // leaf lists the address it reaches us at).
             peer.info.guid = Some(id);
+            let local = peer.info.local;
             let mut body = Vec::with_capacity(6);
-            body.extend_from_slice(&ipv4_of(peer.info.local.ip()).octets());
-            body.extend_from_slice(&peer.info.local.port().to_le_bytes());
+            let version = match local.ip().to_canonical() {
+                IpAddr::V4(v4) => {
+                    body.extend_from_slice(&v4.octets());
+                    2
+                }
+                IpAddr::V6(_) => 1,
+            };
+            body.extend_from_slice(&local.port().to_le_bytes());
             let ack = Message::Vendor(crate::wire::VendorMsg {
                 vendor: *b"LIME",
                 selector: 22,
-                version: 2,
+                version,
                 body: bytes::Bytes::from(body),
             });
             let mut out = BytesMut::new();
@@ -248,16 +259,24 @@ impl<L: Links> Engine<L> {
             return;
         };
         let hits = self.offered_results(Some(conn), q);
-        let mut proxy = Vec::with_capacity(6);
-        proxy.extend_from_slice(&ipv4_of(local.ip()).octets());
-        proxy.extend_from_slice(&local.port().to_le_bytes());
+        // We are the push proxy (`PUSH`, or `PUSH6` when the asker reaches us
+        // over IPv6); a leaf on IPv6 is named in `6` (IPv6-Ready).
+        let proxy = crate::wire::ipv6::packed_exts(
+            &[local],
+            "PUSH",
+            crate::wire::ipv6::GGEP_PUSH6,
+            true,
+            false,
+        );
         for (guid, addr, firewalled, found) in hits {
+            let (ip, v6) = crate::wire::ipv6::advertise(addr.ip(), None);
             for chunk in found.chunks(RESULTS_PER_HIT) {
-                let ggep =
-                    crate::wire::Ggep::new(vec![crate::wire::GgepExt::new("PUSH", proxy.clone())]);
+                let mut exts = proxy.clone();
+                exts.extend(v6.map(crate::wire::ipv6::ipv6_ext));
+                let ggep = crate::wire::Ggep::new(exts);
                 let hit = Message::QueryHit(QueryHit {
                     port: addr.port(),
-                    ip: ipv4_of(addr.ip()),
+                    ip,
                     speed: 0,
                     results: chunk.to_vec(),
                     // What the leaf told us: whether it needs a Push. Whether its
@@ -410,21 +429,5 @@ impl<L: Links> Engine<L> {
         if m.encode_frame(me, Ttl(1), Hops(0), &mut out).is_ok() {
             self.links.send(peer.conn, Priority::Own, out.freeze());
         }
-    }
-
-    /// GGEP `PUSH` naming our push proxies, if we have any.
-    pub(super) fn push_proxies(&self) -> Option<crate::wire::Ggep> {
-        let mut value = Vec::new();
-        for a in self
-            .peers
-            .values()
-            .filter_map(|p| p.proxy)
-            .take(MAX_PUSH_PROXIES)
-        {
-            value.extend_from_slice(&a.ip().octets());
-            value.extend_from_slice(&a.port().to_le_bytes());
-        }
-        (!value.is_empty())
-            .then(|| crate::wire::Ggep::new(vec![crate::wire::GgepExt::new("PUSH", value)]))
     }
 }

@@ -56,13 +56,6 @@ pub(super) fn reencode(frame: &Frame, ttl: u8, hops: u8) -> bytes::Bytes {
     out.freeze()
 }
 
-pub(super) fn ipv4_of(ip: IpAddr) -> Ipv4Addr {
-    match ip {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-    }
-}
-
 /// A query's QRP keywords, split once per query and matched against as many
 /// tables as it meets (every leaf's, and ultrapeers' on its last hop).
 /// A query's keywords and URNs as QRP keys, split the first time a table is
@@ -272,10 +265,8 @@ impl<L: Links> Engine<L> {
             // A Pong answering one of our own Pings names a host we may dial
             // later, and one we may tell others about; only so many per Ping, so
             // one neighbour cannot fill the cache with addresses of its choice.
-            let p = &frame.payload;
-            let port = u16::from_le_bytes([p[0], p[1]]);
-            let ip = Ipv4Addr::new(p[2], p[3], p[4], p[5]);
-            let addr = SocketAddr::new(IpAddr::V4(ip), port);
+            // IPv6-Ready: an IPv6 host in `6` (127.0.0.0 when it has no IPv4).
+            let addrs = super::ipv6::pong_addrs(&frame.payload);
             // Not a leaf's (a leaf takes no connections from other nodes; handing
             // it out makes leaves dial each other), and not our own address
             // coming back to us from another host's cache.
@@ -291,13 +282,20 @@ impl<L: Links> Engine<L> {
                 p.pongs_taken += 1;
                 p.pongs_taken > MAX_PONGS_PER_PING
             });
-            let unlisted = from_leaf || over || self.is_me(addr);
+            let unlisted = from_leaf || over || addrs.iter().any(|a| self.is_me(*a));
             if unlisted {
                 self.stats.pongs_unlisted += 1;
             }
-            if port != 0 && !ip.is_unspecified() && !unlisted {
-                self.hosts.learn_reachable(addr, self.wall);
-                self.guess_learn_pong(addr, &frame.payload, now);
+            let usable: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+                .collect();
+            if !usable.is_empty() && !unlisted {
+                for a in &usable {
+                    self.hosts.learn_reachable(*a, self.wall);
+                }
+                // The host's primary address (IPv4 when it has one).
+                self.guess_learn_pong(usable[0], &frame.payload, now);
                 self.pongs
                     .insert(now, frame.payload.clone(), h.hops.0, conn);
             }
@@ -576,13 +574,14 @@ impl<L: Links> Engine<L> {
             return;
         };
         let local = self.our_addr(peer.info.local);
-        let pong = Message::Pong(Pong {
-            port: local.port(),
-            ip: ipv4_of(local.ip()),
-            files: self.library.len() as u32,
-            kbytes: (self.library.total_size() / 1024).min(u32::MAX as u64) as u32,
-            ggep: self.guess_pong_ggep(),
-        });
+        let mut pong = self.own_pong(local);
+        if let Some(g) = self.guess_pong_ggep() {
+            match &mut pong.ggep {
+                Some(ours) => ours.exts.extend(g.exts),
+                None => pong.ggep = Some(g),
+            }
+        }
+        let pong = Message::Pong(pong);
         self.reply(conn, h, &pong, Priority::Own);
     }
 
@@ -627,15 +626,15 @@ impl<L: Links> Engine<L> {
             ..OpenDataFlags::default()
         };
         // Behind a firewall, the ultrapeers that agreed to be our push proxies
-        // are listed (GGEP `PUSH`), so a downloader can reach us through them.
-        // Every hit says we can be browsed (GGEP `BH`, as gtk-gnutella and
-        // LimeWire mark theirs).
-        let ggep = firewalled.then(|| self.push_proxies()).flatten();
+        // are listed (GGEP `PUSH`/`PUSH6`), so a downloader can reach us
+        // through them; our IPv6 address goes in `6`. Every hit says we can be
+        // browsed (GGEP `BH`, as gtk-gnutella and LimeWire mark theirs).
+        let (ip, ggep) = self.hit_trailer_ggep(local, q.i6(), firewalled);
         let ggep = Some(crate::wire::browse::with_bh(ggep));
         for chunk in found.chunks(RESULTS_PER_HIT) {
             let hit = Message::QueryHit(QueryHit {
                 port: local.port(),
-                ip: ipv4_of(local.ip()),
+                ip,
                 speed: 0,
                 results: chunk.to_vec(),
                 trailer: TrailerArea::Qhd(Trailer::new(VENDOR, flags, ggep.clone())),

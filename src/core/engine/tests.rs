@@ -1006,3 +1006,145 @@ fn our_hits_say_we_can_be_browsed() {
         .expect("GGEP");
     assert!(ggep.get(crate::wire::browse::GGEP_BH).is_some());
 }
+
+/// Opens a link whose ends are `local` (ours) and `remote` (the peer's), with
+/// the peer's servent GUID.
+fn open_at(
+    e: &mut Engine<Record>,
+    conn: u64,
+    (local, remote): (&str, &str),
+    guid: Option<Guid>,
+    now: Instant,
+) -> ConnId {
+    let c = ConnId(conn);
+    e.tier.opened(Link::Peer, now);
+    let remote: SocketAddr = remote.parse().unwrap();
+    e.handle(
+        Event::Opened {
+            conn: c,
+            info: LinkInfo {
+                local: local.parse().unwrap(),
+                remote_listen: Some(remote),
+                guid,
+                remote,
+                ..info(Link::Peer, 1)
+            },
+        },
+        now,
+    );
+    c
+}
+
+/// Our Pong on `conn` to a Ping with id `[id; 16]`, parsed.
+fn own_pong(e: &mut Engine<Record>, conn: ConnId, id: u8, now: Instant) -> Pong {
+    e.links.did.clear();
+    let ping = frame([id; 16], &Message::Ping(Ping::default()), 1, 0);
+    frames(e, conn, vec![ping], now);
+    let f = e
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(c, _, f) if *c == conn && f.header.function == Function::Pong => {
+                Some(f.clone())
+            }
+            _ => None,
+        })
+        .expect("a Pong");
+    match f.message() {
+        Ok(Message::Pong(p)) => p,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pongs_say_our_ipv6_address_by_the_ipv6_ready_rules() {
+    use crate::wire::ipv6::IPV4_NONE;
+    let (mut e, t0) = engine(Mode::Ultrapeer, &["a.txt"]);
+    let six = open_at(
+        &mut e,
+        1,
+        ("[2001:db8::1]:6346", "[2001:db8::2]:6346"),
+        None,
+        t0,
+    );
+    // IPv6 only so far: 127.0.0.0 and `6`.
+    let p = own_pong(&mut e, six, 1, t0);
+    assert_eq!(p.ip, IPV4_NONE);
+    assert_eq!(p.ipv6(), Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(p.addr(), "[2001:db8::1]:6346".parse().unwrap());
+    // Once an IPv4 link shows our IPv4 address, it is the primary one, on
+    // both links, and the IPv6 one rides in `6`.
+    let four = open_at(&mut e, 2, ("10.0.0.1:6346", "10.0.0.2:6346"), None, t0);
+    for (i, c) in [six, four].into_iter().enumerate() {
+        let p = own_pong(&mut e, c, 2 + i as u8, t0);
+        assert_eq!(p.ip, Ipv4Addr::new(10, 0, 0, 1), "{c:?}");
+        assert_eq!(p.ipv6(), Some("2001:db8::1".parse().unwrap()), "{c:?}");
+    }
+    // A Pong naming an IPv6-only host, answering the Ping we sent the IPv4
+    // link when it opened, feeds the host cache with its `6` address.
+    e.links.did.clear();
+    let later = t0 + Duration::from_secs(31);
+    e.handle(
+        Event::Tick {
+            busy: 0.0,
+            wall: SystemTime::now(),
+        },
+        later,
+    );
+    let ping_id = e
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(c, _, f) if *c == four && f.header.function == Function::Ping => {
+                Some(f.header.guid)
+            }
+            _ => None,
+        })
+        .expect("a Ping to keep the pong cache fresh");
+    let host: SocketAddr = "[2001:db8::77]:6348".parse().unwrap();
+    let pong = Message::Pong(crate::wire::Pong::for_host(host, None, 0, 0, vec![]));
+    let answer = Frame::new(&pong, ping_id, Ttl(1), Hops(0)).unwrap();
+    frames(&mut e, four, vec![answer], later);
+    assert!(
+        e.hosts.sample(10).contains(&host),
+        "{:?}",
+        e.hosts.sample(10)
+    );
+}
+
+#[test]
+fn a_second_link_to_one_servent_is_closed_the_same_way_at_both_ends() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    let g = Guid([0x77; 16]);
+    // The IPv6 link opened first; the IPv4 one is kept.
+    let six = open_at(&mut e, 1, ("[::1]:6346", "[::1]:7000"), Some(g), t0);
+    let four = open_at(&mut e, 2, ("127.0.0.1:6346", "127.0.0.1:7000"), Some(g), t0);
+    assert!(
+        e.links
+            .did
+            .iter()
+            .any(|d| matches!(d, Did::Close(c, 409) if *c == six))
+    );
+    assert!(
+        !e.links
+            .did
+            .iter()
+            .any(|d| matches!(d, Did::Close(c, _) if *c == four))
+    );
+    assert_eq!(e.stats().duplicates_closed, 1);
+    // Another servent is not a duplicate; neither is a link without a GUID.
+    e.links.did.clear();
+    open_at(
+        &mut e,
+        3,
+        ("127.0.0.1:6346", "127.0.0.2:7000"),
+        Some(Guid([0x78; 16])),
+        t0,
+    );
+    open_at(&mut e, 4, ("127.0.0.1:6346", "127.0.0.3:7000"), None, t0);
+    open_at(&mut e, 5, ("127.0.0.1:6346", "127.0.0.4:7000"), None, t0);
+    assert!(!e.links.did.iter().any(|d| matches!(d, Did::Close(..))));
+    assert!(e.linked_to(g) && e.linked_to(ME) && !e.linked_to(Guid([1; 16])));
+}

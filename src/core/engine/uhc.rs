@@ -292,7 +292,10 @@ impl<L: Links> Engine<L> {
         let ip = self
             .peers
             .values()
-            .map(|p| ipv4_of(p.info.local.ip()))
+            .map(|p| match p.info.local.ip().to_canonical() {
+                std::net::IpAddr::V4(v4) => v4,
+                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            })
             .find(|ip| !ip.is_unspecified())
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         Some(SocketAddrV4::new(ip, me.port()))

@@ -20,6 +20,7 @@ pub mod huge;
 pub mod library_offer;
 pub mod magnet;
 pub mod message;
+pub mod oob;
 pub mod ping;
 pub mod pong;
 pub mod push;

@@ -12,6 +12,7 @@ pub mod external;
 pub mod flow;
 pub mod hosts;
 pub mod library;
+pub mod oob;
 pub mod pongs;
 pub mod router;
 pub mod tier;

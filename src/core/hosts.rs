@@ -120,6 +120,11 @@ impl HostCache {
         }
     }
 
+    /// Which addresses count as peers.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
     /// Which addresses may be learned from now on (a cache starts in
     /// [`Scope::Local`], taking any address that names a host).
     pub fn set_scope(&mut self, scope: Scope) {

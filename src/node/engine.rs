@@ -454,9 +454,12 @@ impl EngineRef {
         f(self.lock().engine.library())
     }
 
-    /// The core's datagrams go to `udp` from now on.
-    pub fn set_udp(&self, udp: super::udp::UdpTx) {
-        self.lock().engine.links_mut().udp = Some(udp);
+    /// The core's datagrams go to `udp` from now on; the port is bound at
+    /// `addr`.
+    pub fn set_udp(&self, udp: super::udp::UdpTx, addr: SocketAddr) {
+        let mut running = self.lock();
+        running.engine.links_mut().udp = Some(udp);
+        running.engine.set_udp_addr(Some(addr));
     }
 
     /// Queries are answered for `extra`'s files too.

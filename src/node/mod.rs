@@ -422,7 +422,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
     let udp_addr = if config.udp {
         match udp::start(local_addr, engine.clone(), &tracker, cancel.clone()).await {
             Ok((addr, tx)) => {
-                engine.set_udp(tx);
+                engine.set_udp(tx, addr);
                 Some(addr)
             }
             Err(e) => {

@@ -43,6 +43,7 @@ use crate::wire::{
 
 mod dynamic;
 mod offers;
+mod oob;
 mod routing;
 mod tables;
 mod udp;
@@ -289,6 +290,8 @@ pub struct EngineStats {
     pub per_ip_refused: u64,
     /// The UDP port's counters.
     pub udp: UdpStats,
+    /// Out-of-band hits, as responder, querier and proxy.
+    pub oob: crate::core::oob::OobStats,
 }
 
 impl EngineStats {
@@ -478,6 +481,8 @@ pub struct Engine<L: Links> {
     wall: SystemTime,
     /// What each UDP source may still send.
     udp_sources: crate::core::udp::Sources,
+    /// Out-of-band hits held, claimed and proxied.
+    oob: oob::OobState,
     links: L,
 }
 
@@ -536,6 +541,7 @@ impl<L: Links> Engine<L> {
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
+            oob: oob::OobState::new(config.seed),
             links,
         }
     }
@@ -739,6 +745,9 @@ impl<L: Links> Engine<L> {
     /// ultrapeer or flat neighbour and to the leaves whose table matches. Its
     /// hits come back through [`Links::own_hit`]. Returns the links it went to.
     pub fn search(&mut self, guid: Guid, query: Bytes, ttl: u8, now: Instant) -> usize {
+        // Marked for out-of-band hits when we can take them (its MUID then
+        // carries our address; its hits still reach `own_hit` under `guid`).
+        let (guid, query) = self.oob_mark(guid, query, now);
         let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
             return 0;
         };
@@ -822,6 +831,7 @@ impl<L: Links> Engine<L> {
                 tracing::debug!(conn = conn.0, "connection closed");
                 self.router.connection_closed(conn);
                 self.dq.closed(conn);
+                self.oob_closed(conn, now);
                 self.leaf_part(conn, None);
                 if let Some(peer) = self.peers.remove(&conn) {
                     if peer.proxy.is_some() {
@@ -905,6 +915,7 @@ impl<L: Links> Engine<L> {
                 }
                 self.send_tables();
                 self.dq_steps(now);
+                self.oob_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

@@ -21,7 +21,7 @@ pub(super) const MAX_SUPPORTED: usize = 128;
 pub(super) const MAX_PUSH_PROXIES: usize = 4;
 
 /// The vendor messages we handle, announced in our Messages-Supported.
-pub(super) const OUR_SUPPORTED: [crate::wire::vendor::Supported; 5] = [
+pub(super) const OUR_SUPPORTED: [crate::wire::vendor::Supported; 10] = [
     // Push-proxy request (we answer it as an ultrapeer) and its ack (we read it
     // as a leaf, v1 and v2).
     crate::wire::vendor::Supported {
@@ -49,6 +49,32 @@ pub(super) const OUR_SUPPORTED: [crate::wire::vendor::Supported; 5] = [
     crate::wire::vendor::Supported {
         vendor: *b"SRVT",
         selector: 1,
+        version: 1,
+    },
+    // Out-of-band hits: reply ack and indication (by UDP), proxy control.
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 11,
+        version: 2,
+    },
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 11,
+        version: 3,
+    },
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 12,
+        version: 2,
+    },
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 12,
+        version: 3,
+    },
+    crate::wire::vendor::Supported {
+        vendor: *b"LIME",
+        selector: 13,
         version: 1,
     },
 ];
@@ -138,6 +164,10 @@ impl<L: Links> Engine<L> {
                 }
                 None => self.stats.malformed += 1,
             }
+            return;
+        }
+        if m.is(b"LIME", 13) {
+            self.oob_proxy_control(conn, &m);
             return;
         }
         if m.is(b"BEAR", 7) {

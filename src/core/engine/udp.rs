@@ -83,8 +83,8 @@ impl<L: Links> Engine<L> {
             Function::Ping => self.stats.udp.drop("ping-unanswered"),
             Function::Pong => self.stats.udp.drop("pong-unsolicited"),
             Function::Query => self.stats.udp.drop("query-unanswered"),
-            Function::QueryHit => self.stats.udp.drop("hit-unsolicited"),
-            Function::Vendor | Function::StandardVendor => self.stats.udp.drop("vendor-unknown"),
+            Function::QueryHit => self.udp_hit(from, d),
+            Function::Vendor | Function::StandardVendor => self.udp_vendor(from, d, now),
             Function::Bye | Function::RouteTable | Function::Unknown(_) => {}
         }
     }

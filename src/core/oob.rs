@@ -157,8 +157,7 @@ impl Held {
         if self.map.contains_key(&muid) {
             return Err("held-already");
         }
-        if self.map.len() >= self.config.max_held
-            || self.bytes + bytes > self.config.max_held_bytes
+        if self.map.len() >= self.config.max_held || self.bytes + bytes > self.config.max_held_bytes
         {
             return Err("held-full");
         }
@@ -526,7 +525,10 @@ mod tests {
         let q: SocketAddrV4 = "10.1.1.1:6346".parse().unwrap();
         let m = Guid([1; 16]);
         h.hold(m, q, true, vec![hit(2), hit(3)], 100, t0).unwrap();
-        assert_eq!(h.hold(m, q, true, vec![hit(1)], 10, t0), Err("held-already"));
+        assert_eq!(
+            h.hold(m, q, true, vec![hit(1)], 10, t0),
+            Err("held-already")
+        );
         // Not from the querier's address, no token for a v3 query: refused.
         assert!(matches!(
             h.claim(&m, a("10.9.9.9:6346"), 255, true, t0),

@@ -59,9 +59,11 @@ pub(super) fn mark_oob(payload: &Bytes) -> Option<Bytes> {
     };
     q.flags = QueryFlags::with_bits(bits | QueryFlags::OOB);
     let so = crate::wire::GgepExt::flag(wire_oob::GGEP_SO);
-    let has_so = q.ext.items.iter().any(|i| {
-        matches!(i, ExtItem::Ggep(g) if g.get(wire_oob::GGEP_SO).is_some())
-    });
+    let has_so = q
+        .ext
+        .items
+        .iter()
+        .any(|i| matches!(i, ExtItem::Ggep(g) if g.get(wire_oob::GGEP_SO).is_some()));
     if !has_so {
         match q.ext.items.iter_mut().find_map(|i| match i {
             ExtItem::Ggep(g) => Some(g),
@@ -183,11 +185,7 @@ impl<L: Links> Engine<L> {
             self.stats.oob.relayed += 1;
             return;
         }
-        let allowed = self
-            .oob
-            .control
-            .get(&conn)
-            .is_none_or(|c| c.allows_v3());
+        let allowed = self.oob.control.get(&conn).is_none_or(|c| c.allows_v3());
         let ours = self.oob_reply_addr().filter(|_| allowed && !req.no_proxy);
         if let Some(addr) = ours {
             if let Some(p) = mark_oob(&frame.payload) {
@@ -196,7 +194,9 @@ impl<L: Links> Engine<L> {
                 frame.payload = p;
                 frame.header.payload_len = frame.payload.len() as u32;
                 frame.header.guid = muid;
-                self.oob.claims.start(muid, Owner::Leaf(conn, original), now);
+                self.oob
+                    .claims
+                    .start(muid, Owner::Leaf(conn, original), now);
                 self.stats.oob.proxied += 1;
                 return;
             }
@@ -283,9 +283,10 @@ impl<L: Links> Engine<L> {
             return false;
         }
         let req = OobRequest::of(q);
-        // A neighbour's own query is answered along the link (gtk-gnutella
-        // wants it relayed at least once; LimeWire refuses its neighbour's
-        // address): both rules.
+        // A neighbour's own query is answered along the link: out of band
+        // only what was relayed at least once (gtk-gnutella's rule, which
+        // also answers a neighbouring proxy's query by UDP, as captured;
+        // LimeWire's "not the neighbour's address" would send those by TCP).
         if !req.wanted() || h.hops.0 < 1 {
             return false;
         }
@@ -294,13 +295,7 @@ impl<L: Links> Engine<L> {
         if !scope.allows(SocketAddr::V4(reply)) || self.is_me(SocketAddr::V4(reply)) {
             return false;
         }
-        let Some(peer) = self.peers.get(&conn) else {
-            return false;
-        };
-        let neighbour = peer.info.remote_listen == Some(SocketAddr::V4(reply))
-            || (scope == crate::core::addr::Scope::Internet
-                && peer.info.remote.ip() == IpAddr::V4(*reply.ip()));
-        if neighbour {
+        if !self.peers.contains_key(&conn) {
             return false;
         }
         // The hits, split into datagrams of about a kilobyte.
@@ -367,7 +362,13 @@ impl<L: Links> Engine<L> {
 
     /// LIME/11: hits claimed; sent to the datagram's source, each with the
     /// token, deflated if the ack allowed it.
-    fn oob_ack(&mut self, from: SocketAddr, d: &Datagram, m: &crate::wire::VendorMsg, now: Instant) {
+    fn oob_ack(
+        &mut self,
+        from: SocketAddr,
+        d: &Datagram,
+        m: &crate::wire::VendorMsg,
+        now: Instant,
+    ) {
         let ack = match Ack::parse(m) {
             Ok(a) => a,
             Err(_) => return self.stats.udp.drop("malformed"),

@@ -477,3 +477,7 @@ impl<L: Links> Engine<L> {
         self.oob.claims.expire(now, Some(conn));
     }
 }
+
+#[cfg(test)]
+#[path = "oob_tests.rs"]
+mod tests;

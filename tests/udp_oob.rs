@@ -341,3 +341,49 @@ async fn a_querier_takes_only_hits_with_its_token() {
     assert_eq!(n.stats().oob.hits_received, 1);
     tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
 }
+
+#[tokio::test]
+async fn servent_search_claims_out_of_band_hits_on_its_own_socket() {
+    let dir = Dir::new("oob-search");
+    let mut b = node(
+        &dir,
+        "b",
+        Mode::Ultrapeer,
+        Some("far away file.txt"),
+        vec![],
+        true,
+    )
+    .await;
+    let mut a = node(
+        &dir,
+        "a",
+        Mode::Ultrapeer,
+        None,
+        vec![b.local_addr.to_string()],
+        true,
+    )
+    .await;
+    assert!(a.wait_for(WAIT, |s| s.mesh_links == 1).await);
+    assert!(b.wait_for(WAIT, |s| s.mesh_links == 1).await);
+    assert!(a.wait_for(WAIT, |s| s.tables_received >= 1).await);
+    let mut found = Vec::new();
+    let n = servent::node::search::search(&a.local_addr.to_string(), "far away", 4, WAIT, 1, |h| {
+        found.push(h)
+    })
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(found[0].name, "far away file.txt");
+    // It came by UDP: B offered and sent it; A relayed the query as it was
+    // and carried no hit.
+    assert!(
+        b.wait_for(WAIT, |s| s.oob.results_sent == 1).await,
+        "{:?}",
+        b.stats().oob
+    );
+    let s = a.stats();
+    assert_eq!((s.oob.relayed, s.relayed.query_hits), (1, 0));
+    for n in [a, b] {
+        tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
+    }
+}

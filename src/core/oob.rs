@@ -474,9 +474,9 @@ impl Claims {
     }
 }
 
-/// Whether `results` (with their trailer) fit in a datagram of `limit`
-/// bytes: splits a set of encoded result sizes into runs, each within the
-/// limit (a result bigger than the limit alone goes alone).
+/// Splits results (their encoded `sizes`) into runs that each fit a
+/// datagram of `limit` bytes with `overhead` bytes of the rest of the hit; a
+/// result too big for any goes alone, and no run has more than 255.
 pub fn split(sizes: &[usize], overhead: usize, limit: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;

@@ -405,34 +405,6 @@ fn run(p: &Params, way: Way) -> (Vec<Counts>, u64) {
         g[..8].copy_from_slice(&rng.next().to_le_bytes());
         g[8..].copy_from_slice(&rng.next().to_le_bytes());
         per.push(net.search(*who, "popular tune", Guid(g)));
-        if std::env::var("OOB_DEBUG").is_ok() {
-            let mut got: Vec<u64> = net
-                .seen
-                .iter()
-                .map(|(s, _)| u64::from_le_bytes(s.0[..8].try_into().unwrap()) - 1)
-                .collect();
-            got.sort();
-            eprintln!("{way:?} search by {who}: {got:?}");
-        }
-    }
-    if std::env::var("OOB_DEBUG").is_ok() {
-        let mut drops: std::collections::BTreeMap<&'static str, u64> = Default::default();
-        let mut o = servent::core::oob::OobStats::default();
-        for e in &mut net.nodes {
-            let s = e.stats();
-            for (k, v) in s.udp.dropped {
-                *drops.entry(k).or_default() += v;
-            }
-            o.offered += s.oob.offered;
-            o.claimed += s.oob.claimed;
-            o.hold_refused += s.oob.hold_refused;
-            o.proxied += s.oob.proxied;
-            o.acks_sent += s.oob.acks_sent;
-            o.hits_received += s.oob.hits_received;
-            o.to_leaves += s.oob.to_leaves;
-            o.unclaimed += s.oob.unclaimed;
-        }
-        eprintln!("{way:?}: {o:?} {drops:?}");
     }
     (per, owners.iter().filter(|o| **o).count() as u64)
 }

@@ -352,7 +352,7 @@ impl Oob {
         let SocketAddr::V4(l4) = local else {
             return None;
         };
-        if !(is_routable(local.ip()) || !is_routable(peer.ip())) {
+        if !is_routable(local.ip()) && is_routable(peer.ip()) {
             return None;
         }
         let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))

@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// datagrams too).
     #[arg(long, env = "SERVENT_RUN_NO_UDP")]
     pub no_udp: bool,
+    /// Neither answer GUESS queries (as an ultrapeer) nor send our quiet
+    /// searches on by GUESS.
+    #[arg(long, env = "SERVENT_RUN_NO_GUESS")]
+    pub no_guess: bool,
     /// Say where the node listens as a JSON record instead of a sentence.
     #[arg(long, env = "SERVENT_RUN_JSON")]
     pub json: bool,
@@ -244,6 +248,10 @@ pub struct SearchArgs {
     /// TTL of the query (lowered by the node to its maximum).
     #[arg(long, env = "SERVENT_SEARCH_TTL", default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=15))]
     pub ttl: u8,
+    /// With --peer: do not send the query on by GUESS (UDP, to the peer and
+    /// the ultrapeers it names) once the TCP query goes quiet.
+    #[arg(long, env = "SERVENT_SEARCH_NO_GUESS")]
+    pub no_guess: bool,
     /// Keywords to search for.
     #[arg(required = true, value_name = "WORDS")]
     pub words: Vec<String>,

@@ -242,6 +242,11 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         max_uploads: args.max_uploads,
         local_network: args.local_network,
         udp: !args.no_udp,
+        guess: servent::core::guess::GuessConfig {
+            serve: !args.no_guess,
+            client: !args.no_guess,
+            ..Default::default()
+        },
         download_dir: args.download_dir.clone(),
         max_downloads: args.max_downloads,
         fasttrack_listen: args.fasttrack_listen,
@@ -433,12 +438,13 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .peer
         .as_deref()
         .expect("clap requires --peer without --node");
-    let count = runtime()?.block_on(node::search::search(
+    let count = runtime()?.block_on(node::search::search_guess(
         peer,
         &words,
         args.ttl,
         Duration::from_secs(args.timeout),
         args.max_results,
+        !args.no_guess,
         |hit| {
             let hit = hit.record();
             let line = if args.json {

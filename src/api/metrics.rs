@@ -158,6 +158,52 @@ pub fn node(c: &Control) -> String {
         p.sample(name, &[("reason", reason)], *v);
     }
     oob(&mut p, &s.oob);
+    let name = "servent_guess_server_total";
+    p.family(
+        name,
+        "counter",
+        "GUESS as a server: keys handed out, queries answered, hits sent, refusals by reason.",
+    );
+    let gs = &s.guess;
+    for (what, v) in [
+        ("keys_sent", gs.keys_sent),
+        ("queries_answered", gs.queries_answered),
+        ("hits_sent", gs.hits_sent),
+        ("to_leaves", gs.to_leaves),
+        ("leaf_hits_relayed", gs.leaf_hits_relayed),
+        ("bad_key", gs.bad_keys),
+        ("no_key", gs.no_keys),
+        ("not_served", gs.refused),
+        ("throttled", gs.throttled),
+        ("repeated", gs.repeated),
+    ] {
+        p.sample(name, &[("event", what)], v);
+    }
+    let name = "servent_guess_client_total";
+    p.family(
+        name,
+        "counter",
+        "GUESS as a client: searches gone on by GUESS, key requests, queries, answers.",
+    );
+    let gc = &s.guess.client;
+    for (what, v) in [
+        ("searches", gc.started),
+        ("key_requests", gc.key_requests),
+        ("keys", gc.keys),
+        ("queries", gc.queries),
+        ("acks", gc.acks),
+        ("hits", gc.hits),
+        ("results", gc.results),
+        ("timeouts", gc.timeouts),
+    ] {
+        p.sample(name, &[("event", what)], v);
+    }
+    p.one(
+        "servent_guess_hosts",
+        "gauge",
+        "GUESS ultrapeers known.",
+        s.guess.hosts as u64,
+    );
     let name = "servent_links";
     p.family(name, "gauge", "Open Gnutella links, by kind.");
     p.sample(name, &[("kind", "to_ultrapeer")], s.to_ultrapeers as u64);

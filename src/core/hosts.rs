@@ -120,7 +120,7 @@ impl HostCache {
         }
     }
 
-    /// Which addresses count as peers.
+    /// Which addresses the cache takes.
     pub fn scope(&self) -> Scope {
         self.scope
     }

@@ -10,6 +10,7 @@ pub mod dq;
 pub mod engine;
 pub mod external;
 pub mod flow;
+pub mod guess;
 pub mod hosts;
 pub mod library;
 pub mod oob;

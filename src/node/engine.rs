@@ -191,6 +191,10 @@ impl Links for ShellLinks {
         self.slots.available_permits() == 0
     }
 
+    fn udp_open(&self) -> bool {
+        self.udp.is_some()
+    }
+
     fn decode_tables(&mut self, job: TableJob) -> Option<TableDone> {
         // Decoding a table costs up to milliseconds: it runs on the blocking
         // pool, not under the core's lock on a worker thread.
@@ -454,12 +458,17 @@ impl EngineRef {
         f(self.lock().engine.library())
     }
 
-    /// The core's datagrams go to `udp` from now on; the port is bound at
-    /// `addr`.
+    /// The core's datagrams go to `udp` from now on (the port bound at `addr`).
     pub fn set_udp(&self, udp: super::udp::UdpTx, addr: SocketAddr) {
         let mut running = self.lock();
         running.engine.links_mut().udp = Some(udp);
+        running.engine.set_udp_local(addr);
         running.engine.set_udp_addr(Some(addr));
+    }
+
+    /// `addr` answers GUESS queries (it said so in its handshake).
+    pub fn guess_host(&self, addr: SocketAddr) {
+        self.lock().engine.guess_learn(addr, Instant::now());
     }
 
     /// Queries are answered for `extra`'s files too.
@@ -484,6 +493,7 @@ impl EngineRef {
     pub fn end_search(&self, guid: Guid) {
         let mut running = self.lock();
         running.engine.links_mut().searches.remove(&guid);
+        running.engine.end_search(guid);
     }
 
     /// Says Bye to every peer; later events are refused.

@@ -13,6 +13,7 @@ mod deflate;
 mod engine;
 mod ft_proxy;
 pub mod get;
+mod guess_search;
 pub mod handshake;
 pub mod http;
 mod library_task;
@@ -113,6 +114,8 @@ pub struct NodeConfig {
     pub fasttrack: crate::fasttrack::server::ServerConfig,
     /// Open the Gnutella UDP port (the TCP port's number).
     pub udp: bool,
+    /// GUESS, as server (an ultrapeer with UDP) and client (our searches).
+    pub guess: crate::core::guess::GuessConfig,
 }
 
 impl Default for NodeConfig {
@@ -143,6 +146,7 @@ impl Default for NodeConfig {
             fasttrack_listen: None,
             fasttrack: crate::fasttrack::server::ServerConfig::default(),
             udp: true,
+            guess: Default::default(),
         }
     }
 }
@@ -273,7 +277,12 @@ impl Shared {
         // that address, and it would spread in X-Try.
         let me = (!self.config.firewalled)
             .then(|| SocketAddr::new(self.advertised(local.ip()), self.listen_port));
+        let guess = role.ultrapeer && self.config.udp && self.config.guess.serve && me.is_some();
         let mut h = handshake::our_headers(USER_AGENT, me, Some(remote), self.config.max_ttl, role);
+        if guess {
+            // We answer GUESS queries (protocol-spec/guess.md).
+            h.push(hs::X_GUESS, "0.2");
+        }
         h.push("GUID", self.guid.to_hex());
         if self.config.compress {
             h.push(hs::ACCEPT_ENCODING, hs::DEFLATE);
@@ -381,6 +390,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             budgets: config.budgets.clone(),
             max_table_fill: config.max_table_fill,
             seed: u64::from_le_bytes(Guid::new_random().0[..8].try_into().expect("8 bytes")),
+            guess: config.guess.clone(),
         },
         links,
     );
@@ -1107,6 +1117,14 @@ async fn open_connection(
         opened: Instant::now(),
         traffic: Default::default(),
     };
+    // An ultrapeer saying X-Guess answers GUESS queries where it listens.
+    let ultrapeer = matches!(link, Link::Peer | Link::ToUltrapeer);
+    if let (Some(addr), true) = (
+        remote_listen,
+        ultrapeer && est.headers.get(hs::X_GUESS).is_some(),
+    ) {
+        shared.engine.guess_host(addr);
+    }
     if !shared.engine.open(conn, tx.clone(), info, meta) {
         shared.open.fetch_sub(1, Ordering::Relaxed);
         shared.engine.release(link);

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -171,6 +171,10 @@ pub struct LeafLink {
     oob: Option<Oob>,
     /// Our address as the node sees it (the local end of the connection).
     pub local: SocketAddr,
+    /// The node's address, when it said it answers GUESS queries (`X-Guess`).
+    guess: Option<SocketAddr>,
+    /// How a quiet query goes on by GUESS (`client: false`: it does not).
+    pub guess_config: crate::core::guess::GuessConfig,
 }
 
 /// QueryHits waiting to be read; more are dropped while the reader is behind.
@@ -182,6 +186,10 @@ impl LeafLink {
         let (stream, est) = connect_leaf(peer, timeout).await?;
         let local = stream.local_addr()?;
         let node = stream.peer_addr()?;
+        let guess = match est.headers.get(hs::X_GUESS) {
+            Some(_) => stream.peer_addr().ok(),
+            None => None,
+        };
         let (r, w) = stream.into_split();
         let input = std::io::Cursor::new(est.leftover.to_vec()).chain(r);
         let source: Box<dyn AsyncRead + Unpin + Send> = if est.deflate_in {
@@ -211,6 +219,8 @@ impl LeafLink {
             reader,
             oob,
             local,
+            guess,
+            guess_config: Default::default(),
         })
     }
 
@@ -268,17 +278,48 @@ impl LeafLink {
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        // Quiet for long, the query goes on by GUESS (when the node serves it).
+        let mut guess = match self.guess.filter(|_| self.guess_config.client) {
+            Some(first) => {
+                let payload = Bytes::copy_from_slice(&out[crate::wire::HEADER_LEN..]);
+                super::guess_search::start(
+                    self.local.ip(),
+                    vec![first],
+                    payload,
+                    self.guess_config.clone(),
+                )
+                .await
+            }
+            None => None,
+        };
         let mut hits = self.hits.lock().await;
         let mut count = 0;
         // A file reached along two paths (a leaf under two ultrapeers, or an
         // ultrapeer answering for a leaf that answers too) is shown once.
         let mut seen = Seen::default();
         while count < max_results {
-            let (guid, hit) = match tokio::time::timeout_at(deadline, hits.recv()).await {
-                Ok(Some(h)) => h,
-                // Time is up: stop with what we have.
-                Err(_) => break,
-                Ok(None) => {
+            let by_guess = async {
+                match guess.as_mut() {
+                    Some(g) => g.hits.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                h = hits.recv() => h.map(Some),
+                h = by_guess => Some(h.map(|hit| (id, hit))),
+                _ = tokio::time::sleep_until(deadline) => {
+                    // Time is up: stop with what we have.
+                    break;
+                }
+            };
+            let (guid, hit) = match next {
+                Some(Some(h)) => h,
+                // The GUESS client stopped: TCP goes on alone.
+                Some(None) => {
+                    guess = None;
+                    continue;
+                }
+                None => {
                     tracing::warn!(
                         results = count,
                         "the node closed the connection before the search's time was up"
@@ -298,6 +339,9 @@ impl LeafLink {
                 }
                 on_hit(h);
                 count += 1;
+            }
+            if let Some(g) = &guess {
+                g.results.send_replace(count as u32);
             }
         }
         Ok(count)
@@ -498,7 +542,22 @@ pub async fn search(
     max_results: usize,
     on_hit: impl FnMut(SearchHit),
 ) -> Result<usize, SearchError> {
-    let link = LeafLink::connect(peer, timeout).await?;
+    search_guess(peer, words, ttl, timeout, max_results, true, on_hit).await
+}
+
+/// As [`search`], going on by GUESS when the TCP query goes quiet only when
+/// `guess` is set.
+pub async fn search_guess(
+    peer: &str,
+    words: &str,
+    ttl: u8,
+    timeout: Duration,
+    max_results: usize,
+    guess: bool,
+    on_hit: impl FnMut(SearchHit),
+) -> Result<usize, SearchError> {
+    let mut link = LeafLink::connect(peer, timeout).await?;
+    link.guess_config.client = guess;
     let count = link.query(words, ttl, timeout, max_results, on_hit).await;
     link.close().await;
     count

@@ -12,6 +12,7 @@ pub mod cobs;
 pub mod error;
 pub mod ext;
 pub mod ggep;
+pub mod guess;
 pub mod guid;
 pub mod handshake;
 pub mod header;

@@ -42,12 +42,14 @@ use crate::wire::{
 };
 
 mod dynamic;
+mod guess;
 mod offers;
 mod oob;
 mod routing;
 mod tables;
 mod udp;
 
+pub use guess::GuessStats;
 use offers::*;
 use routing::*;
 use tables::*;
@@ -85,6 +87,10 @@ pub trait Links {
     /// as datagrams may be).
     fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
         let _ = (to, bytes);
+        false
+    }
+    /// Whether the node has a UDP port (datagrams can be sent and received).
+    fn udp_open(&self) -> bool {
         false
     }
 }
@@ -292,6 +298,8 @@ pub struct EngineStats {
     pub udp: UdpStats,
     /// Out-of-band hits, as responder, querier and proxy.
     pub oob: crate::core::oob::OobStats,
+    /// GUESS, as server and client.
+    pub guess: GuessStats,
 }
 
 impl EngineStats {
@@ -415,6 +423,8 @@ pub struct Config {
     pub max_table_fill: f64,
     /// Seed of the core's randomness (message GUIDs).
     pub seed: u64,
+    /// GUESS, as server and client.
+    pub guess: crate::core::guess::GuessConfig,
 }
 
 impl Config {
@@ -436,6 +446,7 @@ impl Config {
             budgets: Budgets::default(),
             max_table_fill: DEFAULT_MAX_TABLE_FILL,
             seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
+            guess: Default::default(),
         }
     }
 }
@@ -483,6 +494,8 @@ pub struct Engine<L: Links> {
     udp_sources: crate::core::udp::Sources,
     /// Out-of-band hits held, claimed and proxied.
     oob: oob::OobState,
+    /// GUESS: query keys, GUESS hosts, our searches run by GUESS.
+    guess: guess::Guess,
     links: L,
 }
 
@@ -542,6 +555,7 @@ impl<L: Links> Engine<L> {
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
             oob: oob::OobState::new(config.seed),
+            guess: guess::Guess::new(config.guess, config.seed),
             links,
         }
     }
@@ -700,6 +714,7 @@ impl<L: Links> Engine<L> {
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
+        self.stats.guess = self.guess.report();
         self.stats.clone()
     }
 
@@ -769,6 +784,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
+        self.guess_watch(guid, &query, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {
@@ -916,6 +932,7 @@ impl<L: Links> Engine<L> {
                 self.send_tables();
                 self.dq_steps(now);
                 self.oob_tick(now);
+                self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self
                     .last_ping

@@ -272,17 +272,19 @@ impl<L: Links> Engine<L> {
         }
     }
 
-    /// Answers a query for every leaf whose offered files match it: a hit naming
-    /// the leaf, with us as its push proxy.
-    pub(super) fn answer_for_leaves(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
-        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
-            return;
-        };
+    /// The files leaves offered us that answer `q`, leaf by leaf (all but
+    /// `except`'s): the leaf's GUID, address, whether it needs a Push, and
+    /// the results.
+    pub(super) fn offered_results(
+        &self,
+        except: Option<ConnId>,
+        q: &QueryView<'_>,
+    ) -> Vec<(Guid, SocketAddr, bool, Vec<HitResult>)> {
         let text = String::from_utf8_lossy(q.text);
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
         let mut hits = Vec::new();
         for (c, p) in &self.peers {
-            if *c == conn || !answers_for(p) {
+            if Some(*c) == except || !answers_for(p) {
                 continue;
             }
             let (Some((lib, _)), Some(guid), Some(addr)) =
@@ -300,6 +302,16 @@ impl<L: Links> Engine<L> {
                 hits.push((guid, addr, p.offered_firewalled, found));
             }
         }
+        hits
+    }
+
+    /// Answers a query for every leaf whose offered files match it: a hit naming
+    /// the leaf, with us as its push proxy.
+    pub(super) fn answer_for_leaves(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
+        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
+            return;
+        };
+        let hits = self.offered_results(Some(conn), q);
         let mut proxy = Vec::with_capacity(6);
         proxy.extend_from_slice(&ipv4_of(local.ip()).octets());
         proxy.extend_from_slice(&local.port().to_le_bytes());

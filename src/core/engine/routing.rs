@@ -294,6 +294,7 @@ impl<L: Links> Engine<L> {
             }
             if port != 0 && !ip.is_unspecified() && !unlisted {
                 self.hosts.learn_reachable(addr, self.wall);
+                self.guess_learn_pong(addr, &frame.payload, now);
                 self.pongs
                     .insert(now, frame.payload.clone(), h.hops.0, conn);
             }
@@ -374,7 +375,7 @@ impl<L: Links> Engine<L> {
                 }
                 // A hit for a query of our own (one for a leaf's is forwarded,
                 // not delivered).
-                Function::QueryHit => self.links.own_hit(h.guid, payload.clone()),
+                Function::QueryHit => self.own_or_relayed_hit(h, payload, now),
                 Function::Push => {
                     let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
                     if let Ok(p) = Push::parse(payload, &mut budget) {
@@ -575,7 +576,7 @@ impl<L: Links> Engine<L> {
             ip: ipv4_of(peer.info.local.ip()),
             files: self.library.len() as u32,
             kbytes: (self.library.total_size() / 1024).min(u32::MAX as u64) as u32,
-            ggep: None,
+            ggep: self.guess_pong_ggep(),
         });
         self.reply(conn, h, &pong, Priority::Own);
     }
@@ -585,13 +586,8 @@ impl<L: Links> Engine<L> {
         self.peers.values().any(|p| p.info.local == addr)
     }
 
-    pub(super) fn answer_query(
-        &mut self,
-        conn: ConnId,
-        h: &Header,
-        q: &QueryView<'_>,
-        now: Instant,
-    ) {
+    /// Our files (and those we serve by proxy) that answer `q`.
+    pub(super) fn local_results(&self, q: &QueryView<'_>) -> Vec<HitResult> {
         let text = String::from_utf8_lossy(q.text);
         let urns: Vec<Sha1Urn> = q.ext.sha1_urns().collect();
         let mut found: Vec<HitResult> = self
@@ -608,6 +604,17 @@ impl<L: Links> Engine<L> {
                 found.extend(extra.search(&text, room));
             }
         }
+        found
+    }
+
+    pub(super) fn answer_query(
+        &mut self,
+        conn: ConnId,
+        h: &Header,
+        q: &QueryView<'_>,
+        now: Instant,
+    ) {
+        let found = self.local_results(q);
         if found.is_empty() {
             return;
         }

@@ -80,10 +80,23 @@ impl<L: Links> Engine<L> {
             Function::Push => self.udp_push(d),
             // Parts of the UDP protocol not answered yet: counted, by what
             // they are.
-            Function::Ping => self.stats.udp.drop("ping-unanswered"),
-            Function::Pong => self.stats.udp.drop("pong-unsolicited"),
-            Function::Query => self.stats.udp.drop("query-unanswered"),
-            Function::QueryHit => self.udp_hit(from, d),
+            Function::Ping => {
+                if !self.guess_ping(from, &d, now) {
+                    self.stats.udp.drop("ping-unanswered")
+                }
+            }
+            Function::Pong => {
+                if !self.guess_pong(from, &d, now) {
+                    self.stats.udp.drop("pong-unsolicited")
+                }
+            }
+            Function::Query => self.guess_query(from, d, now),
+            Function::QueryHit => {
+                // A GUESS answer, else an out-of-band hit (or unsolicited).
+                if !self.guess_hit(from, &d, now) {
+                    self.udp_hit(from, d)
+                }
+            }
             Function::Vendor | Function::StandardVendor => self.udp_vendor(from, d, now),
             Function::Bye | Function::RouteTable | Function::Unknown(_) => {}
         }

@@ -99,11 +99,16 @@ async fn line(dir: &Dir, leaf_udp: bool) -> (NodeHandle, NodeHandle, NodeHandle)
     )
     .await;
     assert!(
-        a.wait_for(WAIT, |s| s.mesh_links == 1 && s.leaves == 1)
+        a.wait_for(WAIT, |s| s.mesh_links == 1
+            && s.leaves == 1
+            && s.connections == 2)
             .await
     );
-    assert!(b.wait_for(WAIT, |s| s.mesh_links == 1).await);
-    assert!(l.wait_for(WAIT, |s| s.to_ultrapeers == 1).await);
+    assert!(b.wait_for(WAIT, |s| s.connections == 1).await);
+    assert!(
+        l.wait_for(WAIT, |s| s.to_ultrapeers == 1 && s.connections == 1)
+            .await
+    );
     // B's table has reached A (A probes B with it).
     assert!(a.wait_for(WAIT, |s| s.tables_received >= 1).await);
     (l, a, b)
@@ -284,7 +289,8 @@ async fn a_querier_takes_only_hits_with_its_token() {
     let mut n = node(&dir, "n", Mode::Ultrapeer, None, vec![], true).await;
     let (answer, raw) = dial_raw(n.local_addr, UP).await;
     let mut p: Raw = raw.unwrap_or_else(|| panic!("{answer}"));
-    assert!(n.wait_for(WAIT, |s| s.mesh_links == 1).await);
+    // Open in the core, not only admitted: our search goes to open links.
+    assert!(n.wait_for(WAIT, |s| s.connections == 1).await);
     let entry = n
         .control()
         .search(SearchFor::Words("claimed".into()))
@@ -363,8 +369,8 @@ async fn servent_search_claims_out_of_band_hits_on_its_own_socket() {
         true,
     )
     .await;
-    assert!(a.wait_for(WAIT, |s| s.mesh_links == 1).await);
-    assert!(b.wait_for(WAIT, |s| s.mesh_links == 1).await);
+    assert!(a.wait_for(WAIT, |s| s.connections == 1).await);
+    assert!(b.wait_for(WAIT, |s| s.connections == 1).await);
     assert!(a.wait_for(WAIT, |s| s.tables_received >= 1).await);
     let mut found = Vec::new();
     let n = servent::node::search::search(&a.local_addr.to_string(), "far away", 4, WAIT, 1, |h| {

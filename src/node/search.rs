@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -281,7 +281,12 @@ impl LeafLink {
         // Quiet for long, the query goes on by GUESS (when the node serves it).
         let mut guess = match self.guess.filter(|_| self.guess_config.client) {
             Some(first) => {
-                let payload = Bytes::copy_from_slice(&out[crate::wire::HEADER_LEN..]);
+                // Unmarked: a GUESS query's MUID names nobody to send OOB hits to.
+                let mut plain = BytesMut::new();
+                Query::new(QueryFlags::with_bits(0), words)
+                    .encode(&mut plain)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let payload = plain.freeze();
                 super::guess_search::start(
                     self.local.ip(),
                     vec![first],

@@ -762,6 +762,9 @@ impl<L: Links> Engine<L> {
     pub fn search(&mut self, guid: Guid, query: Bytes, ttl: u8, now: Instant) -> usize {
         // Marked for out-of-band hits when we can take them (its MUID then
         // carries our address; its hits still reach `own_hit` under `guid`).
+        // GUESS goes on with the query unmarked: its MUIDs name nobody.
+        let id = guid;
+        let plain = query.clone();
         let (guid, query) = self.oob_mark(guid, query, now);
         let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
             return 0;
@@ -784,7 +787,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
-        self.guess_watch(guid, &query, now);
+        self.guess_watch(id, &plain, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {

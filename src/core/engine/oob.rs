@@ -208,12 +208,33 @@ impl<L: Links> Engine<L> {
         }
     }
 
+    /// A GUESS query's payload as it goes on to our leaves: an OOB request
+    /// naming another IP than the query's source is cleared, as gtk-gnutella
+    /// does (the leaves would offer hits to a third party).
+    pub(super) fn oob_guess_payload(
+        &mut self,
+        from: SocketAddr,
+        muid: &Guid,
+        payload: Bytes,
+    ) -> Bytes {
+        if IpAddr::V4(*wire_oob::muid_addr(muid).ip()) == from.ip() {
+            return payload;
+        }
+        match strip_oob(&payload) {
+            Some(p) => {
+                self.stats.oob_stripped += 1;
+                p
+            }
+            None => payload,
+        }
+    }
+
     /// A hit over TCP for a search whose MUID carries our address (ours, or
     /// a leaf's we proxy): delivered to its owner. False: not one of those.
-    pub(super) fn oob_tcp_hit(&mut self, frame: &Frame) -> bool {
+    pub(super) fn oob_tcp_hit(&mut self, frame: &Frame, now: Instant) -> bool {
         match self.oob.claims.owner(&frame.header.guid) {
             Some(owner) => {
-                self.oob_deliver(owner, frame);
+                self.oob_deliver(owner, frame, now);
                 true
             }
             None => false,
@@ -230,9 +251,13 @@ impl<L: Links> Engine<L> {
     }
 
     /// Hands a hit for one of our MUIDs to its owner.
-    fn oob_deliver(&mut self, owner: Owner, frame: &Frame) {
+    fn oob_deliver(&mut self, owner: Owner, frame: &Frame, now: Instant) {
         match owner {
-            Owner::Own(id) => self.links.own_hit(id, frame.payload.clone()),
+            Owner::Own(id) => {
+                let results = frame.payload.first().copied().unwrap_or(0) as u32;
+                self.guess_results(id, results, now);
+                self.links.own_hit(id, frame.payload.clone());
+            }
             Owner::Leaf(conn, original) => {
                 let results = frame.payload.first().copied().unwrap_or(0) as u32;
                 if self.dq.contains(&frame.header.guid) {
@@ -432,7 +457,7 @@ impl<L: Links> Engine<L> {
 
     /// A QueryHit by UDP: taken only for a search of ours that claimed it
     /// from that source, with the token we gave it.
-    pub(super) fn udp_hit(&mut self, from: SocketAddr, d: Datagram) {
+    pub(super) fn udp_hit(&mut self, from: SocketAddr, d: Datagram, now: Instant) {
         let Ok(view) = QueryHitView::parse(&d.frame.payload) else {
             return self.stats.udp.drop("malformed");
         };
@@ -452,7 +477,7 @@ impl<L: Links> Engine<L> {
             HitVerdict::Take(owner) => {
                 self.stats.oob.hits_received += 1;
                 self.stats.oob.results_received += results as u64;
-                self.oob_deliver(owner, &d.frame);
+                self.oob_deliver(owner, &d.frame, now);
             }
         }
     }

@@ -251,7 +251,7 @@ impl<L: Links> Engine<L> {
         };
         // A hit for a search whose MUID carries our address (ours, or a
         // leaf's we proxy) goes to its owner.
-        if h.function == Function::QueryHit && self.oob_tcp_hit(&frame) {
+        if h.function == Function::QueryHit && self.oob_tcp_hit(&frame, now) {
             return;
         }
         if let Class::Directed { target } = class {

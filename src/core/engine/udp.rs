@@ -94,7 +94,7 @@ impl<L: Links> Engine<L> {
             Function::QueryHit => {
                 // A GUESS answer, else an out-of-band hit (or unsolicited).
                 if !self.guess_hit(from, &d, now) {
-                    self.udp_hit(from, d)
+                    self.udp_hit(from, d, now)
                 }
             }
             Function::Vendor | Function::StandardVendor => self.udp_vendor(from, d, now),

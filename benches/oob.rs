@@ -100,6 +100,7 @@ type Outbox = Rc<RefCell<Vec<(usize, Out)>>>;
 struct SimLinks {
     me: usize,
     out: Outbox,
+    udp: bool,
 }
 
 impl Links for SimLinks {
@@ -119,7 +120,10 @@ impl Links for SimLinks {
     }
     fn send_datagram(&mut self, to: SocketAddr, bytes: Bytes) -> bool {
         self.out.borrow_mut().push((self.me, Out::Udp(to, bytes)));
-        true
+        self.udp
+    }
+    fn udp_open(&self) -> bool {
+        self.udp
     }
 }
 
@@ -198,6 +202,11 @@ impl Net {
                 t0,
                 0.5,
             );
+            let udp = match way {
+                Way::Tcp => false,
+                Way::Oob => true,
+                Way::Proxied => !searchers.contains(&i),
+            };
             let mut e = Engine::new(
                 Config {
                     hosts: HostCache::new(16),
@@ -208,13 +217,9 @@ impl Net {
                 SimLinks {
                     me: i,
                     out: out.clone(),
+                    udp,
                 },
             );
-            let udp = match way {
-                Way::Tcp => false,
-                Way::Oob => true,
-                Way::Proxied => !searchers.contains(&i),
-            };
             if udp {
                 e.set_udp_addr(Some(addr_of(i)));
             }
@@ -267,8 +272,9 @@ impl Net {
             }
         }
         net.pump();
-        // Tables go round on the first ticks.
-        for _ in 0..6 {
+        // Tables go round on the first ticks; connect-backs tell the nodes
+        // with a UDP port that datagrams reach them.
+        for _ in 0..90 {
             net.tick();
         }
         net
@@ -330,7 +336,18 @@ impl Net {
                         );
                     }
                     Out::Udp(to, bytes) => {
-                        self.counts.datagrams += 1;
+                        // Offers, claims and hits; not the reachability
+                        // checks' pings that share the port.
+                        let oob = match bytes.get(16) {
+                            Some(0x81) => true,
+                            Some(0x31) => bytes.get(23..29).is_some_and(|v| {
+                                &v[..4] == b"LIME" && matches!(v[4], 11 | 12) && v[5] == 0
+                            }),
+                            _ => false,
+                        };
+                        if oob {
+                            self.counts.datagrams += 1;
+                        }
                         if let Some(&j) = self.by_addr.get(&to) {
                             let from = self.addr[from];
                             self.nodes[j].handle(Event::Datagram { from, bytes }, now);

@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// datagrams too).
     #[arg(long, env = "SERVENT_RUN_NO_UDP")]
     pub no_udp: bool,
+    /// Ask no router to forward our port (NAT-PMP / PCP). By default a node
+    /// listening on a private address asks the default gateway, unless
+    /// --local-network.
+    #[arg(long, env = "SERVENT_RUN_NO_PORT_MAPPING")]
+    pub no_port_mapping: bool,
     /// Neither answer GUESS queries (as an ultrapeer) nor send our quiet
     /// searches on by GUESS.
     #[arg(long, env = "SERVENT_RUN_NO_GUESS")]

@@ -242,6 +242,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         max_uploads: args.max_uploads,
         local_network: args.local_network,
         udp: !args.no_udp,
+        port_mapping: !args.no_port_mapping,
         guess: servent::core::guess::GuessConfig {
             serve: !args.no_guess,
             client: !args.no_guess,

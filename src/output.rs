@@ -265,6 +265,23 @@ pub struct Status {
     pub downloads: QueueCounts,
     /// Hosts in the host cache.
     pub hosts: usize,
+    /// Whether the world can reach us, as learned from connect-backs.
+    #[serde(default)]
+    pub reach: Reachability,
+}
+
+/// What the node learned of its reachability (`protocol-spec/reachability.md`):
+/// each is "unknown" (not tested yet), "yes" or "no".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reachability {
+    /// Hosts can connect to us (one did lately).
+    pub tcp: String,
+    /// We receive UDP nobody asked for (a connect-back ping came).
+    pub udp: String,
+    /// Replies to our own datagrams reach us.
+    pub udp_solicited: String,
+    /// Our address as several peers see it.
+    pub external_ip: Option<String>,
 }
 
 impl Record for Status {

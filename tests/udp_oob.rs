@@ -111,6 +111,12 @@ async fn line(dir: &Dir, leaf_udp: bool) -> (NodeHandle, NodeHandle, NodeHandle)
     );
     // B's table has reached A (A probes B with it).
     assert!(a.wait_for(WAIT, |s| s.tables_received >= 1).await);
+    // Pinged back by UDP, A (and L when it has a port) know unsolicited
+    // datagrams reach them: only then do they mark or proxy queries.
+    assert!(a.wait_for(WAIT, |s| s.reach.udp == Some("yes")).await);
+    if leaf_udp {
+        assert!(l.wait_for(WAIT, |s| s.reach.udp == Some("yes")).await);
+    }
     (l, a, b)
 }
 
@@ -287,10 +293,26 @@ fn hit_with(muid: Guid, token: &[u8]) -> Bytes {
 async fn a_querier_takes_only_hits_with_its_token() {
     let dir = Dir::new("oob-querier");
     let mut n = node(&dir, "n", Mode::Ultrapeer, None, vec![], true).await;
+    // A node beside it pings it back by UDP: it learns it can receive
+    // unsolicited datagrams, and only then marks its searches.
+    let m = node(
+        &dir,
+        "m",
+        Mode::Ultrapeer,
+        None,
+        vec![n.local_addr.to_string()],
+        true,
+    )
+    .await;
+    assert!(
+        n.wait_for(WAIT, |s| s.reach.udp == Some("yes")).await,
+        "{:?}",
+        n.stats().reach
+    );
     let (answer, raw) = dial_raw(n.local_addr, UP).await;
     let mut p: Raw = raw.unwrap_or_else(|| panic!("{answer}"));
     // Open in the core, not only admitted: our search goes to open links.
-    assert!(n.wait_for(WAIT, |s| s.connections == 1).await);
+    assert!(n.wait_for(WAIT, |s| s.connections == 2).await);
     let entry = n
         .control()
         .search(SearchFor::Words("claimed".into()))
@@ -345,7 +367,9 @@ async fn a_querier_takes_only_hits_with_its_token() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].name, "claimed file.txt");
     assert_eq!(n.stats().oob.hits_received, 1);
-    tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
+    for n in [n, m] {
+        tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -158,6 +158,41 @@ pub fn node(c: &Control) -> String {
         p.sample(name, &[("reason", reason)], *v);
     }
     oob(&mut p, &s.oob);
+    let name = "servent_reachable";
+    p.family(
+        name,
+        "gauge",
+        "Reachability as learned (tcp, udp unsolicited, udp solicited): 1 for the state it is in (unknown, yes, no).",
+    );
+    for (what, v) in [
+        ("tcp", s.reach.tcp),
+        ("udp", s.reach.udp),
+        ("udp_solicited", s.reach.solicited),
+    ] {
+        let now = v.unwrap_or("unknown");
+        for state in ["unknown", "yes", "no"] {
+            p.sample(
+                name,
+                &[("what", what), ("state", state)],
+                u64::from(now == state),
+            );
+        }
+    }
+    let name = "servent_connect_backs_total";
+    p.family(
+        name,
+        "counter",
+        "Connect-back requests: asked of peers, answered for peers, refused, by kind or reason.",
+    );
+    for (kind, v) in &s.reach.asked {
+        p.sample(name, &[("direction", "asked"), ("kind", kind)], *v);
+    }
+    for (kind, v) in &s.reach.answered {
+        p.sample(name, &[("direction", "answered"), ("kind", kind)], *v);
+    }
+    for (reason, v) in &s.reach.refused {
+        p.sample(name, &[("direction", "refused"), ("kind", reason)], *v);
+    }
     let name = "servent_guess_server_total";
     p.family(
         name,

@@ -83,7 +83,19 @@ fn schemas() -> Value {
                 "bandwidth": r("Bandwidth"),
                 "uploads": r("SlotCounts"),
                 "downloads": r("QueueCounts"),
-                "hosts": int()
+                "hosts": int(),
+                "reach": r("Reachability")
+            }
+        },
+        "Reachability": {
+            "type": "object",
+            "description": "What the node learned of its reachability: unknown (not tested yet), yes or no.",
+            "required": ["tcp", "udp", "udp_solicited", "external_ip"],
+            "properties": {
+                "tcp": { "type": "string", "enum": ["unknown", "yes", "no"] },
+                "udp": { "type": "string", "enum": ["unknown", "yes", "no"] },
+                "udp_solicited": { "type": "string", "enum": ["unknown", "yes", "no"] },
+                "external_ip": nullable("string")
             }
         },
         "LinkCounts": {

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod library;
 pub mod oob;
 pub mod pongs;
+pub mod reach;
 pub mod router;
 pub mod tier;
 mod timed;

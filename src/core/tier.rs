@@ -154,6 +154,8 @@ pub struct Tier {
     needed_signals: u32,
     /// A neighbour ultrapeer with a higher rank than ours exists (see `demote`).
     outranked: bool,
+    /// Connect-backs never came (see `set_unreachable`).
+    unreachable: bool,
     /// When our send queues last had to shed (we were short of bandwidth).
     congested_at: Option<Instant>,
     /// Per-node jitter (0..1) that spreads promotions and demotions in time.
@@ -188,6 +190,7 @@ impl Tier {
             leaf_requests: 0,
             needed_signals: 0,
             outranked: false,
+            unreachable: false,
             congested_at: None,
             jitter: jitter.clamp(0.0, 1.0),
             changes: 0,
@@ -413,6 +416,13 @@ impl Tier {
         self.outranked = outranked;
     }
 
+    /// Whether connect-backs showed that nobody can connect to us (learned,
+    /// where `accepts_inbound` is what we were told): such a node is not
+    /// promoted.
+    pub fn set_unreachable(&mut self, unreachable: bool) {
+        self.unreachable = unreachable;
+    }
+
     fn set_role(&mut self, role: Role, now: Instant) {
         if self.role != role {
             self.role = role;
@@ -464,6 +474,7 @@ impl Tier {
                     .congested_at
                     .is_some_and(|t| now.saturating_duration_since(t) < self.config.promote_after);
                 let able = self.config.accepts_inbound
+                    && !self.unreachable
                     && busy < self.config.max_busy
                     && !short_of_bandwidth;
                 if able && up >= self.config.promote_after && self.lonely() && alone >= wait {
@@ -660,6 +671,12 @@ mod tests {
             0.0,
         );
         assert_eq!(firewalled.tick(t0 + s(60), 0.0), None);
+        // Found firewalled by connect-backs: the same, until reached.
+        let mut walled = Tier::new(config.clone(), t0, 0.0);
+        walled.set_unreachable(true);
+        assert_eq!(walled.tick(t0 + s(60), 0.0), None);
+        walled.set_unreachable(false);
+        assert!(walled.tick(t0 + s(61), 0.0).is_some());
 
         let mut served = Tier::new(config.clone(), t0, 0.0);
         served.opened(Link::ToUltrapeer, t0 + s(1));

@@ -205,7 +205,7 @@ impl Control {
             uptime_secs: self.inner.started.elapsed().as_secs(),
             guid: self.inner.guid.to_hex(),
             listen: self.inner.listen.map(|a| a.to_string()),
-            firewalled: self.inner.firewalled,
+            firewalled: self.inner.firewalled || s.reach.tcp == Some("no"),
             links: output::LinkCounts {
                 to_ultrapeers: s.to_ultrapeers,
                 leaves: s.leaves,
@@ -234,6 +234,12 @@ impl Control {
                 max_running: self.inner.queue.max_running(),
             },
             hosts: s.hosts,
+            reach: output::Reachability {
+                tcp: s.reach.tcp.unwrap_or("unknown").into(),
+                udp: s.reach.udp.unwrap_or("unknown").into(),
+                udp_solicited: s.reach.solicited.unwrap_or("unknown").into(),
+                external_ip: s.reach.external.map(|ip| ip.to_string()),
+            },
         }
     }
 

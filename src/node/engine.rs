@@ -458,6 +458,31 @@ impl EngineRef {
         f(self.lock().engine.library())
     }
 
+    /// Our external IP, once several peers agree on it.
+    pub fn external_ip(&self) -> Option<std::net::IpAddr> {
+        self.lock().engine.external_ip()
+    }
+
+    /// A peer's handshake said where it sees us.
+    pub fn remote_ip_said(&self, voter: std::net::IpAddr, said: std::net::IpAddr) {
+        self.lock().engine.remote_ip_said(voter, said);
+    }
+
+    /// Whether we accept no connections (said, or learned).
+    pub fn tcp_firewalled(&self) -> bool {
+        self.lock().engine.tcp_firewalled()
+    }
+
+    /// A TCP connection came in from `from` to `local`.
+    pub fn tcp_inbound(&self, from: SocketAddr, local: SocketAddr) {
+        let mut running = self.lock();
+        if running.stopped {
+            return;
+        }
+        running.engine.tcp_inbound(from, local, Instant::now());
+        self.publish(&mut running);
+    }
+
     /// The core's datagrams go to `udp` from now on (the port bound at `addr`).
     pub fn set_udp(&self, udp: super::udp::UdpTx, addr: SocketAddr) {
         let mut running = self.lock();

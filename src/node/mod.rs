@@ -17,6 +17,7 @@ mod guess_search;
 pub mod handshake;
 pub mod http;
 mod library_task;
+pub mod portmap;
 pub mod push;
 pub mod queue;
 pub mod search;
@@ -40,7 +41,6 @@ use tokio_util::task::TaskTracker;
 use crate::core::ConnId;
 use crate::core::addr::{PerIp, Scope};
 pub use crate::core::dq::DqConfig;
-use crate::core::external::ExternalIp;
 use crate::core::hosts::{HostCache, Refusal};
 use crate::core::router::{Router, RouterConfig};
 use crate::core::tier::{Admit, Link, PeerRole, Tier};
@@ -114,6 +114,14 @@ pub struct NodeConfig {
     pub fasttrack: crate::fasttrack::server::ServerConfig,
     /// Open the Gnutella UDP port (the TCP port's number).
     pub udp: bool,
+    /// Ask the default gateway to forward our port (PCP / NAT-PMP) when we
+    /// listen on a private address and the mesh is not a local one. Off by
+    /// default here (tests never ask a router); `servent run` turns it on
+    /// unless `--no-port-mapping`.
+    pub port_mapping: bool,
+    /// How long reachability evidence stays fresh, and how long connect-backs
+    /// are waited for (`protocol-spec/reachability.md`).
+    pub reach: crate::core::reach::ReachTimers,
     /// GUESS, as server (an ultrapeer with UDP) and client (our searches).
     pub guess: crate::core::guess::GuessConfig,
 }
@@ -146,6 +154,8 @@ impl Default for NodeConfig {
             fasttrack_listen: None,
             fasttrack: crate::fasttrack::server::ServerConfig::default(),
             udp: true,
+            port_mapping: false,
+            reach: Default::default(),
             guess: Default::default(),
         }
     }
@@ -235,8 +245,6 @@ struct Shared {
     /// The listening IP when it is a specific one: outgoing connections are made
     /// from it, and it is the address we advertise.
     bind: Option<IpAddr>,
-    /// Our address as peers report it (`Remote-IP`), when several agree.
-    external: Mutex<ExternalIp>,
     /// Which addresses count as peers (reserved ones only on a local mesh).
     scope: Scope,
     fasttrack: FastTrack,
@@ -244,38 +252,40 @@ struct Shared {
 
 impl Shared {
     /// The IP to advertise on a connection whose local end is `local`: the
-    /// listening IP when specific, else the external address several peers
-    /// agree on, else the connection's own.
+    /// connection's own when the world can reach it; else (behind NAT) the
+    /// external address several peers agree on when the world can reach that;
+    /// else the listening IP when specific; else the agreed address, else the
+    /// connection's own.
     fn advertised(&self, local: IpAddr) -> IpAddr {
-        if let Some(ip) = self.bind {
-            return ip;
-        }
-        // Only where the connection's own address is not one the world can
-        // reach anyway (behind NAT, or on a private network).
         if crate::core::addr::is_routable(local) {
             return local;
         }
-        match self.external.lock().expect("external").agreed() {
-            Some(ip) if ip.is_ipv4() == local.is_ipv4() => ip,
-            _ => local,
+        let agreed = self
+            .engine
+            .external_ip()
+            .filter(|ip| ip.is_ipv4() == local.is_ipv4());
+        match (agreed, self.bind) {
+            (Some(ip), _) if crate::core::addr::is_routable(ip) => ip,
+            (_, Some(bind)) => bind,
+            (Some(ip), None) => ip,
+            (None, None) => local,
         }
     }
 
-    /// A peer's handshake said where it sees us (`Remote-IP`).
+    /// A peer's handshake said where it sees us (`Remote-IP`): a vote for our
+    /// external address (the engine's reachability counts them).
     fn remote_ip_said(&self, peer: SocketAddr, h: &Headers) {
         if let Some(said) = h.get(hs::REMOTE_IP).and_then(hs::parse_remote_ip) {
-            self.external
-                .lock()
-                .expect("external")
-                .vote(peer.ip(), said);
+            self.engine.remote_ip_said(peer.ip(), said);
         }
     }
 
     /// Our headers for a handshake on a connection from `local` to `remote`.
     fn our_headers(&self, local: SocketAddr, remote: SocketAddr, role: RoleHeaders) -> Headers {
-        // Behind a firewall we do not say where we listen: nobody could reach
-        // that address, and it would spread in X-Try.
-        let me = (!self.config.firewalled)
+        // Behind a firewall (said, or learned from connect-backs that never
+        // came) we do not say where we listen: nobody could reach that
+        // address, and it would spread in X-Try.
+        let me = (!self.engine.tcp_firewalled())
             .then(|| SocketAddr::new(self.advertised(local.ip()), self.listen_port));
         let guess = role.ultrapeer && self.config.udp && self.config.guess.serve && me.is_some();
         let mut h = handshake::our_headers(USER_AGENT, me, Some(remote), self.config.max_ttl, role);
@@ -390,6 +400,8 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
             budgets: config.budgets.clone(),
             max_table_fill: config.max_table_fill,
             seed: u64::from_le_bytes(Guid::new_random().0[..8].try_into().expect("8 bytes")),
+            scope,
+            reach: config.reach,
             guess: config.guess.clone(),
         },
         links,
@@ -446,6 +458,10 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         None
     };
 
+    if config.port_mapping && !config.local_network && !config.firewalled {
+        tracker.spawn(portmap::run(local_addr, udp_addr.is_some(), cancel.clone()));
+    }
+
     let fasttrack_listener = match config.fasttrack_listen {
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
@@ -478,7 +494,6 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         http_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
         givs: givs.clone(),
         bind,
-        external: Mutex::new(ExternalIp::new(2)),
         scope,
         fasttrack: fasttrack.clone(),
     });
@@ -646,6 +661,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let ip = remote.ip();
+        // Any connection from another host says we can be reached.
+        if let Ok(local) = stream.local_addr() {
+            shared.engine.tcp_inbound(remote, local);
+        }
         if !per_ip.lock().unwrap_or_else(|e| e.into_inner()).take(ip) {
             tracing::debug!(%remote, "too many connections from one address; closed");
             shared.engine.send(Event::PerIpRefused);

@@ -28,6 +28,7 @@ pub mod push;
 pub mod qrp;
 pub mod query;
 pub mod queryhit;
+pub mod reach;
 pub mod route_table;
 pub mod udp;
 pub mod vendor;

@@ -115,7 +115,7 @@ impl<L: Links> Engine<L> {
     pub fn guess_serving(&self) -> bool {
         self.guess.config.serve
             && self.tier.role() == Role::Ultrapeer
-            && !self.firewalled
+            && !self.tcp_firewalled()
             && self.links.udp_open()
     }
 
@@ -289,7 +289,7 @@ impl<L: Links> Engine<L> {
         // Our files.
         let found = self.local_results(&view);
         let flags = OpenDataFlags {
-            push: Some(self.firewalled),
+            push: Some(self.tcp_firewalled()),
             busy: Some(self.links.uploads_busy()),
             ..OpenDataFlags::default()
         };

@@ -45,6 +45,7 @@ mod dynamic;
 mod guess;
 mod offers;
 mod oob;
+mod reach;
 mod routing;
 mod tables;
 mod udp;
@@ -298,6 +299,8 @@ pub struct EngineStats {
     pub udp: UdpStats,
     /// Out-of-band hits, as responder, querier and proxy.
     pub oob: crate::core::oob::OobStats,
+    /// Reachability: verdicts, our address, connect-backs asked and answered.
+    pub reach: crate::core::reach::ReachStats,
     /// GUESS, as server and client.
     pub guess: GuessStats,
 }
@@ -377,6 +380,8 @@ struct Peer {
     leaf_part: Option<QrpTable>,
     /// Messages from it dropped, by reason (a fixed set of names).
     drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Connect-backs and address pings exchanged with it.
+    reach: reach::LinkReach,
 }
 
 impl Peer {
@@ -423,6 +428,12 @@ pub struct Config {
     pub max_table_fill: f64,
     /// Seed of the core's randomness (message GUIDs).
     pub seed: u64,
+    /// Which hosts count as peers: in `Internet`, only routable ones prove
+    /// that we are reachable or tell our address.
+    pub scope: crate::core::addr::Scope,
+    /// How long reachability evidence stays fresh, and how long a round of
+    /// connect-back requests waits.
+    pub reach: crate::core::reach::ReachTimers,
     /// GUESS, as server and client.
     pub guess: crate::core::guess::GuessConfig,
 }
@@ -446,6 +457,8 @@ impl Config {
             budgets: Budgets::default(),
             max_table_fill: DEFAULT_MAX_TABLE_FILL,
             seed: u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes")),
+            scope: crate::core::addr::Scope::Local,
+            reach: Default::default(),
             guess: Default::default(),
         }
     }
@@ -494,6 +507,12 @@ pub struct Engine<L: Links> {
     udp_sources: crate::core::udp::Sources,
     /// Out-of-band hits held, claimed and proxied.
     oob: oob::OobState,
+    /// Whether we can be reached, and our external address.
+    reach: crate::core::reach::Reach,
+    /// Connect-backs we make per IP (TCP, and UDP ping-backs); on a local
+    /// mesh per address and port (its nodes share one IP).
+    tcp_backs: crate::core::udp::Throttle<SocketAddr>,
+    udp_backs: crate::core::udp::Throttle<SocketAddr>,
     /// GUESS: query keys, GUESS hosts, our searches run by GUESS.
     guess: guess::Guess,
     links: L,
@@ -555,6 +574,15 @@ impl<L: Links> Engine<L> {
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
             oob: oob::OobState::new(config.seed),
+            reach: crate::core::reach::Reach::new(config.scope, config.reach),
+            tcp_backs: crate::core::udp::Throttle::new(
+                reach::CONNECT_BACK_EVERY,
+                reach::CONNECT_BACK_IPS,
+            ),
+            udp_backs: crate::core::udp::Throttle::new(
+                reach::CONNECT_BACK_EVERY,
+                reach::CONNECT_BACK_IPS,
+            ),
             guess: guess::Guess::new(config.guess, config.seed),
             links,
         }
@@ -714,6 +742,7 @@ impl<L: Links> Engine<L> {
         self.stats.mesh_links = self.tier.count(Link::Peer) + self.tier.count(Link::Flat);
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
+        self.stats.reach = self.reach.stats();
         self.stats.guess = self.guess.report();
         self.stats.clone()
     }
@@ -804,6 +833,7 @@ impl<L: Links> Engine<L> {
 
     /// Takes one event at `now`.
     pub fn handle(&mut self, event: Event, now: Instant) {
+        self.reach.set_clock(now);
         match event {
             Event::Opened { conn, mut info } => {
                 tracing::debug!(conn = conn.0, remote_listen = ?info.remote_listen, local = %info.local, link = info.link.name(), "connection opened");
@@ -840,11 +870,13 @@ impl<L: Links> Engine<L> {
                         closing: false,
                         leaf_part: None,
                         drops: Default::default(),
+                        reach: Default::default(),
                     },
                 );
                 // Ask the new neighbour for itself and the hosts it knows.
                 self.ping(conn, now);
                 self.send_supported(conn);
+                self.reach_opened(conn, now);
             }
             Event::Closed { conn } => {
                 tracing::debug!(conn = conn.0, "connection closed");
@@ -925,6 +957,7 @@ impl<L: Links> Engine<L> {
                     .values()
                     .any(|p| p.info.link == Link::Peer && p.info.guid.is_some_and(|g| g > self.me));
                 self.tier.set_outranked(outranked);
+                self.tier.set_unreachable(self.tcp_firewalled());
                 if self.stats.shed > self.shed_at_tick {
                     self.tier.congested(now);
                 }
@@ -935,6 +968,7 @@ impl<L: Links> Engine<L> {
                 self.send_tables();
                 self.dq_steps(now);
                 self.oob_tick(now);
+                self.reach_tick(now);
                 self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self

@@ -107,6 +107,7 @@ impl<L: Links> Engine<L> {
                         peer.supported = e;
                         self.stats.supported_received += 1;
                         self.ask_push_proxy(conn);
+                        self.reach_supported(conn);
                     }
                     Err(e) => {
                         tracing::debug!(conn = conn.0, error = %e, "bad Messages-Supported");
@@ -170,20 +171,12 @@ impl<L: Links> Engine<L> {
             self.oob_proxy_control(conn, &m);
             return;
         }
-        if m.is(b"BEAR", 7) {
-            // TCP connect-back: the peer wants to know whether it can be reached
-            // at its address and this port; once per link.
-            if m.body.len() >= 2 && !peer.connected_back {
-                let port = u16::from_le_bytes([m.body[0], m.body[1]]);
-                peer.connected_back = true;
-                if port != 0 {
-                    let to = SocketAddr::new(peer.info.remote.ip(), port);
-                    self.stats.connect_backs += 1;
-                    self.links.connect_back(to);
-                }
-            }
+        if self.reach_vendor(conn, id, &m) {
             return;
         }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         if m.is(b"LIME", 21) && role == Role::Ultrapeer && peer.info.link == Link::ToLeaf {
             // A firewalled leaf asks us to be its push proxy; the message id is
             // its servent GUID. Pushes for that GUID now go to it, and the ack
@@ -406,7 +399,7 @@ impl<L: Links> Engine<L> {
             })
             .collect();
         let mut out = BytesMut::new();
-        for m in OfferChunk::encode_all(&files, self.firewalled) {
+        for m in OfferChunk::encode_all(&files, self.tcp_firewalled()) {
             let _ = Message::Vendor(m).encode_frame(self.rng.guid(), Ttl(1), Hops(0), &mut out);
         }
         let bytes = out.freeze();
@@ -443,12 +436,14 @@ impl<L: Links> Engine<L> {
             // Whether we took an incoming connection (we are reachable).
             Capability {
                 name: *b"TCPI",
-                version: u32::from(!self.firewalled && self.inbound_seen),
+                version: u32::from(self.tcp_reachable() || (!self.firewalled && self.inbound_seen)),
             },
         ];
         let mut out = BytesMut::new();
         for m in [
-            crate::wire::VendorMsg::messages_supported(&OUR_SUPPORTED),
+            crate::wire::VendorMsg::messages_supported(
+                &[&OUR_SUPPORTED[..], &reach::REACH_SUPPORTED[..]].concat(),
+            ),
             crate::wire::VendorMsg::capabilities(&caps),
         ] {
             let _ = Message::Vendor(m).encode_frame(self.rng.guid(), Ttl(1), Hops(0), &mut out);
@@ -460,10 +455,11 @@ impl<L: Links> Engine<L> {
     /// proxy (LIME/21v1, whose MUID is our servent GUID).
     pub(super) fn ask_push_proxy(&mut self, conn: ConnId) {
         let me = self.me;
+        let firewalled = self.tcp_firewalled();
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        if !self.firewalled
+        if !firewalled
             || peer.info.link != Link::ToUltrapeer
             || peer.asked_proxy
             || !peer.supports(b"LIME", 21)

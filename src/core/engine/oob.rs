@@ -114,21 +114,20 @@ impl<L: Links> Engine<L> {
         self.oob.udp = addr;
     }
 
-    /// Whether we can receive unsolicited UDP: for now, the UDP port is open
-    /// and we were not told we are firewalled.
-    pub fn udp_reachable(&self) -> bool {
-        self.oob.udp.is_some() && !self.firewalled
-    }
-
     /// The address out-of-band replies reach us at (written into MUIDs):
-    /// our UDP port at the IPv4 address peers reach us at, if the scope
-    /// allows it.
+    /// our UDP port at our external IPv4 address when peers agree on one,
+    /// else the one they reach us at, if the scope allows it; only while we
+    /// can receive unsolicited UDP (`Engine::udp_reachable`).
     pub(super) fn oob_reply_addr(&self) -> Option<SocketAddrV4> {
         if !self.udp_reachable() {
             return None;
         }
         let udp = self.oob.udp?;
-        let ip = match udp.ip() {
+        let external = match self.external_ip() {
+            Some(IpAddr::V4(v4)) if crate::core::addr::is_routable(IpAddr::V4(v4)) => Some(v4),
+            _ => None,
+        };
+        let ip = match external.map(IpAddr::V4).unwrap_or(udp.ip()) {
             IpAddr::V4(v4) if !v4.is_unspecified() => v4,
             _ => self
                 .peers

@@ -36,6 +36,9 @@ impl Links for Rec {
         self.datagrams.push((to, bytes));
         true
     }
+    fn udp_open(&self) -> bool {
+        true
+    }
 }
 
 const US: &str = "10.0.0.1:6346";
@@ -68,6 +71,8 @@ fn engine(files: &[String], udp: bool) -> (Engine<Rec>, Instant) {
     let mut e = Engine::new(Config::new(Guid([0x4d; 16]), library, tier), Rec::default());
     if udp {
         e.set_udp_addr(Some(a(US)));
+        // A connect-back showed unsolicited datagrams reach us.
+        e.reach.udp.evidence(t0);
     }
     (e, t0)
 }
@@ -383,9 +388,9 @@ fn our_searches_are_marked_and_their_hits_reach_the_search() {
         crate::wire::oob::muid_addr(&f.header.guid),
         "10.0.0.1:6346".parse().unwrap()
     );
-    // Firewalled: not marked.
-    let (mut e2, t0) = engine(&[], true);
-    e2.firewalled = true;
+    // Not known to receive unsolicited UDP: not marked.
+    let (mut e2, t0) = engine(&[], false);
+    e2.set_udp_addr(Some(a(US)));
     open(&mut e2, 1, Link::Peer, "10.0.0.2:6346", t0);
     e2.search(id, q, 3, t0);
     assert_eq!(forwarded(&mut e2).header.guid, id);

@@ -571,9 +571,10 @@ impl<L: Links> Engine<L> {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
+        let local = self.our_addr(peer.info.local);
         let pong = Message::Pong(Pong {
-            port: peer.info.local.port(),
-            ip: ipv4_of(peer.info.local.ip()),
+            port: local.port(),
+            ip: ipv4_of(local.ip()),
             files: self.library.len() as u32,
             kbytes: (self.library.total_size() / 1024).min(u32::MAX as u64) as u32,
             ggep: self.guess_pong_ggep(),
@@ -618,17 +619,18 @@ impl<L: Links> Engine<L> {
         if found.is_empty() {
             return;
         }
-        let Some(local) = self.peers.get(&conn).map(|p| p.info.local) else {
+        let Some(local) = self.peers.get(&conn).map(|p| self.our_addr(p.info.local)) else {
             return;
         };
+        let firewalled = self.tcp_firewalled();
         let flags = OpenDataFlags {
-            push: Some(self.firewalled),
+            push: Some(firewalled),
             busy: Some(self.links.uploads_busy()),
             ..OpenDataFlags::default()
         };
         // Behind a firewall, the ultrapeers that agreed to be our push proxies
         // are listed (GGEP `PUSH`), so a downloader can reach us through them.
-        let ggep = self.firewalled.then(|| self.push_proxies()).flatten();
+        let ggep = firewalled.then(|| self.push_proxies()).flatten();
         if self.oob_answer(conn, h, q, &found, local, flags, ggep.as_ref(), now) {
             return;
         }

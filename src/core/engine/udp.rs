@@ -76,6 +76,9 @@ impl<L: Links> Engine<L> {
             return;
         }
         *self.stats.udp.taken.entry(function.name()).or_default() += 1;
+        if self.reach_datagram(from, &d, now) {
+            return;
+        }
         match function {
             Function::Push => self.udp_push(d),
             // Parts of the UDP protocol not answered yet: counted, by what
@@ -115,6 +118,7 @@ impl<L: Links> Engine<L> {
     /// Sends `frame` to `to` as one datagram, deflated when `deflate` (the
     /// request allowed it) and that makes it shorter.
     pub fn send_datagram(&mut self, to: SocketAddr, frame: &Frame, deflate: bool) {
+        self.reach.sent_to(to.ip());
         let bytes = udp::encode(frame, deflate);
         let len = bytes.len() as u64;
         if self.links.send_datagram(to, bytes) {

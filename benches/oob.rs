@@ -21,7 +21,8 @@
 //! servent and file index: a leaf under two proxying ultrapeers gets some
 //! twice, as each proxies under its own MUID), Query messages (on
 //! every link, relays and dynamic-query steps included), QueryHit messages on
-//! links, datagrams (offers, claims and hits), and all messages together;
+//! links, datagrams (offers, claims and hits; not the reachability checks'
+//! pings, exchanged in a warm-up before the searches), and all messages together;
 //! then, per distinct result, the messages each way costs. The baseline is
 //! the `tcp` run of the same searches.
 //!

@@ -299,6 +299,7 @@ impl Net {
                 remote: self.addr[peer],
                 vendor_messages: true,
                 inbound,
+                hsep: false,
             };
             self.nodes[me].open_link(conn, info, now);
         }

@@ -453,6 +453,7 @@ impl Net {
                     guid: Some(servent_guid(peer)),
                     remote: addr_of(peer),
                     vendor_messages: false,
+                    hsep: false,
                     inbound: me == b,
                 };
                 let now = net.instant();

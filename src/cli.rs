@@ -45,6 +45,8 @@ pub enum Command {
     Search(SearchArgs),
     /// Download a file by URL, magnet link, or search.
     Get(GetArgs),
+    /// List the files another host shares (browse host) and print them as hits.
+    Browse(BrowseArgs),
     /// Run a Napster-compatible central index server.
     Index(IndexArgs),
     /// Use a Napster-compatible central index as a client.
@@ -263,6 +265,25 @@ pub struct SearchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BrowseArgs {
+    /// The host to browse.
+    #[arg(required = true, value_name = "HOST:PORT")]
+    pub host: String,
+    /// Seconds the whole answer may take (what came by then is printed).
+    #[arg(long, env = "SERVENT_BROWSE_TIMEOUT", default_value_t = 30)]
+    pub timeout: u64,
+    /// Stop after this many files.
+    #[arg(long, env = "SERVENT_BROWSE_MAX_RESULTS", default_value_t = 20_000)]
+    pub max_results: usize,
+    /// Stop after this many bytes of answer (after inflating).
+    #[arg(long, env = "SERVENT_BROWSE_MAX_BYTES", default_value_t = 16 << 20)]
+    pub max_bytes: usize,
+    /// One JSON object per file on standard output.
+    #[arg(long, env = "SERVENT_BROWSE_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct GetArgs {
     /// An `http://` URL or `magnet:` link; with --peer, keywords to search for.
     #[arg(required = true, value_name = "URL|MAGNET|WORDS")]
@@ -465,6 +486,7 @@ impl Command {
             Command::Run(_) => "run",
             Command::Search(_) => "search",
             Command::Get(_) => "get",
+            Command::Browse(_) => "browse",
             Command::Index(_) => "index",
             Command::Napster(n) => match n.command {
                 NapsterCommand::Share { .. } => "napster share",

@@ -9,8 +9,8 @@ mod node_cmds;
 
 use servent::api;
 use servent::cli::{
-    Cli, Command, ConfigArgs, ConfigCommand, GetArgs, IndexArgs, LogFormat, Mode, NapsterCommand,
-    NapsterType, RunArgs, SearchArgs,
+    BrowseArgs, Cli, Command, ConfigArgs, ConfigCommand, GetArgs, IndexArgs, LogFormat, Mode,
+    NapsterCommand, NapsterType, RunArgs, SearchArgs,
 };
 use servent::config::{self, LoadError};
 use servent::napster::client::{self, DataPort, GetConfig, Login, Session, ShareConfig};
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args),
             Command::Search(args) => search(args),
             Command::Get(args) => get(args),
+            Command::Browse(args) => browse(args),
             Command::Index(args) => index(args),
             Command::Napster(args) => napster(args.command),
             Command::Status(args) => node_cmds::status(args),
@@ -458,6 +459,43 @@ fn search(args: SearchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         },
     ))?;
     tracing::info!(results = count, "search done");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn browse(args: BrowseArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let text = output::Text::for_stdout(std::io::stdout().is_terminal());
+    let mut out = std::io::stdout().lock();
+    if !args.json {
+        if let Some(h) = text.hit_header(output::Network::Gnutella) {
+            let _ = writeln!(out, "{h}");
+        }
+    }
+    let limits = servent::wire::browse::Limits {
+        max_bytes: args.max_bytes,
+        max_results: args.max_results,
+    };
+    let done = runtime()?.block_on(node::browse::browse(
+        &args.host,
+        Duration::from_secs(args.timeout),
+        limits,
+        |hit| {
+            let hit = hit.record();
+            let line = if args.json {
+                output::json_line(&hit)
+            } else {
+                text.hit(&hit)
+            };
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        },
+    ))?;
+    if done.cut {
+        tracing::warn!(
+            results = done.results,
+            "the answer was cut short by --max-results, --max-bytes or --timeout"
+        );
+    }
+    tracing::info!(results = done.results, "browse done");
     Ok(ExitCode::SUCCESS)
 }
 

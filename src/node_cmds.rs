@@ -55,6 +55,11 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         s.downloads.running, s.downloads.queued, s.downloads.paused, s.downloads.max_running
     );
     let _ = writeln!(o, "hosts\t{}", s.hosts);
+    let _ = writeln!(
+        o,
+        "horizon\t{} hosts, {} files, {} KiB (HSEP)",
+        s.horizon.hosts, s.horizon.files, s.horizon.kib
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -268,6 +268,8 @@ pub struct Status {
     /// Whether the world can reach us, as learned from connect-backs.
     #[serde(default)]
     pub reach: Reachability,
+    /// What the node reaches (HSEP), itself not counted.
+    pub horizon: Horizon,
 }
 
 /// What the node learned of its reachability (`protocol-spec/reachability.md`):
@@ -282,6 +284,14 @@ pub struct Reachability {
     pub udp_solicited: String,
     /// Our address as several peers see it.
     pub external_ip: Option<String>,
+}
+
+/// What a node reaches within HSEP's ten hops, as its HSEP links report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Horizon {
+    pub hosts: u64,
+    pub files: u64,
+    pub kib: u64,
 }
 
 impl Record for Status {

@@ -134,6 +134,7 @@ fuzz_target!(|data: &[u8]| {
                             guid: (k & 0x80 != 0).then_some(Guid([k; 16])),
                             remote: addr,
                             vendor_messages: true,
+                            hsep: true,
                             inbound: true,
                         },
                     },

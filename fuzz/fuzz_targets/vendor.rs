@@ -23,6 +23,21 @@ fuzz_target!(|data: &[u8]| {
         );
         assert_eq!(rebuilt.supported_entries().unwrap(), entries);
     }
+    // BEAR/12: the count in the first two body bytes, rebuilt exactly.
+    if let Ok(msg) = VendorMsg::parse(&bytes::Bytes::copy_from_slice(data))
+        && let Some(Ok(r)) = servent::wire::vendor::QueryStatusResponse::parse(&msg)
+    {
+        let rebuilt = r.to_vendor();
+        assert_eq!(
+            rebuilt.body,
+            msg.body[..2],
+            "status response does not rebuild"
+        );
+        assert_eq!(
+            servent::wire::vendor::QueryStatusResponse::parse(&rebuilt),
+            Some(Ok(r))
+        );
+    }
     if let Ok(msg) = VendorMsg::parse(&bytes::Bytes::copy_from_slice(data))
         && let Ok(caps) = msg.capability_entries()
     {

@@ -284,6 +284,44 @@ pub fn node(c: &Control) -> String {
         &[("kind", "file"), ("direction", "in")],
         extra["download"],
     );
+    let name = "servent_hsep_horizon";
+    p.family(
+        name,
+        "gauge",
+        "What HSEP links report we reach within so many hops, ourselves not counted.",
+    );
+    for (i, t) in s.horizon.iter().enumerate() {
+        let hops = (i + 1).to_string();
+        p.sample(name, &[("hops", &hops), ("kind", "hosts")], t.hosts);
+        p.sample(name, &[("hops", &hops), ("kind", "files")], t.files);
+        p.sample(name, &[("hops", &hops), ("kind", "kib")], t.kib);
+    }
+    let name = "servent_hsep_messages_total";
+    p.family(name, "counter", "HSEP messages, by direction.");
+    p.sample(name, &[("direction", "in")], s.hsep_received);
+    p.sample(name, &[("direction", "out")], s.hsep_sent);
+    p.one(
+        "servent_hsep_dropped_total",
+        "counter",
+        "HSEP messages dropped: from a link that did not announce HSEP, too soon, or a leaf's with more than its own triple.",
+        s.hsep_dropped,
+    );
+    let name = "servent_leaf_guidance_total";
+    p.family(
+        name,
+        "counter",
+        "Leaf-guided dynamic querying: status requests (BEAR/11) sent to leaves, answers (BEAR/12) taken from them, requests answered as a leaf, and either dropped.",
+    );
+    p.sample(name, &[("event", "asked")], s.guidance_asked);
+    p.sample(name, &[("event", "received")], s.guidance_received);
+    p.sample(name, &[("event", "answered")], s.guidance_answered);
+    p.sample(name, &[("event", "dropped")], s.guidance_dropped);
+    let name = "servent_browses_total";
+    p.family(name, "counter", "Browses of our shared files, by outcome.");
+    let (served, too_often, busy) = c.browse_counts();
+    p.sample(name, &[("outcome", "served")], served);
+    p.sample(name, &[("outcome", "too_often")], too_often);
+    p.sample(name, &[("outcome", "busy")], busy);
     let name = "servent_upload_slots";
     p.family(name, "gauge", "Upload slots, in use and in all.");
     p.sample(name, &[("state", "used")], slots_used as u64);

@@ -71,7 +71,7 @@ fn schemas() -> Value {
         "Status": {
             "type": "object",
             "required": ["role", "uptime_secs", "guid", "listen", "firewalled", "links", "library",
-                         "bandwidth", "uploads", "downloads", "hosts"],
+                         "bandwidth", "uploads", "downloads", "hosts", "horizon"],
             "properties": {
                 "role": { "type": "string", "enum": ["leaf", "ultrapeer"] },
                 "uptime_secs": int(),
@@ -84,7 +84,8 @@ fn schemas() -> Value {
                 "uploads": r("SlotCounts"),
                 "downloads": r("QueueCounts"),
                 "hosts": int(),
-                "reach": r("Reachability")
+                "reach": r("Reachability"),
+                "horizon": r("Horizon")
             }
         },
         "Reachability": {
@@ -97,6 +98,12 @@ fn schemas() -> Value {
                 "udp_solicited": { "type": "string", "enum": ["unknown", "yes", "no"] },
                 "external_ip": nullable("string")
             }
+        },
+        "Horizon": {
+            "type": "object",
+            "description": "What the node reaches within HSEP's ten hops, itself not counted.",
+            "required": ["hosts", "files", "kib"],
+            "properties": { "hosts": int(), "files": int(), "kib": int() }
         },
         "LinkCounts": {
             "type": "object",

@@ -54,11 +54,26 @@ pub struct Send {
     pub ttl: u8,
 }
 
+/// How long a leaf-guided search waits for the leaf's status (BEAR/12)
+/// before taking its next step without it.
+pub const STATUS_WAIT: Duration = Duration::from_secs(2);
+/// A leaf's status saying "stop this search" (BEAR/12 0xFFFF).
+pub const STATUS_STOP: u16 = 0xFFFF;
+
 #[derive(Debug)]
 struct Search {
     origin: ConnId,
     max_ttl: u8,
     results: u32,
+    /// The leaf answers status requests (leaf-guided): what it last said it
+    /// kept (it also gets hits we never see, out of band).
+    guided: bool,
+    leaf_kept: Option<u32>,
+    /// When a status request went out for the coming step (that step was
+    /// due then).
+    asked: Option<Instant>,
+    /// The leaf said stop.
+    stop: bool,
     queried: HashSet<ConnId>,
     started: Instant,
     next_at: Instant,
@@ -132,6 +147,10 @@ impl<K: std::hash::Hash + Eq + Clone> Planner<K> {
                 origin,
                 max_ttl,
                 results: 0,
+                guided: false,
+                leaf_kept: None,
+                asked: None,
+                stop: false,
                 queried: probes.iter().map(|s| s.conn).collect(),
                 started: now,
                 next_at: now + self.config.wait_per_hop * longest as u32,
@@ -145,6 +164,46 @@ impl<K: std::hash::Hash + Eq + Clone> Planner<K> {
         if let Some(s) = self.searches.get_mut(id) {
             s.results = s.results.saturating_add(count);
         }
+    }
+
+    /// The search's leaf answers status requests: ask it before each step.
+    pub fn set_guided(&mut self, id: &K) {
+        if let Some(s) = self.searches.get_mut(id) {
+            s.guided = true;
+        }
+    }
+
+    /// The status requests due at `now` (leaf-guided searches whose next step
+    /// is due and whose leaf was not asked yet): the search and its leaf. The
+    /// step then waits [`STATUS_WAIT`] for the answer.
+    pub fn status_requests(&mut self, now: Instant) -> Vec<(K, ConnId)> {
+        let mut out = Vec::new();
+        for (id, s) in self.searches.iter_mut() {
+            if s.guided && s.asked.is_none() && !s.stop && now >= s.next_at {
+                s.asked = Some(now);
+                s.next_at = now + STATUS_WAIT;
+                out.push((id.clone(), s.origin));
+            }
+        }
+        out
+    }
+
+    /// The leaf `from` says it kept `kept` results for `id` ([`STATUS_STOP`]:
+    /// stop searching). False when `id` is no search of `from`'s.
+    pub fn leaf_status(&mut self, id: &K, from: ConnId, kept: u16) -> bool {
+        let Some(s) = self.searches.get_mut(id).filter(|s| s.origin == from) else {
+            return false;
+        };
+        if kept == STATUS_STOP {
+            s.stop = true;
+        } else {
+            s.leaf_kept = Some(kept.into());
+            // Answered: the step waits no longer.
+            if let Some(due) = s.asked {
+                s.next_at = s.next_at.min(due);
+            }
+        }
+        true
     }
 
     /// Whether `id` is a search of ours.
@@ -168,7 +227,11 @@ impl<K: std::hash::Hash + Eq + Clone> Planner<K> {
         let config = &self.config;
         let mut out = Vec::new();
         self.searches.retain(|id, s| {
-            if s.results >= config.wanted
+            // What the leaf says it kept counts too: hits it got out of band
+            // never pass through us.
+            let results = s.results.max(s.leaf_kept.unwrap_or(0));
+            if s.stop
+                || results >= config.wanted
                 || now.saturating_duration_since(s.started) >= config.lifetime
             {
                 return false;
@@ -191,14 +254,15 @@ impl<K: std::hash::Hash + Eq + Clone> Planner<K> {
                 .max(1) as f64;
             // Results per link so far (at least a little, so a silent network
             // widens fast rather than not at all).
-            let per_link = (s.results as f64 / s.queried.len().max(1) as f64).max(0.1);
-            let needed = (config.wanted - s.results) as f64;
+            let per_link = (results as f64 / s.queried.len().max(1) as f64).max(0.1);
+            let needed = (config.wanted - results) as f64;
             let hosts = (needed / per_link / remaining).ceil() as u64;
             let degree = if next.degree == 0 { 32 } else { next.degree };
             let ttl = (1..=s.max_ttl)
                 .find(|t| horizon(degree, *t) >= hosts)
                 .unwrap_or(s.max_ttl);
             s.queried.insert(next.conn);
+            s.asked = None;
             s.next_at = now + config.wait_per_hop * ttl as u32;
             out.push((
                 id.clone(),
@@ -325,5 +389,55 @@ mod tests {
         let links = [link(1, None)];
         assert!(p.start(1, ConnId(5), 3, &links, t0).is_some());
         assert!(p.start(2, ConnId(5), 3, &links, t0).is_none());
+    }
+
+    #[test]
+    fn a_guided_search_asks_its_leaf_before_each_step_and_obeys_it() {
+        let t0 = Instant::now();
+        let leaf = ConnId(99);
+        let links: Vec<Candidate> = (1..=10).map(|c| link(c, None)).collect();
+        let mut p = Planner::new(DqConfig::default());
+        p.start(1, leaf, 4, &links, t0).unwrap();
+        p.start(2, leaf, 4, &links, t0).unwrap();
+        p.set_guided(&1);
+        let due = t0 + Duration::from_secs(10);
+        // The guided search asks first and waits; the other steps.
+        assert_eq!(p.status_requests(due), vec![(1, leaf)]);
+        assert!(p.status_requests(due).is_empty(), "asked once per step");
+        let steps = p.step(due, |_| links.to_vec());
+        assert_eq!(steps.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2]);
+        // Another link's answer for it is not taken; the leaf's is, and the
+        // step comes at once.
+        assert!(!p.leaf_status(&1, ConnId(3), 5));
+        assert!(p.leaf_status(&1, leaf, 5));
+        let steps = p.step(due + Duration::from_millis(10), |_| links.to_vec());
+        assert_eq!(steps.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1]);
+        // The leaf kept enough (out of band, say): the search ends though no
+        // hit came through us.
+        let later = due + Duration::from_secs(60);
+        assert_eq!(p.status_requests(later), vec![(1, leaf)]);
+        assert!(p.leaf_status(&1, leaf, 150));
+        p.step(later, |_| links.to_vec());
+        assert!(!p.contains(&1));
+        // A leaf's 0xFFFF ends it too.
+        p.start(3, leaf, 4, &links, t0).unwrap();
+        p.set_guided(&3);
+        assert!(p.leaf_status(&3, leaf, STATUS_STOP));
+        p.step(t0 + Duration::from_millis(1), |_| links.to_vec());
+        assert!(!p.contains(&3));
+        // Without an answer the step is taken after STATUS_WAIT with our count.
+        p.start(4, leaf, 4, &links, t0).unwrap();
+        p.set_guided(&4);
+        assert_eq!(p.status_requests(due), vec![(4, leaf)]);
+        assert!(
+            p.step(due + STATUS_WAIT / 2, |_| links.to_vec())
+                .iter()
+                .all(|(id, _)| *id != 4)
+        );
+        assert!(
+            p.step(due + STATUS_WAIT, |_| links.to_vec())
+                .iter()
+                .any(|(id, _)| *id == 4)
+        );
     }
 }

@@ -144,6 +144,28 @@ impl Served {
             .and_then(|s| store.servable(s))
     }
 
+    /// Every file that can be served, in index order, at most `max`, as hit
+    /// results: what a browse of this host lists.
+    pub fn listing(&self, max: usize) -> Vec<crate::wire::HitResult> {
+        let store = self.read();
+        let mut slots: Vec<(u32, u32)> = store
+            .by_index
+            .iter()
+            .filter(|&&s| store.records[s].dir != NO_DIR)
+            .map(|&s| (store.records[s].index, s))
+            .collect();
+        slots.sort_unstable();
+        slots
+            .into_iter()
+            .take(max)
+            .map(|(_, s)| {
+                let f = store.file(s);
+                crate::wire::HitResult::new(f.index, f.size, f.name, f.sha1.as_ref())
+                    .with_fth(f.fth)
+            })
+            .collect()
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Store> {
         // A writer cannot panic while holding the lock (plain table updates),
         // but a poisoned lock still holds consistent tables.

@@ -4,7 +4,9 @@
 
 pub mod addr;
 pub mod altloc;
+pub mod browse;
 pub mod budget;
+pub mod capabilities;
 pub mod download;
 pub mod dq;
 pub mod engine;
@@ -12,6 +14,7 @@ pub mod external;
 pub mod flow;
 pub mod guess;
 pub mod hosts;
+pub mod hsep;
 pub mod library;
 pub mod oob;
 pub mod pongs;

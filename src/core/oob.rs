@@ -353,6 +353,14 @@ impl Claims {
         );
     }
 
+    /// The MUID under which we proxy leaf `conn`'s query `original`.
+    pub fn proxied(&self, conn: ConnId, original: Guid) -> Option<Guid> {
+        self.map
+            .iter()
+            .find(|(_, s)| s.owner == Owner::Leaf(conn, original))
+            .map(|(m, _)| *m)
+    }
+
     /// Whose search `muid` is (for hits that come over TCP too).
     pub fn owner(&self, muid: &Guid) -> Option<Owner> {
         self.map.get(muid).map(|s| s.owner)

@@ -240,7 +240,21 @@ impl Control {
                 udp_solicited: s.reach.solicited.unwrap_or("unknown").into(),
                 external_ip: s.reach.external.map(|ip| ip.to_string()),
             },
+            horizon: {
+                let h = s.horizon[s.horizon.len() - 1];
+                output::Horizon {
+                    hosts: h.hosts,
+                    files: h.files,
+                    kib: h.kib,
+                }
+            },
         }
+    }
+
+    /// Browses of our files: answered, refused for coming too often from
+    /// one address, refused for too many at once.
+    pub fn browse_counts(&self) -> (u64, u64, u64) {
+        self.inner.uploads.browse.counts()
     }
 
     /// Upload slots taken now.

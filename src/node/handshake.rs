@@ -168,6 +168,7 @@ pub fn our_headers(
     h.push(hs::PONG_CACHING, "0.1");
     h.push(hs::GGEP, "0.5");
     h.push(hs::VENDOR_MESSAGE, "0.2");
+    h.push(hs::X_FEATURES, crate::core::capabilities::x_features());
     h.push(hs::X_MAX_TTL, max_ttl.min(ANNOUNCED_MAX_TTL).to_string());
     // We send the library offer vendor message as SRVT/1v2 and read 1v1 too.
     h.push(X_LIBRARY_OFFER, "2");

@@ -78,6 +78,8 @@ pub struct Uploads {
     pub kazaa: std::sync::RwLock<KazaaIdentity>,
     /// The supernode whose users' files are served by proxy.
     fasttrack: std::sync::OnceLock<crate::fasttrack::server::FastTrack>,
+    /// Browse host: who we are in the hits, and its limits and counters.
+    pub browse: super::browse::Browse,
 }
 
 /// What the `X-Kazaa-*` headers of our answers to FastTrack clients say.
@@ -168,6 +170,7 @@ impl Uploads {
             bytes_sent: Default::default(),
             kazaa: std::sync::RwLock::new(KazaaIdentity::new(0)),
             fasttrack: std::sync::OnceLock::new(),
+            browse: super::browse::Browse::default(),
         }
     }
 
@@ -179,6 +182,11 @@ impl Uploads {
     /// Sets what the `X-Kazaa-*` headers say.
     pub fn set_kazaa(&self, id: KazaaIdentity) {
         *self.kazaa.write().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    /// Our address and HTTP port as the `X-Kazaa-IP` header says them.
+    pub fn kazaa_addr(&self) -> SocketAddr {
+        self.kazaa.read().unwrap_or_else(|e| e.into_inner()).addr
     }
 
     fn kazaa_headers(&self) -> Vec<(&'static str, String)> {
@@ -194,13 +202,14 @@ impl Uploads {
 /// from `stream`. Where the platform has `sendfile` (Linux), file bodies go
 /// from the page cache to the socket without a copy (`sendfile.rs`).
 pub async fn serve(stream: TcpStream, prefix: Bytes, remote: SocketAddr, uploads: Arc<Uploads>) {
+    let local = stream.local_addr().ok();
     #[cfg(target_os = "linux")]
     {
         let (stream, spans) = SendfileStream::new(stream);
-        serve_with(stream, prefix, remote, uploads, Some(spans)).await
+        serve_with(stream, prefix, remote, local, uploads, Some(spans)).await
     }
     #[cfg(not(target_os = "linux"))]
-    serve_with(stream, prefix, remote, uploads, None).await
+    serve_with(stream, prefix, remote, local, uploads, None).await
 }
 
 /// Serves HTTP requests on any byte stream, file bodies read into buffers.
@@ -208,7 +217,7 @@ pub async fn serve_io<S>(io: S, prefix: Bytes, remote: SocketAddr, uploads: Arc<
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_with(io, prefix, remote, uploads, None).await
+    serve_with(io, prefix, remote, None, uploads, None).await
 }
 
 /// Serves `io`; `spans` is set when `io` sends placeholder bodies with
@@ -217,6 +226,7 @@ async fn serve_with<S>(
     io: S,
     prefix: Bytes,
     remote: SocketAddr,
+    local: Option<SocketAddr>,
     uploads: Arc<Uploads>,
     spans: Option<Arc<Spans>>,
 ) where
@@ -227,6 +237,7 @@ async fn serve_with<S>(
         open: None,
         spare: Arc::default(),
         spans,
+        local,
     }));
     let cancel = uploads.cancel.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -262,6 +273,8 @@ struct ConnState {
     /// Set when the connection sends file bodies with `sendfile`: what the
     /// placeholders of its bodies stand for.
     spans: Option<Arc<Spans>>,
+    /// The address the client reached us at, when known.
+    local: Option<SocketAddr>,
 }
 
 /// A shared file held open by a connection, and which file on disk it is.
@@ -416,6 +429,15 @@ async fn answer_request(
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
+    }
+    if req.uri().path() == "/" {
+        // A browse (`Accept: application/x-gnutella-packets`); anything else
+        // at `/` is not found, as before.
+        let local = state.lock().unwrap_or_else(|e| e.into_inner()).local;
+        let browse = super::browse::answer(req.headers(), head, remote, local, uploads);
+        if let Some(r) = browse.await {
+            return r;
+        }
     }
     let target = match h::parse_target(req.uri().path(), req.uri().query()) {
         Ok(t) => t,
@@ -811,6 +833,8 @@ pub enum FileBody {
     /// A body that holds an upload slot until it is sent or dropped.
     /// The guard keeps it listed among the uploads and counts what is sent.
     Slotted(Box<FileBody>, OwnedSemaphorePermit, Box<UploadGuard>),
+    /// A body that holds a permit (a browse's) until it is sent or dropped.
+    Held(Box<FileBody>, OwnedSemaphorePermit),
 }
 
 impl FileBody {
@@ -864,6 +888,7 @@ impl Body for FileBody {
                 }
                 Poll::Ready(frame)
             }
+            FileBody::Held(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
             FileBody::File {
                 file,
                 at,
@@ -904,7 +929,7 @@ impl Body for FileBody {
             FileBody::Empty => true,
             FileBody::Full(b) => b.is_none(),
             FileBody::Stream { left, .. } | FileBody::File { left, .. } => *left == 0,
-            FileBody::Slotted(inner, ..) => inner.is_end_stream(),
+            FileBody::Slotted(inner, ..) | FileBody::Held(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -915,7 +940,7 @@ impl Body for FileBody {
             FileBody::Stream { left, .. } | FileBody::File { left, .. } => {
                 SizeHint::with_exact(*left)
             }
-            FileBody::Slotted(inner, ..) => inner.size_hint(),
+            FileBody::Slotted(inner, ..) | FileBody::Held(inner, _) => inner.size_hint(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! task ends.
 
 mod bridge;
+pub mod browse;
 pub mod conn;
 pub mod control;
 mod deflate;
@@ -369,6 +370,7 @@ pub async fn start(config: NodeConfig, cancel: CancellationToken) -> io::Result<
         kazaa.addr.set_ip(ip);
     }
     uploads.set_kazaa(kazaa);
+    uploads.browse.set_identity(guid, config.firewalled);
     tracker.spawn(push::answer_pushes(
         guid,
         push_rx,
@@ -1129,6 +1131,10 @@ async fn open_connection(
         guid: est.headers.get("GUID").and_then(Guid::from_hex),
         remote,
         vendor_messages: est.headers.get(hs::VENDOR_MESSAGE).is_some(),
+        hsep: est
+            .headers
+            .get(hs::X_FEATURES)
+            .is_some_and(|f| crate::core::capabilities::has_feature(f, crate::wire::hsep::FEATURE)),
         inbound,
     };
     let meta = engine::LinkMeta {

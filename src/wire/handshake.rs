@@ -83,6 +83,9 @@ pub const GGEP: &str = "GGEP";
 pub const PONG_CACHING: &str = "Pong-Caching";
 /// The sender understands vendor messages.
 pub const VENDOR_MESSAGE: &str = "Vendor-Message";
+/// Features the sender has, as a comma-separated `name/major.minor` list
+/// (`browse/1.0`, `HSEP/0.2`).
+pub const X_FEATURES: &str = "X-Features";
 /// The sender accepts a query re-sent with the same GUID and a higher TTL.
 pub const X_EXT_PROBES: &str = "X-Ext-Probes";
 /// `false`: the sender does not re-query automatically.

@@ -7,6 +7,7 @@
 //!
 //! The byte layouts are described in `protocol-spec/` at the root of the repository.
 
+pub mod browse;
 pub mod bye;
 pub mod cobs;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod guess;
 pub mod guid;
 pub mod handshake;
 pub mod header;
+pub mod hsep;
 pub mod http;
 pub mod huge;
 pub mod library_offer;

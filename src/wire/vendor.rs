@@ -180,6 +180,75 @@ impl VendorMsg {
     }
 }
 
+/// BEAR/11v1, Query Status Request: an ultrapeer asks its leaf how many
+/// results the leaf kept for a query it searches for it (leaf-guided dynamic
+/// querying). The body is empty; the message's MUID is the query's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryStatusRequest;
+
+/// BEAR/12v1, Query Status Response: the leaf's answer, the number of
+/// results it kept (u16le), [`QueryStatusResponse::STOP`] when it wants no
+/// more. The MUID is the query's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryStatusResponse {
+    pub kept: u16,
+}
+
+impl QueryStatusRequest {
+    pub const VENDOR: [u8; 4] = *b"BEAR";
+    pub const SELECTOR: u16 = 11;
+    pub const VERSION: u16 = 1;
+
+    pub fn to_vendor(self) -> VendorMsg {
+        VendorMsg {
+            vendor: Self::VENDOR,
+            selector: Self::SELECTOR,
+            version: Self::VERSION,
+            body: Bytes::new(),
+        }
+    }
+
+    /// Reads one: anything in the body is ignored (there is none in v1).
+    pub fn parse(m: &VendorMsg) -> Option<QueryStatusRequest> {
+        m.is(&Self::VENDOR, Self::SELECTOR)
+            .then_some(QueryStatusRequest)
+    }
+}
+
+impl QueryStatusResponse {
+    pub const VENDOR: [u8; 4] = *b"BEAR";
+    pub const SELECTOR: u16 = 12;
+    pub const VERSION: u16 = 1;
+    /// "Stop the query."
+    pub const STOP: u16 = 0xFFFF;
+
+    /// Exactly two bytes of body.
+    pub fn to_vendor(self) -> VendorMsg {
+        VendorMsg {
+            vendor: Self::VENDOR,
+            selector: Self::SELECTOR,
+            version: Self::VERSION,
+            body: Bytes::copy_from_slice(&self.kept.to_le_bytes()),
+        }
+    }
+
+    /// Reads one: at least two bytes of body (more are ignored, as shipped
+    /// servents do); `None` when it is another message.
+    pub fn parse(m: &VendorMsg) -> Option<WireResult<QueryStatusResponse>> {
+        if !m.is(&Self::VENDOR, Self::SELECTOR) {
+            return None;
+        }
+        Some(match m.body.get(..2) {
+            Some(b) => Ok(QueryStatusResponse {
+                kept: u16::from_le_bytes([b[0], b[1]]),
+            }),
+            None => Err(WireError::Truncated {
+                what: "query status response",
+            }),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +330,43 @@ mod tests {
             ..ms
         };
         assert_eq!(ms2.supported_entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn query_status_messages_round_trip() {
+        let req = QueryStatusRequest.to_vendor();
+        let mut out = BytesMut::new();
+        req.encode(&mut out).unwrap();
+        assert_eq!(&out[..], b"BEAR\x0b\x00\x01\x00");
+        let back = VendorMsg::parse(&out.freeze()).unwrap();
+        assert_eq!(QueryStatusRequest::parse(&back), Some(QueryStatusRequest));
+        for kept in [0, 37, QueryStatusResponse::STOP] {
+            let m = QueryStatusResponse { kept }.to_vendor();
+            let mut out = BytesMut::new();
+            m.encode(&mut out).unwrap();
+            let mut want = b"BEAR\x0c\x00\x01\x00".to_vec();
+            want.extend_from_slice(&kept.to_le_bytes());
+            assert_eq!(&out[..], &want[..]);
+            let back = VendorMsg::parse(&out.freeze()).unwrap();
+            assert_eq!(
+                QueryStatusResponse::parse(&back),
+                Some(Ok(QueryStatusResponse { kept }))
+            );
+        }
+        let short = VendorMsg {
+            body: Bytes::from_static(&[1]),
+            ..QueryStatusResponse { kept: 0 }.to_vendor()
+        };
+        assert!(matches!(QueryStatusResponse::parse(&short), Some(Err(_))));
+        let long = VendorMsg {
+            body: Bytes::from_static(&[5, 0, 9]),
+            ..QueryStatusResponse { kept: 0 }.to_vendor()
+        };
+        assert_eq!(
+            QueryStatusResponse::parse(&long),
+            Some(Ok(QueryStatusResponse { kept: 5 }))
+        );
+        assert_eq!(QueryStatusResponse::parse(&req), None);
+        assert_eq!(QueryStatusRequest::parse(&long), None);
     }
 }

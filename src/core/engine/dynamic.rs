@@ -39,6 +39,9 @@ impl<L: Links> Engine<L> {
             return false;
         };
         self.stats.dynamic_queries += 1;
+        if self.leaf_guided(from, &frame.payload) {
+            self.dq.set_guided(&frame.header.guid);
+        }
         self.dq_frames.insert(frame.header.guid, frame.clone());
         for p in probes {
             self.dq_send(frame, p, f.hops);
@@ -66,6 +69,7 @@ impl<L: Links> Engine<L> {
             self.dq_frames.clear();
             return;
         }
+        self.ask_leaves(now);
         let (peers, frames) = (&self.peers, &self.dq_frames);
         let steps = self.dq.step(now, |id| {
             let q = frames

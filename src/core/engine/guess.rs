@@ -132,9 +132,11 @@ impl<L: Links> Engine<L> {
         }
     }
 
-    /// Our search `guid` is over: no GUESS query for it any more.
+    /// Our search `guid` is over: no GUESS query for it any more, and our
+    /// ultrapeers' status requests (BEAR/11) for it are answered "stop".
     pub fn end_search(&mut self, guid: Guid) {
         self.guess.client.end(guid);
+        self.own_search_ended(guid);
     }
 
     /// The GUESS counters.
@@ -540,6 +542,8 @@ impl<L: Links> Engine<L> {
         };
         let n = d.frame.payload.first().copied().unwrap_or(0) as u32;
         self.guess.client.hit(&muid, from, n, now);
+        // Counted for our ultrapeers' status requests (BEAR/11) too.
+        self.own_results(search, &d.frame.payload);
         self.links.own_hit(search, d.frame.payload.clone());
         true
     }

@@ -37,12 +37,14 @@ use crate::wire::qrp::{self, PatchDecoder, QrpTable};
 use crate::wire::query::QueryView;
 use crate::wire::queryhit::OpenDataFlags;
 use crate::wire::{
-    Frame, Function, Guid, Header, HitResult, Hops, Message, Ping, Pong, QueryHit,
+    Frame, Function, Guid, HEADER_LEN, Header, HitResult, Hops, Message, Ping, Pong, QueryHit,
     RouteTableUpdate, Trailer, TrailerArea, Ttl,
 };
 
 mod dynamic;
 mod guess;
+mod guidance;
+mod hsep;
 mod offers;
 mod oob;
 mod reach;
@@ -141,6 +143,8 @@ pub struct LinkInfo {
     pub vendor_messages: bool,
     /// The peer connected to us (rather than we to it).
     pub inbound: bool,
+    /// The peer exchanges HSEP (`HSEP/0.2` in its `X-Features`).
+    pub hsep: bool,
 }
 
 /// What connections and the node tell the engine.
@@ -295,6 +299,22 @@ pub struct EngineStats {
     pub hosts: usize,
     /// Inbound sockets closed at once: their address had too many open.
     pub per_ip_refused: u64,
+    /// HSEP messages taken, sent, and dropped (malformed ones count as
+    /// `malformed`).
+    pub hsep_received: u64,
+    pub hsep_sent: u64,
+    pub hsep_dropped: u64,
+    /// Leaf-guided dynamic querying: status requests (BEAR/11) we sent our
+    /// leaves and answers (BEAR/12) taken from them; requests from our
+    /// ultrapeers we answered; and either dropped (from the wrong kind of
+    /// link, or for no search of that link's).
+    pub guidance_asked: u64,
+    pub guidance_received: u64,
+    pub guidance_answered: u64,
+    pub guidance_dropped: u64,
+    /// What our HSEP links reach within 1, 2, ... 10 hops (ourselves not
+    /// counted).
+    pub horizon: [crate::wire::hsep::Triple; crate::wire::hsep::MAX_TRIPLES],
     /// The UDP port's counters.
     pub udp: UdpStats,
     /// Out-of-band hits, as responder, querier and proxy.
@@ -497,6 +517,10 @@ pub struct Engine<L: Links> {
     budgets: Budgets,
     max_table_fill: f64,
     rng: Rng,
+    /// Searches of our own, with the results they got (for BEAR/11).
+    own_searches: HashMap<Guid, guidance::OwnSearch>,
+    /// HSEP tables of the links that speak it.
+    hsep: crate::core::hsep::Hsep,
     /// Our library's part of our QRP table, kept file by file.
     lib_table: LibraryTable,
     /// Our leaves' part of it, kept leaf by leaf (their tables at our size).
@@ -569,6 +593,8 @@ impl<L: Links> Engine<L> {
             budgets: config.budgets,
             max_table_fill: config.max_table_fill.clamp(0.0, 1.0),
             rng: Rng(config.seed),
+            hsep: crate::core::hsep::Hsep::new(),
+            own_searches: HashMap::new(),
             lib_table,
             leaf_slots: LibraryTable::empty(),
             wall: SystemTime::UNIX_EPOCH,
@@ -743,6 +769,9 @@ impl<L: Links> Engine<L> {
         self.stats.dynamic_running = self.dq.len();
         self.stats.hosts = self.hosts.len();
         self.stats.reach = self.reach.stats();
+        self.stats.hsep_sent = self.hsep.sent;
+        self.stats.hsep_received = self.hsep.received;
+        self.stats.horizon = self.hsep.horizon();
         self.stats.guess = self.guess.report();
         self.stats.clone()
     }
@@ -789,12 +818,17 @@ impl<L: Links> Engine<L> {
     /// ultrapeer or flat neighbour and to the leaves whose table matches. Its
     /// hits come back through [`Links::own_hit`]. Returns the links it went to.
     pub fn search(&mut self, guid: Guid, query: Bytes, ttl: u8, now: Instant) -> usize {
+        if crate::wire::query::QueryView::parse(&query).is_err() {
+            return 0;
+        }
         // Marked for out-of-band hits when we can take them (its MUID then
         // carries our address; its hits still reach `own_hit` under `guid`).
         // GUESS goes on with the query unmarked: its MUIDs name nobody.
+        // Leaf guidance counts it under the MUID our ultrapeers see.
         let id = guid;
         let plain = query.clone();
         let (guid, query) = self.oob_mark(guid, query, now);
+        let query = self.own_search_started(guid, query, now);
         let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
             return 0;
         };
@@ -839,6 +873,9 @@ impl<L: Links> Engine<L> {
                 tracing::debug!(conn = conn.0, remote_listen = ?info.remote_listen, local = %info.local, link = info.link.name(), "connection opened");
                 self.stats.opened += 1;
                 self.inbound_seen |= info.inbound;
+                if info.hsep {
+                    self.hsep.opened(conn, info.link == Link::ToLeaf, now);
+                }
                 self.router.connection_opened(conn);
                 info.up_qrp &= self.tier.config().ultrapeer_qrp;
                 let rates = match info.link {
@@ -883,6 +920,7 @@ impl<L: Links> Engine<L> {
                 self.router.connection_closed(conn);
                 self.dq.closed(conn);
                 self.oob_closed(conn, now);
+                self.hsep.closed(conn);
                 self.leaf_part(conn, None);
                 if let Some(peer) = self.peers.remove(&conn) {
                     if peer.proxy.is_some() {
@@ -969,6 +1007,7 @@ impl<L: Links> Engine<L> {
                 self.dq_steps(now);
                 self.oob_tick(now);
                 self.reach_tick(now);
+                self.hsep_tick(now);
                 self.guess_tick(now);
                 // Refresh the pong cache by asking every neighbour now and then.
                 if self

@@ -20,65 +20,6 @@ pub(super) const MAX_SUPPORTED: usize = 128;
 /// list at most four.
 pub(super) const MAX_PUSH_PROXIES: usize = 4;
 
-/// The vendor messages we handle, announced in our Messages-Supported.
-pub(super) const OUR_SUPPORTED: [crate::wire::vendor::Supported; 10] = [
-    // Push-proxy request (we answer it as an ultrapeer) and its ack (we read it
-    // as a leaf, v1 and v2).
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 21,
-        version: 1,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 22,
-        version: 1,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 22,
-        version: 2,
-    },
-    // TCP connect-back (we connect back and say "\n\n").
-    crate::wire::vendor::Supported {
-        vendor: *b"BEAR",
-        selector: 7,
-        version: 1,
-    },
-    // The library offer.
-    crate::wire::vendor::Supported {
-        vendor: *b"SRVT",
-        selector: 1,
-        version: 1,
-    },
-    // Out-of-band hits: reply ack and indication (by UDP), proxy control.
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 11,
-        version: 2,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 11,
-        version: 3,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 12,
-        version: 2,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 12,
-        version: 3,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 13,
-        version: 1,
-    },
-];
-
 impl<L: Links> Engine<L> {
     /// A vendor message: the library offer from a leaf is kept; others ignored.
     pub(super) fn vendor(&mut self, conn: ConnId, id: Guid, payload: &bytes::Bytes) {
@@ -134,6 +75,12 @@ impl<L: Links> Engine<L> {
             }
             return;
         }
+        if self.guidance(conn, id, &m) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         if m.is(b"LIME", 22) && peer.info.link == Link::ToUltrapeer {
             // Our ultrapeer agreed to be our push proxy: v2 names its address
             // (IPv4 big-endian, port little-endian), v1 only its port.
@@ -427,23 +374,13 @@ impl<L: Links> Engine<L> {
         if !peer.info.vendor_messages {
             return;
         }
-        use crate::wire::vendor::Capability;
-        let caps = [
-            Capability {
-                name: *b"QRP1",
-                version: 1,
-            },
-            // Whether we took an incoming connection (we are reachable).
-            Capability {
-                name: *b"TCPI",
-                version: u32::from(self.tcp_reachable() || (!self.firewalled && self.inbound_seen)),
-            },
-        ];
+        // Whether we took an incoming connection (we are reachable).
+        let caps = crate::core::capabilities::capabilities(
+            self.tcp_reachable() || (!self.firewalled && self.inbound_seen),
+        );
         let mut out = BytesMut::new();
         for m in [
-            crate::wire::VendorMsg::messages_supported(
-                &[&OUR_SUPPORTED[..], &reach::REACH_SUPPORTED[..]].concat(),
-            ),
+            crate::wire::VendorMsg::messages_supported(crate::core::capabilities::MESSAGES),
             crate::wire::VendorMsg::capabilities(&caps),
         ] {
             let _ = Message::Vendor(m).encode_frame(self.rng.guid(), Ttl(1), Hops(0), &mut out);

@@ -27,6 +27,12 @@ pub(super) struct OobState {
 }
 
 impl OobState {
+    /// The MUID we gave leaf `conn`'s query `original` by proxying it
+    /// (`original` itself when we do not proxy it).
+    pub(super) fn proxied_muid(&self, conn: ConnId, original: Guid) -> Guid {
+        self.claims.proxied(conn, original).unwrap_or(original)
+    }
+
     pub(super) fn new(seed: u64) -> OobState {
         // The token key: from the core's seed, not the seed itself.
         let mut secret = [0u8; 16];
@@ -255,6 +261,8 @@ impl<L: Links> Engine<L> {
             Owner::Own(id) => {
                 let results = frame.payload.first().copied().unwrap_or(0) as u32;
                 self.guess_results(id, results, now);
+                // Kept, for our ultrapeers' status requests (BEAR/11).
+                self.own_results(frame.header.guid, &frame.payload);
                 self.links.own_hit(id, frame.payload.clone());
             }
             Owner::Leaf(conn, original) => {

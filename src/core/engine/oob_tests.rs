@@ -92,6 +92,7 @@ fn open(e: &mut Engine<Rec>, conn: u64, link: Link, remote: &str, now: Instant) 
             remote: a(remote),
             vendor_messages: true,
             inbound: true,
+            hsep: false,
         },
         now,
     );
@@ -258,6 +259,7 @@ fn many_results_go_in_small_datagrams_deflated_when_asked_each_with_the_token() 
     let d = std::mem::take(&mut e.links_mut().datagrams);
     assert!(d.len() >= 3, "split: {}", d.len());
     let mut results = 0;
+    let mut deflated = 0;
     for (to, bytes) in &d {
         assert_eq!(*to, a("10.9.9.9:7001"), "to the claim's source");
         let plain = crate::wire::udp::encode(
@@ -265,15 +267,19 @@ fn many_results_go_in_small_datagrams_deflated_when_asked_each_with_the_token() 
             false,
         );
         assert!(plain.len() <= 1024, "{} bytes", plain.len());
-        assert!(bytes.len() < plain.len(), "deflated");
         let dg = crate::wire::udp::parse(bytes.clone()).unwrap();
-        assert!(dg.was_deflated);
+        if dg.was_deflated {
+            assert!(bytes.len() < plain.len());
+            deflated += 1;
+        }
         assert_eq!(dg.frame.header.guid, muid);
         let v = QueryHitView::parse(&dg.frame.payload).unwrap();
         assert_eq!(crate::wire::oob::hit_token(&v.trailer), Some(&token[..]));
         results += v.len();
     }
     assert_eq!(results, 40);
+    // Deflated wherever that shortens them (a short last one may not be).
+    assert!(deflated + 1 >= d.len(), "{deflated} of {}", d.len());
     let s = e.stats();
     assert_eq!((s.oob.results_sent, s.oob.hits_sent), (40, d.len() as u64));
 }

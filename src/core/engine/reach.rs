@@ -20,34 +20,6 @@ pub(super) const CONNECT_BACK_EVERY: Duration = Duration::from_secs(60);
 /// IPs remembered by those throttles.
 pub(super) const CONNECT_BACK_IPS: usize = 1024;
 
-/// The vendor messages of reachability we handle, for Messages-Supported.
-pub(super) const REACH_SUPPORTED: [crate::wire::vendor::Supported; 4] = [
-    // UDP connect-back: we send the Ping back (v1: to the GUID it names,
-    // v2: reusing its MUID).
-    crate::wire::vendor::Supported {
-        vendor: *b"GTKG",
-        selector: 7,
-        version: 1,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"GTKG",
-        selector: 7,
-        version: 2,
-    },
-    // Connect-back redirects (LimeWire asks only peers that list them): we
-    // connect back, or ping back, ourselves.
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 7,
-        version: 1,
-    },
-    crate::wire::vendor::Supported {
-        vendor: *b"LIME",
-        selector: 8,
-        version: 1,
-    },
-];
-
 /// What one link has been asked, and asked us.
 #[derive(Clone, Debug, Default)]
 pub(super) struct LinkReach {

@@ -130,6 +130,8 @@ impl<L: Links> Engine<L> {
             Function::Push => Some(BudgetKind::Push),
             Function::RouteTable => Some(BudgetKind::Table),
             Function::Vendor | Function::StandardVendor => Some(BudgetKind::Vendor),
+            // HSEP is charged as a vendor message (a few a minute).
+            Function::Unknown(crate::wire::hsep::FUNCTION) => Some(BudgetKind::Vendor),
             Function::Bye | Function::Unknown(_) => None,
         };
         if let Some(kind) = kind {
@@ -212,6 +214,10 @@ impl<L: Links> Engine<L> {
                 return;
             }
             Function::StandardVendor => return,
+            Function::Unknown(crate::wire::hsep::FUNCTION) => {
+                self.hsep_frame(conn, &frame.payload, now);
+                return;
+            }
             Function::Unknown(f) => {
                 tracing::debug!(
                     conn = conn.0,
@@ -375,7 +381,10 @@ impl<L: Links> Engine<L> {
                 }
                 // A hit for a query of our own (one for a leaf's is forwarded,
                 // not delivered).
-                Function::QueryHit => self.own_or_relayed_hit(h, payload, now),
+                Function::QueryHit => {
+                    self.own_results(h.guid, payload);
+                    self.own_or_relayed_hit(h, payload, now)
+                }
                 Function::Push => {
                     let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
                     if let Ok(p) = Push::parse(payload, &mut budget) {
@@ -630,7 +639,10 @@ impl<L: Links> Engine<L> {
         };
         // Behind a firewall, the ultrapeers that agreed to be our push proxies
         // are listed (GGEP `PUSH`), so a downloader can reach us through them.
+        // Every hit says we can be browsed (GGEP `BH`, as gtk-gnutella and
+        // LimeWire mark theirs).
         let ggep = firewalled.then(|| self.push_proxies()).flatten();
+        let ggep = Some(crate::wire::browse::with_bh(ggep));
         if self.oob_answer(conn, h, q, &found, local, flags, ggep.as_ref(), now) {
             return;
         }

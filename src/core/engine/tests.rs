@@ -105,6 +105,7 @@ fn info(link: Link, port: u16) -> LinkInfo {
         guid: None,
         remote: SocketAddr::from(([10, 0, 0, 2], port)),
         vendor_messages: false,
+        hsep: false,
         inbound: true,
     }
 }
@@ -766,4 +767,242 @@ fn a_search_of_our_own_goes_to_every_neighbour_and_its_hits_come_to_us() {
     assert_eq!(reports[0].conn, a);
     assert_eq!(reports[0].drops.get("duplicate"), Some(&1));
     assert!(reports[1].drops.is_empty());
+}
+
+fn tick(e: &mut Engine<Record>, now: Instant) {
+    e.handle(
+        Event::Tick {
+            busy: 0.0,
+            wall: SystemTime::UNIX_EPOCH,
+        },
+        now,
+    );
+}
+
+/// The vendor messages sent, with the link and MUID.
+fn vendor_sent(e: &Engine<Record>) -> Vec<(ConnId, Guid, crate::wire::VendorMsg)> {
+    e.links
+        .did
+        .iter()
+        .filter_map(|d| match d {
+            Did::Send(c, _, f) if f.header.function == Function::Vendor => Some((
+                *c,
+                f.header.guid,
+                crate::wire::VendorMsg::parse(&f.payload).ok()?,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_ultrapeer_asks_a_guided_leaf_and_stops_when_it_says_so() {
+    use crate::wire::vendor::{QueryStatusRequest, QueryStatusResponse};
+    let (mut e, t0) = engine(Mode::Ultrapeer, &[]);
+    for c in 1..=8 {
+        open(&mut e, c, Link::Peer, t0);
+    }
+    let leaf = open(&mut e, 20, Link::ToLeaf, t0);
+    // The leaf marks its query leaf-guided (flag 0x1000).
+    let guided = Message::Query(Query::new(
+        QueryFlags::with_bits(QueryFlags::LEAF_GUIDED),
+        "rare words",
+    ));
+    frames(&mut e, leaf, vec![frame([0x11; 16], &guided, 3, 0)], t0);
+    assert_eq!(e.dynamic_running(), 1);
+    e.links.did.clear();
+    // When the next step is due, the leaf is asked first (MUID = query's).
+    let due = t0 + Duration::from_secs(10);
+    tick(&mut e, due);
+    let asked = vendor_sent(&e);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!((asked[0].0, asked[0].1), (leaf, Guid([0x11; 16])));
+    assert!(QueryStatusRequest::parse(&asked[0].2).is_some());
+    assert_eq!(e.stats().guidance_asked, 1);
+    // The leaf says it kept enough: the search ends without another step.
+    let answer = Message::Vendor(QueryStatusResponse { kept: 200 }.to_vendor());
+    frames(&mut e, leaf, vec![frame([0x11; 16], &answer, 1, 0)], due);
+    e.links.did.clear();
+    tick(&mut e, due + Duration::from_secs(1));
+    assert_eq!(e.dynamic_running(), 0);
+    assert!(
+        !e.links
+            .did
+            .iter()
+            .any(|d| matches!(d, Did::Send(_, _, f) if f.header.function == Function::Query)),
+        "no step after the leaf had enough"
+    );
+    assert_eq!(e.stats().guidance_received, 1);
+    // An answer from another link, or for no search, is dropped and counted.
+    let other = open(&mut e, 21, Link::ToLeaf, t0);
+    frames(&mut e, other, vec![frame([0x11; 16], &answer, 1, 0)], due);
+    assert_eq!(e.stats().guidance_dropped, 1);
+    // A query without the flag from a leaf that does not list BEAR/11 is not
+    // guided: steps are taken without asking.
+    frames(
+        &mut e,
+        leaf,
+        vec![frame([0x22; 16], &query("plain words"), 3, 0)],
+        due,
+    );
+    e.links.did.clear();
+    tick(&mut e, due + Duration::from_secs(20));
+    assert!(vendor_sent(&e).is_empty());
+}
+
+#[test]
+fn a_leaf_answers_status_requests_with_what_its_search_kept() {
+    use crate::wire::vendor::{QueryStatusRequest, QueryStatusResponse};
+    let (mut e, t0) = engine(Mode::Leaf, &[]);
+    let up = open(&mut e, 1, Link::ToUltrapeer, t0);
+    let guid = Guid([0x33; 16]);
+    let mut q = BytesMut::new();
+    Message::Query(Query::new(QueryFlags::with_bits(0), "some words"))
+        .encode_payload(&mut q)
+        .unwrap();
+    e.search(guid, q.freeze(), 3, t0);
+    // Our query went out marked leaf-guided.
+    let sent_q = e
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(_, _, f) if f.header.function == Function::Query => Some(f.clone()),
+            _ => None,
+        })
+        .expect("the query");
+    assert!(QueryFlags([sent_q.payload[0], sent_q.payload[1]]).has(QueryFlags::LEAF_GUIDED));
+    // Two hits of 1 and 2 results come back.
+    for (i, n) in [1usize, 2].into_iter().enumerate() {
+        let hit = Message::QueryHit(QueryHit {
+            port: 6346,
+            ip: Ipv4Addr::new(10, 0, 0, 9),
+            speed: 0,
+            results: (0..n)
+                .map(|j| HitResult::new(j as u32 + 1, 10, &format!("w{i}{j}"), None))
+                .collect(),
+            trailer: TrailerArea::Qhd(Trailer::new(*b"GTKG", OpenDataFlags::default(), None)),
+            servent: Guid([0x44 + i as u8; 16]),
+        });
+        frames(&mut e, up, vec![frame([0x33; 16], &hit, 3, 1)], t0);
+    }
+    e.links.did.clear();
+    let ask = Message::Vendor(QueryStatusRequest.to_vendor());
+    frames(&mut e, up, vec![frame([0x33; 16], &ask, 1, 0)], t0);
+    let got = vendor_sent(&e);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0, got[0].1), (up, guid));
+    assert_eq!(
+        QueryStatusResponse::parse(&got[0].2),
+        Some(Ok(QueryStatusResponse { kept: 3 }))
+    );
+    // Once the search is over: stop.
+    e.end_search(guid);
+    e.links.did.clear();
+    frames(&mut e, up, vec![frame([0x33; 16], &ask, 1, 0)], t0);
+    assert_eq!(
+        QueryStatusResponse::parse(&vendor_sent(&e)[0].2),
+        Some(Ok(QueryStatusResponse {
+            kept: QueryStatusResponse::STOP
+        }))
+    );
+    assert_eq!(e.stats().guidance_answered, 2);
+}
+
+#[test]
+fn hsep_goes_only_to_links_that_announced_it() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &["a.txt", "b.txt"]);
+    let plain = open(&mut e, 1, Link::Peer, t0);
+    let c = ConnId(2);
+    e.tier.opened(Link::Peer, t0);
+    e.handle(
+        Event::Opened {
+            conn: c,
+            info: LinkInfo {
+                hsep: true,
+                ..info(Link::Peer, 6002)
+            },
+        },
+        t0,
+    );
+    e.links.did.clear();
+    tick(&mut e, t0);
+    let hsep: Vec<(ConnId, Frame)> = e
+        .links
+        .did
+        .iter()
+        .filter_map(|d| match d {
+            Did::Send(c, _, f) if f.header.function == Function::Unknown(0xCD) => {
+                Some((*c, f.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hsep.len(), 1);
+    assert_eq!(hsep[0].0, c);
+    assert_eq!(
+        (hsep[0].1.header.ttl, hsep[0].1.header.hops),
+        (Ttl(1), Hops(0))
+    );
+    let triples = crate::wire::hsep::parse(&hsep[0].1.payload).unwrap();
+    assert_eq!(triples[0].hosts, 1);
+    assert_eq!(triples[0].files, 2);
+    // Its message is taken; the other link's is dropped with a reason.
+    let mut payload = BytesMut::new();
+    crate::wire::hsep::encode(
+        &[crate::wire::hsep::Triple {
+            hosts: 1,
+            files: 7,
+            kib: 70,
+        }],
+        &mut payload,
+    );
+    let h = Header {
+        guid: Guid([9; 16]),
+        function: Function::Unknown(0xCD),
+        ttl: Ttl(1),
+        hops: Hops(0),
+        payload_len: payload.len() as u32,
+    };
+    let f = Frame {
+        header: h,
+        payload: payload.freeze(),
+    };
+    frames(&mut e, c, vec![f.clone()], t0);
+    frames(&mut e, plain, vec![f], t0);
+    let s = e.stats();
+    assert_eq!((s.hsep_received, s.hsep_dropped), (1, 1));
+    assert_eq!(s.horizon[0].files, 7);
+    assert_eq!(s.horizon[9].files, 7);
+    assert_eq!(s.unknown, 0);
+}
+
+#[test]
+fn our_hits_say_we_can_be_browsed() {
+    let (mut e, t0) = engine(Mode::Ultrapeer, &["browsable song.ogg"]);
+    let n = open(&mut e, 1, Link::Peer, t0);
+    frames(
+        &mut e,
+        n,
+        vec![frame([0x66; 16], &query("browsable"), 3, 0)],
+        t0,
+    );
+    let hit = e
+        .links
+        .did
+        .iter()
+        .find_map(|d| match d {
+            Did::Send(c, _, f) if *c == n && f.header.function == Function::QueryHit => {
+                Some(f.clone())
+            }
+            _ => None,
+        })
+        .expect("a hit");
+    let mut budget = crate::wire::ggep::DEFAULT_INFLATE_BUDGET;
+    let hit = QueryHit::parse(&hit.payload, &mut budget).unwrap();
+    let ggep = hit
+        .qhd()
+        .and_then(|t| t.private.ggep.as_ref())
+        .expect("GGEP");
+    assert!(ggep.get(crate::wire::browse::GGEP_BH).is_some());
 }

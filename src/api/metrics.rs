@@ -190,6 +190,7 @@ pub fn node(c: &Control) -> String {
     ] {
         p.sample(name, &[("event", event)], v);
     }
+    oob(&mut p, &s.oob);
     let name = "servent_reachable";
     p.family(
         name,
@@ -412,4 +413,32 @@ pub fn node(c: &Control) -> String {
         p.sample(name, &[("event", event)], v);
     }
     p.finish()
+}
+
+/// Out-of-band hits, as responder, querier and proxy.
+fn oob(p: &mut Page, o: &crate::core::oob::OobStats) {
+    let name = "servent_oob_total";
+    p.family(
+        name,
+        "counter",
+        "Out-of-band hits: offers, claims, hits and results, by event.",
+    );
+    for (event, v) in [
+        ("offered", o.offered),
+        ("claimed", o.claimed),
+        ("hits_sent", o.hits_sent),
+        ("results_sent", o.results_sent),
+        ("unclaimed", o.unclaimed),
+        ("hold_refused", o.hold_refused),
+        ("marked", o.marked),
+        ("proxied", o.proxied),
+        ("relayed", o.relayed),
+        ("acks_sent", o.acks_sent),
+        ("hits_received", o.hits_received),
+        ("results_received", o.results_received),
+        ("forged", o.forged),
+        ("to_leaves", o.to_leaves),
+    ] {
+        p.sample(name, &[("event", event)], v);
+    }
 }

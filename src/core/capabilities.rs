@@ -36,6 +36,13 @@ pub const MESSAGES: &[Supported] = &[
     // connect back, or ping back, ourselves.
     m(b"LIME", 7, 1),
     m(b"LIME", 8, 1),
+    // Out-of-band hits (`protocol-spec/oob.md`): reply ack and indication
+    // (by UDP), and a leaf's proxy control.
+    m(b"LIME", 11, 2),
+    m(b"LIME", 11, 3),
+    m(b"LIME", 12, 2),
+    m(b"LIME", 12, 3),
+    m(b"LIME", 13, 1),
     // The library offer (`protocol-spec/library-offer.md`).
     m(b"SRVT", 1, 1),
     m(b"SRVT", 1, 2),

@@ -16,6 +16,7 @@ pub mod guess;
 pub mod hosts;
 pub mod hsep;
 pub mod library;
+pub mod oob;
 pub mod pongs;
 pub mod reach;
 pub mod router;

@@ -502,6 +502,7 @@ impl EngineRef {
         let mut running = self.lock();
         running.engine.links_mut().udp = Some(udp);
         running.engine.set_udp_local(addr);
+        running.engine.set_udp_addr(Some(addr));
     }
 
     /// `addr` answers GUESS queries (it said so in its handshake).

@@ -1,10 +1,10 @@
 //! Searching as a leaf: connect to a node, send a query, collect hits; the same
 //! link carries the Pushes a download sends to firewalled hosts.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -168,6 +168,9 @@ pub struct LeafLink {
     writer: tokio::sync::Mutex<(OwnedWriteHalf, Option<Deflate>)>,
     hits: tokio::sync::Mutex<mpsc::Receiver<(Guid, QueryHit)>>,
     reader: tokio::task::JoinHandle<()>,
+    /// Out-of-band hits: our UDP address (the link's local IP) and the
+    /// claims of our searches, when the node's address and ours allow it.
+    oob: Option<Oob>,
     /// Our address as the node sees it (the local end of the connection).
     pub local: SocketAddr,
     /// The node's address, when it said it answers GUESS queries (`X-Guess`).
@@ -184,6 +187,7 @@ impl LeafLink {
     pub async fn connect(peer: &str, timeout: Duration) -> Result<LeafLink, SearchError> {
         let (stream, est) = connect_leaf(peer, timeout).await?;
         let local = super::listen::canonical(stream.local_addr()?);
+        let node = super::listen::canonical(stream.peer_addr()?);
         let guess = match est.headers.get(hs::X_GUESS) {
             Some(_) => stream.peer_addr().ok().map(super::listen::canonical),
             None => None,
@@ -196,6 +200,7 @@ impl LeafLink {
             Box::new(input)
         };
         let (tx, rx) = mpsc::channel(HIT_QUEUE);
+        let oob = Oob::start(local, node, tx.clone()).await;
         let reader = tokio::spawn(async move {
             let mut framed = FramedRead::new(source, DescriptorCodec::default());
             while let Some(Ok(frame)) = framed.next().await {
@@ -214,6 +219,7 @@ impl LeafLink {
             writer: tokio::sync::Mutex::new((w, est.deflate_out.then(Deflate::default))),
             hits: tokio::sync::Mutex::new(rx),
             reader,
+            oob,
             local,
             guess,
             guess_config: Default::default(),
@@ -244,16 +250,29 @@ impl LeafLink {
         mut on_hit: impl FnMut(SearchHit),
     ) -> Result<usize, SearchError> {
         let mut out = BytesMut::new();
-        let id = Guid::new_random();
+        let mut id = Guid::new_random();
         let mut query = Query::new(QueryFlags::with_bits(0), words);
+        let mut ggep = Vec::new();
         if self.local.is_ipv6() {
             // IPv6-Ready: on an IPv6 link we take IPv6 hosts in the hits.
+            ggep.extend(crate::wire::ipv6::I6::Also.ext());
+        }
+        if let Some(oob) = &self.oob {
+            // Asked for out-of-band hits, at our UDP address (0x0400 and SO).
+            id = crate::wire::oob::with_muid_addr(id, oob.addr);
+            query.flags = QueryFlags::with_bits(QueryFlags::OOB);
+            ggep.push(crate::wire::GgepExt::flag(crate::wire::oob::GGEP_SO));
+            oob.claims.lock().unwrap_or_else(|e| e.into_inner()).start(
+                id,
+                crate::core::oob::Owner::Own(id),
+                std::time::Instant::now(),
+            );
+        }
+        if !ggep.is_empty() {
             query
                 .ext
                 .items
-                .push(crate::wire::ExtItem::Ggep(crate::wire::Ggep::new(
-                    crate::wire::ipv6::I6::Also.ext().into_iter().collect(),
-                )));
+                .push(crate::wire::ExtItem::Ggep(crate::wire::Ggep::new(ggep)));
         }
         Message::Query(query)
             .encode_frame(id, Ttl(ttl.max(1)), Hops(0), &mut out)
@@ -270,7 +289,12 @@ impl LeafLink {
         // Quiet for long, the query goes on by GUESS (when the node serves it).
         let mut guess = match self.guess.filter(|_| self.guess_config.client) {
             Some(first) => {
-                let payload = Bytes::copy_from_slice(&out[crate::wire::HEADER_LEN..]);
+                // Unmarked: a GUESS query's MUID names nobody to send OOB hits to.
+                let mut plain = BytesMut::new();
+                Query::new(QueryFlags::with_bits(0), words)
+                    .encode(&mut plain)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let payload = plain.freeze();
                 super::guess_search::start(
                     self.local.ip(),
                     vec![first],
@@ -351,6 +375,122 @@ impl LeafLink {
         let mut w = self.writer.lock().await;
         let _ = w.0.shutdown().await;
         self.reader.abort();
+        if let Some(o) = &self.oob {
+            o.task.abort();
+        }
+    }
+}
+
+/// A leaf link's out-of-band side: a UDP socket on the link's local IP,
+/// answering offers (LIME/12) for our searches with claims (LIME/11) and
+/// passing the claimed hits, checked as the node checks them
+/// (`core::oob::Claims`), to the link's hit queue.
+struct Oob {
+    addr: SocketAddrV4,
+    claims: std::sync::Arc<std::sync::Mutex<crate::core::oob::Claims>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Oob {
+    /// Out of band only where replies can reach us: our local address is
+    /// routable, or the node's is not (a local mesh, where the node sees us
+    /// at the address we see). `None` otherwise, or without a socket.
+    async fn start(
+        local: SocketAddr,
+        peer: SocketAddr,
+        hits: mpsc::Sender<(Guid, QueryHit)>,
+    ) -> Option<Oob> {
+        use crate::core::addr::is_routable;
+        let SocketAddr::V4(l4) = local else {
+            return None;
+        };
+        if !is_routable(local.ip()) && is_routable(peer.ip()) {
+            return None;
+        }
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+            .await
+            .ok()?;
+        let addr = SocketAddrV4::new(*l4.ip(), socket.local_addr().ok()?.port());
+        let mut secret = [0u8; 16];
+        secret.copy_from_slice(&Guid::new_random().0);
+        let claims = std::sync::Arc::new(std::sync::Mutex::new(crate::core::oob::Claims::new(
+            crate::core::oob::OobConfig::default(),
+            secret,
+        )));
+        let task = tokio::spawn(oob_loop(socket, claims.clone(), hits));
+        Some(Oob { addr, claims, task })
+    }
+}
+
+/// Reads datagrams: offers for our searches are claimed, hits taken when
+/// claimed with our token; everything else is ignored.
+async fn oob_loop(
+    socket: tokio::net::UdpSocket,
+    claims: std::sync::Arc<std::sync::Mutex<crate::core::oob::Claims>>,
+    hits: mpsc::Sender<(Guid, QueryHit)>,
+) {
+    use crate::core::oob::{Answer, HitVerdict};
+    use crate::wire::oob::{Ack, Indication, hit_token};
+    let mut buf = vec![0u8; crate::wire::udp::MAX_DATAGRAM + 1];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let Ok(d) = crate::wire::udp::parse(bytes::Bytes::copy_from_slice(&buf[..n])) else {
+            continue;
+        };
+        let muid = d.frame.header.guid;
+        match d.frame.header.function {
+            Function::Vendor => {
+                let Ok(m) = crate::wire::VendorMsg::parse(&d.frame.payload) else {
+                    continue;
+                };
+                let Ok(offer) = Indication::parse(&m) else {
+                    continue;
+                };
+                let answer = claims.lock().unwrap_or_else(|e| e.into_inner()).indication(
+                    &muid,
+                    from,
+                    offer.hits,
+                    offer.version,
+                    std::time::Instant::now(),
+                );
+                if let Answer::Ack { wanted, token } = answer {
+                    let ack = Ack {
+                        wanted,
+                        token: token.map(|t| bytes::Bytes::copy_from_slice(&t)),
+                    };
+                    let mut out = BytesMut::new();
+                    // TTL 9: we read deflated hits.
+                    if Message::Vendor(ack.to_vendor())
+                        .encode_frame(muid, Ttl(9), Hops(0), &mut out)
+                        .is_ok()
+                    {
+                        let _ = socket.send_to(&out, from).await;
+                    }
+                }
+            }
+            Function::QueryHit => {
+                let Ok(view) = crate::wire::queryhit::QueryHitView::parse(&d.frame.payload) else {
+                    continue;
+                };
+                let verdict = claims.lock().unwrap_or_else(|e| e.into_inner()).hit(
+                    &muid,
+                    from,
+                    view.len() as u32,
+                    hit_token(&view.trailer),
+                );
+                if verdict == HitVerdict::Drop("oob-token-forged") {
+                    tracing::debug!(%from, "dropped an out-of-band hit with a forged token");
+                }
+                if let HitVerdict::Take(_) = verdict {
+                    if let Ok(Message::QueryHit(hit)) = d.frame.message() {
+                        let _ = hits.try_send((muid, hit));
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod ipv6;
 pub mod library_offer;
 pub mod magnet;
 pub mod message;
+pub mod oob;
 pub mod ping;
 pub mod pong;
 pub mod push;

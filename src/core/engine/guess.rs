@@ -450,6 +450,7 @@ impl<L: Links> Engine<L> {
         }
         let muid = frame.header.guid;
         let payload = g::without_guess(&frame.payload).unwrap_or_else(|| frame.payload.clone());
+        let payload = self.oob_guess_payload(from, &frame.header.guid, payload);
         let stripped = Frame {
             header: Header {
                 ttl: Ttl(1),
@@ -489,6 +490,12 @@ impl<L: Links> Engine<L> {
         let n = payload.first().copied().unwrap_or(0) as u32;
         self.guess.client.results(h.guid, n, now);
         self.links.own_hit(h.guid, payload.clone());
+    }
+
+    /// `n` results for our search `search` came by another way (out of
+    /// band): it is not quiet.
+    pub(super) fn guess_results(&mut self, search: Guid, n: u32, now: Instant) {
+        self.guess.client.results(search, n, now);
     }
 
     /// A search of ours went out: watched, to go on by GUESS if it goes quiet.

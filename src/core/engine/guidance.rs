@@ -63,6 +63,12 @@ impl<L: Links> Engine<L> {
                 true
             }
             Some(Ok(r)) => {
+                // A leaf's query we proxy runs under our MUID; the leaf
+                // answers under its own.
+                let muid = self.oob.proxied_muid(conn, muid);
+                let Some(peer) = self.peers.get_mut(&conn) else {
+                    return true;
+                };
                 if peer.info.link == Link::ToLeaf && self.dq.leaf_status(&muid, conn, r.kept) {
                     self.stats.guidance_received += 1;
                 } else {
@@ -92,6 +98,8 @@ impl<L: Links> Engine<L> {
         for (id, leaf) in self.dq.status_requests(now) {
             let m = Message::Vendor(QueryStatusRequest.to_vendor());
             let mut out = BytesMut::new();
+            // Asked under the leaf's own MUID when we proxy its query.
+            let id = self.oob_reply_guid(leaf, id);
             if m.encode_frame(id, Ttl(1), Hops(0), &mut out).is_ok() {
                 self.links.send(leaf, Priority::Own, out.freeze());
                 self.stats.guidance_asked += 1;

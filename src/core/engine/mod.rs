@@ -47,6 +47,7 @@ mod guidance;
 mod hsep;
 mod ipv6;
 mod offers;
+mod oob;
 mod reach;
 mod routing;
 mod tables;
@@ -327,6 +328,8 @@ pub struct EngineStats {
     pub udp: UdpStats,
     /// UDP host caches: ours as a client, and the pings we answered as one.
     pub uhc: crate::core::uhc::UhcStats,
+    /// Out-of-band hits, as responder, querier and proxy.
+    pub oob: crate::core::oob::OobStats,
     /// Reachability: verdicts, our address, connect-backs asked and answered.
     pub reach: crate::core::reach::ReachStats,
     /// GUESS, as server and client.
@@ -539,6 +542,8 @@ pub struct Engine<L: Links> {
     udp_sources: crate::core::udp::Sources,
     /// UDP host caches, as a client and as one.
     uhc: uhc::UhcState,
+    /// Out-of-band hits held, claimed and proxied.
+    oob: oob::OobState,
     /// Whether we can be reached, and our external address.
     reach: crate::core::reach::Reach,
     /// Connect-backs we make per IP (TCP, and UDP ping-backs); on a local
@@ -608,6 +613,7 @@ impl<L: Links> Engine<L> {
             wall: SystemTime::UNIX_EPOCH,
             udp_sources: crate::core::udp::Sources::new(crate::core::udp::source_rates()),
             uhc: uhc::UhcState::new(),
+            oob: oob::OobState::new(config.seed),
             reach: crate::core::reach::Reach::new(config.scope, config.reach),
             tcp_backs: crate::core::udp::Throttle::new(
                 reach::CONNECT_BACK_EVERY,
@@ -832,6 +838,13 @@ impl<L: Links> Engine<L> {
         }
         // IPv6-Ready: say we take IPv6 hosts when we have an IPv6 address.
         let query = self.with_i6(query);
+        // Marked for out-of-band hits when we can take them (its MUID then
+        // carries our address; its hits still reach `own_hit` under `guid`).
+        // GUESS goes on with the query unmarked: its MUIDs name nobody.
+        // Leaf guidance counts it under the MUID our ultrapeers see.
+        let id = guid;
+        let plain = query.clone();
+        let (guid, query) = self.oob_mark(guid, query, now);
         let query = self.own_search_started(guid, query, now);
         let Ok(view) = crate::wire::query::QueryView::parse(&query) else {
             return 0;
@@ -854,7 +867,7 @@ impl<L: Links> Engine<L> {
             payload: query.clone(),
         };
         let bytes = routing::reencode(&frame, f.ttl, 0);
-        self.guess_watch(guid, &query, now);
+        self.guess_watch(id, &plain, now);
         let mut sent = 0;
         for p in self.peers.values() {
             let go = match p.info.link {
@@ -927,6 +940,7 @@ impl<L: Links> Engine<L> {
                 tracing::debug!(conn = conn.0, "connection closed");
                 self.router.connection_closed(conn);
                 self.dq.closed(conn);
+                self.oob_closed(conn, now);
                 self.hsep.closed(conn);
                 self.leaf_part(conn, None);
                 if let Some(peer) = self.peers.remove(&conn) {
@@ -1012,6 +1026,7 @@ impl<L: Links> Engine<L> {
                 }
                 self.send_tables();
                 self.dq_steps(now);
+                self.oob_tick(now);
                 self.reach_tick(now);
                 self.hsep_tick(now);
                 self.guess_tick(now);

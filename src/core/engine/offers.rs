@@ -116,6 +116,10 @@ impl<L: Links> Engine<L> {
             }
             return;
         }
+        if m.is(b"LIME", 13) {
+            self.oob_proxy_control(conn, &m);
+            return;
+        }
         if self.reach_vendor(conn, id, &m) {
             return;
         }

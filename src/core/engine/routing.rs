@@ -154,16 +154,14 @@ impl<L: Links> Engine<L> {
             }
         }
         if frame.header.function == Function::Query && peer.info.link == Link::ToLeaf {
-            // A leaf asking for out-of-band replies would have them sent by UDP
-            // to the address in its MUID, which we cannot proxy: responders such
-            // as LimeWire then send nothing in-band, and the leaf gets nothing.
-            // Cleared, its query is answered along the path it came.
-            if let Some(p) = strip_oob(&frame.payload) {
-                frame.payload = p;
-                frame.header.payload_len = frame.payload.len() as u32;
-                self.stats.oob_stripped += 1;
-            }
+            // A leaf's out-of-band request: relayed, proxied or cleared (a
+            // request we neither relay nor proxy would have responders such as
+            // LimeWire send nothing in-band, and the leaf get nothing).
+            self.oob_leaf_query(conn, &mut frame, now);
         }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         let h = frame.header;
         let class = match h.function {
             Function::Ping => Class::Discovery,
@@ -250,6 +248,11 @@ impl<L: Links> Engine<L> {
             }
             None
         };
+        // A hit for a search whose MUID carries our address (ours, or a
+        // leaf's we proxy) goes to its owner.
+        if h.function == Function::QueryHit && self.oob_tcp_hit(&frame, now) {
+            return;
+        }
         if let Class::Directed { target } = class {
             // A Push for a leaf we answered for (we are its push proxy).
             if self.push_to_leaf(conn, target, &frame) {
@@ -368,7 +371,7 @@ impl<L: Links> Engine<L> {
                 Function::Ping => self.answer_ping(conn, h, now),
                 Function::Query => {
                     if let Some(q) = query {
-                        self.answer_query(conn, h, q);
+                        self.answer_query(conn, h, q, now);
                         if self.tier.role() == Role::Ultrapeer {
                             self.answer_for_leaves(conn, h, q);
                         }
@@ -516,8 +519,10 @@ impl<L: Links> Engine<L> {
             return;
         };
         let mut out = BytesMut::new();
+        // A leaf's query we proxy is answered to the leaf under its own MUID.
+        let guid = self.oob_reply_guid(to, request.guid);
         if msg
-            .encode_frame(request.guid, Self::reply_ttl(request.hops), hops, &mut out)
+            .encode_frame(guid, Self::reply_ttl(request.hops), hops, &mut out)
             .is_ok()
             && !matches!(
                 self.links.send(peer.conn, priority, out.freeze()),
@@ -611,7 +616,13 @@ impl<L: Links> Engine<L> {
         found
     }
 
-    pub(super) fn answer_query(&mut self, conn: ConnId, h: &Header, q: &QueryView<'_>) {
+    pub(super) fn answer_query(
+        &mut self,
+        conn: ConnId,
+        h: &Header,
+        q: &QueryView<'_>,
+        now: Instant,
+    ) {
         let found = self.local_results(q);
         if found.is_empty() {
             return;
@@ -631,6 +642,9 @@ impl<L: Links> Engine<L> {
         // browsed (GGEP `BH`, as gtk-gnutella and LimeWire mark theirs).
         let (ip, ggep) = self.hit_trailer_ggep(local, q.i6(), firewalled);
         let ggep = Some(crate::wire::browse::with_bh(ggep));
+        if self.oob_answer(conn, h, q, &found, local, flags, ggep.as_ref(), now) {
+            return;
+        }
         for chunk in found.chunks(RESULTS_PER_HIT) {
             let hit = Message::QueryHit(QueryHit {
                 port: local.port(),

@@ -95,11 +95,12 @@ impl<L: Links> Engine<L> {
             }
             Function::Query => self.guess_query(from, d, now),
             Function::QueryHit => {
+                // A GUESS answer, else an out-of-band hit (or unsolicited).
                 if !self.guess_hit(from, &d, now) {
-                    self.stats.udp.drop("hit-unsolicited")
+                    self.udp_hit(from, d, now)
                 }
             }
-            Function::Vendor | Function::StandardVendor => self.stats.udp.drop("vendor-unknown"),
+            Function::Vendor | Function::StandardVendor => self.udp_vendor(from, d, now),
             Function::Bye | Function::RouteTable | Function::Unknown(_) => {}
         }
     }

@@ -361,6 +361,21 @@ impl Claims {
             .map(|(m, _)| *m)
     }
 
+    /// The MUID our own search `id` went out under, while it is tracked.
+    pub fn own_muid(&self, id: Guid) -> Option<Guid> {
+        self.map
+            .iter()
+            .find(|(_, s)| s.owner == Owner::Own(id))
+            .map(|(m, _)| *m)
+    }
+
+    /// Stops tracking `muid`: its offers are no longer claimed.
+    pub fn end(&mut self, muid: &Guid) {
+        if self.map.remove(muid).is_some() {
+            self.order.retain(|m| m != muid);
+        }
+    }
+
     /// Whose search `muid` is (for hits that come over TCP too).
     pub fn owner(&self, muid: &Guid) -> Option<Owner> {
         self.map.get(muid).map(|s| s.owner)
@@ -596,6 +611,23 @@ mod tests {
         );
         h.hold(Guid([5; 16]), r, false, vec![hit(1)], 50, t0)
             .unwrap();
+    }
+
+    #[test]
+    fn an_ended_search_claims_no_more() {
+        let t0 = Instant::now();
+        let mut c = Claims::new(OobConfig::default(), [7; 16]);
+        let (id, m) = (Guid([4; 16]), Guid([3; 16]));
+        c.start(m, Owner::Own(id), t0);
+        assert_eq!(c.own_muid(id), Some(m));
+        assert_eq!(c.own_muid(Guid([5; 16])), None);
+        c.end(&m);
+        assert_eq!(c.own_muid(id), None);
+        assert!(c.is_empty());
+        assert_eq!(
+            c.indication(&m, a("10.2.2.2:6346"), 3, 3, t0),
+            Answer::Ignore("oob-offer-unknown")
+        );
     }
 
     #[test]

@@ -137,6 +137,13 @@ impl<L: Links> Engine<L> {
     pub fn end_search(&mut self, guid: Guid) {
         self.guess.client.end(guid);
         self.own_search_ended(guid);
+        // Marked for out-of-band hits, it went out (and leaf guidance counts
+        // it) under the MUID carrying our address: that ends too, and its
+        // offers are no longer claimed.
+        if let Some(muid) = self.oob.claims.own_muid(guid) {
+            self.own_search_ended(muid);
+            self.oob.claims.end(&muid);
+        }
     }
 
     /// The GUESS counters.

@@ -18,7 +18,7 @@ use crate::wire::udp::{Datagram, TTL_DEFLATE_OK};
 /// The engine's out-of-band state.
 pub(super) struct OobState {
     held: Held,
-    claims: Claims,
+    pub(super) claims: Claims,
     /// Where our UDP port is bound (none: no UDP, every answer goes by TCP).
     udp: Option<SocketAddr>,
     /// What each leaf said of proxying (LIME/13); none: proxying allowed.

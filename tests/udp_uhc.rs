@@ -715,3 +715,63 @@ async fn a_silent_cache_times_out_and_is_not_pinged_again_at_once() {
     assert_eq!(n.stats().uhc.pings, 1);
     tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
 }
+
+#[test]
+fn ipv6_hosts_and_echoes_are_given_when_asked() {
+    let (mut e, t0) = core(TierMode::Ultrapeer);
+    learn_ultrapeers(&mut e, 3);
+    for i in 0..4u16 {
+        let a = SocketAddr::new(format!("2001:4860::{:x}", i + 1).parse().unwrap(), 6346 + i);
+        e.hosts_mut().mark_ultrapeer(a, true, SystemTime::now());
+    }
+    let ipp6 = |p: &Pong| -> Vec<SocketAddr> {
+        p.ggep
+            .as_ref()
+            .map(|g| servent::wire::ipv6::packed_of(g, "", "IPP6"))
+            .unwrap_or_default()
+    };
+    // SCP 0x04: IPv4 and IPv6 hosts.
+    dg(
+        &mut e,
+        "11.0.0.21:6346",
+        uhc_ping(Some(0x04), false, 1, 0),
+        t0,
+    );
+    let p = pong_of(&sent(&mut e)[0].1);
+    assert_eq!(PongExtras::of(&p).ipp.len(), 3);
+    assert_eq!(ipp6(&p).len(), 4);
+    // SCP 0x08: IPv6 only.
+    dg(
+        &mut e,
+        "11.0.0.22:6346",
+        uhc_ping(Some(0x08), false, 1, 0),
+        t0,
+    );
+    let p = pong_of(&sent(&mut e)[0].1);
+    assert!(PongExtras::of(&p).ipp.is_empty());
+    assert_eq!(ipp6(&p).len(), 4);
+    // SCP without the IPv6 bits: IPv4 only, as before.
+    dg(
+        &mut e,
+        "11.0.0.23:6346",
+        uhc_ping(Some(0x00), false, 1, 0),
+        t0,
+    );
+    assert!(ipp6(&pong_of(&sent(&mut e)[0].1)).is_empty());
+    // An asker over IPv6 gets its address echoed in 18 bytes, and is not
+    // handed back to itself.
+    dg(
+        &mut e,
+        "[2001:4860::1]:6346",
+        uhc_ping(Some(0x04), true, 1, 0),
+        t0,
+    );
+    let p = pong_of(&sent(&mut e)[0].1);
+    let echo = p.ggep.as_ref().and_then(|g| g.get("IP")).unwrap();
+    assert_eq!(echo.data.len(), 18);
+    assert_eq!(
+        servent::wire::ipv6::parse_ip_echo(&echo.data),
+        Some("[2001:4860::1]:6346".parse().unwrap())
+    );
+    assert_eq!(ipp6(&p).len(), 3);
+}

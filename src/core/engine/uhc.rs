@@ -5,6 +5,7 @@
 //! when) are `core::uhc`; the shell resolves names and calls
 //! [`Engine::uhc_round`] and [`Engine::uhc_ping`].
 
+use crate::wire::GgepExt;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -178,15 +179,37 @@ impl<L: Links> Engine<L> {
             extras.ipp = self.packed_hosts(from);
             self.uhc.stats.packed += extras.ipp.len() as u64;
         }
+        // IPv6 hosts in `IPP6` when `SCP` asks for them (0x04, or 0x08:
+        // IPv6 only), as gtk-gnutella answers.
+        if let Some(f) = asks.scp {
+            if crate::wire::ipv6::scp_families(&[f]).1 {
+                let v6 = self.packed_hosts6(from);
+                self.uhc.stats.packed += v6.len() as u64;
+                if !v6.is_empty() {
+                    extras.more.push(
+                        GgepExt::new(
+                            crate::wire::ipv6::GGEP_IPP6,
+                            crate::wire::ipv6::encode_packed6(&v6),
+                        )
+                        .compressed_if_smaller(),
+                    );
+                }
+            }
+        }
         if self.acts_as_cache() {
             extras.udphc = Some(String::new());
         }
         // Only for a direct request (gtk-gnutella's rule), and IPv4 only.
         if asks.ip && h.ttl.0 == 1 && h.hops.0 == 0 {
-            if let SocketAddr::V4(v4) = from {
-                extras.ip = Some(v4);
-                self.uhc.stats.echoed += 1;
+            match from.ip().to_canonical() {
+                IpAddr::V4(ip) => extras.ip = Some(SocketAddrV4::new(ip, from.port())),
+                // 18 bytes for an IPv6 asker.
+                IpAddr::V6(_) => extras.more.push(GgepExt::new(
+                    crate::wire::ipv6::GGEP_IP,
+                    crate::wire::ipv6::encode_ip_echo(from),
+                )),
             }
+            self.uhc.stats.echoed += 1;
         }
         let pong = extras.pong(
             me,
@@ -208,11 +231,18 @@ impl<L: Links> Engine<L> {
             Err(_) => return self.stats.udp.drop("malformed"),
         };
         let extras = PongExtras::of(&pong);
-        let name = match self
-            .uhc
-            .client
-            .answered(from, d.frame.header.guid, extras.ipp.len(), now)
-        {
+        // IPv6 hosts (`IPP6`), read beside the IPv4 ones.
+        let ipp6: Vec<SocketAddr> = pong
+            .ggep
+            .as_ref()
+            .map(|g| crate::wire::ipv6::packed_of(g, "", crate::wire::ipv6::GGEP_IPP6))
+            .unwrap_or_default();
+        let name = match self.uhc.client.answered(
+            from,
+            d.frame.header.guid,
+            extras.ipp.len() + ipp6.len(),
+            now,
+        ) {
             Answer::NotOurs => return self.stats.udp.drop("pong-unsolicited"),
             Answer::WrongSource => return self.stats.udp.drop("pong-wrong-source"),
             Answer::From(name) => name,
@@ -221,8 +251,7 @@ impl<L: Links> Engine<L> {
         let wall = self.wall;
         // Packed hosts are ultrapeers (gtk-gnutella puts them in its
         // ultrapeer cache).
-        for h in &extras.ipp {
-            let a = SocketAddr::V4(*h);
+        for a in extras.ipp.iter().map(|h| SocketAddr::V4(*h)).chain(ipp6) {
             if !self.is_me(a) {
                 self.hosts.mark_ultrapeer(a, true, wall);
             }
@@ -324,6 +353,34 @@ impl<L: Links> Engine<L> {
                 continue;
             }
             out.push(v4);
+            if out.len() == wire_uhc::MAX_IPP {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The IPv6 hosts to pack for `asker` (`IPP6`), chosen as
+    /// [`Self::packed_hosts`] chooses the IPv4 ones.
+    fn packed_hosts6(&self, asker: SocketAddr) -> Vec<std::net::SocketAddrV6> {
+        let linked = self.peers.values().filter_map(|p| match p.info.link {
+            Link::Peer | Link::Flat | Link::ToUltrapeer => p.info.remote_listen,
+            Link::ToLeaf => None,
+        });
+        let cached = self
+            .hosts
+            .sample_live_ultrapeers(wire_uhc::MAX_IPP * 2)
+            .into_iter()
+            .chain(self.hosts.sample(wire_uhc::MAX_IPP * 2));
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for a in linked.chain(cached) {
+            let SocketAddr::V6(v6) = a else { continue };
+            if v6.ip().to_ipv4_mapped().is_some() || a == asker || self.is_me(a) || !seen.insert(v6)
+            {
+                continue;
+            }
+            out.push(v6);
             if out.len() == wire_uhc::MAX_IPP {
                 break;
             }

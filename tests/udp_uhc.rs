@@ -775,3 +775,27 @@ fn ipv6_hosts_and_echoes_are_given_when_asked() {
     );
     assert_eq!(ipp6(&p).len(), 3);
 }
+
+#[test]
+fn a_node_does_not_ping_itself_as_a_cache() {
+    let (mut e, t0) = core(TierMode::Ultrapeer);
+    e.hosts_mut()
+        .set_scope(servent::core::addr::Scope::Internet);
+    e.set_udp_address(a4("9.9.9.9:6346"));
+    e.set_udp_host_caches(
+        vec!["me.test:6346".into(), "other.test:6346".into()],
+        UhcConfig::default(),
+        CacheMode::Auto,
+    );
+    let r = e.uhc_round(t0, true);
+    assert_eq!(r.ping.len(), 2);
+    // The name resolves to our own address: skipped, and said so.
+    assert_eq!(
+        e.uhc_ping("me.test:6346", &["9.9.9.9:6346".parse().unwrap()], t0),
+        0
+    );
+    assert!(sent(&mut e).is_empty());
+    assert_eq!(e.stats().uhc.self_skipped, 1);
+    let n = e.uhc_ping("other.test:6346", &["9.9.9.10:6346".parse().unwrap()], t0);
+    assert_eq!(n, 1, "{:?}", e.stats().uhc);
+}

@@ -161,7 +161,7 @@ pub fn node(c: &Control) -> String {
     p.family(
         name,
         "counter",
-        "UDP host caches asked by us: pings, answers, answers with hosts, timeouts, names not resolved, caches learned and forgotten, times the HTTP caches were due.",
+        "UDP host caches asked by us: pings, answers, answers with hosts, timeouts, names not resolved, caches learned and forgotten, times the HTTP caches were due, cache addresses skipped for being our own.",
     );
     let u = &s.uhc;
     for (event, v) in [
@@ -173,6 +173,7 @@ pub fn node(c: &Control) -> String {
         ("learned", u.learned),
         ("forgotten", u.forgotten),
         ("fallback", u.fallbacks),
+        ("self_skipped", u.self_skipped),
     ] {
         p.sample(name, &[("event", event)], v);
     }

@@ -119,6 +119,8 @@ pub struct UhcStats {
     pub forgotten: u64,
     /// Times the UDP caches gave nothing and the HTTP caches were due.
     pub fallbacks: u64,
+    /// Cache addresses not pinged for being our own.
+    pub self_skipped: u64,
     /// As a cache: pings answered, hosts packed in the answers, addresses
     /// echoed (`IP`), and pings not answered within one minute of the last
     /// one from their address.

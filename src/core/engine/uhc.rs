@@ -66,6 +66,7 @@ impl UhcState {
             packed: self.stats.packed,
             echoed: self.stats.echoed,
             throttled: self.stats.throttled,
+            self_skipped: self.stats.self_skipped,
             ..c.clone()
         }
     }
@@ -101,6 +102,12 @@ impl<L: Links> Engine<L> {
             // Learned caches only within our scope (no private addresses
             // from the Internet); the user's own, wherever they are.
             if !configured && !self.hosts.scope().allows(*to) {
+                continue;
+            }
+            // Our own address in the list (a node that is one of the
+            // caches it was given): nothing to learn from ourselves.
+            if self.is_our_udp(*to) {
+                self.uhc.stats.self_skipped += 1;
                 continue;
             }
             if !self.uhc.pinged.allow(self.uhc_throttle_key(*to), now) {
@@ -309,6 +316,22 @@ impl<L: Links> Engine<L> {
             CacheMode::Never => false,
             CacheMode::Auto => self.tier.role() == Role::Ultrapeer && !self.firewalled,
         }
+    }
+
+    /// Whether `to` is our own UDP port: our address, or, when we listen on
+    /// every address, our port at a link's local address, at a loopback
+    /// address, or at the external address peers agree on.
+    fn is_our_udp(&self, to: SocketAddr) -> bool {
+        let Some(me) = self.uhc.me else {
+            return false;
+        };
+        if to.port() != me.port() {
+            return false;
+        }
+        if !me.ip().is_unspecified() {
+            return to.ip() == IpAddr::V4(*me.ip());
+        }
+        to.ip().is_loopback() || self.is_me(to) || self.external_ip() == Some(to.ip())
     }
 
     /// Our address for a pong by UDP: the one the shell set, its IP taken

@@ -154,19 +154,34 @@ async fn bear7_lime7_and_lime8_are_answered() {
     let (said, _) = connected_back(&l4).await;
     assert_eq!(said, b"\n\n");
 
-    // LIME/7 from 127.0.0.5 naming its own address: connected back too; one
-    // naming another host is refused.
+    // LIME/7 from 127.0.0.5 naming its own address: connected back too. One
+    // from this ultrapeer naming a host we are not linked to is done for
+    // it, as LimeWire asks its ultrapeers; one naming a neighbour (127.0.0.4)
+    // is refused.
     let l5 = TcpListener::bind("127.0.0.5:0").await.unwrap();
     let (_, raw5) = dial_raw_from(Some("127.0.0.5"), n.local_addr, VENDOR_HEADERS).await;
     let mut raw5 = raw5.expect("accepted");
+    let l9 = TcpListener::bind("127.0.0.9:0").await.unwrap();
     let mut elsewhere = vec![127, 0, 0, 9];
-    elsewhere.extend_from_slice(&l5.local_addr().unwrap().port().to_le_bytes());
+    elsewhere.extend_from_slice(&l9.local_addr().unwrap().port().to_le_bytes());
     raw5.send(&frame(
         [1; 16],
         0x31,
         1,
         0,
         &vendor(b"LIME", 7, 1, &elsewhere),
+    ))
+    .await;
+    let (said, _) = connected_back(&l9).await;
+    assert_eq!(said, b"\n\n");
+    let mut neighbour = vec![127, 0, 0, 4];
+    neighbour.extend_from_slice(&l4.local_addr().unwrap().port().to_le_bytes());
+    raw5.send(&frame(
+        [3; 16],
+        0x31,
+        1,
+        0,
+        &vendor(b"LIME", 7, 1, &neighbour),
     ))
     .await;
     let mut own = vec![127, 0, 0, 5];
@@ -198,7 +213,8 @@ async fn bear7_lime7_and_lime8_are_answered() {
             s.reach.answered.get("bear7") == Some(&1)
                 && s.reach.answered.get("lime7") == Some(&1)
                 && s.reach.answered.get("lime8") == Some(&1)
-                && s.reach.refused.get("redirect-elsewhere") == Some(&1)
+                && s.reach.answered.get("lime7-redirect") == Some(&1)
+                && s.reach.refused.get("redirect-to-neighbour") == Some(&1)
         })
         .await,
         "{:?}",
@@ -545,4 +561,65 @@ fn in_namespace() {
             tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
         }
     });
+}
+
+#[tokio::test]
+async fn a_neighbours_connect_back_requests_are_passed_on_as_redirects() {
+    let dir = Dir::new("reach-relay");
+    let mut n = node_at(&dir, "127.0.0.1:0", vec![]).await;
+    // A LimeWire-like ultrapeer at 127.0.0.11 lists LIME/7 and LIME/8.
+    let (_, p1) = dial_raw_from(Some("127.0.0.11"), n.local_addr, VENDOR_HEADERS).await;
+    let mut p1 = p1.expect("accepted");
+    let mut ms = 2u16.to_le_bytes().to_vec();
+    for sel in [7u16, 8] {
+        ms.extend_from_slice(b"LIME");
+        ms.extend_from_slice(&sel.to_le_bytes());
+        ms.extend_from_slice(&1u16.to_le_bytes());
+    }
+    p1.send(&frame([5; 16], 0x31, 1, 0, &vendor(&[0; 4], 0, 0, &ms)))
+        .await;
+    assert!(
+        n.wait_for(WAIT, |s| s.supported_received >= 1).await,
+        "Messages-Supported taken"
+    );
+    // Another neighbour at 127.0.0.12 asks for both connect-backs.
+    let (_, p2) = dial_raw_from(Some("127.0.0.12"), n.local_addr, VENDOR_HEADERS).await;
+    let mut p2 = p2.expect("accepted");
+    p2.send(&frame(
+        [0; 16],
+        0x31,
+        1,
+        0,
+        &vendor(b"BEAR", 7, 1, &[0x11, 0x22]),
+    ))
+    .await;
+    let mut v1 = vec![0x33, 0x44];
+    v1.extend_from_slice(&[0xab; 16]);
+    p2.send(&frame([0; 16], 0x31, 1, 0, &vendor(b"GTKG", 7, 1, &v1)))
+        .await;
+    // p1 is asked, by redirect, to connect back to p2 (ping MUID: p2's GUID).
+    let (mut tcp, mut udp) = (false, false);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(tcp && udp) {
+        let (guid, cb) = tokio::time::timeout_at(deadline, next_connect_back(&mut p1))
+            .await
+            .expect("both redirects come");
+        if let ConnectBack::Redirect(r) = cb {
+            if r.addr.ip().octets() == [127, 0, 0, 12] {
+                if r.udp {
+                    assert_eq!(r.addr.port(), 0x4433);
+                    assert_eq!(guid, Guid([0xab; 16]));
+                    udp = true;
+                } else {
+                    assert_eq!(r.addr.port(), 0x2211);
+                    tcp = true;
+                }
+            }
+        }
+    }
+    let s = n.stats().reach;
+    assert_eq!(s.asked.get("lime7-relay"), Some(&1), "{s:?}");
+    assert_eq!(s.asked.get("lime8-relay"), Some(&1), "{s:?}");
+    drop((p1, p2));
+    tokio::time::timeout(WAIT, n.shutdown()).await.unwrap();
 }

@@ -30,6 +30,9 @@ pub(super) struct LinkReach {
     pub ip_pinged: bool,
     /// We sent it our LIME/7 and LIME/8 (after its Messages-Supported).
     pub redirects_sent: bool,
+    /// Its BEAR/7 and GTKG/7 were passed on to another neighbour.
+    pub relayed_tcp: bool,
+    pub relayed_udp: bool,
 }
 
 impl<L: Links> Engine<L> {
@@ -276,23 +279,26 @@ impl<L: Links> Engine<L> {
         };
         match request {
             ConnectBack::Tcp(TcpConnectBack { port }) => {
-                self.tcp_connect_back(conn, remote, port, "bear7", now)
-            }
-            ConnectBack::Redirect(r) if !r.udp => {
-                // Done directly, and only to the asker's own address: a
-                // redirect naming another host would make us its cannon.
-                if IpAddr::V4(*r.addr.ip()) != remote {
-                    ReachStats::bump(&mut self.reach.stats.refused, "redirect-elsewhere");
-                    return true;
-                }
-                self.tcp_connect_back(conn, remote, r.addr.port(), "lime7", now)
+                self.tcp_connect_back(conn, remote, port, "bear7", now);
+                self.relay_connect_back(conn, false, port, id);
             }
             ConnectBack::Redirect(r) => {
-                if IpAddr::V4(*r.addr.ip()) != remote {
-                    ReachStats::bump(&mut self.reach.stats.refused, "redirect-elsewhere");
-                    return true;
+                let target = SocketAddr::V4(r.addr);
+                if target.ip() == remote {
+                    if r.udp {
+                        self.udp_ping_back(target, id, "lime8", now);
+                    } else {
+                        self.tcp_connect_back(conn, remote, r.addr.port(), "lime7", now);
+                    }
+                } else if let Some(why) = self.redirect_refused(conn, target) {
+                    ReachStats::bump(&mut self.reach.stats.refused, why);
+                } else if r.udp {
+                    // For a third host, as LimeWire asks its ultrapeers: the
+                    // ping it counts comes from a host it is not linked to.
+                    self.udp_ping_back(target, id, "lime8-redirect", now);
+                } else {
+                    self.tcp_redirect(target, now);
                 }
-                self.udp_ping_back(SocketAddr::new(remote, r.addr.port()), id, "lime8", now);
             }
             ConnectBack::Udp(u) => {
                 let muid = u.guid.unwrap_or(id);
@@ -302,9 +308,95 @@ impl<L: Links> Engine<L> {
                     "gtkg7v2"
                 };
                 self.udp_ping_back(SocketAddr::new(remote, u.port), muid, kind, now);
+                self.relay_connect_back(conn, true, u.port, muid);
             }
         }
         true
+    }
+
+    /// Why a redirect (LIME/7, LIME/8) naming `target`, another host than
+    /// the asker, is refused, if it is: LimeWire's rules (only from an
+    /// ultrapeer neighbour, never towards a host we are linked to), and only
+    /// within our scope. Each target is still throttled once a minute.
+    fn redirect_refused(&self, conn: ConnId, target: SocketAddr) -> Option<&'static str> {
+        let peer = self.peers.get(&conn)?;
+        if peer.info.link == Link::ToLeaf {
+            return Some("redirect-from-leaf");
+        }
+        if !self.hosts.scope().allows(target) {
+            return Some("redirect-out-of-scope");
+        }
+        if self
+            .peers
+            .values()
+            .any(|p| p.info.remote.ip() == target.ip())
+        {
+            return Some("redirect-to-neighbour");
+        }
+        None
+    }
+
+    /// Connects to `target` for another host's LIME/7 (once a minute per IP).
+    fn tcp_redirect(&mut self, target: SocketAddr, now: Instant) {
+        if target.port() == 0 {
+            ReachStats::bump(&mut self.reach.stats.refused, "port-zero");
+        } else if !self.tcp_backs.allow(self.throttle_key(target), now) {
+            ReachStats::bump(&mut self.reach.stats.refused, "throttled");
+        } else {
+            self.stats.connect_backs += 1;
+            ReachStats::bump(&mut self.reach.stats.answered, "lime7-redirect");
+            self.links.connect_back(target);
+        }
+    }
+
+    /// Passes a neighbour's BEAR/7 (`udp` false) or GTKG/7 on, as LIME/7 or
+    /// LIME/8 naming it, to one other neighbour that lists them: a host it
+    /// is not linked to then connects back (LimeWire counts only those).
+    /// Once per asking link and kind; `id` is the MUID the ping back must
+    /// carry.
+    fn relay_connect_back(&mut self, conn: ConnId, udp: bool, port: u16, id: Guid) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let done = if udp {
+            &mut peer.reach.relayed_udp
+        } else {
+            &mut peer.reach.relayed_tcp
+        };
+        if *done || port == 0 {
+            return;
+        }
+        *done = true;
+        let std::net::IpAddr::V4(ip) = peer.info.remote.ip().to_canonical() else {
+            return;
+        };
+        let selector = if udp { 8 } else { 7 };
+        let mut others: Vec<ConnId> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.conn != conn
+                    && p.info.link != Link::ToLeaf
+                    && p.info.remote.ip() != IpAddr::V4(ip)
+                    && p.supports(b"LIME", selector)
+            })
+            .map(|p| p.conn)
+            .collect();
+        others.sort();
+        let Some(to) = others.first().copied() else {
+            return;
+        };
+        let m = ConnectBackRedirect {
+            udp,
+            addr: SocketAddrV4::new(ip, port),
+        }
+        .to_vendor();
+        if self.send_vendor(to, m, id) {
+            ReachStats::bump(
+                &mut self.reach.stats.asked,
+                if udp { "lime8-relay" } else { "lime7-relay" },
+            );
+        }
     }
 
     /// What connect-backs are throttled by: the IP, as gtk-gnutella does; on

@@ -799,3 +799,22 @@ fn a_node_does_not_ping_itself_as_a_cache() {
     let n = e.uhc_ping("other.test:6346", &["9.9.9.10:6346".parse().unwrap()], t0);
     assert_eq!(n, 1, "{:?}", e.stats().uhc);
 }
+
+#[test]
+fn listening_on_ipv6_only_our_pong_says_127_0_0_0_and_6() {
+    let (mut e, t0) = core(TierMode::Ultrapeer);
+    let v6: std::net::Ipv6Addr = "2001:4860::6".parse().unwrap();
+    e.set_udp_address(a4("0.0.0.0:6346"));
+    e.set_udp_addr(Some(SocketAddr::new(v6.into(), 6346)));
+    dg(
+        &mut e,
+        "[2001:4860::1]:6346",
+        uhc_ping(None, false, 1, 0),
+        t0,
+    );
+    let p = pong_of(&sent(&mut e)[0].1);
+    assert_eq!(p.ip, Ipv4Addr::new(127, 0, 0, 0));
+    assert_eq!(p.port, 6346);
+    let g = p.ggep.as_ref().expect("GGEP");
+    assert_eq!(servent::wire::ipv6::ipv6_of(g), Some(v6));
+}

@@ -20,7 +20,7 @@ pub(super) struct OobState {
     held: Held,
     pub(super) claims: Claims,
     /// Where our UDP port is bound (none: no UDP, every answer goes by TCP).
-    udp: Option<SocketAddr>,
+    pub(super) udp: Option<SocketAddr>,
     /// What each leaf said of proxying (LIME/13); none: proxying allowed.
     control: HashMap<ConnId, ProxyControl>,
     datagram: usize,

@@ -218,6 +218,20 @@ impl<L: Links> Engine<L> {
             }
             self.uhc.stats.echoed += 1;
         }
+        // Our IPv6 address, when we have one, rides in `6` (IPv6-Ready); with
+        // no IPv4 address the field says 127.0.0.0.
+        let v6 = match self.oob.udp.map(|a| a.ip().to_canonical()) {
+            Some(IpAddr::V6(v6)) if !v6.is_unspecified() => Some(v6),
+            _ => self.own_v6(),
+        };
+        if let Some(v6) = v6 {
+            extras.more.push(crate::wire::ipv6::ipv6_ext(v6));
+        }
+        let me = if me.ip().is_unspecified() && v6.is_some() {
+            SocketAddrV4::new(crate::wire::ipv6::IPV4_NONE, me.port())
+        } else {
+            me
+        };
         let pong = extras.pong(
             me,
             self.library.len().min(u32::MAX as usize) as u32,

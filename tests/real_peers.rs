@@ -497,7 +497,7 @@ async fn messages_supported_both_ways_push_proxies_and_connect_back() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(said, b"\n\n");
+    assert_eq!(said, b"CONNECT BACK\r\n\r\n");
     assert_eq!(watch.stats().supported_received, 1);
     stop(watch).await;
 }

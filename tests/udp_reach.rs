@@ -144,7 +144,7 @@ async fn bear7_lime7_and_lime8_are_answered() {
     let dir = Dir::new("reach-bear7");
     let mut n = node_at(&dir, "127.0.0.1:0", vec![]).await;
     // BEAR/7 from 127.0.0.4: a TCP connection to that address and port,
-    // saying "\n\n".
+    // saying "CONNECT BACK" and a blank line, as LimeWire does.
     let l4 = TcpListener::bind("127.0.0.4:0").await.unwrap();
     let (_, raw) = dial_raw_from(Some("127.0.0.4"), n.local_addr, VENDOR_HEADERS).await;
     let mut raw = raw.expect("accepted");
@@ -152,7 +152,7 @@ async fn bear7_lime7_and_lime8_are_answered() {
     raw.send(&frame([0; 16], 0x31, 1, 0, &vendor(b"BEAR", 7, 1, &port)))
         .await;
     let (said, _) = connected_back(&l4).await;
-    assert_eq!(said, b"\n\n");
+    assert_eq!(said, b"CONNECT BACK\r\n\r\n");
 
     // LIME/7 from 127.0.0.5 naming its own address: connected back too. One
     // from this ultrapeer naming a host we are not linked to is done for
@@ -173,7 +173,7 @@ async fn bear7_lime7_and_lime8_are_answered() {
     ))
     .await;
     let (said, _) = connected_back(&l9).await;
-    assert_eq!(said, b"\n\n");
+    assert_eq!(said, b"CONNECT BACK\r\n\r\n");
     let mut neighbour = vec![127, 0, 0, 4];
     neighbour.extend_from_slice(&l4.local_addr().unwrap().port().to_le_bytes());
     raw5.send(&frame(
@@ -189,7 +189,7 @@ async fn bear7_lime7_and_lime8_are_answered() {
     raw5.send(&frame([2; 16], 0x31, 1, 0, &vendor(b"LIME", 7, 1, &own)))
         .await;
     let (said, _) = connected_back(&l5).await;
-    assert_eq!(said, b"\n\n");
+    assert_eq!(said, b"CONNECT BACK\r\n\r\n");
 
     // LIME/8 from 127.0.0.6: a ping with the request's MUID.
     let u6 = UdpSocket::bind("127.0.0.6:0").await.unwrap();

@@ -1083,6 +1083,13 @@ async fn inbound(
             tracing::debug!(%remote, servent = %giv.servent.to_hex(), "GIV nobody waits for");
         }
         Ok(())
+    } else if buf.starts_with(b"CONNECT BACK") || buf.starts_with(b"\n") || buf.starts_with(b"\r\n")
+    {
+        // A connect-back we asked for: LimeWire's `CONNECT BACK` and blank
+        // line, or gtk-gnutella's bare `\n\n`. The connection itself was the
+        // evidence (taken at accept); nothing more to read.
+        tracing::debug!(%remote, "connected back to");
+        Ok(())
     } else if buf.starts_with(b"GIVE ") {
         // A FastTrack user answering a push the node sent for a proxied download.
         let give = bridge::read_give(&mut stream, buf)

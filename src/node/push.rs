@@ -100,13 +100,18 @@ pub async fn answer_pushes(
     }
 }
 
+/// What a connect-back says before closing.
+pub const CONNECT_BACK: &[u8] = b"CONNECT BACK\r\n\r\n";
+
 /// Connect-backs being made at once; more requests wait in the channel (and are
 /// dropped when it is full).
 const MAX_CONNECT_BACKS: usize = 4;
 
-/// Answers TCP connect-back requests (BEAR/7): connects to the address, writes
-/// `\n\n` and closes, as gtk-gnutella and LimeWire do, so the asker learns
-/// that it can be reached.
+/// Answers TCP connect-back requests (BEAR/7, LIME/7): connects to the
+/// address, writes `CONNECT BACK` and a blank line, as LimeWire does, and
+/// closes, so the asker learns that it can be reached. (LimeWire reads that
+/// line and ignores a bare `\n\n`; gtk-gnutella counts the connection itself,
+/// whatever it says.)
 pub async fn answer_connect_backs(
     mut requests: mpsc::Receiver<SocketAddr>,
     bind: Option<IpAddr>,
@@ -131,7 +136,7 @@ pub async fn answer_connect_backs(
             let _permit = permit;
             let work = async {
                 let mut s = super::connect_from(bind, to).await?;
-                s.write_all(b"\n\n").await?;
+                s.write_all(CONNECT_BACK).await?;
                 s.shutdown().await
             };
             match tokio::time::timeout(CONNECT_TIMEOUT, work).await {

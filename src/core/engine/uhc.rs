@@ -373,33 +373,27 @@ impl<L: Links> Engine<L> {
     /// not know others' free slots, so the `SCP` ultrapeer flag does not
     /// change the choice.)
     fn packed_hosts(&self, asker: SocketAddr) -> Vec<SocketAddrV4> {
-        let linked = self.peers.values().filter_map(|p| match p.info.link {
-            Link::Peer | Link::Flat | Link::ToUltrapeer => p.info.remote_listen,
-            Link::ToLeaf => None,
-        });
-        let cached = self
-            .hosts
-            .sample_live_ultrapeers(wire_uhc::MAX_IPP * 2)
-            .into_iter()
-            .chain(self.hosts.sample(wire_uhc::MAX_IPP * 2));
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for a in linked.chain(cached) {
-            let SocketAddr::V4(v4) = a else { continue };
-            if a == asker || self.is_me(a) || !seen.insert(v4) {
-                continue;
-            }
-            out.push(v4);
-            if out.len() == wire_uhc::MAX_IPP {
-                break;
-            }
-        }
-        out
+        self.packed(asker, |a| match a {
+            SocketAddr::V4(v4) => Some(v4),
+            SocketAddr::V6(_) => None,
+        })
     }
 
-    /// The IPv6 hosts to pack for `asker` (`IPP6`), chosen as
-    /// [`Self::packed_hosts`] chooses the IPv4 ones.
+    /// The IPv6 hosts to pack for `asker` (`IPP6`), chosen the same way.
     fn packed_hosts6(&self, asker: SocketAddr) -> Vec<std::net::SocketAddrV6> {
+        self.packed(asker, |a| match a {
+            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => Some(v6),
+            _ => None,
+        })
+    }
+
+    /// Up to 30 hosts of one family (`family` keeps those it maps), in the
+    /// order and with the exclusions [`Self::packed_hosts`] describes.
+    fn packed<T: Copy + Eq + std::hash::Hash>(
+        &self,
+        asker: SocketAddr,
+        family: impl Fn(SocketAddr) -> Option<T>,
+    ) -> Vec<T> {
         let linked = self.peers.values().filter_map(|p| match p.info.link {
             Link::Peer | Link::Flat | Link::ToUltrapeer => p.info.remote_listen,
             Link::ToLeaf => None,
@@ -412,12 +406,11 @@ impl<L: Links> Engine<L> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for a in linked.chain(cached) {
-            let SocketAddr::V6(v6) = a else { continue };
-            if v6.ip().to_ipv4_mapped().is_some() || a == asker || self.is_me(a) || !seen.insert(v6)
-            {
+            let Some(h) = family(a) else { continue };
+            if a == asker || self.is_me(a) || !seen.insert(h) {
                 continue;
             }
-            out.push(v6);
+            out.push(h);
             if out.len() == wire_uhc::MAX_IPP {
                 break;
             }

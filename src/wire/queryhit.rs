@@ -436,8 +436,10 @@ impl QueryHit {
                     byte: 0,
                 });
             }
-            out.put_u32_le(r.index);
-            out.put_u32_le(r.size);
+            let mut fixed = [0u8; 8];
+            fixed[..4].copy_from_slice(&r.index.to_le_bytes());
+            fixed[4..].copy_from_slice(&r.size.to_le_bytes());
+            out.put_slice(&fixed);
             out.put_slice(&r.name);
             out.put_u8(0);
             r.ext.encode(out)?;

@@ -6,6 +6,7 @@
 //! delimited by their own length fields, so they may contain FS bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::wire::error::{EncodeError, WireError};
 use crate::wire::ggep::{self, DecodedValues, Ggep, GgepView};
@@ -34,10 +35,14 @@ impl ExtItem {
     }
 }
 
+/// The items of an area: a result carries one or two (a URN, a GGEP block),
+/// held inline.
+pub type ExtItems = SmallVec<[ExtItem; 2]>;
+
 /// An extension area: the items in the order they appeared.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct ExtArea {
-    pub items: Vec<ExtItem>,
+    pub items: ExtItems,
 }
 
 /// Where an extension area ends.
@@ -235,7 +240,7 @@ impl ExtArea {
         budget: &mut usize,
         mut values: Option<&mut DecodedValues>,
     ) -> Result<ExtArea, WireError> {
-        let mut items = Vec::new();
+        let mut items = ExtItems::new();
         for item in view.iter() {
             items.push(match item {
                 ItemView::Urn(b) => ExtItem::Urn(buf.slice_ref(b)),

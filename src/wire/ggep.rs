@@ -12,6 +12,7 @@ use std::fmt;
 use std::io::{Read, Write};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::wire::cobs;
 use crate::wire::error::EncodeError;
@@ -156,16 +157,21 @@ pub fn le_int(data: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
+/// The extensions of a block: most blocks have one or two, held inline.
+pub type GgepExts = SmallVec<[GgepExt; 2]>;
+
 /// One GGEP block: an ordered list of extensions (at least one to be encodable).
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Ggep {
-    pub exts: Vec<GgepExt>,
+    pub exts: GgepExts,
 }
 
 impl Ggep {
     /// A block from a list of extensions.
     pub fn new(exts: Vec<GgepExt>) -> Ggep {
-        Ggep { exts }
+        Ggep {
+            exts: GgepExts::from_vec(exts),
+        }
     }
 
     /// The first extension with this ID.
@@ -215,7 +221,7 @@ impl Ggep {
         budget: &mut usize,
         mut values: Option<&mut DecodedValues>,
     ) -> Result<Ggep, GgepError> {
-        let mut exts = Vec::with_capacity(view.len());
+        let mut exts = GgepExts::with_capacity(view.len());
         for e in view.iter() {
             let data = match values.as_deref_mut() {
                 Some(values) if e.is_cobs() && !e.is_compressed() => values.cobs(e.raw)?,

@@ -62,7 +62,9 @@ impl HitResult {
             index,
             size: size32,
             name: Bytes::copy_from_slice(name.as_bytes()),
-            ext: ExtArea { items },
+            ext: ExtArea {
+                items: items.into(),
+            },
         }
     }
 

@@ -3,14 +3,14 @@
 //! measured in the same run.
 //!
 //! Run with `cargo bench --bench bootstrap`. Every round starts, on loopback, a
-//! fresh ultrapeer and, for the cases that need one, a fresh `servent webcache`
-//! that already lists it; then a leaf that knows only what the case gives it
-//! (no `--peer`, no host cache), timed from `node::start` until it has an
-//! ultrapeer link. Reported per case: the median over the rounds, and its ratio
-//! to the `--peer` case's median.
+//! fresh ultrapeer, a second ultrapeer linked to it, and a fresh
+//! `servent webcache` that already lists the first; then a leaf that knows
+//! only what the case gives it (no host cache), timed from `node::start` until
+//! it has an ultrapeer link. Reported per case: the median over the rounds,
+//! and its ratio to the `--peer` case's median.
 //!
-//! Cases are rows of [`CASES`]: a name and what the leaf is given. A new way
-//! to bootstrap (a UDP host cache) is one more row.
+//! Cases are rows of [`CASES`]: a name and what the leaf is given (HTTP host
+//! caches, UDP host caches). A new way to bootstrap is one more row.
 //!
 //! `cargo test --benches` runs a quick mode (3 rounds) that asserts every case
 //! joins in every round, and that bootstrapping from a cache costs less than
@@ -29,24 +29,49 @@ use tokio_util::sync::CancellationToken;
 /// Longest wait for a link.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// What a case gives the leaf, from the ultrapeer's and the cache's addresses.
-type Setup = fn(up: SocketAddr, cache: SocketAddr) -> NodeConfig;
+/// What a round starts before the leaf.
+struct Net {
+    /// The ultrapeer the caches name.
+    up: SocketAddr,
+    /// The `servent webcache`, listing `up`.
+    cache: SocketAddr,
+}
+
+/// What a case gives the leaf.
+type Setup = fn(&Net) -> NodeConfig;
 
 /// The cases; the first is the baseline.
 const CASES: &[(&str, Setup)] = &[
-    ("--peer (baseline)", |up, _| NodeConfig {
-        peers: vec![up.to_string()],
+    ("--peer (baseline)", |n| NodeConfig {
+        peers: vec![n.up.to_string()],
         ..leaf()
     }),
-    ("GWebCache spec 2", |_, cache| NodeConfig {
-        webcaches: vec![CacheUrl::parse(&format!("http://{cache}/gwc.php")).unwrap()],
+    ("GWebCache spec 2", |n| NodeConfig {
+        webcaches: vec![CacheUrl::parse(&format!("http://{}/gwc.php", n.cache)).unwrap()],
         ..leaf()
     }),
-    ("gtk GHC /list4", |_, cache| NodeConfig {
-        webcaches: vec![CacheUrl::parse(&format!("http://{cache}/list4")).unwrap()],
+    ("gtk GHC /list4", |n| NodeConfig {
+        webcaches: vec![CacheUrl::parse(&format!("http://{}/list4", n.cache)).unwrap()],
+        ..leaf()
+    }),
+    // The ultrapeer answers the cache ping itself: its own pong and the
+    // other ultrapeer packed in IPP (loopback hosts, hence `local_network`).
+    ("UHC: the ultrapeer", |n| NodeConfig {
+        udp_host_caches: vec![n.up.to_string()],
+        local_network: true,
+        ..leaf()
+    }),
+    // A cache name that does not answer first (a silent port), then one
+    // that does: one round, the answer of the second is taken.
+    ("UHC: silent + live", |n| NodeConfig {
+        udp_host_caches: vec![SILENT.to_string(), n.up.to_string()],
+        local_network: true,
         ..leaf()
     }),
 ];
+
+/// A loopback port nothing listens on (datagrams to it are lost).
+const SILENT: &str = "127.0.0.1:9";
 
 fn leaf() -> NodeConfig {
     NodeConfig {
@@ -60,8 +85,22 @@ fn leaf() -> NodeConfig {
     }
 }
 
-/// A fresh ultrapeer and a cache that lists it.
-async fn network() -> (NodeHandle, WebcacheHandle) {
+fn ultrapeer(peers: Vec<String>, webcaches: Vec<CacheUrl>) -> NodeConfig {
+    NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        target_peers: 0,
+        peers,
+        webcaches,
+        tier: TierConfig {
+            mode: Mode::Ultrapeer,
+            ..TierConfig::default()
+        },
+        ..NodeConfig::default()
+    }
+}
+
+/// A fresh cache, an ultrapeer it lists, and a second ultrapeer linked to it.
+async fn network() -> (Net, [NodeHandle; 2], WebcacheHandle) {
     let cache = cache::start(
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -73,43 +112,44 @@ async fn network() -> (NodeHandle, WebcacheHandle) {
     )
     .await
     .unwrap();
-    let up = node::start(
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            target_peers: 0,
-            tier: TierConfig {
-                mode: Mode::Ultrapeer,
-                ..TierConfig::default()
-            },
-            webcaches: vec![CacheUrl::parse(&format!("http://{}/", cache.local_addr)).unwrap()],
-            ..NodeConfig::default()
-        },
+    let gwc = CacheUrl::parse(&format!("http://{}/", cache.local_addr)).unwrap();
+    let up = node::start(ultrapeer(Vec::new(), vec![gwc]), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut other = node::start(
+        ultrapeer(vec![up.local_addr.to_string()], Vec::new()),
         CancellationToken::new(),
     )
     .await
     .unwrap();
+    assert!(
+        other.wait_for(WAIT, |s| s.mesh_links >= 1).await,
+        "the ultrapeers never linked"
+    );
     let t = Instant::now();
     while cache.hosts() == 0 {
         assert!(t.elapsed() < WAIT, "the ultrapeer never listed itself");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    (up, cache)
+    let net = Net {
+        up: up.local_addr,
+        cache: cache.local_addr,
+    };
+    (net, [up, other], cache)
 }
 
 /// One start of a leaf set up by `setup`: the time to its first ultrapeer link.
 async fn once(setup: Setup) -> Duration {
-    let (up, cache) = network().await;
+    let (net, ups, cache) = network().await;
     let start = Instant::now();
-    let mut leaf = node::start(
-        setup(up.local_addr, cache.local_addr),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let mut leaf = node::start(setup(&net), CancellationToken::new())
+        .await
+        .unwrap();
     let joined = leaf.wait_for(WAIT, |s| s.to_ultrapeers >= 1).await;
     let took = start.elapsed();
     assert!(joined, "no ultrapeer link within {WAIT:?}");
-    for n in [leaf, up] {
+    leaf.shutdown().await;
+    for n in ups {
         n.shutdown().await;
     }
     cache.shutdown().await;

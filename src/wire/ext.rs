@@ -96,7 +96,7 @@ fn step(b: &[u8], pos: usize, end: AreaEnd) -> Result<Step<'_>, WireError> {
             Step::Item(ItemView::Ggep(g), pos + used)
         }
         _ => {
-            let len = memchr::memchr2(0, FS, &b[pos..]).unwrap_or(b.len() - pos);
+            let len = crate::wire::scan::find_nul_or(FS, &b[pos..]).unwrap_or(b.len() - pos);
             let item = &b[pos..pos + len];
             let view = if strip_prefix_ci(item, b"urn:").is_some() {
                 ItemView::Urn(item)

@@ -33,6 +33,7 @@ pub mod query;
 pub mod queryhit;
 pub mod reach;
 pub mod route_table;
+pub(crate) mod scan;
 pub mod udp;
 pub mod uhc;
 pub mod vendor;

@@ -159,7 +159,7 @@ impl<'a> QueryView<'a> {
         if payload.len() < 2 {
             return Err(WireError::Truncated { what: "query" });
         }
-        let nul = memchr::memchr(0, &payload[2..])
+        let nul = crate::wire::scan::find_nul(&payload[2..])
             .ok_or(WireError::MissingNul { what: "query text" })?
             + 2;
         let (ext, _) = ExtAreaView::parse(&payload[nul + 1..], AreaEnd::End)?;

@@ -487,7 +487,7 @@ impl<'a> ResultView<'a> {
     /// Reads one record at the start of `b`, returning it and its length.
     fn parse(b: &'a [u8]) -> WireResult<(ResultView<'a>, usize)> {
         let (_, (index, size)) = fields("query hit result", b, (le_u32, le_u32))?;
-        let nul = memchr::memchr(0, &b[8..]).ok_or(WireError::MissingNul {
+        let nul = crate::wire::scan::find_nul(&b[8..]).ok_or(WireError::MissingNul {
             what: "result name",
         })? + 8;
         let (ext, used) = ExtAreaView::parse(&b[nul + 1..], AreaEnd::Nul)?;

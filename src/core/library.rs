@@ -209,7 +209,7 @@ const HAS_FTH: u32 = 1 << 30;
 /// The end of a chain of slots.
 const NO_SLOT: u32 = u32::MAX;
 
-/// The digests files are looked up by: which one, in `Store::by_digest`.
+/// The digests a record holds: which one, for `Record::digest`.
 const SHA1: usize = 0;
 const FTH: usize = 1;
 
@@ -230,8 +230,8 @@ impl Record {
     }
 }
 
-/// Files by a digest: the lowest index's slot for each, and every index of a
-/// digest several files have.
+/// Files by SHA-1: the lowest index's slot for each, and every index of a
+/// SHA-1 several files have.
 #[derive(Debug, Default)]
 struct ByDigest {
     first: HashTable<u32>,
@@ -410,12 +410,14 @@ struct Store {
     odd_paths: HashMap<u32, PathBuf>,
     /// Slots by index.
     by_index: HashTable<u32>,
-    /// By SHA-1 and by FastTrack hash.
-    by_digest: [ByDigest; 2],
-    /// The first slot of each FastTrack file id (14 bits of the FTH), for
-    /// the `/<file id>/<name>` requests; the others follow in a chain
-    /// through `Record::next_id` (which fits in the record's padding).
-    /// Empty until a file has an FTH.
+    /// By SHA-1.
+    by_sha1: ByDigest,
+    /// The first slot of each FastTrack file id (14 bits of the FTH); the
+    /// others follow in a chain through `Record::next_id`. Every file with
+    /// an FTH is in the chain of its file id, which is how files are found
+    /// by FTH (`/.hash=` requests, the supernode) and by file id and name
+    /// (`/<file id>/<name>` requests): a chain is about one file in 16,384,
+    /// and costs no table entry per file. Empty until a file has an FTH.
     file_ids: Vec<u32>,
     /// Slots by directory and file name (files with a path).
     by_path: HashTable<u32>,
@@ -482,18 +484,25 @@ impl Store {
         })
     }
 
+    /// The slot of the file with the lowest index with this digest.
     fn first_with(&self, which: usize, d: &[u8; 20]) -> Option<u32> {
-        self.by_digest[which]
+        if which == FTH {
+            return self
+                .with_file_id(Fth(*d).file_id())
+                .filter(|&s| self.records[s].digest(FTH) == Some(d))
+                .min_by_key(|&s| self.records[s].index);
+        }
+        self.by_sha1
             .first
             .find(self.hasher.hash_one(d), |&s| {
-                self.records[s].digest(which) == Some(d)
+                self.records[s].digest(SHA1) == Some(d)
             })
             .copied()
     }
 
     /// Every index with this SHA-1, in order.
     fn indexes_with(&self, urn: &Sha1Urn) -> Vec<u32> {
-        match self.by_digest[SHA1].shared.get(&urn.0) {
+        match self.by_sha1.shared.get(&urn.0) {
             Some(set) => set.clone(),
             None => self
                 .first_with(SHA1, &urn.0)
@@ -615,19 +624,21 @@ impl Store {
             let head = &mut self.file_ids[usize::from(Fth(d).file_id())];
             self.records[slot].next_id = *head;
             *head = slot;
+            return;
         }
-        match self.first_with(which, &d) {
+        match self.first_with(SHA1, &d) {
             None => {
                 let (records, hasher) = (&self.records, &self.hasher);
-                self.by_digest[which]
+                self.by_sha1
                     .first
                     .insert_unique(hasher.hash_one(d), slot, |&s| {
-                        hasher.hash_one(records[s].digest(which).expect("filed"))
+                        hasher.hash_one(records[s].digest(SHA1).expect("filed"))
                     });
             }
             Some(first) => {
                 let first_index = self.records[first].index;
-                let set = self.by_digest[which]
+                let set = self
+                    .by_sha1
                     .shared
                     .entry(d)
                     .or_insert_with(|| vec![first_index]);
@@ -635,7 +646,7 @@ impl Store {
                     set.insert(at, index);
                 }
                 if index < first_index {
-                    self.point(which, &d, slot);
+                    self.point(&d, slot);
                 }
             }
         }
@@ -662,13 +673,14 @@ impl Store {
         }
     }
 
-    /// Makes the table's entry for `d` (which exists) name `slot`.
-    fn point(&mut self, which: usize, d: &[u8; 20], slot: u32) {
+    /// Makes the SHA-1 table's entry for `d` (which exists) name `slot`.
+    fn point(&mut self, d: &[u8; 20], slot: u32) {
         let h = self.hasher.hash_one(d);
         let records = &self.records;
-        if let Some(s) = self.by_digest[which]
+        if let Some(s) = self
+            .by_sha1
             .first
-            .find_mut(h, |&s| records[s].digest(which) == Some(d))
+            .find_mut(h, |&s| records[s].digest(SHA1) == Some(d))
         {
             *s = slot;
         }
@@ -679,22 +691,23 @@ impl Store {
         let index = self.records[slot].index;
         if which == FTH {
             self.unchain_file_id(slot, Fth(*d).file_id());
+            return;
         }
-        if let Some(set) = self.by_digest[which].shared.get_mut(d) {
+        if let Some(set) = self.by_sha1.shared.get_mut(d) {
             if let Ok(at) = set.binary_search(&index) {
                 set.remove(at);
             }
             let next = *set.first().expect("two or more");
             if set.len() == 1 {
-                self.by_digest[which].shared.remove(d);
+                self.by_sha1.shared.remove(d);
             }
             if let Some(s) = self.slot_of(next) {
-                self.point(which, d, s);
+                self.point(d, s);
             }
             return;
         }
         let h = self.hasher.hash_one(d);
-        if let Ok(e) = self.by_digest[which].first.find_entry(h, |&s| s == slot) {
+        if let Ok(e) = self.by_sha1.first.find_entry(h, |&s| s == slot) {
             e.remove();
         }
     }
@@ -776,7 +789,7 @@ impl Store {
             records,
             by_index,
             by_path,
-            by_digest,
+            by_sha1,
             hasher,
             arena,
             ..
@@ -786,11 +799,9 @@ impl Store {
             let r = &records[s];
             path_hash(hasher, r.dir, file_name_in(arena, r))
         });
-        for (which, d) in by_digest.iter_mut().enumerate() {
-            d.first.reserve(more, |&s| {
-                hasher.hash_one(records[s].digest(which).expect("filed"))
-            });
-        }
+        by_sha1.first.reserve(more, |&s| {
+            hasher.hash_one(records[s].digest(SHA1).expect("filed"))
+        });
     }
 
     fn shrink_to_fit(&mut self) {

@@ -10,12 +10,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::hash::BuildHasher;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
 
+use crate::core::library::Library;
 use crate::fasttrack::hash::{self as fthash, Fth, FthHasher};
 use crate::wire::huge::Sha1Urn;
 
@@ -32,10 +35,15 @@ pub struct FoundFile {
 
 /// Finds every shareable file under `roots`. Unreadable entries are skipped and
 /// reported in the second list, so one bad directory does not stop a scan.
+///
+/// Directories are read on several threads (the machine's cores, at most
+/// [`SCAN_THREADS`]); what each holds is then put together in the order one
+/// thread walking depth first would have found it, so the answer does not
+/// depend on which thread was faster.
 pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
-    let mut seen_dirs = HashSet::new();
+    let mut walk = Walk::default();
     for root in roots {
         let root = match fs::canonicalize(root) {
             Ok(r) => r,
@@ -44,110 +52,332 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
                 continue;
             }
         };
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            if !seen_dirs.insert(dir.clone()) {
+        let Some(first) = walk.read(&root) else {
+            // Walked already, under an earlier root.
+            continue;
+        };
+        let mut stack = vec![first];
+        while let Some(id) = stack.pop() {
+            // A directory reached twice is walked once, where first reached.
+            let Some(listing) = walk.listings[id as usize].take() else {
                 continue;
-            }
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) => {
-                    errors.push((dir, e));
-                    continue;
-                }
             };
-            for entry in entries {
-                let entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        errors.push((dir.clone(), e));
-                        continue;
-                    }
-                };
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else {
-                    // Names that are not UTF-8 cannot be offered in hits faithfully.
-                    continue;
-                };
-                if name.starts_with('.') {
-                    continue;
-                }
-                // The directory is canonical and inside the root, so an entry
-                // that is no link is too, at `dir/name`: its type comes with
-                // the directory listing, and only a file needs one `stat`
-                // (size and time). Links take the long way.
-                let kind = match entry.file_type() {
-                    Ok(k) => k,
-                    Err(e) => {
-                        errors.push((entry.path(), e));
-                        continue;
-                    }
-                };
-                if kind.is_dir() {
-                    stack.push(dir.join(name));
-                    continue;
-                }
-                if kind.is_file() {
-                    match entry.metadata() {
-                        Ok(meta) => found.push(FoundFile {
-                            name: name.to_string(),
-                            size: meta.len(),
-                            mtime: meta.modified().unwrap_or(UNIX_EPOCH),
-                            path: dir.join(name),
-                        }),
-                        Err(e) => errors.push((entry.path(), e)),
-                    }
-                    continue;
-                }
-                if !kind.is_symlink() {
-                    // Sockets, pipes, devices.
-                    continue;
-                }
-                // Resolve links, and keep only what stays inside this root.
-                let real = match fs::canonicalize(entry.path()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        errors.push((entry.path(), e));
-                        continue;
-                    }
-                };
-                // Inside this root, and not hidden on the resolved side either (a
-                // visible link to a hidden entry does not expose it).
-                let Ok(inner) = real.strip_prefix(&root) else {
-                    continue;
-                };
-                if inner
-                    .components()
-                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
-                {
-                    continue;
-                }
-                let meta = match fs::metadata(&real) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        errors.push((real, e));
-                        continue;
-                    }
-                };
-                if meta.is_dir() {
-                    stack.push(real);
-                } else if meta.is_file() {
-                    found.push(FoundFile {
-                        name: name.to_string(),
-                        size: meta.len(),
-                        mtime: meta.modified().unwrap_or(UNIX_EPOCH),
-                        path: real,
-                    });
-                }
-            }
+            found.extend(listing.files);
+            errors.extend(listing.errors);
+            stack.extend(listing.dirs);
         }
     }
-    // A file reached twice (directly and through a link, or through two
-    // links) is found once, under the name it was first found by: the sort
-    // is stable and keeps the walk's order among equal paths.
-    found.sort_by(|a, b| path_order(&a.path, &b.path));
-    found.dedup_by(|later, first| later.path == first.path);
-    (found, errors)
+    (in_path_order(found), errors)
+}
+
+/// `found` in path order; a file reached twice (directly and through a link,
+/// or through two links) once, under the name it was first found by.
+///
+/// Sorted as keys: the 8 bytes of each path after the beginning all share
+/// (the root's path, usually), taken in path order, and the file's place in
+/// the walk; only paths whose keys tie are compared whole. So most of the
+/// comparisons are of two numbers, not of two long paths elsewhere in
+/// memory.
+fn in_path_order(found: Vec<FoundFile>) -> Vec<FoundFile> {
+    fn bytes(f: &FoundFile) -> &[u8] {
+        f.path.as_os_str().as_encoded_bytes()
+    }
+    let common = found.first().map_or(0, |first| {
+        let first = bytes(first);
+        found.iter().fold(first.len(), |n, f| {
+            let b = bytes(f);
+            first[..n]
+                .iter()
+                .zip(b)
+                .position(|(x, y)| x != y)
+                .unwrap_or(n.min(b.len()))
+        })
+    });
+    let key = |f: &FoundFile| {
+        // Eight bytes, each as a 16-bit digit: a path's end 0, the separator
+        // 1 (the least byte in path order), any other byte 2 or more.
+        bytes(f)[common..]
+            .iter()
+            .chain(std::iter::repeat(&0))
+            .take(8)
+            .enumerate()
+            .fold(0u128, |k, (i, &b)| {
+                let digit = if i >= bytes(f).len() - common {
+                    0
+                } else if b == b'/' {
+                    1
+                } else {
+                    u128::from(b) + 2
+                };
+                k << 16 | digit
+            })
+    };
+    let mut order: Vec<(u128, u32)> = found
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (key(f), i as u32))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| path_order(&found[a.1 as usize].path, &found[b.1 as usize].path))
+            .then(a.1.cmp(&b.1))
+    });
+    let mut found: Vec<Option<FoundFile>> = found.into_iter().map(Some).collect();
+    let mut sorted: Vec<FoundFile> = Vec::with_capacity(found.len());
+    for (_, i) in order {
+        let f = found[i as usize].take().expect("each once");
+        if sorted.last().is_some_and(|last| last.path == f.path) {
+            continue;
+        }
+        sorted.push(f);
+    }
+    sorted
+}
+
+/// Puts the files a scan found in `library`, each with the hashes `cache`
+/// holds for its size and time, and notes each in `cache` as shared: what a
+/// node does at start-up. Returns the files still to hash (no SHA-1 or no
+/// FastTrack hash cached), in the order found.
+pub fn index_found(
+    found: Vec<FoundFile>,
+    cache: &mut HashCache,
+    library: &mut Library,
+) -> Vec<FoundFile> {
+    let mut to_hash = Vec::new();
+    library.reserve(found.len());
+    for f in found {
+        let known = cache.note_hashes(&f);
+        if known.urn.is_some() && known.fth.is_some() {
+            library.add_hashed(&f.name, f.path, f.size, f.mtime, known.urn, known.fth);
+        } else {
+            let path = f.path.clone();
+            library.add_hashed(&f.name, path, f.size, f.mtime, known.urn, known.fth);
+            to_hash.push(f);
+        }
+    }
+    library.shrink_to_fit();
+    to_hash
+}
+
+/// Threads a scan reads directories on, at most.
+pub const SCAN_THREADS: usize = 4;
+
+/// What one directory holds.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Its files (and files linked from it), in the order listed.
+    files: Vec<FoundFile>,
+    /// Its directories (and directories linked from it), by id in
+    /// [`Walk::listings`], in the order listed.
+    dirs: Vec<u32>,
+    errors: Vec<(PathBuf, io::Error)>,
+}
+
+/// Every directory the scan has reached, by canonical path, and what each
+/// holds once read (taken when put in order).
+#[derive(Debug, Default)]
+struct Walk {
+    ids: HashMap<PathBuf, u32>,
+    listings: Vec<Option<Listing>>,
+}
+
+/// The directories waiting to be read, shared by the threads reading them.
+struct Queue {
+    todo: Vec<(u32, PathBuf)>,
+    /// Threads reading a directory now (which may add more).
+    busy: usize,
+    ids: HashMap<PathBuf, u32>,
+    next: u32,
+}
+
+impl Walk {
+    /// Reads every directory reachable from `root` not reached before; the
+    /// root's id, unless it was.
+    fn read(&mut self, root: &Path) -> Option<u32> {
+        if self.ids.contains_key(root) {
+            return None;
+        }
+        let first = self.listings.len() as u32;
+        self.ids.insert(root.to_path_buf(), first);
+        let queue = std::sync::Mutex::new(Queue {
+            todo: vec![(first, root.to_path_buf())],
+            busy: 0,
+            ids: std::mem::take(&mut self.ids),
+            next: first + 1,
+        });
+        let wake = std::sync::Condvar::new();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, SCAN_THREADS);
+        let read = || {
+            let mut done = Vec::new();
+            loop {
+                let (id, dir) = {
+                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        if let Some(next) = q.todo.pop() {
+                            q.busy += 1;
+                            break next;
+                        }
+                        if q.busy == 0 {
+                            wake.notify_all();
+                            return done;
+                        }
+                        q = wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                let (listing, subdirs) = list_dir(root, &dir);
+                let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut ids = Vec::with_capacity(subdirs.len());
+                for d in subdirs {
+                    let id = match q.ids.get(&d) {
+                        Some(&id) => id,
+                        None => {
+                            let id = q.next;
+                            q.next += 1;
+                            q.ids.insert(d.clone(), id);
+                            q.todo.push((id, d));
+                            wake.notify_one();
+                            id
+                        }
+                    };
+                    ids.push(id);
+                }
+                q.busy -= 1;
+                if q.busy == 0 && q.todo.is_empty() {
+                    wake.notify_all();
+                }
+                drop(q);
+                done.push((
+                    id,
+                    Listing {
+                        dirs: ids,
+                        ..listing
+                    },
+                ));
+            }
+        };
+        let done: Vec<Vec<(u32, Listing)>> = std::thread::scope(|s| {
+            let others: Vec<_> = (1..threads).map(|_| s.spawn(read)).collect();
+            let mut all = vec![read()];
+            all.extend(others.into_iter().filter_map(|t| t.join().ok()));
+            all
+        });
+        let q = queue.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.ids = q.ids;
+        self.listings.resize_with(q.next as usize, || None);
+        for (id, listing) in done.into_iter().flatten() {
+            self.listings[id as usize] = Some(listing);
+        }
+        Some(first)
+    }
+}
+
+/// `dir.join(name)`, allocated once at its size.
+fn child(dir: &Path, name: &str) -> PathBuf {
+    let mut p = PathBuf::with_capacity(dir.as_os_str().len() + 1 + name.len());
+    p.push(dir);
+    p.push(name);
+    p
+}
+
+/// Lists `dir` (canonical, inside `root`): its shareable files, and the
+/// directories to walk from it.
+fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<PathBuf>) {
+    let mut listing = Listing::default();
+    let mut subdirs = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            listing.errors.push((dir.to_path_buf(), e));
+            return (listing, subdirs);
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                listing.errors.push((dir.to_path_buf(), e));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            // Names that are not UTF-8 cannot be offered in hits faithfully.
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        // The directory is canonical and inside the root, so an entry
+        // that is no link is too, at `dir/name`: its type comes with
+        // the directory listing, and only a file needs one `stat`
+        // (size and time). Links take the long way.
+        let kind = match entry.file_type() {
+            Ok(k) => k,
+            Err(e) => {
+                listing.errors.push((entry.path(), e));
+                continue;
+            }
+        };
+        if kind.is_dir() {
+            subdirs.push(child(dir, name));
+            continue;
+        }
+        if kind.is_file() {
+            match entry.metadata() {
+                Ok(meta) => listing.files.push(FoundFile {
+                    name: name.to_string(),
+                    size: meta.len(),
+                    mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+                    path: child(dir, name),
+                }),
+                Err(e) => listing.errors.push((entry.path(), e)),
+            }
+            continue;
+        }
+        if !kind.is_symlink() {
+            // Sockets, pipes, devices.
+            continue;
+        }
+        // Resolve links, and keep only what stays inside this root.
+        let real = match fs::canonicalize(entry.path()) {
+            Ok(r) => r,
+            Err(e) => {
+                listing.errors.push((entry.path(), e));
+                continue;
+            }
+        };
+        // Inside this root, and not hidden on the resolved side either (a
+        // visible link to a hidden entry does not expose it).
+        let Ok(inner) = real.strip_prefix(root) else {
+            continue;
+        };
+        if inner
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        let meta = match fs::metadata(&real) {
+            Ok(m) => m,
+            Err(e) => {
+                listing.errors.push((real, e));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            subdirs.push(real);
+        } else if meta.is_file() {
+            listing.files.push(FoundFile {
+                name: name.to_string(),
+                size: meta.len(),
+                mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+                path: real,
+            });
+        }
+    }
+    (listing, subdirs)
 }
 
 /// The order of [`Path`]s (component by component), fast for the normal
@@ -158,7 +388,13 @@ fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
     use std::os::unix::ffi::OsStrExt;
     let (x, y) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
     let key = |c: u8| if c == b'/' { 0 } else { c };
-    match x.iter().zip(y).find(|(p, q)| p != q) {
+    // Paths of one tree share long beginnings: skip them 16 bytes at a time.
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + 16 <= n && x[i..i + 16] == y[i..i + 16] {
+        i += 16;
+    }
+    match x[i..n].iter().zip(&y[i..n]).find(|(p, q)| p != q) {
         Some((p, q)) => key(*p).cmp(&key(*q)),
         None => x.len().cmp(&y.len()),
     }
@@ -292,6 +528,14 @@ struct Cached {
     fth: [u8; 20],
 }
 
+/// An entry and where its path's bytes are in [`HashCache::paths`].
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    off: u32,
+    len: u32,
+    cached: Cached,
+}
+
 /// Hashes remembered between runs, keyed by path, size and modification time.
 ///
 /// Stored as text, one file per line: `<base32 sha1>[,<hex fth>] <size> <mtime
@@ -302,10 +546,18 @@ struct Cached {
 ///
 /// A node also keeps here what it knows of every shared file (the size and
 /// time it was indexed at, [`HashCache::note`]), so each path is held once
-/// for both. The file is read line by line into the table, never whole.
+/// for both. The file is read a line at a time into one reused buffer, never
+/// whole; the paths are kept back to back in one byte arena, found through a
+/// table of entry numbers hashed by the path's bytes.
 #[derive(Debug, Default)]
 pub struct HashCache {
-    entries: HashMap<Box<Path>, Cached>,
+    /// The paths' bytes (as [`std::ffi::OsStr::as_encoded_bytes`] gives
+    /// them), back to back.
+    paths: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Entry numbers, by path.
+    table: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
 }
 
 /// What [`HashCache::note`] found about a file.
@@ -319,6 +571,53 @@ pub enum Noted {
     Changed,
 }
 
+/// What is known of a file after [`HashCache::note_hashes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known {
+    pub noted: Noted,
+    /// Its SHA-1, if cached for its size and time.
+    pub urn: Option<Sha1Urn>,
+    /// Its FastTrack hash, likewise.
+    pub fth: Option<Fth>,
+}
+
+fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_encoded_bytes()
+}
+
+fn path_of(bytes: &[u8]) -> &Path {
+    // SAFETY: the arena holds only copies of `as_encoded_bytes` output and of
+    // UTF-8 text, each whole, which is what `from_encoded_bytes_unchecked`
+    // asks for.
+    Path::new(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(bytes) })
+}
+
+/// One line of a cache file (without its end of line), if it parses.
+fn parse_line(line: &[u8]) -> Option<(&str, Cached)> {
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let (sha, size, mtime, path) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (sha, fth) = match sha.iter().position(|&b| b == b',') {
+        Some(comma) => (&sha[..comma], Some(Fth::from_hex(&sha[comma + 1..]).ok()?)),
+        None => (sha, None),
+    };
+    let urn = Sha1Urn::from_base32(sha).ok()?;
+    let size = std::str::from_utf8(size).ok()?.parse().ok()?;
+    let mtime_ns = std::str::from_utf8(mtime).ok()?.parse().ok()?;
+    let stamp = Stamp::new(size, mtime_ns)?;
+    let path = std::str::from_utf8(path).ok()?;
+    Some((
+        path,
+        Cached {
+            stamp,
+            has_urn: true,
+            known: false,
+            has_fth: fth.is_some(),
+            urn: urn.0,
+            fth: fth.map(|f| f.0).unwrap_or_default(),
+        },
+    ))
+}
+
 impl HashCache {
     /// Loads a cache file; a missing file is an empty cache.
     pub fn load(file: &Path) -> io::Result<HashCache> {
@@ -328,52 +627,98 @@ impl HashCache {
             Err(e) => return Err(e),
         };
         let mut cache = HashCache::default();
-        let mut reader = BufReader::with_capacity(64 * 1024, f);
-        let mut line = String::new();
+        // About 130 bytes a line: room for the entries from the start.
+        let lines = f.metadata().map_or(0, |m| m.len() / 130) as usize;
+        cache.entries.reserve(lines.min(1 << 24));
+        let mut reader = BufReader::with_capacity(256 * 1024, f);
+        let mut line = Vec::with_capacity(512);
         loop {
             line.clear();
-            if reader.read_line(&mut line)? == 0 {
+            if reader.read_until(b'\n', &mut line)? == 0 {
                 break;
             }
-            let line = line.strip_suffix('\n').unwrap_or(&line);
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            let mut parts = line.splitn(4, ' ');
-            let (Some(sha), Some(size), Some(mtime), Some(path)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let (sha, fth) = match sha.split_once(',') {
-                Some((sha, fth)) => match Fth::from_hex(fth.as_bytes()) {
-                    Ok(f) => (sha, Some(f)),
-                    Err(_) => continue,
-                },
-                None => (sha, None),
-            };
-            let (Ok(urn), Ok(size), Ok(mtime_ns)) = (
-                Sha1Urn::from_base32(sha.as_bytes()),
-                size.parse(),
-                mtime.parse(),
-            ) else {
-                continue;
-            };
-            let Some(stamp) = Stamp::new(size, mtime_ns) else {
-                continue;
-            };
-            cache.entries.insert(
-                Box::from(Path::new(path)),
-                Cached {
-                    stamp,
-                    has_urn: true,
-                    known: false,
-                    has_fth: fth.is_some(),
-                    urn: urn.0,
-                    fth: fth.map(|f| f.0).unwrap_or_default(),
-                },
-            );
+            let l = line.strip_suffix(b"\n").unwrap_or(&line);
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            if let Some((path, cached)) = parse_line(l) {
+                let path = Path::new(path);
+                match cache.find(path) {
+                    // A path listed twice: the later line holds.
+                    Some(i) => cache.entries[i as usize].cached = cached,
+                    None => cache.push(path, cached),
+                }
+            }
         }
         cache.entries.shrink_to_fit();
+        cache.paths.shrink_to_fit();
         Ok(cache)
+    }
+
+    fn path(&self, e: &Entry) -> &[u8] {
+        &self.paths[e.off as usize..][..e.len as usize]
+    }
+
+    fn find(&self, path: &Path) -> Option<u32> {
+        let bytes = path_bytes(path);
+        self.table
+            .find(self.hasher.hash_one(bytes), |&i| {
+                self.path(&self.entries[i as usize]) == bytes
+            })
+            .copied()
+    }
+
+    fn get_entry(&self, path: &Path) -> Option<&Cached> {
+        self.find(path).map(|i| &self.entries[i as usize].cached)
+    }
+
+    fn push(&mut self, path: &Path, cached: Cached) {
+        let bytes = path_bytes(path);
+        let (Ok(off), Ok(len)) = (u32::try_from(self.paths.len()), u32::try_from(bytes.len()))
+        else {
+            // Over 4 GiB of paths: not kept (the file is hashed again).
+            return;
+        };
+        if off.checked_add(len).is_none() {
+            return;
+        }
+        self.paths.extend_from_slice(bytes);
+        let i = self.entries.len() as u32;
+        self.entries.push(Entry { off, len, cached });
+        let HashCache {
+            paths,
+            entries,
+            table,
+            hasher,
+        } = self;
+        table.insert_unique(hasher.hash_one(bytes), i, |&j| {
+            let e = &entries[j as usize];
+            hasher.hash_one(&paths[e.off as usize..][..e.len as usize])
+        });
+    }
+
+    /// Keeps the entries `keep` says yes to, in one pass that also packs
+    /// the paths.
+    fn retain(&mut self, mut keep: impl FnMut(&Path, &Cached) -> bool) {
+        let old_paths = std::mem::take(&mut self.paths);
+        let old = std::mem::take(&mut self.entries);
+        self.table.clear();
+        for e in old {
+            let path = path_of(&old_paths[e.off as usize..][..e.len as usize]);
+            if keep(path, &e.cached) {
+                self.push(path, e.cached);
+            }
+        }
+        self.entries.shrink_to_fit();
+        self.paths.shrink_to_fit();
+        let HashCache {
+            paths,
+            entries,
+            table,
+            hasher,
+        } = self;
+        table.shrink_to_fit(|&j| {
+            let e = &entries[j as usize];
+            hasher.hash_one(&paths[e.off as usize..][..e.len as usize])
+        });
     }
 
     /// Writes the cache atomically: to a temporary file, then renamed into place.
@@ -383,7 +728,12 @@ impl HashCache {
         let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
         {
             let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
-            let mut rows: Vec<_> = self.entries.iter().filter(|(_, c)| c.has_urn).collect();
+            let mut rows: Vec<(&Path, &Cached)> = self
+                .entries
+                .iter()
+                .filter(|e| e.cached.has_urn)
+                .map(|e| (path_of(self.path(e)), &e.cached))
+                .collect();
             rows.sort_by(|a, b| a.0.cmp(b.0));
             for (path, c) in rows {
                 let Some(p) = path.to_str() else { continue };
@@ -406,13 +756,13 @@ impl HashCache {
 
     /// The cached hash of `file`, if it is still valid for its size and time.
     pub fn get(&self, file: &FoundFile) -> Option<Sha1Urn> {
-        let c = self.entries.get(file.path.as_path())?;
+        let c = self.get_entry(&file.path)?;
         (c.has_urn && c.stamp == stamp(file.size, file.mtime)).then_some(Sha1Urn(c.urn))
     }
 
     /// The cached FastTrack hash of `file`, if it is still valid.
     pub fn get_fth(&self, file: &FoundFile) -> Option<Fth> {
-        let c = self.entries.get(file.path.as_path())?;
+        let c = self.get_entry(&file.path)?;
         (c.has_urn && c.has_fth && c.stamp == stamp(file.size, file.mtime)).then_some(Fth(c.fth))
     }
 
@@ -429,8 +779,9 @@ impl HashCache {
 
     fn put(&mut self, file: &FoundFile, urn: Sha1Urn, fth: Option<Fth>) {
         let stamp = stamp(file.size, file.mtime);
-        match self.entries.get_mut(file.path.as_path()) {
-            Some(c) => {
+        match self.find(&file.path) {
+            Some(i) => {
+                let c = &mut self.entries[i as usize].cached;
                 let same = c.has_urn && c.stamp == stamp && c.urn == urn.0;
                 c.stamp = stamp;
                 c.has_urn = true;
@@ -443,19 +794,17 @@ impl HashCache {
                     None => c.has_fth &= same,
                 }
             }
-            None => {
-                self.entries.insert(
-                    Box::from(file.path.as_path()),
-                    Cached {
-                        stamp,
-                        has_urn: true,
-                        known: false,
-                        has_fth: fth.is_some(),
-                        urn: urn.0,
-                        fth: fth.map(|f| f.0).unwrap_or_default(),
-                    },
-                );
-            }
+            None => self.push(
+                &file.path,
+                Cached {
+                    stamp,
+                    has_urn: true,
+                    known: false,
+                    has_fth: fth.is_some(),
+                    urn: urn.0,
+                    fth: fth.map(|f| f.0).unwrap_or_default(),
+                },
+            ),
         }
     }
 
@@ -463,9 +812,17 @@ impl HashCache {
     /// how that compares with what was known of it. A hash cached for another
     /// size or time is dropped.
     pub fn note(&mut self, file: &FoundFile) -> Noted {
+        self.note_hashes(file).noted
+    }
+
+    /// As [`HashCache::note`], with the hashes still valid for the file (what
+    /// [`HashCache::get`] and [`HashCache::get_fth`] then give), from one
+    /// look-up.
+    pub fn note_hashes(&mut self, file: &FoundFile) -> Known {
         let stamp = stamp(file.size, file.mtime);
-        match self.entries.get_mut(file.path.as_path()) {
-            Some(c) => {
+        match self.find(&file.path) {
+            Some(i) => {
+                let c = &mut self.entries[i as usize].cached;
                 let noted = match (c.known, c.stamp == stamp) {
                     (false, _) => Noted::New,
                     (true, true) => Noted::Same,
@@ -477,11 +834,15 @@ impl HashCache {
                     c.has_fth = false;
                 }
                 c.known = true;
-                noted
+                Known {
+                    noted,
+                    urn: c.has_urn.then_some(Sha1Urn(c.urn)),
+                    fth: (c.has_urn && c.has_fth).then_some(Fth(c.fth)),
+                }
             }
             None => {
-                self.entries.insert(
-                    Box::from(file.path.as_path()),
+                self.push(
+                    &file.path,
                     Cached {
                         stamp,
                         has_urn: false,
@@ -491,7 +852,11 @@ impl HashCache {
                         fth: [0; 20],
                     },
                 );
-                Noted::New
+                Known {
+                    noted: Noted::New,
+                    urn: None,
+                    fth: None,
+                }
             }
         }
     }
@@ -500,7 +865,7 @@ impl HashCache {
     /// returns them.
     pub fn forget_unseen(&mut self, seen: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
         let mut gone = Vec::new();
-        self.entries.retain(|p, c| {
+        self.retain(|p, c| {
             if c.known && !seen(p) {
                 gone.push(p.to_path_buf());
                 false
@@ -513,12 +878,12 @@ impl HashCache {
 
     /// Forgets every entry not noted as shared (files that are gone).
     pub fn retain_known(&mut self) {
-        self.entries.retain(|_, c| c.known);
+        self.retain(|_, c| c.known);
     }
 
     /// Forgets every path not in `keep` (files that are gone).
     pub fn retain_paths(&mut self, keep: &HashSet<&Path>) {
-        self.entries.retain(|p, _| keep.contains(&**p));
+        self.retain(|p, _| keep.contains(p));
     }
 
     /// Number of entries.
@@ -757,6 +1122,51 @@ mod tests {
                 let (x, y) = (Path::new(x), Path::new(y));
                 assert_eq!(path_order(x, y), x.cmp(y), "{x:?} {y:?}");
             }
+        }
+    }
+
+    #[test]
+    fn the_keyed_sort_is_the_stable_sort() {
+        // Paths alike for more than the key's 8 bytes, prefixes of one
+        // another, the separator beside the bytes around it, and the same
+        // path found twice under different names.
+        let parts = [
+            "/",
+            "a",
+            "ab",
+            "\u{1}",
+            "-",
+            "b",
+            "\u{e9}",
+            "abcdefghij",
+            ".",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        for round in 0..50 {
+            let found: Vec<FoundFile> = (0..200u64)
+                .map(|i| {
+                    let mut p = String::from(if round % 2 == 0 { "/root/share" } else { "" });
+                    for _ in 0..1 + next(6) {
+                        p.push_str(parts[next(parts.len())]);
+                    }
+                    FoundFile {
+                        path: PathBuf::from(p),
+                        name: format!("n{i}"),
+                        size: i,
+                        mtime: UNIX_EPOCH,
+                    }
+                })
+                .collect();
+            let mut want = found.clone();
+            want.sort_by(|a, b| path_order(&a.path, &b.path));
+            want.dedup_by(|later, first| later.path == first.path);
+            assert_eq!(in_path_order(found), want, "round {round}");
         }
     }
 

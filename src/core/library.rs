@@ -21,6 +21,7 @@ mod postings;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -135,12 +136,10 @@ impl Served {
     pub fn by_file_id(&self, id: u16, name: &str) -> Option<Arc<SharedFile>> {
         let store = self.read();
         store
-            .by_file_id
-            .get(&id)?
-            .iter()
-            .filter_map(|&i| store.slot_of(i))
+            .with_file_id(id)
             .filter(|&s| store.records[s].dir != NO_DIR)
-            .find(|&s| store.name(&store.records[s]) == name)
+            .filter(|&s| store.name(&store.records[s]) == name)
+            .min_by_key(|&s| store.records[s].index)
             .and_then(|s| store.servable(s))
     }
 
@@ -189,6 +188,9 @@ struct Record {
     name_off: u32,
     name_len: u16,
     file_len: u16,
+    /// The next slot with the same FastTrack file id ([`Store::file_ids`]),
+    /// or [`NO_SLOT`].
+    next_id: u32,
     /// The modification time's nanoseconds, and [`HAS_SHA1`], [`HAS_FTH`].
     nanos: u32,
     secs: i64,
@@ -197,12 +199,17 @@ struct Record {
     fth: [u8; 20],
 }
 
+const _: () = assert!(std::mem::size_of::<Record>() == 80);
+
 /// In `Record::nanos` (which never reach 2^30): the SHA-1 is known.
 const HAS_SHA1: u32 = 1 << 31;
 /// In `Record::nanos`: the FastTrack hash is known.
 const HAS_FTH: u32 = 1 << 30;
 
-/// The digests files are looked up by: which one, in `Store::by_digest`.
+/// The end of a chain of slots.
+const NO_SLOT: u32 = u32::MAX;
+
+/// The digests a record holds: which one, for `Record::digest`.
 const SHA1: usize = 0;
 const FTH: usize = 1;
 
@@ -223,12 +230,13 @@ impl Record {
     }
 }
 
-/// Files by a digest: the lowest index's slot for each, and every index of a
-/// digest several files have.
+/// Files by SHA-1: the lowest index's slot for each, and every index of a
+/// SHA-1 several files have.
 #[derive(Debug, Default)]
 struct ByDigest {
     first: HashTable<u32>,
-    shared: HashMap<[u8; 20], BTreeSet<u32>>,
+    /// Sorted, distinct, two or more.
+    shared: HashMap<[u8; 20], Vec<u32>>,
 }
 
 /// The records, in chunks of a fixed size, so a growing library never holds
@@ -313,20 +321,38 @@ fn from_parts(secs: i64, nanos: u32) -> SystemTime {
     }
 }
 
-/// Interned directories, counted by the files in them.
+/// Interned directories, counted by the files in them, found by their
+/// paths' bytes (the paths a scan finds are canonical: equal paths have
+/// equal bytes).
 #[derive(Debug, Default)]
 struct Dirs {
     paths: Vec<(PathBuf, u32)>,
     free: Vec<u32>,
     table: HashTable<u32>,
+    /// The directory found last (files come a directory at a time), or
+    /// `u32::MAX`.
+    last: AtomicU32,
+}
+
+fn dir_bytes(dir: &Path) -> &[u8] {
+    dir.as_os_str().as_encoded_bytes()
 }
 
 impl Dirs {
     fn find(&self, hasher: &RandomState, dir: &Path) -> Option<u32> {
-        let h = hasher.hash_one(dir);
-        self.table
-            .find(h, |&id| self.paths[id as usize].0 == dir)
-            .copied()
+        let bytes = dir_bytes(dir);
+        let last = self.last.load(Relaxed);
+        if let Some((p, n)) = self.paths.get(last as usize)
+            && *n > 0
+            && dir_bytes(p) == bytes
+        {
+            return Some(last);
+        }
+        let id = *self.table.find(hasher.hash_one(bytes), |&id| {
+            dir_bytes(&self.paths[id as usize].0) == bytes
+        })?;
+        self.last.store(id, Relaxed);
+        Some(id)
     }
 
     fn intern(&mut self, hasher: &RandomState, dir: &Path) -> u32 {
@@ -345,9 +371,11 @@ impl Dirs {
             }
         };
         let paths = &self.paths;
-        self.table.insert_unique(hasher.hash_one(dir), id, |&i| {
-            hasher.hash_one(&paths[i as usize].0)
-        });
+        self.table
+            .insert_unique(hasher.hash_one(dir_bytes(dir)), id, |&i| {
+                hasher.hash_one(dir_bytes(&paths[i as usize].0))
+            });
+        self.last.store(id, Relaxed);
         id
     }
 
@@ -358,7 +386,10 @@ impl Dirs {
             return;
         }
         let path = std::mem::take(&mut entry.0);
-        if let Ok(e) = self.table.find_entry(hasher.hash_one(&path), |&i| i == id) {
+        if let Ok(e) = self
+            .table
+            .find_entry(hasher.hash_one(dir_bytes(&path)), |&i| i == id)
+        {
             e.remove();
         }
         self.free.push(id);
@@ -379,11 +410,15 @@ struct Store {
     odd_paths: HashMap<u32, PathBuf>,
     /// Slots by index.
     by_index: HashTable<u32>,
-    /// By SHA-1 and by FastTrack hash.
-    by_digest: [ByDigest; 2],
-    /// Indexes by FastTrack file id (14 bits of the FTH), for the
-    /// `/<file id>/<name>` requests.
-    by_file_id: HashMap<u16, Vec<u32>>,
+    /// By SHA-1.
+    by_sha1: ByDigest,
+    /// The first slot of each FastTrack file id (14 bits of the FTH); the
+    /// others follow in a chain through `Record::next_id`. Every file with
+    /// an FTH is in the chain of its file id, which is how files are found
+    /// by FTH (`/.hash=` requests, the supernode) and by file id and name
+    /// (`/<file id>/<name>` requests): a chain is about one file in 16,384,
+    /// and costs no table entry per file. Empty until a file has an FTH.
+    file_ids: Vec<u32>,
     /// Slots by directory and file name (files with a path).
     by_path: HashTable<u32>,
     hasher: RandomState,
@@ -441,19 +476,34 @@ impl Store {
             .copied()
     }
 
+    /// The slots of the files with this FastTrack file id.
+    fn with_file_id(&self, id: u16) -> impl Iterator<Item = u32> + '_ {
+        let first = self.file_ids.get(usize::from(id)).copied();
+        std::iter::successors(first.filter(|&s| s != NO_SLOT), |&s| {
+            Some(self.records[s].next_id).filter(|&n| n != NO_SLOT)
+        })
+    }
+
+    /// The slot of the file with the lowest index with this digest.
     fn first_with(&self, which: usize, d: &[u8; 20]) -> Option<u32> {
-        self.by_digest[which]
+        if which == FTH {
+            return self
+                .with_file_id(Fth(*d).file_id())
+                .filter(|&s| self.records[s].digest(FTH) == Some(d))
+                .min_by_key(|&s| self.records[s].index);
+        }
+        self.by_sha1
             .first
             .find(self.hasher.hash_one(d), |&s| {
-                self.records[s].digest(which) == Some(d)
+                self.records[s].digest(SHA1) == Some(d)
             })
             .copied()
     }
 
     /// Every index with this SHA-1, in order.
     fn indexes_with(&self, urn: &Sha1Urn) -> Vec<u32> {
-        match self.by_digest[SHA1].shared.get(&urn.0) {
-            Some(set) => set.iter().copied().collect(),
+        match self.by_sha1.shared.get(&urn.0) {
+            Some(set) => set.clone(),
             None => self
                 .first_with(SHA1, &urn.0)
                 .map(|s| vec![self.records[s].index])
@@ -462,7 +512,14 @@ impl Store {
     }
 
     fn slot_of_path(&self, path: &Path) -> Option<u32> {
-        let (dir, file) = split_path(path)?;
+        self.slot_of_split(path, split_path(path))
+    }
+
+    /// As `slot_of_path`, with the path already split.
+    fn slot_of_split(&self, path: &Path, split: Option<(&Path, &str)>) -> Option<u32> {
+        let Some((dir, file)) = split else {
+            return self.odd_slot(path);
+        };
         let Some(dir) = self.dirs.find(&self.hasher, dir) else {
             return self.odd_slot(path);
         };
@@ -480,15 +537,17 @@ impl Store {
         self.slot_of(*index)
     }
 
+    /// Files a new record; `path` with what `split_path` makes of it.
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
         index: u32,
         name: &str,
-        path: Option<&Path>,
+        path: Option<(&Path, Option<(&Path, &str)>)>,
         size: u64,
         mtime: SystemTime,
         sha1: Option<Sha1Urn>,
-    ) {
+    ) -> u32 {
         let (secs, nanos) = to_parts(mtime);
         let name_off = self.arena.len() as u32;
         reserve_quarter(&mut self.arena, name.len());
@@ -499,14 +558,15 @@ impl Store {
             name_off,
             name_len: name.len() as u16,
             file_len: 0,
+            next_id: NO_SLOT,
             nanos: nanos | if sha1.is_some() { HAS_SHA1 } else { 0 },
             secs,
             size,
             sha1: sha1.map(|u| u.0).unwrap_or_default(),
             fth: [0; 20],
         };
-        if let Some(path) = path {
-            match split_path(path).filter(|(_, f)| f.len() <= usize::from(u16::MAX)) {
+        if let Some((path, split)) = path {
+            match split.filter(|(_, f)| f.len() <= usize::from(u16::MAX)) {
                 Some((dir, file)) => {
                     record.dir = self.dirs.intern(&self.hasher, dir);
                     if file != name {
@@ -551,47 +611,76 @@ impl Store {
         if let Some(u) = sha1 {
             self.add_digest(SHA1, slot, u.0);
         }
+        slot
     }
 
     /// Files `slot` under digest `d` (already in its record).
     fn add_digest(&mut self, which: usize, slot: u32, d: [u8; 20]) {
         let index = self.records[slot].index;
         if which == FTH {
-            let ids = self.by_file_id.entry(Fth(d).file_id()).or_default();
-            if let Err(at) = ids.binary_search(&index) {
-                ids.insert(at, index);
+            if self.file_ids.is_empty() {
+                self.file_ids = vec![NO_SLOT; 1 << 14];
             }
+            let head = &mut self.file_ids[usize::from(Fth(d).file_id())];
+            self.records[slot].next_id = *head;
+            *head = slot;
+            return;
         }
-        match self.first_with(which, &d) {
+        match self.first_with(SHA1, &d) {
             None => {
                 let (records, hasher) = (&self.records, &self.hasher);
-                self.by_digest[which]
+                self.by_sha1
                     .first
                     .insert_unique(hasher.hash_one(d), slot, |&s| {
-                        hasher.hash_one(records[s].digest(which).expect("filed"))
+                        hasher.hash_one(records[s].digest(SHA1).expect("filed"))
                     });
             }
             Some(first) => {
                 let first_index = self.records[first].index;
-                self.by_digest[which]
+                let set = self
+                    .by_sha1
                     .shared
                     .entry(d)
-                    .or_insert_with(|| BTreeSet::from([first_index]))
-                    .insert(index);
+                    .or_insert_with(|| vec![first_index]);
+                if let Err(at) = set.binary_search(&index) {
+                    set.insert(at, index);
+                }
                 if index < first_index {
-                    self.point(which, &d, slot);
+                    self.point(&d, slot);
                 }
             }
         }
     }
 
-    /// Makes the table's entry for `d` (which exists) name `slot`.
-    fn point(&mut self, which: usize, d: &[u8; 20], slot: u32) {
+    /// Takes `slot` out of the chain of file id `id`.
+    fn unchain_file_id(&mut self, slot: u32, id: u16) {
+        let next = std::mem::replace(&mut self.records[slot].next_id, NO_SLOT);
+        let Some(head) = self.file_ids.get_mut(usize::from(id)) else {
+            return;
+        };
+        if *head == slot {
+            *head = next;
+            return;
+        }
+        let mut at = *head;
+        while at != NO_SLOT {
+            let r = &mut self.records[at];
+            if r.next_id == slot {
+                r.next_id = next;
+                return;
+            }
+            at = r.next_id;
+        }
+    }
+
+    /// Makes the SHA-1 table's entry for `d` (which exists) name `slot`.
+    fn point(&mut self, d: &[u8; 20], slot: u32) {
         let h = self.hasher.hash_one(d);
         let records = &self.records;
-        if let Some(s) = self.by_digest[which]
+        if let Some(s) = self
+            .by_sha1
             .first
-            .find_mut(h, |&s| records[s].digest(which) == Some(d))
+            .find_mut(h, |&s| records[s].digest(SHA1) == Some(d))
         {
             *s = slot;
         }
@@ -601,27 +690,24 @@ impl Store {
     fn remove_digest(&mut self, which: usize, slot: u32, d: &[u8; 20]) {
         let index = self.records[slot].index;
         if which == FTH {
-            let id = Fth(*d).file_id();
-            if let Some(ids) = self.by_file_id.get_mut(&id) {
-                ids.retain(|&i| i != index);
-                if ids.is_empty() {
-                    self.by_file_id.remove(&id);
-                }
-            }
+            self.unchain_file_id(slot, Fth(*d).file_id());
+            return;
         }
-        if let Some(set) = self.by_digest[which].shared.get_mut(d) {
-            set.remove(&index);
+        if let Some(set) = self.by_sha1.shared.get_mut(d) {
+            if let Ok(at) = set.binary_search(&index) {
+                set.remove(at);
+            }
             let next = *set.first().expect("two or more");
             if set.len() == 1 {
-                self.by_digest[which].shared.remove(d);
+                self.by_sha1.shared.remove(d);
             }
             if let Some(s) = self.slot_of(next) {
-                self.point(which, d, s);
+                self.point(d, s);
             }
             return;
         }
         let h = self.hasher.hash_one(d);
-        if let Ok(e) = self.by_digest[which].first.find_entry(h, |&s| s == slot) {
+        if let Ok(e) = self.by_sha1.first.find_entry(h, |&s| s == slot) {
             e.remove();
         }
     }
@@ -698,6 +784,32 @@ impl Store {
         Some(shared)
     }
 
+    fn reserve(&mut self, more: usize) {
+        let Store {
+            records,
+            by_index,
+            by_path,
+            by_sha1,
+            hasher,
+            arena,
+            ..
+        } = self;
+        by_index.reserve(more, |&s| hasher.hash_one(records[s].index));
+        by_path.reserve(more, |&s| {
+            let r = &records[s];
+            path_hash(hasher, r.dir, file_name_in(arena, r))
+        });
+        by_sha1.first.reserve(more, |&s| {
+            hasher.hash_one(records[s].digest(SHA1).expect("filed"))
+        });
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.arena.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.dirs.paths.shrink_to_fit();
+    }
+
     /// Copies the names still in use into a new arena.
     fn compact_arena(&mut self) {
         let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
@@ -739,7 +851,30 @@ fn reserve_quarter(v: &mut Vec<u8>, more: usize) {
 }
 
 /// A path's directory and its file name, when the name is UTF-8 and the two
-/// give the path back byte for byte (no trailing `/` or `/.` dropped).
+/// give the path back byte for byte (`dir.join(file)`): split at the last
+/// separator, with no empty name and no directory ending in a separator
+/// (but the root).
+#[cfg(unix)]
+fn split_path(path: &Path) -> Option<(&Path, &str)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let (dir, file) = match bytes.iter().rposition(|&b| b == b'/') {
+        Some(0) => bytes.split_at(1),
+        // Two separators in a row would come back as one.
+        Some(at) if bytes[at - 1] == b'/' => return None,
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (&bytes[..0], bytes),
+    };
+    if file.is_empty() || file == b"." || file == b".." {
+        return None;
+    }
+    Some((
+        Path::new(std::ffi::OsStr::from_bytes(dir)),
+        std::str::from_utf8(file).ok()?,
+    ))
+}
+
+#[cfg(not(unix))]
 fn split_path(path: &Path) -> Option<(&Path, &str)> {
     let file = path.file_name()?.to_str()?;
     let dir = path.parent()?;
@@ -831,6 +966,14 @@ impl Keywords {
             }
         };
         self.words[id as usize].files.insert(index);
+    }
+
+    fn shrink_to_fit(&mut self) {
+        for w in &mut self.words {
+            w.files.shrink_to_fit();
+        }
+        self.words.shrink_to_fit();
+        self.text.shrink_to_fit();
     }
 
     fn remove(&mut self, word: &str, index: u32) {
@@ -928,17 +1071,39 @@ impl Library {
         mtime: SystemTime,
         sha1: Option<Sha1Urn>,
     ) -> u32 {
+        self.add_hashed(name, path, size, mtime, sha1, None)
+    }
+
+    /// As [`Library::add`], with the FastTrack hash too when known (as
+    /// [`Library::set_fth`] would record it).
+    pub fn add_hashed(
+        &mut self,
+        name: &str,
+        path: PathBuf,
+        size: u64,
+        mtime: SystemTime,
+        sha1: Option<Sha1Urn>,
+        fth: Option<Fth>,
+    ) -> u32 {
         let name = clamp_name(name);
         self.last_index = self.last_index.wrapping_add(1).max(1);
         let index = self.last_index;
-        if let Some(old) = self.index_of(&path) {
+        let split = split_path(&path);
+        let old = {
+            let store = self.served.read();
+            let slot = store.slot_of_split(&path, split);
+            slot.map(|s| store.records[s].index)
+        };
+        if let Some(old) = old {
             // The same path again: the new entry replaces the old one.
             self.remove(old);
         }
         for_each_table_keyword(name, |word| self.keywords.add(word, index));
-        self.served
-            .write()
-            .insert(index, name, Some(&path), size, mtime, sha1);
+        let mut store = self.served.write();
+        let slot = store.insert(index, name, Some((&path, split)), size, mtime, sha1);
+        if let Some(f) = fth {
+            store.set_digest(FTH, slot, f.0);
+        }
         index
     }
 
@@ -975,6 +1140,20 @@ impl Library {
         let file = self.served.write().remove(index)?;
         for_each_table_keyword(&file.name, |word| self.keywords.remove(word, index));
         Some(file)
+    }
+
+    /// Makes room for `more` files at once (a start-up scan's), so the look-up
+    /// tables are not rebuilt several times while they are added.
+    pub fn reserve(&mut self, more: usize) {
+        self.served.write().reserve(more);
+    }
+
+    /// Gives back the room kept for growth (the name and keyword lists grow
+    /// by a quarter at a time): for after a bulk load, such as the scan at
+    /// start-up. Adding files afterwards works as before.
+    pub fn shrink_to_fit(&mut self) {
+        self.keywords.shrink_to_fit();
+        self.served.write().shrink_to_fit();
     }
 
     /// The index of the file at `path`, if it is shared.
@@ -1084,6 +1263,34 @@ mod tests {
 
     fn names(found: Vec<FileRef<'_>>) -> Vec<String> {
         found.iter().map(|f| f.name.to_string()).collect()
+    }
+
+    #[test]
+    fn split_paths_join_back() {
+        for p in [
+            "/a/b",
+            "/b",
+            "b",
+            "a/b",
+            "/a//b",
+            "/a/b/",
+            "/a/.",
+            "/a/..",
+            "",
+            "/",
+            "./x",
+            "a/./b",
+            "/a/b c.mp3",
+            "//b",
+        ] {
+            let p = Path::new(p);
+            if let Some((d, f)) = split_path(p) {
+                assert_eq!(d.join(f).as_os_str(), p.as_os_str(), "{p:?}");
+            }
+        }
+        assert_eq!(split_path(Path::new("/a/b/")), None);
+        assert_eq!(split_path(Path::new("/a/b")), Some((Path::new("/a"), "b")));
+        assert_eq!(split_path(Path::new("/b")), Some((Path::new("/"), "b")));
     }
 
     #[test]

@@ -65,18 +65,7 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
         to_hash: Vec::new(),
     };
     let mut library = Library::new();
-    for f in scan(roots) {
-        shares.cache.note(&f);
-        let urn = shares.cache.get(&f);
-        let fth = shares.cache.get_fth(&f);
-        let index = library.add(&f.name, f.path.clone(), f.size, f.mtime, urn);
-        if let Some(h) = fth {
-            library.set_fth(index, h);
-        }
-        if urn.is_none() || fth.is_none() {
-            shares.to_hash.push(f);
-        }
-    }
+    shares.to_hash = share::index_found(scan(roots), &mut shares.cache, &mut library);
     shares.set_pending();
     tracing::info!(
         files = library.len(),

@@ -202,6 +202,14 @@ impl Postings {
         self.last = v;
     }
 
+    /// Gives back every spare byte (after a bulk load).
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        if let Some(b) = self.blocks.0.as_mut() {
+            b.shrink_to_fit();
+        }
+    }
+
     /// Gives back spare capacity left by removals.
     fn fit(&mut self) {
         let (len, cap) = (self.bytes.len(), self.bytes.capacity());

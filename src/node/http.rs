@@ -39,9 +39,9 @@ use super::sendfile::{self, Spans};
 /// A connection on which no byte moves, either way, for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request's header block must arrive within this time.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest request header block (hyper's read buffer).
-const MAX_HEAD: usize = 16 * 1024;
+pub(super) const MAX_HEAD: usize = 16 * 1024;
 /// Size of one read from a file, and of one body frame.
 pub const CHUNK: usize = 256 * 1024;
 /// Answers up to this size are read in one go on the connection's own task.
@@ -206,10 +206,10 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, remote: SocketAddr, uploads
     #[cfg(target_os = "linux")]
     {
         let (stream, spans) = SendfileStream::new(stream);
-        serve_with(stream, prefix, remote, local, uploads, Some(spans)).await
+        super::http_lane::serve(stream, prefix, remote, local, uploads, Some(spans)).await
     }
     #[cfg(not(target_os = "linux"))]
-    serve_with(stream, prefix, remote, local, uploads, None).await
+    super::http_lane::serve(stream, prefix, remote, local, uploads, None).await
 }
 
 /// Serves HTTP requests on any byte stream, file bodies read into buffers.
@@ -222,7 +222,7 @@ where
 
 /// Serves `io`; `spans` is set when `io` sends placeholder bodies with
 /// `sendfile`.
-async fn serve_with<S>(
+pub(super) async fn serve_with<S>(
     io: S,
     prefix: Bytes,
     remote: SocketAddr,
@@ -265,20 +265,20 @@ async fn serve_with<S>(
 }
 
 /// What one connection keeps between its requests.
-struct ConnState {
+pub(super) struct ConnState {
     /// The file it last read, still open (checked again at every request).
-    open: Option<OpenFile>,
+    pub(super) open: Option<OpenFile>,
     /// The buffer of its last inline answer, back once the answer was sent.
-    spare: Arc<Mutex<Option<Vec<u8>>>>,
+    pub(super) spare: Arc<Mutex<Option<Vec<u8>>>>,
     /// Set when the connection sends file bodies with `sendfile`: what the
     /// placeholders of its bodies stand for.
-    spans: Option<Arc<Spans>>,
+    pub(super) spans: Option<Arc<Spans>>,
     /// The address the client reached us at, when known.
-    local: Option<SocketAddr>,
+    pub(super) local: Option<SocketAddr>,
 }
 
 /// A shared file held open by a connection, and which file on disk it is.
-struct OpenFile {
+pub(super) struct OpenFile {
     path: PathBuf,
     file: Arc<File>,
     id: FileId,
@@ -291,7 +291,7 @@ fn base(status: StatusCode) -> hyper::http::response::Builder {
 }
 
 /// A short plain-text answer (errors, refusals).
-fn text(status: StatusCode, msg: &str, head: bool) -> Response<FileBody> {
+pub(super) fn text(status: StatusCode, msg: &str, head: bool) -> Response<FileBody> {
     let body = format!("{msg}\r\n");
     base(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -439,25 +439,82 @@ async fn answer_request(
             return r;
         }
     }
-    let target = match h::parse_target(req.uri().path(), req.uri().query()) {
+    let target = match target_of(req.uri().path(), req.uri().query(), head) {
         Ok(t) => t,
-        Err(TargetError::NotFound) => return text(StatusCode::NOT_FOUND, "Not Found", head),
-        Err(TargetError::Bad(why)) => return text(StatusCode::BAD_REQUEST, why, head),
+        Err(refusal) => return refusal,
     };
     // A FastTrack user's file: fetched from the user and passed through.
-    if let Some(ft) = uploads.fasttrack.get() {
-        let source = match &target {
-            Target::Index { index, name } if uploads.served.get(*index).is_none() => {
-                ft.source_by_index(*index, name)
-            }
-            Target::Fth(fth) if uploads.served.by_fth(fth).is_none() => ft.source_by_hash(&fth.0),
-            _ => None,
-        };
-        if let Some(source) = source {
-            return proxied(ft, &source, req.headers(), head, uploads).await;
-        }
+    if let Some((ft, source)) = fasttrack_source(uploads, &target) {
+        return proxied(ft, &source, req.headers(), head, uploads).await;
     }
-    let file = match &target {
+    answer_file(head, &target, req.headers(), remote, uploads, state).await
+}
+
+/// What a request path asks for, or the refusal of a path we do not serve.
+#[allow(clippy::result_large_err)]
+pub(super) fn target_of(
+    path: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Result<Target, Response<FileBody>> {
+    match h::parse_target(path, query) {
+        Ok(t) => Ok(t),
+        Err(TargetError::NotFound) => Err(text(StatusCode::NOT_FOUND, "Not Found", head)),
+        Err(TargetError::Bad(why)) => Err(text(StatusCode::BAD_REQUEST, why, head)),
+    }
+}
+
+/// The FastTrack user whose file `target` names, when it is not one of ours
+/// and we serve a supernode's users by proxy.
+pub(super) fn fasttrack_source<'a>(
+    uploads: &'a Uploads,
+    target: &Target,
+) -> Option<(
+    &'a crate::fasttrack::server::FastTrack,
+    crate::fasttrack::supernode::Hit,
+)> {
+    let ft = uploads.fasttrack.get()?;
+    let source = match target {
+        Target::Index { index, name } if uploads.served.get(*index).is_none() => {
+            ft.source_by_index(*index, name)
+        }
+        Target::Fth(fth) if uploads.served.by_fth(fth).is_none() => ft.source_by_hash(&fth.0),
+        _ => None,
+    }?;
+    Some((ft, source))
+}
+
+/// The request headers the answer to a file request reads, wherever they were
+/// parsed: hyper's `HeaderMap`, or the fast lane's `httparse` headers
+/// (`http_lane`). Both give the first value of a name, and only values that
+/// are visible ASCII, as `HeaderValue::to_str` does.
+pub(super) trait ReqHeaders {
+    /// The first value of `name`.
+    fn first(&self, name: &str) -> Option<&str>;
+    /// Every value of `name`, in order.
+    fn each<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+}
+
+impl ReqHeaders for HeaderMap {
+    fn first(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn each<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name).iter().filter_map(|v| v.to_str().ok())
+    }
+}
+
+/// Answers a `GET` or `HEAD` (`head`) of `target`, a file we share (or not).
+pub(super) async fn answer_file(
+    head: bool,
+    target: &Target,
+    headers: &impl ReqHeaders,
+    remote: SocketAddr,
+    uploads: &Arc<Uploads>,
+    state: &Mutex<ConnState>,
+) -> Response<FileBody> {
+    let file = match target {
         Target::Index { index, name } => match uploads.served.get(*index) {
             Some(f) if f.name == *name => f,
             Some(_) => return text(StatusCode::NOT_FOUND, "File index/name mismatch", head),
@@ -478,10 +535,7 @@ async fn answer_request(
     };
     let fasttrack = target.is_fasttrack();
     // A Range that cannot be read is ignored (RFC 9110, 14.2): the whole file.
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let range = headers.first("range");
     let (start, len, status) = match h::answer_range(range, file.size) {
         RangeAnswer::Whole => (0, file.size, StatusCode::OK),
         RangeAnswer::Part { start, end } => (start, end - start + 1, StatusCode::PARTIAL_CONTENT),
@@ -499,7 +553,7 @@ async fn answer_request(
         }
     };
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
-        learn_alt_locs(req.headers(), urn, uploads);
+        learn_alt_locs(headers, urn, uploads);
     }
     // A slot per request, held until its body is sent (or the client goes):
     // a keep-alive connection idle between requests holds none.
@@ -598,10 +652,8 @@ async fn answer_request(
         b = b.header("X-Gnutella-Content-URN", urn.to_string());
         // Never the asker itself, where it says where it listens (`X-Node`,
         // as gtk-gnutella and LimeWire send it).
-        let asker = req
-            .headers()
-            .get("X-Node")
-            .and_then(|v| v.to_str().ok())
+        let asker = headers
+            .first("x-node")
             .and_then(|v| h::parse_x_alt(v, 1).pop());
         let alts: Vec<SocketAddr> = uploads
             .altlocs
@@ -614,12 +666,7 @@ async fn answer_request(
             .collect();
         if !alts.is_empty() {
             // IPv6 entries only to a downloader that says it reads them.
-            let v6 = req
-                .headers()
-                .get_all("X-Features")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(h::features_ipv6);
+            let v6 = headers.each("x-features").any(h::features_ipv6);
             b = b.header("X-Alt", h::format_x_alt(&alts, v6));
         }
     }
@@ -671,16 +718,15 @@ async fn answer_request(
 
 /// Remembers the alternate locations a downloader tells us of (`X-Alt`), and
 /// forgets the ones it found bad (`X-NAlt`), for the file it asks for.
-fn learn_alt_locs(headers: &HeaderMap, urn: Sha1Urn, uploads: &Uploads) {
+fn learn_alt_locs(headers: &impl ReqHeaders, urn: Sha1Urn, uploads: &Uploads) {
     let said = headers
-        .get("X-Gnutella-Content-URN")
-        .and_then(|v| v.to_str().ok())
+        .first("x-gnutella-content-urn")
         .and_then(|v| v.parse::<Sha1Urn>().ok());
     if said.is_some_and(|u| u != urn) {
         return;
     }
-    let good = headers.get("X-Alt").and_then(|v| v.to_str().ok());
-    let bad = headers.get("X-NAlt").and_then(|v| v.to_str().ok());
+    let good = headers.first("x-alt");
+    let bad = headers.first("x-nalt");
     if good.is_none() && bad.is_none() {
         return;
     }
@@ -959,6 +1005,12 @@ pub struct Guarded<S> {
     prefix: Bytes,
     idle: Duration,
     last: Instant,
+    /// A time by which the stream fails whatever moves (a head's deadline).
+    deadline: Option<Instant>,
+    /// Armed at the deadline or before it: activity moves the deadline on
+    /// without touching the timer, which, when it fires early, is armed
+    /// again at the deadline of then. So a busy connection re-arms it about
+    /// once a timeout, not at every read.
     timer: Pin<Box<Sleep>>,
 }
 
@@ -970,24 +1022,45 @@ impl<S> Guarded<S> {
             prefix,
             idle,
             last,
+            deadline: None,
             timer: Box::pin(tokio::time::sleep_until(last + idle)),
         }
     }
 
+    /// The stream, and nothing of what was replayed or timed.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Sets (or clears) a time by which the stream fails even while bytes move.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
     /// Called when an operation would wait: an error once the connection has
-    /// been idle too long, else the timer is armed to wake the task then.
+    /// been idle too long or its deadline passed, else the timer is armed to
+    /// wake the task by then.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let deadline = self.last + self.idle;
-        if self.timer.deadline() != deadline {
+        let idle = self.last + self.idle;
+        let deadline = self.deadline.map_or(idle, |d| d.min(idle));
+        if self.timer.deadline() > deadline {
             self.timer.as_mut().reset(deadline);
         }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection idle for too long",
-            )),
-            Poll::Pending => Ok(()),
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    if deadline < idle {
+                        "request head not received in time"
+                    } else {
+                        "connection idle for too long"
+                    },
+                ));
+            }
+            // Fired early: the deadline moved on since it was armed.
+            self.timer.as_mut().reset(deadline);
         }
+        Ok(())
     }
 
     /// The outcome of a write: progress resets the idle clock; waiting checks it.

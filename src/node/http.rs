@@ -56,6 +56,8 @@ const SENDFILE_MIN: u64 = 16 * 1024;
 const READ_AHEAD: usize = 2;
 /// What a busy server asks a client to wait, in seconds.
 const RETRY_AFTER: &str = "30";
+/// The `Content-Type` of a file's bytes.
+const OCTETS: &str = "application/octet-stream";
 /// Alternate locations sent with one answer.
 const ALT_PER_ANSWER: usize = 10;
 
@@ -177,6 +179,11 @@ impl Uploads {
     /// The supernode whose users' files are served by proxy.
     pub fn set_fasttrack(&self, ft: crate::fasttrack::server::FastTrack) {
         let _ = self.fasttrack.set(ft);
+    }
+
+    /// Whether files we do not share may be a FastTrack user's, served by proxy.
+    pub(super) fn fasttrack_served(&self) -> bool {
+        self.fasttrack.get().is_some()
     }
 
     /// Sets what the `X-Kazaa-*` headers say.
@@ -447,7 +454,10 @@ async fn answer_request(
     if let Some((ft, source)) = fasttrack_source(uploads, &target) {
         return proxied(ft, &source, req.headers(), head, uploads).await;
     }
-    answer_file(head, &target, req.headers(), remote, uploads, state).await
+    match find_file(uploads, &target, head) {
+        Ok(file) => answer_file(head, &target, file, req.headers(), remote, uploads, state).await,
+        Err(refusal) => refusal,
+    }
 }
 
 /// What a request path asks for, or the refusal of a path we do not serve.
@@ -505,34 +515,45 @@ impl ReqHeaders for HeaderMap {
     }
 }
 
-/// Answers a `GET` or `HEAD` (`head`) of `target`, a file we share (or not).
+/// The shared file `target` names, or the refusal to send when there is none.
+#[allow(clippy::result_large_err)]
+pub(super) fn find_file(
+    uploads: &Uploads,
+    target: &Target,
+    head: bool,
+) -> Result<Arc<SharedFile>, Response<FileBody>> {
+    let refuse = |why| Err(text(StatusCode::NOT_FOUND, why, head));
+    match target {
+        Target::Index { index, name } => match uploads.served.get(*index) {
+            Some(f) if f.name == *name => Ok(f),
+            Some(_) => refuse("File index/name mismatch"),
+            None => refuse("No such file index"),
+        },
+        Target::Urn(urn) => match uploads.served.by_sha1(urn) {
+            Some(f) => Ok(f),
+            None => refuse("URN not found"),
+        },
+        Target::Fth(fth) => match uploads.served.by_fth(fth) {
+            Some(f) => Ok(f),
+            None => refuse("Hash not found"),
+        },
+        Target::FileId { id, name } => match uploads.served.by_file_id(*id, name) {
+            Some(f) => Ok(f),
+            None => refuse("No such file id and name"),
+        },
+    }
+}
+
+/// Answers a `GET` or `HEAD` (`head`) of `file`, which `target` named.
 pub(super) async fn answer_file(
     head: bool,
     target: &Target,
+    file: Arc<SharedFile>,
     headers: &impl ReqHeaders,
     remote: SocketAddr,
     uploads: &Arc<Uploads>,
     state: &Mutex<ConnState>,
 ) -> Response<FileBody> {
-    let file = match target {
-        Target::Index { index, name } => match uploads.served.get(*index) {
-            Some(f) if f.name == *name => f,
-            Some(_) => return text(StatusCode::NOT_FOUND, "File index/name mismatch", head),
-            None => return text(StatusCode::NOT_FOUND, "No such file index", head),
-        },
-        Target::Urn(urn) => match uploads.served.by_sha1(urn) {
-            Some(f) => f,
-            None => return text(StatusCode::NOT_FOUND, "URN not found", head),
-        },
-        Target::Fth(fth) => match uploads.served.by_fth(fth) {
-            Some(f) => f,
-            None => return text(StatusCode::NOT_FOUND, "Hash not found", head),
-        },
-        Target::FileId { id, name } => match uploads.served.by_file_id(*id, name) {
-            Some(f) => f,
-            None => return text(StatusCode::NOT_FOUND, "No such file id and name", head),
-        },
-    };
     let fasttrack = target.is_fasttrack();
     // A Range that cannot be read is ignored (RFC 9110, 14.2): the whole file.
     let range = headers.first("range");
@@ -638,8 +659,8 @@ pub(super) async fn answer_file(
         b = b.header(header::CONTENT_TYPE, "application/octet-stream");
     } else {
         b = b
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::ACCEPT_RANGES, "bytes");
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(OCTETS))
+            .header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(
@@ -649,7 +670,10 @@ pub(super) async fn answer_file(
     }
     b = b.header(header::CONTENT_LENGTH, len);
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
-        b = b.header("X-Gnutella-Content-URN", urn.to_string());
+        b = b.header(
+            header::HeaderName::from_static("x-gnutella-content-urn"),
+            urn.to_string(),
+        );
         // Never the asker itself, where it says where it listens (`X-Node`,
         // as gtk-gnutella and LimeWire send it).
         let asker = headers

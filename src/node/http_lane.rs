@@ -43,14 +43,22 @@ use crate::wire::http as h;
 const MAX_HEADERS: usize = 100;
 
 /// Request headers that make hyper do more than read a head: a request body,
-/// the connection's fate, an interim answer or a protocol switch.
-const FOR_HYPER: [&str; 5] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "expect",
-    "upgrade",
-];
+/// an interim answer or a protocol switch. (`Connection` too, unless it only
+/// says `keep-alive`, which HTTP/1.1 is anyway: see `for_hyper`.)
+const FOR_HYPER: [&str; 4] = ["content-length", "transfer-encoding", "expect", "upgrade"];
+
+/// Whether a request header is one only hyper handles.
+fn for_hyper(x: &httparse::Header<'_>) -> bool {
+    if x.name.eq_ignore_ascii_case("connection") {
+        // hyper keeps a connection alive and answers as to none when every
+        // token is `keep-alive`; anything else (`close`, `upgrade`) is its.
+        return !x
+            .value
+            .split(|&b| b == b',')
+            .all(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"));
+    }
+    FOR_HYPER.iter().any(|n| x.name.eq_ignore_ascii_case(n))
+}
 
 /// The request headers as `httparse` found them.
 struct Parsed<'a, 'b>(&'a [httparse::Header<'b>]);
@@ -135,12 +143,7 @@ where
     loop {
         // A whole head, within the header time.
         io.set_deadline(Some(Instant::now() + HEADER_TIMEOUT));
-        let len = loop {
-            match head_len(buf) {
-                Ok(Some(n)) => break n,
-                Ok(None) => {}
-                Err(()) => return Outcome::Hyper,
-            }
+        while !blank_line(buf) {
             if buf.len() >= MAX_HEAD {
                 return Outcome::Hyper;
             }
@@ -152,13 +155,15 @@ where
                 Ok(_) => {}
                 Err(_) => return Outcome::Done,
             }
-        };
+        }
         io.set_deadline(None);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(buf), Ok(httparse::Status::Complete(_))) {
+        // Not complete despite a blank line (blank lines before the request
+        // line, which hyper skips), or not a head: hyper's to read on.
+        let Ok(httparse::Status::Complete(len)) = req.parse(buf) else {
             return Outcome::Hyper;
-        }
+        };
         let Some(answer) = answer(&req, remote, uploads, state).await else {
             return Outcome::Hyper;
         };
@@ -174,18 +179,42 @@ where
     }
 }
 
-/// The length of the complete head at the start of `buf`, `None` while it is
-/// incomplete, or `Err` when it is no head `httparse` reads.
-fn head_len(buf: &[u8]) -> Result<Option<usize>, ()> {
-    if buf.is_empty() {
-        return Ok(None);
+/// Whether `buf` holds an empty line (`\n\n` or `\n\r\n`, as `httparse` takes
+/// either), without which no head in it is complete.
+fn blank_line(buf: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(i) = buf[at..].iter().position(|&b| b == b'\n') {
+        let rest = &buf[at + i + 1..];
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return true;
+        }
+        at += i + 1;
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut headers).parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(()),
+    false
+}
+
+/// Bytes `http::uri::PathAndQuery` takes unescaped in a path (and so in a
+/// query too), `?` aside.
+fn plain_uri_byte(b: u8) -> bool {
+    matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E)
+}
+
+/// A request target's path and query as hyper's `Uri` gives them, or `None`
+/// for one `Uri` refuses. A target of plain bytes is split at its first `?`,
+/// which is what `Uri` does with one; any other is left to `Uri` itself.
+fn path_and_query(target: &str) -> Option<(std::borrow::Cow<'_, str>, Option<String>)> {
+    use std::borrow::Cow;
+    if target.bytes().all(|b| plain_uri_byte(b) || b == b'?') {
+        return Some(match target.split_once('?') {
+            Some((p, q)) => (Cow::Borrowed(p), Some(q.to_string())),
+            None => (Cow::Borrowed(target), None),
+        });
     }
+    let uri = hyper::Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())).ok()?;
+    Some((
+        Cow::Owned(uri.path().to_string()),
+        uri.query().map(str::to_string),
+    ))
 }
 
 /// The answer to a plain request, or `None` when it is one for hyper.
@@ -204,32 +233,29 @@ async fn answer(
         return None;
     }
     let headers = Parsed(req.headers);
-    if req
-        .headers
-        .iter()
-        .any(|x| FOR_HYPER.iter().any(|n| x.name.eq_ignore_ascii_case(n)))
-    {
+    if req.headers.iter().any(for_hyper) {
         return None;
     }
     let target = req.path?;
     if !target.starts_with('/') {
         return None;
     }
-    // The path and query as hyper's `Uri` reads them (and refuses them).
-    let uri = hyper::Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())).ok()?;
-    let path = uri.path();
-    if path == "/" || h::is_fasttrack_path(path) {
+    let (path, query) = path_and_query(target)?;
+    if path == "/" || h::is_fasttrack_path(&path) {
         return None;
     }
-    tracing::debug!(%remote, method = req.method?, %uri, "HTTP request");
-    let target = match http::target_of(path, uri.query(), head) {
+    tracing::debug!(%remote, method = req.method?, uri = target, "HTTP request");
+    let target = match http::target_of(&path, query.as_deref(), head) {
         Ok(t) => t,
         Err(refusal) => return Some(refusal),
     };
-    if http::fasttrack_source(uploads, &target).is_some() {
-        return None;
-    }
-    Some(http::answer_file(head, &target, &headers, remote, uploads, state).await)
+    let file = match http::find_file(uploads, &target, head) {
+        Ok(file) => file,
+        // Perhaps a FastTrack user's, whose files hyper's side passes on.
+        Err(_) if uploads.fasttrack_served() => return None,
+        Err(refusal) => return Some(refusal),
+    };
+    Some(http::answer_file(head, &target, file, &headers, remote, uploads, state).await)
 }
 
 /// Writes an answer's head into `out` as hyper 1 writes it for our server
@@ -525,6 +551,9 @@ mod tests {
             req("HEAD", "/get/x/y", ""),
             req("GET", "/elsewhere", ""),
             req("GET", "/get/2/small%2Etxt?q=1", ""),
+            req("GET", "/get/2/small.txt?", ""),
+            req("GET", "/get/2/small.txt??a?b", ""),
+            req("GET", "//get/2/small.txt", ""),
             req(
                 "GET",
                 &format!("/uri-res/N2R?{urn}"),
@@ -536,6 +565,8 @@ mod tests {
             ),
             req("GET", &format!("/uri-res/N2R?{urn}"), "X-Features: tls/1.0\r\n"),
             req("GET", "/uri-res/N2R?urn:sha1:nonsense", ""),
+            req("GET", "/get/2/small.txt", "Connection: Keep-Alive\r\n"),
+            req("GET", "/get/2/small.txt", "Connection: keep-alive, keep-alive\r\n"),
             // From here on, hyper's: another method, then more for the lane.
             req("DELETE", "/get/1/big.bin", ""),
             req("GET", "/get/2/small.txt", ""),
@@ -545,15 +576,29 @@ mod tests {
         let got = same_as_hyper(&share, 8, &requests).await;
         assert_eq!(
             got.windows(9).filter(|w| w == b"HTTP/1.1 ").count(),
-            24,
+            29,
             "an answer to every request"
         );
+        // Targets `Uri` (or `httparse`) reads its own way, each on a
+        // connection of its own in case it ends it.
+        for target in [
+            "/get/2/small.txt#frag",
+            "/get/2/sm\"all{}.txt",
+            "/get/2/small.txt?a#b",
+            "/get/2/small.txt?<`>^",
+            "/get/2/sma<ll.txt",
+        ] {
+            requests = [req("GET", target, ""), closing()].concat();
+            same_as_hyper(&share, 8, &requests).await;
+        }
         // An HTTP/1.0 request, a bad head and a head cut short go to hyper.
         for first in [
             "GET /get/2/small.txt HTTP/1.0\r\n\r\n".to_string(),
             "GET /get/2/small.txt HTTP/1.1\r\nBad Header\r\n\r\n".to_string(),
             req("GET", "/", "Accept: text/html\r\n"),
             req("GET", "/get/2/small.txt", "Content-Length: 0\r\n"),
+            req("GET", "/get/2/small.txt", "Connection: keep-alive, Upgrade\r\n"),
+            req("GET", "/get/2/small.txt", "Connection: close\r\n"),
         ] {
             requests = [req("GET", "/get/2/small.txt", ""), first, closing()].concat();
             same_as_hyper(&share, 8, &requests).await;
@@ -573,6 +618,40 @@ mod tests {
         .concat();
         let got = same_as_hyper(&share, 0, &requests).await;
         assert!(got.starts_with(b"HTTP/1.1 503 Service Unavailable\r\n"));
+    }
+
+    #[test]
+    fn targets_split_as_uri_splits_them() {
+        for t in [
+            "/get/1/a.b",
+            "/uri-res/N2R?urn:sha1:ABC",
+            "/a?",
+            "/a??b",
+            "/a?b?c",
+            "/a#b",
+            "/a?b#c",
+            "/a b",
+            "/\"{}",
+            "/a?<>`^",
+            "/a<",
+            "//x",
+            "/%41%2f?%",
+        ] {
+            let uri = hyper::Uri::try_from(t).ok();
+            let want = uri.as_ref().map(|u| (u.path(), u.query()));
+            let got = path_and_query(t);
+            let got = got.as_ref().map(|(p, q)| (p.as_ref(), q.as_deref()));
+            assert_eq!(got, want, "{t}");
+        }
+    }
+
+    #[test]
+    fn a_blank_line_ends_a_head() {
+        assert!(blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(blank_line(b"GET / HTTP/1.1\nHost: x\n\n"));
+        assert!(!blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n\r"));
+        assert!(!blank_line(b""));
     }
 
     #[test]

@@ -284,11 +284,10 @@ pub(super) struct ConnState {
     pub(super) local: Option<SocketAddr>,
 }
 
-/// A shared file held open by a connection, and which file on disk it is.
+/// A shared file held open by a connection, and the path it was opened by.
 pub(super) struct OpenFile {
     path: PathBuf,
     file: Arc<File>,
-    id: FileId,
 }
 
 fn base(status: StatusCode) -> hyper::http::response::Builder {
@@ -778,17 +777,19 @@ enum OpenError {
 /// Opens a shared file and checks that it is still what was indexed (same size
 /// and modification time).
 ///
-/// `cached` is a connection's open file: if it is the same path, the path is
-/// looked up again (`stat`) and the handle is used only if the path still names
-/// the same file (device and inode) with the indexed size and time, which is
-/// what opening it again would have checked. Otherwise the file is opened anew
-/// and becomes the cached one. A failed check drops the cached handle.
+/// `cached` is a connection's open file: if it is the same path, the handle is
+/// checked again (`fstat`, no path lookup, as nginx's open-file cache does)
+/// and used if the file is still linked and has the indexed size and time.
+/// A file deleted or renamed over since (no link left) is opened again by its
+/// path, which then checks whatever the path names now. Otherwise the file
+/// is opened anew and becomes the cached one. A failed check drops the cached
+/// handle.
 fn open_checked(file: &SharedFile, cached: &mut Option<OpenFile>) -> Result<Arc<File>, OpenError> {
     let held = cached.take().filter(|c| c.path == file.path);
     if let Some(c) = held {
-        let meta = std::fs::metadata(&file.path).map_err(OpenError::Io)?;
-        check_meta(&meta, file)?;
-        if file_id(&meta).is_some_and(|id| id == c.id) {
+        let meta = c.file.metadata().map_err(OpenError::Io)?;
+        if still_linked(&meta) {
+            check_meta(&meta, file)?;
             let f = c.file.clone();
             *cached = Some(c);
             return Ok(f);
@@ -798,13 +799,10 @@ fn open_checked(file: &SharedFile, cached: &mut Option<OpenFile>) -> Result<Arc<
     let meta = f.metadata().map_err(OpenError::Io)?;
     check_meta(&meta, file)?;
     let f = Arc::new(f);
-    if let Some(id) = file_id(&meta) {
-        *cached = Some(OpenFile {
-            path: file.path.clone(),
-            file: f.clone(),
-            id,
-        });
-    }
+    *cached = Some(OpenFile {
+        path: file.path.clone(),
+        file: f.clone(),
+    });
     Ok(f)
 }
 
@@ -816,18 +814,17 @@ fn check_meta(meta: &std::fs::Metadata, file: &SharedFile) -> Result<(), OpenErr
     Ok(())
 }
 
-/// Which file on disk metadata describes (device, inode), where the platform says.
-type FileId = (u64, u64);
-
+/// Whether an open file still has a name (where the platform says; else it is
+/// taken to have lost it, and opened again).
 #[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> Option<FileId> {
+fn still_linked(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    Some((meta.dev(), meta.ino()))
+    meta.nlink() > 0
 }
 
 #[cfg(not(unix))]
-fn file_id(_meta: &std::fs::Metadata) -> Option<FileId> {
-    None
+fn still_linked(_meta: &std::fs::Metadata) -> bool {
+    false
 }
 
 /// Reads `len` bytes at `at` into the connection's spare buffer (or a new one
@@ -1161,5 +1158,74 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn indexed(path: &std::path::Path) -> SharedFile {
+        let meta = std::fs::metadata(path).expect("meta");
+        SharedFile {
+            index: 1,
+            name: "f".into(),
+            path: path.to_path_buf(),
+            size: meta.len(),
+            mtime: meta.modified().expect("mtime"),
+            sha1: None,
+            fth: None,
+        }
+    }
+
+    /// A connection's held file is used while it is the indexed one, and
+    /// never once it changed in place, was deleted or was renamed over.
+    #[test]
+    fn a_held_file_is_checked_at_every_request() {
+        let dir = std::env::temp_dir().join(format!("servent-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        std::fs::write(&path, b"first").expect("write");
+        let file = indexed(&path);
+        let mut cached = None;
+        let a = open_checked(&file, &mut cached).ok().expect("opened");
+        let b = open_checked(&file, &mut cached).ok().expect("held");
+        assert!(Arc::ptr_eq(&a, &b), "the held handle, not a new one");
+        // Renamed over by a file of another time: opened again, refused.
+        let other = dir.join("g");
+        std::fs::write(&other, b"other").expect("write");
+        let later = file.mtime + Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&other)
+            .and_then(|f| f.set_modified(later))
+            .expect("mtime");
+        std::fs::rename(&other, &path).expect("rename");
+        assert!(matches!(
+            open_checked(&file, &mut cached),
+            Err(OpenError::Changed)
+        ));
+        // The new file, indexed again; then deleted.
+        let file = indexed(&path);
+        open_checked(&file, &mut cached).ok().expect("opened");
+        std::fs::remove_file(&path).expect("remove");
+        assert!(matches!(
+            open_checked(&file, &mut cached),
+            Err(OpenError::Io(_))
+        ));
+        // Changed in place (same inode, same size, a later time).
+        std::fs::write(&path, b"third").expect("write");
+        let file = indexed(&path);
+        open_checked(&file, &mut cached).ok().expect("opened");
+        let f = File::options().write(true).open(&path).expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, b"THIRD", 0).expect("write");
+        f.set_modified(file.mtime + Duration::from_secs(5))
+            .expect("mtime");
+        assert!(matches!(
+            open_checked(&file, &mut cached),
+            Err(OpenError::Changed)
+        ));
+        assert!(cached.is_none(), "a failed check drops the handle");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

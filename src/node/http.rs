@@ -671,7 +671,7 @@ pub(super) async fn answer_file(
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
         b = b.header(
             header::HeaderName::from_static("x-gnutella-content-urn"),
-            urn.to_string(),
+            urn_value(&urn),
         );
         // Never the asker itself, where it says where it listens (`X-Node`,
         // as gtk-gnutella and LimeWire send it).
@@ -737,6 +737,15 @@ pub(super) async fn answer_file(
         None => body,
     };
     b.body(body).expect("headers built from valid values")
+}
+
+/// `urn:sha1:<base32>` as a header value, as `Sha1Urn` displays it, written
+/// straight into place rather than through `fmt` (once per answer).
+fn urn_value(urn: &Sha1Urn) -> HeaderValue {
+    let mut b = [0u8; 41];
+    b[..9].copy_from_slice(b"urn:sha1:");
+    data_encoding::BASE32_NOPAD.encode_mut(&urn.0, &mut b[9..]);
+    HeaderValue::from_bytes(&b).expect("base32 is a header value")
 }
 
 /// Remembers the alternate locations a downloader tells us of (`X-Alt`), and
@@ -1175,6 +1184,14 @@ mod tests {
             mtime: meta.modified().expect("mtime"),
             sha1: None,
             fth: None,
+        }
+    }
+
+    #[test]
+    fn the_urn_header_is_the_urn_displayed() {
+        for seed in [0u8, 1, 0x5a, 0xff] {
+            let urn = Sha1Urn::digest(&[seed; 7]);
+            assert_eq!(urn_value(&urn).to_str().ok(), Some(urn.to_string().as_str()));
         }
     }
 

@@ -21,6 +21,7 @@
 //! request (the lane's timers are re-armed only when they fire early).
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -83,7 +84,8 @@ impl ReqHeaders for Parsed<'_, '_> {
 /// `HeaderValue::to_str` gives one.
 fn visible(v: &[u8]) -> Option<&str> {
     if v.iter().all(|&b| (32..127).contains(&b) || b == b'\t') {
-        std::str::from_utf8(v).ok()
+        // SAFETY: ASCII only, checked just above, is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(v) })
     } else {
         None
     }
@@ -157,11 +159,14 @@ where
             }
         }
         io.set_deadline(None);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
+        // Left uninitialised, as hyper leaves them: httparse writes those it
+        // fills, and the request sees only those.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
         // Not complete despite a blank line (blank lines before the request
         // line, which hyper skips), or not a head: hyper's to read on.
-        let Ok(httparse::Status::Complete(len)) = req.parse(buf) else {
+        let Ok(httparse::Status::Complete(len)) = req.parse_with_uninit_headers(buf, &mut headers)
+        else {
             return Outcome::Hyper;
         };
         let Some(answer) = answer(&req, remote, uploads, state).await else {
@@ -319,10 +324,14 @@ pub(super) fn encode_head(r: &Response<FileBody>, head: bool, out: &mut Vec<u8>)
 
 /// A lower-case header name in title case, as hyper writes it.
 fn title_case(out: &mut Vec<u8>, name: &[u8]) {
+    let at = out.len();
+    out.extend_from_slice(name);
     let mut prev = b'-';
-    for &c in name {
-        out.push(if prev == b'-' { c.to_ascii_uppercase() } else { c });
-        prev = c;
+    for c in &mut out[at..] {
+        if prev == b'-' {
+            c.make_ascii_uppercase();
+        }
+        prev = *c;
     }
 }
 

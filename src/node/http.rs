@@ -732,7 +732,7 @@ pub(super) async fn answer_file(
                 id,
                 upload,
             };
-            FileBody::Slotted(Box::new(body), slot, Box::new(guard))
+            FileBody::Slotted(Box::new(body), slot, guard)
         }
         None => body,
     };
@@ -915,7 +915,7 @@ pub enum FileBody {
     },
     /// A body that holds an upload slot until it is sent or dropped.
     /// The guard keeps it listed among the uploads and counts what is sent.
-    Slotted(Box<FileBody>, OwnedSemaphorePermit, Box<UploadGuard>),
+    Slotted(Box<FileBody>, OwnedSemaphorePermit, UploadGuard),
     /// A body that holds a permit (a browse's) until it is sent or dropped.
     Held(Box<FileBody>, OwnedSemaphorePermit),
 }

@@ -66,7 +66,9 @@ fn ext_item() -> impl Strategy<Value = ExtItem> {
 }
 
 fn ext_area() -> impl Strategy<Value = ExtArea> {
-    vec(ext_item(), 0..4).prop_map(|items| ExtArea { items })
+    vec(ext_item(), 0..4).prop_map(|items| ExtArea {
+        items: items.into(),
+    })
 }
 
 fn hit_result() -> impl Strategy<Value = HitResult> {

@@ -178,7 +178,7 @@ fn guess_query(words: &str, key: Option<&[u8]>, z: bool) -> Message {
     let mut q = Query::new(QueryFlags::with_bits(0), words);
     if !exts.is_empty() {
         q.ext = ExtArea {
-            items: vec![ExtItem::Ggep(Ggep::new(exts))],
+            items: vec![ExtItem::Ggep(Ggep::new(exts))].into(),
         };
     }
     Message::Query(q)

@@ -6,6 +6,7 @@
 //! delimited by their own length fields, so they may contain FS bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::wire::error::{EncodeError, WireError};
 use crate::wire::ggep::{self, DecodedValues, Ggep, GgepView};
@@ -34,10 +35,14 @@ impl ExtItem {
     }
 }
 
+/// The items of an area: a result carries one or two (a URN, a GGEP block),
+/// held inline.
+pub type ExtItems = SmallVec<[ExtItem; 2]>;
+
 /// An extension area: the items in the order they appeared.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct ExtArea {
-    pub items: Vec<ExtItem>,
+    pub items: ExtItems,
 }
 
 /// Where an extension area ends.
@@ -160,13 +165,21 @@ impl<'a> ExtAreaView<'a> {
     }
 }
 
-fn classify(item: &[u8]) -> fn(Bytes) -> ExtItem {
+/// The kinds of non-GGEP item, told apart by their first bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Urn,
+    Xml,
+    Other,
+}
+
+fn kind_of(item: &[u8]) -> Kind {
     if strip_prefix_ci(item, b"urn:").is_some() {
-        ExtItem::Urn
+        Kind::Urn
     } else if item.first() == Some(&b'<') {
-        ExtItem::Xml
+        Kind::Xml
     } else {
-        ExtItem::Other
+        Kind::Other
     }
 }
 
@@ -227,7 +240,7 @@ impl ExtArea {
         budget: &mut usize,
         mut values: Option<&mut DecodedValues>,
     ) -> Result<ExtArea, WireError> {
-        let mut items = Vec::new();
+        let mut items = ExtItems::new();
         for item in view.iter() {
             items.push(match item {
                 ItemView::Urn(b) => ExtItem::Urn(buf.slice_ref(b)),
@@ -261,24 +274,24 @@ impl ExtArea {
 }
 
 /// Rejects an item that would not parse back as itself.
-fn check_item(item: &ExtItem, b: &Bytes) -> Result<(), EncodeError> {
+fn check_item(item: &ExtItem, b: &[u8]) -> Result<(), EncodeError> {
     const WHAT: &str = "extension item";
-    if let Some(&byte) = b.iter().find(|&&c| c == 0 || c == FS) {
+    // Every byte checked without a branch per byte; the culprit is looked for
+    // only when there is one.
+    if b.iter().fold(false, |bad, &c| bad | (c == 0) | (c == FS)) {
+        let byte = b.iter().copied().find(|&c| c == 0 || c == FS).unwrap_or(0);
         return Err(EncodeError::ForbiddenByte { what: WHAT, byte });
     }
-    if b.is_empty() || b[0] == ggep::MAGIC || classify(b)(Bytes::new()) != empty_like(item) {
+    let kind = match item {
+        ExtItem::Urn(_) => Kind::Urn,
+        ExtItem::Xml(_) => Kind::Xml,
+        _ => Kind::Other,
+    };
+    if b.is_empty() || b[0] == ggep::MAGIC || kind_of(b) != kind {
         return Err(EncodeError::Invalid {
             what: WHAT,
             why: "empty, or its first bytes make it another kind of item",
         });
     }
     Ok(())
-}
-
-fn empty_like(item: &ExtItem) -> ExtItem {
-    match item {
-        ExtItem::Urn(_) => ExtItem::Urn(Bytes::new()),
-        ExtItem::Xml(_) => ExtItem::Xml(Bytes::new()),
-        _ => ExtItem::Other(Bytes::new()),
-    }
 }

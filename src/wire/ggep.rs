@@ -12,6 +12,7 @@ use std::fmt;
 use std::io::{Read, Write};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::wire::cobs;
 use crate::wire::error::EncodeError;
@@ -156,16 +157,21 @@ pub fn le_int(data: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
+/// The extensions of a block: most blocks have one or two, held inline.
+pub type GgepExts = SmallVec<[GgepExt; 2]>;
+
 /// One GGEP block: an ordered list of extensions (at least one to be encodable).
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Ggep {
-    pub exts: Vec<GgepExt>,
+    pub exts: GgepExts,
 }
 
 impl Ggep {
     /// A block from a list of extensions.
     pub fn new(exts: Vec<GgepExt>) -> Ggep {
-        Ggep { exts }
+        Ggep {
+            exts: GgepExts::from_vec(exts),
+        }
     }
 
     /// The first extension with this ID.
@@ -215,7 +221,7 @@ impl Ggep {
         budget: &mut usize,
         mut values: Option<&mut DecodedValues>,
     ) -> Result<Ggep, GgepError> {
-        let mut exts = Vec::with_capacity(view.len());
+        let mut exts = GgepExts::with_capacity(view.len());
         for e in view.iter() {
             let data = match values.as_deref_mut() {
                 Some(values) if e.is_cobs() && !e.is_compressed() => values.cobs(e.raw)?,
@@ -274,9 +280,13 @@ impl Ggep {
                     limit: MAX_DATA_LEN,
                 });
             }
-            out.put_u8(flags);
-            out.put_slice(ext.id.as_bytes());
-            encode_len(len, out);
+            // Flags, ID and length in one write.
+            let id = ext.id.as_bytes();
+            let mut head = [0u8; 1 + 15 + 3];
+            head[0] = flags;
+            head[1..1 + id.len()].copy_from_slice(id);
+            let used = 1 + id.len() + len_into(len, &mut head[1 + id.len()..]);
+            out.put_slice(&head[..used]);
             if stuff {
                 cobs::encode_into(value, out);
             } else {
@@ -467,14 +477,28 @@ pub fn decode_len(b: &[u8]) -> Result<(usize, usize), GgepError> {
 /// Writes a GGEP length field in its shortest form. `len` must be at most
 /// [`MAX_DATA_LEN`].
 pub fn encode_len(len: usize, out: &mut BytesMut) {
+    let mut b = [0u8; 3];
+    let used = len_into(len, &mut b);
+    out.put_slice(&b[..used]);
+}
+
+/// Writes a GGEP length field in its shortest form at the start of `b` (3
+/// bytes or more), returning how many bytes it took.
+fn len_into(len: usize, b: &mut [u8]) -> usize {
     debug_assert!(len <= MAX_DATA_LEN);
-    if len >= 1 << 12 {
-        out.put_u8(0x80 | ((len >> 12) & 0x3F) as u8);
+    if len < 1 << 6 {
+        b[0] = 0x40 | len as u8;
+        1
+    } else if len < 1 << 12 {
+        b[0] = 0x80 | (len >> 6) as u8;
+        b[1] = 0x40 | (len & 0x3F) as u8;
+        2
+    } else {
+        b[0] = 0x80 | ((len >> 12) & 0x3F) as u8;
+        b[1] = 0x80 | ((len >> 6) & 0x3F) as u8;
+        b[2] = 0x40 | (len & 0x3F) as u8;
+        3
     }
-    if len >= 1 << 6 {
-        out.put_u8(0x80 | ((len >> 6) & 0x3F) as u8);
-    }
-    out.put_u8(0x40 | (len & 0x3F) as u8);
 }
 
 /// A zlib (RFC 1950) stream of `data` at the default level.

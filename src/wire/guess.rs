@@ -403,7 +403,7 @@ mod tests {
                 flags: QueryFlags::with_bits(0),
                 text: Bytes::from_static(b"x"),
                 ext: crate::wire::ExtArea {
-                    items: vec![ExtItem::Ggep(Ggep::new(vec![GgepExt::new("QK", data)]))],
+                    items: vec![ExtItem::Ggep(Ggep::new(vec![GgepExt::new("QK", data)]))].into(),
                 },
             };
             let p = encode_query(&q).unwrap();

@@ -62,7 +62,9 @@ impl HitResult {
             index,
             size: size32,
             name: Bytes::copy_from_slice(name.as_bytes()),
-            ext: ExtArea { items },
+            ext: ExtArea {
+                items: items.into(),
+            },
         }
     }
 
@@ -395,17 +397,19 @@ impl QueryHit {
 
     /// Parses a QueryHit payload.
     pub fn parse(payload: &Bytes, budget: &mut usize) -> WireResult<QueryHit> {
-        let v = QueryHitView::parse(payload)?;
-        let mut results = Vec::with_capacity(v.count as usize);
+        // Each result is built as soon as it is validated: one walk over the
+        // records, not one to validate and another to build.
+        let mut results = Vec::with_capacity(payload.first().copied().unwrap_or(0).into());
         let mut values = DecodedValues::new(payload.len());
-        for r in v.results() {
+        let v = QueryHitView::parse_each(payload, |r| {
             results.push(HitResult {
                 index: r.index,
                 size: r.size,
                 name: payload.slice_ref(r.name),
                 ext: ExtArea::from_view_in(payload, &r.ext, budget, Some(&mut values))?,
             });
-        }
+            Ok(())
+        })?;
         Ok(QueryHit {
             port: v.port,
             ip: v.ip,
@@ -436,8 +440,10 @@ impl QueryHit {
                     byte: 0,
                 });
             }
-            out.put_u32_le(r.index);
-            out.put_u32_le(r.size);
+            let mut fixed = [0u8; 8];
+            fixed[..4].copy_from_slice(&r.index.to_le_bytes());
+            fixed[4..].copy_from_slice(&r.size.to_le_bytes());
+            out.put_slice(&fixed);
             out.put_slice(&r.name);
             out.put_u8(0);
             r.ext.encode(out)?;
@@ -582,6 +588,15 @@ pub struct QueryHitView<'a> {
 impl<'a> QueryHitView<'a> {
     /// Validates a QueryHit payload without allocating.
     pub fn parse(payload: &'a [u8]) -> WireResult<QueryHitView<'a>> {
+        QueryHitView::parse_each(payload, |_| Ok(()))
+    }
+
+    /// As [`QueryHitView::parse`], handing each result to `each` as soon as
+    /// it is validated; an error from `each` ends the parse.
+    fn parse_each(
+        payload: &'a [u8],
+        mut each: impl FnMut(ResultView<'a>) -> WireResult<()>,
+    ) -> WireResult<QueryHitView<'a>> {
         const WHAT: &str = "query hit";
         if payload.len() < 11 + 16 {
             return Err(WireError::Truncated { what: WHAT });
@@ -595,7 +610,8 @@ impl<'a> QueryHitView<'a> {
         let body = &payload[..guid_at];
         let mut pos = 11;
         for _ in 0..count {
-            let (_, used) = ResultView::parse(&body[pos..])?;
+            let (r, used) = ResultView::parse(&body[pos..])?;
+            each(r)?;
             pos += used;
         }
         let trailer = TrailerView::parse(&body[pos..]);

@@ -39,9 +39,9 @@ use super::sendfile::{self, Spans};
 /// A connection on which no byte moves, either way, for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request's header block must arrive within this time.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest request header block (hyper's read buffer).
-const MAX_HEAD: usize = 16 * 1024;
+pub(super) const MAX_HEAD: usize = 16 * 1024;
 /// Size of one read from a file, and of one body frame.
 pub const CHUNK: usize = 256 * 1024;
 /// Answers up to this size are read in one go on the connection's own task.
@@ -56,6 +56,8 @@ const SENDFILE_MIN: u64 = 16 * 1024;
 const READ_AHEAD: usize = 2;
 /// What a busy server asks a client to wait, in seconds.
 const RETRY_AFTER: &str = "30";
+/// The `Content-Type` of a file's bytes.
+const OCTETS: &str = "application/octet-stream";
 /// Alternate locations sent with one answer.
 const ALT_PER_ANSWER: usize = 10;
 
@@ -179,6 +181,11 @@ impl Uploads {
         let _ = self.fasttrack.set(ft);
     }
 
+    /// Whether files we do not share may be a FastTrack user's, served by proxy.
+    pub(super) fn fasttrack_served(&self) -> bool {
+        self.fasttrack.get().is_some()
+    }
+
     /// Sets what the `X-Kazaa-*` headers say.
     pub fn set_kazaa(&self, id: KazaaIdentity) {
         *self.kazaa.write().unwrap_or_else(|e| e.into_inner()) = id;
@@ -206,10 +213,10 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, remote: SocketAddr, uploads
     #[cfg(target_os = "linux")]
     {
         let (stream, spans) = SendfileStream::new(stream);
-        serve_with(stream, prefix, remote, local, uploads, Some(spans)).await
+        super::http_lane::serve(stream, prefix, remote, local, uploads, Some(spans)).await
     }
     #[cfg(not(target_os = "linux"))]
-    serve_with(stream, prefix, remote, local, uploads, None).await
+    super::http_lane::serve(stream, prefix, remote, local, uploads, None).await
 }
 
 /// Serves HTTP requests on any byte stream, file bodies read into buffers.
@@ -222,7 +229,7 @@ where
 
 /// Serves `io`; `spans` is set when `io` sends placeholder bodies with
 /// `sendfile`.
-async fn serve_with<S>(
+pub(super) async fn serve_with<S>(
     io: S,
     prefix: Bytes,
     remote: SocketAddr,
@@ -265,23 +272,22 @@ async fn serve_with<S>(
 }
 
 /// What one connection keeps between its requests.
-struct ConnState {
+pub(super) struct ConnState {
     /// The file it last read, still open (checked again at every request).
-    open: Option<OpenFile>,
+    pub(super) open: Option<OpenFile>,
     /// The buffer of its last inline answer, back once the answer was sent.
-    spare: Arc<Mutex<Option<Vec<u8>>>>,
+    pub(super) spare: Arc<Mutex<Option<Vec<u8>>>>,
     /// Set when the connection sends file bodies with `sendfile`: what the
     /// placeholders of its bodies stand for.
-    spans: Option<Arc<Spans>>,
+    pub(super) spans: Option<Arc<Spans>>,
     /// The address the client reached us at, when known.
-    local: Option<SocketAddr>,
+    pub(super) local: Option<SocketAddr>,
 }
 
-/// A shared file held open by a connection, and which file on disk it is.
-struct OpenFile {
+/// A shared file held open by a connection, and the path it was opened by.
+pub(super) struct OpenFile {
     path: PathBuf,
     file: Arc<File>,
-    id: FileId,
 }
 
 fn base(status: StatusCode) -> hyper::http::response::Builder {
@@ -291,7 +297,7 @@ fn base(status: StatusCode) -> hyper::http::response::Builder {
 }
 
 /// A short plain-text answer (errors, refusals).
-fn text(status: StatusCode, msg: &str, head: bool) -> Response<FileBody> {
+pub(super) fn text(status: StatusCode, msg: &str, head: bool) -> Response<FileBody> {
     let body = format!("{msg}\r\n");
     base(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -439,49 +445,117 @@ async fn answer_request(
             return r;
         }
     }
-    let target = match h::parse_target(req.uri().path(), req.uri().query()) {
+    let target = match target_of(req.uri().path(), req.uri().query(), head) {
         Ok(t) => t,
-        Err(TargetError::NotFound) => return text(StatusCode::NOT_FOUND, "Not Found", head),
-        Err(TargetError::Bad(why)) => return text(StatusCode::BAD_REQUEST, why, head),
+        Err(refusal) => return refusal,
     };
     // A FastTrack user's file: fetched from the user and passed through.
-    if let Some(ft) = uploads.fasttrack.get() {
-        let source = match &target {
-            Target::Index { index, name } if uploads.served.get(*index).is_none() => {
-                ft.source_by_index(*index, name)
-            }
-            Target::Fth(fth) if uploads.served.by_fth(fth).is_none() => ft.source_by_hash(&fth.0),
-            _ => None,
-        };
-        if let Some(source) = source {
-            return proxied(ft, &source, req.headers(), head, uploads).await;
-        }
+    if let Some((ft, source)) = fasttrack_source(uploads, &target) {
+        return proxied(ft, &source, req.headers(), head, uploads).await;
     }
-    let file = match &target {
+    match find_file(uploads, &target, head) {
+        Ok(file) => answer_file(head, &target, file, req.headers(), remote, uploads, state).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// What a request path asks for, or the refusal of a path we do not serve.
+#[allow(clippy::result_large_err)]
+pub(super) fn target_of(
+    path: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Result<Target, Response<FileBody>> {
+    match h::parse_target(path, query) {
+        Ok(t) => Ok(t),
+        Err(TargetError::NotFound) => Err(text(StatusCode::NOT_FOUND, "Not Found", head)),
+        Err(TargetError::Bad(why)) => Err(text(StatusCode::BAD_REQUEST, why, head)),
+    }
+}
+
+/// The FastTrack user whose file `target` names, when it is not one of ours
+/// and we serve a supernode's users by proxy.
+pub(super) fn fasttrack_source<'a>(
+    uploads: &'a Uploads,
+    target: &Target,
+) -> Option<(
+    &'a crate::fasttrack::server::FastTrack,
+    crate::fasttrack::supernode::Hit,
+)> {
+    let ft = uploads.fasttrack.get()?;
+    let source = match target {
+        Target::Index { index, name } if uploads.served.get(*index).is_none() => {
+            ft.source_by_index(*index, name)
+        }
+        Target::Fth(fth) if uploads.served.by_fth(fth).is_none() => ft.source_by_hash(&fth.0),
+        _ => None,
+    }?;
+    Some((ft, source))
+}
+
+/// The request headers the answer to a file request reads, wherever they were
+/// parsed: hyper's `HeaderMap`, or the fast lane's `httparse` headers
+/// (`http_lane`). Both give the first value of a name, and only values that
+/// are visible ASCII, as `HeaderValue::to_str` does.
+pub(super) trait ReqHeaders {
+    /// The first value of `name`.
+    fn first(&self, name: &str) -> Option<&str>;
+    /// Every value of `name`, in order.
+    fn each<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+}
+
+impl ReqHeaders for HeaderMap {
+    fn first(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn each<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name).iter().filter_map(|v| v.to_str().ok())
+    }
+}
+
+/// The shared file `target` names, or the refusal to send when there is none.
+#[allow(clippy::result_large_err)]
+pub(super) fn find_file(
+    uploads: &Uploads,
+    target: &Target,
+    head: bool,
+) -> Result<Arc<SharedFile>, Response<FileBody>> {
+    let refuse = |why| Err(text(StatusCode::NOT_FOUND, why, head));
+    match target {
         Target::Index { index, name } => match uploads.served.get(*index) {
-            Some(f) if f.name == *name => f,
-            Some(_) => return text(StatusCode::NOT_FOUND, "File index/name mismatch", head),
-            None => return text(StatusCode::NOT_FOUND, "No such file index", head),
+            Some(f) if f.name == *name => Ok(f),
+            Some(_) => refuse("File index/name mismatch"),
+            None => refuse("No such file index"),
         },
         Target::Urn(urn) => match uploads.served.by_sha1(urn) {
-            Some(f) => f,
-            None => return text(StatusCode::NOT_FOUND, "URN not found", head),
+            Some(f) => Ok(f),
+            None => refuse("URN not found"),
         },
         Target::Fth(fth) => match uploads.served.by_fth(fth) {
-            Some(f) => f,
-            None => return text(StatusCode::NOT_FOUND, "Hash not found", head),
+            Some(f) => Ok(f),
+            None => refuse("Hash not found"),
         },
         Target::FileId { id, name } => match uploads.served.by_file_id(*id, name) {
-            Some(f) => f,
-            None => return text(StatusCode::NOT_FOUND, "No such file id and name", head),
+            Some(f) => Ok(f),
+            None => refuse("No such file id and name"),
         },
-    };
+    }
+}
+
+/// Answers a `GET` or `HEAD` (`head`) of `file`, which `target` named.
+pub(super) async fn answer_file(
+    head: bool,
+    target: &Target,
+    file: Arc<SharedFile>,
+    headers: &impl ReqHeaders,
+    remote: SocketAddr,
+    uploads: &Arc<Uploads>,
+    state: &Mutex<ConnState>,
+) -> Response<FileBody> {
     let fasttrack = target.is_fasttrack();
     // A Range that cannot be read is ignored (RFC 9110, 14.2): the whole file.
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let range = headers.first("range");
     let (start, len, status) = match h::answer_range(range, file.size) {
         RangeAnswer::Whole => (0, file.size, StatusCode::OK),
         RangeAnswer::Part { start, end } => (start, end - start + 1, StatusCode::PARTIAL_CONTENT),
@@ -499,7 +573,7 @@ async fn answer_request(
         }
     };
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
-        learn_alt_locs(req.headers(), urn, uploads);
+        learn_alt_locs(headers, urn, uploads);
     }
     // A slot per request, held until its body is sent (or the client goes):
     // a keep-alive connection idle between requests holds none.
@@ -584,8 +658,8 @@ async fn answer_request(
         b = b.header(header::CONTENT_TYPE, "application/octet-stream");
     } else {
         b = b
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::ACCEPT_RANGES, "bytes");
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(OCTETS))
+            .header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(
@@ -595,13 +669,14 @@ async fn answer_request(
     }
     b = b.header(header::CONTENT_LENGTH, len);
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
-        b = b.header("X-Gnutella-Content-URN", urn.to_string());
+        b = b.header(
+            header::HeaderName::from_static("x-gnutella-content-urn"),
+            urn_value(&urn),
+        );
         // Never the asker itself, where it says where it listens (`X-Node`,
         // as gtk-gnutella and LimeWire send it).
-        let asker = req
-            .headers()
-            .get("X-Node")
-            .and_then(|v| v.to_str().ok())
+        let asker = headers
+            .first("x-node")
             .and_then(|v| h::parse_x_alt(v, 1).pop());
         let alts: Vec<SocketAddr> = uploads
             .altlocs
@@ -614,12 +689,7 @@ async fn answer_request(
             .collect();
         if !alts.is_empty() {
             // IPv6 entries only to a downloader that says it reads them.
-            let v6 = req
-                .headers()
-                .get_all("X-Features")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(h::features_ipv6);
+            let v6 = headers.each("x-features").any(h::features_ipv6);
             b = b.header("X-Alt", h::format_x_alt(&alts, v6));
         }
     }
@@ -662,25 +732,33 @@ async fn answer_request(
                 id,
                 upload,
             };
-            FileBody::Slotted(Box::new(body), slot, Box::new(guard))
+            FileBody::Slotted(Box::new(body), slot, guard)
         }
         None => body,
     };
     b.body(body).expect("headers built from valid values")
 }
 
+/// `urn:sha1:<base32>` as a header value, as `Sha1Urn` displays it, written
+/// straight into place rather than through `fmt` (once per answer).
+fn urn_value(urn: &Sha1Urn) -> HeaderValue {
+    let mut b = [0u8; 41];
+    b[..9].copy_from_slice(b"urn:sha1:");
+    data_encoding::BASE32_NOPAD.encode_mut(&urn.0, &mut b[9..]);
+    HeaderValue::from_bytes(&b).expect("base32 is a header value")
+}
+
 /// Remembers the alternate locations a downloader tells us of (`X-Alt`), and
 /// forgets the ones it found bad (`X-NAlt`), for the file it asks for.
-fn learn_alt_locs(headers: &HeaderMap, urn: Sha1Urn, uploads: &Uploads) {
+fn learn_alt_locs(headers: &impl ReqHeaders, urn: Sha1Urn, uploads: &Uploads) {
     let said = headers
-        .get("X-Gnutella-Content-URN")
-        .and_then(|v| v.to_str().ok())
+        .first("x-gnutella-content-urn")
         .and_then(|v| v.parse::<Sha1Urn>().ok());
     if said.is_some_and(|u| u != urn) {
         return;
     }
-    let good = headers.get("X-Alt").and_then(|v| v.to_str().ok());
-    let bad = headers.get("X-NAlt").and_then(|v| v.to_str().ok());
+    let good = headers.first("x-alt");
+    let bad = headers.first("x-nalt");
     if good.is_none() && bad.is_none() {
         return;
     }
@@ -708,17 +786,19 @@ enum OpenError {
 /// Opens a shared file and checks that it is still what was indexed (same size
 /// and modification time).
 ///
-/// `cached` is a connection's open file: if it is the same path, the path is
-/// looked up again (`stat`) and the handle is used only if the path still names
-/// the same file (device and inode) with the indexed size and time, which is
-/// what opening it again would have checked. Otherwise the file is opened anew
-/// and becomes the cached one. A failed check drops the cached handle.
+/// `cached` is a connection's open file: if it is the same path, the handle is
+/// checked again (`fstat`, no path lookup, as nginx's open-file cache does)
+/// and used if the file is still linked and has the indexed size and time.
+/// A file deleted or renamed over since (no link left) is opened again by its
+/// path, which then checks whatever the path names now. Otherwise the file
+/// is opened anew and becomes the cached one. A failed check drops the cached
+/// handle.
 fn open_checked(file: &SharedFile, cached: &mut Option<OpenFile>) -> Result<Arc<File>, OpenError> {
     let held = cached.take().filter(|c| c.path == file.path);
     if let Some(c) = held {
-        let meta = std::fs::metadata(&file.path).map_err(OpenError::Io)?;
-        check_meta(&meta, file)?;
-        if file_id(&meta).is_some_and(|id| id == c.id) {
+        let meta = c.file.metadata().map_err(OpenError::Io)?;
+        if still_linked(&meta) {
+            check_meta(&meta, file)?;
             let f = c.file.clone();
             *cached = Some(c);
             return Ok(f);
@@ -728,13 +808,10 @@ fn open_checked(file: &SharedFile, cached: &mut Option<OpenFile>) -> Result<Arc<
     let meta = f.metadata().map_err(OpenError::Io)?;
     check_meta(&meta, file)?;
     let f = Arc::new(f);
-    if let Some(id) = file_id(&meta) {
-        *cached = Some(OpenFile {
-            path: file.path.clone(),
-            file: f.clone(),
-            id,
-        });
-    }
+    *cached = Some(OpenFile {
+        path: file.path.clone(),
+        file: f.clone(),
+    });
     Ok(f)
 }
 
@@ -746,18 +823,17 @@ fn check_meta(meta: &std::fs::Metadata, file: &SharedFile) -> Result<(), OpenErr
     Ok(())
 }
 
-/// Which file on disk metadata describes (device, inode), where the platform says.
-type FileId = (u64, u64);
-
+/// Whether an open file still has a name (where the platform says; else it is
+/// taken to have lost it, and opened again).
 #[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> Option<FileId> {
+fn still_linked(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    Some((meta.dev(), meta.ino()))
+    meta.nlink() > 0
 }
 
 #[cfg(not(unix))]
-fn file_id(_meta: &std::fs::Metadata) -> Option<FileId> {
-    None
+fn still_linked(_meta: &std::fs::Metadata) -> bool {
+    false
 }
 
 /// Reads `len` bytes at `at` into the connection's spare buffer (or a new one
@@ -839,7 +915,7 @@ pub enum FileBody {
     },
     /// A body that holds an upload slot until it is sent or dropped.
     /// The guard keeps it listed among the uploads and counts what is sent.
-    Slotted(Box<FileBody>, OwnedSemaphorePermit, Box<UploadGuard>),
+    Slotted(Box<FileBody>, OwnedSemaphorePermit, UploadGuard),
     /// A body that holds a permit (a browse's) until it is sent or dropped.
     Held(Box<FileBody>, OwnedSemaphorePermit),
 }
@@ -959,6 +1035,12 @@ pub struct Guarded<S> {
     prefix: Bytes,
     idle: Duration,
     last: Instant,
+    /// A time by which the stream fails whatever moves (a head's deadline).
+    deadline: Option<Instant>,
+    /// Armed at the deadline or before it: activity moves the deadline on
+    /// without touching the timer, which, when it fires early, is armed
+    /// again at the deadline of then. So a busy connection re-arms it about
+    /// once a timeout, not at every read.
     timer: Pin<Box<Sleep>>,
 }
 
@@ -970,24 +1052,45 @@ impl<S> Guarded<S> {
             prefix,
             idle,
             last,
+            deadline: None,
             timer: Box::pin(tokio::time::sleep_until(last + idle)),
         }
     }
 
+    /// The stream, and nothing of what was replayed or timed.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Sets (or clears) a time by which the stream fails even while bytes move.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
     /// Called when an operation would wait: an error once the connection has
-    /// been idle too long, else the timer is armed to wake the task then.
+    /// been idle too long or its deadline passed, else the timer is armed to
+    /// wake the task by then.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let deadline = self.last + self.idle;
-        if self.timer.deadline() != deadline {
+        let idle = self.last + self.idle;
+        let deadline = self.deadline.map_or(idle, |d| d.min(idle));
+        if self.timer.deadline() > deadline {
             self.timer.as_mut().reset(deadline);
         }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection idle for too long",
-            )),
-            Poll::Pending => Ok(()),
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    if deadline < idle {
+                        "request head not received in time"
+                    } else {
+                        "connection idle for too long"
+                    },
+                ));
+            }
+            // Fired early: the deadline moved on since it was armed.
+            self.timer.as_mut().reset(deadline);
         }
+        Ok(())
     }
 
     /// The outcome of a write: progress resets the idle clock; waiting checks it.
@@ -1064,5 +1167,82 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn indexed(path: &std::path::Path) -> SharedFile {
+        let meta = std::fs::metadata(path).expect("meta");
+        SharedFile {
+            index: 1,
+            name: "f".into(),
+            path: path.to_path_buf(),
+            size: meta.len(),
+            mtime: meta.modified().expect("mtime"),
+            sha1: None,
+            fth: None,
+        }
+    }
+
+    #[test]
+    fn the_urn_header_is_the_urn_displayed() {
+        for seed in [0u8, 1, 0x5a, 0xff] {
+            let urn = Sha1Urn::digest(&[seed; 7]);
+            assert_eq!(urn_value(&urn).to_str().ok(), Some(urn.to_string().as_str()));
+        }
+    }
+
+    /// A connection's held file is used while it is the indexed one, and
+    /// never once it changed in place, was deleted or was renamed over.
+    #[test]
+    fn a_held_file_is_checked_at_every_request() {
+        let dir = std::env::temp_dir().join(format!("servent-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        std::fs::write(&path, b"first").expect("write");
+        let file = indexed(&path);
+        let mut cached = None;
+        let a = open_checked(&file, &mut cached).ok().expect("opened");
+        let b = open_checked(&file, &mut cached).ok().expect("held");
+        assert!(Arc::ptr_eq(&a, &b), "the held handle, not a new one");
+        // Renamed over by a file of another time: opened again, refused.
+        let other = dir.join("g");
+        std::fs::write(&other, b"other").expect("write");
+        let later = file.mtime + Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&other)
+            .and_then(|f| f.set_modified(later))
+            .expect("mtime");
+        std::fs::rename(&other, &path).expect("rename");
+        assert!(matches!(
+            open_checked(&file, &mut cached),
+            Err(OpenError::Changed)
+        ));
+        // The new file, indexed again; then deleted.
+        let file = indexed(&path);
+        open_checked(&file, &mut cached).ok().expect("opened");
+        std::fs::remove_file(&path).expect("remove");
+        assert!(matches!(
+            open_checked(&file, &mut cached),
+            Err(OpenError::Io(_))
+        ));
+        // Changed in place (same inode, same size, a later time).
+        std::fs::write(&path, b"third").expect("write");
+        let file = indexed(&path);
+        open_checked(&file, &mut cached).ok().expect("opened");
+        let f = File::options().write(true).open(&path).expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, b"THIRD", 0).expect("write");
+        f.set_modified(file.mtime + Duration::from_secs(5))
+            .expect("mtime");
+        assert!(matches!(
+            open_checked(&file, &mut cached),
+            Err(OpenError::Changed)
+        ));
+        assert!(cached.is_none(), "a failed check drops the handle");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -18,6 +18,7 @@ pub mod get;
 mod guess_search;
 pub mod handshake;
 pub mod http;
+mod http_lane;
 mod library_task;
 pub mod listen;
 pub mod portmap;

@@ -1191,7 +1191,10 @@ mod tests {
     fn the_urn_header_is_the_urn_displayed() {
         for seed in [0u8, 1, 0x5a, 0xff] {
             let urn = Sha1Urn::digest(&[seed; 7]);
-            assert_eq!(urn_value(&urn).to_str().ok(), Some(urn.to_string().as_str()));
+            assert_eq!(
+                urn_value(&urn).to_str().ok(),
+                Some(urn.to_string().as_str())
+            );
         }
     }
 

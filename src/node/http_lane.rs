@@ -283,7 +283,12 @@ pub(super) fn encode_head(r: &Response<FileBody>, head: bool, out: &mut Vec<u8>)
     let (mut wrote_len, mut wrote_date) = (false, false);
     for (name, value) in r.headers() {
         debug_assert!(
-            ![header::CONNECTION, header::TRANSFER_ENCODING, header::TRAILER].contains(name),
+            ![
+                header::CONNECTION,
+                header::TRANSFER_ENCODING,
+                header::TRAILER
+            ]
+            .contains(name),
             "hyper writes {name} its own way"
         );
         if *name == header::CONTENT_LENGTH {
@@ -546,7 +551,11 @@ mod tests {
             req("GET", "/get/1/big.bin", "Range: bytes=100-35000\r\n"),
             req("GET", "/get/2/small.txt", ""),
             req("GET", "/get/2/small.txt", "Range: bytes=-10\r\n"),
-            req("GET", "/get/2/small.txt", "Range: bytes=5-\r\nRange: bytes=0-0\r\n"),
+            req(
+                "GET",
+                "/get/2/small.txt",
+                "Range: bytes=5-\r\nRange: bytes=0-0\r\n",
+            ),
             req("HEAD", "/get/1/big.bin", ""),
             req("HEAD", "/get/1/big.bin", "Range: bytes=0-9\r\n"),
             req("GET", "/get/1/big.bin", "Range: bytes=50000-\r\n"),
@@ -572,10 +581,18 @@ mod tests {
                      X-Node: 198.51.100.1:6346\r\nX-Features: IPV6/1.0\r\n"
                 ),
             ),
-            req("GET", &format!("/uri-res/N2R?{urn}"), "X-Features: tls/1.0\r\n"),
+            req(
+                "GET",
+                &format!("/uri-res/N2R?{urn}"),
+                "X-Features: tls/1.0\r\n",
+            ),
             req("GET", "/uri-res/N2R?urn:sha1:nonsense", ""),
             req("GET", "/get/2/small.txt", "Connection: Keep-Alive\r\n"),
-            req("GET", "/get/2/small.txt", "Connection: keep-alive, keep-alive\r\n"),
+            req(
+                "GET",
+                "/get/2/small.txt",
+                "Connection: keep-alive, keep-alive\r\n",
+            ),
             // From here on, hyper's: another method, then more for the lane.
             req("DELETE", "/get/1/big.bin", ""),
             req("GET", "/get/2/small.txt", ""),
@@ -606,7 +623,11 @@ mod tests {
             "GET /get/2/small.txt HTTP/1.1\r\nBad Header\r\n\r\n".to_string(),
             req("GET", "/", "Accept: text/html\r\n"),
             req("GET", "/get/2/small.txt", "Content-Length: 0\r\n"),
-            req("GET", "/get/2/small.txt", "Connection: keep-alive, Upgrade\r\n"),
+            req(
+                "GET",
+                "/get/2/small.txt",
+                "Connection: keep-alive, Upgrade\r\n",
+            ),
             req("GET", "/get/2/small.txt", "Connection: close\r\n"),
         ] {
             requests = [req("GET", "/get/2/small.txt", ""), first, closing()].concat();

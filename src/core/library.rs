@@ -148,10 +148,10 @@ impl Served {
     pub fn listing(&self, max: usize) -> Vec<crate::wire::HitResult> {
         let store = self.read();
         let mut slots: Vec<(u32, u32)> = store
-            .by_index
-            .iter()
-            .filter(|&&s| store.records[s].dir != NO_DIR)
-            .map(|&s| (store.records[s].index, s))
+            .records
+            .used()
+            .filter(|(_, r)| r.dir != NO_DIR)
+            .map(|(s, r)| (r.index, s))
             .collect();
         slots.sort_unstable();
         slots
@@ -248,7 +248,7 @@ struct Records {
     len: u32,
 }
 
-const CHUNK: u32 = 4096;
+const CHUNK: u32 = 1024;
 
 impl Records {
     fn push(&mut self, r: Record) -> u32 {
@@ -262,6 +262,13 @@ impl Records {
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Record> {
         self.chunks.iter_mut().flatten()
+    }
+
+    /// Every slot in use, with its record.
+    fn used(&self) -> impl Iterator<Item = (u32, &Record)> {
+        (0..)
+            .zip(self.chunks.iter().flatten())
+            .filter(|(_, r)| r.index != 0)
     }
 }
 
@@ -408,7 +415,9 @@ struct Store {
     garbage: usize,
     dirs: Dirs,
     odd_paths: HashMap<u32, PathBuf>,
-    /// Slots by index.
+    /// Files in the store.
+    files: u32,
+    /// Slots by index, of the files not in slot `index - 1` ([`Store::in_place`]).
     by_index: HashTable<u32>,
     /// By SHA-1.
     by_sha1: ByDigest,
@@ -470,7 +479,21 @@ impl Store {
         path_hash(&self.hasher, dir, file_name)
     }
 
+    /// Whether a file with `index` in `slot` sits where its index says, and so
+    /// is found without the table. Indexes and new slots are both handed out in
+    /// order, so a library that was only added to has every file in place; a
+    /// file in a slot freed by a removal is in `by_index`.
+    fn in_place(index: u32, slot: u32) -> bool {
+        slot.wrapping_add(1) == index
+    }
+
     fn slot_of(&self, index: u32) -> Option<u32> {
+        if let Some(slot) = index.checked_sub(1)
+            && slot < self.records.len
+            && self.records[slot].index == index
+        {
+            return Some(slot);
+        }
         self.by_index
             .find(self.hash_index(index), |&s| self.records[s].index == index)
             .copied()
@@ -589,11 +612,14 @@ impl Store {
             None => self.records.push(record),
         };
         self.total_size += size;
-        let (records, hasher) = (&self.records, &self.hasher);
-        self.by_index
-            .insert_unique(hasher.hash_one(index), slot, |&s| {
-                hasher.hash_one(records[s].index)
-            });
+        self.files += 1;
+        if !Store::in_place(index, slot) {
+            let (records, hasher) = (&self.records, &self.hasher);
+            self.by_index
+                .insert_unique(hasher.hash_one(index), slot, |&s| {
+                    hasher.hash_one(records[s].index)
+                });
+        }
         if record.dir != NO_DIR && record.dir != ODD_DIR {
             let Store {
                 by_path,
@@ -747,9 +773,10 @@ impl Store {
         if let Some(f) = shared.fth {
             self.remove_digest(FTH, slot, &f.0);
         }
-        if let Ok(e) = self
-            .by_index
-            .find_entry(self.hash_index(index), |&s| s == slot)
+        if !Store::in_place(index, slot)
+            && let Ok(e) = self
+                .by_index
+                .find_entry(self.hash_index(index), |&s| s == slot)
         {
             e.remove();
         }
@@ -769,11 +796,12 @@ impl Store {
         self.total_size -= r.size;
         self.garbage += r.name_len as usize + r.file_len as usize;
         self.records[slot].index = 0;
+        self.files -= 1;
         self.free.push(slot);
         if self.garbage > 4096 && self.garbage > self.arena.len() / 4 {
             self.compact_arena();
         }
-        if self.by_index.is_empty() {
+        if self.files == 0 {
             // Nothing left: give every table's memory back.
             let hasher = self.hasher.clone();
             *self = Store {
@@ -785,16 +813,15 @@ impl Store {
     }
 
     fn reserve(&mut self, more: usize) {
+        // Not `by_index`: the files added next are in place.
         let Store {
             records,
-            by_index,
             by_path,
             by_sha1,
             hasher,
             arena,
             ..
         } = self;
-        by_index.reserve(more, |&s| hasher.hash_one(records[s].index));
         by_path.reserve(more, |&s| {
             let r = &records[s];
             path_hash(hasher, r.dir, file_name_in(arena, r))
@@ -1035,7 +1062,7 @@ impl Library {
 
     /// Number of files.
     pub fn len(&self) -> usize {
-        self.served.read().by_index.len()
+        self.served.read().files as usize
     }
 
     /// Whether no file is shared.
@@ -1184,9 +1211,9 @@ impl View<'_> {
     pub fn files(&self) -> impl Iterator<Item = FileRef<'_>> {
         let mut slots: Vec<(u32, u32)> = self
             .store
-            .by_index
-            .iter()
-            .map(|&s| (self.store.records[s].index, s))
+            .records
+            .used()
+            .map(|(s, r)| (r.index, s))
             .collect();
         slots.sort_unstable();
         slots.into_iter().map(|(_, s)| self.store.file(s))
@@ -1375,6 +1402,63 @@ mod tests {
         assert_eq!(l.view().by_sha1(&urn).unwrap().index, three);
         assert_eq!(l.len(), 2);
         assert_eq!(l.total_size(), 105);
+    }
+
+    /// Files in the slot their index names and files elsewhere (after
+    /// removals, and under indexes chosen by another node) are all found by
+    /// index, listed once, counted once and removed cleanly: a library of
+    /// our own files, and one of another node's listing.
+    #[test]
+    fn indexes_are_found_in_place_and_displaced() {
+        for remote in [false, true] {
+            let mut l = Library::new();
+            let mut live = std::collections::BTreeMap::new();
+            let mut rng = 0x2545_f491_u32;
+            let mut next = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                rng
+            };
+            for round in 0..3000u32 {
+                let name = format!("file {round}.txt");
+                if next() % 5 < 3 {
+                    let index = if remote {
+                        // Another node's index: anywhere, perhaps one in use.
+                        let index = next() % 4000 + 1;
+                        l.add_at(index, &name, u64::from(round), None);
+                        index
+                    } else {
+                        l.add(
+                            &name,
+                            PathBuf::from(format!("/s/d{}/{name}", round % 7)),
+                            u64::from(round),
+                            SystemTime::UNIX_EPOCH,
+                            None,
+                        )
+                    };
+                    live.insert(index, name);
+                } else if !live.is_empty() {
+                    let at = next() as usize % live.len();
+                    let index = *live.keys().nth(at).expect("in range");
+                    assert_eq!(l.remove(index).map(|f| f.name), live.remove(&index));
+                }
+                if round % 100 == 0 || round > 2900 {
+                    assert_eq!(l.len(), live.len());
+                    let v = l.view();
+                    for (&index, name) in &live {
+                        assert_eq!(v.get(index).map(|f| f.name), Some(name.as_str()));
+                    }
+                    let listed: Vec<u32> = v.files().map(|f| f.index).collect();
+                    assert_eq!(listed, live.keys().copied().collect::<Vec<_>>());
+                }
+            }
+            for index in live.keys().copied().collect::<Vec<_>>() {
+                assert!(l.remove(index).is_some());
+            }
+            assert!(l.is_empty());
+            assert!(l.view().files().next().is_none());
+        }
     }
 
     #[test]

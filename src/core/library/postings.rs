@@ -195,7 +195,9 @@ impl Postings {
             self.bytes.reserve_exact(5 + self.bytes.len() / 4);
         }
         put_varint(&mut self.bytes, v - prev);
-        if let Some(b) = self.blocks.last_mut() {
+        // Not through `DerefMut`, which would allocate a table for a list
+        // of one block.
+        if let Some(b) = self.blocks.0.as_mut().and_then(|b| b.last_mut()) {
             b.count += 1;
         }
         self.len += 1;
@@ -205,8 +207,10 @@ impl Postings {
     /// Gives back every spare byte (after a bulk load).
     pub(super) fn shrink_to_fit(&mut self) {
         self.bytes.shrink_to_fit();
-        if let Some(b) = self.blocks.0.as_mut() {
-            b.shrink_to_fit();
+        match self.blocks.0.as_mut() {
+            Some(b) if b.is_empty() => self.blocks = Blocks::default(),
+            Some(b) => b.shrink_to_fit(),
+            None => {}
         }
     }
 
@@ -414,6 +418,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    /// A list of one block keeps no block table: most words' lists are
+    /// that short, and a table each would cost more than their values.
+    #[test]
+    fn a_short_list_has_no_block_table() {
+        let mut p = Postings::default();
+        for v in (1..=BLOCK).map(|i| i * 1000) {
+            p.push(v);
+            assert!(p.blocks.0.is_none(), "after {v}");
+        }
+        p.insert(500);
+        p.remove(500);
+        p.shrink_to_fit();
+        assert!(p.blocks.0.is_none());
+        p.push(BLOCK * 1000 + 1);
+        assert_eq!(p.blocks.len(), 2, "a second block brings the table");
+        assert_eq!(p.iter().count(), BLOCK as usize + 1);
+    }
 
     fn check(p: &Postings, want: &BTreeSet<u32>) {
         assert_eq!(p.len(), want.len());

@@ -528,6 +528,20 @@ struct Cached {
     fth: [u8; 20],
 }
 
+impl Cached {
+    /// A hashed file's entry, not yet found by a scan.
+    fn hashed(stamp: Stamp, urn: Sha1Urn, fth: Option<Fth>) -> Cached {
+        Cached {
+            stamp,
+            has_urn: true,
+            known: false,
+            has_fth: fth.is_some(),
+            urn: urn.0,
+            fth: fth.map(|f| f.0).unwrap_or_default(),
+        }
+    }
+}
+
 /// An entry and where its path's bytes are in [`HashCache::paths`].
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -605,17 +619,7 @@ fn parse_line(line: &[u8]) -> Option<(&str, Cached)> {
     let mtime_ns = std::str::from_utf8(mtime).ok()?.parse().ok()?;
     let stamp = Stamp::new(size, mtime_ns)?;
     let path = std::str::from_utf8(path).ok()?;
-    Some((
-        path,
-        Cached {
-            stamp,
-            has_urn: true,
-            known: false,
-            has_fth: fth.is_some(),
-            urn: urn.0,
-            fth: fth.map(|f| f.0).unwrap_or_default(),
-        },
-    ))
+    Some((path, Cached::hashed(stamp, urn, fth)))
 }
 
 impl HashCache {
@@ -794,17 +798,7 @@ impl HashCache {
                     None => c.has_fth &= same,
                 }
             }
-            None => self.push(
-                &file.path,
-                Cached {
-                    stamp,
-                    has_urn: true,
-                    known: false,
-                    has_fth: fth.is_some(),
-                    urn: urn.0,
-                    fth: fth.map(|f| f.0).unwrap_or_default(),
-                },
-            ),
+            None => self.push(&file.path, Cached::hashed(stamp, urn, fth)),
         }
     }
 

@@ -542,6 +542,17 @@ impl Cached {
     }
 }
 
+/// The hash of entry `j`'s path, as [`HashCache::table`] files it.
+fn entry_hash(
+    hasher: &foldhash::fast::RandomState,
+    paths: &[u8],
+    entries: &[Entry],
+    j: u32,
+) -> u64 {
+    let e = &entries[j as usize];
+    hasher.hash_one(&paths[e.off as usize..][..e.len as usize])
+}
+
 /// An entry and where its path's bytes are in [`HashCache::paths`].
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -694,8 +705,7 @@ impl HashCache {
             hasher,
         } = self;
         table.insert_unique(hasher.hash_one(bytes), i, |&j| {
-            let e = &entries[j as usize];
-            hasher.hash_one(&paths[e.off as usize..][..e.len as usize])
+            entry_hash(hasher, paths, entries, j)
         });
     }
 
@@ -719,10 +729,7 @@ impl HashCache {
             table,
             hasher,
         } = self;
-        table.shrink_to_fit(|&j| {
-            let e = &entries[j as usize];
-            hasher.hash_one(&paths[e.off as usize..][..e.len as usize])
-        });
+        table.shrink_to_fit(|&j| entry_hash(hasher, paths, entries, j));
     }
 
     /// Writes the cache atomically: to a temporary file, then renamed into place.

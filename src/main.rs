@@ -360,16 +360,8 @@ fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        tracing::info!("shutting down");
         api_tasks.close();
-        let stop = node.shutdown();
-        if tokio::time::timeout(Duration::from_secs(10), stop)
-            .await
-            .is_err()
-        {
-            return Err("shutdown took too long".into());
-        }
-        Ok(ExitCode::SUCCESS)
+        stop_within_limit(node.shutdown()).await
     })
 }
 
@@ -408,14 +400,7 @@ fn webcache(args: WebcacheArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        if tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
-            .await
-            .is_err()
-        {
-            return Err("shutdown took too long".into());
-        }
-        Ok(ExitCode::SUCCESS)
+        stop_within_limit(handle.shutdown()).await
     })
 }
 
@@ -469,6 +454,18 @@ fn page_link(api: std::net::SocketAddr, token: Option<&str>) -> String {
     match token {
         Some(t) => format!("http://{at}/#token={t}"),
         None => format!("http://{at}/"),
+    }
+}
+
+/// A server's shutdown after a signal, given ten seconds: success, or an
+/// error when it took longer.
+async fn stop_within_limit(
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    tracing::info!("shutting down");
+    match tokio::time::timeout(Duration::from_secs(10), stop).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(_) => Err("shutdown took too long".into()),
     }
 }
 
@@ -676,14 +673,7 @@ fn index(args: IndexArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        if tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
-            .await
-            .is_err()
-        {
-            return Err("shutdown took too long".into());
-        }
-        Ok(ExitCode::SUCCESS)
+        stop_within_limit(handle.shutdown()).await
     })
 }
 

@@ -49,9 +49,18 @@ impl std::ops::Deref for Blocks {
     }
 }
 
-impl std::ops::DerefMut for Blocks {
-    fn deref_mut(&mut self) -> &mut Vec<Block> {
+/// No `DerefMut`: a table is allocated only where a block is added
+/// ([`Blocks::make`]); every other change goes through the table that is
+/// there ([`Blocks::table`]), so a one-block list never gets an empty one.
+impl Blocks {
+    /// The table, allocated now if there is none: for adding a block.
+    fn make(&mut self) -> &mut Vec<Block> {
         self.0.get_or_insert_with(Default::default)
+    }
+
+    /// The table, if the list has one with blocks in it.
+    fn table(&mut self) -> Option<&mut Vec<Block>> {
+        self.0.as_deref_mut().filter(|t| !t.is_empty())
     }
 }
 
@@ -174,14 +183,15 @@ impl Postings {
             None => self.len >= BLOCK,
         };
         if full {
-            if self.blocks.is_empty() {
-                self.blocks.push(Block {
+            let table = self.blocks.make();
+            if table.is_empty() {
+                table.push(Block {
                     base: 0,
                     off: 0,
                     count: self.len,
                 });
             }
-            self.blocks.push(Block {
+            table.push(Block {
                 base: self.last,
                 off: self.bytes.len() as u32,
                 count: 0,
@@ -195,9 +205,7 @@ impl Postings {
             self.bytes.reserve_exact(5 + self.bytes.len() / 4);
         }
         put_varint(&mut self.bytes, v - prev);
-        // Not through `DerefMut`, which would allocate a table for a list
-        // of one block.
-        if let Some(b) = self.blocks.0.as_mut().and_then(|b| b.last_mut()) {
+        if let Some(b) = self.blocks.table().and_then(|t| t.last_mut()) {
             b.count += 1;
         }
         self.len += 1;
@@ -207,10 +215,9 @@ impl Postings {
     /// Gives back every spare byte (after a bulk load).
     pub(super) fn shrink_to_fit(&mut self) {
         self.bytes.shrink_to_fit();
-        match self.blocks.0.as_mut() {
-            Some(b) if b.is_empty() => self.blocks = Blocks::default(),
-            Some(b) => b.shrink_to_fit(),
-            None => {}
+        match self.blocks.table() {
+            Some(t) => t.shrink_to_fit(),
+            None => self.blocks = Blocks::default(),
         }
     }
 
@@ -283,23 +290,23 @@ impl Postings {
             if values.is_empty() {
                 return;
             }
-            self.blocks.push(Block {
+            self.blocks.make().push(Block {
                 base: 0,
                 off: 0,
                 count: values.len() as u32,
             });
         }
-        if self.blocks.is_empty() {
+        let Some(table) = self.blocks.table() else {
             return;
-        }
-        for later in &mut self.blocks[k + 1..] {
+        };
+        for later in &mut table[k + 1..] {
             later.off = (later.off as isize + grew) as u32;
         }
         if values.is_empty() {
-            self.blocks.remove(k);
+            table.remove(k);
         } else if let Some(off) = second_off {
-            self.blocks[k].count = half as u32;
-            self.blocks.insert(
+            table[k].count = half as u32;
+            table.insert(
                 k + 1,
                 Block {
                     base: values[half - 1],
@@ -308,13 +315,12 @@ impl Postings {
                 },
             );
         } else {
-            self.blocks[k].count = values.len() as u32;
+            table[k].count = values.len() as u32;
         }
-        if self.blocks.len() == 1 && self.blocks[0].base == 0 && self.blocks[0].off == 0 {
+        if table.len() == 1 && table[0].base == 0 && table[0].off == 0 {
             self.blocks = Blocks::default();
-        }
-        if self.blocks.capacity() > 2 * self.blocks.len() + 4 {
-            self.blocks.shrink_to_fit();
+        } else if table.capacity() > 2 * table.len() + 4 {
+            table.shrink_to_fit();
         }
     }
 

@@ -26,7 +26,7 @@ use common::raw::WAIT;
 
 mod common;
 use common::raw::{accept_raw, dial_raw, dial_raw_from, frame, header, read_block, vendor};
-use common::{Dir, pattern, servent_cmd};
+use common::{Dir, pattern, servent_output};
 
 /// LimeWire 5.6.2's Messages-Supported list, as captured (udp-facts 7.1).
 fn limewire_messages_supported() -> Vec<u8> {
@@ -356,16 +356,7 @@ async fn a_download_from_gtk_killed_mid_body_resumes_to_identical_bytes() {
     // Run again: a new process, so a new first request; gtk caps it again.
     let fast = http_source(data.clone(), urn, Serves::Gtk, Duration::ZERO).await;
     let link = format!("http://{}/uri-res/N2R?{urn}", fast.addr);
-    let o = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || {
-            servent_cmd(&["get", "-o", "file.bin", &link], &out)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let o = servent_output(&["get", "-o", "file.bin", &link], &out).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(out.join("file.bin")).unwrap(), *data);
     assert_eq!(fast.connections.load(Ordering::SeqCst), 1);

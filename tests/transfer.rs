@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(20);
 
 mod common;
-use common::{Dir, pattern, servent_cmd};
+use common::{Dir, pattern, servent_output};
 
 async fn node_sharing(
     share: &Path,
@@ -851,17 +851,8 @@ async fn a_killed_download_resumes_to_identical_bytes() {
 
     // The second run, from a fast source, fetches only what is missing.
     let fast = test_source(data.clone(), Some(urn), false, Duration::ZERO).await;
-    let status = tokio::task::spawn_blocking({
-        let out = out.clone();
-        let url = n2r(fast.addr, urn);
-        move || {
-            servent_cmd(&["get", "-o", "file.bin", &url], &out)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let url = n2r(fast.addr, urn);
+    let status = servent_output(&["get", "-o", "file.bin", &url], &out).await;
     assert!(
         status.status.success(),
         "{}",
@@ -950,12 +941,7 @@ async fn a_hash_that_never_matches_fails_and_keeps_nothing() {
             .replace('/', "%2F")
             .replace('?', "%3F")
     );
-    let o = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || servent_cmd(&["get", &magnet], &out).output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = servent_output(&["get", &magnet], &out).await;
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -1048,19 +1034,11 @@ async fn a_push_download_from_a_firewalled_node() {
         assert!(Instant::now() < deadline, "hit in time");
     }
     let hub_addr = hub.local_addr.to_string();
-    let o = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || {
-            servent_cmd(
-                &["get", "--json", "--peer", &hub_addr, "behind", "firewall"],
-                &out,
-            )
-            .output()
-            .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let o = servent_output(
+        &["get", "--json", "--peer", &hub_addr, "behind", "firewall"],
+        &out,
+    )
+    .await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let last = common::download_record(stdout.lines().last().unwrap());
@@ -1435,19 +1413,11 @@ async fn get_peer_fetches_an_fth_only_hit_by_its_fth_and_a_hit_with_a_sha1_by_th
         }
         c.frames_for(Duration::from_secs(10)).await;
     });
-    let o = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || {
-            servent_cmd(
-                &["get", "--json", "--all", "--peer", &up.to_string(), "tune"],
-                &out,
-            )
-            .output()
-            .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let o = servent_output(
+        &["get", "--json", "--all", "--peer", &up.to_string(), "tune"],
+        &out,
+    )
+    .await;
     server.abort();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(

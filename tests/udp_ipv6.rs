@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 use common::raw::{dial_raw, header};
-use common::{Dir, pattern, servent_cmd};
+use common::{Dir, pattern, servent_output};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -361,19 +361,11 @@ async fn two_nodes_linked_over_ipv6_search_and_download() {
     assert_eq!(raw_hits.len(), 1);
     // Download it from the hit, by the command line, over IPv6.
     let b_addr = b.local_addr.to_string();
-    let o = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || {
-            servent_cmd(
-                &["get", "--json", "--peer", &b_addr, "sixes", "loopback"],
-                &out,
-            )
-            .output()
-            .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let o = servent_output(
+        &["get", "--json", "--peer", &b_addr, "sixes", "loopback"],
+        &out,
+    )
+    .await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         std::fs::read(out.join("sixes over loopback.bin")).unwrap(),
@@ -395,30 +387,14 @@ async fn get_fetches_a_bracketed_ipv6_url_and_a_magnet_with_one() {
     let h = hashed_hit(n.local_addr, "url six").await;
     let urn = h.urn.unwrap();
     let url = format!("http://[::1]:{}/uri-res/N2R?{urn}", n.local_addr.port());
-    let run = |args: Vec<String>| {
-        let out = out.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            servent_cmd(&args, &out).output().unwrap()
-        })
-    };
-    let o = run(vec!["get".into(), "-o".into(), "by-url.dat".into(), url])
-        .await
-        .unwrap();
+    let o = servent_output(&["get", "-o", "by-url.dat", &url], &out).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(out.join("by-url.dat")).unwrap(), data);
     let magnet = format!(
         "magnet:?xt={urn}&dn=m.dat&xs=http%3A%2F%2F%5B%3A%3A1%5D%3A{}%2Furi-res%2FN2R%3F{urn}",
         n.local_addr.port()
     );
-    let o = run(vec![
-        "get".into(),
-        "-o".into(),
-        "by-magnet.dat".into(),
-        magnet,
-    ])
-    .await
-    .unwrap();
+    let o = servent_output(&["get", "-o", "by-magnet.dat", &magnet], &out).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(out.join("by-magnet.dat")).unwrap(), data);
     n.shutdown().await;
@@ -576,19 +552,11 @@ async fn a_push_over_ipv6_reaches_a_firewalled_node() {
     let h = hashed_hit(hub.local_addr, "pushed six").await;
     assert!(h.push, "the firewalled node asks for a push");
     let hub_addr = hub.local_addr.to_string();
-    let o = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || {
-            servent_cmd(
-                &["get", "--json", "--peer", &hub_addr, "pushed", "six"],
-                &out,
-            )
-            .output()
-            .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let o = servent_output(
+        &["get", "--json", "--peer", &hub_addr, "pushed", "six"],
+        &out,
+    )
+    .await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(out.join("pushed six.dat")).unwrap(), data);
     fw.shutdown().await;

@@ -122,3 +122,16 @@ pub const NO_CONFIG: &str = "/dev/null";
 mod rng;
 #[allow(unused_imports)]
 pub use rng::Rng;
+
+/// Runs `servent` with `args` in `cwd` to its end, on a blocking thread so
+/// that the servers the test runs on the runtime go on answering it.
+pub async fn servent_output(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let cwd = cwd.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        servent_cmd(&args, &cwd).output().expect("servent runs")
+    })
+    .await
+    .expect("the command's thread")
+}

@@ -145,13 +145,18 @@ pub fn index_found(
 ) -> Vec<FoundFile> {
     let mut to_hash = Vec::new();
     library.reserve(found.len());
-    for f in found {
+    for mut f in found {
         let known = cache.note_hashes(&f);
-        if known.urn.is_some() && known.fth.is_some() {
-            library.add_hashed(&f.name, f.path, f.size, f.mtime, known.urn, known.fth);
+        let hashed = known.urn.is_some() && known.fth.is_some();
+        // A file still to hash keeps its path for the hasher; the others
+        // give theirs to the library.
+        let path = if hashed {
+            std::mem::take(&mut f.path)
         } else {
-            let path = f.path.clone();
-            library.add_hashed(&f.name, path, f.size, f.mtime, known.urn, known.fth);
+            f.path.clone()
+        };
+        library.add_hashed(&f.name, path, f.size, f.mtime, known.urn, known.fth);
+        if !hashed {
             to_hash.push(f);
         }
     }

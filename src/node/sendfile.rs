@@ -22,7 +22,9 @@ pub use linux::SendfileStream;
 
 /// Largest body frame of placeholders; also the most one `sendfile` call sends,
 /// so that one upload yields to the others on its thread at least this often.
-pub const FRAME: usize = 512 * 1024;
+/// 2 MiB, as nginx's `sendfile_max_chunk`: a 1 MiB range leaves in one call
+/// where the socket takes it (512 KiB frames made it two).
+pub const FRAME: usize = 2 * 1024 * 1024;
 
 /// What placeholders point into. Zero-initialised, so it takes no memory until
 /// written, and nothing writes or reads it.

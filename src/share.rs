@@ -15,7 +15,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hashbrown::HashTable;
+use hashbrown::{HashTable, hash_table};
 use sha1::{Digest, Sha1};
 
 use crate::core::library::Library;
@@ -547,23 +547,19 @@ impl Cached {
     }
 }
 
-/// The hash of entry `j`'s path, as [`HashCache::table`] files it.
-fn entry_hash(
-    hasher: &foldhash::fast::RandomState,
-    paths: &[u8],
-    entries: &[Entry],
-    j: u32,
-) -> u64 {
-    let e = &entries[j as usize];
-    hasher.hash_one(&paths[e.off as usize..][..e.len as usize])
-}
-
 /// An entry and where its path's bytes are in [`HashCache::paths`].
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     off: u32,
     len: u32,
     cached: Cached,
+}
+
+impl Entry {
+    /// Its path's bytes in `arena` ([`HashCache::paths`]).
+    fn path<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.off as usize..][..self.len as usize]
+    }
 }
 
 /// Hashes remembered between runs, keyed by path, size and modification time.
@@ -660,11 +656,9 @@ impl HashCache {
             let l = line.strip_suffix(b"\n").unwrap_or(&line);
             let l = l.strip_suffix(b"\r").unwrap_or(l);
             if let Some((path, cached)) = parse_line(l) {
-                let path = Path::new(path);
-                match cache.find(path) {
-                    // A path listed twice: the later line holds.
-                    Some(i) => cache.entries[i as usize].cached = cached,
-                    None => cache.push(path, cached),
+                // A path listed twice: the later line holds.
+                if let Some(c) = cache.find_or_push(Path::new(path), || cached) {
+                    *c = cached;
                 }
             }
         }
@@ -673,15 +667,11 @@ impl HashCache {
         Ok(cache)
     }
 
-    fn path(&self, e: &Entry) -> &[u8] {
-        &self.paths[e.off as usize..][..e.len as usize]
-    }
-
     fn find(&self, path: &Path) -> Option<u32> {
         let bytes = path_bytes(path);
         self.table
             .find(self.hasher.hash_one(bytes), |&i| {
-                self.path(&self.entries[i as usize]) == bytes
+                self.entries[i as usize].path(&self.paths) == bytes
             })
             .copied()
     }
@@ -690,28 +680,37 @@ impl HashCache {
         self.find(path).map(|i| &self.entries[i as usize].cached)
     }
 
-    fn push(&mut self, path: &Path, cached: Cached) {
+    /// The entry for `path`; or, where there is none, `None` once `new()` is
+    /// added for it: one hash of the path and one probe of the table either
+    /// way. (Past 4 GiB of paths nothing is added: that file is hashed again.)
+    fn find_or_push(&mut self, path: &Path, new: impl FnOnce() -> Cached) -> Option<&mut Cached> {
         let bytes = path_bytes(path);
-        let (Ok(off), Ok(len)) = (u32::try_from(self.paths.len()), u32::try_from(bytes.len()))
-        else {
-            // Over 4 GiB of paths: not kept (the file is hashed again).
-            return;
-        };
-        if off.checked_add(len).is_none() {
-            return;
-        }
-        self.paths.extend_from_slice(bytes);
-        let i = self.entries.len() as u32;
-        self.entries.push(Entry { off, len, cached });
+        let hash = self.hasher.hash_one(bytes);
         let HashCache {
             paths,
             entries,
             table,
             hasher,
         } = self;
-        table.insert_unique(hasher.hash_one(bytes), i, |&j| {
-            entry_hash(hasher, paths, entries, j)
+        let vacant = match table.entry(
+            hash,
+            |&i| entries[i as usize].path(paths) == bytes,
+            |&j| hasher.hash_one(entries[j as usize].path(paths)),
+        ) {
+            hash_table::Entry::Occupied(o) => return Some(&mut entries[*o.get() as usize].cached),
+            hash_table::Entry::Vacant(v) => v,
+        };
+        let off = u32::try_from(paths.len()).ok()?;
+        let len = u32::try_from(bytes.len()).ok()?;
+        off.checked_add(len)?;
+        paths.extend_from_slice(bytes);
+        vacant.insert(entries.len() as u32);
+        entries.push(Entry {
+            off,
+            len,
+            cached: new(),
         });
+        None
     }
 
     /// Keeps the entries `keep` says yes to, in one pass that also packs
@@ -721,9 +720,9 @@ impl HashCache {
         let old = std::mem::take(&mut self.entries);
         self.table.clear();
         for e in old {
-            let path = path_of(&old_paths[e.off as usize..][..e.len as usize]);
+            let path = path_of(e.path(&old_paths));
             if keep(path, &e.cached) {
-                self.push(path, e.cached);
+                self.find_or_push(path, || e.cached);
             }
         }
         self.entries.shrink_to_fit();
@@ -734,7 +733,7 @@ impl HashCache {
             table,
             hasher,
         } = self;
-        table.shrink_to_fit(|&j| entry_hash(hasher, paths, entries, j));
+        table.shrink_to_fit(|&j| hasher.hash_one(entries[j as usize].path(paths)));
     }
 
     /// Writes the cache atomically: to a temporary file, then renamed into place.
@@ -748,7 +747,7 @@ impl HashCache {
                 .entries
                 .iter()
                 .filter(|e| e.cached.has_urn)
-                .map(|e| (path_of(self.path(e)), &e.cached))
+                .map(|e| (path_of(e.path(&self.paths)), &e.cached))
                 .collect();
             rows.sort_by(|a, b| a.0.cmp(b.0));
             for (path, c) in rows {
@@ -795,22 +794,19 @@ impl HashCache {
 
     fn put(&mut self, file: &FoundFile, urn: Sha1Urn, fth: Option<Fth>) {
         let stamp = stamp(file.size, file.mtime);
-        match self.find(&file.path) {
-            Some(i) => {
-                let c = &mut self.entries[i as usize].cached;
-                let same = c.has_urn && c.stamp == stamp && c.urn == urn.0;
-                c.stamp = stamp;
-                c.has_urn = true;
-                c.urn = urn.0;
-                match fth {
-                    Some(f) => {
-                        c.has_fth = true;
-                        c.fth = f.0;
-                    }
-                    None => c.has_fth &= same,
-                }
+        let Some(c) = self.find_or_push(&file.path, || Cached::hashed(stamp, urn, fth)) else {
+            return;
+        };
+        let same = c.has_urn && c.stamp == stamp && c.urn == urn.0;
+        c.stamp = stamp;
+        c.has_urn = true;
+        c.urn = urn.0;
+        match fth {
+            Some(f) => {
+                c.has_fth = true;
+                c.fth = f.0;
             }
-            None => self.push(&file.path, Cached::hashed(stamp, urn, fth)),
+            None => c.has_fth &= same,
         }
     }
 
@@ -826,44 +822,36 @@ impl HashCache {
     /// look-up.
     pub fn note_hashes(&mut self, file: &FoundFile) -> Known {
         let stamp = stamp(file.size, file.mtime);
-        match self.find(&file.path) {
-            Some(i) => {
-                let c = &mut self.entries[i as usize].cached;
-                let noted = match (c.known, c.stamp == stamp) {
-                    (false, _) => Noted::New,
-                    (true, true) => Noted::Same,
-                    (true, false) => Noted::Changed,
-                };
-                if c.stamp != stamp {
-                    c.stamp = stamp;
-                    c.has_urn = false;
-                    c.has_fth = false;
-                }
-                c.known = true;
-                Known {
-                    noted,
-                    urn: c.has_urn.then_some(Sha1Urn(c.urn)),
-                    fth: (c.has_urn && c.has_fth).then_some(Fth(c.fth)),
-                }
-            }
-            None => {
-                self.push(
-                    &file.path,
-                    Cached {
-                        stamp,
-                        has_urn: false,
-                        known: true,
-                        has_fth: false,
-                        urn: [0; 20],
-                        fth: [0; 20],
-                    },
-                );
-                Known {
-                    noted: Noted::New,
-                    urn: None,
-                    fth: None,
-                }
-            }
+        let unhashed = || Cached {
+            stamp,
+            has_urn: false,
+            known: true,
+            has_fth: false,
+            urn: [0; 20],
+            fth: [0; 20],
+        };
+        let Some(c) = self.find_or_push(&file.path, unhashed) else {
+            return Known {
+                noted: Noted::New,
+                urn: None,
+                fth: None,
+            };
+        };
+        let noted = match (c.known, c.stamp == stamp) {
+            (false, _) => Noted::New,
+            (true, true) => Noted::Same,
+            (true, false) => Noted::Changed,
+        };
+        if c.stamp != stamp {
+            c.stamp = stamp;
+            c.has_urn = false;
+            c.has_fth = false;
+        }
+        c.known = true;
+        Known {
+            noted,
+            urn: c.has_urn.then_some(Sha1Urn(c.urn)),
+            fth: (c.has_urn && c.has_fth).then_some(Fth(c.fth)),
         }
     }
 
@@ -1173,6 +1161,98 @@ mod tests {
             want.sort_by(|a, b| path_order(&a.path, &b.path));
             want.dedup_by(|later, first| later.path == first.path);
             assert_eq!(in_path_order(found), want, "round {round}");
+        }
+    }
+
+    #[test]
+    fn the_cache_table_answers_as_a_map_would() {
+        // Random inserts, notes and removals over a few hundred paths,
+        // against a `HashMap` of what each path should give; then a save
+        // and load, with one path listed a second time (the later line holds).
+        let t = TempDir::new("cache-model");
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let file = |i: u64, size: u64| FoundFile {
+            path: PathBuf::from(format!("/share/dir{}/file {i}.mp3", i % 7)),
+            name: format!("file {i}.mp3"),
+            size,
+            mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        };
+        let mut cache = HashCache::default();
+        // path number -> (size, urn, fth, noted as shared)
+        let mut model: HashMap<u64, (u64, Option<Sha1Urn>, Option<Fth>, bool)> = HashMap::new();
+        for step in 0..5_000u64 {
+            let i = next(300);
+            let size = next(3);
+            let f = file(i, size);
+            match next(10) {
+                0..=3 => {
+                    let urn = Sha1Urn::digest(&step.to_le_bytes());
+                    let fth = Fth(urn.0);
+                    cache.insert_both(&f, urn, fth);
+                    let known = model.get(&i).is_some_and(|m| m.3);
+                    model.insert(i, (size, Some(urn), Some(fth), known));
+                }
+                4..=7 => {
+                    let k = cache.note_hashes(&f);
+                    let want = match model.get(&i) {
+                        Some(m) if m.0 == size => (m.1, m.2),
+                        _ => (None, None),
+                    };
+                    assert_eq!((k.urn, k.fth), want, "step {step}");
+                    let m = model.entry(i).or_insert((size, None, None, false));
+                    if m.0 != size {
+                        *m = (size, None, None, true);
+                    }
+                    m.3 = true;
+                }
+                8 => {
+                    cache.retain_known();
+                    model.retain(|_, m| m.3);
+                }
+                _ => {
+                    let keep: Vec<PathBuf> = (0..300)
+                        .filter(|j| j % 3 != step % 3)
+                        .map(|j| file(j, 0).path)
+                        .collect();
+                    cache.retain_paths(&keep.iter().map(PathBuf::as_path).collect());
+                    model.retain(|j, _| j % 3 != step % 3);
+                }
+            }
+            assert_eq!(cache.len(), model.len(), "step {step}");
+        }
+        for i in 0..300 {
+            for size in 0..3 {
+                let f = file(i, size);
+                let want = model.get(&i).filter(|m| m.0 == size);
+                assert_eq!(cache.get(&f), want.and_then(|m| m.1), "path {i}");
+                assert_eq!(cache.get_fth(&f), want.and_then(|m| m.2), "path {i}");
+            }
+        }
+        let saved = t.0.join("hashes");
+        cache.save(&saved).unwrap();
+        let (&i, &(size, ..)) = model.iter().find(|(_, m)| m.1.is_some()).unwrap();
+        let again = Sha1Urn::digest(b"listed again");
+        let line = format!(
+            "{} {size} {} {}\n",
+            again.base32(),
+            1_700_000_000u64 * 1_000_000_000,
+            file(i, size).path.display()
+        );
+        let mut text = fs::read_to_string(&saved).unwrap();
+        text.push_str(&line);
+        fs::write(&saved, text).unwrap();
+        let loaded = HashCache::load(&saved).unwrap();
+        let hashed = model.values().filter(|m| m.1.is_some()).count();
+        assert_eq!(loaded.len(), hashed);
+        for (&j, m) in &model {
+            let want = if j == i { Some(again) } else { m.1 };
+            assert_eq!(loaded.get(&file(j, m.0)), want, "path {j} after load");
         }
     }
 

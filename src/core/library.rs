@@ -147,17 +147,10 @@ impl Served {
     /// results: what a browse of this host lists.
     pub fn listing(&self, max: usize) -> Vec<crate::wire::HitResult> {
         let store = self.read();
-        let mut slots: Vec<(u32, u32)> = store
-            .records
-            .used()
-            .filter(|(_, r)| r.dir != NO_DIR)
-            .map(|(s, r)| (r.index, s))
-            .collect();
-        slots.sort_unstable();
-        slots
-            .into_iter()
+        store
+            .slots_by_index(|r| r.dir != NO_DIR)
             .take(max)
-            .map(|(_, s)| {
+            .map(|s| {
                 let f = store.file(s);
                 crate::wire::HitResult::new(f.index, f.size, f.name, f.sha1.as_ref())
                     .with_fth(f.fth)
@@ -499,6 +492,18 @@ impl Store {
             .copied()
     }
 
+    /// The slots of the files `keep` says yes to, in index order.
+    fn slots_by_index(&self, keep: impl Fn(&Record) -> bool) -> impl Iterator<Item = u32> {
+        let mut slots: Vec<(u32, u32)> = self
+            .records
+            .used()
+            .filter(|(_, r)| keep(r))
+            .map(|(s, r)| (r.index, s))
+            .collect();
+        slots.sort_unstable();
+        slots.into_iter().map(|(_, s)| s)
+    }
+
     /// The slots of the files with this FastTrack file id.
     fn with_file_id(&self, id: u16) -> impl Iterator<Item = u32> + '_ {
         let first = self.file_ids.get(usize::from(id)).copied();
@@ -509,18 +514,19 @@ impl Store {
 
     /// The slot of the file with the lowest index with this digest.
     fn first_with(&self, which: usize, d: &[u8; 20]) -> Option<u32> {
-        if which == FTH {
-            return self
+        match which {
+            FTH => self
                 .with_file_id(Fth(*d).file_id())
                 .filter(|&s| self.records[s].digest(FTH) == Some(d))
-                .min_by_key(|&s| self.records[s].index);
+                .min_by_key(|&s| self.records[s].index),
+            _ => self
+                .by_sha1
+                .first
+                .find(self.hasher.hash_one(d), |&s| {
+                    self.records[s].digest(SHA1) == Some(d)
+                })
+                .copied(),
         }
-        self.by_sha1
-            .first
-            .find(self.hasher.hash_one(d), |&s| {
-                self.records[s].digest(SHA1) == Some(d)
-            })
-            .copied()
     }
 
     /// Every index with this SHA-1, in order.
@@ -642,16 +648,33 @@ impl Store {
 
     /// Files `slot` under digest `d` (already in its record).
     fn add_digest(&mut self, which: usize, slot: u32, d: [u8; 20]) {
-        let index = self.records[slot].index;
-        if which == FTH {
-            if self.file_ids.is_empty() {
-                self.file_ids = vec![NO_SLOT; 1 << 14];
-            }
-            let head = &mut self.file_ids[usize::from(Fth(d).file_id())];
-            self.records[slot].next_id = *head;
-            *head = slot;
-            return;
+        match which {
+            FTH => self.chain_file_id(slot, Fth(d).file_id()),
+            _ => self.file_sha1(slot, d),
         }
+    }
+
+    /// Unfiles `slot` from digest `d` (still in its record).
+    fn remove_digest(&mut self, which: usize, slot: u32, d: &[u8; 20]) {
+        match which {
+            FTH => self.unchain_file_id(slot, Fth(*d).file_id()),
+            _ => self.unfile_sha1(slot, d),
+        }
+    }
+
+    /// Puts `slot` at the head of the chain of file id `id`.
+    fn chain_file_id(&mut self, slot: u32, id: u16) {
+        if self.file_ids.is_empty() {
+            self.file_ids = vec![NO_SLOT; 1 << 14];
+        }
+        let head = &mut self.file_ids[usize::from(id)];
+        self.records[slot].next_id = *head;
+        *head = slot;
+    }
+
+    /// Files `slot` under SHA-1 `d`.
+    fn file_sha1(&mut self, slot: u32, d: [u8; 20]) {
+        let index = self.records[slot].index;
         match self.first_with(SHA1, &d) {
             None => {
                 let (records, hasher) = (&self.records, &self.hasher);
@@ -712,13 +735,9 @@ impl Store {
         }
     }
 
-    /// Unfiles `slot` from digest `d` (still in its record).
-    fn remove_digest(&mut self, which: usize, slot: u32, d: &[u8; 20]) {
+    /// Unfiles `slot` from SHA-1 `d`.
+    fn unfile_sha1(&mut self, slot: u32, d: &[u8; 20]) {
         let index = self.records[slot].index;
-        if which == FTH {
-            self.unchain_file_id(slot, Fth(*d).file_id());
-            return;
-        }
         if let Some(set) = self.by_sha1.shared.get_mut(d) {
             if let Ok(at) = set.binary_search(&index) {
                 set.remove(at);
@@ -1209,14 +1228,9 @@ impl View<'_> {
 
     /// Every file, in index order.
     pub fn files(&self) -> impl Iterator<Item = FileRef<'_>> {
-        let mut slots: Vec<(u32, u32)> = self
-            .store
-            .records
-            .used()
-            .map(|(s, r)| (r.index, s))
-            .collect();
-        slots.sort_unstable();
-        slots.into_iter().map(|(_, s)| self.store.file(s))
+        self.store
+            .slots_by_index(|_| true)
+            .map(|s| self.store.file(s))
     }
 
     /// The files a query matches, in index order, at most `max`: those whose name

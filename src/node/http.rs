@@ -366,7 +366,7 @@ async fn proxied(
         };
         let mut r = base(status)
             .header(header::CONTENT_LENGTH, len)
-            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_TYPE, OCTETS)
             .body(FileBody::Empty)
             .expect("valid response");
         if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
@@ -392,7 +392,7 @@ async fn proxied(
             };
             let mut r = base(status)
                 .header(header::CONTENT_LENGTH, f.len)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_TYPE, OCTETS)
                 .body(body)
                 .expect("valid response");
             if let Some(cr) = f.content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
@@ -655,7 +655,7 @@ pub(super) async fn answer_file(
         if let Some(fth) = file.fth {
             b = b.header("X-KazaaTag", format!("3={}", fth.kazaa_base64()));
         }
-        b = b.header(header::CONTENT_TYPE, "application/octet-stream");
+        b = b.header(header::CONTENT_TYPE, OCTETS);
     } else {
         b = b
             .header(header::CONTENT_TYPE, HeaderValue::from_static(OCTETS))

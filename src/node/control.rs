@@ -348,8 +348,8 @@ impl Control {
             .into_iter()
             .map(|(_, u)| output::Upload {
                 addr: u.remote.to_string(),
-                name: u.name.clone(),
-                urn: u.urn.map(|u| u.to_string()),
+                name: u.file.name.clone(),
+                urn: u.file.sha1.map(|u| u.to_string()),
                 start: u.start,
                 length: u.len,
                 sent: u.sent.load(Ordering::Relaxed),

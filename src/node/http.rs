@@ -131,8 +131,8 @@ pub const DEFAULT_KAZAA_USERNAME: &str = "servent";
 #[derive(Debug)]
 pub struct ActiveUpload {
     pub remote: SocketAddr,
-    pub name: String,
-    pub urn: Option<Sha1Urn>,
+    /// The file being sent (its name and URN, for the control API).
+    pub file: Arc<SharedFile>,
     /// The range asked for: first byte and length.
     pub start: u64,
     pub len: u64,
@@ -454,7 +454,9 @@ async fn answer_request(
         return proxied(ft, &source, req.headers(), head, uploads).await;
     }
     match find_file(uploads, &target, head) {
-        Ok(file) => answer_file(head, &target, file, req.headers(), remote, uploads, state).await,
+        Ok(file) => answer_file(head, &target, file, req.headers(), remote, uploads, state)
+            .await
+            .map_or_else(|refusal| refusal, FileAnswer::into_response),
         Err(refusal) => refusal,
     }
 }
@@ -543,7 +545,10 @@ pub(super) fn find_file(
     }
 }
 
-/// Answers a `GET` or `HEAD` (`head`) of `file`, which `target` named.
+/// Answers a `GET` or `HEAD` (`head`) of `file`, which `target` named: the
+/// file's answer, or a refusal (a range past its end, no slot free, the file
+/// changed or gone).
+#[allow(clippy::result_large_err)]
 pub(super) async fn answer_file(
     head: bool,
     target: &Target,
@@ -552,7 +557,7 @@ pub(super) async fn answer_file(
     remote: SocketAddr,
     uploads: &Arc<Uploads>,
     state: &Mutex<ConnState>,
-) -> Response<FileBody> {
+) -> Result<FileAnswer, Response<FileBody>> {
     let fasttrack = target.is_fasttrack();
     // A Range that cannot be read is ignored (RFC 9110, 14.2): the whole file.
     let range = headers.first("range");
@@ -569,7 +574,7 @@ pub(super) async fn answer_file(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{}", file.size)).expect("ASCII"),
             );
-            return r;
+            return Err(r);
         }
     };
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
@@ -590,7 +595,7 @@ pub(super) async fn answer_file(
                 );
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
-                return r;
+                return Err(r);
             }
         }
     };
@@ -629,49 +634,70 @@ pub(super) async fn answer_file(
         Ok(Err(OpenError::Changed)) => {
             tracing::info!(path = %file.path.display(), "shared file changed on disk; not served");
             uploads.rescan.notify_one();
-            return text(
+            return Err(text(
                 StatusCode::NOT_FOUND,
                 "File changed since it was indexed",
                 head,
-            );
+            ));
         }
         Ok(Err(OpenError::Io(e))) => {
             tracing::warn!(path = %file.path.display(), error = %e, "cannot read shared file");
             uploads.rescan.notify_one();
-            return text(StatusCode::NOT_FOUND, "File no longer available", head);
+            return Err(text(
+                StatusCode::NOT_FOUND,
+                "File no longer available",
+                head,
+            ));
         }
-        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", head),
+        Err(_) => {
+            return Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                head,
+            ));
+        }
     };
-    let mut b = base(status);
+    let mut a = FileAnswer::new(status);
     if fasttrack {
         // giFT-FastTrack's order: identity, then the hash as a metadata tag
         // (tag 3, in the `=`-prefixed base64 FastTrack writes).
-        b = b.header(header::ACCEPT_RANGES, "bytes");
+        a.header(header::ACCEPT_RANGES, Value::Static("bytes"));
         for (name, value) in uploads.kazaa_headers() {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                b = b.header(name, v);
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::try_from(name),
+                HeaderValue::from_str(&value),
+            ) {
+                a.header(n, Value::Text(v));
             }
         }
-        if let Some(fth) = file.fth {
-            b = b.header("X-KazaaTag", format!("3={}", fth.kazaa_base64()));
+        if let Some(fth) = file.fth
+            && let Ok(v) = HeaderValue::from_str(&format!("3={}", fth.kazaa_base64()))
+        {
+            a.header(
+                header::HeaderName::from_static("x-kazaatag"),
+                Value::Text(v),
+            );
         }
-        b = b.header(header::CONTENT_TYPE, OCTETS);
+        a.header(header::CONTENT_TYPE, Value::Static(OCTETS));
     } else {
-        b = b
-            .header(header::CONTENT_TYPE, HeaderValue::from_static(OCTETS))
-            .header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        a.header(header::CONTENT_TYPE, Value::Static(OCTETS));
+        a.header(header::ACCEPT_RANGES, Value::Static("bytes"));
     }
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(
+        a.header(
             header::CONTENT_RANGE,
-            format!("bytes {}-{}/{}", start, start + len - 1, file.size),
+            Value::Range {
+                start,
+                end: start + len - 1,
+                size: file.size,
+            },
         );
     }
-    b = b.header(header::CONTENT_LENGTH, len);
+    a.header(header::CONTENT_LENGTH, Value::Number(len));
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
-        b = b.header(
+        a.header(
             header::HeaderName::from_static("x-gnutella-content-urn"),
-            urn_value(&urn),
+            Value::Urn(urn),
         );
         // Never the asker itself, where it says where it listens (`X-Node`,
         // as gtk-gnutella and LimeWire send it).
@@ -690,7 +716,9 @@ pub(super) async fn answer_file(
         if !alts.is_empty() {
             // IPv6 entries only to a downloader that says it reads them.
             let v6 = headers.each("x-features").any(h::features_ipv6);
-            b = b.header("X-Alt", h::format_x_alt(&alts, v6));
+            if let Ok(v) = HeaderValue::from_str(&h::format_x_alt(&alts, v6)) {
+                a.header(header::HeaderName::from_static("x-alt"), Value::Text(v));
+            }
         }
     }
     let body = if head || len == 0 {
@@ -708,16 +736,15 @@ pub(super) async fn answer_file(
     } else {
         FileBody::stream(handle, start, len)
     };
-    let body = match slot {
+    a.body = match slot {
         Some(slot) => {
             let upload = Arc::new(ActiveUpload {
                 remote,
-                name: file.name.clone(),
-                urn: file.sha1,
                 start,
                 len,
                 started: std::time::Instant::now(),
                 sent: Default::default(),
+                file,
             });
             let id = uploads
                 .next_upload
@@ -736,16 +763,101 @@ pub(super) async fn answer_file(
         }
         None => body,
     };
-    b.body(body).expect("headers built from valid values")
+    Ok(a)
 }
 
-/// `urn:sha1:<base32>` as a header value, as `Sha1Urn` displays it, written
-/// straight into place rather than through `fmt` (once per answer).
-fn urn_value(urn: &Sha1Urn) -> HeaderValue {
+/// A header value of a file answer, kept as what it says until it is written:
+/// as a `HeaderValue` into hyper's map, or as bytes straight into the head the
+/// upload lane writes (no map, no allocation per value).
+pub(super) enum Value {
+    Static(&'static str),
+    /// A decimal number.
+    Number(u64),
+    /// A `Content-Range` for a 206: `bytes start-end/size`.
+    Range {
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    /// `urn:sha1:<base32>`, as `Sha1Urn` displays it.
+    Urn(Sha1Urn),
+    Text(HeaderValue),
+}
+
+impl Value {
+    /// Appends the value's bytes.
+    pub(super) fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        match self {
+            Value::Static(s) => out.extend_from_slice(s.as_bytes()),
+            // Writes into a `Vec` do not fail.
+            Value::Number(n) => _ = write!(out, "{n}"),
+            Value::Range { start, end, size } => _ = write!(out, "bytes {start}-{end}/{size}"),
+            Value::Urn(urn) => out.extend_from_slice(&urn_bytes(urn)),
+            Value::Text(v) => out.extend_from_slice(v.as_bytes()),
+        }
+    }
+
+    fn into_header(self) -> HeaderValue {
+        match self {
+            Value::Static(s) => HeaderValue::from_static(s),
+            Value::Number(n) => HeaderValue::from(n),
+            Value::Text(v) => v,
+            other => {
+                let mut out = Vec::with_capacity(64);
+                other.write(&mut out);
+                HeaderValue::from_bytes(&out).expect("digits, letters and punctuation")
+            }
+        }
+    }
+}
+
+/// A file answer before it is a hyper `Response`: its status, its headers in
+/// the order they are written, and its body. hyper gets it as a `Response`
+/// (`into_response`); the upload lane writes its head without one.
+pub(super) struct FileAnswer {
+    pub(super) status: StatusCode,
+    pub(super) headers: smallvec::SmallVec<[(header::HeaderName, Value); 8]>,
+    pub(super) body: FileBody,
+}
+
+impl FileAnswer {
+    /// An answer with `status`, our `Server` header and no body yet.
+    fn new(status: StatusCode) -> FileAnswer {
+        let mut a = FileAnswer {
+            status,
+            headers: smallvec::SmallVec::new(),
+            body: FileBody::Empty,
+        };
+        a.header(header::SERVER, Value::Static(USER_AGENT));
+        a
+    }
+
+    fn header(&mut self, name: header::HeaderName, value: Value) {
+        self.headers.push((name, value));
+    }
+
+    /// The same answer as hyper's `Response`: the headers appended in order,
+    /// as `response::Builder` would.
+    pub(super) fn into_response(self) -> Response<FileBody> {
+        let mut r = Response::new(self.body);
+        *r.status_mut() = self.status;
+        let map = r.headers_mut();
+        map.reserve(self.headers.len());
+        for (name, value) in self.headers {
+            map.append(name, value.into_header());
+        }
+        r
+    }
+}
+
+/// `urn:sha1:<base32>`, as `Sha1Urn` displays it, written straight into
+/// place rather than through `fmt` (once per answer).
+fn urn_bytes(urn: &Sha1Urn) -> [u8; 41] {
     let mut b = [0u8; 41];
     b[..9].copy_from_slice(b"urn:sha1:");
     data_encoding::BASE32_NOPAD.encode_mut(&urn.0, &mut b[9..]);
-    HeaderValue::from_bytes(&b).expect("base32 is a header value")
+    b
 }
 
 /// Remembers the alternate locations a downloader tells us of (`X-Alt`), and
@@ -1191,10 +1303,38 @@ mod tests {
     fn the_urn_header_is_the_urn_displayed() {
         for seed in [0u8, 1, 0x5a, 0xff] {
             let urn = Sha1Urn::digest(&[seed; 7]);
-            assert_eq!(
-                urn_value(&urn).to_str().ok(),
-                Some(urn.to_string().as_str())
-            );
+            assert_eq!(&urn_bytes(&urn)[..], urn.to_string().as_bytes());
+        }
+    }
+
+    /// A value written into the lane's head and the same value made into a
+    /// `HeaderValue` for hyper are the same bytes, those `format!` gives.
+    #[test]
+    fn header_values_read_the_same_both_ways() {
+        let urn = Sha1Urn::digest(b"abc");
+        let cases = [
+            (Value::Static("bytes"), "bytes".to_string()),
+            (Value::Number(0), "0".to_string()),
+            (Value::Number(u64::MAX), u64::MAX.to_string()),
+            (
+                Value::Range {
+                    start: 0,
+                    end: 65_535,
+                    size: 1 << 30,
+                },
+                format!("bytes 0-65535/{}", 1u64 << 30),
+            ),
+            (Value::Urn(urn), urn.to_string()),
+            (
+                Value::Text(HeaderValue::from_static("a, b")),
+                "a, b".to_string(),
+            ),
+        ];
+        for (value, want) in cases {
+            let mut out = b"x".to_vec();
+            value.write(&mut out);
+            assert_eq!(&out[1..], want.as_bytes());
+            assert_eq!(value.into_header().as_bytes(), want.as_bytes());
         }
     }
 

@@ -6,9 +6,11 @@
 //! `/uri-res/...`), no body and none of the headers that change how a
 //! connection goes on (`Content-Length`, `Transfer-Encoding`, `Connection`,
 //! `Expect`, `Upgrade`). The answer is the one `http::answer_file` builds for
-//! hyper, and its head is written as hyper writes it (`encode_head`, checked
-//! byte for byte against hyper in `tests`): status line, header names in title
-//! case in the order they were set, hyper's `Content-Length` rules, then `Date`.
+//! hyper (a `FileAnswer`, which hyper gets as a `Response`), and its head is
+//! written as hyper writes it (`encode_file_head`, or `encode_head` for the
+//! refusals, checked byte for byte against hyper in `tests`): status line,
+//! header names in title case in the order they were set, hyper's
+//! `Content-Length` rules, then `Date`.
 //! The head and the first body frame leave in one vectored write, as with hyper's
 //! `writev` queue, so `sendfile` placeholders reach the stream the same way.
 //!
@@ -17,9 +19,11 @@
 //! hands the connection, with the bytes read and not answered, to hyper for
 //! the rest of its life: hyper then sees the same bytes it would have seen
 //! from the start. What the lane saves per request is hyper's dispatch, its
-//! request and header maps, and the header timer it arms anew for each
+//! request and header maps, the answer's header map (its values are written
+//! straight into the head), and the header timer hyper arms anew for each
 //! request (the lane's timers are re-armed only when they fire early).
 
+use std::borrow::Cow;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -35,7 +39,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::http::{
-    self, ConnState, FileBody, Guarded, HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_HEAD, ReqHeaders, Uploads,
+    self, ConnState, FileAnswer, FileBody, Guarded, HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_HEAD,
+    ReqHeaders, Uploads,
 };
 use super::sendfile::Spans;
 use crate::wire::http as h;
@@ -180,8 +185,16 @@ where
         };
         let head = req.method == Some("HEAD");
         out.clear();
-        encode_head(&answer, head, &mut out);
-        let mut body = answer.into_body();
+        let mut body = match answer {
+            Ok(file) => {
+                encode_file_head(&file, head, &mut out);
+                file.body
+            }
+            Err(other) => {
+                encode_head(&other, head, &mut out);
+                other.into_body()
+            }
+        };
         if send(io, &out, &mut body, head).await.is_err() {
             return Outcome::Done;
         }
@@ -206,35 +219,46 @@ fn blank_line(buf: &[u8]) -> bool {
 
 /// Bytes `http::uri::PathAndQuery` takes unescaped in a path (and so in a
 /// query too), `?` aside.
-fn plain_uri_byte(b: u8) -> bool {
+const fn plain_uri_byte(b: u8) -> bool {
     matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E)
 }
+
+/// [`plain_uri_byte`], and `?`, as a table: a target is checked a byte a look-up.
+static PLAIN_OR_QUERY: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = plain_uri_byte(b as u8) || b == b'?' as usize;
+        b += 1;
+    }
+    t
+};
 
 /// A request target's path and query as hyper's `Uri` gives them, or `None`
 /// for one `Uri` refuses. A target of plain bytes is split at its first `?`,
 /// which is what `Uri` does with one; any other is left to `Uri` itself.
-fn path_and_query(target: &str) -> Option<(std::borrow::Cow<'_, str>, Option<String>)> {
-    use std::borrow::Cow;
-    if target.bytes().all(|b| plain_uri_byte(b) || b == b'?') {
+fn path_and_query(target: &str) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>)> {
+    if target.bytes().all(|b| PLAIN_OR_QUERY[b as usize]) {
         return Some(match target.split_once('?') {
-            Some((p, q)) => (Cow::Borrowed(p), Some(q.to_string())),
+            Some((p, q)) => (Cow::Borrowed(p), Some(Cow::Borrowed(q))),
             None => (Cow::Borrowed(target), None),
         });
     }
     let uri = hyper::Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())).ok()?;
     Some((
         Cow::Owned(uri.path().to_string()),
-        uri.query().map(str::to_string),
+        uri.query().map(|q| Cow::Owned(q.to_string())),
     ))
 }
 
-/// The answer to a plain request, or `None` when it is one for hyper.
+/// The answer to a plain request (a file's, or another), or `None` when it
+/// is one for hyper.
 async fn answer(
     req: &httparse::Request<'_, '_>,
     remote: SocketAddr,
     uploads: &Arc<Uploads>,
     state: &Mutex<ConnState>,
-) -> Option<Response<FileBody>> {
+) -> Option<Result<FileAnswer, Response<FileBody>>> {
     let head = match req.method? {
         "GET" => false,
         "HEAD" => true,
@@ -258,13 +282,13 @@ async fn answer(
     tracing::debug!(%remote, method = req.method?, uri = target, "HTTP request");
     let target = match http::target_of(&path, query.as_deref(), head) {
         Ok(t) => t,
-        Err(refusal) => return Some(refusal),
+        Err(refusal) => return Some(Err(refusal)),
     };
     let file = match http::find_file(uploads, &target, head) {
         Ok(file) => file,
         // Perhaps a FastTrack user's, whose files hyper's side passes on.
         Err(_) if uploads.fasttrack_served() => return None,
-        Err(refusal) => return Some(refusal),
+        Err(refusal) => return Some(Err(refusal)),
     };
     Some(http::answer_file(head, &target, file, &headers, remote, uploads, state).await)
 }
@@ -275,19 +299,56 @@ async fn answer(
 /// without a body to a `GET` and written as `0` after the others, as hyper
 /// does; as set for a `HEAD`), then `Date`.
 pub(super) fn encode_head(r: &Response<FileBody>, head: bool, out: &mut Vec<u8>) {
-    let status = r.status();
-    if status == StatusCode::OK {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-    } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let no_body = r.body().is_end_stream();
-    let (mut wrote_len, mut wrote_date) = (false, false);
+    let mut w = HeadWriter::start(out, r.status(), head, r.body().is_end_stream());
     for (name, value) in r.headers() {
+        w.header(name, |out| out.extend_from_slice(value.as_bytes()));
+    }
+    w.finish(r.body().size_hint().exact());
+}
+
+/// Writes a file answer's head as [`encode_head`] writes the same answer made
+/// into a `Response` (`FileAnswer::into_response`), without building one.
+pub(super) fn encode_file_head(a: &FileAnswer, head: bool, out: &mut Vec<u8>) {
+    let mut w = HeadWriter::start(out, a.status, head, a.body.is_end_stream());
+    for (name, value) in &a.headers {
+        w.header(name, |out| value.write(out));
+    }
+    w.finish(a.body.size_hint().exact());
+}
+
+/// A head being written by hyper's rules (see [`encode_head`]).
+struct HeadWriter<'a> {
+    out: &'a mut Vec<u8>,
+    head: bool,
+    no_body: bool,
+    wrote_len: bool,
+    wrote_date: bool,
+}
+
+impl<'a> HeadWriter<'a> {
+    /// Writes the status line.
+    fn start(out: &'a mut Vec<u8>, status: StatusCode, head: bool, no_body: bool) -> Self {
+        if status == StatusCode::OK {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        } else {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        HeadWriter {
+            out,
+            head,
+            no_body,
+            wrote_len: false,
+            wrote_date: false,
+        }
+    }
+
+    /// Writes a header, unless hyper would leave it out; `value` writes its
+    /// value.
+    fn header(&mut self, name: &header::HeaderName, value: impl FnOnce(&mut Vec<u8>)) {
         debug_assert!(
             ![
                 header::CONNECTION,
@@ -298,39 +359,45 @@ pub(super) fn encode_head(r: &Response<FileBody>, head: bool, out: &mut Vec<u8>)
             "hyper writes {name} its own way"
         );
         if *name == header::CONTENT_LENGTH {
-            if no_body && !head {
-                continue;
+            if self.no_body && !self.head {
+                return;
             }
             // Our answers set one length; hyper writes the first.
-            if wrote_len {
-                continue;
+            if self.wrote_len {
+                return;
             }
-            wrote_len = true;
+            self.wrote_len = true;
         } else if *name == header::DATE {
-            wrote_date = true;
+            self.wrote_date = true;
         }
-        title_case(out, name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        title_case(self.out, name.as_str().as_bytes());
+        self.out.extend_from_slice(b": ");
+        value(self.out);
+        self.out.extend_from_slice(b"\r\n");
     }
-    if !wrote_len {
-        if no_body {
-            if !head {
-                out.extend_from_slice(b"Content-Length: 0\r\n");
+
+    /// The length hyper adds when none was set (`exact`, the body's), the
+    /// date, and the blank line.
+    fn finish(self, exact: Option<u64>) {
+        use std::io::Write as _;
+        let out = self.out;
+        if !self.wrote_len {
+            if self.no_body {
+                if !self.head {
+                    out.extend_from_slice(b"Content-Length: 0\r\n");
+                }
+            } else if let Some(n) = exact {
+                // Writes into a `Vec` do not fail.
+                _ = write!(out, "Content-Length: {n}\r\n");
             }
-        } else if let Some(n) = r.body().size_hint().exact() {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+        }
+        if !self.wrote_date {
+            out.extend_from_slice(b"Date: ");
+            date(out);
             out.extend_from_slice(b"\r\n");
         }
-    }
-    if !wrote_date {
-        out.extend_from_slice(b"Date: ");
-        date(out);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A lower-case header name in title case, as hyper writes it.

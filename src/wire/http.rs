@@ -4,6 +4,7 @@
 //! What each form means and which variants we accept is described in
 //! `protocol-spec/http-transfer.md`.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::fasttrack::hash::Fth;
@@ -60,19 +61,27 @@ fn number(s: &str) -> Result<u64, RangeError> {
 /// Parses a `Range` header value: `bytes=` and one or more specs separated by
 /// commas. Every spec must be well formed; empty list elements are skipped.
 pub fn parse_range(value: &str) -> Result<Vec<RangeSpec>, RangeError> {
+    let mut out = Vec::new();
+    each_range(value, |spec| out.push(spec))?;
+    Ok(out)
+}
+
+/// Reads a `Range` header value as [`parse_range`] does, handing each spec to
+/// `each` in order (an error can still come after some were handed over).
+fn each_range(value: &str, mut each: impl FnMut(RangeSpec)) -> Result<(), RangeError> {
     let value = value.trim();
     let (unit, specs) = value.split_once('=').ok_or(RangeError::Malformed)?;
     if !unit.trim().eq_ignore_ascii_case("bytes") {
         return Err(RangeError::Malformed);
     }
-    let mut out = Vec::new();
+    let mut count = 0;
     for spec in specs.split(',') {
         let spec = spec.trim();
         if spec.is_empty() {
             continue;
         }
         // A list longer than any client sends is refused rather than walked.
-        if out.len() == 64 {
+        if count == 64 {
             return Err(RangeError::Malformed);
         }
         let (a, b) = spec.split_once('-').ok_or(RangeError::Malformed)?;
@@ -88,12 +97,13 @@ pub fn parse_range(value: &str) -> Result<Vec<RangeSpec>, RangeError> {
                 RangeSpec::FromTo(a, b)
             }
         };
-        out.push(parsed);
+        count += 1;
+        each(parsed);
     }
-    if out.is_empty() {
+    if count == 0 {
         return Err(RangeError::Malformed);
     }
-    Ok(out)
+    Ok(())
 }
 
 impl RangeSpec {
@@ -113,10 +123,18 @@ impl RangeSpec {
 pub fn answer_range(range: Option<&str>, size: u64) -> RangeAnswer {
     // A Range that cannot be read is ignored, as RFC 9110 (14.2) says: the
     // answer is the whole file.
-    let Some(specs) = range.and_then(|v| parse_range(v).ok()) else {
+    // Every spec is read (one malformed spoils the header), the first kept.
+    let mut first = None;
+    let read = range.is_some_and(|v| {
+        each_range(v, |spec| {
+            first.get_or_insert(spec);
+        })
+        .is_ok()
+    });
+    let (true, Some(first)) = (read, first) else {
         return RangeAnswer::Whole;
     };
-    match specs[0].resolve(size) {
+    match first.resolve(size) {
         Some((start, end)) => RangeAnswer::Part { start, end },
         None => RangeAnswer::Unsatisfiable,
     }
@@ -178,6 +196,14 @@ pub enum TargetError {
 /// Decodes `%XX` escapes. Anything else is kept as it is; a `%` not followed by
 /// two hexadecimal digits, or a result that is not UTF-8, is an error.
 pub fn percent_decode(s: &str) -> Option<String> {
+    percent_decoded(s).map(Cow::into_owned)
+}
+
+/// [`percent_decode`], borrowing `s` when it holds no escape.
+pub fn percent_decoded(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -193,7 +219,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Escapes everything but unreserved characters, for a name in a URL path.
@@ -269,7 +295,7 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<Target, TargetErr
     }
     if path.eq_ignore_ascii_case("/uri-res/N2R") {
         let q = query.ok_or(TargetError::Bad("no URN"))?;
-        let q = percent_decode(q).ok_or(TargetError::Bad("bad escape in URN"))?;
+        let q = percent_decoded(q).ok_or(TargetError::Bad("bad escape in URN"))?;
         return Sha1Urn::parse(q.as_bytes())
             .map(Target::Urn)
             .map_err(|e: UrnError| match e {

@@ -657,6 +657,9 @@ pub(super) async fn answer_file(
             ));
         }
     };
+    // One reading of the clock for the answer's alternate locations and its
+    // upload record.
+    let now = Instant::now().into_std();
     let mut a = FileAnswer::new(status);
     if fasttrack {
         // giFT-FastTrack's order: identity, then the hash as a metadata tag
@@ -708,7 +711,7 @@ pub(super) async fn answer_file(
             .altlocs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&urn, None, ALT_PER_ANSWER + 1, Instant::now().into_std())
+            .get(&urn, None, ALT_PER_ANSWER + 1, now)
             .into_iter()
             .filter(|a| Some(*a) != asker)
             .take(ALT_PER_ANSWER)
@@ -742,7 +745,7 @@ pub(super) async fn answer_file(
                 remote,
                 start,
                 len,
-                started: std::time::Instant::now(),
+                started: now,
                 sent: Default::default(),
                 file,
             });
@@ -787,12 +790,18 @@ pub(super) enum Value {
 impl Value {
     /// Appends the value's bytes.
     pub(super) fn write(&self, out: &mut Vec<u8>) {
-        use std::io::Write as _;
+        let mut n = itoa::Buffer::new();
         match self {
             Value::Static(s) => out.extend_from_slice(s.as_bytes()),
-            // Writes into a `Vec` do not fail.
-            Value::Number(n) => _ = write!(out, "{n}"),
-            Value::Range { start, end, size } => _ = write!(out, "bytes {start}-{end}/{size}"),
+            Value::Number(v) => out.extend_from_slice(n.format(*v).as_bytes()),
+            Value::Range { start, end, size } => {
+                out.extend_from_slice(b"bytes ");
+                out.extend_from_slice(n.format(*start).as_bytes());
+                out.push(b'-');
+                out.extend_from_slice(n.format(*end).as_bytes());
+                out.push(b'/');
+                out.extend_from_slice(n.format(*size).as_bytes());
+            }
             Value::Urn(urn) => out.extend_from_slice(&urn_bytes(urn)),
             Value::Text(v) => out.extend_from_slice(v.as_bytes()),
         }
@@ -1146,7 +1155,13 @@ pub struct Guarded<S> {
     inner: S,
     prefix: Bytes,
     idle: Duration,
+    /// When bytes last moved, as far as known: progress only sets `moved`,
+    /// and the clock is read when it is next needed (the stream about to
+    /// wait, or a deadline to set), not at every read and write. So `last`
+    /// can be later than the last progress by what the task did between that
+    /// and its next wait: the idle clock never starts early.
     last: Instant,
+    moved: bool,
     /// A time by which the stream fails whatever moves (a head's deadline).
     deadline: Option<Instant>,
     /// Armed at the deadline or before it: activity moves the deadline on
@@ -1164,6 +1179,7 @@ impl<S> Guarded<S> {
             prefix,
             idle,
             last,
+            moved: false,
             deadline: None,
             timer: Box::pin(tokio::time::sleep_until(last + idle)),
         }
@@ -1179,11 +1195,27 @@ impl<S> Guarded<S> {
         self.deadline = deadline;
     }
 
+    /// Sets the deadline `within` from now (from the last progress, when the
+    /// clock was read since: the same instant, give or take the task's work).
+    pub fn set_deadline_in(&mut self, within: Duration) {
+        self.deadline = Some(self.last_moved() + within);
+    }
+
+    /// When bytes last moved: the clock is read now if they moved since it
+    /// was last read.
+    fn last_moved(&mut self) -> Instant {
+        if self.moved {
+            self.moved = false;
+            self.last = Instant::now();
+        }
+        self.last
+    }
+
     /// Called when an operation would wait: an error once the connection has
     /// been idle too long or its deadline passed, else the timer is armed to
     /// wake the task by then.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let idle = self.last + self.idle;
+        let idle = self.last_moved() + self.idle;
         let deadline = self.deadline.map_or(idle, |d| d.min(idle));
         if self.timer.deadline() > deadline {
             self.timer.as_mut().reset(deadline);
@@ -1209,7 +1241,7 @@ impl<S> Guarded<S> {
     fn wrote<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match poll {
             Poll::Ready(r) => {
-                self.last = Instant::now();
+                self.moved = true;
                 Poll::Ready(r)
             }
             Poll::Pending => {
@@ -1236,7 +1268,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    this.last = Instant::now();
+                    this.moved = true;
                 }
                 Poll::Ready(r)
             }
@@ -1285,6 +1317,81 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads one byte at a time until the stream fails or ends: the bytes
+    /// read, the time of the last one, and how it ended.
+    async fn read_on<S: AsyncRead + Unpin>(
+        g: &mut Guarded<S>,
+    ) -> (usize, std::time::Instant, io::Result<()>) {
+        let (mut n, mut at) = (0, std::time::Instant::now());
+        let mut b = [0u8; 1];
+        loop {
+            match g.read(&mut b).await {
+                Ok(0) => return (n, at, Ok(())),
+                Ok(_) => (n, at) = (n + 1, std::time::Instant::now()),
+                Err(e) => return (n, at, Err(e)),
+            }
+        }
+    }
+
+    /// A head's deadline holds however the bytes trickle in: progress does
+    /// not move it.
+    #[tokio::test]
+    async fn a_trickled_head_meets_its_deadline() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut g = Guarded::new(server, Bytes::new(), Duration::from_secs(10));
+        let start = std::time::Instant::now();
+        g.set_deadline_in(Duration::from_millis(300));
+        let writer = tokio::spawn(async move {
+            for _ in 0..100 {
+                if client.write_all(b"G").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+        let (n, _, end) = read_on(&mut g).await;
+        let e = end.expect_err("the deadline passes before the bytes end");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(e.to_string(), "request head not received in time");
+        assert!(n >= 2, "bytes came in meanwhile: {n}");
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        writer.abort();
+    }
+
+    /// Bytes moving keep a connection alive past its idle time; once they
+    /// stop, it fails no sooner than the idle time after the last.
+    #[tokio::test]
+    async fn an_idle_connection_fails_an_idle_time_after_its_last_byte() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let idle = Duration::from_millis(300);
+        let mut g = Guarded::new(server, Bytes::new(), idle);
+        let writer = tokio::spawn(async move {
+            for _ in 0..10 {
+                client.write_all(b"x").await.expect("write");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Open and silent.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(client);
+        });
+        let start = std::time::Instant::now();
+        let (n, last, end) = read_on(&mut g).await;
+        let e = end.expect_err("silence past the idle time");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(e.to_string(), "connection idle for too long");
+        assert_eq!(n, 10, "a second of bytes, three idle times long, all read");
+        assert!(last.elapsed() >= idle, "{:?}", last.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        writer.abort();
+    }
 
     fn indexed(path: &std::path::Path) -> SharedFile {
         let meta = std::fs::metadata(path).expect("meta");

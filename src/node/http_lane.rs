@@ -36,7 +36,6 @@ use hyper::body::Body;
 use hyper::header;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 
 use super::http::{
     self, ConnState, FileAnswer, FileBody, Guarded, HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_HEAD,
@@ -149,7 +148,7 @@ where
     let mut out = Vec::with_capacity(512);
     loop {
         // A whole head, within the header time.
-        io.set_deadline(Some(Instant::now() + HEADER_TIMEOUT));
+        io.set_deadline_in(HEADER_TIMEOUT);
         // Where the search for the blank line goes on from after a read: a
         // blank line (3 bytes at most) not found before is one that ends in
         // the new bytes, so a head trickled in byte by byte is not searched
@@ -379,7 +378,6 @@ impl<'a> HeadWriter<'a> {
     /// The length hyper adds when none was set (`exact`, the body's), the
     /// date, and the blank line.
     fn finish(self, exact: Option<u64>) {
-        use std::io::Write as _;
         let out = self.out;
         if !self.wrote_len {
             if self.no_body {
@@ -387,8 +385,9 @@ impl<'a> HeadWriter<'a> {
                     out.extend_from_slice(b"Content-Length: 0\r\n");
                 }
             } else if let Some(n) = exact {
-                // Writes into a `Vec` do not fail.
-                _ = write!(out, "Content-Length: {n}\r\n");
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
         }
         if !self.wrote_date {

@@ -113,16 +113,36 @@ pub struct Served {
 impl Served {
     /// The file with this index.
     pub fn get(&self, index: u32) -> Option<Arc<SharedFile>> {
-        let store = self.read();
-        let slot = store.slot_of(index)?;
-        store.servable(slot)
+        self.get_reusing(index, None)
     }
 
     /// A file with this SHA-1 (the one with the lowest index).
     pub fn by_sha1(&self, urn: &Sha1Urn) -> Option<Arc<SharedFile>> {
+        self.by_sha1_reusing(urn, None)
+    }
+
+    /// [`Served::get`], giving back `held` itself (no copy) when the file
+    /// found is still exactly what it says: a connection asking for the file
+    /// it asked for last.
+    pub fn get_reusing(
+        &self,
+        index: u32,
+        held: Option<&Arc<SharedFile>>,
+    ) -> Option<Arc<SharedFile>> {
+        let store = self.read();
+        let slot = store.slot_of(index)?;
+        store.servable_as(slot, held)
+    }
+
+    /// [`Served::by_sha1`], reusing `held` as [`Served::get_reusing`] does.
+    pub fn by_sha1_reusing(
+        &self,
+        urn: &Sha1Urn,
+        held: Option<&Arc<SharedFile>>,
+    ) -> Option<Arc<SharedFile>> {
         let store = self.read();
         let slot = store.first_with(SHA1, &urn.0)?;
-        store.servable(slot)
+        store.servable_as(slot, held)
     }
 
     /// A file with this FastTrack hash (the one with the lowest index).
@@ -461,7 +481,41 @@ impl Store {
     }
 
     fn servable(&self, slot: u32) -> Option<Arc<SharedFile>> {
-        (self.records[slot].dir != NO_DIR).then(|| Arc::new(self.file(slot).to_shared()))
+        self.servable_as(slot, None)
+    }
+
+    /// The file in `slot` as an owned value, if it can be served: `held`
+    /// itself when it says all that a fresh copy would.
+    fn servable_as(&self, slot: u32, held: Option<&Arc<SharedFile>>) -> Option<Arc<SharedFile>> {
+        if self.records[slot].dir == NO_DIR {
+            return None;
+        }
+        match held {
+            Some(h) if self.describes(slot, h) => Some(h.clone()),
+            _ => Some(Arc::new(self.file(slot).to_shared())),
+        }
+    }
+
+    /// Whether `f` is what `to_shared` would make of the file in `slot`,
+    /// path and all, compared in place.
+    fn describes(&self, slot: u32, f: &SharedFile) -> bool {
+        let r = &self.records[slot];
+        let file = self.file(slot);
+        let path = match r.dir {
+            NO_DIR => f.path.as_os_str().is_empty(),
+            ODD_DIR => self.odd_paths.get(&r.index).is_some_and(|p| *p == f.path),
+            // `dir.join(file name)`, the name being one plain component.
+            d => {
+                f.path.parent() == Some(self.dirs.paths[d as usize].0.as_path())
+                    && f.path.file_name() == Some(std::ffi::OsStr::new(self.file_name(r)))
+            }
+        };
+        path && file.index == f.index
+            && file.size == f.size
+            && file.mtime == f.mtime
+            && file.sha1 == f.sha1
+            && file.fth == f.fth
+            && file.name == f.name
     }
 
     fn hash_index(&self, index: u32) -> u64 {
@@ -1332,6 +1386,57 @@ mod tests {
         assert_eq!(split_path(Path::new("/a/b/")), None);
         assert_eq!(split_path(Path::new("/a/b")), Some((Path::new("/a"), "b")));
         assert_eq!(split_path(Path::new("/b")), Some((Path::new("/"), "b")));
+    }
+
+    /// A connection's copy of the file it asked for last is given back while
+    /// it is the file, and never once anything it says has changed.
+    #[test]
+    fn a_held_copy_is_given_back_only_while_it_is_the_file() {
+        let mut l = Library::new();
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = l.add("a.mp3", PathBuf::from("/share/a.mp3"), 10, t, None);
+        // A path with no plain last component is kept whole.
+        let odd = l.add("b.mp3", PathBuf::from("/share/b/"), 20, t, None);
+        let served = l.served();
+        for index in [a, odd] {
+            let first = served.get(index).expect("served");
+            let again = served.get_reusing(index, Some(&first)).expect("served");
+            assert!(Arc::ptr_eq(&first, &again), "{index}");
+            type Change = fn(&mut SharedFile);
+            let changes: [Change; 8] = [
+                |f| f.index += 100,
+                |f| f.name.push('x'),
+                |f| f.path.push("x"),
+                |f| f.path = PathBuf::from("/elsewhere/a.mp3"),
+                |f| f.size += 1,
+                |f| f.mtime += Duration::from_nanos(1),
+                |f| f.sha1 = Some(Sha1Urn([1; 20])),
+                |f| f.fth = Some(Fth([2; 20])),
+            ];
+            for change in changes {
+                let mut other = (*first).clone();
+                change(&mut other);
+                let other = Arc::new(other);
+                let got = served.get_reusing(index, Some(&other)).expect("served");
+                assert!(!Arc::ptr_eq(&got, &other), "{other:?}");
+                assert_eq!(*got, *first);
+            }
+        }
+        // Hashed since: the copy without the URN is stale.
+        let first = served.get(a).expect("served");
+        let urn = Sha1Urn([3; 20]);
+        l.set_sha1(a, urn);
+        let got = served.get_reusing(a, Some(&first)).expect("served");
+        assert!(!Arc::ptr_eq(&got, &first));
+        assert_eq!(got.sha1, Some(urn));
+        let again = served.by_sha1_reusing(&urn, Some(&got)).expect("by URN");
+        assert!(Arc::ptr_eq(&again, &got));
+        // Replaced at the same path (a new index): the old copy is not it.
+        let b = l.add("a.mp3", PathBuf::from("/share/a.mp3"), 10, t, Some(urn));
+        assert!(served.get_reusing(a, Some(&got)).is_none());
+        let now = served.by_sha1_reusing(&urn, Some(&got)).expect("by URN");
+        assert!(!Arc::ptr_eq(&now, &got));
+        assert_eq!(now.index, b);
     }
 
     #[test]

@@ -453,7 +453,7 @@ async fn answer_request(
     if let Some((ft, source)) = fasttrack_source(uploads, &target) {
         return proxied(ft, &source, req.headers(), head, uploads).await;
     }
-    match find_file(uploads, &target, head) {
+    match find_file(uploads, &target, head, None) {
         Ok(file) => answer_file(head, &target, file, req.headers(), remote, uploads, state)
             .await
             .map_or_else(|refusal| refusal, FileAnswer::into_response),
@@ -518,19 +518,23 @@ impl ReqHeaders for HeaderMap {
 
 /// The shared file `target` names, or the refusal to send when there is none.
 #[allow(clippy::result_large_err)]
+///
+/// `held` is the file the connection was given last, if any: given back
+/// rather than copied again when the library still says the same of it.
 pub(super) fn find_file(
     uploads: &Uploads,
     target: &Target,
     head: bool,
+    held: Option<&Arc<SharedFile>>,
 ) -> Result<Arc<SharedFile>, Response<FileBody>> {
     let refuse = |why| Err(text(StatusCode::NOT_FOUND, why, head));
     match target {
-        Target::Index { index, name } => match uploads.served.get(*index) {
+        Target::Index { index, name } => match uploads.served.get_reusing(*index, held) {
             Some(f) if f.name == *name => Ok(f),
             Some(_) => refuse("File index/name mismatch"),
             None => refuse("No such file index"),
         },
-        Target::Urn(urn) => match uploads.served.by_sha1(urn) {
+        Target::Urn(urn) => match uploads.served.by_sha1_reusing(urn, held) {
             Some(f) => Ok(f),
             None => refuse("URN not found"),
         },

@@ -42,6 +42,7 @@ use super::http::{
     ReqHeaders, Uploads,
 };
 use super::sendfile::Spans;
+use crate::core::library::SharedFile;
 use crate::wire::http as h;
 
 /// Most request headers taken, as hyper (more is hyper's 431).
@@ -146,6 +147,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut out = Vec::with_capacity(512);
+    // The file of the last answer: the next request is most often for it.
+    let mut held = None;
     loop {
         // A whole head, within the header time.
         io.set_deadline_in(HEADER_TIMEOUT);
@@ -179,7 +182,7 @@ where
         else {
             return Outcome::Hyper;
         };
-        let Some(answer) = answer(&req, remote, uploads, state).await else {
+        let Some(answer) = answer(&req, remote, uploads, state, &mut held).await else {
             return Outcome::Hyper;
         };
         let head = req.method == Some("HEAD");
@@ -257,6 +260,7 @@ async fn answer(
     remote: SocketAddr,
     uploads: &Arc<Uploads>,
     state: &Mutex<ConnState>,
+    held: &mut Option<Arc<SharedFile>>,
 ) -> Option<Result<FileAnswer, Response<FileBody>>> {
     let head = match req.method? {
         "GET" => false,
@@ -283,8 +287,11 @@ async fn answer(
         Ok(t) => t,
         Err(refusal) => return Some(Err(refusal)),
     };
-    let file = match http::find_file(uploads, &target, head) {
-        Ok(file) => file,
+    let file = match http::find_file(uploads, &target, head, held.as_ref()) {
+        Ok(file) => {
+            *held = Some(file.clone());
+            file
+        }
         // Perhaps a FastTrack user's, whose files hyper's side passes on.
         Err(_) if uploads.fasttrack_served() => return None,
         Err(refusal) => return Some(Err(refusal)),

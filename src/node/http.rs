@@ -517,10 +517,10 @@ impl ReqHeaders for HeaderMap {
 }
 
 /// The shared file `target` names, or the refusal to send when there is none.
-#[allow(clippy::result_large_err)]
 ///
 /// `held` is the file the connection was given last, if any: given back
 /// rather than copied again when the library still says the same of it.
+#[allow(clippy::result_large_err)]
 pub(super) fn find_file(
     uploads: &Uploads,
     target: &Target,

@@ -82,6 +82,28 @@ impl FileRef<'_> {
         self.store.path(self.slot)
     }
 
+    /// Whether `f` is what [`FileRef::to_shared`] would make of this file,
+    /// compared in place (no copy of the name or path). Every field is named,
+    /// so a field added to `SharedFile` must be added here too.
+    pub fn describes(&self, f: &SharedFile) -> bool {
+        let SharedFile {
+            index,
+            name,
+            path,
+            size,
+            mtime,
+            sha1,
+            fth,
+        } = f;
+        *index == self.index
+            && *name == self.name
+            && *size == self.size
+            && *mtime == self.mtime
+            && *sha1 == self.sha1
+            && *fth == self.fth
+            && self.store.path_is(self.slot, path)
+    }
+
     /// The file as an owned value.
     pub fn to_shared(&self) -> SharedFile {
         SharedFile {
@@ -457,6 +479,20 @@ impl Store {
         file_name_in(&self.arena, r)
     }
 
+    /// Whether `path` is [`Store::path`] of `slot`, compared in place.
+    fn path_is(&self, slot: u32, path: &Path) -> bool {
+        let r = &self.records[slot];
+        match r.dir {
+            NO_DIR => path.as_os_str().is_empty(),
+            ODD_DIR => self.odd_paths.get(&r.index).is_some_and(|p| p == path),
+            // `dir.join(file name)`, the name being one plain component.
+            d => {
+                path.parent() == Some(self.dirs.paths[d as usize].0.as_path())
+                    && path.file_name() == Some(std::ffi::OsStr::new(self.file_name(r)))
+            }
+        }
+    }
+
     fn path(&self, slot: u32) -> PathBuf {
         let r = &self.records[slot];
         match r.dir {
@@ -491,31 +527,9 @@ impl Store {
             return None;
         }
         match held {
-            Some(h) if self.describes(slot, h) => Some(h.clone()),
+            Some(h) if self.file(slot).describes(h) => Some(h.clone()),
             _ => Some(Arc::new(self.file(slot).to_shared())),
         }
-    }
-
-    /// Whether `f` is what `to_shared` would make of the file in `slot`,
-    /// path and all, compared in place.
-    fn describes(&self, slot: u32, f: &SharedFile) -> bool {
-        let r = &self.records[slot];
-        let file = self.file(slot);
-        let path = match r.dir {
-            NO_DIR => f.path.as_os_str().is_empty(),
-            ODD_DIR => self.odd_paths.get(&r.index).is_some_and(|p| *p == f.path),
-            // `dir.join(file name)`, the name being one plain component.
-            d => {
-                f.path.parent() == Some(self.dirs.paths[d as usize].0.as_path())
-                    && f.path.file_name() == Some(std::ffi::OsStr::new(self.file_name(r)))
-            }
-        };
-        path && file.index == f.index
-            && file.size == f.size
-            && file.mtime == f.mtime
-            && file.sha1 == f.sha1
-            && file.fth == f.fth
-            && file.name == f.name
     }
 
     fn hash_index(&self, index: u32) -> u64 {

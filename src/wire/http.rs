@@ -53,9 +53,14 @@ fn number(s: &str) -> Result<u64, RangeError> {
     if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(RangeError::Malformed);
     }
-    Ok(s.bytes().fold(0u64, |n, d| {
+    Ok(decimal(s.as_bytes()))
+}
+
+/// ASCII digits as a number, saturating at `u64::MAX`.
+fn decimal(digits: &[u8]) -> u64 {
+    digits.iter().fold(0u64, |n, d| {
         n.saturating_mul(10).saturating_add((d - b'0') as u64)
-    }))
+    })
 }
 
 /// Parses a `Range` header value: `bytes=` and one or more specs separated by
@@ -113,11 +118,6 @@ fn each_range(value: &str, mut each: impl FnMut(RangeSpec)) -> Result<(), RangeE
 fn simple_range(value: &str) -> Option<RangeSpec> {
     let rest = value.as_bytes().strip_prefix(b"bytes=")?;
     let digits = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_digit()).count();
-    let saturating = |b: &[u8]| {
-        b.iter().fold(0u64, |n, d| {
-            n.saturating_mul(10).saturating_add((d - b'0') as u64)
-        })
-    };
     let a_len = digits(rest);
     if !(1..=20).contains(&a_len) || rest.get(a_len) != Some(&b'-') {
         return None;
@@ -127,11 +127,11 @@ fn simple_range(value: &str) -> Option<RangeSpec> {
     if b_len != tail.len() || b_len > 20 {
         return None;
     }
-    let a = saturating(&rest[..a_len]);
+    let a = decimal(&rest[..a_len]);
     if b_len == 0 {
         return Some(RangeSpec::From(a));
     }
-    let b = saturating(tail);
+    let b = decimal(tail);
     (b >= a).then_some(RangeSpec::FromTo(a, b))
 }
 
@@ -235,7 +235,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// [`percent_decode`], borrowing `s` when it holds no escape.
-pub fn percent_decoded(s: &str) -> Option<Cow<'_, str>> {
+fn percent_decoded(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
         return Some(Cow::Borrowed(s));
     }

@@ -1194,13 +1194,14 @@ impl<S> Guarded<S> {
         self.inner
     }
 
-    /// Sets (or clears) a time by which the stream fails even while bytes move.
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline;
+    /// Clears the deadline [`Guarded::set_deadline_in`] set.
+    pub fn clear_deadline(&mut self) {
+        self.deadline = None;
     }
 
-    /// Sets the deadline `within` from now (from the last progress, when the
-    /// clock was read since: the same instant, give or take the task's work).
+    /// Sets a time by which the stream fails even while bytes move: `within`
+    /// from now (from the last progress, when the clock was read since: the
+    /// same instant, give or take the task's work).
     pub fn set_deadline_in(&mut self, within: Duration) {
         self.deadline = Some(self.last_moved() + within);
     }

@@ -171,7 +171,7 @@ where
                 Err(_) => return Outcome::Done,
             }
         }
-        io.set_deadline(None);
+        io.clear_deadline();
         // Left uninitialised, as hyper leaves them: httparse writes those it
         // fills, and the request sees only those.
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];

@@ -36,14 +36,16 @@ pub struct FoundFile {
 /// Finds every shareable file under `roots`. Unreadable entries are skipped and
 /// reported in the second list, so one bad directory does not stop a scan.
 ///
-/// Directories are read on several threads (the machine's cores, at most
-/// [`SCAN_THREADS`]); what each holds is then put together in the order one
-/// thread walking depth first would have found it, so the answer does not
-/// depend on which thread was faster.
+/// The files come in path order, each once. Directories are read on several
+/// threads (the machine's cores, at most [`SCAN_THREADS`]), each listing in
+/// name order; they are then put together by one walk, depth first, so the
+/// answer does not depend on which thread was faster.
 pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
     let mut walk = Walk::default();
+    let mut walked = 0;
+    let mut linked = false;
     for root in roots {
         let root = match fs::canonicalize(root) {
             Ok(r) => r,
@@ -56,18 +58,20 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
             // Walked already, under an earlier root.
             continue;
         };
-        let mut stack = vec![first];
-        while let Some(id) = stack.pop() {
-            // A directory reached twice is walked once, where first reached.
-            let Some(listing) = walk.listings[id as usize].take() else {
-                continue;
-            };
-            found.extend(listing.files);
-            errors.extend(listing.errors);
-            stack.extend(listing.dirs);
-        }
+        walked += 1;
+        linked |= walk.emit(first, &mut found, &mut errors);
     }
-    (in_path_order(found), errors)
+    // One root walked without links gives its files in path order, each
+    // once, by construction; only several roots, or links, need the sort.
+    if walked > 1 || linked {
+        return (in_path_order(found), errors);
+    }
+    debug_assert!(
+        found
+            .windows(2)
+            .all(|w| path_order(&w[0].path, &w[1].path).is_lt())
+    );
+    (found, errors)
 }
 
 /// `found` in path order; a file reached twice (directly and through a link,
@@ -167,15 +171,19 @@ pub fn index_found(
 /// Threads a scan reads directories on, at most.
 pub const SCAN_THREADS: usize = 4;
 
-/// What one directory holds.
+/// What one directory holds, in name order.
 #[derive(Debug, Default)]
 struct Listing {
-    /// Its files (and files linked from it), in the order listed.
+    /// Its files (and files linked from it), by the name they are found by.
     files: Vec<FoundFile>,
-    /// Its directories (and directories linked from it), by id in
-    /// [`Walk::listings`], in the order listed.
-    dirs: Vec<u32>,
+    /// Its directories (and directories linked from it), by the name they
+    /// are found by: each as how many of `files` come before it, and its id
+    /// in [`Walk::listings`].
+    dirs: Vec<(u32, u32)>,
     errors: Vec<(PathBuf, io::Error)>,
+    /// Whether a link was followed from it: a path not of the form
+    /// `dir/name`, out of path order.
+    linked: bool,
 }
 
 /// Every directory the scan has reached, by canonical path, and what each
@@ -234,7 +242,7 @@ impl Walk {
                 let (listing, subdirs) = list_dir(root, &dir);
                 let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                 let mut ids = Vec::with_capacity(subdirs.len());
-                for d in subdirs {
+                for (before, d) in subdirs {
                     let id = match q.ids.get(&d) {
                         Some(&id) => id,
                         None => {
@@ -246,7 +254,7 @@ impl Walk {
                             id
                         }
                     };
-                    ids.push(id);
+                    ids.push((before, id));
                 }
                 q.busy -= 1;
                 if q.busy == 0 && q.todo.is_empty() {
@@ -276,6 +284,57 @@ impl Walk {
         }
         Some(first)
     }
+
+    /// Puts the files of `first` and of every directory below it not put
+    /// before into `found`, depth first, each directory's entries in name
+    /// order: so the paths come in path order, unless a link was followed
+    /// (returns whether one was).
+    fn emit(
+        &mut self,
+        first: u32,
+        found: &mut Vec<FoundFile>,
+        errors: &mut Vec<(PathBuf, io::Error)>,
+    ) -> bool {
+        let mut linked = false;
+        /// A directory being put out: its files and directories not yet
+        /// put out, and how many of its files are.
+        struct Open {
+            files: std::vec::IntoIter<FoundFile>,
+            dirs: std::vec::IntoIter<(u32, u32)>,
+            put: u32,
+        }
+        let mut open = |id: u32, listings: &mut Vec<Option<Listing>>| {
+            // A directory reached twice is walked once, where first reached.
+            let listing = listings[id as usize].take()?;
+            errors.extend(listing.errors);
+            linked |= listing.linked;
+            Some(Open {
+                files: listing.files.into_iter(),
+                dirs: listing.dirs.into_iter(),
+                put: 0,
+            })
+        };
+        let mut stack: Vec<Open> = open(first, &mut self.listings).into_iter().collect();
+        while let Some(top) = stack.last_mut() {
+            // The files before the next directory (all, after the last).
+            let upto = top.dirs.as_slice().first().map_or(u32::MAX, |d| d.0);
+            let n = upto.saturating_sub(top.put);
+            let before = found.len();
+            found.extend(top.files.by_ref().take(n as usize));
+            top.put += (found.len() - before) as u32;
+            match top.dirs.next() {
+                Some((_, id)) => {
+                    if let Some(dir) = open(id, &mut self.listings) {
+                        stack.push(dir);
+                    }
+                }
+                None => {
+                    stack.pop();
+                }
+            }
+        }
+        linked
+    }
 }
 
 /// `dir.join(name)`, allocated once at its size.
@@ -287,69 +346,39 @@ fn child(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Lists `dir` (canonical, inside `root`): its shareable files, and the
-/// directories to walk from it.
-fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<PathBuf>) {
+/// directories to walk from it, each with how many of the files come before
+/// it; both in name order.
+fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
     let mut listing = Listing::default();
-    let mut subdirs = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            listing.errors.push((dir.to_path_buf(), e));
-            return (listing, subdirs);
-        }
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                listing.errors.push((dir.to_path_buf(), e));
-                continue;
-            }
-        };
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            // Names that are not UTF-8 cannot be offered in hits faithfully.
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        // The directory is canonical and inside the root, so an entry
-        // that is no link is too, at `dir/name`: its type comes with
-        // the directory listing, and only a file needs one `stat`
-        // (size and time). Links take the long way.
-        let kind = match entry.file_type() {
-            Ok(k) => k,
-            Err(e) => {
-                listing.errors.push((entry.path(), e));
-                continue;
-            }
-        };
-        if kind.is_dir() {
-            subdirs.push(child(dir, name));
-            continue;
-        }
-        if kind.is_file() {
-            match entry.metadata() {
-                Ok(meta) => listing.files.push(FoundFile {
-                    name: name.to_string(),
-                    size: meta.len(),
-                    mtime: meta.modified().unwrap_or(UNIX_EPOCH),
-                    path: child(dir, name),
-                }),
-                Err(e) => listing.errors.push((entry.path(), e)),
-            }
-            continue;
-        }
-        if !kind.is_symlink() {
-            // Sockets, pipes, devices.
-            continue;
-        }
+    let mut subdirs: Vec<PathBuf> = Vec::new();
+    let mut links = Vec::new();
+    // The directory is canonical and inside the root, so an entry that is
+    // no link is too, at `dir/name`: its type comes with the directory
+    // listing, and only a file needs one `stat` (size and time). Links take
+    // the long way, below.
+    let read = read_entries(dir, |name, entry| match entry {
+        Ok(DirEntry::File { size, mtime }) => listing.files.push(FoundFile {
+            path: child(dir, name),
+            name: name.to_string(),
+            size,
+            mtime,
+        }),
+        Ok(DirEntry::Dir) => subdirs.push(child(dir, name)),
+        Ok(DirEntry::Link) => links.push(name.to_string()),
+        // Sockets, pipes, devices.
+        Ok(DirEntry::Other) => {}
+        Err(e) => listing.errors.push((child(dir, name), e)),
+    });
+    if let Err(e) = read {
+        listing.errors.push((dir.to_path_buf(), e));
+    }
+    for name in links {
+        let path = child(dir, &name);
         // Resolve links, and keep only what stays inside this root.
-        let real = match fs::canonicalize(entry.path()) {
+        let real = match fs::canonicalize(&path) {
             Ok(r) => r,
             Err(e) => {
-                listing.errors.push((entry.path(), e));
+                listing.errors.push((path, e));
                 continue;
             }
         };
@@ -371,18 +400,143 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<PathBuf>) {
                 continue;
             }
         };
+        listing.linked = true;
         if meta.is_dir() {
             subdirs.push(real);
         } else if meta.is_file() {
             listing.files.push(FoundFile {
-                name: name.to_string(),
+                name,
                 size: meta.len(),
                 mtime: meta.modified().unwrap_or(UNIX_EPOCH),
                 path: real,
             });
         }
     }
+    // In name order (bytes), which is the order of the paths `dir/name`;
+    // each directory after the files whose names are less than its own.
+    // (A link's path lies elsewhere: the order it gets here is put right by
+    // `in_path_order`.)
+    listing.files.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    subdirs.sort_unstable_by(|a, b| a.file_name().cmp(&b.file_name()));
+    let mut before = 0;
+    let subdirs = subdirs
+        .into_iter()
+        .map(|d| {
+            let name = d.file_name().map_or(&[][..], |n| n.as_encoded_bytes());
+            while listing
+                .files
+                .get(before)
+                .is_some_and(|f| f.name.as_bytes() < name)
+            {
+                before += 1;
+            }
+            (before as u32, d)
+        })
+        .collect();
     (listing, subdirs)
+}
+
+/// A directory entry, as far as a scan cares.
+enum DirEntry {
+    File {
+        size: u64,
+        mtime: SystemTime,
+    },
+    Dir,
+    Link,
+    /// Sockets, pipes, devices.
+    Other,
+}
+
+/// Calls `each` with every entry of `dir` whose name is UTF-8 (names that
+/// are not cannot be offered in hits faithfully) and not hidden: its name,
+/// and what it is, a file with its size and time (one `stat`). An error
+/// reading the directory stops the reading and is returned.
+///
+/// On Linux the entries are read into one buffer and each file is looked up
+/// beside its directory's descriptor: no allocation per entry, which
+/// `fs::read_dir` makes (the name, twice).
+#[cfg(target_os = "linux")]
+fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<DirEntry>)) -> io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Stat, open, statat};
+    let kind = |st: &Stat| match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => DirEntry::File {
+            size: st.st_size as u64,
+            mtime: system_time(st.st_mtime, st.st_mtime_nsec),
+        },
+        FileType::Directory => DirEntry::Dir,
+        FileType::Symlink => DirEntry::Link,
+        _ => DirEntry::Other,
+    };
+    let fd = open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let mut entries = RawDir::new(&fd, &mut buf);
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let stat = || statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from);
+        let found = match entry.file_type() {
+            FileType::Directory => Ok(DirEntry::Dir),
+            FileType::Symlink => Ok(DirEntry::Link),
+            // A file, or a file system that does not say (`DT_UNKNOWN`).
+            FileType::RegularFile | FileType::Unknown => stat().map(|st| kind(&st)),
+            _ => Ok(DirEntry::Other),
+        };
+        each(name, found);
+    }
+    Ok(())
+}
+
+/// A time as `stat` gives it (seconds and nanoseconds since the epoch), as
+/// `fs::Metadata::modified` gives it.
+#[cfg(target_os = "linux")]
+fn system_time(secs: i64, nanos: u64) -> SystemTime {
+    let nanos = Duration::from_nanos(nanos.min(999_999_999));
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<DirEntry>)) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let found = entry.file_type().and_then(|t| {
+            Ok(if t.is_file() {
+                let meta = entry.metadata()?;
+                DirEntry::File {
+                    size: meta.len(),
+                    mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+                }
+            } else if t.is_dir() {
+                DirEntry::Dir
+            } else if t.is_symlink() {
+                DirEntry::Link
+            } else {
+                DirEntry::Other
+            })
+        });
+        each(name, found);
+    }
+    Ok(())
 }
 
 /// The order of [`Path`]s (component by component), fast for the normal
@@ -981,6 +1135,86 @@ mod tests {
         let (none, errors) = scan(&[t.0.join("does-not-exist")]);
         assert!(none.is_empty());
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn a_scan_gives_path_order_and_the_sizes_and_times_std_gives() {
+        // Names around the separator's place in the order (`ab` before
+        // `ab c`, `ab-`, `ab/...`), files and directories interleaved, on
+        // several levels; times before and after the epoch, with nanoseconds.
+        let t = TempDir::new("scan-order");
+        let root = t.0.join("share");
+        let files = [
+            "ab c",
+            "ab-",
+            "ab/x",
+            "ab/x y/z",
+            "ab/x-y",
+            "ab/w/v",
+            "a",
+            "a b/c",
+            "b",
+            "\u{e9}t\u{e9}",
+            "Z",
+            "10/1",
+            "1/10",
+            "1 0",
+        ];
+        for (i, f) in files.iter().enumerate() {
+            write(&root.join(f), &vec![b'x'; i]);
+        }
+        let set = |f: &str, time: SystemTime| {
+            let file = fs::File::options().write(true).open(root.join(f)).unwrap();
+            file.set_modified(time).unwrap();
+        };
+        set("a", UNIX_EPOCH - Duration::new(1, 500_000_000));
+        set("b", UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789));
+        #[cfg(unix)]
+        {
+            // Neither a name that is not UTF-8 nor a pipe is shared.
+            use std::os::unix::ffi::OsStrExt;
+            let odd = std::ffi::OsStr::from_bytes(b"bad\xff");
+            fs::write(root.join(odd), b"x").unwrap();
+            assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(root.join("pipe"))
+                    .status()
+                    .is_ok_and(|s| s.success())
+            );
+        }
+        let canon = fs::canonicalize(&root).unwrap();
+        let mut want: Vec<FoundFile> = files
+            .iter()
+            .map(|f| {
+                let path = canon.join(f);
+                let meta = fs::metadata(&path).unwrap();
+                FoundFile {
+                    name: path.file_name().unwrap().to_str().unwrap().to_string(),
+                    size: meta.len(),
+                    mtime: meta.modified().unwrap(),
+                    path,
+                }
+            })
+            .collect();
+        want.sort_by(|a, b| a.path.cmp(&b.path));
+        let (found, errors) = scan(std::slice::from_ref(&root));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(found, want);
+        // Links put their paths out of the walk's order: the sort puts them
+        // back, each file once, under the name it was reached by first.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::symlink;
+            symlink(canon.join("ab/w/v"), root.join("zlink")).unwrap();
+            symlink(canon.join("b"), root.join("1/link")).unwrap();
+            let (found, _) = scan(std::slice::from_ref(&root));
+            for f in &mut want {
+                if f.name == "b" {
+                    f.name = "link".into();
+                }
+            }
+            assert_eq!(found, want);
+        }
     }
 
     #[test]

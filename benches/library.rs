@@ -340,8 +340,9 @@ fn startup(n: usize, rounds: usize) {
     });
     let ours = best(rounds, || {
         // What the node does at start-up (`node::library_task::initial`).
-        let mut cache = HashCache::load(&cache_file).expect("load");
-        let (found, errors) = share::scan(std::slice::from_ref(&root));
+        let (found, errors, cache) =
+            share::scan_with_cache(std::slice::from_ref(&root), Some(&cache_file));
+        let mut cache = cache.expect("load");
         assert!(errors.is_empty());
         let mut l = Library::new();
         let to_hash = share::index_found(found, &mut cache, &mut l);

@@ -74,6 +74,27 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
     (found, errors)
 }
 
+/// [`scan`] with the hash cache in `cache_file` read at the same time, on a
+/// thread of its own: what a start-up needs, the cache being ready when the
+/// files are. No file given, or none there: an empty cache.
+pub fn scan_with_cache(
+    roots: &[PathBuf],
+    cache_file: Option<&Path>,
+) -> (
+    Vec<FoundFile>,
+    Vec<(PathBuf, io::Error)>,
+    io::Result<HashCache>,
+) {
+    std::thread::scope(|s| {
+        let cache = cache_file.map(|f| s.spawn(|| HashCache::load(f)));
+        let (found, errors) = scan(roots);
+        let cache = cache.map_or(Ok(HashCache::default()), |t| {
+            t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        (found, errors, cache)
+    })
+}
+
 /// `found` in path order; a file reached twice (directly and through a link,
 /// or through two links) once, under the name it was first found by.
 ///
@@ -1236,6 +1257,16 @@ mod tests {
         cache.save(&cache_file).unwrap();
         let again = HashCache::load(&cache_file).unwrap();
         assert_eq!(again.get(file), Some(urn));
+        // Read beside a scan, as at start-up: the same files, the same cache;
+        // a cache that cannot be read is an error, the files still found.
+        let (also, errors, loaded) = scan_with_cache(&[t.0.join("share")], Some(&cache_file));
+        assert_eq!((&also, errors.len()), (&found, 0));
+        assert_eq!(loaded.unwrap().get(file), Some(urn));
+        let (_, _, none) = scan_with_cache(&[t.0.join("share")], None);
+        assert!(none.unwrap().is_empty());
+        let (also, _, unreadable) = scan_with_cache(&[t.0.join("share")], Some(&t.0));
+        assert!(unreadable.is_err());
+        assert_eq!(also, found);
 
         // A changed file is not matched by its old hash.
         let changed = FoundFile {

@@ -464,17 +464,16 @@ pub fn build_library(root: &Path, cache_file: Option<&Path>) -> Result<Vec<Offer
             reason: "not a directory".into(),
         });
     }
-    let (found, errors) = share::scan(std::slice::from_ref(&canon));
+    let (found, errors, cache) = share::scan_with_cache(std::slice::from_ref(&canon), cache_file);
     for (p, e) in errors {
         tracing::warn!(path = %p.display(), error = %e, "skipped");
     }
-    let mut cache = match cache_file {
-        Some(f) => HashCache::load(f).unwrap_or_else(|e| {
+    let mut cache = cache.unwrap_or_else(|e| {
+        if let Some(f) = cache_file {
             tracing::warn!(file = %f.display(), error = %e, "hash cache unreadable; rehashing");
-            HashCache::default()
-        }),
-        None => HashCache::default(),
-    };
+        }
+        HashCache::default()
+    });
     let mut out = Vec::new();
     let mut hashed = 0;
     for f in &found {

@@ -48,13 +48,14 @@ pub struct Shares {
 /// queries already see every file (hashes follow in the background).
 pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Shares) {
     let cache_file = data_dir.map(|d| d.join("sha1-cache.txt"));
-    let cache = match &cache_file {
-        Some(f) => HashCache::load(f).unwrap_or_else(|e| {
+    let (found, errors, cache) = share::scan_with_cache(roots, cache_file.as_deref());
+    warn_unread(errors);
+    let cache = cache.unwrap_or_else(|e| {
+        if let Some(f) = &cache_file {
             tracing::warn!(file = %f.display(), error = %e, "cannot read the hash cache");
-            HashCache::default()
-        }),
-        None => HashCache::default(),
-    };
+        }
+        HashCache::default()
+    });
     let mut shares = Shares {
         state: Arc::new(LibraryState {
             roots: std::sync::Mutex::new(roots.to_vec()),
@@ -65,7 +66,7 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
         to_hash: Vec::new(),
     };
     let mut library = Library::new();
-    shares.to_hash = share::index_found(scan(roots), &mut shares.cache, &mut library);
+    shares.to_hash = share::index_found(found, &mut shares.cache, &mut library);
     shares.set_pending();
     tracing::info!(
         files = library.len(),
@@ -85,10 +86,14 @@ impl Shares {
 
 fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
     let (found, errors) = share::scan(roots);
+    warn_unread(errors);
+    found
+}
+
+fn warn_unread(errors: Vec<(PathBuf, std::io::Error)>) {
     for (path, e) in errors {
         tracing::warn!(path = %path.display(), error = %e, "cannot read shared entry");
     }
-    found
 }
 
 /// Hashes what needs hashing, then rescans every `every` (or at once when

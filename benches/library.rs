@@ -323,7 +323,7 @@ fn startup(n: usize, rounds: usize) {
         assert_eq!(found.len(), n);
         let mut cache = HashCache::default();
         for f in &found {
-            let urn = Sha1Urn::digest(f.name.as_bytes());
+            let urn = Sha1Urn::digest(f.name().as_bytes());
             cache.insert_both(f, urn, Fth(urn.0));
         }
         cache.save(&cache_file).expect("save");

@@ -27,10 +27,46 @@ use crate::wire::huge::Sha1Urn;
 pub struct FoundFile {
     /// The file's canonical path (links resolved).
     pub path: PathBuf,
-    /// The name to share it under: the last component of the path it was found at.
-    pub name: String,
     pub size: u64,
     pub mtime: SystemTime,
+    /// The name it was found by where that is not the path's last component
+    /// (a link's): most files cost one allocation, their path.
+    other_name: Option<Box<str>>,
+}
+
+impl FoundFile {
+    /// A file at `path` found by the name `name`.
+    pub fn new(path: PathBuf, name: &str, size: u64, mtime: SystemTime) -> FoundFile {
+        let other_name = (after_last_slash(&path) != name.as_bytes()).then(|| name.into());
+        FoundFile {
+            path,
+            size,
+            mtime,
+            other_name,
+        }
+    }
+
+    /// The name to share it under: the last component of the path it was
+    /// found at.
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(self.name_bytes()).unwrap_or_default()
+    }
+
+    /// [`FoundFile::name`]'s bytes, found without parsing the whole path
+    /// (the scan sorts by them).
+    fn name_bytes(&self) -> &[u8] {
+        match &self.other_name {
+            Some(name) => name.as_bytes(),
+            None => after_last_slash(&self.path),
+        }
+    }
+}
+
+/// The bytes of `path` after its last `/`: the last component of the
+/// paths a scan makes (`dir/name`).
+fn after_last_slash(path: &Path) -> &[u8] {
+    let path = path.as_os_str().as_encoded_bytes();
+    memchr::memrchr(b'/', path).map_or(path, |at| &path[at + 1..])
 }
 
 /// Finds every shareable file under `roots`. Unreadable entries are skipped and
@@ -170,17 +206,10 @@ pub fn index_found(
 ) -> Vec<FoundFile> {
     let mut to_hash = Vec::new();
     library.reserve(found.len());
-    for mut f in found {
+    for f in found {
         let known = cache.note_hashes(&f);
         let hashed = known.urn.is_some() && known.fth.is_some();
-        // A file still to hash keeps its path for the hasher; the others
-        // give theirs to the library.
-        let path = if hashed {
-            std::mem::take(&mut f.path)
-        } else {
-            f.path.clone()
-        };
-        library.add_hashed(&f.name, path, f.size, f.mtime, known.urn, known.fth);
+        library.add_hashed(f.name(), &f.path, f.size, f.mtime, known.urn, known.fth);
         if !hashed {
             to_hash.push(f);
         }
@@ -380,9 +409,9 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
     let read = read_entries(dir, |name, entry| match entry {
         Ok(DirEntry::File { size, mtime }) => listing.files.push(FoundFile {
             path: child(dir, name),
-            name: name.to_string(),
             size,
             mtime,
+            other_name: None,
         }),
         Ok(DirEntry::Dir) => subdirs.push(child(dir, name)),
         Ok(DirEntry::Link) => links.push(name.to_string()),
@@ -425,19 +454,21 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
         if meta.is_dir() {
             subdirs.push(real);
         } else if meta.is_file() {
-            listing.files.push(FoundFile {
-                name,
-                size: meta.len(),
-                mtime: meta.modified().unwrap_or(UNIX_EPOCH),
-                path: real,
-            });
+            listing.files.push(FoundFile::new(
+                real,
+                &name,
+                meta.len(),
+                meta.modified().unwrap_or(UNIX_EPOCH),
+            ));
         }
     }
     // In name order (bytes), which is the order of the paths `dir/name`;
     // each directory after the files whose names are less than its own.
     // (A link's path lies elsewhere: the order it gets here is put right by
     // `in_path_order`.)
-    listing.files.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    listing
+        .files
+        .sort_unstable_by(|a, b| a.name_bytes().cmp(b.name_bytes()));
     subdirs.sort_unstable_by(|a, b| a.file_name().cmp(&b.file_name()));
     let mut before = 0;
     let subdirs = subdirs
@@ -447,7 +478,7 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
             while listing
                 .files
                 .get(before)
-                .is_some_and(|f| f.name.as_bytes() < name)
+                .is_some_and(|f| f.name_bytes() < name)
             {
                 before += 1;
             }
@@ -1142,14 +1173,14 @@ mod tests {
             symlink(root.join(".hidden"), root.join("visible-link")).unwrap();
         }
         let (found, errors) = scan(std::slice::from_ref(&root));
-        let mut names: Vec<_> = found.iter().map(|f| f.name.as_str()).collect();
+        let mut names: Vec<_> = found.iter().map(|f| f.name()).collect();
         names.sort();
         assert_eq!(
             names,
             ["a.txt", "b.txt"],
             "no hidden files, nothing outside"
         );
-        let b = found.iter().find(|f| f.name == "b.txt").unwrap();
+        let b = found.iter().find(|f| f.name() == "b.txt").unwrap();
         assert_eq!(b.size, 2);
         #[cfg(unix)]
         assert_eq!(errors.len(), 1, "only the dangling link: {errors:?}");
@@ -1209,12 +1240,8 @@ mod tests {
             .map(|f| {
                 let path = canon.join(f);
                 let meta = fs::metadata(&path).unwrap();
-                FoundFile {
-                    name: path.file_name().unwrap().to_str().unwrap().to_string(),
-                    size: meta.len(),
-                    mtime: meta.modified().unwrap(),
-                    path,
-                }
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                FoundFile::new(path, &name, meta.len(), meta.modified().unwrap())
             })
             .collect();
         want.sort_by(|a, b| a.path.cmp(&b.path));
@@ -1230,8 +1257,8 @@ mod tests {
             symlink(canon.join("b"), root.join("1/link")).unwrap();
             let (found, _) = scan(std::slice::from_ref(&root));
             for f in &mut want {
-                if f.name == "b" {
-                    f.name = "link".into();
+                if f.name() == "b" {
+                    *f = FoundFile::new(f.path.clone(), "link", f.size, f.mtime);
                 }
             }
             assert_eq!(found, want);
@@ -1296,8 +1323,8 @@ mod tests {
         write(&t.0.join("share/big file.bin"), &content);
         write(&t.0.join("share/old.txt"), b"old");
         let (found, _) = scan(&[t.0.join("share")]);
-        let big = found.iter().find(|f| f.name == "big file.bin").unwrap();
-        let old = found.iter().find(|f| f.name == "old.txt").unwrap();
+        let big = found.iter().find(|f| f.name() == "big file.bin").unwrap();
+        let old = found.iter().find(|f| f.name() == "old.txt").unwrap();
         let (urn, fth) = hash_file_both_until(&big.path, big.size, || false).unwrap();
         assert_eq!(urn, Sha1Urn::digest(&content));
         assert_eq!(fth, fthash::fth(&content));
@@ -1414,12 +1441,7 @@ mod tests {
                     for _ in 0..1 + next(6) {
                         p.push_str(parts[next(parts.len())]);
                     }
-                    FoundFile {
-                        path: PathBuf::from(p),
-                        name: format!("n{i}"),
-                        size: i,
-                        mtime: UNIX_EPOCH,
-                    }
+                    FoundFile::new(PathBuf::from(p), &format!("n{i}"), i, UNIX_EPOCH)
                 })
                 .collect();
             let mut want = found.clone();
@@ -1442,11 +1464,13 @@ mod tests {
             rng ^= rng << 17;
             rng % n
         };
-        let file = |i: u64, size: u64| FoundFile {
-            path: PathBuf::from(format!("/share/dir{}/file {i}.mp3", i % 7)),
-            name: format!("file {i}.mp3"),
-            size,
-            mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        let file = |i: u64, size: u64| {
+            FoundFile::new(
+                PathBuf::from(format!("/share/dir{}/file {i}.mp3", i % 7)),
+                &format!("file {i}.mp3"),
+                size,
+                UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            )
         };
         let mut cache = HashCache::default();
         // path number -> (size, urn, fth, noted as shared)

@@ -1185,7 +1185,7 @@ impl Library {
         mtime: SystemTime,
         sha1: Option<Sha1Urn>,
     ) -> u32 {
-        self.add_hashed(name, path, size, mtime, sha1, None)
+        self.add_hashed(name, &path, size, mtime, sha1, None)
     }
 
     /// As [`Library::add`], with the FastTrack hash too when known (as
@@ -1193,7 +1193,7 @@ impl Library {
     pub fn add_hashed(
         &mut self,
         name: &str,
-        path: PathBuf,
+        path: &Path,
         size: u64,
         mtime: SystemTime,
         sha1: Option<Sha1Urn>,
@@ -1202,10 +1202,10 @@ impl Library {
         let name = clamp_name(name);
         self.last_index = self.last_index.wrapping_add(1).max(1);
         let index = self.last_index;
-        let split = split_path(&path);
+        let split = split_path(path);
         let old = {
             let store = self.served.read();
-            let slot = store.slot_of_split(&path, split);
+            let slot = store.slot_of_split(path, split);
             slot.map(|s| store.records[s].index)
         };
         if let Some(old) = old {
@@ -1214,7 +1214,7 @@ impl Library {
         }
         for_each_table_keyword(name, |word| self.keywords.add(word, index));
         let mut store = self.served.write();
-        let slot = store.insert(index, name, Some((&path, split)), size, mtime, sha1);
+        let slot = store.insert(index, name, Some((path, split)), size, mtime, sha1);
         if let Some(f) = fth {
             store.set_digest(FTH, slot, f.0);
         }

@@ -496,7 +496,7 @@ pub fn build_library(root: &Path, cache_file: Option<&Path>) -> Result<Vec<Offer
             },
         };
         let md5: String = urn.0[..16].iter().map(|b| format!("{b:02x}")).collect();
-        let kind = Kind::from_file_name(&f.name);
+        let kind = Kind::from_file_name(f.name());
         let info = if kind == Kind::Mp3 {
             super::mp3::read(&f.path).ok().flatten().unwrap_or_default()
         } else {

@@ -140,7 +140,7 @@ pub async fn run(
                 shares.to_hash.push(f.clone());
             }
             if !events.send(Event::Added {
-                name: f.name,
+                name: f.name().to_string(),
                 path: f.path,
                 size: f.size,
                 mtime: f.mtime,

@@ -511,10 +511,12 @@ enum DirEntry {
 #[cfg(target_os = "linux")]
 fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<DirEntry>)) -> io::Result<()> {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Stat, open, statat};
-    let kind = |st: &Stat| match FileType::from_raw_mode(st.st_mode) {
+    // The fields' types differ between targets and rustix's backends.
+    #[allow(clippy::unnecessary_cast)]
+    let kind = |st: &Stat| match FileType::from_raw_mode(st.st_mode as _) {
         FileType::RegularFile => DirEntry::File {
             size: st.st_size as u64,
-            mtime: system_time(st.st_mtime, st.st_mtime_nsec),
+            mtime: system_time(st.st_mtime as i64, st.st_mtime_nsec as u64),
         },
         FileType::Directory => DirEntry::Dir,
         FileType::Symlink => DirEntry::Link,

@@ -407,16 +407,16 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
     // listing, and only a file needs one `stat` (size and time). Links take
     // the long way, below.
     let read = read_entries(dir, |name, entry| match entry {
-        Ok(DirEntry::File { size, mtime }) => listing.files.push(FoundFile {
+        Ok(EntryKind::File { size, mtime }) => listing.files.push(FoundFile {
             path: child(dir, name),
             size,
             mtime,
             other_name: None,
         }),
-        Ok(DirEntry::Dir) => subdirs.push(child(dir, name)),
-        Ok(DirEntry::Link) => links.push(name.to_string()),
+        Ok(EntryKind::Dir) => subdirs.push(child(dir, name)),
+        Ok(EntryKind::Link) => links.push(name.to_string()),
         // Sockets, pipes, devices.
-        Ok(DirEntry::Other) => {}
+        Ok(EntryKind::Other) => {}
         Err(e) => listing.errors.push((child(dir, name), e)),
     });
     if let Err(e) = read {
@@ -469,12 +469,12 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
     listing
         .files
         .sort_unstable_by(|a, b| a.name_bytes().cmp(b.name_bytes()));
-    subdirs.sort_unstable_by(|a, b| a.file_name().cmp(&b.file_name()));
+    subdirs.sort_unstable_by(|a, b| after_last_slash(a).cmp(after_last_slash(b)));
     let mut before = 0;
     let subdirs = subdirs
         .into_iter()
         .map(|d| {
-            let name = d.file_name().map_or(&[][..], |n| n.as_encoded_bytes());
+            let name = after_last_slash(&d);
             while listing
                 .files
                 .get(before)
@@ -489,7 +489,7 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
 }
 
 /// A directory entry, as far as a scan cares.
-enum DirEntry {
+enum EntryKind {
     File {
         size: u64,
         mtime: SystemTime,
@@ -509,18 +509,18 @@ enum DirEntry {
 /// beside its directory's descriptor: no allocation per entry, which
 /// `fs::read_dir` makes (the name, twice).
 #[cfg(target_os = "linux")]
-fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<DirEntry>)) -> io::Result<()> {
+fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<EntryKind>)) -> io::Result<()> {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Stat, open, statat};
     // The fields' types differ between targets and rustix's backends.
     #[allow(clippy::unnecessary_cast)]
     let kind = |st: &Stat| match FileType::from_raw_mode(st.st_mode as _) {
-        FileType::RegularFile => DirEntry::File {
+        FileType::RegularFile => EntryKind::File {
             size: st.st_size as u64,
             mtime: system_time(st.st_mtime as i64, st.st_mtime_nsec as u64),
         },
-        FileType::Directory => DirEntry::Dir,
-        FileType::Symlink => DirEntry::Link,
-        _ => DirEntry::Other,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Link,
+        _ => EntryKind::Other,
     };
     let fd = open(
         dir,
@@ -539,11 +539,11 @@ fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<DirEntry>)) ->
         }
         let stat = || statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from);
         let found = match entry.file_type() {
-            FileType::Directory => Ok(DirEntry::Dir),
-            FileType::Symlink => Ok(DirEntry::Link),
+            FileType::Directory => Ok(EntryKind::Dir),
+            FileType::Symlink => Ok(EntryKind::Link),
             // A file, or a file system that does not say (`DT_UNKNOWN`).
             FileType::RegularFile | FileType::Unknown => stat().map(|st| kind(&st)),
-            _ => Ok(DirEntry::Other),
+            _ => Ok(EntryKind::Other),
         };
         each(name, found);
     }
@@ -563,7 +563,7 @@ fn system_time(secs: i64, nanos: u64) -> SystemTime {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<DirEntry>)) -> io::Result<()> {
+fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<EntryKind>)) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -576,16 +576,16 @@ fn read_entries(dir: &Path, mut each: impl FnMut(&str, io::Result<DirEntry>)) ->
         let found = entry.file_type().and_then(|t| {
             Ok(if t.is_file() {
                 let meta = entry.metadata()?;
-                DirEntry::File {
+                EntryKind::File {
                     size: meta.len(),
                     mtime: meta.modified().unwrap_or(UNIX_EPOCH),
                 }
             } else if t.is_dir() {
-                DirEntry::Dir
+                EntryKind::Dir
             } else if t.is_symlink() {
-                DirEntry::Link
+                EntryKind::Link
             } else {
-                DirEntry::Other
+                EntryKind::Other
             })
         });
         each(name, found);

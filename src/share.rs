@@ -227,8 +227,8 @@ struct Listing {
     /// Its files (and files linked from it), by the name they are found by.
     files: Vec<FoundFile>,
     /// Its directories (and directories linked from it), by the name they
-    /// are found by: each as how many of `files` come before it, and its id
-    /// in [`Walk::listings`].
+    /// are found by: each as how many of `files` come between the directory
+    /// before it (or the start) and it, and its id in [`Walk::listings`].
     dirs: Vec<(u32, u32)>,
     errors: Vec<(PathBuf, io::Error)>,
     /// Whether a link was followed from it: a path not of the form
@@ -347,11 +347,10 @@ impl Walk {
     ) -> bool {
         let mut linked = false;
         /// A directory being put out: its files and directories not yet
-        /// put out, and how many of its files are.
+        /// put out.
         struct Open {
             files: std::vec::IntoIter<FoundFile>,
             dirs: std::vec::IntoIter<(u32, u32)>,
-            put: u32,
         }
         let mut open = |id: u32, listings: &mut Vec<Option<Listing>>| {
             // A directory reached twice is walked once, where first reached.
@@ -361,17 +360,17 @@ impl Walk {
             Some(Open {
                 files: listing.files.into_iter(),
                 dirs: listing.dirs.into_iter(),
-                put: 0,
             })
         };
         let mut stack: Vec<Open> = open(first, &mut self.listings).into_iter().collect();
         while let Some(top) = stack.last_mut() {
             // The files before the next directory (all, after the last).
-            let upto = top.dirs.as_slice().first().map_or(u32::MAX, |d| d.0);
-            let n = upto.saturating_sub(top.put);
-            let before = found.len();
-            found.extend(top.files.by_ref().take(n as usize));
-            top.put += (found.len() - before) as u32;
+            let n = top
+                .dirs
+                .as_slice()
+                .first()
+                .map_or(usize::MAX, |d| d.0 as usize);
+            found.extend(top.files.by_ref().take(n));
             match top.dirs.next() {
                 Some((_, id)) => {
                     if let Some(dir) = open(id, &mut self.listings) {
@@ -396,8 +395,8 @@ fn child(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Lists `dir` (canonical, inside `root`): its shareable files, and the
-/// directories to walk from it, each with how many of the files come before
-/// it; both in name order.
+/// directories to walk from it, each with how many of the files come between
+/// the directory before it (or the start) and it; both in name order.
 fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
     let mut listing = Listing::default();
     let mut subdirs: Vec<PathBuf> = Vec::new();
@@ -470,7 +469,7 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
         .files
         .sort_unstable_by(|a, b| a.name_bytes().cmp(b.name_bytes()));
     subdirs.sort_unstable_by(|a, b| after_last_slash(a).cmp(after_last_slash(b)));
-    let mut before = 0;
+    let (mut before, mut placed) = (0, 0);
     let subdirs = subdirs
         .into_iter()
         .map(|d| {
@@ -482,7 +481,9 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
             {
                 before += 1;
             }
-            (before as u32, d)
+            let between = before - placed;
+            placed = before;
+            (between as u32, d)
         })
         .collect();
     (listing, subdirs)

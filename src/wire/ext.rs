@@ -276,11 +276,11 @@ impl ExtArea {
 /// Rejects an item that would not parse back as itself.
 fn check_item(item: &ExtItem, b: &[u8]) -> Result<(), EncodeError> {
     const WHAT: &str = "extension item";
-    // Every byte checked without a branch per byte; the culprit is looked for
-    // only when there is one.
-    if b.iter().fold(false, |bad, &c| bad | (c == 0) | (c == FS)) {
-        let byte = b.iter().copied().find(|&c| c == 0 || c == FS).unwrap_or(0);
-        return Err(EncodeError::ForbiddenByte { what: WHAT, byte });
+    if let Some(at) = crate::wire::scan::find_nul_or(FS, b) {
+        return Err(EncodeError::ForbiddenByte {
+            what: WHAT,
+            byte: b[at],
+        });
     }
     let kind = match item {
         ExtItem::Urn(_) => Kind::Urn,

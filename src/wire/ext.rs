@@ -295,3 +295,48 @@ fn check_item(item: &ExtItem, b: &[u8]) -> Result<(), EncodeError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(item: ExtItem) -> Result<Vec<u8>, EncodeError> {
+        let mut out = BytesMut::new();
+        ExtArea {
+            items: ExtItems::from_vec(vec![item]),
+        }
+        .encode(&mut out)
+        .map(|()| out.to_vec())
+    }
+
+    /// An item with a NUL or FS anywhere (in the first word, past it, past
+    /// the word-at-a-time stretch) is refused, naming the first such byte;
+    /// the same item without it encodes as itself.
+    #[test]
+    fn an_item_with_a_nul_or_fs_is_refused_naming_the_byte() {
+        for len in [9usize, 41, 100] {
+            let clean: Vec<u8> = b"urn:sha1:"
+                .iter()
+                .copied()
+                .chain((0..).map(|i| b'A' + (i % 26) as u8))
+                .take(len)
+                .collect();
+            let item = ExtItem::Urn(Bytes::from(clean.clone()));
+            assert_eq!(encode(item).expect("clean"), clean);
+            for at in [4, 7, 8, len / 2, len - 1] {
+                for (bad, later) in [(0u8, FS), (FS, 0u8)] {
+                    let mut b = clean.clone();
+                    b[at] = bad;
+                    if at + 1 < len {
+                        b[at + 1] = later;
+                    }
+                    let got = encode(ExtItem::Urn(Bytes::from(b)));
+                    assert!(
+                        matches!(got, Err(EncodeError::ForbiddenByte { byte, .. }) if byte == bad),
+                        "length {len}, 0x{bad:02X} at {at}: {got:?}"
+                    );
+                }
+            }
+        }
+    }
+}

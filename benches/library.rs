@@ -112,14 +112,14 @@ fn files(n: usize, vocab: &[String]) -> Vec<Entry> {
 fn fill(entries: &[Entry]) -> Library {
     let mut l = Library::new();
     for e in entries {
-        let i = l.add(
+        l.add_hashed(
             &e.name,
-            e.path.clone(),
+            &e.path,
             1_000_000,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             Some(e.urn),
+            Some(e.fth),
         );
-        l.set_fth(i, e.fth);
     }
     // As the node does after its scan at start-up.
     l.shrink_to_fit();
@@ -247,13 +247,7 @@ fn check_answers(n: usize, nq: usize, vocab: &[String]) -> usize {
     check(&l, &oracle, "after removals");
     for i in &removed {
         let e = &entries[*i as usize - 1];
-        let at = l.add(
-            &e.name,
-            e.path.clone(),
-            1,
-            SystemTime::UNIX_EPOCH,
-            Some(e.urn),
-        );
+        let at = l.add(&e.name, &e.path, 1, SystemTime::UNIX_EPOCH, Some(e.urn));
         let kw = table_keywords(&e.name).into_iter().collect();
         oracle.files.push((at, kw, e.urn));
     }

@@ -62,11 +62,12 @@ impl FoundFile {
     }
 }
 
-/// The bytes of `path` after its last `/`: the last component of the
-/// paths a scan makes (`dir/name`).
+/// The bytes of `path` after its last separator: the last component of the
+/// paths a scan makes (`dir/name`). (`/` everywhere, and the platform's own
+/// where it has another.)
 fn after_last_slash(path: &Path) -> &[u8] {
     let path = path.as_os_str().as_encoded_bytes();
-    memchr::memrchr(b'/', path).map_or(path, |at| &path[at + 1..])
+    memchr::memrchr2(b'/', std::path::MAIN_SEPARATOR as u8, path).map_or(path, |at| &path[at + 1..])
 }
 
 /// Finds every shareable file under `roots`. Unreadable entries are skipped and

@@ -1180,12 +1180,12 @@ impl Library {
     pub fn add(
         &mut self,
         name: &str,
-        path: PathBuf,
+        path: impl AsRef<Path>,
         size: u64,
         mtime: SystemTime,
         sha1: Option<Sha1Urn>,
     ) -> u32 {
-        self.add_hashed(name, &path, size, mtime, sha1, None)
+        self.add_hashed(name, path.as_ref(), size, mtime, sha1, None)
     }
 
     /// As [`Library::add`], with the FastTrack hash too when known (as

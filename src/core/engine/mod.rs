@@ -968,10 +968,7 @@ impl<L: Links> Engine<L> {
                 if let Some(u) = &urn {
                     self.lib_table.urn(u, 1);
                 }
-                let index = self.library.add(&name, path, size, mtime, urn);
-                if let Some(f) = fth {
-                    self.library.set_fth(index, f);
-                }
+                self.library.add_hashed(&name, &path, size, mtime, urn, fth);
                 self.library_changed();
             }
             Event::Removed { path } => {

@@ -29,7 +29,7 @@ impl<R> Inflate<R> {
         Inflate {
             inner,
             input: BytesMut::with_capacity(READ_CHUNK),
-            z: Decompress::new(true),
+            z: crate::wire::zlib_inflater(),
             eof: false,
             done: false,
         }

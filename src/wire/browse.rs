@@ -151,7 +151,7 @@ impl Reader {
     /// A reader of a body that is deflated (zlib) when `deflated` is set.
     pub fn new(deflated: bool, limits: Limits) -> Reader {
         Reader {
-            inflate: deflated.then(|| Decompress::new(true)),
+            inflate: deflated.then(super::zlib_inflater),
             buf: BytesMut::new(),
             scratch: Vec::new(),
             limits,

@@ -799,7 +799,7 @@ impl PatchDecoder {
                 if compressor == COMPRESSOR_ZLIB {
                     match &mut self.inflater {
                         Some(inflater) => inflater.reset(true),
-                        None => self.inflater = Some(Decompress::new(true)),
+                        None => self.inflater = Some(super::zlib_inflater()),
                     }
                 }
                 Sequence {
@@ -871,7 +871,7 @@ impl PatchDecoder {
                     Err(QrpError::TrailingData { bytes: input.len() })
                 };
             }
-            let inflater = self.inflater.get_or_insert_with(|| Decompress::new(true));
+            let inflater = self.inflater.get_or_insert_with(super::zlib_inflater);
             let (in_before, out_before) = (inflater.total_in(), inflater.total_out());
             let status = inflater
                 .decompress(input, &mut buf, FlushDecompress::None)

@@ -130,6 +130,9 @@ pub fn parse(datagram: Bytes) -> Result<Datagram, UdpError> {
     })
 }
 
+/// Out of line, as [`super::zlib_inflater`] says why: every datagram is
+/// parsed, few are deflated.
+#[inline(never)]
 fn inflate(data: &[u8]) -> Result<Bytes, UdpError> {
     let mut out = Vec::with_capacity(data.len() * 2);
     let mut dec = flate2::read::ZlibDecoder::new(data).take(MAX_INFLATED as u64 + 1);

@@ -551,7 +551,7 @@ async fn read_loop(
                 // A server's 10011 (its second message at most) is the last
                 // one before its zlib stream, as OpenNap's links go.
                 if z.is_none() && frame.ty == types::SERVER_LOGIN_ACK && frames <= 2 {
-                    z = Some(Decompress::new(true));
+                    z = Some(crate::wire::zlib_inflater());
                 }
                 Some(Event::Frame { id, frame })
             }

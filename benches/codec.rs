@@ -171,11 +171,11 @@ fn measure(min: Duration, mut f: impl FnMut()) -> Duration {
     best
 }
 
-/// As [`measure`], for work that consumes its own copy of the stream: the
-/// copy (the bytes a read would have left in a connection's buffer) is made
-/// before each iteration's clock starts, so a row times its work and not the
-/// copy, which is itself the baseline's whole cost.
-fn measure_on<T>(min: Duration, mut setup: impl FnMut() -> T, mut f: impl FnMut(T)) -> Duration {
+/// As [`measure`], for work that consumes its own copy of `stream`: the copy
+/// (the bytes a read would have left in a connection's buffer) is made before
+/// each iteration's clock starts, so a row times its work and not the copy,
+/// which is itself the baseline's whole cost.
+fn measure_on(min: Duration, stream: &BytesMut, mut f: impl FnMut(BytesMut)) -> Duration {
     if SKIP.with(|s| s.get()) {
         return Duration::from_nanos(1);
     }
@@ -185,7 +185,7 @@ fn measure_on<T>(min: Duration, mut setup: impl FnMut() -> T, mut f: impl FnMut(
         let mut spent = Duration::ZERO;
         let mut iters = 0u32;
         while start.elapsed() < min / 5 || iters == 0 {
-            let input = setup();
+            let input = stream.clone();
             let t = Instant::now();
             f(input);
             spent += t.elapsed();
@@ -259,86 +259,62 @@ fn main() {
         black_box(&mut dst);
     });
     only("framing");
-    let t_frame = measure_on(
-        min,
-        || stream.clone(),
-        |mut buf| {
-            let mut codec = DescriptorCodec::new(open_limits());
-            let mut n = 0usize;
-            while let Ok(Some(f)) = codec.decode(&mut buf) {
-                n += f.payload.len();
-            }
-            black_box(n);
-        },
-    );
+    let t_frame = measure_on(min, &stream, |mut buf| {
+        let mut codec = DescriptorCodec::new(open_limits());
+        let mut n = 0usize;
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            n += f.payload.len();
+        }
+        black_box(n);
+    });
     only("validate");
-    let t_valid = measure_on(
-        min,
-        || stream.clone(),
-        |mut buf| {
-            let mut codec = DescriptorCodec::new(open_limits());
-            let mut n = 0usize;
-            while let Ok(Some(f)) = codec.decode(&mut buf) {
-                Message::validate(f.header.function, &f.payload).expect("valid");
-                n += 1;
-            }
-            black_box(n);
-        },
-    );
+    let t_valid = measure_on(min, &stream, |mut buf| {
+        let mut codec = DescriptorCodec::new(open_limits());
+        let mut n = 0usize;
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            Message::validate(f.header.function, &f.payload).expect("valid");
+            n += 1;
+        }
+        black_box(n);
+    });
     let mut out = BytesMut::with_capacity(stream.len());
     // The relay path without validation: what framing and writing the frames
     // out cost by themselves, the floor under the relay path.
     only("copyout");
-    let t_copyout = measure_on(
-        min,
-        || stream.clone(),
-        |mut buf| {
-            let mut codec = DescriptorCodec::new(open_limits());
-            out.clear();
-            while let Ok(Some(f)) = codec.decode(&mut buf) {
-                f.encode(&mut out);
-            }
-            black_box(&out);
-        },
-    );
+    let t_copyout = measure_on(min, &stream, |mut buf| {
+        let mut codec = DescriptorCodec::new(open_limits());
+        out.clear();
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            f.encode(&mut out);
+        }
+        black_box(&out);
+    });
     only("relay");
-    let t_relay = measure_on(
-        min,
-        || stream.clone(),
-        |mut buf| {
-            let mut codec = DescriptorCodec::new(open_limits());
-            out.clear();
-            while let Ok(Some(f)) = codec.decode(&mut buf) {
-                Message::validate(f.header.function, &f.payload).expect("valid");
-                f.encode(&mut out);
-            }
-            black_box(&out);
-        },
-    );
+    let t_relay = measure_on(min, &stream, |mut buf| {
+        let mut codec = DescriptorCodec::new(open_limits());
+        out.clear();
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            Message::validate(f.header.function, &f.payload).expect("valid");
+            f.encode(&mut out);
+        }
+        black_box(&out);
+    });
     only("decode");
-    let t_dec = measure_on(
-        min,
-        || stream.clone(),
-        |buf| {
-            decode_all(black_box(buf), &mut decoded);
-            black_box(&decoded);
-        },
-    );
+    let t_dec = measure_on(min, &stream, |buf| {
+        decode_all(black_box(buf), &mut decoded);
+        black_box(&decoded);
+    });
     only("encode");
     let t_enc = measure(min, || {
         encode_all(black_box(&decoded), &mut out);
         black_box(&out);
     });
     only("both");
-    let t_both = measure_on(
-        min,
-        || stream.clone(),
-        |buf| {
-            decode_all(black_box(buf), &mut decoded);
-            encode_all(&decoded, &mut out);
-            black_box(&out);
-        },
-    );
+    let t_both = measure_on(min, &stream, |buf| {
+        decode_all(black_box(buf), &mut decoded);
+        encode_all(&decoded, &mut out);
+        black_box(&out);
+    });
 
     // Allocations: headers must cost none; report what the other paths cost.
     let a0 = allocs();

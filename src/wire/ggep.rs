@@ -509,12 +509,9 @@ pub fn zlib(data: &[u8]) -> Vec<u8> {
 }
 
 /// Inflates a complete zlib stream, failing once the output would exceed `budget`
-/// (which is reduced by what was produced). Out of line, as
-/// [`super::zlib_inflater`] says why: GGEP values are read everywhere, and
-/// seldom compressed.
-#[inline(never)]
+/// (which is reduced by what was produced).
 fn inflate_limited(data: &[u8], budget: &mut usize) -> Result<Vec<u8>, GgepError> {
-    let mut dec = flate2::read::ZlibDecoder::new(data);
+    let mut dec = flate2::read::ZlibDecoder::new_with_decompress(data, super::zlib_inflater());
     let mut out = Vec::new();
     // Read one byte past the budget to tell "exactly at the limit" from "over".
     let read = (&mut dec)

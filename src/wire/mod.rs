@@ -58,11 +58,12 @@ pub use vendor::VendorMsg;
 /// error: the upper 16 bits of the length field are reserved by deployed servents.
 pub const MAX_PAYLOAD: u32 = 65_535;
 
-/// A zlib inflater. Built out of line: flate2 builds the inflater's state
-/// (about 43 KB) on the stack before boxing it, and inlined into a caller
-/// that frame would become the caller's, paid at its every call (a probe of
-/// each 4 KiB stack page) even when it inflates nothing, as a connection's
-/// reader does at every poll.
+/// A zlib inflater: every one the node makes comes from here (readers via
+/// `ZlibDecoder::new_with_decompress`). Built out of line: flate2 builds the
+/// inflater's state (about 43 KB) on the stack before boxing it, and inlined
+/// into a caller that frame would become the caller's, paid at its every call
+/// (a probe of each 4 KiB stack page) even when it inflates nothing, as a
+/// connection's reader does at every poll.
 #[inline(never)]
 pub fn zlib_inflater() -> flate2::Decompress {
     flate2::Decompress::new(true)

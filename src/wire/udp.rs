@@ -130,12 +130,10 @@ pub fn parse(datagram: Bytes) -> Result<Datagram, UdpError> {
     })
 }
 
-/// Out of line, as [`super::zlib_inflater`] says why: every datagram is
-/// parsed, few are deflated.
-#[inline(never)]
 fn inflate(data: &[u8]) -> Result<Bytes, UdpError> {
     let mut out = Vec::with_capacity(data.len() * 2);
-    let mut dec = flate2::read::ZlibDecoder::new(data).take(MAX_INFLATED as u64 + 1);
+    let mut dec = flate2::read::ZlibDecoder::new_with_decompress(data, super::zlib_inflater())
+        .take(MAX_INFLATED as u64 + 1);
     dec.read_to_end(&mut out)
         .map_err(|_| UdpError::BadDeflate)?;
     if out.len() > MAX_INFLATED {

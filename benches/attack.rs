@@ -151,6 +151,10 @@ async fn measure(
     (pings, heads)
 }
 
+/// The attack that must go on until the node refuses it (its tables are only
+/// refused once over the route-table budget).
+const QRP_STORM: &str = "QRP storm, full tables";
+
 /// One attacker, run until `stop`, reconnecting whenever the node closes it.
 async fn attack(
     kind: &'static str,
@@ -214,7 +218,7 @@ async fn attack(
                     }
                 }
             }
-            "QRP storm, full tables" => {
+            QRP_STORM => {
                 let Some((_r, mut w)) = dial(addr, LEAF, None).await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -399,7 +403,7 @@ async fn main() {
     for (round, kind) in [
         "query flood",
         "pong flood",
-        "QRP storm, full tables",
+        QRP_STORM,
         "silent leaves",
         "a peer that never reads",
         "push flood at a third host",
@@ -418,7 +422,7 @@ async fn main() {
         // Let the attack get going.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (mut p, mut h) = measure(&node, &target, samples, round as u8 + 1).await;
-        if kind == "QRP storm, full tables" {
+        if kind == QRP_STORM {
             // The storm is refused once it passes the route-table budget, which
             // a slow (debug, loaded) run may not reach within the measurement:
             // it goes on until then, 20 s at most.

@@ -23,8 +23,8 @@ use servent::wire::ext::{ExtArea, ExtItem};
 use servent::wire::huge::Sha1Urn;
 use servent::wire::queryhit::OpenDataFlags;
 use servent::wire::{
-    Ggep, GgepExt, Guid, HEADER_LEN, Header, HitResult, Hops, MAX_PAYLOAD, Message, Ping, Pong,
-    Query, QueryFlags, QueryHit, Trailer, TrailerArea, Ttl,
+    Function, Ggep, GgepExt, Guid, HEADER_LEN, Header, HitResult, Hops, MAX_PAYLOAD, Message, Ping,
+    Pong, Query, QueryFlags, QueryHit, Trailer, TrailerArea, Ttl,
 };
 use tokio_util::codec::Decoder;
 
@@ -251,6 +251,21 @@ fn main() {
     let mut decoded = Vec::new();
     decode_all(stream.clone(), &mut decoded);
     assert_eq!(decoded, msgs);
+    // The floor walk finds the same boundaries: it ends where each payload's
+    // parts end (before a hit's servent GUID).
+    let mut buf = stream.clone();
+    let mut codec = DescriptorCodec::new(open_limits());
+    while let Ok(Some(f)) = codec.decode(&mut buf) {
+        let guid = if f.header.function == Function::QueryHit {
+            16
+        } else {
+            0
+        };
+        assert_eq!(
+            floor::walk(f.header.function, &f.payload),
+            f.payload.len() - guid
+        );
+    }
 
     let mut dst = vec![0u8; stream.len()];
     only("memcpy");
@@ -297,6 +312,20 @@ fn main() {
             Message::validate(f.header.function, &f.payload).expect("valid");
             f.encode(&mut out);
         }
+        black_box(&out);
+    });
+    // The same with validation replaced by the structural floor (see
+    // [`floor`]): the most the relay path could gain from a faster validator.
+    only("floor");
+    let t_floor = measure_on(min, &stream, |mut buf| {
+        let mut codec = DescriptorCodec::new(open_limits());
+        out.clear();
+        let mut ends = 0usize;
+        while let Ok(Some(f)) = codec.decode(&mut buf) {
+            ends += floor::walk(f.header.function, &f.payload);
+            f.encode(&mut out);
+        }
+        black_box(ends);
         black_box(&out);
     });
     only("decode");
@@ -359,6 +388,7 @@ fn main() {
         ("framing+validate", t_valid),
         ("framing+encode", t_copyout),
         ("framing+validate+encode", t_relay),
+        ("framing+floor+encode", t_floor),
         ("owned decode", t_dec),
         ("owned encode", t_enc),
         ("owned decode+encode", t_both),
@@ -387,4 +417,103 @@ fn main() {
         per_message <= 0.8,
         "{per_message} allocations per decoded message"
     );
+}
+
+/// The structural floor under any validator: a walk that visits, in order,
+/// every boundary a validating parser must find (each result's name end, each
+/// extension item, each GGEP extension's length field, the trailer's parts)
+/// and checks nothing else. Not a validator: it trusts the stream, which the
+/// bench has already decoded, so it may index without bounds errors mattering.
+/// Its row says how fast the relay path could be on this machine if validation
+/// cost nothing beyond finding where each part ends.
+mod floor {
+    use servent::wire::Function;
+
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+
+    /// Where the next NUL (or, with `fs`, the next NUL or FS) is at or after
+    /// `from`, eight bytes at a time; `h.len()` if none.
+    #[inline(always)]
+    fn find(h: &[u8], from: usize, fs: bool) -> usize {
+        let zero = |w: u64| w.wrapping_sub(LO) & !w & HI;
+        let mut i = from;
+        while i + 8 <= h.len() {
+            let w = u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+            let m = zero(w) | if fs { zero(w ^ (LO * 0x1C)) } else { 0 };
+            if m != 0 {
+                return i + (m.trailing_zeros() / 8) as usize;
+            }
+            i += 8;
+        }
+        while i < h.len() && h[i] != 0 && !(fs && h[i] == 0x1C) {
+            i += 1;
+        }
+        i
+    }
+
+    /// The end of the GGEP block whose magic byte is at `p`.
+    #[inline(always)]
+    fn ggep(b: &[u8], mut p: usize) -> usize {
+        p += 1;
+        loop {
+            let flags = b[p];
+            p += 1 + (flags & 0x0F) as usize;
+            let mut len = 0usize;
+            loop {
+                let l = b[p];
+                p += 1;
+                len = (len << 6) | (l & 0x3F) as usize;
+                if l & 0x40 != 0 {
+                    break;
+                }
+            }
+            p += len;
+            if flags & 0x80 != 0 {
+                return p;
+            }
+        }
+    }
+
+    /// The end of the extension area starting at `p` (past its NUL when
+    /// `nul_ends`).
+    #[inline(always)]
+    fn area(b: &[u8], mut p: usize, nul_ends: bool) -> usize {
+        while p < b.len() {
+            match b[p] {
+                0 if nul_ends => return p + 1,
+                0 | 0x1C => p += 1,
+                0xC3 => p = ggep(b, p),
+                _ => p = find(b, p, true),
+            }
+        }
+        p
+    }
+
+    /// Walks one payload, returning where the walk ended (kept by the caller
+    /// so that the walk is not optimized away).
+    pub fn walk(function: Function, b: &[u8]) -> usize {
+        match function {
+            Function::Ping if !b.is_empty() => ggep(b, 0),
+            Function::Pong if b.len() > 14 => ggep(b, 14),
+            Function::Query => area(b, find(b, 2, false) + 1, false),
+            Function::QueryHit => {
+                let body = &b[..b.len() - 16];
+                let mut p = 11;
+                for _ in 0..b[0] {
+                    p = area(body, find(body, p + 8, false) + 1, true);
+                }
+                // The trailer: vendor code, open data, then the private
+                // area's GGEP block.
+                if body.len() > p + 4 {
+                    p += 5 + body[p + 4] as usize;
+                    if let Some(at) = body[p..].iter().position(|&c| c == 0xC3) {
+                        p = ggep(body, p + at);
+                    }
+                }
+                p
+            }
+            _ => 0,
+        }
+    }
 }

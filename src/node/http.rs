@@ -310,6 +310,21 @@ pub(super) fn text(status: StatusCode, msg: &str, head: bool) -> Response<FileBo
         .expect("static headers are valid")
 }
 
+/// A 416 for a file of `size` bytes, naming the size as RFC 9110 (15.5.17)
+/// asks (`Content-Range: bytes */size`) so that the client can ask again.
+fn unsatisfiable(size: u64, head: bool) -> Response<FileBody> {
+    let mut r = text(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "Range not satisfiable",
+        head,
+    );
+    r.headers_mut().insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes */{size}")).expect("ASCII"),
+    );
+    r
+}
+
 async fn answer(
     req: Request<hyper::body::Incoming>,
     remote: SocketAddr,
@@ -356,13 +371,7 @@ async fn proxied(
                 end - start + 1,
                 Some(format!("bytes {start}-{end}/{}", source.size)),
             ),
-            RangeAnswer::Unsatisfiable => {
-                return text(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "Range not satisfiable",
-                    head,
-                );
-            }
+            RangeAnswer::Unsatisfiable => return unsatisfiable(source.size, head),
         };
         let mut r = base(status)
             .header(header::CONTENT_LENGTH, len)
@@ -568,18 +577,7 @@ pub(super) async fn answer_file(
     let (start, len, status) = match h::answer_range(range, file.size) {
         RangeAnswer::Whole => (0, file.size, StatusCode::OK),
         RangeAnswer::Part { start, end } => (start, end - start + 1, StatusCode::PARTIAL_CONTENT),
-        RangeAnswer::Unsatisfiable => {
-            let mut r = text(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "Range not satisfiable",
-                head,
-            );
-            r.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{}", file.size)).expect("ASCII"),
-            );
-            return Err(r);
-        }
+        RangeAnswer::Unsatisfiable => return Err(unsatisfiable(file.size, head)),
     };
     if let Some(urn) = file.sha1.filter(|_| !fasttrack) {
         learn_alt_locs(headers, urn, uploads);

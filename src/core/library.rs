@@ -1305,6 +1305,11 @@ impl View<'_> {
     /// holds every keyword of `text`, and those whose SHA-1 is one of `urns`. A
     /// text with no keywords (such as the URN-only `\`) matches by URN alone.
     pub fn search(&self, text: &str, urns: &[Sha1Urn], max: usize) -> Vec<FileRef<'_>> {
+        // Most relayed queries reach libraries with nothing in them (an
+        // ultrapeer sharing nothing, a leaf that offered none): no words cut.
+        if self.store.files == 0 {
+            return Vec::new();
+        }
         let mut found = BTreeSet::new();
         for urn in urns.iter().take(MAX_URNS) {
             found.extend(self.store.indexes_with(urn).into_iter().take(max));

@@ -263,6 +263,9 @@ impl<L: Links> Engine<L> {
             return;
         };
         let hits = self.offered_results(Some(conn), q);
+        if hits.is_empty() {
+            return;
+        }
         // We are the push proxy (`PUSH`, or `PUSH6` when the asker reaches us
         // over IPv6); a leaf on IPv6 is named in `6` (IPv6-Ready).
         let proxy = crate::wire::ipv6::packed_exts(

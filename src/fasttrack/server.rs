@@ -306,6 +306,12 @@ impl FastTrack {
     /// name the file by an index of ours ([`GNUTELLA_INDEX_BASE`] + slot) and
     /// carry the FTH; the node serves them by proxy.
     pub fn gnutella_results(&self, text: &str, max: usize) -> Vec<crate::wire::HitResult> {
+        let state = self.lock();
+        // Every Gnutella query passes here: with no user sharing, nothing is
+        // built or cut into words.
+        if !state.core.has_user_files() {
+            return Vec::new();
+        }
         let q = core::Query {
             id: 0,
             max_results: u16::try_from(max).unwrap_or(u16::MAX),
@@ -316,7 +322,8 @@ impl FastTrack {
                 value: Bytes::copy_from_slice(text.as_bytes()),
             }],
         };
-        let found = self.lock().core.matches_for_gnutella(&q, max);
+        let found = state.core.matches_for_gnutella(&q, max);
+        drop(state);
         found
             .into_iter()
             .filter(|(slot, _)| *slot < GNUTELLA_INDEX_BASE)

@@ -1019,7 +1019,15 @@ impl Supernode {
     /// Users' files (not the node's own) matching a query, with their slots,
     /// for answering the Gnutella network.
     pub fn matches_for_gnutella(&self, q: &Query, max: usize) -> Vec<(u32, Hit)> {
+        if !self.has_user_files() {
+            return Vec::new();
+        }
         self.matching(q, max, |f| f.owner != OWN)
+    }
+
+    /// Whether any user shares a file (the node's own do not count).
+    pub fn has_user_files(&self) -> bool {
+        self.files_total > 0
     }
 
     /// A user's file by slot, with its name checked.

@@ -360,19 +360,21 @@ async fn proxied(
     uploads: &Arc<Uploads>,
 ) -> Response<FileBody> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // A range past what the user announced is refused here, as a local
+    // file's would be, without a push or a connection to the user for it.
+    let (status, len, content_range) = match h::answer_range(range, source.size) {
+        RangeAnswer::Whole => (StatusCode::OK, source.size, None),
+        RangeAnswer::Part { start, end } => (
+            StatusCode::PARTIAL_CONTENT,
+            end - start + 1,
+            Some(format!("bytes {start}-{end}/{}", source.size)),
+        ),
+        RangeAnswer::Unsatisfiable => return unsatisfiable(source.size, head),
+    };
     if head {
         // Answered from what the user announced: a HEAD cannot be passed on
         // (giFT serves only GET), and a GET for it would take one of the
         // user's upload slots for nothing.
-        let (status, len, content_range) = match h::answer_range(range, source.size) {
-            RangeAnswer::Whole => (StatusCode::OK, source.size, None),
-            RangeAnswer::Part { start, end } => (
-                StatusCode::PARTIAL_CONTENT,
-                end - start + 1,
-                Some(format!("bytes {start}-{end}/{}", source.size)),
-            ),
-            RangeAnswer::Unsatisfiable => return unsatisfiable(source.size, head),
-        };
         let mut r = base(status)
             .header(header::CONTENT_LENGTH, len)
             .header(header::CONTENT_TYPE, OCTETS)

@@ -1019,9 +1019,6 @@ impl Supernode {
     /// Users' files (not the node's own) matching a query, with their slots,
     /// for answering the Gnutella network.
     pub fn matches_for_gnutella(&self, q: &Query, max: usize) -> Vec<(u32, Hit)> {
-        if !self.has_user_files() {
-            return Vec::new();
-        }
         self.matching(q, max, |f| f.owner != OWN)
     }
 

@@ -1131,6 +1131,8 @@ pub struct Library {
     served: Served,
     keywords: Keywords,
     last_index: u32,
+    /// Bumped by every change to the files or their hashes ([`Library::changes`]).
+    changes: u64,
 }
 
 /// A look at the library: its files, searches. Holds the read side of the
@@ -1145,6 +1147,13 @@ impl Library {
     /// An empty library.
     pub fn new() -> Library {
         Library::default()
+    }
+
+    /// A count of the changes made so far (files added or removed, hashes
+    /// recorded): a copy of the library kept elsewhere is current while this
+    /// has not moved, without comparing the files.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Number of files.
@@ -1200,6 +1209,7 @@ impl Library {
         fth: Option<Fth>,
     ) -> u32 {
         let name = clamp_name(name);
+        self.changes += 1;
         self.last_index = self.last_index.wrapping_add(1).max(1);
         let index = self.last_index;
         let split = split_path(path);
@@ -1226,6 +1236,7 @@ impl Library {
     /// are never served.
     pub fn add_at(&mut self, index: u32, name: &str, size: u64, sha1: Option<Sha1Urn>) {
         let name = clamp_name(name);
+        self.changes += 1;
         self.remove(index);
         for_each_table_keyword(name, |word| self.keywords.add(word, index));
         self.served
@@ -1235,6 +1246,7 @@ impl Library {
 
     /// Records a file's SHA-1 once it has been computed.
     pub fn set_sha1(&mut self, index: u32, urn: Sha1Urn) {
+        self.changes += 1;
         let mut store = self.served.write();
         if let Some(slot) = store.slot_of(index) {
             store.set_digest(SHA1, slot, urn.0);
@@ -1243,6 +1255,7 @@ impl Library {
 
     /// Records a file's FastTrack hash once it has been computed.
     pub fn set_fth(&mut self, index: u32, fth: Fth) {
+        self.changes += 1;
         let mut store = self.served.write();
         if let Some(slot) = store.slot_of(index) {
             store.set_digest(FTH, slot, fth.0);
@@ -1252,6 +1265,7 @@ impl Library {
     /// Removes a file; returns it if it was shared.
     pub fn remove(&mut self, index: u32) -> Option<SharedFile> {
         let file = self.served.write().remove(index)?;
+        self.changes += 1;
         for_each_table_keyword(&file.name, |word| self.keywords.remove(word, index));
         Some(file)
     }

@@ -673,6 +673,7 @@ async fn every_route_answers_as_documented() {
         "servent_qrp_table_slots",
         "servent_host_cache_hosts",
         "servent_fasttrack_users",
+        "servent_fasttrack_own_files",
         "servent_fasttrack_events_total",
         "servent_webcache_events_total",
     ] {

@@ -762,6 +762,78 @@ async fn a_fasttrack_user_finds_and_fetches_a_gnutella_leafs_file_through_the_me
     }
 }
 
+#[tokio::test]
+async fn the_nodes_own_files_are_offered_only_while_users_are_logged_in() {
+    let dir = common::Dir::new("ft-own");
+    let own = data(120_000, 5);
+    let n = node::start(
+        mesh_node(
+            &dir,
+            "own",
+            node::Mode::Ultrapeer,
+            Some(("own library song.mp3", &own)),
+            vec![],
+        ),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    // Hashed (a Gnutella search finds it with its FTH), and with no user the
+    // supernode holds no copy of the library.
+    let mut hits = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hits.is_empty() && tokio::time::Instant::now() < deadline {
+        hits.clear();
+        servent::node::search::search(
+            &n.local_addr.to_string(),
+            "own library song",
+            1,
+            Duration::from_millis(300),
+            10,
+            |h| hits.push(h),
+        )
+        .await
+        .unwrap();
+        hits.retain(|h| h.fth.is_some());
+    }
+    assert_eq!(hits.len(), 1, "the file is hashed");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(n.fasttrack().status().own_files, 0, "no user, no copy");
+
+    // A user logs in: the node's file is in its index at once and answers
+    // the user's search, served by the node.
+    let mut u = User::login(n.local_addr, "U", 1).await;
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut id = 0;
+    while found.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "own file not offered"
+        );
+        found = u.search(id, "own library song").await;
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        id <= 3,
+        "offered at the login, not at a later tick: {id} searches"
+    );
+    let (_, r) = &found[0];
+    assert_eq!(r.fth, fth(&own));
+    assert_eq!((r.ip, r.port), (LOCAL, n.local_addr.port()));
+    assert_eq!(n.fasttrack().status().own_files, 1);
+
+    // The last user leaves: the copy goes.
+    drop(u);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while n.fasttrack().status().own_files != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "copy kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n.shutdown().await;
+}
+
 /// A user's HTTP side that serves `data` by its FTH to every connection.
 async fn serve_forever(l: TcpListener, data: Vec<u8>) {
     loop {

@@ -395,6 +395,12 @@ pub fn node(c: &Control) -> String {
         "Files FastTrack users share with the supernode.",
         ft.files as u64,
     );
+    p.one(
+        "servent_fasttrack_own_files",
+        "gauge",
+        "The node's own files offered to FastTrack users (none while no user is logged in).",
+        ft.own_files as u64,
+    );
     let name = "servent_fasttrack_events_total";
     p.family(
         name,

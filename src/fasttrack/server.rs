@@ -94,6 +94,8 @@ pub struct ShellCounters {
 pub struct FastTrackStatus {
     pub users: usize,
     pub files: usize,
+    /// The node's own files offered to users: none while no user is logged in.
+    pub own_files: usize,
     pub counters: Vec<(&'static str, u64)>,
 }
 
@@ -131,6 +133,8 @@ struct Inner {
     next_push: std::sync::atomic::AtomicU32,
     /// Sessions being served, handshakes included.
     live: std::sync::atomic::AtomicUsize,
+    /// Woken when a user logs in to a supernode that had none.
+    first_user: tokio::sync::Notify,
     cancel: CancellationToken,
 }
 
@@ -173,6 +177,7 @@ impl FastTrack {
                 gives: Mutex::new(HashMap::new()),
                 next_push: std::sync::atomic::AtomicU32::new(1),
                 live: std::sync::atomic::AtomicUsize::new(0),
+                first_user: tokio::sync::Notify::new(),
                 cancel: cancel.clone(),
             }),
         };
@@ -209,6 +214,17 @@ impl FastTrack {
         self.lock().core.set_own_files(addr, b"servent", files);
     }
 
+    /// Whether any user is logged in.
+    pub fn has_users(&self) -> bool {
+        !self.lock().sessions.is_empty()
+    }
+
+    /// Returns once a user has logged in to a supernode that had none (at
+    /// once if one did since the last call).
+    pub async fn first_user(&self) {
+        self.inner.first_user.notified().await;
+    }
+
     /// Other supernodes, for the 0x00 sent at login.
     pub fn set_nodes(&self, nodes: Vec<core::NodeEntry>) {
         self.lock().core.set_nodes(nodes);
@@ -223,6 +239,7 @@ impl FastTrack {
         FastTrackStatus {
             users: st.core.users_online(),
             files: st.core.files_indexed(),
+            own_files: st.core.own_files(),
             counters: vec![
                 ("sessions", s.sessions),
                 ("logins", s.logins),
@@ -490,6 +507,10 @@ impl FastTrack {
         {
             let mut out = Vec::new();
             let mut st = self.lock();
+            if st.sessions.is_empty() {
+                // Kept until the one waiting takes it (`notify_one`).
+                self.inner.first_user.notify_one();
+            }
             st.sessions.insert(
                 id,
                 SessionHandle {

@@ -576,6 +576,11 @@ impl Supernode {
         self.files_total
     }
 
+    /// How many of the node's own files are in the index.
+    pub fn own_files(&self) -> usize {
+        self.own.len()
+    }
+
     /// Other supernodes to tell users about at login (0x00).
     pub fn set_nodes(&mut self, nodes: Vec<NodeEntry>) {
         self.nodes = nodes;
@@ -587,6 +592,14 @@ impl Supernode {
     pub fn set_own_files(&mut self, addr: SocketAddrV4, name: &[u8], files: Vec<Share>) {
         for slot in std::mem::take(&mut self.own) {
             self.remove_file(slot);
+        }
+        if files.is_empty() && self.files_total == 0 {
+            // Nothing left in the index: its tables are given back, not kept
+            // at the size the node's library had made them.
+            self.files = Vec::new();
+            self.free = Vec::new();
+            self.words = Default::default();
+            self.by_hash = Default::default();
         }
         self.own_addr = addr;
         self.own_name = Bytes::copy_from_slice(name);

@@ -84,6 +84,21 @@ impl Shares {
     }
 }
 
+/// Hands the allocator's free pages back to the system once the library is
+/// settled (after start-up, and after each rescan with its hashing). glibc
+/// returns only the top of its heap by itself; what the scan, the hash cache's
+/// text and the hashing freed below what stays would stay resident for as
+/// long as the node runs. 100,000 files, warm hash cache: 59 MB resident after
+/// start-up without it, 47 MB with it.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own free
+    // lists, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
     let (found, errors) = share::scan(roots);
     warn_unread(errors);
@@ -109,6 +124,8 @@ pub async fn run(
         if !hash_pending(&mut shares, &events, &cancel).await {
             return;
         }
+        // Settled until the next rescan.
+        give_back_memory();
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             // A server found a file changed on disk: look now.

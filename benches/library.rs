@@ -15,16 +15,18 @@
 //!   every file put in the library, against `find` over the same tree (plain,
 //!   and printing size and time as the scan must read them);
 //! - hashing: the same files hashed by [`servent::share::hash_file`] against
-//!   `sha1sum` (skipped with a message when the binary is missing).
+//!   `sha1sum` (skipped with a message when the binary is missing);
+//! - the whole node: the resident size of a `servent run` sharing 100,000
+//!   files, just after hashing them and restarted with its hash cache, over
+//!   that of one sharing nothing.
 //!
 //! `cargo test --benches` runs a quick mode (100,000 files for the memory,
-//! 20,000 for the answers, a small tree) that asserts the answers equal the
-//! naive scan's and the bytes per file stay under a ceiling (230: issue 14's
-//! aim of 150 is printed beside the figures, not met yet with the FastTrack
-//! hash in every record).
+//! 20,000 for the answers, small trees) that asserts the answers equal the
+//! naive scan's and the bytes per file stay under issue 14's aim of 150.
+//! `LIBRARY_BENCH=startup`, `hashing` or `resident` runs that part alone.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -422,6 +424,113 @@ fn hashing(n: usize, size: usize, rounds: usize) {
     assert!(hex.starts_with(&ours), "{hex} vs {ours}");
 }
 
+/// `VmRSS` of process `pid`, in bytes.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// A `servent run` sharing `share` (no control API: nothing to bind but the
+/// node's own port, 0), after `ready` says it is and its resident size has
+/// stopped moving. Returns the resident size.
+fn node_resident(share: &Path, data: &Path, ready: impl Fn() -> bool) -> u64 {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
+        .args([
+            "--config",
+            "/dev/null",
+            "-q",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-api",
+        ])
+        .arg("--share")
+        .arg(share)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("servent run");
+    common::listening_addr(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !ready() {
+        assert!(Instant::now() < deadline, "the node never got ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Settled: the same size twice, a second apart.
+    let mut last = 0;
+    let rss = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = rss_of(child.id()).expect("VmRSS");
+        if now == last || Instant::now() > deadline {
+            break now;
+        }
+        last = now;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}
+
+/// The whole node's resident size sharing `n` files (names as the memory
+/// part's, a few bytes of content each, 100 to a directory): with nothing
+/// shared (the baseline), just after hashing them all (a cold start), and
+/// started again over the same files with its hash cache (a warm start).
+fn resident(n: usize) {
+    if rss_of(std::process::id()).is_none() {
+        println!("resident size of a node: /proc not readable, skipped");
+        return;
+    }
+    let t = TempDir::new("resident");
+    let (share, empty) = (t.0.join("share"), t.0.join("empty"));
+    std::fs::create_dir_all(&empty).expect("dir");
+    let vocab = vocabulary(20_000);
+    let mut name_bytes = 0;
+    for (i, e) in files(n, &vocab).iter().enumerate() {
+        let dir = share.join(format!("artist{}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&dir).expect("dir");
+        }
+        name_bytes += e.name.len();
+        std::fs::write(dir.join(&e.name), format!("content {i}")).expect("file");
+    }
+    let idle = node_resident(&empty, &t.0.join("data-empty"), || true);
+    // Hashed when the hash cache is written, with every file in it.
+    let data = t.0.join("data");
+    let cache = data.join("sha1-cache.txt");
+    let hashed =
+        || std::fs::read(&cache).is_ok_and(|b| b.iter().filter(|&&c| c == b'\n').count() >= n);
+    let cold = node_resident(&share, &data, hashed);
+    let warm = node_resident(&share, &data, || true);
+    let per = |rss: u64| rss.saturating_sub(idle) as f64 / n as f64;
+    println!(
+        "servent run sharing {n} files (names {:.1} B on average):",
+        name_bytes as f64 / n as f64
+    );
+    println!(
+        "  nothing shared (baseline)    {:>8.1} MiB",
+        idle as f64 / 1048576.0
+    );
+    println!(
+        "  after hashing them           {:>8.1} MiB  {:>6.1} B/file over the baseline",
+        cold as f64 / 1048576.0,
+        per(cold)
+    );
+    println!(
+        "  restarted, hash cache warm   {:>8.1} MiB  {:>6.1} B/file over the baseline",
+        warm as f64 / 1048576.0,
+        per(warm)
+    );
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -433,10 +542,11 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 fn main() {
     // `cargo test --benches` runs this without `--bench`: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
-    // `LIBRARY_BENCH=startup` (or `hashing`) runs that part alone, for a profile.
+    // `LIBRARY_BENCH=startup` (or `hashing`, `resident`) runs that part alone.
     match std::env::var("LIBRARY_BENCH").as_deref() {
         Ok("startup") => return startup(if quick { 2_000 } else { 100_000 }, 3),
         Ok("hashing") => return hashing(2_000, 64 * 1024, 3),
+        Ok("resident") => return resident(if quick { 2_000 } else { 100_000 }),
         _ => {}
     }
     let vocab = vocabulary(20_000);
@@ -468,9 +578,11 @@ fn main() {
     if quick {
         startup(2_000, 1);
         hashing(20, 64 * 1024, 1);
+        resident(2_000);
     } else {
         startup(100_000, 3);
         hashing(2_000, 64 * 1024, 3);
+        resident(100_000);
     }
     assert!(over.is_empty(), "over the ceiling of {CEILING}: {over:?}");
 }

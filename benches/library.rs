@@ -442,16 +442,8 @@ fn rss_of(pid: u32) -> Option<u64> {
 /// node's own port, 0), after `ready` says it is and its resident size has
 /// stopped moving. Returns the resident size.
 fn node_resident(share: &Path, data: &Path, ready: impl Fn() -> bool) -> u64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
-        .args([
-            "--config",
-            "/dev/null",
-            "-q",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-api",
-        ])
+    let mut child = common::servent_run()
+        .arg("--no-api")
         .arg("--share")
         .arg(share)
         .arg("--data-dir")

@@ -142,19 +142,9 @@ fn rss_kib(pid: u32) -> u64 {
 async fn idle_connection_memory(connections: usize) -> (u64, u64) {
     let dir = std::env::temp_dir().join(format!("servent-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
+    let mut child = common::servent_run()
         // An ultrapeer, so it takes every flat connection up to the limits.
-        // No config file: the bench's flags and nothing of the user's.
-        .args([
-            "--config",
-            "/dev/null",
-            "-q",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--mode",
-            "ultrapeer",
-        ])
+        .args(["--mode", "ultrapeer"])
         .arg("--max-peers")
         .arg((connections + 10).to_string())
         .arg("--max-ultrapeers")

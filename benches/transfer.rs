@@ -243,18 +243,8 @@ async fn measure(
 /// Starts `servent run` with `threads` runtime worker threads (tokio reads
 /// `TOKIO_WORKER_THREADS`).
 fn start_servent(share: &Path, data: &Path, threads: usize) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_servent"))
-        // No config file: the bench's flags and nothing of the user's.
-        .args([
-            "--config",
-            "/dev/null",
-            "-q",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-uploads",
-            "256",
-        ])
+    let mut child = common::servent_run()
+        .args(["--max-uploads", "256"])
         .arg("--share")
         .arg(share)
         .arg("--data-dir")

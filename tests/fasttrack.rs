@@ -255,6 +255,21 @@ async fn get_hash(mut stream: TcpStream, hash: &[u8; 20], host: SocketAddr) -> V
     all[end..].to_vec()
 }
 
+/// A Gnutella search through the node at `at` (at most 10 results), with
+/// the hits that came within `wait`.
+async fn gnutella_search(
+    at: SocketAddr,
+    words: &str,
+    ttl: u8,
+    wait: Duration,
+) -> Vec<servent::node::search::SearchHit> {
+    let mut hits = Vec::new();
+    servent::node::search::search(&at.to_string(), words, ttl, wait, 10, |h| hits.push(h))
+        .await
+        .unwrap();
+    hits
+}
+
 async fn start_node(dir: &common::Dir) -> node::NodeHandle {
     node::start(
         NodeConfig {
@@ -783,17 +798,13 @@ async fn the_nodes_own_files_are_offered_only_while_users_are_logged_in() {
     let mut hits = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     while hits.is_empty() && tokio::time::Instant::now() < deadline {
-        hits.clear();
-        servent::node::search::search(
-            &n.local_addr.to_string(),
+        hits = gnutella_search(
+            n.local_addr,
             "own library song",
             1,
             Duration::from_millis(300),
-            10,
-            |h| hits.push(h),
         )
-        .await
-        .unwrap();
+        .await;
         hits.retain(|h| h.fth.is_some());
     }
     assert_eq!(hits.len(), 1, "the file is hashed");
@@ -905,17 +916,13 @@ async fn a_fasttrack_users_file_is_found_and_fetched_from_gnutella_and_from_anot
 
     // A Gnutella leaf of B searches: A answers for U1's file, naming itself and
     // the FTH; the leaf fetches it from A, which passes U1's bytes through.
-    let mut hits = Vec::new();
-    servent::node::search::search(
-        &b.local_addr.to_string(),
+    let hits = gnutella_search(
+        b.local_addr,
         "faraway fasttrack tune",
         3,
         Duration::from_millis(2000),
-        10,
-        |h| hits.push(h),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(hits.len(), 1, "{hits:?}");
     let h = &hits[0];
     assert_eq!((h.host, h.port), (LOCAL.into(), a.local_addr.port()));
@@ -1002,17 +1009,13 @@ async fn a_firewalled_users_file_reaches_a_gnutella_downloader_by_push() {
         serve_hash(s, d).await;
         u3
     });
-    let mut hits = Vec::new();
-    servent::node::search::search(
-        &a.local_addr.to_string(),
+    let hits = gnutella_search(
+        a.local_addr,
         "walled garden",
         2,
         Duration::from_millis(1500),
-        10,
-        |h| hits.push(h),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(hits.len(), 1, "{hits:?}");
     let h = &hits[0];
     let path = format!("/get/{}/{}", h.index, h.name.replace(' ', "%20"));

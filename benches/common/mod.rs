@@ -44,6 +44,23 @@ mod rng;
 #[allow(unused_imports)]
 pub use rng::Rng;
 
+/// `servent run` as the benches start it: no configuration file of the
+/// user's, quiet, on a loopback port of the system's choosing (read back with
+/// [`listening_addr`] once the child's stdout is piped); the caller adds its
+/// own flags.
+pub fn servent_run() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
+    c.args([
+        "--config",
+        "/dev/null",
+        "-q",
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    c
+}
+
 /// The address a `servent` child process says it listens on (its first line of
 /// standard output, `listening on ADDR`); the child's stdout must be piped.
 pub fn listening_addr(child: &mut std::process::Child) -> std::net::SocketAddr {

@@ -255,6 +255,21 @@ async fn get_hash(mut stream: TcpStream, hash: &[u8; 20], host: SocketAddr) -> V
     all[end..].to_vec()
 }
 
+/// Everything `at` sends back to `head` (a request's lines, to which
+/// `Connection: close` and the blank line are added) until it closes.
+async fn answer_to(at: SocketAddr, head: &str) -> String {
+    let mut s = TcpStream::connect(at).await.unwrap();
+    s.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// A Gnutella search through the node at `at` (at most 10 results), with
 /// the hits that came within `wait`.
 async fn gnutella_search(
@@ -1021,16 +1036,8 @@ async fn a_firewalled_users_file_reaches_a_gnutella_downloader_by_push() {
     let path = format!("/get/{}/{}", h.index, h.name.replace(' ', "%20"));
     // A HEAD is answered from what U3 announced, without a push (U3 answers
     // one push only here: a HEAD that pushed would leave the GET without).
-    let mut s = TcpStream::connect((h.host, h.port)).await.unwrap();
-    s.write_all(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    timeout(WAIT, s.read_to_end(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&head).to_string();
+    let at = SocketAddr::from((h.host, h.port));
+    let head = answer_to(at, &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n")).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
@@ -1042,21 +1049,8 @@ async fn a_firewalled_users_file_reaches_a_gnutella_downloader_by_push() {
     // (U3 answers one only: the GET below would find none).
     let past = u3_data.len();
     for method in ["HEAD", "GET"] {
-        let mut s = TcpStream::connect((h.host, h.port)).await.unwrap();
-        s.write_all(
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nRange: bytes={past}-\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut head = Vec::new();
-        timeout(WAIT, s.read_to_end(&mut head))
-            .await
-            .unwrap()
-            .unwrap();
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nRange: bytes={past}-\r\n");
+        let head = answer_to(at, &request).await.to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 416"), "{method}: {head}");
         assert!(
             head.contains(&format!("content-range: bytes */{past}\r\n")),

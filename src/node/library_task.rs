@@ -124,8 +124,11 @@ pub async fn run(
         if !hash_pending(&mut shares, &events, &cancel).await {
             return;
         }
-        // Settled until the next rescan.
-        give_back_memory();
+        // Settled until the next rescan. Off the runtime's threads: the trim
+        // walks every free chunk of the heap, however large the library is.
+        if tokio::task::spawn_blocking(give_back_memory).await.is_err() {
+            return;
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             // A server found a file changed on disk: look now.

@@ -736,7 +736,7 @@ fn stamp(size: u64, mtime: SystemTime) -> Stamp {
 struct Cached {
     stamp: Stamp,
     has_urn: bool,
-    /// Found by the current scans (see [`HashCache::note`]).
+    /// Found by the current scans (see [`HashCache::note_hashes`]).
     known: bool,
     has_fth: bool,
     urn: [u8; 20],
@@ -780,9 +780,9 @@ impl Entry {
 /// parse are ignored, so a damaged cache costs rehashing, never a wrong hash: an
 /// entry is used only when size and time still match the file.
 ///
-/// A node also keeps here what it knows of every shared file (the size and
-/// time it was indexed at, [`HashCache::note`]), so each path is held once
-/// for both. The file is read a line at a time into one reused buffer, never
+/// A node reads it at start-up to fill its library and then drops it: the
+/// library holds the same (path, size, time, hashes), and the cache file is
+/// written from there ([`save_hashes`]). The file is read a line at a time into one reused buffer, never
 /// whole; the paths are kept back to back in one byte arena, found through a
 /// table of entry numbers hashed by the path's bytes.
 #[derive(Debug, Default)]
@@ -796,7 +796,7 @@ pub struct HashCache {
     hasher: foldhash::fast::RandomState,
 }
 
-/// What [`HashCache::note`] found about a file.
+/// What [`HashCache::note_hashes`] found about a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Noted {
     /// Not known before.
@@ -842,6 +842,43 @@ fn parse_line(line: &[u8]) -> Option<(&str, Cached)> {
     let stamp = Stamp::new(size, mtime_ns)?;
     let path = std::str::from_utf8(path).ok()?;
     Some((path, Cached::hashed(stamp, urn, fth)))
+}
+
+/// Writes a hash cache file holding `rows` (path, size, modification time,
+/// SHA-1, FastTrack hash), as [`HashCache::load`] reads it back: for a node
+/// whose library holds what a cache would (see `core::library::Served`).
+pub fn save_hashes(
+    file: &Path,
+    rows: &[(PathBuf, u64, SystemTime, Sha1Urn, Option<Fth>)],
+) -> io::Result<()> {
+    let rows = rows
+        .iter()
+        .map(|(path, size, mtime, urn, fth)| (path.as_path(), stamp(*size, *mtime), *urn, *fth))
+        .collect();
+    write_cache(file, rows)
+}
+
+/// Writes cache lines atomically (a temporary file of this process's own,
+/// renamed into place), in path order.
+fn write_cache(file: &Path, mut rows: Vec<(&Path, Stamp, Sha1Urn, Option<Fth>)>) -> io::Result<()> {
+    // A name of this process's own: two processes sharing one data
+    // directory must not rename each other's half-written file away.
+    let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
+    {
+        let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for (path, stamp, urn, fth) in rows {
+            let Some(p) = path.to_str() else { continue };
+            if p.contains('\n') {
+                continue;
+            }
+            let fth = fth.map(|f| format!(",{}", f.hex())).unwrap_or_default();
+            let (size, mtime) = (stamp.size, stamp.mtime_ns());
+            writeln!(out, "{}{fth} {size} {mtime} {p}", urn.base32())?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    fs::rename(&tmp, file)
 }
 
 impl HashCache {
@@ -948,35 +985,17 @@ impl HashCache {
 
     /// Writes the cache atomically: to a temporary file, then renamed into place.
     pub fn save(&self, file: &Path) -> io::Result<()> {
-        // A name of this process's own: two processes sharing one data
-        // directory must not rename each other's half-written file away.
-        let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
-        {
-            let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
-            let mut rows: Vec<(&Path, &Cached)> = self
-                .entries
-                .iter()
-                .filter(|e| e.cached.has_urn)
-                .map(|e| (path_of(e.path(&self.paths)), &e.cached))
-                .collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
-            for (path, c) in rows {
-                let Some(p) = path.to_str() else { continue };
-                if p.contains('\n') {
-                    continue;
-                }
-                let urn = Sha1Urn(c.urn);
-                let fth = if c.has_fth {
-                    format!(",{}", Fth(c.fth).hex())
-                } else {
-                    String::new()
-                };
-                let (size, mtime) = (c.stamp.size, c.stamp.mtime_ns());
-                writeln!(out, "{}{fth} {size} {mtime} {p}", urn.base32())?;
-            }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        fs::rename(&tmp, file)
+        let rows = self
+            .entries
+            .iter()
+            .filter(|e| e.cached.has_urn)
+            .map(|e| {
+                let c = &e.cached;
+                let fth = c.has_fth.then_some(Fth(c.fth));
+                (path_of(e.path(&self.paths)), c.stamp, Sha1Urn(c.urn), fth)
+            })
+            .collect();
+        write_cache(file, rows)
     }
 
     /// The cached hash of `file`, if it is still valid for its size and time.
@@ -1021,15 +1040,10 @@ impl HashCache {
     }
 
     /// Records that `file` is shared as it is now (size and time), and says
-    /// how that compares with what was known of it. A hash cached for another
-    /// size or time is dropped.
-    pub fn note(&mut self, file: &FoundFile) -> Noted {
-        self.note_hashes(file).noted
-    }
-
-    /// As [`HashCache::note`], with the hashes still valid for the file (what
-    /// [`HashCache::get`] and [`HashCache::get_fth`] then give), from one
-    /// look-up.
+    /// how that compares with what was known of it, with the hashes still
+    /// valid for it (what [`HashCache::get`] and [`HashCache::get_fth`] then
+    /// give), from one look-up. A hash cached for another size or time is
+    /// dropped.
     pub fn note_hashes(&mut self, file: &FoundFile) -> Known {
         let stamp = stamp(file.size, file.mtime);
         let unhashed = || Cached {
@@ -1063,21 +1077,6 @@ impl HashCache {
             urn: c.has_urn.then_some(Sha1Urn(c.urn)),
             fth: (c.has_urn && c.has_fth).then_some(Fth(c.fth)),
         }
-    }
-
-    /// Forgets every known path `seen` says is gone from the shares, and
-    /// returns them.
-    pub fn forget_unseen(&mut self, seen: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
-        let mut gone = Vec::new();
-        self.retain(|p, c| {
-            if c.known && !seen(p) {
-                gone.push(p.to_path_buf());
-                false
-            } else {
-                true
-            }
-        });
-        gone
     }
 
     /// Forgets every entry not noted as shared (files that are gone).

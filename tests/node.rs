@@ -665,6 +665,83 @@ async fn files_added_changed_or_removed_while_running_are_noticed() {
         .expect("shutdown");
 }
 
+/// Whether the hash cache file holds a line for each content of `want`
+/// (by its SHA-1), none for `gone`, and nothing else.
+fn cache_says(cache: &std::path::Path, want: &[&[u8]], gone: &[&[u8]]) -> bool {
+    use servent::wire::huge::Sha1Urn;
+    let text = std::fs::read_to_string(cache).unwrap_or_default();
+    let has = |b: &&[u8]| text.contains(&format!("{},", Sha1Urn::digest(b).base32()));
+    want.iter().all(has) && !gone.iter().any(has) && text.lines().count() == want.len()
+}
+
+/// Waits until [`cache_says`] holds.
+async fn cache_becomes(cache: &std::path::Path, want: &[&[u8]], gone: &[&[u8]]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cache_says(cache, want, gone) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cache: {:?}",
+            std::fs::read_to_string(cache)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_hash_cache_holds_the_shared_files_after_changes_and_a_restart() {
+    use servent::wire::huge::Sha1Urn;
+    let dir = Dir::new("cache-rescan");
+    let share = dir.0.join("share");
+    let data_dir = dir.0.join("data");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("apple.txt"), b"apple").unwrap();
+    std::fs::write(share.join("banana.txt"), b"banana").unwrap();
+    let config = || NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shares: vec![share.clone()],
+        data_dir: Some(data_dir.clone()),
+        target_peers: 0,
+        rescan_every: Duration::from_millis(200),
+        ..flat()
+    };
+    let cache = data_dir.join("sha1-cache.txt");
+    let n = node::start(config(), CancellationToken::new())
+        .await
+        .unwrap();
+    cache_becomes(&cache, &[b"apple", b"banana"], &[]).await;
+    // One removed, one added, one changed: the cache follows the library.
+    std::fs::remove_file(share.join("banana.txt")).unwrap();
+    std::fs::write(share.join("cherry.txt"), b"cherry").unwrap();
+    std::fs::write(share.join("apple.txt"), b"apple, ripe").unwrap();
+    let now: [&[u8]; 2] = [b"apple, ripe", b"cherry"];
+    let old: [&[u8]; 2] = [b"apple", b"banana"];
+    cache_becomes(&cache, &now, &old).await;
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+    // Restarted over the same files: their hashes come from the cache, and
+    // it still says the same.
+    let n = node::start(config(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    search::search(
+        &n.local_addr.to_string(),
+        "cherry",
+        2,
+        Duration::from_millis(500),
+        10,
+        |h| found.push(h.urn),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found, [Some(Sha1Urn::digest(b"cherry"))]);
+    assert!(cache_says(&cache, &now, &old));
+    tokio::time::timeout(WAIT, n.shutdown())
+        .await
+        .expect("shutdown");
+}
+
 #[tokio::test]
 async fn dialing_a_peer_that_only_speaks_0_4_falls_back() {
     let dir = Dir::new("v04");

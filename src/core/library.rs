@@ -200,6 +200,30 @@ impl Served {
             .collect()
     }
 
+    /// What the library holds of the file at `path`, if it is shared: the
+    /// size and time it was indexed at, and its hashes once known. (The
+    /// library task compares its rescans with this; no second copy of every
+    /// path is kept for that.)
+    pub fn on_disk(&self, path: &Path) -> Option<OnDisk> {
+        let store = self.read();
+        let f = store.file(store.slot_of_path(path)?);
+        Some(OnDisk::of(&f))
+    }
+
+    /// Every shared file with a path on disk, with what [`Served::on_disk`]
+    /// says of it, in index order. Collected under the read lock, handed out
+    /// after it is released.
+    pub fn all_on_disk(&self) -> Vec<(PathBuf, OnDisk)> {
+        let store = self.read();
+        store
+            .slots_by_index(|r| r.dir != NO_DIR)
+            .map(|s| {
+                let f = store.file(s);
+                (f.path(), OnDisk::of(&f))
+            })
+            .collect()
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Store> {
         // A writer cannot panic while holding the lock (plain table updates),
         // but a poisoned lock still holds consistent tables.
@@ -208,6 +232,32 @@ impl Served {
 
     fn write(&self) -> RwLockWriteGuard<'_, Store> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the library holds of a file on disk ([`Served::on_disk`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnDisk {
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub sha1: Option<Sha1Urn>,
+    pub fth: Option<Fth>,
+}
+
+impl OnDisk {
+    fn of(f: &FileRef<'_>) -> OnDisk {
+        OnDisk {
+            size: f.size,
+            mtime: f.mtime,
+            sha1: f.sha1,
+            fth: f.fth,
+        }
+    }
+
+    /// Whether it was indexed at this size and time (the file has not
+    /// changed since, as far as its size and time tell).
+    pub fn is(&self, size: u64, mtime: SystemTime) -> bool {
+        self.size == size && self.mtime == mtime
     }
 }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::library::Library;
-use crate::share::{self, FoundFile, HashCache, Noted};
+use crate::core::library::{Library, Served};
+use crate::share::{self, FoundFile, HashCache};
 
 use super::engine::{EngineRef, Event};
 
@@ -36,9 +36,12 @@ impl LibraryState {
 /// What the task knows of the shares.
 pub struct Shares {
     pub state: Arc<LibraryState>,
-    /// The hashes, and every file shared, by path, with the size and time it
-    /// was indexed at (one entry per path for both).
-    cache: HashCache,
+    /// The library as the file servers see it: every shared file by path,
+    /// with the size and time it was indexed at and its hashes. Rescans are
+    /// compared with it and the hash cache is written from it, so no second
+    /// copy of every path is kept (the cache read at start-up is dropped once
+    /// the library is filled from it: 15 MB at 100,000 files).
+    served: Served,
     cache_file: Option<PathBuf>,
     /// Files indexed without a hash yet (or without their FastTrack hash).
     to_hash: Vec<FoundFile>,
@@ -56,17 +59,19 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
         }
         HashCache::default()
     });
-    let mut shares = Shares {
+    let mut cache = cache;
+    let mut library = Library::new();
+    let to_hash = share::index_found(found, &mut cache, &mut library);
+    drop(cache);
+    let shares = Shares {
         state: Arc::new(LibraryState {
             roots: std::sync::Mutex::new(roots.to_vec()),
             pending: Default::default(),
         }),
-        cache,
+        served: library.served(),
         cache_file,
-        to_hash: Vec::new(),
+        to_hash,
     };
-    let mut library = Library::new();
-    shares.to_hash = share::index_found(found, &mut shares.cache, &mut library);
     shares.set_pending();
     tracing::info!(
         files = library.len(),
@@ -141,36 +146,43 @@ pub async fn run(
         };
         let mut seen = HashSet::with_capacity(found.len());
         for f in found {
-            let noted = shares.cache.note(&f);
+            // What the library holds of this path (the read lock is not held
+            // past this line: the engine takes the write side for events).
+            let known = shares.served.on_disk(&f.path);
             seen.insert(f.path.clone());
-            if noted == Noted::Same {
-                continue;
-            }
-            if noted == Noted::Changed {
-                // Changed on disk: its old hash must never be offered again.
-                if !events.send(Event::Removed {
+            let changed = match known {
+                Some(k) if k.is(f.size, f.mtime) => continue,
+                Some(_) => true,
+                None => false,
+            };
+            // Changed on disk: its old hash must never be offered again.
+            if changed
+                && !events.send(Event::Removed {
                     path: f.path.clone(),
-                }) {
-                    return;
-                }
+                })
+            {
+                return;
             }
-            let urn = shares.cache.get(&f);
-            let fth = shares.cache.get_fth(&f);
-            if urn.is_none() || fth.is_none() {
-                shares.to_hash.push(f.clone());
-            }
+            shares.to_hash.push(f.clone());
             if !events.send(Event::Added {
                 name: f.name().to_string(),
                 path: f.path,
                 size: f.size,
                 mtime: f.mtime,
-                urn,
-                fth,
+                urn: None,
+                fth: None,
             }) {
                 return;
             }
         }
-        for path in shares.cache.forget_unseen(|p| seen.contains(p)) {
+        let gone: Vec<PathBuf> = shares
+            .served
+            .all_on_disk()
+            .into_iter()
+            .map(|(path, _)| path)
+            .filter(|p| !seen.contains(p))
+            .collect();
+        for path in gone {
             if !events.send(Event::Removed { path }) {
                 return;
             }
@@ -190,9 +202,14 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
         left -= 1;
         let path = file.path.clone();
         let stop = cancel.clone();
-        // A file whose SHA-1 is cached (from before the FastTrack hash was
-        // kept) gets the FTH alone, which reads only a few blocks of it.
-        let known = shares.cache.get(&file);
+        // A file whose SHA-1 is known (from a cache written before the
+        // FastTrack hash was kept) gets the FTH alone, which reads only a few
+        // blocks of it.
+        let known = shares
+            .served
+            .on_disk(&file.path)
+            .filter(|k| k.is(file.size, file.mtime))
+            .and_then(|k| k.sha1);
         let size = file.size;
         let hashing = tokio::task::spawn_blocking(move || match known {
             Some(urn) => share::fth_file(&path, size).map(|fth| (urn, fth)),
@@ -200,7 +217,6 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
         });
         match hashing.await {
             Ok(Ok((urn, fth))) => {
-                shares.cache.insert_both(&file, urn, fth);
                 let event = Event::Hashed {
                     path: file.path.clone(),
                     size: file.size,
@@ -221,8 +237,15 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
             .store(left, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(f) = &shares.cache_file {
-        shares.cache.retain_known();
-        if let Err(e) = shares.cache.save(f) {
+        // Every hash is in the library by now (events are handled as they
+        // are sent): the cache is what it holds.
+        let rows: Vec<_> = shares
+            .served
+            .all_on_disk()
+            .into_iter()
+            .filter_map(|(path, k)| Some((path, k.size, k.mtime, k.sha1?, k.fth)))
+            .collect();
+        if let Err(e) = share::save_hashes(f, &rows) {
             tracing::warn!(file = %f.display(), error = %e, "cannot save the hash cache");
         }
     }

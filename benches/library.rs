@@ -338,10 +338,10 @@ fn startup(n: usize, rounds: usize) {
         // What the node does at start-up (`node::library_task::initial`).
         let (found, errors, cache) =
             share::scan_with_cache(std::slice::from_ref(&root), Some(&cache_file));
-        let mut cache = cache.expect("load");
+        let cache = cache.expect("load");
         assert!(errors.is_empty());
         let mut l = Library::new();
-        let to_hash = share::index_found(found, &mut cache, &mut l);
+        let to_hash = share::index_found(found, &cache, &mut l);
         assert!(to_hash.is_empty(), "every hash from the cache");
         assert_eq!(l.len(), n);
     });

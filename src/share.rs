@@ -8,7 +8,7 @@
 //! file outside what the user shared; a directory reached twice (through links) is
 //! walked once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::hash::BuildHasher;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -197,20 +197,20 @@ fn in_path_order(found: Vec<FoundFile>) -> Vec<FoundFile> {
 }
 
 /// Puts the files a scan found in `library`, each with the hashes `cache`
-/// holds for its size and time, and notes each in `cache` as shared: what a
-/// node does at start-up. Returns the files still to hash (no SHA-1 or no
-/// FastTrack hash cached), in the order found.
+/// holds for its size and time: what a node does at start-up. Returns the
+/// files still to hash (no SHA-1 or no FastTrack hash cached), in the order
+/// found.
 pub fn index_found(
     found: Vec<FoundFile>,
-    cache: &mut HashCache,
+    cache: &HashCache,
     library: &mut Library,
 ) -> Vec<FoundFile> {
     let mut to_hash = Vec::new();
     library.reserve(found.len());
     for f in found {
-        let known = cache.note_hashes(&f);
-        let hashed = known.urn.is_some() && known.fth.is_some();
-        library.add_hashed(f.name(), &f.path, f.size, f.mtime, known.urn, known.fth);
+        let (urn, fth) = cache.hashes(&f);
+        let hashed = urn.is_some() && fth.is_some();
+        library.add_hashed(f.name(), &f.path, f.size, f.mtime, urn, fth);
         if !hashed {
             to_hash.push(f);
         }
@@ -736,8 +736,6 @@ fn stamp(size: u64, mtime: SystemTime) -> Stamp {
 struct Cached {
     stamp: Stamp,
     has_urn: bool,
-    /// Found by the current scans (see [`HashCache::note_hashes`]).
-    known: bool,
     has_fth: bool,
     urn: [u8; 20],
     fth: [u8; 20],
@@ -749,7 +747,6 @@ impl Cached {
         Cached {
             stamp,
             has_urn: true,
-            known: false,
             has_fth: fth.is_some(),
             urn: urn.0,
             fth: fth.map(|f| f.0).unwrap_or_default(),
@@ -782,8 +779,8 @@ impl Entry {
 ///
 /// A node reads it at start-up to fill its library and then drops it: the
 /// library holds the same (path, size, time, hashes), and the cache file is
-/// written from there ([`save_hashes`]). The file is read a line at a time into one reused buffer, never
-/// whole; the paths are kept back to back in one byte arena, found through a
+/// written from there ([`save_hashes`]). The file is read a line at a time
+/// into one reused buffer, never whole; the paths are kept back to back in one byte arena, found through a
 /// table of entry numbers hashed by the path's bytes.
 #[derive(Debug, Default)]
 pub struct HashCache {
@@ -794,27 +791,6 @@ pub struct HashCache {
     /// Entry numbers, by path.
     table: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
-}
-
-/// What [`HashCache::note_hashes`] found about a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Noted {
-    /// Not known before.
-    New,
-    /// Known with the same size and time.
-    Same,
-    /// Known with another size or time: its old hash no longer holds.
-    Changed,
-}
-
-/// What is known of a file after [`HashCache::note_hashes`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Known {
-    pub noted: Noted,
-    /// Its SHA-1, if cached for its size and time.
-    pub urn: Option<Sha1Urn>,
-    /// Its FastTrack hash, likewise.
-    pub fth: Option<Fth>,
 }
 
 fn path_bytes(p: &Path) -> &[u8] {
@@ -960,29 +936,6 @@ impl HashCache {
         None
     }
 
-    /// Keeps the entries `keep` says yes to, in one pass that also packs
-    /// the paths.
-    fn retain(&mut self, mut keep: impl FnMut(&Path, &Cached) -> bool) {
-        let old_paths = std::mem::take(&mut self.paths);
-        let old = std::mem::take(&mut self.entries);
-        self.table.clear();
-        for e in old {
-            let path = path_of(e.path(&old_paths));
-            if keep(path, &e.cached) {
-                self.find_or_push(path, || e.cached);
-            }
-        }
-        self.entries.shrink_to_fit();
-        self.paths.shrink_to_fit();
-        let HashCache {
-            paths,
-            entries,
-            table,
-            hasher,
-        } = self;
-        table.shrink_to_fit(|&j| hasher.hash_one(entries[j as usize].path(paths)));
-    }
-
     /// Writes the cache atomically: to a temporary file, then renamed into place.
     pub fn save(&self, file: &Path) -> io::Result<()> {
         let rows = self
@@ -998,16 +951,25 @@ impl HashCache {
         write_cache(file, rows)
     }
 
+    /// The cached hashes of `file` (SHA-1, FastTrack hash), those still
+    /// valid for its size and time, from one look-up.
+    pub fn hashes(&self, file: &FoundFile) -> (Option<Sha1Urn>, Option<Fth>) {
+        match self.get_entry(&file.path) {
+            Some(c) if c.has_urn && c.stamp == stamp(file.size, file.mtime) => {
+                (Some(Sha1Urn(c.urn)), c.has_fth.then_some(Fth(c.fth)))
+            }
+            _ => (None, None),
+        }
+    }
+
     /// The cached hash of `file`, if it is still valid for its size and time.
     pub fn get(&self, file: &FoundFile) -> Option<Sha1Urn> {
-        let c = self.get_entry(&file.path)?;
-        (c.has_urn && c.stamp == stamp(file.size, file.mtime)).then_some(Sha1Urn(c.urn))
+        self.hashes(file).0
     }
 
     /// The cached FastTrack hash of `file`, if it is still valid.
     pub fn get_fth(&self, file: &FoundFile) -> Option<Fth> {
-        let c = self.get_entry(&file.path)?;
-        (c.has_urn && c.has_fth && c.stamp == stamp(file.size, file.mtime)).then_some(Fth(c.fth))
+        self.hashes(file).1
     }
 
     /// Remembers the SHA-1 of `file` (keeping its FastTrack hash if the entry
@@ -1037,56 +999,6 @@ impl HashCache {
             }
             None => c.has_fth &= same,
         }
-    }
-
-    /// Records that `file` is shared as it is now (size and time), and says
-    /// how that compares with what was known of it, with the hashes still
-    /// valid for it (what [`HashCache::get`] and [`HashCache::get_fth`] then
-    /// give), from one look-up. A hash cached for another size or time is
-    /// dropped.
-    pub fn note_hashes(&mut self, file: &FoundFile) -> Known {
-        let stamp = stamp(file.size, file.mtime);
-        let unhashed = || Cached {
-            stamp,
-            has_urn: false,
-            known: true,
-            has_fth: false,
-            urn: [0; 20],
-            fth: [0; 20],
-        };
-        let Some(c) = self.find_or_push(&file.path, unhashed) else {
-            return Known {
-                noted: Noted::New,
-                urn: None,
-                fth: None,
-            };
-        };
-        let noted = match (c.known, c.stamp == stamp) {
-            (false, _) => Noted::New,
-            (true, true) => Noted::Same,
-            (true, false) => Noted::Changed,
-        };
-        if c.stamp != stamp {
-            c.stamp = stamp;
-            c.has_urn = false;
-            c.has_fth = false;
-        }
-        c.known = true;
-        Known {
-            noted,
-            urn: c.has_urn.then_some(Sha1Urn(c.urn)),
-            fth: (c.has_urn && c.has_fth).then_some(Fth(c.fth)),
-        }
-    }
-
-    /// Forgets every entry not noted as shared (files that are gone).
-    pub fn retain_known(&mut self) {
-        self.retain(|_, c| c.known);
-    }
-
-    /// Forgets every path not in `keep` (files that are gone).
-    pub fn retain_paths(&mut self, keep: &HashSet<&Path>) {
-        self.retain(|p, _| keep.contains(p));
     }
 
     /// Number of entries.
@@ -1456,9 +1368,10 @@ mod tests {
 
     #[test]
     fn the_cache_table_answers_as_a_map_would() {
-        // Random inserts, notes and removals over a few hundred paths,
-        // against a `HashMap` of what each path should give; then a save
-        // and load, with one path listed a second time (the later line holds).
+        // Random inserts (both hashes, or the SHA-1 alone) and look-ups over
+        // a few hundred paths, against a `HashMap` of what each path should
+        // give; then a save and load, with one path listed a second time
+        // (the later line holds).
         let t = TempDir::new("cache-model");
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = |n: u64| {
@@ -1476,8 +1389,8 @@ mod tests {
             )
         };
         let mut cache = HashCache::default();
-        // path number -> (size, urn, fth, noted as shared)
-        let mut model: HashMap<u64, (u64, Option<Sha1Urn>, Option<Fth>, bool)> = HashMap::new();
+        // path number -> (size, urn, fth)
+        let mut model: HashMap<u64, (u64, Option<Sha1Urn>, Option<Fth>)> = HashMap::new();
         for step in 0..5_000u64 {
             let i = next(300);
             let size = next(3);
@@ -1487,33 +1400,25 @@ mod tests {
                     let urn = Sha1Urn::digest(&step.to_le_bytes());
                     let fth = Fth(urn.0);
                     cache.insert_both(&f, urn, fth);
-                    let known = model.get(&i).is_some_and(|m| m.3);
-                    model.insert(i, (size, Some(urn), Some(fth), known));
+                    model.insert(i, (size, Some(urn), Some(fth)));
                 }
-                4..=7 => {
-                    let k = cache.note_hashes(&f);
+                4..=5 => {
+                    // The SHA-1 alone keeps the FastTrack hash only for the
+                    // same content.
+                    let urn = Sha1Urn::digest(&(step % 4).to_le_bytes());
+                    cache.insert(&f, urn);
+                    let fth = model
+                        .get(&i)
+                        .filter(|m| m.0 == size && m.1 == Some(urn))
+                        .and_then(|m| m.2);
+                    model.insert(i, (size, Some(urn), fth));
+                }
+                _ => {
                     let want = match model.get(&i) {
                         Some(m) if m.0 == size => (m.1, m.2),
                         _ => (None, None),
                     };
-                    assert_eq!((k.urn, k.fth), want, "step {step}");
-                    let m = model.entry(i).or_insert((size, None, None, false));
-                    if m.0 != size {
-                        *m = (size, None, None, true);
-                    }
-                    m.3 = true;
-                }
-                8 => {
-                    cache.retain_known();
-                    model.retain(|_, m| m.3);
-                }
-                _ => {
-                    let keep: Vec<PathBuf> = (0..300)
-                        .filter(|j| j % 3 != step % 3)
-                        .map(|j| file(j, 0).path)
-                        .collect();
-                    cache.retain_paths(&keep.iter().map(PathBuf::as_path).collect());
-                    model.retain(|j, _| j % 3 != step % 3);
+                    assert_eq!(cache.hashes(&f), want, "step {step}");
                 }
             }
             assert_eq!(cache.len(), model.len(), "step {step}");
@@ -1558,9 +1463,5 @@ mod tests {
         cache.save(&t.0.join("h")).unwrap();
         let back = HashCache::load(&t.0.join("h")).unwrap();
         assert_eq!(back.get(&found[0]), Some(Sha1Urn::digest(b"x")));
-        let keep = HashSet::new();
-        let mut c = back;
-        c.retain_paths(&keep);
-        assert!(c.is_empty());
     }
 }

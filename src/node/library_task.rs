@@ -59,9 +59,9 @@ pub fn initial(roots: &[PathBuf], data_dir: Option<&PathBuf>) -> (Library, Share
         }
         HashCache::default()
     });
-    let mut cache = cache;
     let mut library = Library::new();
-    let to_hash = share::index_found(found, &mut cache, &mut library);
+    let to_hash = share::index_found(found, &cache, &mut library);
+    // Everything it held is in the library now.
     drop(cache);
     let shares = Shares {
         state: Arc::new(LibraryState {

@@ -424,20 +424,6 @@ fn hashing(n: usize, size: usize, rounds: usize) {
     assert!(hex.starts_with(&ours), "{hex} vs {ours}");
 }
 
-/// `VmRSS` of process `pid`, in bytes.
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 /// A `servent run` sharing `share` (no control API: nothing to bind but the
 /// node's own port, 0), after `ready` says it is and its resident size has
 /// stopped moving. Returns the resident size.
@@ -461,7 +447,7 @@ fn node_resident(share: &Path, data: &Path, ready: impl Fn() -> bool) -> u64 {
     let mut last = 0;
     let rss = loop {
         std::thread::sleep(Duration::from_secs(1));
-        let now = rss_of(child.id()).expect("VmRSS");
+        let now = common::rss_kib(child.id()).expect("VmRSS") * 1024;
         if now == last || Instant::now() > deadline {
             break now;
         }
@@ -477,7 +463,7 @@ fn node_resident(share: &Path, data: &Path, ready: impl Fn() -> bool) -> u64 {
 /// shared (the baseline), just after hashing them all (a cold start), and
 /// started again over the same files with its hash cache (a warm start).
 fn resident(n: usize) {
-    if rss_of(std::process::id()).is_none() {
+    if common::rss_kib(std::process::id()).is_none() {
         println!("resident size of a node: /proc not readable, skipped");
         return;
     }

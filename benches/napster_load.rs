@@ -198,11 +198,7 @@ fn start_servent(bin: &str, users: usize) -> Server {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server's status");
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
+    common::rss_kib(pid).expect("the server's VmRSS")
 }
 
 /// User plus system CPU time of the server so far, in seconds.

@@ -130,15 +130,6 @@ async fn minimal_relay(listener: TcpListener) {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn idle_connection_memory(connections: usize) -> (u64, u64) {
     let dir = std::env::temp_dir().join(format!("servent-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -158,7 +149,7 @@ async fn idle_connection_memory(connections: usize) -> (u64, u64) {
         .expect("servent run");
     let addr = common::listening_addr(&mut child);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(child.id());
+    let before = common::rss_kib(child.id()).unwrap_or(0);
     let mut held = Vec::with_capacity(connections);
     // From several loopback addresses: a node takes at most 64 sockets from
     // one address, even on a local mesh.
@@ -167,7 +158,7 @@ async fn idle_connection_memory(connections: usize) -> (u64, u64) {
         held.push(peer_from(addr, from).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(child.id());
+    let after = common::rss_kib(child.id()).unwrap_or(0);
     drop(held);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

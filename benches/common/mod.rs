@@ -44,6 +44,18 @@ mod rng;
 #[allow(unused_imports)]
 pub use rng::Rng;
 
+/// The resident size (`VmRSS`) of process `pid` in KiB, where `/proc` says.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `servent run` as the benches start it: no configuration file of the
 /// user's, quiet, on a loopback port of the system's choosing (read back with
 /// [`listening_addr`] once the child's stdout is piped); the caller adds its

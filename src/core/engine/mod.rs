@@ -515,8 +515,6 @@ pub struct Engine<L: Links> {
     table_dirty: bool,
     /// Our table as last built.
     table: Option<QrpTable>,
-    /// Bumped on every change to our library (for library offers).
-    library_version: u64,
     /// Messages shed as of the last tick (shedding is a sign of short bandwidth).
     shed_at_tick: u64,
     /// Dynamic queries run for our leaves, and the query each one sends.
@@ -597,7 +595,6 @@ impl<L: Links> Engine<L> {
             tier: config.tier,
             table_dirty: true,
             table: None,
-            library_version: 0,
             shed_at_tick: 0,
             dq: Planner::new(config.dq),
             dq_frames: HashMap::new(),
@@ -752,7 +749,6 @@ impl<L: Links> Engine<L> {
 
     fn library_changed(&mut self) {
         self.table_dirty = true;
-        self.library_version += 1;
     }
 
     /// Carries out a role change: links that no longer fit are closed (the

@@ -339,7 +339,8 @@ impl<L: Links> Engine<L> {
         if !self.tier.config().offer_library {
             return;
         }
-        let version = self.library_version;
+        // The library's own count of its changes says which version it is.
+        let version = self.library.changes();
         let wanting = |p: &Peer| {
             p.info.link == Link::ToUltrapeer && p.info.offers && p.offered_version != Some(version)
         };

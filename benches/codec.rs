@@ -154,21 +154,7 @@ fn mix(count: usize) -> Vec<Message> {
 /// Runs `f` repeatedly for at least `min` in all and returns the best
 /// per-iteration time over five rounds (the round least disturbed by other work).
 fn measure(min: Duration, mut f: impl FnMut()) -> Duration {
-    // `CODEC_SKIP=1` (set by `only`) skips a row, for profiling one alone.
-    if SKIP.with(|s| s.get()) {
-        return Duration::from_nanos(1);
-    }
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let mut iters = 0u32;
-        while start.elapsed() < min / 5 || iters == 0 {
-            f();
-            iters += 1;
-        }
-        best = best.min(start.elapsed() / iters);
-    }
-    best
+    measure_on(min, &BytesMut::new(), |_| f())
 }
 
 /// As [`measure`], for work that consumes its own copy of `stream`: the copy
@@ -176,6 +162,7 @@ fn measure(min: Duration, mut f: impl FnMut()) -> Duration {
 /// each iteration's clock starts, so a row times its work and not the copy,
 /// which is itself the baseline's whole cost.
 fn measure_on(min: Duration, stream: &BytesMut, mut f: impl FnMut(BytesMut)) -> Duration {
+    // A row `only` skipped (`CODEC_ROW` names another) is not run.
     if SKIP.with(|s| s.get()) {
         return Duration::from_nanos(1);
     }
@@ -294,7 +281,7 @@ fn main() {
     });
     let mut out = BytesMut::with_capacity(stream.len());
     // The relay path without validation: what framing and writing the frames
-    // out cost by themselves, the floor under the relay path.
+    // out cost by themselves.
     only("copyout");
     let t_copyout = measure_on(min, &stream, |mut buf| {
         let mut codec = DescriptorCodec::new(open_limits());

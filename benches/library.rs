@@ -440,7 +440,11 @@ fn node_resident(share: &Path, data: &Path, ready: impl Fn() -> bool) -> u64 {
     common::listening_addr(&mut child);
     let deadline = Instant::now() + Duration::from_secs(600);
     while !ready() {
-        assert!(Instant::now() < deadline, "the node never got ready");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node never got ready");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     // Settled: the same size twice, a second apart.

@@ -18,7 +18,7 @@
 
 mod postings;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -210,6 +210,16 @@ impl Served {
         Some(OnDisk::of(&f))
     }
 
+    /// The paths of the shared files on disk whose index is not in `seen`
+    /// (those a rescan did not find again).
+    pub fn paths_except(&self, seen: &HashSet<u32>) -> Vec<PathBuf> {
+        let store = self.read();
+        store
+            .slots_by_index(|r| r.dir != NO_DIR && !seen.contains(&r.index))
+            .map(|s| store.path(s))
+            .collect()
+    }
+
     /// Every shared file with a path on disk, with what [`Served::on_disk`]
     /// says of it, in index order. Collected under the read lock, handed out
     /// after it is released.
@@ -238,6 +248,7 @@ impl Served {
 /// What the library holds of a file on disk ([`Served::on_disk`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OnDisk {
+    pub index: u32,
     pub size: u64,
     pub mtime: SystemTime,
     pub sha1: Option<Sha1Urn>,
@@ -247,6 +258,7 @@ pub struct OnDisk {
 impl OnDisk {
     fn of(f: &FileRef<'_>) -> OnDisk {
         OnDisk {
+            index: f.index,
             size: f.size,
             mtime: f.mtime,
             sha1: f.sha1,

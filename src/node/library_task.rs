@@ -144,12 +144,17 @@ pub async fn run(
         let Ok(found) = tokio::task::spawn_blocking(move || scan(&roots)).await else {
             return;
         };
-        let mut seen = HashSet::with_capacity(found.len());
-        for f in found {
-            // What the library holds of this path (the read lock is not held
-            // past this line: the engine takes the write side for events).
-            let known = shares.served.on_disk(&f.path);
-            seen.insert(f.path.clone());
+        // What the library holds of each path found (the read lock is taken
+        // per look-up, never while events go to the engine, which takes the
+        // write side), and the shared files not found again, both before any
+        // event changes the library.
+        let known: Vec<_> = found
+            .iter()
+            .map(|f| shares.served.on_disk(&f.path))
+            .collect();
+        let seen: HashSet<u32> = known.iter().flatten().map(|k| k.index).collect();
+        let gone = shares.served.paths_except(&seen);
+        for (f, known) in found.into_iter().zip(known) {
             let changed = match known {
                 Some(k) if k.is(f.size, f.mtime) => continue,
                 Some(_) => true,
@@ -175,13 +180,6 @@ pub async fn run(
                 return;
             }
         }
-        let gone: Vec<PathBuf> = shares
-            .served
-            .all_on_disk()
-            .into_iter()
-            .map(|(path, _)| path)
-            .filter(|p| !seen.contains(p))
-            .collect();
         for path in gone {
             if !events.send(Event::Removed { path }) {
                 return;

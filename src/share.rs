@@ -78,6 +78,23 @@ fn after_last_slash(path: &Path) -> &[u8] {
 /// name order; they are then put together by one walk, depth first, so the
 /// answer does not depend on which thread was faster.
 pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
+    scan_keeping(roots, &|_, _, _| true)
+}
+
+/// Whether a scan keeps a file it found, asked with the file's path, size and
+/// time as the file is found.
+pub type Keep<'a> = dyn Fn(&Path, u64, SystemTime) -> bool + Sync + 'a;
+
+/// [`scan`], keeping only the files `keep` wants, in the same order. A file
+/// not kept is never copied out of the directory's listing: a rescan that
+/// asks the library about each file as it is found holds only the files that
+/// changed, where a whole [`scan`] holds a path for every file at once (and
+/// leaves the allocator holding that much for good, on the threads that
+/// scanned).
+pub fn scan_keeping(
+    roots: &[PathBuf],
+    keep: &Keep<'_>,
+) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
     let mut walk = Walk::default();
@@ -91,7 +108,7 @@ pub fn scan(roots: &[PathBuf]) -> (Vec<FoundFile>, Vec<(PathBuf, io::Error)>) {
                 continue;
             }
         };
-        let Some(first) = walk.read(&root) else {
+        let Some(first) = walk.read(&root, keep) else {
             // Walked already, under an earlier root.
             continue;
         };
@@ -257,7 +274,7 @@ struct Queue {
 impl Walk {
     /// Reads every directory reachable from `root` not reached before; the
     /// root's id, unless it was.
-    fn read(&mut self, root: &Path) -> Option<u32> {
+    fn read(&mut self, root: &Path, keep: &Keep<'_>) -> Option<u32> {
         if self.ids.contains_key(root) {
             return None;
         }
@@ -290,7 +307,7 @@ impl Walk {
                         q = wake.wait(q).unwrap_or_else(|e| e.into_inner());
                     }
                 };
-                let (listing, subdirs) = list_dir(root, &dir);
+                let (listing, subdirs) = list_dir(root, &dir, keep);
                 let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                 let mut ids = Vec::with_capacity(subdirs.len());
                 for (before, d) in subdirs {
@@ -395,24 +412,34 @@ fn child(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-/// Lists `dir` (canonical, inside `root`): its shareable files, and the
-/// directories to walk from it, each with how many of the files come between
-/// the directory before it (or the start) and it; both in name order.
-fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
+/// Lists `dir` (canonical, inside `root`): its shareable files that `keep`
+/// wants, and the directories to walk from it, each with how many of the
+/// files come between the directory before it (or the start) and it; both in
+/// name order.
+fn list_dir(root: &Path, dir: &Path, keep: &Keep<'_>) -> (Listing, Vec<(u32, PathBuf)>) {
     let mut listing = Listing::default();
     let mut subdirs: Vec<PathBuf> = Vec::new();
     let mut links = Vec::new();
+    // Each file's path is made here first, and copied out only if kept.
+    let mut path = PathBuf::new();
     // The directory is canonical and inside the root, so an entry that is
     // no link is too, at `dir/name`: its type comes with the directory
     // listing, and only a file needs one `stat` (size and time). Links take
     // the long way, below.
     let read = read_entries(dir, |name, entry| match entry {
-        Ok(EntryKind::File { size, mtime }) => listing.files.push(FoundFile {
-            path: child(dir, name),
-            size,
-            mtime,
-            other_name: None,
-        }),
+        Ok(EntryKind::File { size, mtime }) => {
+            path.clear();
+            path.push(dir);
+            path.push(name);
+            if keep(&path, size, mtime) {
+                listing.files.push(FoundFile {
+                    path: child(dir, name),
+                    size,
+                    mtime,
+                    other_name: None,
+                });
+            }
+        }
         Ok(EntryKind::Dir) => subdirs.push(child(dir, name)),
         Ok(EntryKind::Link) => links.push(name.to_string()),
         // Sockets, pipes, devices.
@@ -454,12 +481,12 @@ fn list_dir(root: &Path, dir: &Path) -> (Listing, Vec<(u32, PathBuf)>) {
         if meta.is_dir() {
             subdirs.push(real);
         } else if meta.is_file() {
-            listing.files.push(FoundFile::new(
-                real,
-                &name,
-                meta.len(),
-                meta.modified().unwrap_or(UNIX_EPOCH),
-            ));
+            let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+            if keep(&real, meta.len(), mtime) {
+                listing
+                    .files
+                    .push(FoundFile::new(real, &name, meta.len(), mtime));
+            }
         }
     }
     // In name order (bytes), which is the order of the paths `dir/name`;
@@ -1177,6 +1204,25 @@ mod tests {
                 }
             }
             assert_eq!(found, want);
+        }
+        // A scan keeping some of the files gives those, in the same order,
+        // each under the same name, having asked about every file with its
+        // size and time.
+        let asked = std::sync::Mutex::new(Vec::new());
+        let (kept, errors) = scan_keeping(std::slice::from_ref(&root), &|path, size, mtime| {
+            asked
+                .lock()
+                .unwrap()
+                .push((path.to_path_buf(), size, mtime));
+            size % 2 == 0
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        let even: Vec<_> = want.iter().filter(|f| f.size % 2 == 0).cloned().collect();
+        assert!(!even.is_empty() && even.len() < want.len());
+        assert_eq!(kept, even);
+        let asked = asked.into_inner().unwrap();
+        for f in &want {
+            assert!(asked.contains(&(f.path.clone(), f.size, f.mtime)), "{f:?}");
         }
     }
 

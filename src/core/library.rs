@@ -18,7 +18,7 @@
 
 mod postings;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -210,12 +210,12 @@ impl Served {
         Some(OnDisk::of(&f))
     }
 
-    /// The paths of the shared files on disk whose index is not in `seen`
-    /// (those a rescan did not find again).
-    pub fn paths_except(&self, seen: &HashSet<u32>) -> Vec<PathBuf> {
+    /// The paths of the shared files on disk whose index `seen` does not
+    /// take (those a rescan did not find again).
+    pub fn paths_except(&self, seen: impl Fn(u32) -> bool) -> Vec<PathBuf> {
         let store = self.read();
         store
-            .slots_by_index(|r| r.dir != NO_DIR && !seen.contains(&r.index))
+            .slots_by_index(|r| r.dir != NO_DIR && !seen(r.index))
             .map(|s| store.path(s))
             .collect()
     }

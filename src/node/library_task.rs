@@ -2,12 +2,11 @@
 //! persistent cache, and rescanning the shares now and then to notice files added,
 //! changed or removed while the node runs.
 
-use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -104,10 +103,44 @@ fn give_back_memory() {
     }
 }
 
-fn scan(roots: &[PathBuf]) -> Vec<FoundFile> {
-    let (found, errors) = share::scan(roots);
+/// The files under `roots` that `served` does not hold at their size and
+/// time (new, or changed since), with every shared file found noted in
+/// `seen`.
+fn rescan(roots: &[PathBuf], served: &Served, seen: &Seen) -> Vec<FoundFile> {
+    let (found, errors) =
+        share::scan_keeping(roots, &|path, size, mtime| match served.on_disk(path) {
+            Some(k) => {
+                seen.note(k.index);
+                !k.is(size, mtime)
+            }
+            None => true,
+        });
     warn_unread(errors);
     found
+}
+
+/// The indexes of the shared files a rescan found, one bit each.
+#[derive(Default)]
+struct Seen(Mutex<Vec<u64>>);
+
+impl Seen {
+    fn note(&self, index: u32) {
+        let mut bits = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (word, bit) = (index as usize / 64, index % 64);
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        bits[word] |= 1 << bit;
+    }
+
+    /// Whether an index was noted, once the noting is over.
+    fn into_test(self) -> impl Fn(u32) -> bool {
+        let bits = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        move |index| {
+            bits.get(index as usize / 64)
+                .is_some_and(|w| w & (1 << (index % 64)) != 0)
+        }
+    }
 }
 
 fn warn_unread(errors: Vec<(PathBuf, std::io::Error)>) {
@@ -141,19 +174,27 @@ pub async fn run(
             _ = cancel.cancelled() => return,
         }
         let roots = shares.state.roots();
-        let Ok(found) = tokio::task::spawn_blocking(move || scan(&roots)).await else {
+        // Each file found is looked up in the library as the scan finds it
+        // (the read lock taken per look-up, never while events go to the
+        // engine, which takes the write side): the scan keeps only the files
+        // new or changed, and notes the shared files it found again.
+        let served = shares.served.clone();
+        let Ok((found, seen)) = tokio::task::spawn_blocking(move || {
+            let seen = Seen::default();
+            let found = rescan(&roots, &served, &seen);
+            (found, seen)
+        })
+        .await
+        else {
             return;
         };
-        // What the library holds of each path found (the read lock is taken
-        // per look-up, never while events go to the engine, which takes the
-        // write side), and the shared files not found again, both before any
-        // event changes the library.
+        // What the library holds of each file kept, and the shared files not
+        // found again, both before any event changes the library.
         let known: Vec<_> = found
             .iter()
             .map(|f| shares.served.on_disk(&f.path))
             .collect();
-        let seen: HashSet<u32> = known.iter().flatten().map(|k| k.index).collect();
-        let gone = shares.served.paths_except(&seen);
+        let gone = shares.served.paths_except(seen.into_test());
         for (f, known) in found.into_iter().zip(known) {
             let changed = match known {
                 Some(k) if k.is(f.size, f.mtime) => continue,
@@ -248,4 +289,24 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_indexes_are_told_from_the_rest() {
+        let seen = Seen::default();
+        let noted = [0, 63, 64, 1000, 99_999];
+        for i in noted {
+            seen.note(i);
+        }
+        seen.note(64);
+        let has = seen.into_test();
+        for i in 0..101_000 {
+            assert_eq!(has(i), noted.contains(&i), "{i}");
+        }
+        assert!(!has(u32::MAX));
+    }
 }

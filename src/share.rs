@@ -806,7 +806,7 @@ impl Entry {
 ///
 /// A node reads it at start-up to fill its library and then drops it: the
 /// library holds the same (path, size, time, hashes), and the cache file is
-/// written from there ([`save_hashes`]). The file is read a line at a time
+/// written from there ([`write_cache_lines`]). The file is read a line at a time
 /// into one reused buffer, never whole; the paths are kept back to back in one byte arena, found through a
 /// table of entry numbers hashed by the path's bytes.
 #[derive(Debug, Default)]
@@ -847,41 +847,78 @@ fn parse_line(line: &[u8]) -> Option<(&str, Cached)> {
     Some((path, Cached::hashed(stamp, urn, fth)))
 }
 
-/// Writes a hash cache file holding `rows` (path, size, modification time,
-/// SHA-1, FastTrack hash), as [`HashCache::load`] reads it back: for a node
-/// whose library holds what a cache would (see `core::library::Served`).
-pub fn save_hashes(
-    file: &Path,
-    rows: &[(PathBuf, u64, SystemTime, Sha1Urn, Option<Fth>)],
-) -> io::Result<()> {
-    let rows = rows
-        .iter()
-        .map(|(path, size, mtime, urn, fth)| (path.as_path(), stamp(*size, *mtime), *urn, *fth))
-        .collect();
-    write_cache(file, rows)
+/// Appends the cache file's line for one file (path, size, modification
+/// time, SHA-1, FastTrack hash) to `out`, as [`HashCache::load`] reads it back;
+/// nothing for a path that is not UTF-8 or holds an end of line.
+pub fn cache_line(
+    out: &mut Vec<u8>,
+    path: &Path,
+    size: u64,
+    mtime: SystemTime,
+    urn: &Sha1Urn,
+    fth: Option<&Fth>,
+) {
+    line_of(out, path, &stamp(size, mtime), urn, fth);
 }
 
-/// Writes cache lines atomically (a temporary file of this process's own,
-/// renamed into place), in path order.
-fn write_cache(file: &Path, mut rows: Vec<(&Path, Stamp, Sha1Urn, Option<Fth>)>) -> io::Result<()> {
+fn line_of(out: &mut Vec<u8>, path: &Path, stamp: &Stamp, urn: &Sha1Urn, fth: Option<&Fth>) {
+    let Some(p) = path.to_str() else { return };
+    if p.contains('\n') {
+        return;
+    }
+    out.extend_from_slice(urn.base32().as_bytes());
+    if let Some(f) = fth {
+        out.push(b',');
+        out.extend_from_slice(f.hex().as_bytes());
+    }
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(out, " {} {} {p}", stamp.size, stamp.mtime_ns());
+}
+
+/// Writes a hash cache file atomically (a temporary file of this process's
+/// own, renamed into place) from lines that `fill` appends to a buffer
+/// ([`cache_line`]), one batch per call, until it returns false: for a node
+/// whose library holds what a cache would (see `core::library::Served`),
+/// which hands its files over a batch at a time rather than all at once.
+pub fn write_cache_lines(
+    file: &Path,
+    mut fill: impl FnMut(&mut Vec<u8>) -> bool,
+) -> io::Result<()> {
     // A name of this process's own: two processes sharing one data
     // directory must not rename each other's half-written file away.
     let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
-    {
-        let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        for (path, stamp, urn, fth) in rows {
-            let Some(p) = path.to_str() else { continue };
-            if p.contains('\n') {
-                continue;
+    let written = (|| {
+        let mut out = fs::File::create(&tmp)?;
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            let more = fill(&mut batch);
+            out.write_all(&batch)?;
+            if !more {
+                break;
             }
-            let fth = fth.map(|f| format!(",{}", f.hex())).unwrap_or_default();
-            let (size, mtime) = (stamp.size, stamp.mtime_ns());
-            writeln!(out, "{}{fth} {size} {mtime} {p}", urn.base32())?;
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        out.sync_all()
+    })();
+    match written {
+        Ok(()) => fs::rename(&tmp, file),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    fs::rename(&tmp, file)
+}
+
+/// Writes cache lines in path order.
+fn write_cache(file: &Path, mut rows: Vec<(&Path, Stamp, Sha1Urn, Option<Fth>)>) -> io::Result<()> {
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let mut rows = rows.into_iter();
+    write_cache_lines(file, |out| {
+        for (path, stamp, urn, fth) in rows.by_ref().take(1024) {
+            line_of(out, path, &stamp, &urn, fth.as_ref());
+        }
+        rows.len() > 0
+    })
 }
 
 impl HashCache {
@@ -1224,6 +1261,42 @@ mod tests {
         for f in &want {
             assert!(asked.contains(&(f.path.clone(), f.size, f.mtime)), "{f:?}");
         }
+    }
+
+    #[test]
+    fn a_cache_written_in_batches_reads_back() {
+        let t = TempDir::new("cache-batches");
+        let file = t.0.join("hashes");
+        let at = |i: u32| UNIX_EPOCH + Duration::new(1_700_000_000 + u64::from(i), i * 7);
+        let found = |i: u32| {
+            let path = t.0.join(format!("d{}/f {i}.txt", i % 3));
+            FoundFile::new(path, &format!("f {i}.txt"), u64::from(i), at(i))
+        };
+        let urn = |i: u32| Sha1Urn::digest(&i.to_be_bytes());
+        let fth = |i: u32| (i % 2 == 0).then_some(Fth([i as u8; 20]));
+        let (mut next, mut batches) = (0u32, 0);
+        write_cache_lines(&file, |out| {
+            batches += 1;
+            for i in next..(next + 700).min(2000) {
+                let f = found(i);
+                cache_line(out, &f.path, f.size, f.mtime, &urn(i), fth(i).as_ref());
+            }
+            // Paths a line cannot hold are left out.
+            cache_line(out, Path::new("/a\nb"), 1, at(0), &urn(0), None);
+            next += 700;
+            next < 2000
+        })
+        .unwrap();
+        assert_eq!(batches, 3);
+        let cache = HashCache::load(&file).unwrap();
+        assert_eq!(cache.len(), 2000);
+        for i in 0..2000 {
+            assert_eq!(cache.hashes(&found(i)), (Some(urn(i)), fth(i)), "{i}");
+        }
+        // A file that cannot be made is an error, and nothing is left behind.
+        let gone = t.0.join("no-such-dir/hashes");
+        assert!(write_cache_lines(&gone, |_| false).is_err());
+        assert_eq!(fs::read_dir(&t.0).unwrap().count(), 1);
     }
 
     #[test]

@@ -220,18 +220,25 @@ impl Served {
             .collect()
     }
 
-    /// Every shared file with a path on disk, with what [`Served::on_disk`]
-    /// says of it, in index order. Collected under the read lock, handed out
-    /// after it is released.
-    pub fn all_on_disk(&self) -> Vec<(PathBuf, OnDisk)> {
+    /// Calls `each` with the path of every shared file on disk in the slots
+    /// from `from` on, at most 1,024 of them, and what [`Served::on_disk`]
+    /// says of it; returns the slot to go on from, or `None` past the last.
+    /// The read lock is held for one call: whoever goes through every file
+    /// (the hash cache's writer) does it a chunk at a time, never holding
+    /// the lock long nor a copy of every path.
+    pub fn on_disk_from(&self, from: u32, mut each: impl FnMut(&Path, &OnDisk)) -> Option<u32> {
         let store = self.read();
-        store
-            .slots_by_index(|r| r.dir != NO_DIR)
-            .map(|s| {
-                let f = store.file(s);
-                (f.path(), OnDisk::of(&f))
-            })
-            .collect()
+        let end = from.saturating_add(CHUNK).min(store.records.len);
+        let mut path = PathBuf::new();
+        for slot in from..end {
+            let r = &store.records[slot];
+            if r.index == 0 || r.dir == NO_DIR {
+                continue;
+            }
+            store.path_into(slot, &mut path);
+            each(&path, &OnDisk::of(&store.file(slot)));
+        }
+        (end < store.records.len).then_some(end)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Store> {
@@ -561,6 +568,20 @@ impl Store {
             NO_DIR => PathBuf::new(),
             ODD_DIR => self.odd_paths.get(&r.index).cloned().unwrap_or_default(),
             d => self.dirs.paths[d as usize].0.join(self.file_name(r)),
+        }
+    }
+
+    /// [`Store::path`] into `out`, reusing its allocation.
+    fn path_into(&self, slot: u32, out: &mut PathBuf) {
+        let r = &self.records[slot];
+        out.clear();
+        match r.dir {
+            NO_DIR => {}
+            ODD_DIR => out.extend(self.odd_paths.get(&r.index)),
+            d => {
+                out.push(&self.dirs.paths[d as usize].0);
+                out.push(self.file_name(r));
+            }
         }
     }
 
@@ -1453,6 +1474,51 @@ mod tests {
 
     fn names(found: Vec<FileRef<'_>>) -> Vec<String> {
         found.iter().map(|f| f.name.to_string()).collect()
+    }
+
+    #[test]
+    fn every_file_on_disk_a_chunk_at_a_time() {
+        // Over two chunks of slots, with files removed (their slots reused
+        // by later files, or left free), one without a path, one at a path
+        // of its own kind (no directory to split off), and hashes or none.
+        let mut l = Library::new();
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..2500u32 {
+            let path = PathBuf::from(format!("/share/d{}/f {i}.txt", i % 7));
+            let sha1 = (i % 3 != 0).then(|| Sha1Urn::digest(&i.to_be_bytes()));
+            let mtime = SystemTime::UNIX_EPOCH + std::time::Duration::new(u64::from(i), i);
+            let index = l.add(&format!("f {i}.txt"), &path, u64::from(i), mtime, sha1);
+            want.insert(path, (index, u64::from(i), mtime, sha1));
+        }
+        for i in (0..2500u32).step_by(5) {
+            let path = PathBuf::from(format!("/share/d{}/f {i}.txt", i % 7));
+            let (index, ..) = want.remove(&path).unwrap();
+            assert!(l.remove(index).is_some());
+        }
+        for path in ["/share/d1/again.txt", "plain.txt"] {
+            let index = l.add("again.txt", path, 1, SystemTime::UNIX_EPOCH, None);
+            want.insert(
+                PathBuf::from(path),
+                (index, 1, SystemTime::UNIX_EPOCH, None),
+            );
+        }
+        l.add_at(90_000, "listed.txt", 3, None);
+        let (mut got, mut calls, mut next) = (std::collections::BTreeMap::new(), 0, Some(0));
+        while let Some(from) = next {
+            calls += 1;
+            let mut in_call = 0;
+            next = l.served().on_disk_from(from, |path, k| {
+                in_call += 1;
+                assert!(
+                    got.insert(path.to_path_buf(), (k.index, k.size, k.mtime, k.sha1))
+                        .is_none()
+                );
+            });
+            assert!(in_call <= 1024);
+        }
+        assert_eq!(calls, 3);
+        assert_eq!(got, want);
+        assert_eq!(l.served().on_disk_from(10_000, |_, _| panic!("none")), None);
     }
 
     #[test]

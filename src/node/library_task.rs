@@ -275,17 +275,29 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
             .pending
             .store(left, std::sync::atomic::Ordering::Relaxed);
     }
-    if let Some(f) = &shares.cache_file {
+    if let Some(f) = shares.cache_file.clone() {
         // Every hash is in the library by now (events are handled as they
-        // are sent): the cache is what it holds.
-        let rows: Vec<_> = shares
-            .served
-            .all_on_disk()
-            .into_iter()
-            .filter_map(|(path, k)| Some((path, k.size, k.mtime, k.sha1?, k.fth)))
-            .collect();
-        if let Err(e) = share::save_hashes(f, &rows) {
-            tracing::warn!(file = %f.display(), error = %e, "cannot save the hash cache");
+        // are sent): the cache is what it holds, taken a chunk at a time,
+        // written (and synced) off the runtime's threads.
+        let served = shares.served.clone();
+        let write = move || {
+            let mut next = Some(0);
+            let written = share::write_cache_lines(&f, |out| {
+                if let Some(from) = next {
+                    next = served.on_disk_from(from, |path, k| {
+                        if let Some(urn) = &k.sha1 {
+                            share::cache_line(out, path, k.size, k.mtime, urn, k.fth.as_ref());
+                        }
+                    });
+                }
+                next.is_some()
+            });
+            if let Err(e) = written {
+                tracing::warn!(file = %f.display(), error = %e, "cannot save the hash cache");
+            }
+        };
+        if tokio::task::spawn_blocking(write).await.is_err() {
+            return false;
         }
     }
     true

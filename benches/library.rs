@@ -17,8 +17,9 @@
 //! - hashing: the same files hashed by [`servent::share::hash_file`] against
 //!   `sha1sum` (skipped with a message when the binary is missing);
 //! - the whole node: the resident size of a `servent run` sharing 100,000
-//!   files, just after hashing them and restarted with its hash cache, over
-//!   that of one sharing nothing.
+//!   files, just after hashing them, restarted with its hash cache, and after
+//!   each of six rescans that find one file more, over that of one sharing
+//!   nothing.
 //!
 //! `cargo test --benches` runs a quick mode (100,000 files for the memory,
 //! 20,000 for the answers, small trees) that asserts the answers equal the
@@ -49,6 +50,11 @@ const AIM: f64 = 150.0;
 /// itself. The count is of bytes asked of the allocator, so it does not vary
 /// between runs of the same code.
 const CEILING: f64 = AIM;
+
+/// Time between the resident part's rescans: long enough for the runtime's
+/// blocking threads of the last one to be gone, as between a running node's
+/// rescans a minute apart.
+const RESCAN_PAUSE: Duration = Duration::from_secs(12);
 
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -424,12 +430,28 @@ fn hashing(n: usize, size: usize, rounds: usize) {
     assert!(hex.starts_with(&ours), "{hex} vs {ours}");
 }
 
-/// A `servent run` sharing `share` (no control API: nothing to bind but the
-/// node's own port, 0), after `ready` says it is and its resident size has
-/// stopped moving. Returns the resident size.
-fn node_resident(share: &Path, data: &Path, ready: impl Fn() -> bool) -> u64 {
-    let mut child = common::servent_run()
-        .arg("--no-api")
+/// A `servent run` sharing `share`, after `ready` says it is and its resident
+/// size has stopped moving; then, `rescans` times, `pause` later, with one
+/// file more in `share` (`added(i)`), rescanned through the control API and
+/// the new file hashed, settled again. Returns the resident sizes: the first, then one per
+/// rescan. (The control API only when there are rescans to ask for: nothing to
+/// bind but the node's own port, 0, otherwise.)
+fn node_resident(
+    share: &Path,
+    data: &Path,
+    ready: impl Fn() -> bool,
+    rescans: usize,
+    pause: Duration,
+    added: impl Fn(usize) -> PathBuf,
+) -> Vec<u64> {
+    use std::io::{BufRead, Read, Write};
+    let mut cmd = common::servent_run();
+    if rescans == 0 {
+        cmd.arg("--no-api");
+    } else {
+        cmd.args(["--api", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
         .arg("--share")
         .arg(share)
         .arg("--data-dir")
@@ -437,36 +459,81 @@ fn node_resident(share: &Path, data: &Path, ready: impl Fn() -> bool) -> u64 {
         .stdout(Stdio::piped())
         .spawn()
         .expect("servent run");
-    common::listening_addr(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !ready() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the node never got ready");
+    // `listening on ADDR` first, `control API on http://ADDR/api/v1/` after
+    // it (and after `FastTrack users on ADDR`).
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut api = None;
+    for _ in 0..if rescans == 0 { 1 } else { 4 } {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("a line from the node");
+        api = line
+            .trim()
+            .strip_prefix("control API on http://")
+            .and_then(|a| a.strip_suffix("/api/v1/"))
+            .map(str::to_string);
+        if api.is_some() {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
-    // Settled: the same size twice, a second apart.
-    let mut last = 0;
-    let rss = loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = common::rss_kib(child.id()).expect("VmRSS") * 1024;
-        if now == last || Instant::now() > deadline {
-            break now;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let wait = |ready: &dyn Fn() -> bool, child: &mut std::process::Child| {
+        while !ready() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the node never got ready");
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        last = now;
+        // Settled: the same size twice, a second apart.
+        let mut last = 0;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = common::rss_kib(child.id()).expect("VmRSS") * 1024;
+            if now == last || Instant::now() > deadline {
+                break now;
+            }
+            last = now;
+        }
     };
+    let mut sizes = vec![wait(&ready, &mut child)];
+    let cache = data.join("sha1-cache.txt");
+    let lines = || std::fs::read(&cache).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+    for i in 0..rescans {
+        std::thread::sleep(pause);
+        let api = api.as_deref().expect("the control API's address");
+        let token = std::fs::read_to_string(data.join(servent::api::TOKEN_FILE)).expect("token");
+        let before = lines();
+        std::fs::write(added(i), format!("added {i}")).expect("file");
+        let mut s = std::net::TcpStream::connect(api).expect("connect to the API");
+        write!(
+            s,
+            "POST /api/v1/shares/rescan HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            token.trim()
+        )
+        .expect("request");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 202"), "rescan: {answer}");
+        // The cache is written once the new file is hashed, just before
+        // the library task hands back what it freed.
+        sizes.push(wait(&|| lines() > before, &mut child));
+    }
     let _ = child.kill();
     let _ = child.wait();
-    rss
+    sizes
 }
 
 /// The whole node's resident size sharing `n` files (names as the memory
 /// part's, a few bytes of content each, 100 to a directory): with nothing
-/// shared (the baseline), just after hashing them all (a cold start), and
-/// started again over the same files with its hash cache (a warm start).
-fn resident(n: usize) {
+/// shared (the baseline), just after hashing them all (a cold start), started
+/// again over the same files with its hash cache (a warm start), and after
+/// each of `rescans` rescans that find one file more, `pause` apart. A node
+/// left running rescans every minute, each time on threads started anew (the
+/// runtime's blocking threads go after 10 s idle): what the rescans leave
+/// behind adds up.
+fn resident(n: usize, rescans: usize, pause: Duration) {
     if common::rss_kib(std::process::id()).is_none() {
         println!("resident size of a node: /proc not readable, skipped");
         return;
@@ -484,14 +551,15 @@ fn resident(n: usize) {
         name_bytes += e.name.len();
         std::fs::write(dir.join(&e.name), format!("content {i}")).expect("file");
     }
-    let idle = node_resident(&empty, &t.0.join("data-empty"), || true);
+    let added = |i: usize| share.join(format!("artist0/added {i}.txt"));
+    let idle = node_resident(&empty, &t.0.join("data-empty"), || true, 0, pause, added)[0];
     // Hashed when the hash cache is written, with every file in it.
     let data = t.0.join("data");
     let cache = data.join("sha1-cache.txt");
     let hashed =
         || std::fs::read(&cache).is_ok_and(|b| b.iter().filter(|&&c| c == b'\n').count() >= n);
-    let cold = node_resident(&share, &data, hashed);
-    let warm = node_resident(&share, &data, || true);
+    let cold = node_resident(&share, &data, hashed, 0, pause, added)[0];
+    let warm = node_resident(&share, &data, || true, rescans, pause, added);
     let per = |rss: u64| rss.saturating_sub(idle) as f64 / n as f64;
     println!(
         "servent run sharing {n} files (names {:.1} B on average):",
@@ -508,9 +576,16 @@ fn resident(n: usize) {
     );
     println!(
         "  restarted, hash cache warm   {:>8.1} MiB  {:>6.1} B/file over the baseline",
-        warm as f64 / 1048576.0,
-        per(warm)
+        warm[0] as f64 / 1048576.0,
+        per(warm[0])
     );
+    for (i, &rss) in warm.iter().enumerate().skip(1) {
+        println!(
+            "  after rescan {i:<2} (+1 file)    {:>8.1} MiB  {:>6.1} B/file over the baseline",
+            rss as f64 / 1048576.0,
+            per(rss)
+        );
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -528,7 +603,8 @@ fn main() {
     match std::env::var("LIBRARY_BENCH").as_deref() {
         Ok("startup") => return startup(if quick { 2_000 } else { 100_000 }, 3),
         Ok("hashing") => return hashing(2_000, 64 * 1024, 3),
-        Ok("resident") => return resident(if quick { 2_000 } else { 100_000 }),
+        Ok("resident") if quick => return resident(2_000, 2, Duration::ZERO),
+        Ok("resident") => return resident(100_000, 6, RESCAN_PAUSE),
         _ => {}
     }
     let vocab = vocabulary(20_000);
@@ -560,11 +636,11 @@ fn main() {
     if quick {
         startup(2_000, 1);
         hashing(20, 64 * 1024, 1);
-        resident(2_000);
+        resident(2_000, 2, Duration::ZERO);
     } else {
         startup(100_000, 3);
         hashing(2_000, 64 * 1024, 3);
-        resident(100_000);
+        resident(100_000, 6, RESCAN_PAUSE);
     }
     assert!(over.is_empty(), "over the ceiling of {CEILING}: {over:?}");
 }

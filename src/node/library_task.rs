@@ -278,7 +278,10 @@ async fn hash_pending(shares: &mut Shares, events: &EngineRef, cancel: &Cancella
     if let Some(f) = shares.cache_file.clone() {
         // Every hash is in the library by now (events are handled as they
         // are sent): the cache is what it holds, taken a chunk at a time,
-        // written (and synced) off the runtime's threads.
+        // written (and synced) off the runtime's threads. A file the engine
+        // adds or removes meanwhile may be left out or kept until the next
+        // write: the cache is a hint, each entry checked against the file's
+        // size and time when read.
         let served = shares.served.clone();
         let write = move || {
             let mut next = Some(0);

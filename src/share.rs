@@ -433,7 +433,7 @@ fn list_dir(root: &Path, dir: &Path, keep: &Keep<'_>) -> (Listing, Vec<(u32, Pat
             path.push(name);
             if keep(&path, size, mtime) {
                 listing.files.push(FoundFile {
-                    path: child(dir, name),
+                    path: path.clone(),
                     size,
                     mtime,
                     other_name: None,

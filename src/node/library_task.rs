@@ -195,12 +195,18 @@ pub async fn run(
             .map(|f| shares.served.on_disk(&f.path))
             .collect();
         let gone = shares.served.paths_except(seen.into_test());
+        let (mut added, mut changed_files) = (0, 0);
         for (f, known) in found.into_iter().zip(known) {
             let changed = match known {
                 Some(k) if k.is(f.size, f.mtime) => continue,
                 Some(_) => true,
                 None => false,
             };
+            if changed {
+                changed_files += 1;
+            } else {
+                added += 1;
+            }
             // Changed on disk: its old hash must never be offered again.
             if changed
                 && !events.send(Event::Removed {
@@ -221,10 +227,16 @@ pub async fn run(
                 return;
             }
         }
+        let removed = gone.len();
         for path in gone {
             if !events.send(Event::Removed { path }) {
                 return;
             }
+        }
+        if added + changed_files + removed > 0 {
+            tracing::info!(added, changed = changed_files, removed, "shares rescanned");
+        } else {
+            tracing::debug!("shares rescanned, nothing changed");
         }
     }
 }

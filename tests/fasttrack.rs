@@ -796,18 +796,15 @@ async fn a_fasttrack_user_finds_and_fetches_a_gnutella_leafs_file_through_the_me
 async fn the_nodes_own_files_are_offered_only_while_users_are_logged_in() {
     let dir = common::Dir::new("ft-own");
     let own = data(120_000, 5);
-    let n = node::start(
-        mesh_node(
-            &dir,
-            "own",
-            node::Mode::Ultrapeer,
-            Some(("own library song.mp3", &own)),
-            vec![],
-        ),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let mut config = mesh_node(
+        &dir,
+        "own",
+        node::Mode::Ultrapeer,
+        Some(("own library song.mp3", &own)),
+        vec![],
+    );
+    config.rescan_every = Duration::from_millis(300);
+    let n = node::start(config, CancellationToken::new()).await.unwrap();
     // Hashed (a Gnutella search finds it with its FTH), and with no user the
     // supernode holds no copy of the library.
     let mut hits = Vec::new();
@@ -849,6 +846,42 @@ async fn the_nodes_own_files_are_offered_only_while_users_are_logged_in() {
     assert_eq!(r.fth, fth(&own));
     assert_eq!((r.ip, r.port), (LOCAL, n.local_addr.port()));
     assert_eq!(n.fasttrack().status().own_files, 1);
+
+    // While the user is logged in, a file added to the share is offered
+    // once hashed, and a file removed is no longer: the copy follows the
+    // library.
+    let share = dir.sub("share-own");
+    std::fs::write(share.join("own second tune.mp3"), data(50_000, 6)).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "added file not offered"
+        );
+        id += 1;
+        if u.search(id, "second tune").await.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(n.fasttrack().status().own_files, 2);
+    std::fs::remove_file(share.join("own library song.mp3")).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "removed file still offered"
+        );
+        id += 1;
+        if n.fasttrack().status().own_files == 1
+            && u.search(id, "own library song").await.is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    id += 1;
+    assert_eq!(u.search(id, "second tune").await.len(), 1);
 
     // The last user leaves: the copy goes.
     drop(u);

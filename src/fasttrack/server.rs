@@ -208,10 +208,17 @@ impl FastTrack {
         *self.inner.bridge.lock().unwrap_or_else(|e| e.into_inner()) = Some(bridge);
     }
 
-    /// The node's own files with their FTH, offered at `addr` (an unspecified
-    /// IP: the address each user reached us at).
-    pub fn set_own_files(&self, addr: SocketAddrV4, files: Vec<Share>) {
+    /// The node's own files with their FTH, each with its library index,
+    /// offered at `addr` (an unspecified IP: the address each user reached
+    /// us at).
+    pub fn set_own_files(&self, addr: SocketAddrV4, files: Vec<(u32, Share)>) {
         self.lock().core.set_own_files(addr, b"servent", files);
+    }
+
+    /// The node's own files changed: those with the library indexes `gone`
+    /// left, `new` came (see [`Supernode::change_own_files`]).
+    pub fn change_own_files(&self, gone: &[u32], new: Vec<(u32, Share)>) {
+        self.lock().core.change_own_files(gone, new);
     }
 
     /// Whether any user is logged in.

@@ -526,7 +526,9 @@ pub struct Supernode {
     free: Vec<u32>,
     words: HashMap<Box<[u8]>, Posting>,
     by_hash: HashMap<Fth, Vec<u32>>,
-    own: Vec<u32>,
+    /// The slots of the node's own files, by the key the node gave each
+    /// (its library index).
+    own: HashMap<u32, u32>,
     /// Where the node's own files are fetched, and its name in results.
     own_addr: SocketAddrV4,
     own_name: Bytes,
@@ -548,7 +550,7 @@ impl Supernode {
             free: Vec::new(),
             words: HashMap::new(),
             by_hash: HashMap::new(),
-            own: Vec::new(),
+            own: HashMap::new(),
             own_name: Bytes::from_static(b"servent"),
             nodes: Vec::new(),
             files_total: 0,
@@ -587,10 +589,11 @@ impl Supernode {
         self.nodes.truncate(200);
     }
 
-    /// The node's own files (with their FTH), served at `addr` as `name`;
-    /// they answer searches like a user's.
-    pub fn set_own_files(&mut self, addr: SocketAddrV4, name: &[u8], files: Vec<Share>) {
-        for slot in std::mem::take(&mut self.own) {
+    /// The node's own files (with their FTH), each with a key of the node's
+    /// (its library index), served at `addr` as `name`; they answer searches
+    /// like a user's.
+    pub fn set_own_files(&mut self, addr: SocketAddrV4, name: &[u8], files: Vec<(u32, Share)>) {
+        for (_, slot) in std::mem::take(&mut self.own) {
             self.remove_file(slot);
         }
         if files.is_empty() && self.files_total == 0 {
@@ -603,9 +606,27 @@ impl Supernode {
         }
         self.own_addr = addr;
         self.own_name = Bytes::copy_from_slice(name);
-        for f in files.into_iter().take(self.cfg.max_files_total) {
+        self.change_own_files(&[], files);
+    }
+
+    /// Some of the node's own files gone (by key) and others new: the index
+    /// changed by those alone, not rebuilt. A key given again replaces its
+    /// file. At most `max_files_total` own files are kept.
+    pub fn change_own_files(&mut self, gone: &[u32], new: Vec<(u32, Share)>) {
+        for key in gone {
+            if let Some(slot) = self.own.remove(key) {
+                self.remove_file(slot);
+            }
+        }
+        for (key, f) in new {
+            if let Some(slot) = self.own.remove(&key) {
+                self.remove_file(slot);
+            }
+            if self.own.len() >= self.cfg.max_files_total {
+                break;
+            }
             if let Some(slot) = self.insert_file(OWN, f) {
-                self.own.push(slot);
+                self.own.insert(key, slot);
             }
         }
     }

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::engine::EngineRef;
 use super::search::{SearchHit, Seen, hits_of};
-use crate::core::library::Library;
+use crate::core::library::{FileRef, Library};
 use crate::fasttrack::server::{Bridge, FastTrack};
 use crate::fasttrack::supernode::{Fth, Hit, NodeEntry, SessionId, Share, TAG_FILENAME, Tag};
 use crate::wire::{Guid, Hops, Message, Query, QueryFlags, QueryHit, Ttl};
@@ -192,22 +192,52 @@ pub fn media_of(name: &str) -> u8 {
     }
 }
 
-/// The library's files that have their FTH, as FastTrack shares.
-fn own_shares(lib: &Library) -> Vec<Share> {
-    lib.view()
+/// A library file with its FTH as a FastTrack share.
+fn share_of(f: &FileRef<'_>) -> Option<Share> {
+    let fth = f.fth?;
+    Some(Share {
+        media: media_of(f.name),
+        hash: *fth.as_bytes(),
+        file_id: u32::from(fth.file_id()),
+        size: f.size,
+        tags: vec![Tag {
+            id: TAG_FILENAME,
+            value: Bytes::copy_from_slice(f.name.as_bytes()),
+        }],
+    })
+}
+
+/// The indexes of the library's files that have their FTH (those offered),
+/// in index order.
+fn with_fth(lib: &Library) -> Vec<u32> {
+    let mut v: Vec<u32> = lib
+        .view()
         .files()
-        .filter_map(|f| {
-            let fth = f.fth?;
-            Some(Share {
-                media: media_of(f.name),
-                hash: *fth.as_bytes(),
-                file_id: u32::from(fth.file_id()),
-                size: f.size,
-                tags: vec![Tag {
-                    id: TAG_FILENAME,
-                    value: Bytes::copy_from_slice(f.name.as_bytes()),
-                }],
-            })
+        .filter(|f| f.fth.is_some())
+        .map(|f| f.index)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The library's files with these indexes, as FastTrack shares keyed by
+/// index.
+fn shares_of(lib: &Library, indexes: &[u32]) -> Vec<(u32, Share)> {
+    let view = lib.view();
+    indexes
+        .iter()
+        .filter_map(|&i| Some((i, share_of(&view.get(i)?)?)))
+        .collect()
+}
+
+/// What is in `a` and not in `b`, both sorted.
+fn missing_from(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut rest = b.iter().peekable();
+    a.iter()
+        .copied()
+        .filter(|x| {
+            while rest.next_if(|y| *y < x).is_some() {}
+            rest.peek() != Some(&x)
         })
         .collect()
 }
@@ -216,7 +246,10 @@ fn own_shares(lib: &Library) -> Vec<Share> {
 /// library (files are offered once their FTH is known), served on `port`,
 /// while FastTrack users are logged in. With none, the supernode holds no copy
 /// of the library (for 100,000 files, some 40 MB): it is made when the first
-/// user logs in and dropped when the last one leaves.
+/// user logs in and dropped when the last one leaves. In between, a change to
+/// the library changes the supernode's copy by the files added and removed
+/// alone (a file's index never outlives a change of its content), so a long
+/// hashing run with users logged in does not rebuild it every tick.
 pub async fn offer_own_files(
     engine: EngineRef,
     ft: FastTrack,
@@ -224,8 +257,9 @@ pub async fn offer_own_files(
     cancel: CancellationToken,
 ) {
     let at = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
-    // The library's change count when its files were last offered.
-    let mut offered = None;
+    // The library's change count when its files were last offered, and the
+    // indexes offered then.
+    let mut offered: Option<(u64, Vec<u32>)> = None;
     let mut tick = tokio::time::interval(OFFER_EVERY);
     loop {
         tokio::select! {
@@ -240,12 +274,27 @@ pub async fn offer_own_files(
             continue;
         }
         let changes = engine.library(|lib| lib.changes());
-        if offered == Some(changes) {
-            continue;
+        match &offered {
+            Some((seen, _)) if *seen == changes => continue,
+            Some((_, before)) => {
+                let (now, new) = engine.library(|lib| {
+                    let now = with_fth(lib);
+                    let new = shares_of(lib, &missing_from(&now, before));
+                    (now, new)
+                });
+                ft.change_own_files(&missing_from(before, &now), new);
+                offered = Some((changes, now));
+            }
+            None => {
+                let (now, all) = engine.library(|lib| {
+                    let now = with_fth(lib);
+                    let all = shares_of(lib, &now);
+                    (now, all)
+                });
+                ft.set_own_files(at, all);
+                offered = Some((changes, now));
+            }
         }
-        offered = Some(changes);
-        let shares = engine.library(own_shares);
-        ft.set_own_files(at, shares);
     }
 }
 
@@ -291,6 +340,35 @@ pub async fn read_give(stream: &mut TcpStream, mut buf: BytesMut) -> Result<u32,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_one_sorted_list_has_and_the_other_not() {
+        assert_eq!(missing_from(&[1, 2, 3, 7, 9], &[2, 3, 4, 9, 10]), [1, 7]);
+        assert_eq!(missing_from(&[2, 3, 4, 9, 10], &[1, 2, 3, 7, 9]), [4, 10]);
+        assert_eq!(missing_from(&[], &[1]), Vec::<u32>::new());
+        assert_eq!(missing_from(&[5, 6], &[]), [5, 6]);
+        assert_eq!(missing_from(&[5, 6], &[5, 6]), Vec::<u32>::new());
+        // Against a model, over many pairs of sorted lists.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..500 {
+            let mut list = |n: u64| {
+                let mut v: Vec<u32> = (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x % 40) as u32
+                    })
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            let (a, b) = (list(20), list(20));
+            let want: Vec<u32> = a.iter().copied().filter(|v| !b.contains(v)).collect();
+            assert_eq!(missing_from(&a, &b), want, "{a:?} {b:?}");
+        }
+    }
 
     #[test]
     fn give_lines() {

@@ -315,7 +315,11 @@ fn the_nodes_own_files_answer_searches() {
     let mut s = node();
     let t = Instant::now();
     login(&mut s, 1, "a", t);
-    s.set_own_files(addr(1, 6346), b"servent", vec![share("own file.txt", 1)]);
+    s.set_own_files(
+        addr(1, 6346),
+        b"servent",
+        vec![(5, share("own file.txt", 1))],
+    );
     let mut out = Vec::new();
     s.receive(1, query(0, "own"), t, &mut out);
     let hits = hits_of(&out, 1);
@@ -323,5 +327,57 @@ fn the_nodes_own_files_answer_searches() {
     assert_eq!(hits[0].addr, addr(1, 6346));
     assert_eq!(s.files_indexed(), 0);
     s.set_own_files(addr(1, 6346), b"servent", vec![]);
+    assert!(s.words.is_empty());
+}
+
+#[test]
+fn the_nodes_own_files_change_by_what_changed() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "a", t);
+    let found = |s: &mut Supernode, id: u16, text: &str| {
+        let mut out = Vec::new();
+        s.receive(1, query(id, text), t, &mut out);
+        let mut names: Vec<String> = hits_of(&out, 1)
+            .iter()
+            .map(|h| {
+                let name = h.tags.iter().find(|t| t.id == TAG_FILENAME).unwrap();
+                String::from_utf8_lossy(&name.value).into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    s.set_own_files(
+        addr(1, 6346),
+        b"servent",
+        vec![
+            (1, share("alpha one.mp3", 1)),
+            (2, share("alpha two.mp3", 2)),
+        ],
+    );
+    assert_eq!(
+        found(&mut s, 0, "alpha"),
+        ["alpha one.mp3", "alpha two.mp3"]
+    );
+    // One gone, one new, one given again under its key (replaced, not
+    // doubled), and a key never given removed (nothing happens).
+    s.change_own_files(
+        &[1, 9],
+        vec![
+            (3, share("alpha three.mp3", 3)),
+            (2, share("alpha deux.mp3", 2)),
+        ],
+    );
+    assert_eq!(s.own_files(), 2);
+    assert_eq!(
+        found(&mut s, 1, "alpha"),
+        ["alpha deux.mp3", "alpha three.mp3"]
+    );
+    assert!(found(&mut s, 2, "one").is_empty());
+    assert!(found(&mut s, 3, "two").is_empty());
+    s.change_own_files(&[2, 3], vec![]);
+    assert_eq!(s.own_files(), 0);
+    assert!(found(&mut s, 4, "alpha").is_empty());
     assert!(s.words.is_empty());
 }

@@ -214,9 +214,12 @@ impl Served {
     /// take (those a rescan did not find again).
     pub fn paths_except(&self, seen: impl Fn(u32) -> bool) -> Vec<PathBuf> {
         let store = self.read();
+        // In slot order: no sort of every file by index for the few gone.
         store
-            .slots_by_index(|r| r.dir != NO_DIR && !seen(r.index))
-            .map(|s| store.path(s))
+            .records
+            .used()
+            .filter(|(_, r)| r.dir != NO_DIR && !seen(r.index))
+            .map(|(s, _)| store.path(s))
             .collect()
     }
 
@@ -563,12 +566,9 @@ impl Store {
     }
 
     fn path(&self, slot: u32) -> PathBuf {
-        let r = &self.records[slot];
-        match r.dir {
-            NO_DIR => PathBuf::new(),
-            ODD_DIR => self.odd_paths.get(&r.index).cloned().unwrap_or_default(),
-            d => self.dirs.paths[d as usize].0.join(self.file_name(r)),
-        }
+        let mut p = PathBuf::new();
+        self.path_into(slot, &mut p);
+        p
     }
 
     /// [`Store::path`] into `out`, reusing its allocation.
@@ -1329,18 +1329,18 @@ impl Library {
 
     /// Records a file's SHA-1 once it has been computed.
     pub fn set_sha1(&mut self, index: u32, urn: Sha1Urn) {
-        self.changes += 1;
         let mut store = self.served.write();
         if let Some(slot) = store.slot_of(index) {
+            self.changes += 1;
             store.set_digest(SHA1, slot, urn.0);
         }
     }
 
     /// Records a file's FastTrack hash once it has been computed.
     pub fn set_fth(&mut self, index: u32, fth: Fth) {
-        self.changes += 1;
         let mut store = self.served.write();
         if let Some(slot) = store.slot_of(index) {
+            self.changes += 1;
             store.set_digest(FTH, slot, fth.0);
         }
     }

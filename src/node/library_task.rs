@@ -188,20 +188,16 @@ pub async fn run(
         else {
             return;
         };
-        // What the library holds of each file kept, and the shared files not
-        // found again, both before any event changes the library.
-        let known: Vec<_> = found
+        // Which files kept are shared already (so changed, as the scan kept
+        // them), and the shared files not found again, both before any event
+        // changes the library (only this task adds files to it).
+        let shared: Vec<bool> = found
             .iter()
-            .map(|f| shares.served.on_disk(&f.path))
+            .map(|f| shares.served.on_disk(&f.path).is_some())
             .collect();
         let gone = shares.served.paths_except(seen.into_test());
         let (mut added, mut changed_files) = (0, 0);
-        for (f, known) in found.into_iter().zip(known) {
-            let changed = match known {
-                Some(k) if k.is(f.size, f.mtime) => continue,
-                Some(_) => true,
-                None => false,
-            };
+        for (f, changed) in found.into_iter().zip(shared) {
             if changed {
                 changed_files += 1;
             } else {

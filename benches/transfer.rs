@@ -13,7 +13,9 @@
 //! repeated with 1, 2, ... worker threads for servent (`TOKIO_WORKER_THREADS`)
 //! and as many worker processes for nginx, up to the machine's cores.
 //!
-//! Run with `cargo bench --bench transfer`. Without `--bench` (as `cargo test
+//! Run with `cargo bench --bench transfer`. `TRANSFER_LOAD=1m`, `64k` or `4k`
+//! measures that load alone and `TRANSFER_THREADS=n` that many workers alone, so
+//! one cell can be measured again and again (binaries alternated). Without `--bench` (as `cargo test
 //! --benches` runs it) it is a quick smoke run over a small file that checks every
 //! answer's status, length and bytes, nginx's too. nginx is started with its own
 //! configuration on a loopback port when the `nginx` binary is found; otherwise
@@ -454,7 +456,21 @@ async fn main() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Worker threads (servent) and worker processes (nginx): 1, 2, 4, ... up to
     // the cores there are; the quick run uses all of them once.
-    let threads: Vec<usize> = if quick {
+    let only_threads = std::env::var("TRANSFER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let only_load = std::env::var("TRANSFER_LOAD").ok();
+    let loads: Vec<(&str, Load)> = LOADS
+        .iter()
+        .zip(["1m", "64k", "4k"])
+        .filter(|(_, key)| only_load.as_deref().is_none_or(|l| l == *key))
+        .map(|(l, _)| *l)
+        .collect();
+    assert!(!loads.is_empty(), "TRANSFER_LOAD is one of 1m, 64k, 4k");
+    let threads: Vec<usize> = if let Some(n) = only_threads {
+        vec![n]
+    } else if quick {
         vec![cores]
     } else {
         std::iter::successors(Some(1usize), |n| Some(n * 2))
@@ -518,7 +534,7 @@ async fn main() {
              {:<22} {:<22} {:>9} {:>8} {:>10} {:>7}",
             "load", "server", "r/s", "MB/s", "CPU s/GiB", "ratio"
         );
-        for (label, load) in LOADS {
+        for &(label, load) in &loads {
             let mut m = vec![Measured::default(); servers.len()];
             for _ in 0..rounds {
                 // In turn, so that none always runs on a warmer machine.
@@ -553,7 +569,7 @@ async fn main() {
     }
     if threads.len() > 1 {
         println!("\nscaling: requests/s at n workers over requests/s at 1");
-        for (label, _) in LOADS {
+        for &(label, _) in &loads {
             let of = |n: usize| results.iter().find(|r| r.0 == n && r.1 == label);
             let Some(one) = of(1) else { continue };
             let mut line = format!("{label:<22}");

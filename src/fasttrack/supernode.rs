@@ -423,17 +423,88 @@ pub fn routable(ip: Ipv4Addr) -> bool {
         || ip.octets()[0] >= 224)
 }
 
+/// An indexed file, kept compact: a supernode holds hundreds of thousands.
 struct FileEntry {
     /// The owning session; [`OWN`] for the node's own files.
     owner: SessionId,
-    share: Share,
+    hash: Fth,
+    size: u64,
+    file_id: u32,
+    media: u8,
+    /// The other files with the same hash form a ring in the order they came
+    /// (`by_hash` holds the first): the slots before and after this one, its
+    /// own slot when it is alone. Removing a file is then the same work however
+    /// many users share it.
+    prev: u32,
+    next: u32,
+    /// The tags, the file name first, packed into one buffer (see [`pack`]):
+    /// one allocation a file, where a `Vec<Tag>` took one for the list and
+    /// one per value.
+    tags: Bytes,
+}
+
+impl FileEntry {
+    fn tags(&self) -> Packed<'_> {
+        Packed(&self.tags)
+    }
+
+    fn filename(&self) -> &[u8] {
+        // `insert_file` puts the name first.
+        self.tags().next().map_or(&[][..], |(_, v)| v)
+    }
+
+    /// The tags as a result carries them: each value a slice of the buffer.
+    fn tag_list(&self) -> Vec<Tag> {
+        let base = self.tags.as_ptr() as usize;
+        self.tags()
+            .map(|(id, v)| {
+                let at = v.as_ptr() as usize - base;
+                Tag {
+                    id,
+                    value: self.tags.slice(at..at + v.len()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Tags as [`FileEntry`] holds them: for each, its id and its value's length
+/// (4 bytes each, little-endian), then the value.
+fn pack(tags: &[Tag]) -> Bytes {
+    let mut b = Vec::with_capacity(tags.iter().map(|t| 8 + t.value.len()).sum());
+    for t in tags {
+        b.extend_from_slice(&t.id.to_le_bytes());
+        b.extend_from_slice(&(t.value.len() as u32).to_le_bytes());
+        b.extend_from_slice(&t.value);
+    }
+    Bytes::from(b)
+}
+
+/// The (id, value) pairs of a buffer made by [`pack`].
+struct Packed<'a>(&'a [u8]);
+
+impl<'a> Iterator for Packed<'a> {
+    type Item = (u32, &'a [u8]);
+
+    fn next(&mut self) -> Option<(u32, &'a [u8])> {
+        let (head, rest) = self.0.split_first_chunk::<8>()?;
+        let id = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let (value, rest) = rest.split_at(len.min(rest.len()));
+        self.0 = rest;
+        Some((id, value))
+    }
 }
 
 /// A keyword's files: a short list while few have it, a hash set beyond (most
-/// words of most names are in a handful of files).
+/// words of most names are in a handful of files). The set is boxed so that
+/// every word's entry is the size of the short list.
 enum Posting {
     Few(Vec<u32>),
-    Many(HashSet<u32>),
+    // A set's 48 bytes against a list's 24, in every word's entry: the box
+    // costs one allocation a common word, the bare set 24 bytes every word.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<u32>>),
 }
 
 /// Files a [`Posting::Few`] holds before it becomes a set.
@@ -460,7 +531,7 @@ impl Posting {
             Posting::Few(v) => {
                 let mut set: HashSet<u32> = v.drain(..).collect();
                 set.insert(slot);
-                *self = Posting::Many(set);
+                *self = Posting::Many(Box::new(set));
             }
             Posting::Many(s) => {
                 s.insert(slot);
@@ -491,16 +562,16 @@ impl Posting {
 
 /// The keywords a file is indexed under: those of its name and of its text
 /// tags (title, artist, album, keywords), each once, into `words`.
-fn file_words(
-    share: &Share,
+fn file_words<'t>(
+    tags: impl Iterator<Item = (u32, &'t [u8])>,
     buf: &mut Vec<u8>,
     spans: &mut Vec<(u32, u32)>,
     words: &mut Vec<Vec<u8>>,
 ) {
     words.clear();
-    for t in &share.tags {
-        if matches!(t.id, 0x02 | 0x04 | 0x06 | 0x08 | 0x0C) {
-            keywords(&t.value, buf, spans);
+    for (id, value) in tags {
+        if matches!(id, 0x02 | 0x04 | 0x06 | 0x08 | 0x0C) {
+            keywords(value, buf, spans);
             for &(a, b) in spans.iter() {
                 let w = &buf[a as usize..b as usize];
                 if !words.iter().any(|x| x[..] == *w) {
@@ -525,7 +596,8 @@ pub struct Supernode {
     files: Vec<Option<FileEntry>>,
     free: Vec<u32>,
     words: HashMap<Box<[u8]>, Posting>,
-    by_hash: HashMap<Fth, Vec<u32>>,
+    /// The first file with each hash; the rest follow it in a ring.
+    by_hash: HashMap<Fth, u32>,
     /// The slots of the node's own files, by the key the node gave each
     /// (its library index).
     own: HashMap<u32, u32>,
@@ -820,7 +892,7 @@ impl Supernode {
                 let found = user.files.iter().position(|&slot| {
                     self.files[slot as usize]
                         .as_ref()
-                        .is_some_and(|f| f.share.hash == hash)
+                        .is_some_and(|f| f.hash == hash)
                 });
                 match found {
                     Some(i) => {
@@ -858,7 +930,7 @@ impl Supernode {
         if let Some(i) = user.files.iter().position(|&slot| {
             self.files[slot as usize]
                 .as_ref()
-                .is_some_and(|f| f.share.hash == share.hash)
+                .is_some_and(|f| f.hash == share.hash)
         }) {
             let slot = user.files.swap_remove(i);
             self.remove_file(slot);
@@ -884,6 +956,19 @@ impl Supernode {
             .push(slot);
     }
 
+    /// The file at a slot known to be taken (a ring's members are).
+    fn entry(&self, slot: u32) -> &FileEntry {
+        self.files[slot as usize]
+            .as_ref()
+            .expect("a hash ring holds taken slots")
+    }
+
+    fn entry_mut(&mut self, slot: u32) -> &mut FileEntry {
+        self.files[slot as usize]
+            .as_mut()
+            .expect("a hash ring holds taken slots")
+    }
+
     fn insert_file(&mut self, owner: SessionId, mut share: Share) -> Option<u32> {
         // Bounded metadata: the file name first, then other tags while they fit.
         let mut kept = Vec::with_capacity(share.tags.len().min(self.cfg.max_tags));
@@ -903,17 +988,11 @@ impl Supernode {
         if kept.first().is_none_or(|t| t.id != TAG_FILENAME) || bytes > self.cfg.max_tag_bytes {
             return None;
         }
-        // Values copied out: a value read off the network is a slice of the
-        // whole read buffer, which it would keep alive.
-        share.tags = kept
-            .into_iter()
-            .map(|t| Tag {
-                id: t.id,
-                value: Bytes::copy_from_slice(&t.value),
-            })
-            .collect();
+        // Values copied out (packed): a value read off the network is a slice
+        // of the whole read buffer, which it would keep alive.
+        let tags = pack(&kept);
         let (buf, spans, words) = &mut self.scratch;
-        file_words(&share, buf, spans, words);
+        file_words(Packed(&tags), buf, spans, words);
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -929,12 +1008,33 @@ impl Supernode {
                 }
             }
         }
-        self.by_hash.entry(share.hash).or_default().push(slot);
+        // Last in its hash's ring: before the first, after the one that was last.
+        let (prev, next) = match self.by_hash.get(&share.hash) {
+            Some(&first) => {
+                let last = self.entry(first).prev;
+                self.entry_mut(last).next = slot;
+                self.entry_mut(first).prev = slot;
+                (last, first)
+            }
+            None => {
+                self.by_hash.insert(share.hash, slot);
+                (slot, slot)
+            }
+        };
         if owner != OWN {
             self.files_total += 1;
             self.bytes_total += share.size;
         }
-        self.files[slot as usize] = Some(FileEntry { owner, share });
+        self.files[slot as usize] = Some(FileEntry {
+            owner,
+            hash: share.hash,
+            size: share.size,
+            file_id: share.file_id,
+            media: share.media,
+            prev,
+            next,
+            tags,
+        });
         Some(slot)
     }
 
@@ -943,7 +1043,7 @@ impl Supernode {
             return;
         };
         let (buf, spans, words) = &mut self.scratch;
-        file_words(&f.share, buf, spans, words);
+        file_words(f.tags(), buf, spans, words);
         for w in words.iter() {
             if let Some(p) = self.words.get_mut(&w[..]) {
                 p.remove(slot);
@@ -952,15 +1052,18 @@ impl Supernode {
                 }
             }
         }
-        if let Some(v) = self.by_hash.get_mut(&f.share.hash) {
-            v.retain(|s| *s != slot);
-            if v.is_empty() {
-                self.by_hash.remove(&f.share.hash);
+        if f.next == slot {
+            self.by_hash.remove(&f.hash);
+        } else {
+            self.entry_mut(f.prev).next = f.next;
+            self.entry_mut(f.next).prev = f.prev;
+            if self.by_hash.get(&f.hash) == Some(&slot) {
+                self.by_hash.insert(f.hash, f.next);
             }
         }
         if f.owner != OWN {
             self.files_total -= 1;
-            self.bytes_total -= f.share.size;
+            self.bytes_total -= f.size;
         }
         self.free.push(slot);
     }
@@ -1064,17 +1167,27 @@ impl Supernode {
     /// A user's file by slot, with its name checked.
     pub fn file_at(&self, slot: u32, name: &[u8]) -> Option<Hit> {
         let f = self.files.get(slot as usize)?.as_ref()?;
-        (f.owner != OWN && f.share.filename() == Some(name)).then(|| self.hit(f))
+        (f.owner != OWN && f.filename() == name).then(|| self.hit(f))
     }
 
     /// A user's file by hash (the first one found).
     pub fn file_by_hash(&self, hash: &Fth) -> Option<Hit> {
-        self.by_hash
-            .get(hash)?
-            .iter()
-            .filter_map(|&slot| self.files[slot as usize].as_ref())
+        self.same_hash(hash)
+            .map(|(_, f)| f)
             .find(|f| f.owner != OWN)
             .map(|f| self.hit(f))
+    }
+
+    /// The files with this hash, in the order they came, with their slots.
+    fn same_hash(&self, hash: &Fth) -> impl Iterator<Item = (u32, &FileEntry)> + '_ {
+        let first = self.by_hash.get(hash).copied();
+        let mut at = first;
+        std::iter::from_fn(move || {
+            let slot = at?;
+            let f = self.entry(slot);
+            at = Some(f.next).filter(|&n| Some(n) != first);
+            Some((slot, f))
+        })
     }
 
     fn matching(
@@ -1085,16 +1198,14 @@ impl Supernode {
     ) -> Vec<(u32, Hit)> {
         let media = q.media();
         let mut hits = Vec::new();
-        let wanted = |f: &FileEntry| keep(f) && media.is_none_or(|m| m == f.share.media);
+        let wanted = |f: &FileEntry| keep(f) && media.is_none_or(|m| m == f.media);
         if let Some(hash) = q.hash() {
-            for &slot in self.by_hash.get(&hash).into_iter().flatten() {
+            for (slot, f) in self.same_hash(&hash) {
                 if hits.len() >= max {
                     break;
                 }
-                if let Some(f) = &self.files[slot as usize] {
-                    if wanted(f) {
-                        hits.push((slot, self.hit(f)));
-                    }
+                if wanted(f) {
+                    hits.push((slot, self.hit(f)));
                 }
             }
             return hits;
@@ -1145,10 +1256,10 @@ impl Supernode {
             addr,
             bandwidth,
             user,
-            hash: f.share.hash,
-            file_id: f.share.file_id,
-            size: f.share.size,
-            tags: f.share.tags.clone(),
+            hash: f.hash,
+            file_id: f.file_id,
+            size: f.size,
+            tags: f.tag_list(),
         }
     }
 

@@ -381,3 +381,106 @@ fn the_nodes_own_files_change_by_what_changed() {
     assert!(found(&mut s, 4, "alpha").is_empty());
     assert!(s.words.is_empty());
 }
+
+/// Files sharing a hash, added and removed in any order: the ring stays whole
+/// and lists them in the order they came, as a plain list would.
+#[test]
+fn files_with_one_hash_stay_in_order_through_any_removals() {
+    let mut s = node();
+    let mut model: Vec<Vec<u32>> = vec![Vec::new(); 3];
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for step in 0..3_000u32 {
+        let h = (next() % 3) as usize;
+        let held: usize = model.iter().map(Vec::len).sum();
+        if next() % 5 < 3 || held == 0 {
+            let mut f = share(&format!("file {step}.mp3"), h as u8);
+            f.hash = [h as u8; 20];
+            let slot = s.insert_file(1 + u64::from(step % 7), f).expect("room");
+            model[h].push(slot);
+        } else {
+            let mut pick = (next() % held as u64) as usize;
+            let (h, i) = model
+                .iter()
+                .enumerate()
+                .find_map(|(h, v)| {
+                    if pick < v.len() {
+                        Some((h, pick))
+                    } else {
+                        pick -= v.len();
+                        None
+                    }
+                })
+                .expect("a held file");
+            let slot = model[h].remove(i);
+            s.remove_file(slot);
+        }
+        for (h, want) in model.iter().enumerate() {
+            let got: Vec<u32> = s.same_hash(&[h as u8; 20]).map(|(slot, _)| slot).collect();
+            assert_eq!(&got, want, "hash {h} after step {step}");
+            for &slot in want {
+                let f = s.entry(slot);
+                assert_eq!(s.entry(f.next).prev, slot);
+                assert_eq!(s.entry(f.prev).next, slot);
+            }
+        }
+    }
+    for v in &model {
+        for &slot in v {
+            s.remove_file(slot);
+        }
+    }
+    assert!(s.by_hash.is_empty() && s.words.is_empty());
+}
+
+/// A file's tags come back in results as they were shared, the name first,
+/// however they were packed.
+#[test]
+fn a_files_tags_come_back_in_its_results() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "alice", t);
+    login(&mut s, 2, "bob", t);
+    let mut f = share("tagged song.mp3", 4);
+    f.tags = vec![
+        Tag {
+            id: 0x06,
+            value: Bytes::from_static(b"Some Artist"),
+        },
+        Tag {
+            id: 0x15,
+            value: Bytes::new(),
+        },
+        Tag {
+            id: TAG_FILENAME,
+            value: Bytes::from_static(b"tagged song.mp3"),
+        },
+        Tag {
+            id: 0x0D,
+            value: Bytes::from_static(&[0, 1, 2, 0xFF]),
+        },
+    ];
+    let mut out = Vec::new();
+    s.receive(1, Request::Share(f.clone()), t, &mut out);
+    s.receive(2, query(0, "artist"), t, &mut out);
+    let hits = hits_of(&out, 2);
+    assert_eq!(hits.len(), 1, "found by a tag other than the name");
+    let ids: Vec<u32> = hits[0].tags.iter().map(|t| t.id).collect();
+    assert_eq!(ids[0], TAG_FILENAME);
+    let mut want = f.tags.clone();
+    let mut got = hits[0].tags.clone();
+    want.sort_by_key(|t| t.id);
+    got.sort_by_key(|t| t.id);
+    assert_eq!(got, want);
+    assert_eq!(
+        (hits[0].hash, hits[0].size, hits[0].file_id),
+        (f.hash, f.size, f.file_id)
+    );
+    assert!(s.file_at(0, b"tagged song.mp3").is_some());
+    assert!(s.file_at(0, b"other.mp3").is_none());
+}

@@ -261,6 +261,7 @@ impl FastTrack {
                 ("searches_over_rate", s.searches_over_rate),
                 ("searches_over_open", s.searches_over_open),
                 ("searches_refused", s.searches_refused),
+                ("searches_repeated", s.searches_repeated),
                 ("results", s.results),
                 ("bridged_results", s.bridged_results),
                 ("bridged_late", s.bridged_late),
@@ -387,7 +388,7 @@ impl FastTrack {
     pub fn end_search(&self, session: SessionId, id: u16) {
         let mut out = Vec::new();
         let mut st = self.lock();
-        st.core.finish(session, id, &mut out);
+        st.core.finish(session, id, Instant::now(), &mut out);
         self.apply(&mut st, out);
     }
 
@@ -586,6 +587,7 @@ impl FastTrack {
                 .closed_framing
                 .fetch_add(1, Ordering::Relaxed);
         }
+        tracing::debug!(%peer, session = id, "FastTrack session ended");
         let mut st = self.lock();
         st.sessions.remove(&id);
         st.core.disconnect(id);
@@ -625,7 +627,15 @@ impl FastTrack {
                     None => continue,
                 },
             };
+            let logins = st.core.stats().logins;
+            let name = match &req {
+                Request::NodeInfo(info) => Some(info.name.clone()),
+                _ => None,
+            };
             st.core.receive(id, req, now, &mut out);
+            if let Some(name) = name.filter(|_| st.core.stats().logins > logins) {
+                tracing::debug!(session = id, user = %String::from_utf8_lossy(&name), "FastTrack user logged in");
+            }
         }
         self.apply(&mut st, out);
         result

@@ -132,6 +132,18 @@ impl Query {
             .and_then(|t| <Fth>::try_from(&t.value[..]).ok())
     }
 
+    /// What the search asks, as a number: the same realm and terms give the
+    /// same one (the id and the result count left out).
+    pub fn signature(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.realm.hash(&mut h);
+        for t in &self.terms {
+            (t.cmp, t.tag, &t.value[..]).hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// The media type the realm asks for (1..5), or none for everything.
     pub fn media(&self) -> Option<u8> {
         match self.realm & 0x7F {
@@ -355,6 +367,10 @@ pub struct Stats {
     pub searches_over_open: u64,
     /// A search before the login.
     pub searches_refused: u64,
+    /// A search sent again just after it ended (giFT's `auto_search_more`
+    /// sends each search three times, each after the last one's 0x08):
+    /// ended at once, not charged to the rate, nothing sent twice.
+    pub searches_repeated: u64,
     pub results: u64,
     pub bridged_results: u64,
     /// Bridged hits for a search already ended (or a session gone).
@@ -380,6 +396,55 @@ fn charge(user: &mut User, kind: BudgetKind, now: Instant, over: &mut u64) -> Ve
     verdict
 }
 
+/// A search answered and ended.
+struct Ended {
+    id: u16,
+    signature: u64,
+    at: Instant,
+    /// Times it came again since.
+    repeats: u8,
+}
+
+/// Ended searches remembered per user.
+const ENDED_KEPT: usize = 8;
+/// How long after its end a search sent again is a repeat.
+const REPEAT_WITHIN: Duration = Duration::from_secs(60);
+/// Repeats of one search ended without a charge (giFT's default sends two);
+/// beyond, the search counts as new.
+const FREE_REPEATS: u8 = 4;
+
+impl User {
+    /// Notes that a search ended, answered.
+    fn ended(&mut self, id: u16, signature: u64, now: Instant) {
+        self.ended.retain(|e| e.id != id);
+        if self.ended.len() >= ENDED_KEPT {
+            self.ended.remove(0);
+        }
+        self.ended.push(Ended {
+            id,
+            signature,
+            at: now,
+            repeats: 0,
+        });
+    }
+
+    /// Whether this search repeats one just ended (then counted as a repeat).
+    fn repeats(&mut self, q: &Query, now: Instant) -> bool {
+        let signature = q.signature();
+        let Some(e) = self.ended.iter_mut().find(|e| e.id == q.id) else {
+            return false;
+        };
+        if e.signature != signature
+            || now.saturating_duration_since(e.at) > REPEAT_WITHIN
+            || e.repeats >= FREE_REPEATS
+        {
+            return false;
+        }
+        e.repeats += 1;
+        true
+    }
+}
+
 struct User {
     peer: SocketAddrV4,
     info: Option<NodeInfo>,
@@ -388,8 +453,12 @@ struct User {
     started: Instant,
     heard: Instant,
     pinged: bool,
-    /// Searches waiting for bridged results, with their deadlines.
-    open: Vec<(u16, Instant)>,
+    /// Searches waiting for bridged results, with their deadlines and what
+    /// they asked ([`Query::signature`]).
+    open: Vec<(u16, Instant, u64)>,
+    /// Searches answered and ended lately (the most recent last), so that
+    /// the same search sent again is known for a repeat.
+    ended: Vec<Ended>,
     /// Results sent per open search (bridged ones count too).
     sent: Vec<(u16, usize)>,
 }
@@ -727,6 +796,7 @@ impl Supernode {
                 heard: now,
                 pinged: false,
                 open: Vec::new(),
+                ended: Vec::new(),
                 sent: Vec::new(),
             },
         );
@@ -812,8 +882,9 @@ impl Supernode {
             let mut i = 0;
             while i < u.open.len() {
                 if u.open[i].1 <= now {
-                    let (sid, _) = u.open.swap_remove(i);
+                    let (sid, _, signature) = u.open.swap_remove(i);
                     u.sent.retain(|(s, _)| *s != sid);
+                    u.ended(sid, signature, now);
                     out.push(Action::Send(id, Reply::End(sid)));
                 } else {
                     i += 1;
@@ -826,13 +897,14 @@ impl Supernode {
     }
 
     /// Ends an open search now (its bridge has nothing more to give).
-    pub fn finish(&mut self, session: SessionId, id: u16, out: &mut Vec<Action>) {
+    pub fn finish(&mut self, session: SessionId, id: u16, now: Instant, out: &mut Vec<Action>) {
         let Some(u) = self.users.get_mut(&session) else {
             return;
         };
-        if let Some(i) = u.open.iter().position(|(s, _)| *s == id) {
-            u.open.swap_remove(i);
+        if let Some(i) = u.open.iter().position(|(s, _, _)| *s == id) {
+            let (_, _, signature) = u.open.swap_remove(i);
             u.sent.retain(|(s, _)| *s != id);
+            u.ended(id, signature, now);
             out.push(Action::Send(session, Reply::End(id)));
         }
     }
@@ -842,7 +914,7 @@ impl Supernode {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.users
             .values()
-            .flat_map(|u| u.open.iter().map(|(_, t)| *t))
+            .flat_map(|u| u.open.iter().map(|(_, t, _)| *t))
             .min()
     }
 
@@ -1072,6 +1144,12 @@ impl Supernode {
         let Some(user) = self.users.get_mut(&session) else {
             return;
         };
+        let open = user.open.iter().any(|(id, _, _)| *id == q.id);
+        if !open && user.repeats(&q, now) {
+            // Answered a moment ago: its results are with the user already.
+            self.stats.searches_repeated += 1;
+            return out.push(Action::Send(session, Reply::End(q.id)));
+        }
         match charge(
             user,
             BudgetKind::Query,
@@ -1087,7 +1165,7 @@ impl Supernode {
             return out.push(Action::Send(session, Reply::End(q.id)));
         }
         self.stats.searches += 1;
-        let already_open = user.open.iter().any(|(id, _)| *id == q.id);
+        let already_open = open;
         let bridge = !self.cfg.bridge_wait.is_zero() && !already_open;
         if bridge && user.open.len() >= self.cfg.max_open_searches {
             self.stats.searches_over_open += 1;
@@ -1100,7 +1178,8 @@ impl Supernode {
         self.send_hits(session, q.id, hits, out);
         let user = self.users.get_mut(&session).expect("checked above");
         if bridge {
-            user.open.push((q.id, now + self.cfg.bridge_wait));
+            user.open
+                .push((q.id, now + self.cfg.bridge_wait, q.signature()));
             user.sent.push((q.id, n));
             out.push(Action::Bridge {
                 session,
@@ -1109,6 +1188,7 @@ impl Supernode {
                 hash: q.hash(),
             });
         } else if !already_open {
+            user.ended(q.id, q.signature(), now);
             out.push(Action::Send(session, Reply::End(q.id)));
         }
     }

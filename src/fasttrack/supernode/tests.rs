@@ -484,3 +484,77 @@ fn a_files_tags_come_back_in_its_results() {
     assert!(s.file_at(0, b"tagged song.mp3").is_some());
     assert!(s.file_at(0, b"other.mp3").is_none());
 }
+
+/// giFT's `auto_search_more` (2 by default) sends each search again after its
+/// 0x08, twice, with the same id: a user searching eight times in a second
+/// sends 24 searches. The repeats end at once, are not charged to the rate,
+/// and send no result twice; a new search under the same id still counts.
+#[test]
+fn gifts_repeated_searches_end_at_once_and_cost_nothing() {
+    for bridge_wait in [Duration::ZERO, Duration::from_secs(2)] {
+        let mut s = Supernode::new(Config {
+            bridge_wait,
+            ..Config::default()
+        });
+        let t = Instant::now();
+        login(&mut s, 1, "alice", t);
+        login(&mut s, 2, "bob", t);
+        let mut out = Vec::new();
+        for n in 0..8u8 {
+            s.receive(
+                1,
+                Request::Share(share(&format!("word{n} song.mp3"), n)),
+                t,
+                &mut out,
+            );
+        }
+        let mut now = t;
+        for n in 0..8u16 {
+            for send in 0..3 {
+                out.clear();
+                s.receive(2, query(n, &format!("word{n}")), now, &mut out);
+                // The bridge, if any, ends the search a little later.
+                now += Duration::from_millis(40);
+                s.tick(now + bridge_wait, &mut out);
+                let hits = hits_of(&out, 2).len();
+                assert_eq!(hits, usize::from(send == 0), "search {n}, send {send}");
+                assert!(
+                    out.contains(&Action::Send(2, Reply::End(n))),
+                    "search {n} ended"
+                );
+                assert!(
+                    send == 0 || !out.iter().any(|a| matches!(a, Action::Bridge { .. })),
+                    "a repeat is not bridged again"
+                );
+            }
+        }
+        let st = s.stats();
+        assert_eq!((st.searches, st.searches_repeated), (8, 16));
+        assert_eq!((st.searches_over_rate, st.closed_flood), (0, 0));
+        assert_eq!(s.users_online(), 2);
+        // Other words under an id just used: a new search, answered.
+        out.clear();
+        s.receive(2, query(7, "word3"), now, &mut out);
+        s.tick(now + bridge_wait, &mut out);
+        assert_eq!(hits_of(&out, 2).len(), 1);
+        assert_eq!(s.stats().searches, 9);
+        // Repeats are free a few times only; the next counts as a search
+        // again (and is answered again), and the count starts over.
+        for _ in 0..FREE_REPEATS + 2 {
+            out.clear();
+            s.receive(2, query(7, "word3"), now, &mut out);
+            s.tick(now + bridge_wait, &mut out);
+        }
+        assert_eq!(
+            s.stats().searches_repeated,
+            16 + u64::from(FREE_REPEATS) + 1
+        );
+        assert_eq!(s.stats().searches, 10);
+        // A minute later the same search is new again.
+        out.clear();
+        let later = now + bridge_wait + REPEAT_WITHIN + Duration::from_secs(1);
+        s.receive(2, query(2, "word2"), later, &mut out);
+        s.tick(later + bridge_wait, &mut out);
+        assert_eq!(hits_of(&out, 2).len(), 1);
+    }
+}

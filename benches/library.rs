@@ -17,9 +17,10 @@
 //! - hashing: the same files hashed by [`servent::share::hash_file`] against
 //!   `sha1sum` (skipped with a message when the binary is missing);
 //! - the whole node: the resident size of a `servent run` sharing 100,000
-//!   files, just after hashing them, restarted with its hash cache, and after
-//!   each of six rescans that find one file more, over that of one sharing
-//!   nothing.
+//!   files, just after hashing them, restarted with its hash cache, after
+//!   each of six rescans that find one file more, and with a FastTrack user
+//!   logged in (the node's own files then in its supernode's index), over that
+//!   of one sharing nothing.
 //!
 //! `cargo test --benches` runs a quick mode (100,000 files for the memory,
 //! 20,000 for the answers, small trees) that asserts the answers equal the
@@ -433,9 +434,11 @@ fn hashing(n: usize, size: usize, rounds: usize) {
 /// A `servent run` sharing `share`, after `ready` says it is and its resident
 /// size has stopped moving; then, `rescans` times, `pause` later, with one
 /// file more in `share` (`added(i)`), rescanned through the control API and
-/// the new file hashed, settled again. Returns the resident sizes: the first, then one per
-/// rescan. (The control API only when there are rescans to ask for: nothing to
-/// bind but the node's own port, 0, otherwise.)
+/// the new file hashed, settled again; then, when there were rescans, with a
+/// FastTrack user logged in and every file offered to it. Returns the
+/// resident sizes: the first, then one per rescan, then the one with the user.
+/// (The control API only when there are rescans to ask for: nothing to bind
+/// but the node's own port, 0, otherwise.)
 fn node_resident(
     share: &Path,
     data: &Path,
@@ -463,9 +466,13 @@ fn node_resident(
     // it (and after `FastTrack users on ADDR`).
     let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut api = None;
+    let mut node = None;
     for _ in 0..if rescans == 0 { 1 } else { 4 } {
         let mut line = String::new();
         out.read_line(&mut line).expect("a line from the node");
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            node = a.parse::<std::net::SocketAddr>().ok();
+        }
         api = line
             .trim()
             .strip_prefix("control API on http://")
@@ -520,9 +527,67 @@ fn node_resident(
         // the library task hands back what it freed.
         sizes.push(wait(&|| lines() > before, &mut child));
     }
+    if rescans > 0 {
+        // FastTrack users come in on the node's own port too.
+        let api = api.as_deref().expect("the control API's address");
+        let token = std::fs::read_to_string(data.join(servent::api::TOKEN_FILE)).expect("token");
+        let _user = fasttrack_user(node.expect("the node's address"));
+        let files = lines();
+        let offered = || own_files(api, token.trim()) >= files as u64;
+        sizes.push(wait(&offered, &mut child));
+    }
     let _ = child.kill();
     let _ = child.wait();
     sizes
+}
+
+/// A FastTrack user (giFT's side of the session) logged in to the node at
+/// `node`; the socket is returned so that the user stays.
+fn fasttrack_user(node: std::net::SocketAddr) -> std::net::TcpStream {
+    use servent::fasttrack::session::ClientSession;
+    use servent::fasttrack::wire::{Message, NodeInfo};
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(node).expect("connect to the node");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut c = ClientSession::new_gift();
+    s.write_all(&c.take_output()).expect("hello");
+    let mut buf = vec![0u8; 4096];
+    while !c.is_established() {
+        let n = s.read(&mut buf).expect("the node's handshake");
+        assert!(n > 0, "the node closed the FastTrack session");
+        c.receive(&buf[..n]).expect("a FastTrack handshake");
+        while c.poll_packet().expect("a packet").is_some() {}
+        s.write_all(&c.take_output()).expect("handshake");
+    }
+    c.send_message(&Message::NodeInfo(NodeInfo {
+        ip: std::net::Ipv4Addr::LOCALHOST,
+        port: 2000,
+        bandwidth: 0x60,
+        user: bytes::Bytes::from_static(b"bench"),
+    }))
+    .expect("node info");
+    s.write_all(&c.take_output()).expect("node info");
+    s
+}
+
+/// `servent_fasttrack_own_files` from the node's `/metrics`.
+fn own_files(api: &str, token: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(api) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    page.lines()
+        .find_map(|l| l.strip_prefix("servent_fasttrack_own_files "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The whole node's resident size sharing `n` files (names as the memory
@@ -579,9 +644,17 @@ fn resident(n: usize, rescans: usize, pause: Duration) {
         warm[0] as f64 / 1048576.0,
         per(warm[0])
     );
-    for (i, &rss) in warm.iter().enumerate().skip(1) {
+    let with_user = warm.get(rescans + 1).copied();
+    for (i, &rss) in warm.iter().enumerate().skip(1).take(rescans) {
         println!(
             "  after rescan {i:<2} (+1 file)    {:>8.1} MiB  {:>6.1} B/file over the baseline",
+            rss as f64 / 1048576.0,
+            per(rss)
+        );
+    }
+    if let Some(rss) = with_user {
+        println!(
+            "  a FastTrack user logged in   {:>8.1} MiB  {:>6.1} B/file over the baseline",
             rss as f64 / 1048576.0,
             per(rss)
         );

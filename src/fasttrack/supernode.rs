@@ -369,7 +369,8 @@ pub struct Stats {
     pub searches_refused: u64,
     /// A search sent again just after it ended (giFT's `auto_search_more`
     /// sends each search three times, each after the last one's 0x08):
-    /// ended at once, not charged to the rate, nothing sent twice.
+    /// ended at once, not charged to the rate, nothing sent twice. A search
+    /// refused for the rate or for too many open counts as ended too.
     pub searches_repeated: u64,
     pub results: u64,
     pub bridged_results: u64,
@@ -405,8 +406,10 @@ struct Ended {
     repeats: u8,
 }
 
-/// Ended searches remembered per user.
-const ENDED_KEPT: usize = 8;
+/// Ended searches remembered per user: more than a burst of searches (10)
+/// and the searches open at once (8), since giFT may send a whole burst
+/// before the first 0x08 comes back, and repeats the searches then.
+const ENDED_KEPT: usize = 32;
 /// How long after its end a search sent again is a repeat.
 const REPEAT_WITHIN: Duration = Duration::from_secs(60);
 /// Repeats of one search ended without a charge (giFT's default sends two);
@@ -1157,7 +1160,12 @@ impl Supernode {
             &mut self.stats.searches_over_rate,
         ) {
             Verdict::Take => {}
-            Verdict::Drop => return out.push(Action::Send(session, Reply::End(q.id))),
+            Verdict::Drop => {
+                // Ended as answered: giFT's repeats of it are not charged
+                // (each a strike more toward a close) but ended at once too.
+                user.ended(q.id, q.signature(), now);
+                return out.push(Action::Send(session, Reply::End(q.id)));
+            }
             Verdict::Close => return self.close(session, CloseReason::Flood, out),
         }
         if user.info.is_none() {
@@ -1169,6 +1177,7 @@ impl Supernode {
         let bridge = !self.cfg.bridge_wait.is_zero() && !already_open;
         if bridge && user.open.len() >= self.cfg.max_open_searches {
             self.stats.searches_over_open += 1;
+            user.ended(q.id, q.signature(), now);
             return out.push(Action::Send(session, Reply::End(q.id)));
         }
         let max = usize::from(q.max_results).clamp(1, self.cfg.max_results);

@@ -558,3 +558,34 @@ fn gifts_repeated_searches_end_at_once_and_cost_nothing() {
         assert_eq!(hits_of(&out, 2).len(), 1);
     }
 }
+
+/// giFT may send a whole burst of searches before the first 0x08 comes back,
+/// then repeat each twice: fourteen searches, ten within the burst. The four
+/// over the rate are refused once; their repeats, like the others', cost
+/// nothing, and the user stays.
+#[test]
+fn a_pipelined_burst_and_its_repeats_do_not_close_the_user() {
+    let mut s = node();
+    let t = Instant::now();
+    login(&mut s, 1, "alice", t);
+    login(&mut s, 2, "bob", t);
+    let mut out = Vec::new();
+    s.receive(1, Request::Share(share("burst song.mp3", 1)), t, &mut out);
+    for n in 0..14u16 {
+        s.receive(2, query(n, &format!("burst w{n}")), t, &mut out);
+    }
+    for _ in 0..2 {
+        for n in 0..14u16 {
+            s.receive(2, query(n, &format!("burst w{n}")), t, &mut out);
+        }
+    }
+    let st = s.stats();
+    assert_eq!((st.searches, st.searches_over_rate), (10, 4));
+    assert_eq!((st.searches_repeated, st.closed_flood), (28, 0));
+    assert_eq!(s.users_online(), 2);
+    let ends = out
+        .iter()
+        .filter(|a| matches!(a, Action::Send(2, Reply::End(_))))
+        .count();
+    assert_eq!(ends, 42, "every send ended");
+}

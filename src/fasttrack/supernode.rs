@@ -363,14 +363,15 @@ pub struct Stats {
     pub unshares_unknown: u64,
     pub searches: u64,
     pub searches_over_rate: u64,
-    /// A search while the user had too many open.
+    /// A search while the user had too many open: answered from our users
+    /// alone, not bridged.
     pub searches_over_open: u64,
     /// A search before the login.
     pub searches_refused: u64,
     /// A search sent again just after it ended (giFT's `auto_search_more`
     /// sends each search three times, each after the last one's 0x08):
     /// ended at once, not charged to the rate, nothing sent twice. A search
-    /// refused for the rate or for too many open counts as ended too.
+    /// refused for the rate counts as ended too.
     pub searches_repeated: u64,
     pub results: u64,
     pub bridged_results: u64,
@@ -1174,11 +1175,12 @@ impl Supernode {
         }
         self.stats.searches += 1;
         let already_open = open;
-        let bridge = !self.cfg.bridge_wait.is_zero() && !already_open;
+        let mut bridge = !self.cfg.bridge_wait.is_zero() && !already_open;
         if bridge && user.open.len() >= self.cfg.max_open_searches {
+            // Answered from our users alone, and ended at once: a burst sent
+            // before the first 0x08 returns still gets its results.
             self.stats.searches_over_open += 1;
-            user.ended(q.id, q.signature(), now);
-            return out.push(Action::Send(session, Reply::End(q.id)));
+            bridge = false;
         }
         let max = usize::from(q.max_results).clamp(1, self.cfg.max_results);
         let hits = self.matches(&q, Some(session), max);

@@ -589,3 +589,29 @@ fn a_pipelined_burst_and_its_repeats_do_not_close_the_user() {
         .count();
     assert_eq!(ends, 42, "every send ended");
 }
+
+/// Past the searches a user may have open, a search is still answered from
+/// the supernode's users, only not bridged: a burst sent before the first
+/// 0x08 returns gets every result.
+#[test]
+fn a_search_past_the_open_ones_is_answered_not_bridged() {
+    let mut s = Supernode::new(Config {
+        bridge_wait: Duration::from_secs(4),
+        ..Config::default()
+    });
+    let t = Instant::now();
+    login(&mut s, 1, "alice", t);
+    login(&mut s, 2, "bob", t);
+    let mut out = Vec::new();
+    s.receive(1, Request::Share(share("open song.mp3", 1)), t, &mut out);
+    for n in 0..10u16 {
+        out.clear();
+        s.receive(2, query(n, "open song"), t, &mut out);
+        assert_eq!(hits_of(&out, 2).len(), 1, "search {n} answered");
+        let bridged = out.iter().any(|a| matches!(a, Action::Bridge { .. }));
+        let ended = out.contains(&Action::Send(2, Reply::End(n)));
+        assert_eq!((bridged, ended), (n < 8, n >= 8), "search {n}");
+    }
+    assert_eq!(s.stats().searches_over_open, 2);
+    assert_eq!(s.stats().searches, 10);
+}

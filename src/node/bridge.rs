@@ -245,7 +245,7 @@ fn missing_from(a: &[u32], b: &[u32]) -> Vec<u32> {
 /// Keeps the supernode's view of the node's own files in step with the
 /// library (files are offered once their FTH is known), served on `port`,
 /// while FastTrack users are logged in. With none, the supernode holds no copy
-/// of the library (for 100,000 files, some 35 MB): it is made when the first
+/// of the library (for 100,000 files, some 30 MB): it is made when the first
 /// user logs in and dropped when the last one leaves. In between, a change to
 /// the library changes the supernode's copy by the files added and removed
 /// alone (a file's index never outlives a change of its content), so a long

@@ -434,11 +434,12 @@ impl User {
 
     /// Whether this search repeats one just ended (then counted as a repeat).
     fn repeats(&mut self, q: &Query, now: Instant) -> bool {
-        let signature = q.signature();
+        // The id first: the hash of the terms only for a search that may
+        // repeat one.
         let Some(e) = self.ended.iter_mut().find(|e| e.id == q.id) else {
             return false;
         };
-        if e.signature != signature
+        if e.signature != q.signature()
             || now.saturating_duration_since(e.at) > REPEAT_WITHIN
             || e.repeats >= FREE_REPEATS
         {

@@ -1175,8 +1175,7 @@ impl Supernode {
             return out.push(Action::Send(session, Reply::End(q.id)));
         }
         self.stats.searches += 1;
-        let already_open = open;
-        let mut bridge = !self.cfg.bridge_wait.is_zero() && !already_open;
+        let mut bridge = !self.cfg.bridge_wait.is_zero() && !open;
         if bridge && user.open.len() >= self.cfg.max_open_searches {
             // Answered from our users alone, and ended at once: a burst sent
             // before the first 0x08 returns still gets its results.
@@ -1199,7 +1198,7 @@ impl Supernode {
                 text: q.text(),
                 hash: q.hash(),
             });
-        } else if !already_open {
+        } else if !open {
             user.ended(q.id, q.signature(), now);
             out.push(Action::Send(session, Reply::End(q.id)));
         }

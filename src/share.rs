@@ -420,16 +420,17 @@ fn list_dir(root: &Path, dir: &Path, keep: &Keep<'_>) -> (Listing, Vec<(u32, Pat
     let mut listing = Listing::default();
     let mut subdirs: Vec<PathBuf> = Vec::new();
     let mut links = Vec::new();
-    // Each file's path is made here first, and copied out only if kept.
-    let mut path = PathBuf::new();
+    // Each file's path is made here (the directory, then the name pushed
+    // and popped again), and copied out only if kept.
+    let mut path = dir.to_path_buf();
     // The directory is canonical and inside the root, so an entry that is
     // no link is too, at `dir/name`: its type comes with the directory
     // listing, and only a file needs one `stat` (size and time). Links take
     // the long way, below.
     let read = read_entries(dir, |name, entry| match entry {
         Ok(EntryKind::File { size, mtime }) => {
-            path.clear();
-            path.push(dir);
+            // A name read from a directory is one component: the pop takes
+            // it off again.
             path.push(name);
             if keep(&path, size, mtime) {
                 listing.files.push(FoundFile {
@@ -439,6 +440,7 @@ fn list_dir(root: &Path, dir: &Path, keep: &Keep<'_>) -> (Listing, Vec<(u32, Pat
                     other_name: None,
                 });
             }
+            path.pop();
         }
         Ok(EntryKind::Dir) => subdirs.push(child(dir, name)),
         Ok(EntryKind::Link) => links.push(name.to_string()),

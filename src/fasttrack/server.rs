@@ -208,11 +208,11 @@ impl FastTrack {
         *self.inner.bridge.lock().unwrap_or_else(|e| e.into_inner()) = Some(bridge);
     }
 
-    /// The node's own files with their FTH, each with its library index,
-    /// offered at `addr` (an unspecified IP: the address each user reached
-    /// us at).
-    pub fn set_own_files(&self, addr: SocketAddrV4, files: Vec<(u32, Share)>) {
-        self.lock().core.set_own_files(addr, b"servent", files);
+    /// Drops the node's own files from the users' index; those offered next
+    /// are served at `addr` (an unspecified IP: the address each user
+    /// reached us at).
+    pub fn clear_own_files(&self, addr: SocketAddrV4) {
+        self.lock().core.clear_own_files(addr, b"servent");
     }
 
     /// The node's own files changed: those with the library indexes `gone`

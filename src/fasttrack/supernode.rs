@@ -69,6 +69,16 @@ pub struct Tag {
     pub value: Bytes,
 }
 
+impl Tag {
+    /// The file name tag (the one tag giFT needs in a result).
+    pub fn filename(name: &str) -> Tag {
+        Tag {
+            id: TAG_FILENAME,
+            value: Bytes::copy_from_slice(name.as_bytes()),
+        }
+    }
+}
+
 /// A shared file (0x22), as a user announced it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Share {
@@ -735,14 +745,13 @@ impl Supernode {
         self.nodes.truncate(200);
     }
 
-    /// The node's own files (with their FTH), each with a key of the node's
-    /// (its library index), served at `addr` as `name`; they answer searches
-    /// like a user's.
-    pub fn set_own_files(&mut self, addr: SocketAddrV4, name: &[u8], files: Vec<(u32, Share)>) {
+    /// Drops the node's own files; those to come ([`Supernode::change_own_files`])
+    /// are served at `addr` as `name`, and answer searches like a user's.
+    pub fn clear_own_files(&mut self, addr: SocketAddrV4, name: &[u8]) {
         for (_, slot) in std::mem::take(&mut self.own) {
             self.remove_file(slot);
         }
-        if files.is_empty() && self.files_total == 0 {
+        if self.files_total == 0 {
             // Nothing left in the index: its tables are given back, not kept
             // at the size the node's library had made them.
             self.files = Vec::new();
@@ -752,12 +761,12 @@ impl Supernode {
         }
         self.own_addr = addr;
         self.own_name = Bytes::copy_from_slice(name);
-        self.change_own_files(&[], files);
     }
 
-    /// Some of the node's own files gone (by key) and others new: the index
-    /// changed by those alone, not rebuilt. A key given again replaces its
-    /// file. At most `max_files_total` own files are kept.
+    /// Some of the node's own files gone and others new, each with a key of
+    /// the node's (its library index, with its FTH): the index changed by
+    /// those alone, not rebuilt. A key given again replaces its file. At most
+    /// `max_files_total` own files are kept.
     pub fn change_own_files(&mut self, gone: &[u32], new: Vec<(u32, Share)>) {
         for key in gone {
             if let Some(slot) = self.own.remove(key) {

@@ -19,7 +19,7 @@ use super::engine::EngineRef;
 use super::search::{SearchHit, Seen, hits_of};
 use crate::core::library::{FileRef, Library};
 use crate::fasttrack::server::{Bridge, FastTrack};
-use crate::fasttrack::supernode::{Fth, Hit, NodeEntry, SessionId, Share, TAG_FILENAME, Tag};
+use crate::fasttrack::supernode::{Fth, Hit, NodeEntry, SessionId, Share, Tag};
 use crate::wire::{Guid, Hops, Message, Query, QueryFlags, QueryHit, Ttl};
 
 /// Hits one bridged search takes from the Gnutella network (the supernode
@@ -69,10 +69,7 @@ pub fn as_fasttrack(h: &SearchHit) -> Result<Hit, &'static str> {
         hash: *fth.as_bytes(),
         file_id: u32::from(fth.file_id()),
         size: h.size,
-        tags: vec![Tag {
-            id: TAG_FILENAME,
-            value: Bytes::copy_from_slice(h.name.as_bytes()),
-        }],
+        tags: vec![Tag::filename(&h.name)],
     })
 }
 
@@ -200,10 +197,7 @@ fn share_of(f: &FileRef<'_>) -> Option<Share> {
         hash: *fth.as_bytes(),
         file_id: u32::from(fth.file_id()),
         size: f.size,
-        tags: vec![Tag {
-            id: TAG_FILENAME,
-            value: Bytes::copy_from_slice(f.name.as_bytes()),
-        }],
+        tags: vec![Tag::filename(f.name)],
     })
 }
 
@@ -269,7 +263,7 @@ pub async fn offer_own_files(
         }
         if !ft.has_users() {
             if offered.take().is_some() {
-                ft.set_own_files(at, Vec::new());
+                ft.clear_own_files(at);
             }
             continue;
         }
@@ -278,7 +272,7 @@ pub async fn offer_own_files(
             Some((seen, _)) if *seen == changes => continue,
             Some((_, before)) => &before[..],
             None => {
-                ft.set_own_files(at, Vec::new());
+                ft.clear_own_files(at);
                 &[]
             }
         };

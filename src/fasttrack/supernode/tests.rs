@@ -315,19 +315,16 @@ fn the_nodes_own_files_answer_searches() {
     let mut s = node();
     let t = Instant::now();
     login(&mut s, 1, "a", t);
-    s.set_own_files(
-        addr(1, 6346),
-        b"servent",
-        vec![(5, share("own file.txt", 1))],
-    );
+    s.clear_own_files(addr(1, 6346), b"servent");
+    s.change_own_files(&[], vec![(5, share("own file.txt", 1))]);
     let mut out = Vec::new();
     s.receive(1, query(0, "own"), t, &mut out);
     let hits = hits_of(&out, 1);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].addr, addr(1, 6346));
     assert_eq!(s.files_indexed(), 0);
-    s.set_own_files(addr(1, 6346), b"servent", vec![]);
-    assert!(s.words.is_empty());
+    s.clear_own_files(addr(1, 6346), b"servent");
+    assert!(s.words.is_empty() && s.by_hash.is_empty() && s.files.is_empty());
 }
 
 #[test]
@@ -348,9 +345,9 @@ fn the_nodes_own_files_change_by_what_changed() {
         names.sort();
         names
     };
-    s.set_own_files(
-        addr(1, 6346),
-        b"servent",
+    s.clear_own_files(addr(1, 6346), b"servent");
+    s.change_own_files(
+        &[],
         vec![
             (1, share("alpha one.mp3", 1)),
             (2, share("alpha two.mp3", 2)),

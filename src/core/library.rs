@@ -1391,6 +1391,21 @@ impl View<'_> {
         Some(self.store.file(self.store.first_with(FTH, &fth.0)?))
     }
 
+    /// The indexes of the files whose FastTrack hash is known, in order: read
+    /// off the records alone (no file's name or path looked at, only those
+    /// indexes sorted).
+    pub fn indexes_with_fth(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .store
+            .records
+            .used()
+            .filter(|(_, r)| r.has_fth())
+            .map(|(_, r)| r.index)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Every file, in index order.
     pub fn files(&self) -> impl Iterator<Item = FileRef<'_>> {
         self.store
@@ -1772,6 +1787,44 @@ mod tests {
         assert_eq!(l.view().by_fth(&fth).unwrap().index, 77);
         assert!(served.by_fth(&fth).is_none());
         assert!(served.get(77).is_none());
+    }
+
+    #[test]
+    fn indexes_with_fth_in_order_after_slots_are_reused() {
+        let mut l = Library::new();
+        let fth = |i: u32| crate::fasttrack::hash::fth(&i.to_le_bytes());
+        let add = |l: &mut Library, i: u32| {
+            l.add(
+                &format!("f{i}.txt"),
+                PathBuf::from(format!("/s/f{i}.txt")),
+                1,
+                SystemTime::UNIX_EPOCH,
+                None,
+            )
+        };
+        let first: Vec<u32> = (0..40).map(|i| add(&mut l, i)).collect();
+        for &i in first.iter().step_by(3) {
+            l.set_fth(i, fth(i));
+        }
+        // Freed slots taken by later (higher) indexes: slot order is no
+        // longer index order.
+        for &i in &first[..20] {
+            l.remove(i);
+        }
+        for i in 40..60 {
+            let index = add(&mut l, i);
+            if i % 2 == 0 {
+                l.set_fth(index, fth(index));
+            }
+        }
+        let want: Vec<u32> = l
+            .view()
+            .files()
+            .filter(|f| f.fth.is_some())
+            .map(|f| f.index)
+            .collect();
+        assert_eq!(want.len(), 7 + 10);
+        assert_eq!(l.view().indexes_with_fth(), want);
     }
 
     #[test]

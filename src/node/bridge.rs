@@ -201,19 +201,6 @@ fn share_of(f: &FileRef<'_>) -> Option<Share> {
     })
 }
 
-/// The indexes of the library's files that have their FTH (those offered),
-/// in index order (the order `files` gives them in).
-fn with_fth(lib: &Library) -> Vec<u32> {
-    let v: Vec<u32> = lib
-        .view()
-        .files()
-        .filter(|f| f.fth.is_some())
-        .map(|f| f.index)
-        .collect();
-    debug_assert!(v.is_sorted());
-    v
-}
-
 /// The library's files with these indexes, as FastTrack shares keyed by
 /// index.
 fn shares_of(lib: &Library, indexes: &[u32]) -> Vec<(u32, Share)> {
@@ -276,7 +263,7 @@ pub async fn offer_own_files(
                 &[]
             }
         };
-        let now = engine.library(with_fth);
+        let now = engine.library(|lib| lib.view().indexes_with_fth());
         let gone = missing_from(before, &now);
         if !gone.is_empty() {
             ft.change_own_files(&gone, Vec::new());

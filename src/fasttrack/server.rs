@@ -627,15 +627,7 @@ impl FastTrack {
                     None => continue,
                 },
             };
-            let logins = st.core.stats().logins;
-            let name = match &req {
-                Request::NodeInfo(info) => Some(info.name.clone()),
-                _ => None,
-            };
             st.core.receive(id, req, now, &mut out);
-            if let Some(name) = name.filter(|_| st.core.stats().logins > logins) {
-                tracing::debug!(session = id, user = %String::from_utf8_lossy(&name), "FastTrack user logged in");
-            }
         }
         self.apply(&mut st, out);
         result

@@ -954,12 +954,16 @@ impl Supernode {
                 if info.name.len() > self.cfg.max_name {
                     info.name.truncate(self.cfg.max_name);
                 }
-                let old = user.info.replace(info.clone());
-                if old.is_none() {
-                    self.stats.logins += 1;
-                }
-                if let Some(old) = old {
-                    self.unname(session, &old.name);
+                match user.info.replace(info.clone()) {
+                    None => {
+                        self.stats.logins += 1;
+                        tracing::debug!(
+                            session,
+                            user = %String::from_utf8_lossy(&info.name),
+                            "FastTrack user logged in"
+                        );
+                    }
+                    Some(old) => self.unname(session, &old.name),
                 }
                 self.by_name.entry(info.name).or_default().push(session);
             }
